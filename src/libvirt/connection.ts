@@ -1,0 +1,372 @@
+/**
+ * One RPC session on one transport: serial allocation, routing of replies, events, stream
+ * packets and keepalive, per-call deadlines and cancellation. Knows nothing about auth or
+ * reconnecting; LibvirtClient builds those on top.
+ */
+import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } from "../protocol/generated/keepalive.ts";
+import { decodeVirNetMessageError } from "../protocol/generated/virnet.ts";
+import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
+import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
+import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
+import { LibvirtStream } from "./stream.ts";
+import { openTransport, type Transport } from "./transport.ts";
+import type { LibvirtTarget } from "./uri.ts";
+
+export interface CallOptions {
+  /** Deadline for the reply; defaults to the connection's callTimeoutMs. 0 = none. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface CallObserver {
+  (procedure: string, durationMs: number, error: unknown): void;
+}
+
+export interface ConnectionOptions {
+  connectTimeoutMs: number;
+  callTimeoutMs: number;
+  /** Send a PING after this long without traffic; 0 disables our own pings. */
+  keepaliveIntervalMs: number;
+  /** Declare the peer dead after interval × count without any packet from it. */
+  keepaliveCount: number;
+  onCallComplete?: CallObserver;
+}
+
+interface PendingCall {
+  desc: AnyProcedure;
+  started: number;
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  timer: ReturnType<typeof setTimeout> | null;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
+}
+
+const UINT32 = 0x1_0000_0000;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- erased at the routing layer
+type AnyProcedure = ProcedureDescriptor<any, unknown>;
+
+export class RpcConnection {
+  private nextSerial = 1;
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly streams = new Map<number, LibvirtStream>();
+  private readonly messageHandlers = new Map<number, (payload: Uint8Array) => void>();
+  private readonly parser: PacketParser;
+  private transport: Transport | null = null;
+  private closeError: ConnectionClosedError | null = null;
+  private lastReceived = Date.now();
+  private keepaliveTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly closeListeners: ((e: ConnectionClosedError) => void)[] = [];
+  /** Packets dropped because nothing was waiting for them (late replies, unknown events). */
+  unroutedPackets = 0;
+
+  private constructor(
+    readonly target: LibvirtTarget,
+    private readonly opts: ConnectionOptions,
+  ) {
+    this.parser = new PacketParser((p) => this.route(p));
+  }
+
+  static async open(target: LibvirtTarget, opts: ConnectionOptions): Promise<RpcConnection> {
+    const conn = new RpcConnection(target, opts);
+    conn.transport = await openTransport(
+      target,
+      {
+        onData: (chunk) => conn.receive(chunk),
+        onClose: (error) =>
+          conn.shutdown(
+            new ConnectionClosedError(
+              error ? `connection to libvirtd (${conn.describe()}) failed: ${error.message}` : `libvirtd (${conn.describe()}) closed the connection`,
+              error ? "error" : "eof",
+              { cause: error ?? undefined },
+            ),
+          ),
+      },
+      opts.connectTimeoutMs,
+    );
+    conn.startKeepalive();
+    return conn;
+  }
+
+  describe(): string {
+    return this.transport?.description ?? this.target.uri;
+  }
+
+  get closed(): boolean {
+    return this.closeError !== null;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  onClose(listener: (e: ConnectionClosedError) => void): void {
+    if (this.closeError) listener(this.closeError);
+    else this.closeListeners.push(listener);
+  }
+
+  /** Registers the handler for one event message type (replaces an earlier one). */
+  onMessage<M>(desc: MessageDescriptor<M>, handler: (msg: M) => void): void {
+    this.messageHandlers.set(messageKey(desc.program, desc.proc), (payload) => {
+      const r = new XdrReader(payload);
+      const msg = desc.decode(r);
+      r.finish(desc.name);
+      handler(msg);
+    });
+  }
+
+  call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts: CallOptions = {}): Promise<R> {
+    return this.start(desc as AnyProcedure, args, opts, null) as Promise<R>;
+  }
+
+  /**
+   * Calls a procedure that opens a stream. The stream is registered before the call is
+   * sent, because the daemon may send stream data before the reply (console output).
+   */
+  async openStream<A>(desc: ProcedureDescriptor<A, void>, args: A, opts: CallOptions = {}): Promise<LibvirtStream> {
+    if (!desc.stream) throw new TypeError(`${desc.name} does not open a stream`);
+    const holder: { stream: LibvirtStream | null } = { stream: null };
+    await this.start(desc as AnyProcedure, args, opts, holder);
+    return holder.stream!;
+  }
+
+  private start(
+    desc: AnyProcedure,
+    args: unknown,
+    opts: CallOptions,
+    streamHolder: { stream: LibvirtStream | null } | null,
+  ): Promise<unknown> {
+    if (this.closeError) return Promise.reject(this.closedFor(desc.name));
+    if (opts.signal?.aborted) return Promise.reject(new CallAbortedError(desc.name, { cause: opts.signal.reason }));
+    const serial = this.allocateSerial();
+    let packet: Uint8Array;
+    try {
+      packet = encodePacket(
+        { prog: desc.program, vers: desc.version, proc: desc.proc, type: MessageType.CALL, serial, status: MessageStatus.OK },
+        desc.encodeArgs ? { encode: desc.encodeArgs, value: args } : null,
+      );
+    } catch (e) {
+      return Promise.reject(e); // bad arguments never reach the wire
+    }
+    return new Promise((resolve, reject) => {
+      const call: PendingCall = { desc, started: performance.now(), resolve, reject, timer: null, signal: opts.signal, onAbort: null };
+      const timeoutMs = opts.timeoutMs ?? this.opts.callTimeoutMs;
+      if (timeoutMs > 0) {
+        call.timer = setTimeout(() => this.settle(serial, new CallTimeoutError(desc.name, timeoutMs)), timeoutMs);
+      }
+      if (opts.signal) {
+        call.onAbort = () => this.settle(serial, new CallAbortedError(desc.name, { cause: opts.signal?.reason }));
+        opts.signal.addEventListener("abort", call.onAbort, { once: true });
+      }
+      this.pending.set(serial, call);
+      if (streamHolder) {
+        const stream = new LibvirtStream(desc.name, {
+          send: (status, data) => this.sendStreamPacket(desc, serial, status, data),
+          drained: (threshold) => this.transport?.drained(threshold) ?? Promise.resolve(),
+          release: () => this.streams.delete(serial),
+        });
+        this.streams.set(serial, stream);
+        streamHolder.stream = stream;
+      }
+      this.transport!.write(packet);
+    });
+  }
+
+  private allocateSerial(): number {
+    // Serials wrap at 2^32; skip any still in use by a long-lived call or stream.
+    for (;;) {
+      const s = this.nextSerial;
+      this.nextSerial = (this.nextSerial + 1) % UINT32;
+      if (!this.pending.has(s) && !this.streams.has(s)) return s;
+    }
+  }
+
+  /** Completes a pending call with a value or an error (first settle wins). */
+  private settle(serial: number, error: unknown, value?: unknown): void {
+    const call = this.pending.get(serial);
+    if (!call) return;
+    this.pending.delete(serial);
+    if (call.timer) clearTimeout(call.timer);
+    if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
+    if (error !== null) {
+      // A failed stream-opening call leaves no stream behind.
+      const stream = this.streams.get(serial);
+      if (stream) {
+        this.streams.delete(serial);
+        stream.onFailure(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+    this.opts.onCallComplete?.(call.desc.name, performance.now() - call.started, error);
+    if (error !== null) call.reject(error);
+    else call.resolve(value);
+  }
+
+  private sendStreamPacket(desc: AnyProcedure, serial: number, status: number, data?: Uint8Array): void {
+    if (this.closeError) return;
+    this.transport!.write(
+      encodePacket({ prog: desc.program, vers: desc.version, proc: desc.proc, type: MessageType.STREAM, serial, status }, null, data),
+    );
+  }
+
+  private receive(chunk: Uint8Array): void {
+    this.lastReceived = Date.now();
+    try {
+      this.parser.push(chunk);
+    } catch (e) {
+      // Framing is lost: nothing after this point can be trusted.
+      this.shutdown(
+        new ConnectionClosedError(`protocol error from libvirtd (${this.describe()}): ${(e as Error).message}`, "protocol", { cause: e }),
+      );
+      this.transport?.close();
+    }
+  }
+
+  private route(p: Packet): void {
+    const h = p.header;
+    switch (h.type) {
+      case MessageType.REPLY:
+        return this.routeReply(p);
+      case MessageType.MESSAGE:
+        if (h.prog === KEEPALIVE_PROGRAM) {
+          if (h.proc === KeepaliveProcedure.KEEPALIVE_PROC_PING) this.sendKeepalive(KeepaliveProcedure.KEEPALIVE_PROC_PONG);
+          return;
+        }
+        return this.routeMessage(p);
+      case MessageType.STREAM:
+        return this.routeStream(p);
+      default:
+        // CALL, *_WITH_FDS and STREAM_HOLE are never sent to a client that didn't ask for them.
+        this.unroutedPackets++;
+    }
+  }
+
+  private routeReply(p: Packet): void {
+    const h = p.header;
+    const call = this.pending.get(h.serial);
+    if (!call) {
+      this.unroutedPackets++; // late reply to a call that timed out or was aborted
+      return;
+    }
+    const desc = call.desc;
+    if (h.prog !== desc.program || h.proc !== desc.proc) {
+      this.settle(h.serial, new XdrDecodeError("BAD_PACKET", `reply for ${h.prog}/${h.proc} does not match call ${desc.name}`, 0));
+      return;
+    }
+    try {
+      const r = new XdrReader(p.payload);
+      if (h.status === MessageStatus.ERROR) {
+        const err = decodeVirNetMessageError(r);
+        this.settle(h.serial, new LibvirtError(err, desc.name));
+        return;
+      }
+      const value = desc.decodeRet ? desc.decodeRet(r) : undefined;
+      r.finish(desc.name);
+      this.settle(h.serial, null, value);
+    } catch (e) {
+      this.settle(h.serial, e);
+    }
+  }
+
+  private routeMessage(p: Packet): void {
+    const handler = this.messageHandlers.get(messageKey(p.header.prog, p.header.proc));
+    if (!handler) {
+      this.unroutedPackets++;
+      return;
+    }
+    try {
+      handler(p.payload);
+    } catch {
+      // A malformed event or a throwing handler must not take the connection down.
+      this.unroutedPackets++;
+    }
+  }
+
+  private routeStream(p: Packet): void {
+    const h = p.header;
+    const stream = this.streams.get(h.serial);
+    if (!stream) {
+      this.unroutedPackets++;
+      return;
+    }
+    switch (h.status) {
+      case MessageStatus.CONTINUE:
+        if (p.payload.byteLength === 0) stream.onEof();
+        else stream.onData(p.payload.slice());
+        return;
+      case MessageStatus.OK:
+        stream.onServerOk();
+        return;
+      case MessageStatus.ERROR: {
+        let error: Error;
+        try {
+          error = new LibvirtError(decodeVirNetMessageError(new XdrReader(p.payload)), stream.procedure);
+        } catch (e) {
+          error = e as Error;
+        }
+        this.streams.delete(h.serial);
+        stream.onFailure(error);
+        return;
+      }
+    }
+  }
+
+  private sendKeepalive(proc: number): void {
+    if (this.closeError) return;
+    this.transport?.write(
+      encodePacket({ prog: KEEPALIVE_PROGRAM, vers: KEEPALIVE_PROTOCOL_VERSION, proc, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }),
+    );
+  }
+
+  private startKeepalive(): void {
+    const interval = this.opts.keepaliveIntervalMs;
+    if (interval <= 0) return;
+    this.keepaliveTimer = setInterval(() => {
+      const idle = Date.now() - this.lastReceived;
+      if (idle >= interval * this.opts.keepaliveCount) {
+        this.shutdown(
+          new ConnectionClosedError(
+            `libvirtd (${this.describe()}) did not answer keepalive for ${idle} ms; connection considered dead`,
+            "keepalive",
+          ),
+        );
+        this.transport?.close();
+      } else if (idle >= interval) {
+        this.sendKeepalive(KeepaliveProcedure.KEEPALIVE_PROC_PING);
+      }
+    }, Math.max(50, Math.floor(interval / 2)));
+    // Keepalive alone must not keep a process alive.
+    (this.keepaliveTimer as { unref?: () => void }).unref?.();
+  }
+
+  private closedFor(procedure: string): ConnectionClosedError {
+    const base = this.closeError!;
+    return new ConnectionClosedError(`${procedure}: ${base.message}`, base.reason, { cause: base });
+  }
+
+  /** Fails everything in flight at once and reports the close. Idempotent. */
+  private shutdown(error: ConnectionClosedError): void {
+    if (this.closeError) return;
+    this.closeError = error;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    for (const serial of [...this.pending.keys()]) {
+      const call = this.pending.get(serial)!;
+      this.settle(serial, this.closedFor(call.desc.name));
+    }
+    for (const [serial, stream] of [...this.streams]) {
+      this.streams.delete(serial);
+      stream.onFailure(this.closedFor(stream.procedure));
+    }
+    for (const l of this.closeListeners.splice(0)) l(error);
+  }
+
+  /** Closes the transport; pending calls fail with ConnectionClosedError("closed"). */
+  close(): void {
+    this.shutdown(new ConnectionClosedError(`connection to libvirtd (${this.describe()}) was closed by the client`, "closed"));
+    this.transport?.close();
+  }
+}
+
+function messageKey(program: number, proc: number): number {
+  // Programs are 32-bit; procedures fit in 16 bits in every libvirt program.
+  return program * 65536 + proc;
+}

@@ -1,0 +1,11 @@
+export { LibvirtClient, DomainEventId, Feature } from "./client.ts";
+export type { ClientState, DomainEventMap, DomainLifecycleEvent, HypervisorInfo, LibvirtClientOptions } from "./client.ts";
+export type { CallOptions } from "./connection.ts";
+export { CallAbortedError, CallTimeoutError, ConnectError, ConnectionClosedError, ErrorCode, ErrorDomain, LibvirtError } from "./errors.ts";
+export { LibvirtStream } from "./stream.ts";
+export { parseLibvirtUri, UriError } from "./uri.ts";
+export type { LibvirtTarget, TransportKind } from "./uri.ts";
+export { registerTransport } from "./transport.ts";
+export type { Transport, TransportFactory, TransportHandlers } from "./transport.ts";
+export { remoteProcedures, remoteMessages } from "../protocol/generated/remote.ts";
+export { qemuProcedures } from "../protocol/generated/qemu.ts";

@@ -1,0 +1,154 @@
+/**
+ * libvirt streams (console, channel, volume upload/download) as Web streams.
+ *
+ * Protocol (all packets type STREAM, with the serial of the opening call):
+ *   data     CONTINUE + raw bytes, either way (at most 262 120 bytes per packet)
+ *   EOF      server sends CONTINUE with an empty payload
+ *   finish   client sends OK; server answers OK, or ERROR if finishing failed
+ *   abort    client sends ERROR with an empty payload; server answers OK
+ *   failure  server sends ERROR with a remote_error
+ */
+import { VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX } from "../protocol/generated/virnet.ts";
+import { MessageStatus } from "./packet.ts";
+
+/** What the stream needs from its connection. */
+export interface StreamChannel {
+  send(status: number, data?: Uint8Array): void;
+  drained(threshold: number): Promise<void>;
+  release(): void;
+}
+
+export type StreamState = "open" | "finishing" | "aborting" | "closed" | "failed";
+
+/** Above this many queued bytes, writers wait for the socket to drain. */
+const WRITE_HIGH_WATER = 1024 * 1024;
+
+export class LibvirtStream {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  private readController!: ReadableStreamDefaultController<Uint8Array>;
+  private readClosed = false;
+  private state: StreamState = "open";
+  private doneResolve!: () => void;
+  private doneReject!: (e: unknown) => void;
+  /** Settles when the stream is finished (resolves) or failed/aborted by the server (rejects). */
+  readonly done: Promise<void>;
+
+  constructor(
+    readonly procedure: string,
+    private readonly channel: StreamChannel,
+  ) {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.doneResolve = resolve;
+      this.doneReject = reject;
+    });
+    this.done.catch(() => {}); // observed through readable/writable or by awaiting done
+    this.readable = new ReadableStream<Uint8Array>({
+      start: (c) => {
+        this.readController = c;
+      },
+      cancel: async () => {
+        this.readClosed = true;
+        if (this.state === "open") await this.abort();
+      },
+    });
+    this.writable = new WritableStream<Uint8Array>({
+      write: async (chunk) => this.write(chunk),
+      close: async () => this.finish(),
+      abort: async () => this.abort(),
+    });
+  }
+
+  get status(): StreamState {
+    return this.state;
+  }
+
+  /** Sends data, split into protocol-sized packets; waits when the socket is backed up. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== "open") throw new Error(`${this.procedure}: stream is ${this.state}`);
+    const max = VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX;
+    for (let off = 0; off < chunk.byteLength; off += max) {
+      this.channel.send(MessageStatus.CONTINUE, chunk.subarray(off, Math.min(off + max, chunk.byteLength)));
+    }
+    await this.channel.drained(WRITE_HIGH_WATER);
+    if ((this.state as StreamState) === "failed") await this.done;
+  }
+
+  /** Tells the server we are done sending and waits for its confirmation. */
+  async finish(): Promise<void> {
+    if (this.state === "open") {
+      this.state = "finishing";
+      this.channel.send(MessageStatus.OK);
+    }
+    return this.done;
+  }
+
+  /** Abandons the stream; the server confirms and drops its end. */
+  async abort(): Promise<void> {
+    if (this.state === "open" || this.state === "finishing") {
+      this.state = "aborting";
+      this.channel.send(MessageStatus.ERROR);
+    }
+    try {
+      await this.done;
+    } catch {
+      // an aborted stream has no result to report
+    }
+  }
+
+  // ---- called by the connection ----
+
+  /** @internal */
+  onData(bytes: Uint8Array): void {
+    if (this.readClosed) return;
+    this.readController.enqueue(bytes);
+  }
+
+  /** @internal Server end of data. Like the C client, answer with finish. */
+  onEof(): void {
+    this.closeReadable();
+    if (this.state === "open") {
+      this.state = "finishing";
+      this.channel.send(MessageStatus.OK);
+    }
+  }
+
+  /** @internal Server confirmed finish or abort. */
+  onServerOk(): void {
+    this.closeReadable();
+    this.settle(null);
+  }
+
+  /** @internal */
+  onFailure(error: Error): void {
+    if (this.state === "aborting") {
+      // The server may report the abort itself as an error; the abort succeeded.
+      this.closeReadable();
+      this.settle(null);
+      return;
+    }
+    if (!this.readClosed) {
+      this.readClosed = true;
+      this.readController.error(error);
+    }
+    this.settle(error);
+  }
+
+  private closeReadable(): void {
+    if (this.readClosed) return;
+    this.readClosed = true;
+    this.readController.close();
+  }
+
+  private settle(error: Error | null): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    this.channel.release();
+    if (error) {
+      this.state = "failed";
+      this.doneReject(error);
+    } else {
+      this.state = "closed";
+      this.doneResolve();
+    }
+  }
+}

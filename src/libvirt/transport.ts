@@ -1,0 +1,205 @@
+/**
+ * Byte transports under the RPC connection. unix and tcp are built in; TLS and SSH can be
+ * added with `registerTransport` without touching the connection code.
+ */
+import type { Socket } from "bun";
+import { ConnectError } from "./errors.ts";
+import type { LibvirtTarget, TransportKind } from "./uri.ts";
+
+export interface TransportHandlers {
+  onData(chunk: Uint8Array): void;
+  /** Called once, when the transport is gone for any reason. */
+  onClose(error: Error | null): void;
+}
+
+export interface Transport {
+  /** Queues bytes for sending; never sends a partial packet out of order. */
+  write(bytes: Uint8Array): void;
+  /** Bytes accepted by write() but not yet handed to the kernel. */
+  readonly buffered: number;
+  /** Resolves once the queue has drained below `threshold` bytes. */
+  drained(threshold?: number): Promise<void>;
+  close(): void;
+  readonly description: string;
+}
+
+export type TransportFactory = (target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number) => Promise<Transport>;
+
+const factories = new Map<TransportKind, TransportFactory>();
+
+export function registerTransport(kind: TransportKind, factory: TransportFactory): void {
+  factories.set(kind, factory);
+}
+
+export function openTransport(target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number): Promise<Transport> {
+  const factory = factories.get(target.transport);
+  if (!factory) {
+    return Promise.reject(
+      new ConnectError(
+        `the '${target.transport}' transport is not supported yet; use qemu+unix:// (local) or qemu+tcp:// (remote, auth_tcp = "none")`,
+        target.uri,
+      ),
+    );
+  }
+  return factory(target, handlers, connectTimeoutMs);
+}
+
+/**
+ * A Bun socket with a write queue. Bun's socket.write() may accept only part of a buffer;
+ * the rest is kept and flushed from the drain handler. Writes issued in the same tick are
+ * coalesced into one syscall.
+ */
+class BunSocketTransport implements Transport {
+  private socket: Socket<undefined> | null = null;
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private flushScheduled = false;
+  private closed = false;
+  private waiters: { threshold: number; resolve: () => void }[] = [];
+
+  constructor(
+    readonly description: string,
+    private readonly handlers: TransportHandlers,
+  ) {}
+
+  attach(socket: Socket<undefined>): void {
+    this.socket = socket;
+  }
+
+  get buffered(): number {
+    return this.queued;
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.queue.push(bytes);
+    this.queued += bytes.byteLength;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => {
+        this.flushScheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  flush(): void {
+    const socket = this.socket;
+    if (!socket || this.closed) return;
+    while (this.queue.length > 0) {
+      let chunk: Uint8Array;
+      if (this.queue.length > 1 && this.queued <= 256 * 1024) {
+        // Coalesce small pending writes into one buffer.
+        chunk = new Uint8Array(this.queued);
+        let off = 0;
+        for (const q of this.queue) {
+          chunk.set(q, off);
+          off += q.byteLength;
+        }
+        this.queue = [chunk];
+      } else {
+        chunk = this.queue[0]!;
+      }
+      const n = socket.write(chunk);
+      if (n < 0) return; // socket closing; close handler follows
+      this.queued -= n;
+      if (n < chunk.byteLength) {
+        this.queue[0] = chunk.subarray(n);
+        break; // kernel buffer full: wait for drain
+      }
+      this.queue.shift();
+    }
+    this.notifyWaiters();
+  }
+
+  private notifyWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const still: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (this.queued <= w.threshold) w.resolve();
+      else still.push(w);
+    }
+    this.waiters = still;
+  }
+
+  drained(threshold = 0): Promise<void> {
+    if (this.queued <= threshold || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ threshold, resolve }));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.socket?.end();
+    this.finish(null);
+  }
+
+  /** Socket is gone: report once, release waiters. */
+  finish(error: Error | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue = [];
+    this.queued = 0;
+    for (const w of this.waiters) w.resolve();
+    this.waiters = [];
+    this.handlers.onClose(error);
+  }
+}
+
+function bunSocketFactory(target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number): Promise<Transport> {
+  const where = target.transport === "unix" ? `unix socket ${target.socketPath}` : `${target.host}:${target.port}`;
+  const t = new BunSocketTransport(where, handlers);
+  return new Promise<Transport>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      reject(new ConnectError(`timed out after ${connectTimeoutMs} ms connecting to libvirtd at ${where}`, target.uri));
+    }, connectTimeoutMs);
+    const socketHandler = {
+      open(socket: Socket<undefined>) {
+        if (settled) {
+          socket.end(); // timed out meanwhile
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        t.attach(socket);
+        resolve(t);
+      },
+      data(_socket: Socket<undefined>, data: Buffer) {
+        handlers.onData(data);
+      },
+      drain() {
+        t.flush();
+      },
+      close() {
+        t.finish(null);
+      },
+      end() {
+        t.finish(null);
+      },
+      error(_socket: Socket<undefined>, error: Error) {
+        t.finish(error);
+      },
+      connectError(_socket: Socket<undefined>, error: Error) {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(new ConnectError(`cannot connect to libvirtd at ${where}: ${error.message}`, target.uri, { cause: error }));
+      },
+    };
+    const opts =
+      target.transport === "unix"
+        ? Bun.connect({ unix: target.socketPath!, socket: socketHandler })
+        : Bun.connect({ hostname: target.host!, port: target.port!, socket: socketHandler });
+    opts.catch((error: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(new ConnectError(`cannot connect to libvirtd at ${where}: ${error.message}`, target.uri, { cause: error }));
+    });
+  });
+}
+
+registerTransport("unix", bunSocketFactory);
+registerTransport("tcp", bunSocketFactory);

@@ -1,0 +1,135 @@
+import { XdrEncodeError } from "./errors.ts";
+
+const utf8 = new TextEncoder();
+const INT32_MIN = -0x80000000;
+const INT32_MAX = 0x7fffffff;
+const UINT32_MAX = 0xffffffff;
+
+/** Growable XDR (RFC 4506) encoder. Values are range-checked so bad input never goes on the wire. */
+export class XdrWriter {
+  private buf: Uint8Array;
+  private view: DataView;
+  private pos = 0;
+
+  constructor(initialSize = 256) {
+    this.buf = new Uint8Array(initialSize);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.byteLength) return;
+    let size = this.buf.byteLength * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  int(v: number): void {
+    if (!Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX) {
+      throw new XdrEncodeError("BAD_VALUE", `int out of range: ${v}`);
+    }
+    this.ensure(4);
+    this.view.setInt32(this.pos, v);
+    this.pos += 4;
+  }
+
+  uint(v: number): void {
+    if (!Number.isInteger(v) || v < 0 || v > UINT32_MAX) {
+      throw new XdrEncodeError("BAD_VALUE", `unsigned int out of range: ${v}`);
+    }
+    this.ensure(4);
+    this.view.setUint32(this.pos, v);
+    this.pos += 4;
+  }
+
+  hyper(v: bigint): void {
+    if (typeof v !== "bigint") throw new XdrEncodeError("BAD_VALUE", "hyper must be a bigint");
+    this.ensure(8);
+    this.view.setBigInt64(this.pos, BigInt.asIntN(64, v));
+    this.pos += 8;
+  }
+
+  uhyper(v: bigint): void {
+    if (typeof v !== "bigint" || v < 0n) throw new XdrEncodeError("BAD_VALUE", "unsigned hyper must be a non-negative bigint");
+    this.ensure(8);
+    this.view.setBigUint64(this.pos, BigInt.asUintN(64, v));
+    this.pos += 8;
+  }
+
+  float(v: number): void {
+    this.ensure(4);
+    this.view.setFloat32(this.pos, v);
+    this.pos += 4;
+  }
+
+  double(v: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.pos, v);
+    this.pos += 8;
+  }
+
+  bool(v: boolean): void {
+    this.int(v ? 1 : 0);
+  }
+
+  /** Length prefix of a variable-length array, checked against its bound. */
+  count(n: number, max: number, what: string): void {
+    if (n > max) throw new XdrEncodeError("LENGTH_EXCEEDED", `${what}: ${n} elements exceed bound ${max}`);
+    this.uint(n);
+  }
+
+  private pad(len: number): void {
+    const pad = (4 - (len & 3)) & 3;
+    this.ensure(pad);
+    for (let i = 0; i < pad; i++) this.buf[this.pos++] = 0;
+  }
+
+  opaqueFixed(v: Uint8Array, len: number): void {
+    if (v.byteLength !== len) throw new XdrEncodeError("BAD_VALUE", `fixed opaque needs ${len} bytes, got ${v.byteLength}`);
+    this.ensure(len);
+    this.buf.set(v, this.pos);
+    this.pos += len;
+    this.pad(len);
+  }
+
+  opaqueVar(v: Uint8Array, max: number): void {
+    this.count(v.byteLength, max, "opaque");
+    this.opaqueFixed(v, v.byteLength);
+  }
+
+  string(v: string, max: number): void {
+    if (typeof v !== "string") throw new XdrEncodeError("BAD_VALUE", "expected a string");
+    // Encode straight into the buffer: worst case 3 bytes per UTF-16 unit.
+    this.ensure(4 + v.length * 3 + 3);
+    const lenAt = this.pos;
+    this.pos += 4;
+    const { written } = utf8.encodeInto(v, this.buf.subarray(this.pos));
+    if (written > max) throw new XdrEncodeError("LENGTH_EXCEEDED", `string of ${written} bytes exceeds bound ${max}`);
+    this.view.setUint32(lenAt, written);
+    this.pos += written;
+    this.pad(written);
+  }
+
+  /** Appends bytes that are already XDR-encoded (or raw stream data). */
+  raw(bytes: Uint8Array): void {
+    this.ensure(bytes.byteLength);
+    this.buf.set(bytes, this.pos);
+    this.pos += bytes.byteLength;
+  }
+
+  /** Overwrites a big-endian u32 at an earlier offset (used for packet length words). */
+  patchUint(at: number, v: number): void {
+    this.view.setUint32(at, v);
+  }
+
+  /** The encoded bytes (a view; copy it if the writer is reused). */
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+}
