@@ -1,0 +1,79 @@
+/**
+ * Access to the test rig started by scripts/test (scripts/lib/rig.sh up): isolated
+ * libvirtd instances and a tiny bootable guest. Tests fail loudly when it is missing.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export interface RigInstance {
+  socket: string | null;
+  tcpPort: number;
+  libvirtdPid: number;
+  virtlogdPid: number;
+  logFile: string;
+}
+
+export interface Rig {
+  rigDir: string;
+  instances: { main: RigInstance; remote: RigInstance; fault: RigInstance };
+  guest: { kernel: string; initrd: string };
+}
+
+const repo = resolve(import.meta.dir, "../..");
+const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
+
+export function rig(): Rig {
+  const file = join(rigDir, "env.json");
+  if (!existsSync(file)) {
+    throw new Error(
+      `test rig not running (${file} missing). Run the suite with ./scripts/test, or start the rig with ` +
+        `scripts/lib/rig.sh up (needs root and the packages from scripts/lib/install-deps.sh).`,
+    );
+  }
+  return JSON.parse(readFileSync(file, "utf8")) as Rig;
+}
+
+export type InstanceName = keyof Rig["instances"];
+
+export function unixUri(driver: "qemu" | "test", name: InstanceName = "main"): string {
+  const inst = rig().instances[name];
+  if (!inst.socket) throw new Error(`rig instance ${name} has no unix socket`);
+  return driver === "qemu" ? `qemu+unix:///system?socket=${inst.socket}` : `test+unix:///default?socket=${inst.socket}`;
+}
+
+export function tcpUri(driver: "qemu" | "test", name: InstanceName): string {
+  const port = rig().instances[name].tcpPort;
+  return driver === "qemu" ? `qemu+tcp://127.0.0.1:${port}/system` : `test+tcp://127.0.0.1:${port}/default`;
+}
+
+/** Runs a rig.sh subcommand (stop-instance, start-instance, …) and returns the fresh rig. */
+export function rigCommand(...args: string[]): Rig {
+  const r = Bun.spawnSync(["bash", join(repo, "scripts/lib/rig.sh"), ...args], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`rig.sh ${args.join(" ")} failed: ${r.stderr.toString()}`);
+  return rig();
+}
+
+/** A name unique to this test run, so parallel or leftover objects never collide. */
+export function uniqueName(prefix: string): string {
+  return `rctest-${prefix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 20_000, stepMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(stepMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}
