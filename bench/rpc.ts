@@ -1,0 +1,96 @@
+/**
+ * bun run bench:rpc [--seconds 5] [--concurrency 8] [--domains 16]
+ *
+ * Throughput of a fixed call mix (lookup by name + get XML desc + get info, round robin over
+ * test-driver domains) through our client and, in the same run against the same libvirtd,
+ * through libvirt's C client (python3-libvirt). Prints one JSON line with the ratios.
+ * Starts the test rig if it is not running, and stops it again if it started it.
+ */
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
+
+const repo = resolve(import.meta.dir, "..");
+const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const seconds = arg("seconds", 5);
+const concurrency = arg("concurrency", 8);
+const domainCount = arg("domains", 16);
+
+function sh(cmd: string[]): string {
+  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
+  return r.stdout.toString();
+}
+
+async function mix(client: LibvirtClient, names: string[], stopAt: number, offset: number): Promise<number> {
+  let i = offset;
+  let calls = 0;
+  while (performance.now() < stopAt) {
+    const { dom } = await client.call(P.domainLookupByName, { name: names[i % names.length]! });
+    await client.call(P.domainGetXmlDesc, { dom, flags: 0 });
+    await client.call(P.domainGetInfo, { dom });
+    calls += 3;
+    i++;
+  }
+  return calls;
+}
+
+const startedRig = !existsSync(join(rigDir, "env.json"));
+if (startedRig) {
+  sh(["bash", "scripts/lib/install-deps.sh"]);
+  sh(["bash", "scripts/lib/rig.sh", "up"]);
+}
+try {
+  const env = JSON.parse(await Bun.file(join(rigDir, "env.json")).text()) as { instances: { main: { socket: string } } };
+  const uri = `test+unix:///default?socket=${env.instances.main.socket}`;
+  const client = await LibvirtClient.connect(uri);
+  const names = Array.from({ length: domainCount }, (_, i) => `rcbench-${process.pid}-${i}`);
+  const doms = [];
+  for (const name of names) {
+    const { dom } = await client.call(P.domainDefineXml, {
+      xml: `<domain type='test'><name>${name}</name><memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>`,
+    });
+    doms.push(dom);
+  }
+  try {
+    await mix(client, names, performance.now() + 500, 0); // warm-up (JIT, caches)
+    let t0 = performance.now();
+    const seqCalls = await mix(client, names, t0 + seconds * 1000, 0);
+    const seq = seqCalls / ((performance.now() - t0) / 1000);
+
+    t0 = performance.now();
+    const stopAt = t0 + seconds * 1000;
+    const per = await Promise.all(Array.from({ length: concurrency }, (_, k) => mix(client, names, stopAt, k)));
+    const conc = per.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+
+    // Our connection stays open so the test driver keeps the domains for the C client.
+    const c = JSON.parse(sh(["/usr/bin/python3", "bench/rpc_c_client.py", uri, String(seconds), String(concurrency), ...names])) as {
+      c_seq_calls_s: number;
+      c_conc_calls_s: number;
+    };
+    const round = (x: number) => Math.round(x * 10) / 10;
+    console.log(
+      JSON.stringify({
+        seq_calls_s: round(seq),
+        conc_calls_s: round(conc),
+        c_seq_calls_s: c.c_seq_calls_s,
+        c_conc_calls_s: c.c_conc_calls_s,
+        seq_ratio: Math.round((seq / c.c_seq_calls_s) * 100) / 100,
+        conc_ratio: Math.round((conc / c.c_conc_calls_s) * 100) / 100,
+        seconds,
+        concurrency,
+        domains: domainCount,
+      }),
+    );
+  } finally {
+    for (const dom of doms) await client.call(P.domainUndefine, { dom }).catch(() => {});
+    await client.close();
+  }
+} finally {
+  if (startedRig) sh(["bash", "scripts/lib/rig.sh", "down"]);
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install what rcloud needs to run and to be tested on Debian 12.
+# Idempotent: dpkg-query first, apt only when something is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+PACKAGES=(
+  libvirt-daemon-system libvirt-clients
+  qemu-system-x86 qemu-utils python3-libvirt
+  busybox-static linux-image-amd64 cpio xorriso
+  openssh-client openssh-server iproute2 procps
+)
+
+log() { echo "install-deps: $*" >&2; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+# npm is only needed to fetch bun, and only when node_modules lacks it.
+if [[ ! -x "$ROOT/node_modules/.bin/bun" ]] && ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
+SUDO=()
+[[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+
+if ((${#missing[@]})); then
+  log "installing: ${missing[*]}"
+
+  # Without systemd (containers, bare CI), the packages' postinst would start a
+  # host libvirtd via init.d, with its NAT'd default network. The test rig runs
+  # its own isolated daemons and needs none of that, so block service starts
+  # for the duration of the install unless a policy is already in place.
+  policy_added=""
+  if [[ ! -d /run/systemd/system && ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 0755 /usr/sbin/policy-rc.d
+    policy_added=1
+    trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+  if [[ -n "$policy_added" ]]; then
+    "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+fi
+
+# libvirtd and virtlogd refuse to start without this directory (docs §10.1).
+[[ -d /var/log/libvirt ]] || "${SUDO[@]}" mkdir -p /var/log/libvirt
+
+if [[ ! -x "$ROOT/node_modules/.bin/bun" ]]; then
+  log "installing node dependencies (bun)"
+  cd "$ROOT"
+  if [[ -f package-lock.json ]]; then
+    npm ci --no-audit --no-fund
+  else
+    npm install --no-audit --no-fund
+  fi
+fi

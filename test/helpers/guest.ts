@@ -1,0 +1,62 @@
+/** Domain XML for the rig's tiny guest: direct kernel boot, serial console, no network at all. */
+import { rig } from "./rig.ts";
+
+export function tinyGuestXml(name: string, opts: { memoryMiB?: number } = {}): string {
+  const { kernel, initrd } = rig().guest;
+  // Test-controlled values only (name from uniqueName); product code renders XML from templates.
+  return `<domain type='qemu'>
+  <name>${name}</name>
+  <memory unit='MiB'>${opts.memoryMiB ?? 192}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>${kernel}</kernel>
+    <initrd>${initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <memballoon model='none'/>
+  </devices>
+</domain>`;
+}
+
+/** Reads a console stream into a growing string; resolves `until` when a pattern shows up. */
+export class ConsoleReader {
+  text = "";
+  private readonly decoder = new TextDecoder();
+  private waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  readonly finished: Promise<void>;
+
+  constructor(readable: ReadableStream<Uint8Array>) {
+    this.finished = (async () => {
+      for await (const chunk of readable) {
+        this.text += this.decoder.decode(chunk, { stream: true });
+        this.waiters = this.waiters.filter((w) => {
+          const m = this.text.match(w.re);
+          if (m) w.resolve(m);
+          return !m;
+        });
+      }
+    })();
+  }
+
+  until(re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+    const m = this.text.match(re);
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`console did not show ${re} within ${timeoutMs} ms; got:\n${this.text.slice(-2000)}`)), timeoutMs);
+      this.waiters.push({
+        re,
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      });
+    });
+  }
+}
