@@ -39,6 +39,8 @@ export interface LibvirtClientOptions {
   callTimeoutMs?: number;
   keepaliveIntervalMs?: number;
   keepaliveCount?: number;
+  /** Calls in progress on the daemon at once (its max_client_requests; default 5). */
+  maxInFlight?: number;
   readonly?: boolean;
   /** Background reconnection after an unexpected drop. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number } | false;
@@ -117,6 +119,7 @@ export class LibvirtClient {
       callTimeoutMs: opts.callTimeoutMs ?? 60_000,
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 5_000,
       keepaliveCount: opts.keepaliveCount ?? 3,
+      maxInFlight: opts.maxInFlight ?? 5,
       onCallComplete: opts.onCallComplete,
     };
     this.reconnectDelay = this.initialDelay;

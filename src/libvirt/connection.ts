@@ -29,6 +29,12 @@ export interface ConnectionOptions {
   keepaliveIntervalMs: number;
   /** Declare the peer dead after interval × count without any packet from it. */
   keepaliveCount: number;
+  /**
+   * Calls sent but not yet answered, at most. libvirtd stops reading a client that has
+   * max_client_requests (default 5) calls in progress, which also stalls keepalive; we
+   * queue beyond this limit ourselves so pings and pongs keep flowing. 0 = no limit.
+   */
+  maxInFlight: number;
   onCallComplete?: CallObserver;
 }
 
@@ -37,7 +43,9 @@ interface PendingCall {
   started: number;
   resolve(v: unknown): void;
   reject(e: unknown): void;
-  timer: ReturnType<typeof setTimeout> | null;
+  /** performance.now() deadline, or Infinity. */
+  deadline: number;
+  timeoutMs: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | null;
 }
@@ -57,6 +65,10 @@ export class RpcConnection {
   private lastReceived = Date.now();
   private keepaliveTimer: ReturnType<typeof setInterval> | null = null;
   private readonly closeListeners: ((e: ConnectionClosedError) => void)[] = [];
+  /** Serials sent and not yet answered (abandoned calls included: the daemon still works on them). */
+  private readonly unanswered = new Set<number>();
+  /** Encoded calls waiting for a free slot, in order. */
+  private readonly backlog: { serial: number; packet: Uint8Array }[] = [];
   /** Packets dropped because nothing was waiting for them (late replies, unknown events). */
   unroutedPackets = 0;
 
@@ -149,11 +161,11 @@ export class RpcConnection {
       return Promise.reject(e); // bad arguments never reach the wire
     }
     return new Promise((resolve, reject) => {
-      const call: PendingCall = { desc, started: performance.now(), resolve, reject, timer: null, signal: opts.signal, onAbort: null };
       const timeoutMs = opts.timeoutMs ?? this.opts.callTimeoutMs;
-      if (timeoutMs > 0) {
-        call.timer = setTimeout(() => this.settle(serial, new CallTimeoutError(desc.name, timeoutMs)), timeoutMs);
-      }
+      const started = performance.now();
+      const deadline = timeoutMs > 0 ? started + timeoutMs : Infinity;
+      const call: PendingCall = { desc, started, resolve, reject, deadline, timeoutMs, signal: opts.signal, onAbort: null };
+      if (deadline < this.sweepAt) this.scheduleSweep(deadline);
       if (opts.signal) {
         call.onAbort = () => this.settle(serial, new CallAbortedError(desc.name, { cause: opts.signal?.reason }));
         opts.signal.addEventListener("abort", call.onAbort, { once: true });
@@ -168,8 +180,48 @@ export class RpcConnection {
         this.streams.set(serial, stream);
         streamHolder.stream = stream;
       }
-      this.transport!.write(packet);
+      if (this.opts.maxInFlight > 0 && this.unanswered.size >= this.opts.maxInFlight) this.backlog.push({ serial, packet });
+      else this.send(serial, packet);
     });
+  }
+
+  /**
+   * One timer for all deadlines instead of one per call: it is armed for the earliest
+   * deadline and re-armed after each sweep. Calls with equal timeouts never re-arm it.
+   */
+  private sweepTimer: ReturnType<typeof setTimeout> | null = null;
+  private sweepAt = Infinity;
+
+  private scheduleSweep(at: number): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
+  }
+
+  private sweep(): void {
+    this.sweepTimer = null;
+    this.sweepAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [serial, call] of this.pending) {
+      if (call.deadline <= now) this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs));
+      else if (call.deadline < next) next = call.deadline;
+    }
+    if (next < Infinity && !this.closeError) this.scheduleSweep(next);
+  }
+
+  private send(serial: number, packet: Uint8Array): void {
+    this.unanswered.add(serial);
+    this.transport!.write(packet);
+  }
+
+  /** A slot freed up: send queued calls that are still wanted. */
+  private pump(): void {
+    const max = this.opts.maxInFlight;
+    while (this.backlog.length > 0 && (max <= 0 || this.unanswered.size < max)) {
+      const next = this.backlog.shift()!;
+      if (this.pending.has(next.serial)) this.send(next.serial, next.packet);
+    }
   }
 
   private allocateSerial(): number {
@@ -177,7 +229,7 @@ export class RpcConnection {
     for (;;) {
       const s = this.nextSerial;
       this.nextSerial = (this.nextSerial + 1) % UINT32;
-      if (!this.pending.has(s) && !this.streams.has(s)) return s;
+      if (!this.pending.has(s) && !this.streams.has(s) && !this.unanswered.has(s)) return s;
     }
   }
 
@@ -186,7 +238,6 @@ export class RpcConnection {
     const call = this.pending.get(serial);
     if (!call) return;
     this.pending.delete(serial);
-    if (call.timer) clearTimeout(call.timer);
     if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
     if (error !== null) {
       // A failed stream-opening call leaves no stream behind.
@@ -242,6 +293,7 @@ export class RpcConnection {
 
   private routeReply(p: Packet): void {
     const h = p.header;
+    if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(() => this.pump());
     const call = this.pending.get(h.serial);
     if (!call) {
       this.unroutedPackets++; // late reply to a call that timed out or was aborted
@@ -348,6 +400,9 @@ export class RpcConnection {
     if (this.closeError) return;
     this.closeError = error;
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.backlog.length = 0;
+    this.unanswered.clear();
     for (const serial of [...this.pending.keys()]) {
       const call = this.pending.get(serial)!;
       this.settle(serial, this.closedFor(call.desc.name));

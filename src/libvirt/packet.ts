@@ -87,24 +87,25 @@ export class PacketParser {
 
   /** Parses complete packets in bytes[from, to); returns the offset of the first unparsed byte. */
   private drain(bytes: Uint8Array, from: number, to: number): number {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // Byte-wise big-endian reads: cheaper than a DataView per socket chunk.
+    const u32 = (at: number) => ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
     let pos = from;
     while (to - pos >= VIR_NET_MESSAGE_LEN_MAX) {
-      const len = view.getUint32(pos);
+      const len = u32(pos);
       if (len < MIN_PACKET || len > MAX_PACKET) {
         throw new XdrDecodeError("BAD_PACKET", `packet length ${len} outside [${MIN_PACKET}, ${MAX_PACKET}]`, pos);
       }
       if (to - pos < len) break;
-      const type = view.getInt32(pos + 16);
-      const status = view.getInt32(pos + 24);
+      const type = u32(pos + 16) | 0;
+      const status = u32(pos + 24) | 0;
       if (!virNetMessageTypeValues.has(type)) throw new XdrDecodeError("BAD_PACKET", `unknown message type ${type}`, pos + 16);
       if (!virNetMessageStatusValues.has(status)) throw new XdrDecodeError("BAD_PACKET", `unknown message status ${status}`, pos + 24);
       const header: VirNetMessageHeader = {
-        prog: view.getUint32(pos + 4),
-        vers: view.getUint32(pos + 8),
-        proc: view.getInt32(pos + 12),
+        prog: u32(pos + 4),
+        vers: u32(pos + 8),
+        proc: u32(pos + 12) | 0,
         type,
-        serial: view.getUint32(pos + 20),
+        serial: u32(pos + 20),
         status,
       };
       const payload = bytes.subarray(pos + MIN_PACKET, pos + len);
@@ -141,7 +142,9 @@ export class PacketParser {
     this.end += chunk.byteLength;
     // Validate the length word as soon as we have it.
     if (this.end - this.start >= VIR_NET_MESSAGE_LEN_MAX) {
-      const len = new DataView(this.buf.buffer, this.buf.byteOffset).getUint32(this.start);
+      const b = this.buf;
+      const at = this.start;
+      const len = ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
       if (len < MIN_PACKET || len > MAX_PACKET) {
         throw new XdrDecodeError("BAD_PACKET", `packet length ${len} outside [${MIN_PACKET}, ${MAX_PACKET}]`, this.start);
       }

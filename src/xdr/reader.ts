@@ -9,7 +9,7 @@ const utf8 = new TextDecoder("utf-8");
  * bytes actually left before anything is allocated, so a hostile length word costs nothing.
  */
 export class XdrReader {
-  private readonly view: DataView;
+  private viewCache: DataView | null = null;
   private pos: number;
   private readonly end: number;
 
@@ -18,9 +18,18 @@ export class XdrReader {
     start = 0,
     end = bytes.byteLength,
   ) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.pos = start;
     this.end = end;
+  }
+
+  /** Only floats need a DataView; integers are read byte-wise, which is cheaper per reply. */
+  private get view(): DataView {
+    return (this.viewCache ??= new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength));
+  }
+
+  private u32(at: number): number {
+    const b = this.bytes;
+    return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
   }
 
   get offset(): number {
@@ -39,30 +48,28 @@ export class XdrReader {
 
   int(): number {
     this.need(4, "int");
-    const v = this.view.getInt32(this.pos);
+    const v = this.u32(this.pos) | 0;
     this.pos += 4;
     return v;
   }
 
   uint(): number {
     this.need(4, "unsigned int");
-    const v = this.view.getUint32(this.pos);
+    const v = this.u32(this.pos);
     this.pos += 4;
     return v;
   }
 
   hyper(): bigint {
-    this.need(8, "hyper");
-    const v = this.view.getBigInt64(this.pos);
-    this.pos += 8;
-    return v;
+    return BigInt.asIntN(64, this.uhyper());
   }
 
   uhyper(): bigint {
-    this.need(8, "unsigned hyper");
-    const v = this.view.getBigUint64(this.pos);
+    this.need(8, "hyper");
+    const hi = this.u32(this.pos);
+    const lo = this.u32(this.pos + 4);
     this.pos += 8;
-    return v;
+    return hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo);
   }
 
   float(): number {

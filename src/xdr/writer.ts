@@ -105,6 +105,7 @@ export class XdrWriter {
 
   string(v: string, max: number): void {
     if (typeof v !== "string") throw new XdrEncodeError("BAD_VALUE", "expected a string");
+    if (v.length <= 64 && this.asciiString(v, max)) return;
     // Encode straight into the buffer: worst case 3 bytes per UTF-16 unit.
     this.ensure(4 + v.length * 3 + 3);
     const lenAt = this.pos;
@@ -114,6 +115,23 @@ export class XdrWriter {
     this.view.setUint32(lenAt, written);
     this.pos += written;
     this.pad(written);
+  }
+
+  /** Short ASCII strings (names, URIs) without TextEncoder; false if `v` is not ASCII. */
+  private asciiString(v: string, max: number): boolean {
+    const n = v.length;
+    this.ensure(4 + n + 3);
+    const at = this.pos + 4;
+    for (let i = 0; i < n; i++) {
+      const c = v.charCodeAt(i);
+      if (c >= 0x80) return false;
+      this.buf[at + i] = c;
+    }
+    if (n > max) throw new XdrEncodeError("LENGTH_EXCEEDED", `string of ${n} bytes exceeds bound ${max}`);
+    this.view.setUint32(this.pos, n);
+    this.pos = at + n;
+    this.pad(n);
+    return true;
   }
 
   /** Appends bytes that are already XDR-encoded (or raw stream data). */

@@ -199,7 +199,7 @@ describe("test driver through libvirtd", () => {
     expect(err.message).toMatch(/not found/i);
     expect(err.procedure).toBe("REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME");
     const bad = (await client.call(P.domainDefineXml, { xml: "<domain" }).catch((e) => e)) as LibvirtError;
-    expect([ErrorCode.XML_ERROR, ErrorCode.XML_DETAIL]).toContain(bad.code);
+    expect([ErrorCode.XML_ERROR, ErrorCode.XML_DETAIL] as number[]).toContain(bad.code);
     expect(bad.message).toMatch(/Start Tag|XML/);
     // The connection is still fine after errors.
     expect((await client.call(P.connectGetType, undefined)).type).toBe("TEST");

@@ -49,7 +49,7 @@ function mutate(bytes: Uint8Array, rand: () => number): Uint8Array {
     const k = rand();
     if (k < 0.4) out[at] = Math.floor(rand() * 256);
     else if (k < 0.7 && at + 4 <= out.byteLength) new DataView(out.buffer).setUint32(at & ~3, [0, 1, 0xffffffff, 0x7fffffff, 16384, 4194305][Math.floor(rand() * 6)]!);
-    else out[at] ^= 0x80;
+    else out[at] = out[at]! ^ 0x80;
   }
   return rand() < 0.2 ? out.subarray(0, Math.floor(rand() * out.byteLength)) : out;
 }
