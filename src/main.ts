@@ -1,23 +1,58 @@
 /**
- * rcloud entry point. Until the API server lands this connects to the configured hypervisor
- * and prints what it is, which is also a quick check that libvirtd is reachable.
+ * The rcloud executable: `rcloud serve [--config FILE]` (the default), `rcloud version`,
+ * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to).
  */
 import { LibvirtClient } from "./libvirt/index.ts";
+import { startServer } from "./server.ts";
+import { GIT_COMMIT, VERSION } from "./version.ts";
 
 function formatVersion(v: bigint): string {
   const n = Number(v);
   return `${Math.floor(n / 1_000_000)}.${Math.floor((n % 1_000_000) / 1000)}.${n % 1000}`;
 }
 
-const uri = process.env.RCLOUD_LIBVIRT_URI ?? process.argv[2] ?? "qemu:///system";
+function flag(args: string[], name: string): string | null {
+  const i = args.indexOf(name);
+  if (i < 0) return null;
+  const v = args[i + 1];
+  if (!v) throw new Error(`${name} needs a value`);
+  return v;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd = "serve", ...args] = argv;
+  switch (cmd) {
+    case "serve": {
+      const server = await startServer({ configFile: flag(args, "--config") });
+      const stop = async () => {
+        await server.stop();
+        process.exit(0);
+      };
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+      return await new Promise<number>(() => {}); // runs until a signal
+    }
+    case "version":
+    case "--version":
+      console.log(`rcloud ${VERSION} (${GIT_COMMIT})`);
+      return 0;
+    case "hv-info": {
+      const uri = args[0] ?? process.env.RCLOUD_LIBVIRT_URI ?? "qemu:///system";
+      const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
+      const info = await client.info();
+      console.log(JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }));
+      await client.close();
+      return 0;
+    }
+    default:
+      console.error(`rcloud: unknown command '${cmd}'. Commands: serve [--config FILE], version, hv-info [URI]`);
+      return 2;
+  }
+}
+
 try {
-  const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
-  const info = await client.info();
-  console.log(
-    JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }),
-  );
-  await client.close();
+  process.exitCode = await main(process.argv.slice(2));
 } catch (e) {
   console.error(`rcloud: ${(e as Error).message}`);
-  process.exit(1);
+  process.exitCode = 1;
 }

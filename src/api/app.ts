@@ -1,0 +1,209 @@
+/**
+ * The REST API (/api/v1) on Elysia. Thin: it validates shapes, calls the VM service and
+ * maps ServiceError codes to statuses. Every error is JSON `{"error": {code, message}}`;
+ * nothing internal (stack traces, libvirt internals beyond messages) reaches clients.
+ */
+import { swagger } from "@elysiajs/swagger";
+import { Elysia, t } from "elysia";
+import { ServiceError } from "../vm/errors.ts";
+import type { CreateVmRequest, VmService } from "../vm/service.ts";
+import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
+
+export interface AppOptions {
+  version: string;
+  log?: (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
+const Ref = t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }) });
+
+function errorJson(code: string, message: string, field?: unknown) {
+  return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
+}
+
+/** A readable message from Elysia's schema validation error. */
+function validationMessage(error: unknown): { message: string; field?: string } {
+  const e = error as { all?: { path?: string; message?: string; summary?: string }[]; message?: string };
+  const first = e.all?.[0];
+  if (first) {
+    const field = (first.path ?? "").replace(/^\//, "").replace(/\//g, ".");
+    const extra = /additional|unexpected property/i.test(first.summary ?? first.message ?? "");
+    const msg = extra ? "unknown field" : (first.summary ?? first.message ?? "invalid value");
+    return { message: field ? `${field}: ${msg}` : msg, ...(field ? { field } : {}) };
+  }
+  return { message: "the request body does not match the schema" };
+}
+
+export function createApp(service: VmService, opts: AppOptions) {
+  const log = opts.log ?? (() => {});
+  return new Elysia({ normalize: false })
+    .use(
+      swagger({
+        path: "/swagger",
+        documentation: {
+          info: { title: "rcloud API", version: opts.version, description: "Disposable VMs for kernel developers, on libvirt or QEMU." },
+          tags: [
+            { name: "vms", description: "Virtual machines" },
+            { name: "images", description: "Base images" },
+            { name: "system", description: "Health and capacity" },
+          ],
+        },
+      }),
+    )
+    .onError(({ code, error, set, request }) => {
+      if (error instanceof ServiceError) {
+        set.status = error.status;
+        if (error.status >= 500) log("error", error.message, { code: error.code, path: new URL(request.url).pathname });
+        return errorJson(error.code, error.message, error.details?.field);
+      }
+      switch (code) {
+        case "VALIDATION": {
+          set.status = 422;
+          const v = validationMessage(error);
+          return errorJson("validation_error", v.message, v.field);
+        }
+        case "PARSE":
+          set.status = 400;
+          return errorJson("bad_request", "the request body is not valid JSON");
+        case "NOT_FOUND":
+          set.status = 404;
+          return errorJson("not_found", `no route ${request.method} ${new URL(request.url).pathname}; see /swagger`);
+        default:
+          set.status = 500;
+          log("error", "unhandled error", { error: (error as Error)?.stack ?? String(error) });
+          return errorJson("internal_error", "internal error; the server log has the details");
+      }
+    })
+    .group("/api/v1", (api) =>
+      api
+        .get(
+          "/health",
+          async ({ set }) => {
+            const h = await service.driver.health();
+            if (!h.ok) set.status = 503;
+            return { status: h.ok ? "healthy" : "unhealthy", version: opts.version, driver: service.driver.kind, hypervisor: h };
+          },
+          {
+            detail: { tags: ["system"], summary: "Liveness and hypervisor connectivity" },
+            response: {
+              200: t.Object({ status: t.String(), version: t.String(), driver: t.String(), hypervisor: t.Object({ ok: t.Boolean(), detail: t.String() }) }),
+              503: t.Object({ status: t.String(), version: t.String(), driver: t.String(), hypervisor: t.Object({ ok: t.Boolean(), detail: t.String() }) }),
+            },
+          },
+        )
+        .get(
+          "/status",
+          async () => {
+            const s = await service.status();
+            const h = s.host;
+            return {
+              status: "operational",
+              version: opts.version,
+              driver: h.driver,
+              uri: h.uri,
+              hostname: h.hostname,
+              hypervisor: h.hypervisor,
+              hypervisor_version: h.hypervisorVersion,
+              libvirt_version: h.libvirtVersion,
+              cpus: h.cpus,
+              memory_mb: h.memoryMb,
+              free_memory_mb: h.freeMemoryMb,
+              allocated: s.allocated,
+              vms_by_state: s.vms,
+              storage: h.storage
+                ? {
+                    pool: h.storage.pool,
+                    path: h.storage.path,
+                    capacity_bytes: h.storage.capacityBytes,
+                    allocation_bytes: h.storage.allocationBytes,
+                    available_bytes: h.storage.availableBytes,
+                  }
+                : null,
+            };
+          },
+          { detail: { tags: ["system"], summary: "Host capacity and usage" }, response: { 503: ErrorBody } },
+        )
+        .get("/images", () => ({ images: service.images() }), {
+          detail: { tags: ["images"], summary: "List base images" },
+          response: { 200: t.Object({ images: t.Array(Image) }) },
+        })
+        .get("/images/:id", ({ params }) => service.image(params.id), {
+          params: Ref,
+          detail: { tags: ["images"], summary: "One base image, by id, file name or alias" },
+          response: { 200: Image, ...errors(404) },
+        })
+        .get("/vms", async () => ({ vms: await service.list() }), {
+          detail: { tags: ["vms"], summary: "List VMs" },
+          response: { 200: VmList, ...errors(503) },
+        })
+        .post(
+          "/vms",
+          async ({ body, set }) => {
+            const vm = await service.create(body as CreateVmRequest);
+            set.status = 201;
+            return vm;
+          },
+          {
+            body: CreateVmBody,
+            detail: { tags: ["vms"], summary: "Create (and by default start) a VM" },
+            response: { 201: Vm, ...errors(400, 409, 422, 500, 503) },
+          },
+        )
+        .get("/vms/:id", ({ params }) => service.get(params.id), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "One VM, by id or name" },
+          response: { 200: Vm, ...errors(404, 503) },
+        })
+        .delete("/vms/:id", ({ params }) => service.delete(params.id), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "Destroy a VM and its disks" },
+          response: { 200: DeleteResult, ...errors(404, 409, 503) },
+        })
+        .post("/vms/:id/start", ({ params }) => service.start(params.id), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "Start a stopped VM (or resume a paused one)" },
+          response: { 200: Vm, ...errors(404, 409, 503) },
+        })
+        .post(
+          "/vms/:id/stop",
+          ({ params, query }) =>
+            service.stop(params.id, {
+              force: query.force === "true" || query.force === "1",
+              timeoutS: query.timeout !== undefined ? Number(query.timeout) : undefined,
+            }),
+          {
+            params: Ref,
+            query: t.Object({
+              force: t.Optional(t.String({ description: "true: power off at once, no ACPI shutdown" })),
+              timeout: t.Optional(t.String({ description: "seconds to wait for the guest to shut down before forcing" })),
+            }),
+            detail: { tags: ["vms"], summary: "Stop a VM: ACPI shutdown, then forced after the timeout" },
+            response: { 200: Vm, ...errors(404, 409, 422, 503) },
+          },
+        )
+        .post("/vms/:id/reboot", ({ params }) => service.reboot(params.id), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "Reboot a running VM" },
+          response: { 200: Vm, ...errors(404, 409, 503) },
+        })
+        .get("/vms/:id/console", ({ params }) => service.console(params.id), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "How to reach the VM's serial console (and SSH)" },
+          response: {
+            200: t.Object({
+              type: t.String(),
+              logFile: t.Nullable(t.String()),
+              command: t.Nullable(t.String()),
+              ssh: t.Nullable(t.Object({ host: t.String(), port: t.Integer(), user: t.String() })),
+            }),
+            ...errors(404, 503),
+          },
+        })
+        .post("/vms/:id/qmp", ({ params, body }) => service.qmp(params.id, body.execute, body.arguments), {
+          params: Ref,
+          body: QmpBody,
+          detail: { tags: ["vms"], summary: "Read-only QMP passthrough (query-* commands)" },
+          response: { 200: t.Unknown(), ...errors(404, 409, 422, 503) },
+        }),
+    );
+}

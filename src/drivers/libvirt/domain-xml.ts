@@ -1,0 +1,163 @@
+/**
+ * Domain XML in and out: rendering from the Liquid template (values XML-escaped by the
+ * engine) and reading back what rcloud needs (metadata, disks, NIC) from libvirt's XML.
+ */
+import { XMLParser } from "fast-xml-parser";
+import { Liquid } from "liquidjs";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import type { DiskBus, DiskInfo, NetworkMode } from "../types.ts";
+
+export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
+
+const engine = new Liquid({ outputEscape: "escape", strictVariables: true, strictFilters: true });
+const builtInTemplate = resolve(import.meta.dir, "../../../templates/vm-q35.xml.liquid");
+
+export interface TemplateDisk {
+  device: "disk" | "cdrom";
+  format: string;
+  path: string;
+  target: string;
+  bus: string;
+  readonly: boolean;
+  serial: string | null;
+}
+
+export interface DomainTemplateVars {
+  domain_type: "kvm" | "qemu" | "test";
+  name: string;
+  uuid: string;
+  id: string;
+  image: string;
+  created_at: string;
+  owner: string;
+  ssh_user: string;
+  root_disk_gb: number;
+  memory_mb: number;
+  vcpus: number;
+  metadata_ns: string;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  disks: TemplateDisk[];
+  network: {
+    mode: NetworkMode;
+    bridge: string;
+    interface_type: "network" | "bridge";
+    mac: string;
+    ssh_port: number | string;
+    restrict: boolean;
+    netdev: string;
+  };
+  console_log: string | null;
+}
+
+export function loadTemplate(path: string | null): string {
+  return readFileSync(path ?? builtInTemplate, "utf8");
+}
+
+export function renderDomainXml(template: string, vars: DomainTemplateVars): string {
+  return engine.parseAndRenderSync(template, vars as unknown as Record<string, unknown>);
+}
+
+const parser = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: "",
+  removeNSPrefix: true,
+  parseTagValue: false,
+  parseAttributeValue: false,
+  isArray: (name) => ["disk", "interface", "arg"].includes(name),
+});
+
+type Node = Record<string, unknown>;
+const obj = (v: unknown): Node => (v && typeof v === "object" ? (v as Node) : {});
+const str = (v: unknown): string | null => (typeof v === "string" ? v : typeof v === "number" ? String(v) : null);
+
+/** What rcloud reads back from a domain's XML. */
+export interface ParsedDomain {
+  rcloud: {
+    id: string;
+    image: string;
+    createdAt: string;
+    updatedAt: string;
+    owner: string | null;
+    sshUser: string;
+    network: { mode: NetworkMode; bridge: string | null; sshPort: number | null; restrict: boolean };
+    rootDiskGb: number | null;
+  } | null;
+  memoryMb: number;
+  vcpus: number;
+  disks: Omit<DiskInfo, "size_gb">[];
+  mac: string | null;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  consoleLog: string | null;
+}
+
+export function parseDomainXml(xml: string): ParsedDomain {
+  const dom = obj(parser.parse(xml).domain);
+  const meta = obj(obj(dom.metadata).vm);
+  const devices = obj(dom.devices);
+  const net = obj(meta.network);
+  const mem = obj(dom.memory);
+  const memUnit = str(mem.unit) ?? "KiB";
+  const memValue = Number(str(mem["#text"]) ?? str(dom.memory) ?? 0);
+  const memoryMb = memUnit === "MiB" ? memValue : memUnit === "GiB" ? memValue * 1024 : Math.round(memValue / 1024);
+  const vcpuNode = dom.vcpu;
+  const vcpus = Number(typeof vcpuNode === "object" ? str(obj(vcpuNode)["#text"]) : str(vcpuNode)) || 0;
+  const os = obj(dom.os);
+
+  const disks: Omit<DiskInfo, "size_gb">[] = [];
+  for (const d of (devices.disk as unknown[] | undefined) ?? []) {
+    const disk = obj(d);
+    const path = str(obj(disk.source).file);
+    if (!path) continue;
+    const serial = str(disk.serial);
+    const bus = str(obj(disk.target).bus) ?? "virtio";
+    const device = str(disk.device);
+    disks.push({
+      type: device === "cdrom" || path.endsWith("-seed.iso") ? "seed" : disks.length === 0 ? "root" : "data",
+      driver: (bus === "sata" ? "sata" : bus) as DiskBus | "sata",
+      format: str(obj(disk.driver).type) ?? "raw",
+      serial,
+      path,
+    });
+  }
+  const iface = obj(((devices.interface as unknown[] | undefined) ?? [])[0]);
+  let mac = str(obj(iface.mac).address);
+  if (!mac) {
+    // user-mode NIC lives in the qemu:commandline passthrough
+    for (const a of (obj(dom.commandline).arg as unknown[] | undefined) ?? []) {
+      const m = /mac=([0-9a-f:]{17})/i.exec(str(obj(a).value) ?? "");
+      if (m) mac = m[1]!;
+    }
+  }
+  const serialLog = str(obj(obj(devices.serial).log).file);
+
+  const kernel = str(os.kernel);
+  const mode = str(net.mode) as NetworkMode | null;
+  const port = Number(str(net.ssh_port));
+  const id = str(meta.id);
+  return {
+    rcloud: id
+      ? {
+          id,
+          image: str(meta.image) ?? "",
+          createdAt: str(meta.created_at) ?? "",
+          updatedAt: str(meta.updated_at) ?? str(meta.created_at) ?? "",
+          owner: str(meta.owner) || null,
+          sshUser: str(meta.ssh_user) ?? "",
+          network: {
+            mode: mode === "user" || mode === "bridge" || mode === "none" ? mode : "none",
+            bridge: str(net.bridge) || null,
+            sshPort: Number.isInteger(port) && port > 0 ? port : null,
+            restrict: str(net.restrict) === "true",
+          },
+          rootDiskGb: Number(str(meta.root_disk_gb)) || null,
+        }
+      : null,
+    memoryMb,
+    vcpus,
+    disks,
+    mac,
+    boot: kernel ? { kernel, initrd: str(os.initrd), cmdline: str(os.cmdline) } : null,
+    consoleLog: serialLog,
+  };
+}

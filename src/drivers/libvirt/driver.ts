@@ -1,0 +1,588 @@
+/**
+ * The libvirt driver: VMs as libvirt domains, disks as volumes in an rcloud storage pool,
+ * all through our RPC client, so the same code serves a local or a remote (qemu+tcp) host.
+ * libvirt is the source of truth: everything rcloud needs to know is in the domain XML
+ * (its <metadata> element) and the pool; nothing is kept in memory across restarts.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import {
+  ErrorCode,
+  LibvirtClient,
+  LibvirtError,
+  qemuProcedures,
+  remoteProcedures as P,
+  type LibvirtClientOptions,
+} from "../../libvirt/index.ts";
+import type { RemoteNonnullDomain, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
+import { el, renderXml } from "../../util/xml.ts";
+import {
+  DriverError,
+  type ConsoleInfo,
+  type DiskInfo,
+  type HostInfo,
+  type ImageInfo,
+  type VmDriver,
+  type VmRecord,
+  type VmSpec,
+  type VmState,
+} from "../types.ts";
+import { loadTemplate, METADATA_NS, parseDomainXml, renderDomainXml, type TemplateDisk } from "./domain-xml.ts";
+
+export interface LibvirtDriverOptions {
+  uri: string;
+  poolName: string;
+  poolPath: string;
+  templatePath: string | null;
+  /** "auto" picks kvm when the host offers it, else TCG ("qemu"). */
+  domainType: "auto" | "kvm" | "qemu";
+  /** Directory on the host for serial console logs. */
+  consoleLogDir: string;
+  client?: LibvirtClientOptions;
+  /** Lists the base images (shared with other drivers). */
+  listImages: () => Promise<ImageInfo[]>;
+}
+
+const GiB = 1024 ** 3;
+const DomainState = { NOSTATE: 0, RUNNING: 1, BLOCKED: 2, PAUSED: 3, SHUTDOWN: 4, SHUTOFF: 5, CRASHED: 6, PMSUSPENDED: 7 } as const;
+const UNDEFINE_ALL = 1 | 2 | 4 | 16; // managed save, snapshot metadata, NVRAM, checkpoint metadata
+const SHUTDOWN_ACPI = 1;
+
+function stateName(s: number): VmState {
+  switch (s) {
+    case DomainState.RUNNING:
+    case DomainState.BLOCKED:
+      return "running";
+    case DomainState.PAUSED:
+      return "paused";
+    case DomainState.SHUTDOWN:
+      return "stopping";
+    case DomainState.SHUTOFF:
+      return "stopped";
+    case DomainState.CRASHED:
+      return "crashed";
+    case DomainState.PMSUSPENDED:
+      return "suspended";
+    default:
+      return "unknown";
+  }
+}
+
+function uuidString(u: Uint8Array): string {
+  const h = Buffer.from(u).toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function randomMac(): string {
+  const b = randomBytes(3);
+  return `52:54:00:${[...b].map((x) => x.toString(16).padStart(2, "0")).join(":")}`;
+}
+
+function formatVersion(v: bigint): string {
+  const n = Number(v);
+  return `${Math.floor(n / 1_000_000)}.${Math.floor((n % 1_000_000) / 1000)}.${n % 1000}`;
+}
+
+/** Maps client-level failures to driver errors the service understands. */
+function translate(e: unknown, what: string): never {
+  if (e instanceof DriverError) throw e;
+  if (e instanceof LibvirtError) {
+    if (e.code === ErrorCode.NO_DOMAIN) throw new DriverError("not_found", `${what}: no such VM`, { cause: e });
+    if (e.code === ErrorCode.OPERATION_INVALID) throw new DriverError("invalid_state", `${what}: ${e.message}`, { cause: e });
+    if (e.code === ErrorCode.DOM_EXIST) throw new DriverError("conflict", `${what}: ${e.message}`, { cause: e });
+    throw new DriverError("failed", `${what}: ${e.message}`, { cause: e });
+  }
+  const name = (e as Error)?.name;
+  if (name === "ConnectError" || name === "ConnectionClosedError" || name === "CallTimeoutError") {
+    throw new DriverError("unavailable", `${what}: libvirt is unavailable: ${(e as Error).message}`, { cause: e });
+  }
+  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
+
+export class LibvirtDriver implements VmDriver {
+  readonly kind = "libvirt" as const;
+  private client: LibvirtClient | null = null;
+  private template = "";
+  private hvType = "";
+  private domainType: "kvm" | "qemu" | "test" = "qemu";
+
+  constructor(private readonly opts: LibvirtDriverOptions) {}
+
+  private get c(): LibvirtClient {
+    if (!this.client) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
+    return this.client;
+  }
+
+  async init(): Promise<void> {
+    this.template = loadTemplate(this.opts.templatePath);
+    await this.client?.close(); // a previous attempt that failed half-way
+    this.client = null;
+    const client = await LibvirtClient.connect(this.opts.uri, this.opts.client);
+    try {
+      await this.setup(client);
+    } catch (e) {
+      this.client = null;
+      await client.close();
+      throw e;
+    }
+    this.client = client;
+  }
+
+  private async setup(client: LibvirtClient): Promise<void> {
+    this.client = client;
+    const info = await this.client.info();
+    this.hvType = info.hvType;
+    if (this.hvType === "TEST") this.domainType = "test";
+    else if (this.opts.domainType !== "auto") this.domainType = this.opts.domainType;
+    else {
+      const { capabilities } = await this.client.call(P.connectGetCapabilities, undefined);
+      this.domainType = /<domain type=['"]kvm['"]/.test(capabilities) ? "kvm" : "qemu";
+    }
+    await this.ensurePool();
+    this.client = null; // published by init() once everything is ready
+  }
+
+  async close(): Promise<void> {
+    await this.client?.close();
+    this.client = null;
+  }
+
+  /** The rcloud storage pool: defined, built and started on first use. */
+  private async ensurePool(): Promise<RemoteNonnullStoragePool> {
+    const c = this.c;
+    let pool: RemoteNonnullStoragePool;
+    try {
+      pool = (await c.call(P.storagePoolLookupByName, { name: this.opts.poolName })).pool;
+    } catch (e) {
+      if (!(e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_POOL)) throw e;
+      const xml = renderXml(
+        el("pool", { type: "dir" }, el("name", {}, this.opts.poolName), el("target", {}, el("path", {}, this.opts.poolPath))),
+      );
+      pool = (await c.call(P.storagePoolDefineXml, { xml, flags: 0 })).pool;
+      await c.call(P.storagePoolBuild, { pool, flags: 0 }).catch(() => {}); // the directory may exist already
+      await c.call(P.storagePoolSetAutostart, { pool, autostart: 1 }).catch(() => {});
+    }
+    const { active } = await c.call(P.storagePoolIsActive, { pool });
+    if (!active) await c.call(P.storagePoolCreate, { pool, flags: 0 });
+    return pool;
+  }
+
+  private async pool(): Promise<RemoteNonnullStoragePool> {
+    try {
+      return (await this.c.call(P.storagePoolLookupByName, { name: this.opts.poolName })).pool;
+    } catch (e) {
+      if (e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_POOL) return this.ensurePool();
+      throw e;
+    }
+  }
+
+  async health(): Promise<{ ok: boolean; detail: string }> {
+    try {
+      await this.c.call(P.connectGetLibVersion, undefined, { timeoutMs: 3000 });
+      return { ok: true, detail: `connected to ${this.opts.uri}` };
+    } catch (e) {
+      return { ok: false, detail: (e as Error).message };
+    }
+  }
+
+  async hostInfo(): Promise<HostInfo> {
+    try {
+      const c = this.c;
+      const [node, free, host, info, pool] = await Promise.all([
+        c.call(P.nodeGetInfo, undefined),
+        c.call(P.nodeGetFreeMemory, undefined),
+        c.call(P.connectGetHostname, undefined),
+        c.info(),
+        this.pool(),
+      ]);
+      const pinfo = await c.call(P.storagePoolGetInfo, { pool });
+      return {
+        hostname: host.hostname,
+        cpus: node.cpus,
+        memoryMb: Number(node.memory / 1024n),
+        freeMemoryMb: Number(free.freeMem / 1024n / 1024n),
+        hypervisor: info.hvType,
+        hypervisorVersion: formatVersion(info.hvVersion),
+        libvirtVersion: formatVersion(info.libVersion),
+        driver: "libvirt",
+        uri: this.opts.uri,
+        storage: {
+          pool: this.opts.poolName,
+          path: this.opts.poolPath,
+          capacityBytes: Number(pinfo.capacity),
+          allocationBytes: Number(pinfo.allocation),
+          availableBytes: Number(pinfo.available),
+        },
+      };
+    } catch (e) {
+      translate(e, "host status");
+    }
+  }
+
+  images(): Promise<ImageInfo[]> {
+    return this.opts.listImages();
+  }
+
+  private async lookup(name: string): Promise<RemoteNonnullDomain | null> {
+    try {
+      return (await this.c.call(P.domainLookupByName, { name })).dom;
+    } catch (e) {
+      if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
+      translate(e, `looking up ${name}`);
+    }
+  }
+
+  /** Builds the record of one domain; null when it is not an rcloud VM. */
+  private async record(dom: RemoteNonnullDomain): Promise<VmRecord | null> {
+    const c = this.c;
+    const [{ xml }, info] = await Promise.all([c.call(P.domainGetXmlDesc, { dom, flags: 0 }), c.call(P.domainGetInfo, { dom })]);
+    const parsed = parseDomainXml(xml);
+    const m = parsed.rcloud;
+    if (!m) return null;
+    const disks: DiskInfo[] = parsed.disks.map((d) => ({ ...d, size_gb: 0 }));
+    // Sizes come from the volumes; disks outside our pool (kernel, seed) keep 0.
+    await Promise.all(
+      disks.map(async (d) => {
+        try {
+          const { vol } = await c.call(P.storageVolLookupByPath, { path: d.path });
+          const vinfo = await c.call(P.storageVolGetInfo, { vol });
+          d.size_gb = Math.round((Number(vinfo.capacity) / GiB) * 100) / 100;
+        } catch {
+          // not a pool volume (or the test driver): size unknown
+        }
+      }),
+    );
+    const root = disks.find((d) => d.type === "root");
+    if (root && root.size_gb === 0 && m.rootDiskGb) root.size_gb = m.rootDiskGb;
+    return {
+      id: m.id,
+      name: dom.name,
+      uuid: uuidString(dom.uuid),
+      state: stateName(info.state),
+      vcpus: info.nrVirtCpu,
+      memoryMb: Number(info.maxMem / 1024n),
+      image: m.image,
+      disks,
+      network: { mode: m.network.mode, bridge: m.network.bridge, mac: parsed.mac, sshPort: m.network.sshPort, restrict: m.network.restrict },
+      sshUser: m.sshUser,
+      boot: parsed.boot,
+      createdAt: m.createdAt,
+      updatedAt: m.updatedAt,
+      owner: m.owner,
+      cpuTimeNs: info.cpuTime,
+    };
+  }
+
+  async list(): Promise<VmRecord[]> {
+    try {
+      const { domains } = await this.c.call(P.connectListAllDomains, { need_results: 1, flags: 0 });
+      const records = await Promise.all(
+        domains.map((d) =>
+          this.record(d).catch((e) => {
+            // A domain undefined between the list and the lookup is simply gone.
+            if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
+            throw e;
+          }),
+        ),
+      );
+      return records.filter((r): r is VmRecord => r !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    } catch (e) {
+      translate(e, "listing VMs");
+    }
+  }
+
+  async get(name: string): Promise<VmRecord | null> {
+    try {
+      const dom = await this.lookup(name);
+      return dom ? await this.record(dom) : null;
+    } catch (e) {
+      if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
+      translate(e, `reading ${name}`);
+    }
+  }
+
+  async usedSshPorts(): Promise<Set<number>> {
+    const ports = new Set<number>();
+    for (const r of await this.list()) if (r.network.sshPort) ports.add(r.network.sshPort);
+    return ports;
+  }
+
+  private async createVolume(pool: RemoteNonnullStoragePool, name: string, capacityBytes: number, format: string, backing?: { path: string; format: string }): Promise<RemoteNonnullStorageVol> {
+    const xml = renderXml(
+      el(
+        "volume",
+        {},
+        el("name", {}, name),
+        el("capacity", { unit: "bytes" }, capacityBytes),
+        el("target", {}, el("format", { type: format }), el("permissions", {}, el("mode", {}, "0640"))),
+        backing && el("backingStore", {}, el("path", {}, backing.path), el("format", { type: backing.format })),
+      ),
+    );
+    return (await this.c.call(P.storageVolCreateXml, { pool, xml, flags: 0 })).vol;
+  }
+
+  async create(spec: VmSpec): Promise<VmRecord> {
+    const c = this.c;
+    const made: RemoteNonnullStorageVol[] = [];
+    let dom: RemoteNonnullDomain | null = null;
+    try {
+      const pool = await this.pool();
+      const disks: TemplateDisk[] = [];
+
+      // Root disk: a qcow2 overlay on the base image, grown to the requested size.
+      const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
+      const root = await this.createVolume(pool, `${spec.id}-root.qcow2`, rootBytes, "qcow2", { path: spec.image.path, format: spec.image.format });
+      made.push(root);
+      disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, target: "vda", bus: "virtio", readonly: false, serial: null });
+
+      // Data disks with the serials kdevops workflows look for (kdevops0..N).
+      for (const [i, d] of spec.dataDisks.entries()) {
+        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2");
+        made.push(vol);
+        const path = (await c.call(P.storageVolGetPath, { vol })).name;
+        const target = d.bus === "virtio" ? `vd${String.fromCharCode(98 + i)}` : `sd${String.fromCharCode(97 + i)}`;
+        disks.push({ device: "disk", format: "qcow2", path, target, bus: d.bus === "virtio" ? "virtio" : d.bus === "nvme" ? "virtio" : d.bus === "ide" ? "sata" : "scsi", readonly: false, serial: `kdevops${i}` });
+      }
+
+      // cloud-init NoCloud seed, uploaded through a volume stream (works on remote hosts).
+      if (spec.seedIso && this.hvType !== "TEST") {
+        const vol = await this.createVolume(pool, `${spec.id}-seed.iso`, spec.seedIso.byteLength, "raw");
+        made.push(vol);
+        const up = await c.openStream(P.storageVolUpload, { vol, offset: 0n, length: BigInt(spec.seedIso.byteLength), flags: 0 });
+        await up.write(spec.seedIso);
+        await up.finish();
+        const path = (await c.call(P.storageVolGetPath, { vol })).name;
+        disks.push({ device: "cdrom", format: "raw", path, target: "sda", bus: "sata", readonly: true, serial: null });
+      }
+
+      const netMode = spec.network.mode;
+      const mac = randomMac();
+      let interfaceType: "network" | "bridge" = "network";
+      if (netMode === "bridge" && spec.network.bridge) interfaceType = await this.interfaceType(spec.network.bridge);
+      const sshPort = netMode === "user" ? spec.network.sshPort ?? 0 : "";
+      if (netMode === "user" && !sshPort) throw new DriverError("failed", "user networking needs an SSH port");
+      const netdev =
+        netMode === "user"
+          ? `user,id=net0,hostfwd=tcp:127.0.0.1:${sshPort}-:22${spec.network.restrict ? ",restrict=on" : ""}`
+          : "";
+      const xml = renderDomainXml(this.template, {
+        domain_type: this.domainType,
+        name: spec.name,
+        uuid: randomUUID(),
+        id: spec.id,
+        image: spec.image.id,
+        created_at: spec.createdAt,
+        owner: spec.owner ?? "",
+        ssh_user: spec.ssh.user,
+        root_disk_gb: spec.rootDiskGb,
+        memory_mb: spec.memoryMb,
+        vcpus: spec.vcpus,
+        metadata_ns: METADATA_NS,
+        boot: spec.boot,
+        disks,
+        network: {
+          mode: netMode,
+          bridge: spec.network.bridge ?? "",
+          interface_type: interfaceType,
+          mac,
+          ssh_port: sshPort,
+          restrict: spec.network.restrict,
+          netdev,
+        },
+        console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir}/${spec.name}-serial.log`,
+      });
+      dom = (await c.call(P.domainDefineXmlFlags, { xml, flags: 1 /* VALIDATE */ })).dom;
+      if (spec.start) await c.call(P.domainCreate, { dom });
+      const rec = await this.record(dom);
+      if (!rec) throw new DriverError("failed", "the new domain lost its rcloud metadata");
+      return rec;
+    } catch (e) {
+      await this.rollback(dom, made);
+      translate(e, `creating ${spec.name}`);
+    }
+  }
+
+  /** Removes what a failed create made, best effort, newest first. */
+  private async rollback(dom: RemoteNonnullDomain | null, vols: RemoteNonnullStorageVol[]): Promise<void> {
+    const c = this.c;
+    if (dom) {
+      await c.call(P.domainDestroy, { dom }).catch(() => {});
+      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }).catch(() => {}));
+    }
+    for (const vol of vols.reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {});
+  }
+
+  /** A name is a libvirt network if one exists by that name (or with that bridge), else a host bridge. */
+  private async interfaceType(bridge: string): Promise<"network" | "bridge"> {
+    try {
+      await this.c.call(P.networkLookupByName, { name: bridge });
+      return "network";
+    } catch {
+      return "bridge";
+    }
+  }
+
+  private async mustLookup(name: string): Promise<RemoteNonnullDomain> {
+    const dom = await this.lookup(name);
+    if (!dom) throw new DriverError("not_found", `no VM named ${name}`);
+    return dom;
+  }
+
+  private async state(dom: RemoteNonnullDomain): Promise<number> {
+    return (await this.c.call(P.domainGetState, { dom, flags: 0 })).state;
+  }
+
+  private async touch(dom: RemoteNonnullDomain): Promise<void> {
+    // updated_at lives in the metadata element; rewrite it in place.
+    try {
+      const { xml } = await this.c.call(P.domainGetXmlDesc, { dom, flags: 2 /* INACTIVE */ });
+      const m = parseDomainXml(xml).rcloud;
+      if (!m) return;
+      const now = new Date().toISOString();
+      const inner = /<(\w+:)?vm[\s>][\s\S]*<\/(\w+:)?vm>/.exec(xml)?.[0];
+      if (!inner) return;
+      const updated = inner.replace(/(<(?:\w+:)?updated_at>)[^<]*(<\/(?:\w+:)?updated_at>)/, `$1${now}$2`);
+      const flags = (await this.state(dom)) === DomainState.SHUTOFF ? 2 : 3; // CONFIG (| LIVE when running)
+      await this.c.call(P.domainSetMetadata, { dom, type: 2, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
+    } catch {
+      // updated_at is informational; never fail an operation over it
+    }
+  }
+
+  async start(name: string): Promise<void> {
+    try {
+      const dom = await this.mustLookup(name);
+      const s = await this.state(dom);
+      if (s === DomainState.PAUSED) await this.c.call(P.domainResume, { dom });
+      else if (s === DomainState.SHUTOFF || s === DomainState.CRASHED) await this.c.call(P.domainCreate, { dom });
+      else throw new DriverError("invalid_state", `${name} is already ${stateName(s)}`);
+      await this.touch(dom);
+    } catch (e) {
+      translate(e, `starting ${name}`);
+    }
+  }
+
+  async stop(name: string, opts: { force: boolean; timeoutMs: number }): Promise<void> {
+    try {
+      const c = this.c;
+      const dom = await this.mustLookup(name);
+      const s = await this.state(dom);
+      if (s === DomainState.SHUTOFF) throw new DriverError("invalid_state", `${name} is already stopped`);
+      if (!opts.force && s !== DomainState.PAUSED) {
+        await c.call(P.domainShutdownFlags, { dom, flags: SHUTDOWN_ACPI }).catch(() => c.call(P.domainShutdown, { dom }));
+        const deadline = Date.now() + opts.timeoutMs;
+        while (Date.now() < deadline) {
+          if ((await this.state(dom)) === DomainState.SHUTOFF) {
+            await this.touch(dom);
+            return;
+          }
+          await Bun.sleep(250);
+        }
+      }
+      await c.call(P.domainDestroy, { dom }).catch((e) => {
+        // It may have shut down by itself just now.
+        if (!(e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID)) throw e;
+      });
+      await this.touch(dom);
+    } catch (e) {
+      translate(e, `stopping ${name}`);
+    }
+  }
+
+  async reboot(name: string): Promise<void> {
+    try {
+      const dom = await this.mustLookup(name);
+      const s = await this.state(dom);
+      if (s !== DomainState.RUNNING && s !== DomainState.BLOCKED) throw new DriverError("invalid_state", `${name} is ${stateName(s)}, not running`);
+      await this.c.call(P.domainReboot, { dom, flags: 0 });
+      await this.touch(dom);
+    } catch (e) {
+      translate(e, `rebooting ${name}`);
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      const c = this.c;
+      const dom = await this.mustLookup(name);
+      const rec = await this.record(dom);
+      const s = await this.state(dom);
+      if (s !== DomainState.SHUTOFF) {
+        await c.call(P.domainDestroy, { dom }).catch((e) => {
+          if (!(e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID)) throw e;
+        });
+      }
+      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
+      // Volumes: everything in our pool that belongs to this VM (named after its id).
+      if (rec) {
+        const pool = await this.pool();
+        const { vols } = await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
+        for (const vol of vols.filter((v) => v.name.startsWith(`${rec.id}-`))) {
+          await c.call(P.storageVolDelete, { vol, flags: 0 }).catch((e) => {
+            if (!(e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_VOL)) throw e;
+          });
+        }
+      }
+    } catch (e) {
+      translate(e, `deleting ${name}`);
+    }
+  }
+
+  async console(name: string): Promise<ConsoleInfo> {
+    const rec = await this.get(name);
+    if (!rec) throw new DriverError("not_found", `no VM named ${name}`);
+    const { xml } = await this.c.call(P.domainGetXmlDesc, { dom: (await this.mustLookup(name)), flags: 0 });
+    const log = parseDomainXml(xml).consoleLog;
+    return {
+      type: "serial",
+      logFile: log,
+      command: `virsh -c ${this.opts.uri} console ${name}`,
+      ssh: rec.network.sshPort ? { host: "127.0.0.1", port: rec.network.sshPort, user: rec.sshUser } : null,
+    };
+  }
+
+  async ipAddress(name: string): Promise<string | null> {
+    const rec = await this.get(name);
+    if (!rec || rec.state !== "running") return null;
+    if (rec.network.mode === "user") return "127.0.0.1";
+    if (rec.network.mode !== "bridge" || !rec.network.mac) return null;
+    const c = this.c;
+    const mac = rec.network.mac.toLowerCase();
+    // 1. DHCP leases of the libvirt network, by MAC.
+    if (rec.network.bridge) {
+      try {
+        const { net } = await c.call(P.networkLookupByName, { name: rec.network.bridge });
+        const { leases } = await c.call(P.networkGetDhcpLeases, { net, mac, need_results: 1, flags: 0 });
+        const v4 = leases.find((l) => l.type === 0 && l.mac?.toLowerCase() === mac);
+        if (v4) return v4.ipaddr;
+      } catch {
+        // not a libvirt network, or no lease support
+      }
+    }
+    // 2. the guest agent, 3. the host's ARP table.
+    const dom = await this.mustLookup(name);
+    for (const source of [1, 2]) {
+      try {
+        const { ifaces } = await c.call(P.domainInterfaceAddresses, { dom, source, flags: 0 });
+        for (const i of ifaces) {
+          if (i.hwaddr?.toLowerCase() !== mac) continue;
+          const a = i.addrs.find((x) => x.type === 0);
+          if (a) return a.addr;
+        }
+      } catch {
+        // agent not configured or not running; ARP not available
+      }
+    }
+    return null;
+  }
+
+  async qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+    try {
+      const dom = await this.mustLookup(name);
+      const cmd = JSON.stringify(args ? { execute: command, arguments: args } : { execute: command });
+      const { result } = await this.c.call(qemuProcedures.domainMonitorCommand, { dom, cmd, flags: 0 });
+      return JSON.parse(result) as unknown;
+    } catch (e) {
+      translate(e, `QMP ${command} on ${name}`);
+    }
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * The one interface every hypervisor driver implements (libvirt today, direct QEMU next).
+ * The VM service talks only to this; it never knows which driver it has.
+ */
+
+export type VmState = "running" | "paused" | "stopping" | "stopped" | "crashed" | "suspended" | "creating" | "unknown";
+export type NetworkMode = "bridge" | "user" | "none";
+export type DiskBus = "virtio" | "nvme" | "scsi" | "ide";
+
+export interface DataDiskSpec {
+  sizeGb: number;
+  bus: DiskBus;
+}
+
+/** Everything a driver needs to create a VM; validated and resolved by the service. */
+export interface VmSpec {
+  id: string;
+  name: string;
+  vcpus: number;
+  memoryMb: number;
+  image: ImageInfo;
+  rootDiskGb: number;
+  dataDisks: DataDiskSpec[];
+  /** sshPort: the 127.0.0.1 port forwarded to guest port 22 (user mode only). */
+  network: { mode: NetworkMode; bridge: string | null; restrict: boolean; sshPort: number | null };
+  ssh: { user: string; authorizedKeys: string[] };
+  /** cloud-init NoCloud seed image (ISO 9660, label cidata), attached read-only. */
+  seedIso: Uint8Array | null;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  createdAt: string;
+  owner: string | null;
+  /** Start the VM after defining it. */
+  start: boolean;
+}
+
+export interface DiskInfo {
+  type: "root" | "data" | "seed";
+  size_gb: number;
+  driver: DiskBus | "sata";
+  format: string;
+  serial: string | null;
+  path: string;
+}
+
+/** What a driver knows about one VM it manages. */
+export interface VmRecord {
+  id: string;
+  name: string;
+  uuid: string;
+  state: VmState;
+  vcpus: number;
+  memoryMb: number;
+  image: string;
+  disks: DiskInfo[];
+  network: { mode: NetworkMode; bridge: string | null; mac: string | null; sshPort: number | null; restrict: boolean };
+  sshUser: string;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  createdAt: string;
+  updatedAt: string;
+  owner: string | null;
+  /** CPU time consumed, nanoseconds (0 when stopped). */
+  cpuTimeNs: bigint;
+}
+
+export interface ImageInfo {
+  id: string;
+  fileName: string;
+  alias: string | null;
+  path: string;
+  format: "raw" | "qcow2" | string;
+  virtualSizeBytes: number;
+  diskSizeBytes: number;
+}
+
+export interface HostInfo {
+  hostname: string;
+  cpus: number;
+  memoryMb: number;
+  freeMemoryMb: number;
+  hypervisor: string;
+  hypervisorVersion: string;
+  libvirtVersion: string | null;
+  driver: "libvirt" | "qemu";
+  uri: string;
+  storage: { pool: string; path: string; capacityBytes: number; allocationBytes: number; availableBytes: number } | null;
+}
+
+export interface ConsoleInfo {
+  type: "serial";
+  /** Host file the serial console is logged to, when known. */
+  logFile: string | null;
+  /** How to attach from the host. */
+  command: string | null;
+  ssh: { host: string; port: number; user: string } | null;
+}
+
+/** Errors drivers raise for conditions the service maps to API answers. */
+export class DriverError extends Error {
+  override readonly name = "DriverError";
+  constructor(
+    readonly code: "not_found" | "conflict" | "invalid_state" | "unavailable" | "unsupported" | "failed",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface VmDriver {
+  readonly kind: "libvirt" | "qemu";
+  /** Prepares storage and checks the hypervisor; called once at start. */
+  init(): Promise<void>;
+  close(): Promise<void>;
+  health(): Promise<{ ok: boolean; detail: string }>;
+  hostInfo(): Promise<HostInfo>;
+  images(): Promise<ImageInfo[]>;
+  list(): Promise<VmRecord[]>;
+  get(name: string): Promise<VmRecord | null>;
+  /** Creates everything for the VM; on failure removes whatever it created. */
+  create(spec: VmSpec): Promise<VmRecord>;
+  start(name: string): Promise<void>;
+  /** Graceful stop (ACPI) bounded by timeoutMs, then forced; `force` skips the graceful part. */
+  stop(name: string, opts: { force: boolean; timeoutMs: number }): Promise<void>;
+  reboot(name: string): Promise<void>;
+  delete(name: string): Promise<void>;
+  console(name: string): Promise<ConsoleInfo>;
+  ipAddress(name: string): Promise<string | null>;
+  /** Read-only QMP passthrough (query-* commands). */
+  qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */
+  usedSshPorts(): Promise<Set<number>>;
+}

@@ -1,0 +1,95 @@
+/**
+ * `rcloud serve`: load the configuration, connect the driver, serve the REST API.
+ * The server answers even while the hypervisor is unreachable (health says so, VM calls
+ * answer 503) and connects in the background until it succeeds.
+ */
+import { createApp } from "./api/app.ts";
+import { loadConfig, type RcloudConfig } from "./config/index.ts";
+import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
+import type { VmDriver } from "./drivers/types.ts";
+import { createLogger, type Logger } from "./util/log.ts";
+import { VERSION } from "./version.ts";
+import { ImageCatalog } from "./vm/images.ts";
+import { VmService } from "./vm/service.ts";
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  service: VmService;
+  stop(): Promise<void>;
+}
+
+function buildDriver(config: RcloudConfig, catalog: ImageCatalog): VmDriver {
+  if (config.driver === "qemu") {
+    throw new Error("the qemu driver is not available yet; set driver: libvirt (or RCLOUD_LIBVIRT_URI)");
+  }
+  const domainType = (process.env.RCLOUD_DOMAIN_TYPE ?? "auto") as "auto" | "kvm" | "qemu";
+  return new LibvirtDriver({
+    uri: config.libvirt.uri,
+    poolName: config.libvirt.storage_pool_name,
+    poolPath: config.libvirt.storage_pool_path,
+    templatePath: config.vm_defaults.template,
+    domainType,
+    consoleLogDir: "/var/log/libvirt/qemu",
+    listImages: async () => catalog.list(),
+  });
+}
+
+async function initWithRetry(driver: VmDriver, log: Logger, signal: AbortSignal): Promise<void> {
+  let delay = 500;
+  for (;;) {
+    try {
+      await driver.init();
+      log("info", "hypervisor connected", { driver: driver.kind });
+      return;
+    } catch (e) {
+      if (signal.aborted) return;
+      log("warn", "hypervisor not reachable yet; retrying", { error: (e as Error).message, retry_ms: delay });
+      await Bun.sleep(delay);
+      delay = Math.min(delay * 2, 10_000);
+    }
+  }
+}
+
+export async function startServer(opts: { config?: RcloudConfig; configFile?: string | null; port?: number } = {}): Promise<RunningServer> {
+  const config = opts.config ?? loadConfig({ file: opts.configFile ?? null });
+  const log = createLogger(config.logging);
+  const catalog = new ImageCatalog(config.images.base_images_dir);
+  const driver = buildDriver(config, catalog);
+  const d = config.vm_defaults;
+  const service = new VmService(driver, catalog, {
+    vcpus: d.vcpus,
+    memoryMb: d.memory_mb,
+    rootDiskGb: d.root_disk_gb,
+    networkMode: d.network_mode,
+    networkBridge: d.network_bridge,
+    userNetworkRestrict: d.user_network_restrict,
+    diskDriver: d.disk_driver,
+    sshUser: d.ssh_user,
+    kernelDir: d.kernel_dir,
+    stopTimeoutS: d.stop_timeout_s,
+    maxExtraDisks: d.max_extra_disks,
+  });
+  const abort = new AbortController();
+  const ready = initWithRetry(driver, log, abort.signal);
+
+  const bind = config.server.bind_address;
+  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(bind);
+  const hostname = m?.[1] ?? "127.0.0.1";
+  const port = opts.port ?? Number(m?.[2] ?? 8765);
+  const app = createApp(service, { version: VERSION, log });
+  app.listen({ hostname, port });
+  const actualPort = app.server?.port ?? port;
+  log("info", "rcloud listening", { url: `http://${bind}`, port: actualPort, driver: config.driver, libvirt_uri: config.libvirt.uri });
+  return {
+    url: `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
+    port: actualPort,
+    service,
+    async stop() {
+      abort.abort();
+      await app.stop();
+      await ready.catch(() => {});
+      await driver.close();
+    },
+  };
+}

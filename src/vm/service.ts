@@ -1,0 +1,411 @@
+/**
+ * The VM service: validation, naming, placement checks, per-VM locking and the API's view
+ * of a VM. It talks to one VmDriver and knows nothing about libvirt or QEMU.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, realpathSync, statSync } from "node:fs";
+import { isAbsolute } from "node:path";
+import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
+import type { ConsoleInfo, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import { KeyedMutex } from "../util/mutex.ts";
+import { fromDriver, ServiceError } from "./errors.ts";
+import type { ImageCatalog } from "./images.ts";
+
+export interface ServiceDefaults {
+  vcpus: number;
+  memoryMb: number;
+  rootDiskGb: number;
+  networkMode: NetworkMode;
+  networkBridge: string;
+  userNetworkRestrict: boolean;
+  diskDriver: DiskBus;
+  sshUser: string;
+  kernelDir: string | null;
+  stopTimeoutS: number;
+  maxExtraDisks: number;
+}
+
+/** The create body after structural validation (the HTTP layer rejects unknown fields). */
+export interface CreateVmRequest {
+  name: string;
+  image?: string;
+  base_image?: string;
+  vcpus?: number;
+  memory_mb?: number;
+  memory_gb?: number;
+  root_disk_gb?: number;
+  extra_disks?: { size_gb: number; type?: string }[];
+  network?: { mode?: string; bridge?: string; restrict?: boolean };
+  ssh_user?: string;
+  ssh_public_key?: string;
+  ssh_public_keys?: string[];
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  start?: boolean;
+}
+
+export interface ApiDisk {
+  type: "root" | "data";
+  size_gb: number;
+  driver: string;
+  format: string;
+  serial: string | null;
+}
+
+export interface ApiVm {
+  id: string;
+  name: string;
+  uuid: string;
+  state: string;
+  vcpus: number;
+  memory_mb: number;
+  disks: ApiDisk[];
+  network: { mode: string; bridge: string | null; ip_address: string | null; mac_address: string | null; ssh_port: number | null };
+  image: string;
+  ip_address: string | null;
+  ssh_port: number | null;
+  ssh_user: string;
+  kernel: string | null;
+  initrd: string | null;
+  cmdline: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ApiImage {
+  id: string;
+  name: string;
+  file_name: string;
+  alias: string | null;
+  format: string;
+  virtual_size_gb: number;
+  disk_size_mb: number;
+}
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const ID_RE = /^vm-[a-z0-9]{8}$/;
+const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
+const GiB = 1024 ** 3;
+
+function newId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return "vm-" + [...randomBytes(8)].map((b) => alphabet[b % 36]).join("");
+}
+
+function invalid(field: string, message: string): ServiceError {
+  return new ServiceError("validation_error", `${field}: ${message}`, { field });
+}
+
+function intIn(field: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw invalid(field, "must be an integer");
+  if (v < min || v > max) throw invalid(field, `must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+export class VmService {
+  private readonly locks = new KeyedMutex();
+  private readonly reservedPorts = new Set<number>();
+
+  constructor(
+    readonly driver: VmDriver,
+    private readonly catalog: ImageCatalog,
+    private readonly defaults: ServiceDefaults,
+  ) {}
+
+  // ---- reads ----
+
+  async list(): Promise<ApiVm[]> {
+    const records = await this.guard(() => this.driver.list());
+    return Promise.all(records.map((r) => this.toApi(r)));
+  }
+
+  async get(ref: string): Promise<ApiVm> {
+    return this.toApi(await this.resolve(ref));
+  }
+
+  images(): ApiImage[] {
+    return this.catalog.list().map(toApiImage);
+  }
+
+  image(ref: string): ApiImage {
+    const img = this.catalog.find(ref);
+    if (!img) throw new ServiceError("not_found", `no image '${ref}'; GET /api/v1/images lists the available ones`);
+    return toApiImage(img);
+  }
+
+  async status(): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+    const [host, records] = await Promise.all([this.guard(() => this.driver.hostInfo()), this.guard(() => this.driver.list())]);
+    const byState: Record<string, number> = {};
+    let vcpus = 0;
+    let memory = 0;
+    for (const r of records) {
+      byState[r.state] = (byState[r.state] ?? 0) + 1;
+      if (r.state !== "stopped") {
+        vcpus += r.vcpus;
+        memory += r.memoryMb;
+      }
+    }
+    return { host, vms: byState, allocated: { vcpus, memory_mb: memory, vms: records.length } };
+  }
+
+  async console(ref: string): Promise<ConsoleInfo> {
+    const rec = await this.resolve(ref);
+    return this.guard(() => this.driver.console(rec.name));
+  }
+
+  // ---- lifecycle ----
+
+  async create(req: CreateVmRequest, owner: string | null = null): Promise<ApiVm> {
+    const spec = await this.validateCreate(req, owner);
+    return this.locks.run(`name:${spec.name}`, async () => {
+      if (await this.guard(() => this.driver.get(spec.name))) {
+        throw new ServiceError("name_taken", `a VM named '${spec.name}' already exists; pick another name or delete it first`);
+      }
+      let port: number | null = null;
+      try {
+        if (spec.network.mode === "user") {
+          port = await this.allocatePort();
+          spec.network.sshPort = port;
+        }
+        const rec = await this.guard(() => this.driver.create(spec));
+        return this.toApi(rec);
+      } finally {
+        if (port !== null) this.reservedPorts.delete(port);
+      }
+    });
+  }
+
+  async start(ref: string): Promise<ApiVm> {
+    return this.mutate(ref, (name) => this.driver.start(name));
+  }
+
+  async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}): Promise<ApiVm> {
+    const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
+    if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
+    return this.mutate(ref, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 }));
+  }
+
+  async reboot(ref: string): Promise<ApiVm> {
+    return this.mutate(ref, (name) => this.driver.reboot(name));
+  }
+
+  async delete(ref: string): Promise<{ id: string; name: string; status: "destroyed" }> {
+    const rec = await this.resolve(ref);
+    return this.locks.run(`name:${rec.name}`, async () => {
+      await this.guard(() => this.driver.delete(rec.name));
+      return { id: rec.id, name: rec.name, status: "destroyed" as const };
+    });
+  }
+
+  async qmp(ref: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (!/^query-[a-z0-9-]{1,60}$/.test(command)) {
+      throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
+    }
+    const rec = await this.resolve(ref);
+    if (rec.state !== "running" && rec.state !== "paused") throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; QMP needs a running VM`);
+    return this.guard(() => this.driver.qmp(rec.name, command, args));
+  }
+
+  // ---- helpers ----
+
+  private async mutate(ref: string, op: (name: string) => Promise<void>): Promise<ApiVm> {
+    const rec = await this.resolve(ref);
+    return this.locks.run(`name:${rec.name}`, async () => {
+      await this.guard(() => op(rec.name));
+      const after = await this.guard(() => this.driver.get(rec.name));
+      if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+      return this.toApi(after);
+    });
+  }
+
+  /** `{id}` in the API may be the id (vm-xxxxxxxx) or the name. */
+  async resolve(ref: string): Promise<VmRecord> {
+    if (typeof ref !== "string" || ref.length === 0 || ref.length > 64 || !/^[A-Za-z0-9._-]+$/.test(ref)) {
+      throw new ServiceError("not_found", `no VM '${String(ref).slice(0, 64)}'`);
+    }
+    if (ID_RE.test(ref)) {
+      const rec = (await this.guard(() => this.driver.list())).find((r) => r.id === ref);
+      if (rec) return rec;
+    }
+    const rec = await this.guard(() => this.driver.get(ref));
+    if (!rec) throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
+    return rec;
+  }
+
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw fromDriver(e);
+    }
+  }
+
+  private async allocatePort(): Promise<number> {
+    const used = await this.guard(() => this.driver.usedSshPorts());
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      const port = listener.port;
+      listener.stop(true);
+      if (!used.has(port) && !this.reservedPorts.has(port)) {
+        this.reservedPorts.add(port);
+        return port;
+      }
+    }
+    throw new ServiceError("internal_error", "could not find a free port on 127.0.0.1 for SSH forwarding");
+  }
+
+  private async toApi(r: VmRecord): Promise<ApiVm> {
+    let ip: string | null = null;
+    if (r.state === "running") {
+      try {
+        ip = await this.driver.ipAddress(r.name);
+      } catch {
+        ip = null; // address discovery is best effort
+      }
+    }
+    const disks: ApiDisk[] = r.disks
+      .filter((d) => d.type === "root" || d.type === "data")
+      .map((d) => ({ type: d.type as "root" | "data", size_gb: d.size_gb, driver: d.driver, format: d.format, serial: d.serial }));
+    return {
+      id: r.id,
+      name: r.name,
+      uuid: r.uuid,
+      state: r.state,
+      vcpus: r.vcpus,
+      memory_mb: r.memoryMb,
+      disks,
+      network: { mode: r.network.mode, bridge: r.network.bridge, ip_address: ip, mac_address: r.network.mac, ssh_port: r.network.sshPort },
+      image: r.image,
+      ip_address: ip,
+      ssh_port: r.network.sshPort,
+      ssh_user: r.sshUser,
+      kernel: r.boot?.kernel ?? null,
+      initrd: r.boot?.initrd ?? null,
+      cmdline: r.boot?.cmdline ?? null,
+      created_at: r.createdAt,
+      updated_at: r.updatedAt,
+    };
+  }
+
+  /** Semantic validation of a create request; returns a complete spec or throws. */
+  async validateCreate(req: CreateVmRequest, owner: string | null): Promise<VmSpec> {
+    const d = this.defaults;
+    if (typeof req.name !== "string" || !NAME_RE.test(req.name)) {
+      throw invalid("name", "must be a DNS label: 1-63 lower-case letters, digits and '-', not starting or ending with '-'");
+    }
+    if (ID_RE.test(req.name)) throw invalid("name", "must not look like a VM id (vm-xxxxxxxx)");
+
+    const imageRef = req.image ?? req.base_image;
+    if (imageRef === undefined) throw invalid("image", "is required (an id, file name or alias from GET /api/v1/images)");
+    if (req.image !== undefined && req.base_image !== undefined && req.image !== req.base_image) {
+      throw invalid("image", "image and base_image disagree; give one of them");
+    }
+    const image = this.catalog.find(imageRef);
+    if (!image) {
+      const known = this.catalog.list().map((i) => i.alias ?? i.id);
+      throw new ServiceError("image_not_found", `no base image '${imageRef}'; available: ${known.join(", ") || "none"}`, { field: "image", available: known });
+    }
+
+    const host = await this.guard(() => this.driver.hostInfo());
+    const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
+    if (vcpus > host.cpus) {
+      throw new ServiceError("capacity_exceeded", `vcpus: ${vcpus} exceeds the host's ${host.cpus} CPUs`, { field: "vcpus", host_cpus: host.cpus });
+    }
+    if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
+    const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
+    if (memoryMb > host.memoryMb) {
+      throw new ServiceError("capacity_exceeded", `memory: ${memoryMb} MiB exceeds the host's ${host.memoryMb} MiB`, { field: "memory_mb", host_memory_mb: host.memoryMb });
+    }
+    const minRoot = Math.ceil(image.virtualSizeBytes / GiB);
+    const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), 1, 65536);
+    if (rootDiskGb < minRoot) throw invalid("root_disk_gb", `must be at least ${minRoot} (the size of image ${image.id})`);
+
+    const extra = req.extra_disks ?? [];
+    if (!Array.isArray(extra)) throw invalid("extra_disks", "must be a list");
+    if (extra.length > d.maxExtraDisks) throw invalid("extra_disks", `at most ${d.maxExtraDisks} extra disks`);
+    const dataDisks = extra.map((x, i) => {
+      const bus = (x.type ?? d.diskDriver) as DiskBus;
+      if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
+      return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, 1, 65536), bus };
+    });
+    const storage = host.storage;
+    const totalGb = rootDiskGb + dataDisks.reduce((s, x) => s + x.sizeGb, 0);
+    if (storage && storage.capacityBytes > 0 && totalGb * GiB > storage.capacityBytes) {
+      throw new ServiceError("capacity_exceeded", `disks: ${totalGb} GiB exceed the storage pool's ${Math.floor(storage.capacityBytes / GiB)} GiB`, { field: "root_disk_gb" });
+    }
+
+    const mode = (req.network?.mode ?? d.networkMode) as NetworkMode;
+    if (!["bridge", "user", "none"].includes(mode)) throw invalid("network.mode", "must be bridge, user or none");
+    const bridge = mode === "bridge" ? (req.network?.bridge ?? d.networkBridge) : null;
+    if (bridge !== null && !BRIDGE_RE.test(bridge)) throw invalid("network.bridge", "must be a libvirt network or host bridge name ([A-Za-z0-9_.:-], up to 64)");
+    const restrict = req.network?.restrict ?? d.userNetworkRestrict;
+
+    const sshUser = req.ssh_user ?? d.sshUser;
+    if (!USER_RE.test(sshUser)) throw invalid("ssh_user", "must be a Unix user name (lower-case letter or _, then letters, digits, _ or -; up to 32)");
+    const keys = [...(req.ssh_public_key !== undefined ? [req.ssh_public_key] : []), ...(req.ssh_public_keys ?? [])].map((k) => k.trim());
+    keys.forEach((k, i) => {
+      const v = validateSshPublicKey(k);
+      if (!v.ok) throw invalid(req.ssh_public_key !== undefined && i === 0 ? "ssh_public_key" : `ssh_public_keys[${i}]`, v.reason);
+    });
+
+    let boot: VmSpec["boot"] = null;
+    if (req.kernel !== undefined || req.initrd !== undefined || req.cmdline !== undefined) {
+      if (req.kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given");
+      boot = {
+        kernel: this.bootFile("kernel", req.kernel),
+        initrd: req.initrd !== undefined ? this.bootFile("initrd", req.initrd) : null,
+        cmdline: req.cmdline ?? null,
+      };
+      if (boot.cmdline !== null && (boot.cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
+        throw invalid("cmdline", "must be at most 4096 printable characters");
+      }
+    }
+
+    const id = newId();
+    return {
+      id,
+      name: req.name,
+      vcpus,
+      memoryMb,
+      image,
+      rootDiskGb,
+      dataDisks,
+      network: { mode, bridge, restrict, sshPort: null },
+      ssh: { user: sshUser, authorizedKeys: keys },
+      // Without keys there is nothing for cloud-init to do that the image does not already.
+      seedIso: keys.length > 0 ? buildSeedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys }) : null,
+      boot,
+      createdAt: new Date().toISOString(),
+      owner,
+      start: req.start ?? true,
+    };
+  }
+
+  /** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir. */
+  private bootFile(field: string, path: string): string {
+    const dir = this.defaults.kernelDir;
+    if (!dir) throw invalid(field, "direct kernel boot is disabled on this server (set vm_defaults.kernel_dir)");
+    if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
+    if (!existsSync(path)) throw invalid(field, `${path} does not exist`);
+    const real = realpathSync(path);
+    const root = realpathSync(dir);
+    if (!real.startsWith(root.endsWith("/") ? root : `${root}/`)) throw invalid(field, `must be inside ${dir}`);
+    if (!statSync(real).isFile()) throw invalid(field, "must be a regular file");
+    return real;
+  }
+}
+
+function toApiImage(i: ImageInfo): ApiImage {
+  return {
+    id: i.id,
+    name: i.alias ?? i.id,
+    file_name: i.fileName,
+    alias: i.alias,
+    format: i.format,
+    virtual_size_gb: Math.round((i.virtualSizeBytes / GiB) * 100) / 100,
+    disk_size_mb: Math.round((i.diskSizeBytes / 1024 ** 2) * 10) / 10,
+  };
+}

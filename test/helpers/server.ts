@@ -1,0 +1,45 @@
+/** Starts a real rcloud server (real Elysia, real libvirtd) on a free loopback port. */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { loadConfig } from "../../src/config/index.ts";
+import { startServer, type RunningServer } from "../../src/server.ts";
+
+export interface TestServer extends RunningServer {
+  req(method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }>;
+}
+
+export async function startTestServer(config: Record<string, unknown>): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), "rcloud-cfg-"));
+  const file = join(dir, "rcloud.yaml");
+  writeFileSync(file, stringify({ logging: { level: "error", format: "text" }, ...config }));
+  const server = await startServer({ config: loadConfig({ file, env: {} }), port: 0 });
+  const req = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: body !== undefined ? { "content-type": "application/json" } : {},
+      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = null;
+    }
+    return { status: res.status, json, text };
+  };
+  return { ...server, req };
+}
+
+/** Polls the API until the driver has connected (health 200). */
+export async function waitHealthy(s: TestServer, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = await s.req("GET", "/api/v1/health");
+    if (r.status === 200) return;
+    await Bun.sleep(100);
+  }
+  throw new Error("rcloud did not become healthy");
+}
