@@ -23,14 +23,13 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog): VmDriver {
   if (config.driver === "qemu") {
     throw new Error("the qemu driver is not available yet; set driver: libvirt (or RCLOUD_LIBVIRT_URI)");
   }
-  const domainType = (process.env.RCLOUD_DOMAIN_TYPE ?? "auto") as "auto" | "kvm" | "qemu";
   return new LibvirtDriver({
     uri: config.libvirt.uri,
     poolName: config.libvirt.storage_pool_name,
     poolPath: config.libvirt.storage_pool_path,
     templatePath: config.vm_defaults.template,
-    domainType,
-    consoleLogDir: "/var/log/libvirt/qemu",
+    domainType: config.libvirt.domain_type,
+    consoleLogDir: config.libvirt.console_log_dir,
     listImages: async () => catalog.list(),
   });
 }

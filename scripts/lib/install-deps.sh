@@ -9,7 +9,11 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils python3-libvirt
   busybox-static linux-image-amd64 cpio xorriso
-  openssh-client openssh-server iproute2 procps
+  # the bootable test disk image (scripts/lib/disk-image.sh)
+  syslinux syslinux-common mtools dosfstools fdisk dropbear-bin
+  openssh-client iproute2 procps
+  # tests: PyYAML reads our cloud-init output as cloud-init would
+  python3-yaml
 )
 
 log() { echo "install-deps: $*" >&2; }

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync, readFileSync, truncateSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { uniqueName, unixUri } from "../helpers/rig.ts";
+import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 
 const imagesDir = mkdtempSync(join(tmpdir(), "rcloud-images-"));
@@ -46,13 +46,7 @@ afterAll(async () => {
   const list = await server.req("GET", "/api/v1/vms");
   for (const vm of list.json?.vms ?? []) if (vm.name.startsWith("rct")) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
   await server.stop();
-  try {
-    const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
-    await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
-    await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
-  } catch {
-    // never created
-  }
+  await removePool(lv, poolName);
   await lv.close();
 });
 

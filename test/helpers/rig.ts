@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { remoteProcedures as P, type LibvirtClient } from "../../src/libvirt/index.ts";
 
 export interface RigInstance {
   socket: string | null;
@@ -76,4 +77,15 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     await sleep(stepMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}
+
+/** Stops and forgets a storage pool a test created (no error if it never existed). */
+export async function removePool(lv: LibvirtClient, name: string): Promise<void> {
+  try {
+    const { pool } = await lv.call(P.storagePoolLookupByName, { name });
+    await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
+    await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
+  } catch {
+    // never created, or already gone
+  }
 }

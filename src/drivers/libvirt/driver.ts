@@ -35,8 +35,8 @@ export interface LibvirtDriverOptions {
   templatePath: string | null;
   /** "auto" picks kvm when the host offers it, else TCG ("qemu"). */
   domainType: "auto" | "kvm" | "qemu";
-  /** Directory on the host for serial console logs. */
-  consoleLogDir: string;
+  /** Directory on the host for serial console logs; null = the pool directory. */
+  consoleLogDir: string | null;
   client?: LibvirtClientOptions;
   /** Lists the base images (shared with other drivers). */
   listImages: () => Promise<ImageInfo[]>;
@@ -388,7 +388,7 @@ export class LibvirtDriver implements VmDriver {
           restrict: spec.network.restrict,
           netdev,
         },
-        console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir}/${spec.name}-serial.log`,
+        console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
       });
       dom = (await c.call(P.domainDefineXmlFlags, { xml, flags: 1 /* VALIDATE */ })).dom;
       if (spec.start) await c.call(P.domainCreate, { dom });
@@ -515,6 +515,8 @@ export class LibvirtDriver implements VmDriver {
       // Volumes: everything in our pool that belongs to this VM (named after its id).
       if (rec) {
         const pool = await this.pool();
+        // Refresh first: the console log appears in the pool only after the guest ran.
+        await c.call(P.storagePoolRefresh, { pool, flags: 0 }).catch(() => {});
         const { vols } = await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
         for (const vol of vols.filter((v) => v.name.startsWith(`${rec.id}-`))) {
           await c.call(P.storageVolDelete, { vol, flags: 0 }).catch((e) => {

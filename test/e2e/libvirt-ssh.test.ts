@@ -1,0 +1,84 @@
+/**
+ * End to end on qemu:///system with TCG: POST /vms from a small bootable disk image with an
+ * SSH key and restricted user networking → running → a real ssh client logs in with that
+ * key and runs `uname -r` → stop → start → delete → no domain, no volume, no ISO left.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
+import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
+import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { makeSshKey, waitForSsh } from "../helpers/ssh.ts";
+
+const diskImage = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
+const poolName = `rctest-e2e-${process.pid}`;
+let server: TestServer;
+let lv: LibvirtClient;
+
+beforeAll(async () => {
+  if (!existsSync(diskImage)) throw new Error(`${diskImage} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
+  const base = join(rig().rigDir, "e2e-images");
+  mkdirSync(base, { recursive: true });
+  copyFileSync(diskImage, join(base, "rcloud-tiny.qcow2"));
+  lv = await LibvirtClient.connect(unixUri("qemu"));
+  server = await startTestServer({
+    libvirt: { uri: unixUri("qemu"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu" },
+    images: { base_images_dir: base },
+    vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 256, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 20 },
+  });
+  await waitHealthy(server);
+});
+
+afterAll(async () => {
+  await server.stop();
+  await removePool(lv, poolName);
+  await lv.close();
+});
+
+test("create → SSH in → stop → start → delete leaves nothing behind", async () => {
+  const key = makeSshKey();
+  const name = uniqueName("ssh").slice(0, 40);
+  const created = await server.req("POST", "/api/v1/vms", { name, image: "rcloud-tiny", ssh_public_key: key.publicKey, network: { mode: "user", restrict: true } });
+  expect(created.status).toBe(201);
+  const vm = created.json;
+  expect(vm.state).toBe("running");
+  expect(vm.ssh_port).toBeGreaterThan(1023);
+  expect(vm.ip_address).toBe("127.0.0.1");
+  expect(vm.network.mode).toBe("user");
+
+  // The seed ISO was uploaded into the pool next to the root overlay.
+  const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
+  const vols = (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols.map((v) => v.name).sort();
+  expect(vols).toEqual([`${vm.id}-root.qcow2`, `${vm.id}-seed.iso`]);
+
+  const uname = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, "uname -r; hostname");
+  const [release, hostname] = uname.trim().split("\n");
+  expect(release).toMatch(/^\d+\.\d+\.\d+/);
+  expect(hostname).toBe(name);
+
+  const con = await server.req("GET", `/api/v1/vms/${vm.id}/console`);
+  expect(con.json.ssh).toEqual({ host: "127.0.0.1", port: vm.ssh_port, user: "kdevops" });
+
+  const qmp = await server.req("POST", `/api/v1/vms/${vm.id}/qmp`, { execute: "query-status" });
+  expect(qmp.status).toBe(200);
+  expect(qmp.json.return.status).toBe("running");
+
+  // Graceful stop: the guest handles the ACPI power button.
+  const stopped = await server.req("POST", `/api/v1/vms/${vm.id}/stop`);
+  expect(stopped.status).toBe(200);
+  expect(stopped.json.state).toBe("stopped");
+
+  const started = await server.req("POST", `/api/v1/vms/${vm.id}/start`);
+  expect(started.status).toBe(200);
+  expect(started.json.state).toBe("running");
+  expect(started.json.ssh_port).toBe(vm.ssh_port);
+
+  const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
+  expect(del.status).toBe(200);
+  const domains = (await lv.call(P.connectListAllDomains, { need_results: 1, flags: 0 })).domains.map((d) => d.name);
+  expect(domains).not.toContain(name);
+  await lv.call(P.storagePoolRefresh, { pool, flags: 0 });
+  const left = (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols.map((v) => v.name);
+  expect(left.filter((v) => v.startsWith(vm.id))).toEqual([]);
+}, 300_000);
