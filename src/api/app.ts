@@ -53,7 +53,9 @@ export function createApp(service: VmService, opts: AppOptions) {
     .onError(({ code, error, set, request }) => {
       if (error instanceof ServiceError) {
         set.status = error.status;
-        if (error.status >= 500) log("error", error.message, { code: error.code, path: new URL(request.url).pathname });
+        if (error.status >= 500) {
+          log(error.status === 503 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
+        }
         return errorJson(error.code, error.message, error.details?.field);
       }
       switch (code) {

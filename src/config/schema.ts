@@ -5,7 +5,7 @@
 import { posix } from "node:path";
 
 export type Driver = "libvirt" | "qemu";
-export type NetworkMode = "bridge" | "user";
+export type NetworkMode = "bridge" | "user" | "none";
 export type DiskFormat = "qcow2" | "raw";
 export type DiskDriver = "virtio" | "nvme" | "scsi" | "ide";
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -105,7 +105,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     vcpus: leaf({ kind: "int", min: 1, max: 512 }),
     memory_mb: leaf({ kind: "int", min: 64, max: 4194304 }),
     root_disk_gb: leaf({ kind: "int", min: 1, max: 65536 }),
-    network_mode: leaf({ kind: "enum", values: ["bridge", "user"] }),
+    network_mode: leaf({ kind: "enum", values: ["bridge", "user", "none"] }),
     network_bridge: leaf({ kind: "string", check: nonEmpty }),
     user_network_restrict: leaf({ kind: "bool" }),
     disk_format: leaf({ kind: "enum", values: ["qcow2", "raw"] }),

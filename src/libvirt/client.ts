@@ -140,6 +140,11 @@ export class LibvirtClient {
     return this.target.uri;
   }
 
+  /** Calls sent or queued and not yet answered on the current session. */
+  get inFlight(): number {
+    return this.conn && !this.conn.closed ? this.conn.inFlight : 0;
+  }
+
   on(event: "connect", listener: () => void): void;
   on(event: "disconnect", listener: (e: Error) => void): void;
   on(event: "connect" | "disconnect", listener: (() => void) | ((e: Error) => void)): void {

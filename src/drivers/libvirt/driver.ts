@@ -38,6 +38,11 @@ export interface LibvirtDriverOptions {
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
   client?: LibvirtClientOptions;
+  /**
+   * libvirtd works on at most max_client_requests (5) calls per connection; slow calls
+   * (volume creation, domain start) from many concurrent requests need more connections.
+   */
+  connections?: number;
   /** Lists the base images (shared with other drivers). */
   listImages: () => Promise<ImageInfo[]>;
 }
@@ -101,21 +106,30 @@ function translate(e: unknown, what: string): never {
 export class LibvirtDriver implements VmDriver {
   readonly kind = "libvirt" as const;
   private client: LibvirtClient | null = null;
+  /** Extra sessions for parallel work; `client` (events, streams, recovery) is the first. */
+  private extra: LibvirtClient[] = [];
   private template = "";
   private hvType = "";
   private domainType: "kvm" | "qemu" | "test" = "qemu";
+  /** VM ids whose create is in progress: their volumes are not orphans. */
+  private readonly creating = new Set<string>();
+  /** Rollbacks that could not run because libvirt went away; retried on reconnect. */
+  private pendingRollbacks: { domUuid: Uint8Array | null; vols: RemoteNonnullStorageVol[] }[] = [];
 
   constructor(private readonly opts: LibvirtDriverOptions) {}
 
+  private turn = 0;
+
+  /** Sessions in turn (an operation keeps the one it got for all its calls). */
   private get c(): LibvirtClient {
     if (!this.client) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
-    return this.client;
+    const all = [this.client, ...this.extra.filter((x) => x.state === "open")];
+    return all[this.turn++ % all.length]!;
   }
 
   async init(): Promise<void> {
     this.template = loadTemplate(this.opts.templatePath);
-    await this.client?.close(); // a previous attempt that failed half-way
-    this.client = null;
+    await this.close(); // a previous attempt that failed half-way
     const client = await LibvirtClient.connect(this.opts.uri, this.opts.client);
     try {
       await this.setup(client);
@@ -125,6 +139,38 @@ export class LibvirtDriver implements VmDriver {
       throw e;
     }
     this.client = client;
+    client.on("connect", () => void this.recover());
+    await this.recover();
+    const n = Math.max(1, this.opts.connections ?? 4) - 1;
+    this.extra = await Promise.all(Array.from({ length: n }, () => LibvirtClient.connect(this.opts.uri, this.opts.client)));
+  }
+
+  /**
+   * After (re)connecting: finish rollbacks that were cut off by a lost connection, then
+   * remove volumes left by creates that never completed (named <id>-* with no VM <id>).
+   */
+  private async recover(): Promise<void> {
+    const c = this.client;
+    if (!c) return;
+    try {
+      const pending = this.pendingRollbacks;
+      this.pendingRollbacks = [];
+      for (const r of pending) {
+        let dom: RemoteNonnullDomain | null = null;
+        if (r.domUuid) dom = await c.call(P.domainLookupByUuid, { uuid: r.domUuid }).then((x) => x.dom, () => null);
+        await this.rollback(dom, r.vols);
+      }
+      const pool = await this.pool();
+      await c.call(P.storagePoolRefresh, { pool, flags: 0 }).catch(() => {});
+      const { vols } = await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
+      const live = new Set((await this.list()).map((r) => r.id));
+      for (const vol of vols) {
+        const id = /^(vm-[a-z0-9]{8})-/.exec(vol.name)?.[1];
+        if (id && !live.has(id) && !this.creating.has(id)) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {});
+      }
+    } catch {
+      // libvirt went away again; the next reconnect runs this again
+    }
   }
 
   private async setup(client: LibvirtClient): Promise<void> {
@@ -142,8 +188,9 @@ export class LibvirtDriver implements VmDriver {
   }
 
   async close(): Promise<void> {
-    await this.client?.close();
+    await Promise.all([this.client?.close(), ...this.extra.map((x) => x.close())]);
     this.client = null;
+    this.extra = [];
   }
 
   /** The rcloud storage pool: defined, built and started on first use. */
@@ -324,6 +371,8 @@ export class LibvirtDriver implements VmDriver {
     const c = this.c;
     const made: RemoteNonnullStorageVol[] = [];
     let dom: RemoteNonnullDomain | null = null;
+    const uuid = randomUUID();
+    this.creating.add(spec.id);
     try {
       const pool = await this.pool();
       const disks: TemplateDisk[] = [];
@@ -367,7 +416,7 @@ export class LibvirtDriver implements VmDriver {
       const xml = renderDomainXml(this.template, {
         domain_type: this.domainType,
         name: spec.name,
-        uuid: randomUUID(),
+        uuid,
         id: spec.id,
         image: spec.image.id,
         created_at: spec.createdAt,
@@ -396,19 +445,37 @@ export class LibvirtDriver implements VmDriver {
       if (!rec) throw new DriverError("failed", "the new domain lost its rcloud metadata");
       return rec;
     } catch (e) {
-      await this.rollback(dom, made);
+      try {
+        // The define may have happened even if its reply was lost: look the domain up by UUID.
+        const uuidBytes = Buffer.from(uuid.replace(/-/g, ""), "hex");
+        dom ??= await c.call(P.domainLookupByUuid, { uuid: uuidBytes }).then((x) => x.dom, () => null);
+        await this.rollback(dom, made);
+      } catch {
+        this.pendingRollbacks.push({ domUuid: Buffer.from(uuid.replace(/-/g, ""), "hex"), vols: made });
+      }
       translate(e, `creating ${spec.name}`);
+    } finally {
+      this.creating.delete(spec.id);
     }
   }
 
-  /** Removes what a failed create made, best effort, newest first. */
+  /**
+   * Removes what a failed create made, newest first. Throws only when libvirt is gone
+   * (the caller then retries after reconnecting); "already gone" is success.
+   */
   private async rollback(dom: RemoteNonnullDomain | null, vols: RemoteNonnullStorageVol[]): Promise<void> {
     const c = this.c;
+    const gone = (e: unknown) => {
+      if (!(e instanceof LibvirtError)) throw e; // connection-level: retry later
+    };
     if (dom) {
-      await c.call(P.domainDestroy, { dom }).catch(() => {});
-      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }).catch(() => {}));
+      await c.call(P.domainDestroy, { dom }).catch(gone);
+      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch((e) => {
+        gone(e);
+        return c.call(P.domainUndefine, { dom }).catch(gone);
+      });
     }
-    for (const vol of vols.reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {});
+    for (const vol of [...vols].reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(gone);
   }
 
   /** A name is a libvirt network if one exists by that name (or with that bridge), else a host bridge. */
