@@ -124,7 +124,8 @@ export interface VmDriver {
   reboot(name: string): Promise<void>;
   delete(name: string): Promise<void>;
   console(name: string): Promise<ConsoleInfo>;
-  ipAddress(name: string): Promise<string | null>;
+  /** Where to reach a VM (guest IPv4, or 127.0.0.1 for user networking); null if unknown. */
+  ipAddress(vm: VmRecord): Promise<string | null>;
   /** Read-only QMP passthrough (query-* commands). */
   qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown>;
   /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */

@@ -50,7 +50,8 @@ export class QmpClosedError extends Error {
   override readonly name = "QmpClosedError";
   constructor(
     message: string,
-    readonly reason: "closed" | "eof" | "error",
+    /** closed: close() was called; eof/error: the socket ended or failed; protocol: closed after a QmpProtocolError. */
+    readonly reason: "closed" | "eof" | "error" | "protocol",
     options?: { cause?: unknown },
   ) {
     super(message, options);

@@ -261,7 +261,7 @@ export class VmService {
     let ip: string | null = null;
     if (r.state === "running") {
       try {
-        ip = await this.driver.ipAddress(r.name);
+        ip = await this.driver.ipAddress(r);
       } catch {
         ip = null; // address discovery is best effort
       }

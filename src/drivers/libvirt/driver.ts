@@ -7,8 +7,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import {
   ErrorCode,
-  LibvirtClient,
   LibvirtError,
+  LibvirtPool,
   qemuProcedures,
   remoteProcedures as P,
   type LibvirtClientOptions,
@@ -38,10 +38,7 @@ export interface LibvirtDriverOptions {
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
   client?: LibvirtClientOptions;
-  /**
-   * libvirtd works on at most max_client_requests (5) calls per connection; slow calls
-   * (volume creation, domain start) from many concurrent requests need more connections.
-   */
+  /** Sessions to libvirtd (see LibvirtPool); default 8. */
   connections?: number;
   /** Lists the base images (shared with other drivers). */
   listImages: () => Promise<ImageInfo[]>;
@@ -105,9 +102,9 @@ function translate(e: unknown, what: string): never {
 
 export class LibvirtDriver implements VmDriver {
   readonly kind = "libvirt" as const;
-  private client: LibvirtClient | null = null;
-  /** Extra sessions for parallel work; `client` (events, streams, recovery) is the first. */
-  private extra: LibvirtClient[] = [];
+  private pool_: LibvirtPool | null = null;
+  /** Host facts that do not change while connected (CPUs, memory, versions). */
+  private staticHost: Omit<HostInfo, "freeMemoryMb" | "storage"> | null = null;
   private template = "";
   private hvType = "";
   private domainType: "kvm" | "qemu" | "test" = "qemu";
@@ -118,31 +115,27 @@ export class LibvirtDriver implements VmDriver {
 
   constructor(private readonly opts: LibvirtDriverOptions) {}
 
-  private turn = 0;
-
-  /** Sessions in turn (an operation keeps the one it got for all its calls). */
-  private get c(): LibvirtClient {
-    if (!this.client) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
-    const all = [this.client, ...this.extra.filter((x) => x.state === "open")];
-    return all[this.turn++ % all.length]!;
+  /** The sessions to libvirtd; each call goes to the least busy one. */
+  private get c(): LibvirtPool {
+    if (!this.pool_) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
+    return this.pool_;
   }
 
   async init(): Promise<void> {
     this.template = loadTemplate(this.opts.templatePath);
     await this.close(); // a previous attempt that failed half-way
-    const client = await LibvirtClient.connect(this.opts.uri, this.opts.client);
+    this.staticHost = null;
+    const pool = await LibvirtPool.connect(this.opts.uri, this.opts.connections ?? 8, this.opts.client);
     try {
-      await this.setup(client);
+      await this.setup(pool);
     } catch (e) {
-      this.client = null;
-      await client.close();
+      this.pool_ = null;
+      await pool.close();
       throw e;
     }
-    this.client = client;
-    client.on("connect", () => void this.recover());
+    this.pool_ = pool;
+    pool.primary.on("connect", () => void this.recover());
     await this.recover();
-    const n = Math.max(1, this.opts.connections ?? 4) - 1;
-    this.extra = await Promise.all(Array.from({ length: n }, () => LibvirtClient.connect(this.opts.uri, this.opts.client)));
   }
 
   /**
@@ -150,7 +143,7 @@ export class LibvirtDriver implements VmDriver {
    * remove volumes left by creates that never completed (named <id>-* with no VM <id>).
    */
   private async recover(): Promise<void> {
-    const c = this.client;
+    const c = this.pool_;
     if (!c) return;
     try {
       const pending = this.pendingRollbacks;
@@ -173,24 +166,23 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
-  private async setup(client: LibvirtClient): Promise<void> {
-    this.client = client;
-    const info = await this.client.info();
+  private async setup(pool: LibvirtPool): Promise<void> {
+    this.pool_ = pool;
+    const info = await pool.info();
     this.hvType = info.hvType;
     if (this.hvType === "TEST") this.domainType = "test";
     else if (this.opts.domainType !== "auto") this.domainType = this.opts.domainType;
     else {
-      const { capabilities } = await this.client.call(P.connectGetCapabilities, undefined);
+      const { capabilities } = await pool.call(P.connectGetCapabilities, undefined);
       this.domainType = /<domain type=['"]kvm['"]/.test(capabilities) ? "kvm" : "qemu";
     }
     await this.ensurePool();
-    this.client = null; // published by init() once everything is ready
+    this.pool_ = null; // published by init() once everything is ready
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.client?.close(), ...this.extra.map((x) => x.close())]);
-    this.client = null;
-    this.extra = [];
+    await this.pool_?.close();
+    this.pool_ = null;
   }
 
   /** The rcloud storage pool: defined, built and started on first use. */
@@ -234,24 +226,24 @@ export class LibvirtDriver implements VmDriver {
   async hostInfo(): Promise<HostInfo> {
     try {
       const c = this.c;
-      const [node, free, host, info, pool] = await Promise.all([
-        c.call(P.nodeGetInfo, undefined),
-        c.call(P.nodeGetFreeMemory, undefined),
-        c.call(P.connectGetHostname, undefined),
-        c.info(),
-        this.pool(),
-      ]);
+      if (!this.staticHost) {
+        const [node, host, info] = await Promise.all([c.call(P.nodeGetInfo, undefined), c.call(P.connectGetHostname, undefined), c.info()]);
+        this.staticHost = {
+          hostname: host.hostname,
+          cpus: node.cpus,
+          memoryMb: Number(node.memory / 1024n),
+          hypervisor: info.hvType,
+          hypervisorVersion: formatVersion(info.hvVersion),
+          libvirtVersion: formatVersion(info.libVersion),
+          driver: "libvirt",
+          uri: this.opts.uri,
+        };
+      }
+      const [free, pool] = await Promise.all([c.call(P.nodeGetFreeMemory, undefined), this.pool()]);
       const pinfo = await c.call(P.storagePoolGetInfo, { pool });
       return {
-        hostname: host.hostname,
-        cpus: node.cpus,
-        memoryMb: Number(node.memory / 1024n),
+        ...this.staticHost,
         freeMemoryMb: Number(free.freeMem / 1024n / 1024n),
-        hypervisor: info.hvType,
-        hypervisorVersion: formatVersion(info.hvVersion),
-        libvirtVersion: formatVersion(info.libVersion),
-        driver: "libvirt",
-        uri: this.opts.uri,
         storage: {
           pool: this.opts.poolName,
           path: this.opts.poolPath,
@@ -609,9 +601,9 @@ export class LibvirtDriver implements VmDriver {
     };
   }
 
-  async ipAddress(name: string): Promise<string | null> {
-    const rec = await this.get(name);
-    if (!rec || rec.state !== "running") return null;
+  async ipAddress(rec: VmRecord): Promise<string | null> {
+    const name = rec.name;
+    if (rec.state !== "running") return null;
     if (rec.network.mode === "user") return "127.0.0.1";
     if (rec.network.mode !== "bridge" || !rec.network.mac) return null;
     const c = this.c;

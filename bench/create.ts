@@ -1,0 +1,193 @@
+/**
+ * bun run bench:create [--n 20]
+ *
+ * Creates N tiny direct-kernel-boot VMs concurrently through rcloud's REST API (a separate
+ * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
+ * plain virsh (vol-create-as + define + start, N processes at once). Each phase ends when
+ * every VM is running; VMs are removed between phases. Prints one JSON line:
+ * {rcloud_s, virsh_s, ratio, failures, rcloud_peak_rss_mb, n}.
+ * Starts the test rig if it is not running, and stops it again if it started it.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { stringify } from "yaml";
+import { renderDomainXml, loadTemplate, METADATA_NS } from "../src/drivers/libvirt/domain-xml.ts";
+import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
+
+const repo = resolve(import.meta.dir, "..");
+const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
+const argN = process.argv.indexOf("--n");
+const n = argN > 0 ? Number(process.argv[argN + 1]) : 20;
+
+function sh(cmd: string[]): string {
+  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
+  return r.stdout.toString();
+}
+
+const startedRig = !existsSync(join(rigDir, "env.json"));
+if (startedRig) {
+  sh(["bash", "scripts/lib/install-deps.sh"]);
+  sh(["bash", "scripts/lib/rig.sh", "up"]);
+}
+const guest = sh(["bash", "scripts/lib/guest-image.sh"]).trim().split("\n");
+const disk = sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
+const env = JSON.parse(readFileSync(join(rigDir, "env.json"), "utf8")) as { instances: { main: { socket: string } } };
+const uri = `qemu+unix:///system?socket=${env.instances.main.socket}`;
+const [kernel, initrd] = [guest[0]!, guest[1]!];
+
+const work = mkdtempSync(join(tmpdir(), "rcloud-bench-"));
+const imagesDir = join(rigDir, "bench-images");
+mkdirSync(imagesDir, { recursive: true });
+copyFileSync(disk, join(imagesDir, "rcloud-tiny.qcow2"));
+const kernelDir = join(rigDir, "bench-kernel");
+mkdirSync(kernelDir, { recursive: true });
+copyFileSync(kernel, join(kernelDir, "vmlinuz"));
+copyFileSync(initrd, join(kernelDir, "initrd.img"));
+const poolA = `rcbench-api-${process.pid}`;
+const poolB = `rcbench-virsh-${process.pid}`;
+const poolImg = `rcbench-img-${process.pid}`;
+
+const lv = await LibvirtClient.connect(uri);
+let failures = 0;
+let rcloudS = 0;
+let virshS = 0;
+let peakRssMb = 0;
+
+async function cleanupDomains(prefix: string): Promise<void> {
+  const { domains } = await lv.call(P.connectListAllDomains, { need_results: 1, flags: 0 });
+  await Promise.all(
+    domains
+      .filter((d) => d.name.startsWith(prefix))
+      .map(async (dom) => {
+        await lv.call(P.domainDestroy, { dom }).catch(() => {});
+        await lv.call(P.domainUndefineFlags, { dom, flags: 0 }).catch(() => {});
+      }),
+  );
+}
+
+async function dropPool(name: string): Promise<void> {
+  try {
+    const { pool } = await lv.call(P.storagePoolLookupByName, { name });
+    const { vols } = await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
+    for (const vol of vols) await lv.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {});
+    await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
+    await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
+  } catch {
+    // not there
+  }
+}
+
+try {
+  // ---- rcloud through its REST API ----
+  const cfg = join(work, "rcloud.yaml");
+  writeFileSync(
+    cfg,
+    stringify({
+      server: { bind_address: "127.0.0.1:18765" },
+      libvirt: { uri, storage_pool_name: poolA, storage_pool_path: join(rigDir, "pools", poolA), domain_type: "qemu" },
+      images: { base_images_dir: imagesDir },
+      vm_defaults: { network_mode: "none", vcpus: 1, memory_mb: 128, root_disk_gb: 1, kernel_dir: kernelDir },
+      logging: { level: "warn", format: "text" },
+    }),
+  );
+  const server = Bun.spawn(["node_modules/.bin/bun", "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
+  const api = "http://127.0.0.1:18765/api/v1";
+  for (let i = 0; i < 100; i++) {
+    const ok = await fetch(`${api}/health`).then((r) => r.ok, () => false);
+    if (ok) break;
+    await Bun.sleep(100);
+  }
+  const rssTimer = setInterval(() => {
+    try {
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${server.pid}/status`, "utf8"));
+      if (hwm) peakRssMb = Math.max(peakRssMb, Number(hwm[1]) / 1024);
+    } catch {
+      // exited
+    }
+  }, 200);
+  const names = Array.from({ length: n }, (_, i) => `rcbench-a${i}`);
+  let t0 = performance.now();
+  const results = await Promise.all(
+    names.map((name) =>
+      fetch(`${api}/vms`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string } })),
+    ),
+  );
+  rcloudS = (performance.now() - t0) / 1000;
+  failures += results.filter((r) => r.status !== 201 || r.body.state !== "running").length;
+  clearInterval(rssTimer);
+  await Promise.all(names.map((name) => fetch(`${api}/vms/${name}?`, { method: "DELETE" })));
+  server.kill("SIGTERM");
+  await server.exited;
+
+  // ---- plain virsh: one process per step per VM, all VMs at once ----
+  const poolDir = join(rigDir, "pools", poolB);
+  mkdirSync(poolDir, { recursive: true });
+  sh(["virsh", "-q", "-c", uri, "pool-create-as", poolB, "dir", "--target", poolDir]);
+  // virsh needs the backing image to be a volume of some pool.
+  sh(["virsh", "-q", "-c", uri, "pool-create-as", poolImg, "dir", "--target", imagesDir]);
+  const template = loadTemplate(null);
+  const xmlFiles = Array.from({ length: n }, (_, i) => {
+    const name = `rcbench-v${i}`;
+    const xml = renderDomainXml(template, {
+      domain_type: "qemu",
+      name,
+      uuid: crypto.randomUUID(),
+      id: `vm-bench${String(i).padStart(4, "0")}`,
+      image: "rcloud-tiny",
+      created_at: new Date().toISOString(),
+      owner: "",
+      ssh_user: "kdevops",
+      root_disk_gb: 1,
+      memory_mb: 128,
+      vcpus: 1,
+      metadata_ns: METADATA_NS,
+      boot: { kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" },
+      disks: [{ device: "disk", format: "qcow2", path: join(poolDir, `${name}.qcow2`), target: "vda", bus: "virtio", readonly: false, serial: null }],
+      network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:00:00:01", ssh_port: "", restrict: false, netdev: "" },
+      console_log: join(poolDir, `${name}-serial.log`),
+    });
+    const file = join(work, `${name}.xml`);
+    writeFileSync(file, xml);
+    return { name, file };
+  });
+  const base = join(imagesDir, "rcloud-tiny.qcow2");
+  t0 = performance.now();
+  const codes: number[] = await Promise.all(
+    xmlFiles.map(async ({ name, file }) => {
+      for (const args of [
+        ["vol-create-as", poolB, `${name}.qcow2`, "1G", "--format", "qcow2", "--backing-vol", base, "--backing-vol-format", "qcow2"],
+        ["define", file],
+        ["start", name],
+      ]) {
+        const p = Bun.spawn(["virsh", "-q", "-c", uri, ...args], { stdout: "ignore", stderr: "inherit" });
+        if ((await p.exited) !== 0) return 1;
+      }
+      return 0;
+    }),
+  );
+  virshS = (performance.now() - t0) / 1000;
+  failures += codes.reduce((a, b) => a + b, 0);
+} finally {
+  await cleanupDomains("rcbench-");
+  await dropPool(poolA);
+  await dropPool(poolB);
+  await lv.call(P.storagePoolLookupByName, { name: poolImg }).then(({ pool }) => lv.call(P.storagePoolDestroy, { pool }), () => {});
+  await lv.close();
+  if (startedRig) sh(["bash", "scripts/lib/rig.sh", "down"]);
+}
+console.log(
+  JSON.stringify({
+    n,
+    rcloud_s: Math.round(rcloudS * 100) / 100,
+    virsh_s: Math.round(virshS * 100) / 100,
+    ratio: Math.round((rcloudS / virshS) * 100) / 100,
+    failures,
+    rcloud_peak_rss_mb: Math.round(peakRssMb),
+  }),
+);

@@ -1,0 +1,150 @@
+/**
+ * The REST client the provider uses (/api/v1). Every failure becomes an ApiError whose
+ * message says what to do: API errors keep the server's code/message/field, network
+ * failures name the endpoint that was tried and how to change it.
+ */
+import type { ApiImage, ApiVm } from "../vm/service.ts";
+
+export type { ApiImage, ApiVm };
+
+export interface CreateVmBody {
+  name: string;
+  image: string;
+  vcpus?: number;
+  memory_mb?: number;
+  root_disk_gb?: number;
+  extra_disks?: { size_gb: number; type?: string }[];
+  network?: { mode?: string; bridge?: string };
+  ssh_user?: string;
+  ssh_public_key?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  start?: boolean;
+}
+
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  constructor(
+    /** The API's error code, or `unreachable` / `bad_response` for transport problems. */
+    readonly code: string,
+    message: string,
+    readonly status: number,
+    readonly field: string | null,
+  ) {
+    super(message);
+  }
+}
+
+export interface ClientOptions {
+  endpoint: string;
+  token: string | null;
+  /** Per-request bound; the provider-wide timeout. */
+  requestTimeoutMs: number;
+  /** Aborted by StopProvider. */
+  signal: AbortSignal;
+  userAgent: string;
+}
+
+export class RcloudClient {
+  readonly endpoint: string;
+  constructor(private readonly opts: ClientOptions) {
+    this.endpoint = opts.endpoint.replace(/\/+$/, "");
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = `${this.endpoint}/api/v1${path}`;
+    const headers: Record<string, string> = { accept: "application/json", "user-agent": this.opts.userAgent };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.any([this.opts.signal, AbortSignal.timeout(this.opts.requestTimeoutMs)]),
+      });
+    } catch (e) {
+      if (this.opts.signal.aborted) throw new ApiError("cancelled", `${method} ${url} was cancelled (Terraform is stopping)`, 0, null);
+      const err = e as Error;
+      const why = err.name === "TimeoutError" ? `no answer within ${Math.round(this.opts.requestTimeoutMs / 1000)} s` : err.message;
+      throw new ApiError(
+        "unreachable",
+        `Could not reach the rcloud API at ${this.endpoint} (${method} ${url}: ${why}). ` +
+          `Check that rcloud is running there, or point the provider at the right server with ` +
+          `endpoint = "http://HOST:PORT" in the provider "rcloud" block or the RCLOUD_ENDPOINT environment variable.`,
+        0,
+        null,
+      );
+    }
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = null;
+    }
+    if (!res.ok) {
+      const e = (json as { error?: { code?: unknown; message?: unknown; field?: unknown } } | null)?.error;
+      if (e && typeof e.code === "string") {
+        throw new ApiError(e.code, typeof e.message === "string" ? e.message : e.code, res.status, typeof e.field === "string" ? e.field : null);
+      }
+      const hint = res.status === 401 || res.status === 403 ? " Set token (or RCLOUD_TOKEN) in the provider configuration." : "";
+      throw new ApiError("bad_response", `${method} ${url} answered HTTP ${res.status}: ${text.slice(0, 200)}.${hint}`, res.status, null);
+    }
+    if (json === null) throw new ApiError("bad_response", `${method} ${url} answered HTTP ${res.status} without a JSON body; is ${this.endpoint} an rcloud server?`, res.status, null);
+    return json as T;
+  }
+
+  /** null if there is no such VM. */
+  async getVm(ref: string): Promise<ApiVm | null> {
+    try {
+      return await this.request<ApiVm>("GET", `/vms/${encodeURIComponent(ref)}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "not_found" && e.status === 404) return null;
+      throw e;
+    }
+  }
+
+  async listVms(): Promise<ApiVm[]> {
+    return (await this.request<{ vms: ApiVm[] }>("GET", "/vms")).vms;
+  }
+
+  createVm(body: CreateVmBody): Promise<ApiVm> {
+    return this.request<ApiVm>("POST", "/vms", body);
+  }
+
+  /** false if it was already gone. */
+  async deleteVm(ref: string): Promise<boolean> {
+    try {
+      await this.request("DELETE", `/vms/${encodeURIComponent(ref)}`);
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "not_found" && e.status === 404) return false;
+      throw e;
+    }
+  }
+
+  startVm(ref: string): Promise<ApiVm> {
+    return this.request<ApiVm>("POST", `/vms/${encodeURIComponent(ref)}/start`);
+  }
+
+  stopVm(ref: string): Promise<ApiVm> {
+    return this.request<ApiVm>("POST", `/vms/${encodeURIComponent(ref)}/stop`);
+  }
+
+  async listImages(): Promise<ApiImage[]> {
+    return (await this.request<{ images: ApiImage[] }>("GET", "/images")).images;
+  }
+
+  /** By id, file name or alias; null if unknown. */
+  async getImage(ref: string): Promise<ApiImage | null> {
+    try {
+      return await this.request<ApiImage>("GET", `/images/${encodeURIComponent(ref)}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "not_found" && e.status === 404) return null;
+      throw e;
+    }
+  }
+}
