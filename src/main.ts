@@ -1,9 +1,10 @@
 /**
  * The rcloud executable: `rcloud serve [--config FILE]` (the default), `rcloud version`,
- * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to).
+ * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to),
+ * `rcloud terraform-provider [--debug]` (the Terraform provider; also chosen when Terraform
+ * launches this binary as terraform-provider-rcloud). Commands load their modules lazily
+ * so the provider reaches its handshake fast.
  */
-import { LibvirtClient } from "./libvirt/index.ts";
-import { startServer } from "./server.ts";
 import { GIT_COMMIT, VERSION } from "./version.ts";
 
 function formatVersion(v: bigint): string {
@@ -23,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
   const [cmd = "serve", ...args] = argv;
   switch (cmd) {
     case "serve": {
+      const { startServer } = await import("./server.ts");
       const server = await startServer({ configFile: flag(args, "--config") });
       const stop = async () => {
         await server.stop();
@@ -38,20 +40,29 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "hv-info": {
       const uri = args[0] ?? process.env.RCLOUD_LIBVIRT_URI ?? "qemu:///system";
+      const { LibvirtClient } = await import("./libvirt/index.ts");
       const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
       const info = await client.info();
       console.log(JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }));
       await client.close();
       return 0;
     }
+    case "terraform-provider": {
+      const { runProviderCommand } = await import("./terraform/plugin.ts");
+      return await runProviderCommand(args);
+    }
     default:
-      console.error(`rcloud: unknown command '${cmd}'. Commands: serve [--config FILE], version, hv-info [URI]`);
+      console.error(`rcloud: unknown command '${cmd}'. Commands: serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]`);
       return 2;
   }
 }
 
+// Terraform runs a provider with no arguments and go-plugin's magic cookie in the environment.
+const argv = process.argv.slice(2);
+if (argv.length === 0 && process.env.TF_PLUGIN_MAGIC_COOKIE !== undefined) argv.push("terraform-provider");
+
 try {
-  process.exitCode = await main(process.argv.slice(2));
+  process.exitCode = await main(argv);
 } catch (e) {
   console.error(`rcloud: ${(e as Error).message}`);
   process.exitCode = 1;

@@ -18,6 +18,7 @@ export type CtyType =
 /** The single unknown value (refinements are dropped on decode). */
 export class Unknown {
   static readonly value = new Unknown();
+  private readonly brand = "unknown"; // a private field makes the type nominal
   private constructor() {}
   toString(): string {
     return "(unknown)";

@@ -1,4 +1,5 @@
 /** Terraform diagnostics (tfplugin6 Diagnostic messages) and attribute paths. */
+import { ApiError } from "./client.ts";
 
 export type PathStep = string | number;
 
@@ -26,3 +27,46 @@ export function warningDiag(summary: string, detail: string, path?: readonly Pat
 }
 
 export const hasErrors = (d: readonly Diagnostic[]): boolean => d.some((x) => x.severity === "ERROR");
+
+const SUMMARIES: Record<string, string> = {
+  validation_error: "Invalid VM settings",
+  image_not_found: "Image not found",
+  capacity_exceeded: "Not enough capacity on the rcloud host",
+  name_taken: "VM name already in use",
+  not_found: "Not found",
+  invalid_state: "VM is in the wrong state for this operation",
+  conflict: "Conflicting operation in progress",
+  hypervisor_unavailable: "rcloud cannot reach its hypervisor",
+  unauthorized: "rcloud rejected the credentials",
+  forbidden: "rcloud denied the operation",
+  unsupported: "Not supported by this rcloud server",
+  internal_error: "rcloud internal error",
+  unreachable: "Cannot reach the rcloud API",
+  cancelled: "Cancelled",
+  bad_response: "Unexpected answer from the rcloud API",
+};
+
+/** Turns an API field (`memory_mb`, `extra_disks.0.size_gb`, `network.bridge`) into a schema path. */
+export function fieldToPath(field: string | null, known: readonly string[]): PathStep[] | undefined {
+  if (!field) return undefined;
+  const parts: PathStep[] = field
+    .replace(/\[(\d+)\]/g, ".$1")
+    .split(".")
+    .filter(Boolean)
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+  const head = parts[0];
+  // API-only spellings of the same setting.
+  const alias: Record<string, string> = { memory_mb: "memory_gb", base_image: "image", ssh_public_keys: "ssh_public_key" };
+  if (typeof head === "string" && alias[head]) return [alias[head] as string];
+  return typeof head === "string" && known.includes(head) ? parts : undefined;
+}
+
+/** Any error from a handler as a diagnostic; API errors keep code, message and field. */
+export function diagFromError(e: unknown, context: string, knownAttrs: readonly string[] = []): Diagnostic {
+  if (e instanceof ApiError) {
+    const summary = SUMMARIES[e.code] ?? `rcloud API error (${e.code})`;
+    return errorDiag(summary, context ? `${context}: ${e.message}` : e.message, fieldToPath(e.field, knownAttrs));
+  }
+  const err = e as Error;
+  return errorDiag("rcloud provider error", `${context ? `${context}: ` : ""}${err?.message ?? String(e)}`);
+}

@@ -108,6 +108,18 @@ function intIn(field: string, v: unknown, min: number, max: number): number {
 export class VmService {
   private readonly locks = new KeyedMutex();
   private readonly reservedPorts = new Set<number>();
+  /** Capacity checks in a burst of creates share one recent reading of the host. */
+  private hostCache: { at: number; info: Promise<HostInfo> } | null = null;
+
+  private recentHostInfo(): Promise<HostInfo> {
+    const now = Date.now();
+    if (!this.hostCache || now - this.hostCache.at > 2000) {
+      const info = this.guard(() => this.driver.hostInfo());
+      this.hostCache = { at: now, info };
+      info.catch(() => (this.hostCache = null));
+    }
+    return this.hostCache.info;
+  }
 
   constructor(
     readonly driver: VmDriver,
@@ -309,7 +321,7 @@ export class VmService {
       throw new ServiceError("image_not_found", `no base image '${imageRef}'; available: ${known.join(", ") || "none"}`, { field: "image", available: known });
     }
 
-    const host = await this.guard(() => this.driver.hostInfo());
+    const host = await this.recentHostInfo();
     const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
     if (vcpus > host.cpus) {
       throw new ServiceError("capacity_exceeded", `vcpus: ${vcpus} exceeds the host's ${host.cpus} CPUs`, { field: "vcpus", host_cpus: host.cpus });

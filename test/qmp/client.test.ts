@@ -144,13 +144,16 @@ describe("commands", () => {
     const a = client.execute("a");
     const b = client.execute("b");
     const c = client.execute("c");
-    const cmds = await peer.waitForCommands(4);
+    const d = client.execute("d");
+    const cmds = await peer.waitForCommands(5);
+    peer.send({ id: cmds[4]!.id });
     peer.send({ id: cmds[1]!.id, error: "boom" });
     peer.send({ id: cmds[2]!.id, return: 1, error: { class: "GenericError", desc: "x" } });
     peer.send({ id: cmds[3]!.id, return: [1, 2, 3] });
     expect(await a.catch((x: unknown) => x)).toBeInstanceOf(QmpProtocolError);
     expect(await b.catch((x: unknown) => x)).toBeInstanceOf(QmpProtocolError);
     expect(await c).toEqual([1, 2, 3]);
+    expect(await d.catch((x: unknown) => x)).toBeInstanceOf(QmpProtocolError);
     expect(client.closed).toBe(false);
   });
 
@@ -359,7 +362,11 @@ describe("deadlines and cancellation", () => {
 
     const pre = await client.execute("cont", {}, { signal: AbortSignal.abort() }).catch((x: unknown) => x);
     expect(pre).toBeInstanceOf(QmpAbortedError);
-    await client.execute("ping"); // default handler is silent: answer by hand
+    const ping = client.execute("ping");
+    const [, , c] = await peer.waitForCommands(3); // the aborted one was never sent
+    expect(c!.execute).toBe("ping");
+    peer.reply(c!.id, {});
+    await ping;
     expect(client.stats.lateReplies).toBe(1);
   });
 });

@@ -433,9 +433,33 @@ export class LibvirtDriver implements VmDriver {
       });
       dom = (await c.call(P.domainDefineXmlFlags, { xml, flags: 1 /* VALIDATE */ })).dom;
       if (spec.start) await c.call(P.domainCreate, { dom });
-      const rec = await this.record(dom);
-      if (!rec) throw new DriverError("failed", "the new domain lost its rcloud metadata");
-      return rec;
+      // Everything is known already: no need to read it back from a host that may be busy
+      // starting many guests.
+      const sizes = [rootBytes / GiB, ...spec.dataDisks.map((d) => d.sizeGb), (spec.seedIso?.byteLength ?? 0) / GiB];
+      return {
+        id: spec.id,
+        name: spec.name,
+        uuid,
+        state: spec.start ? "running" : "stopped",
+        vcpus: spec.vcpus,
+        memoryMb: spec.memoryMb,
+        image: spec.image.id,
+        disks: disks.map((d, i) => ({
+          type: d.device === "cdrom" ? "seed" : i === 0 ? "root" : "data",
+          size_gb: Math.round((sizes[i] ?? 0) * 100) / 100,
+          driver: d.bus as DiskInfo["driver"],
+          format: d.format,
+          serial: d.serial,
+          path: d.path,
+        })),
+        network: { mode: netMode, bridge: spec.network.bridge, mac: netMode === "none" ? null : mac, sshPort: spec.network.sshPort, restrict: spec.network.restrict },
+        sshUser: spec.ssh.user,
+        boot: spec.boot,
+        createdAt: spec.createdAt,
+        updatedAt: spec.createdAt,
+        owner: spec.owner,
+        cpuTimeNs: 0n,
+      };
     } catch (e) {
       try {
         // The define may have happened even if its reply was lost: look the domain up by UUID.

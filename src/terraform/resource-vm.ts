@@ -1,0 +1,455 @@
+/**
+ * Resource `rcloud_vm`: schema, validation, plan, apply, read, import and state upgrade.
+ * The REST API cannot resize, so everything except `running` forces a new VM.
+ * Plan rules we must keep (Terraform checks them): configured values are planned as
+ * configured (or the prior value when semantically equal), Optional+Computed values are
+ * filled only when unset, values not known in advance are unknown, and apply returns
+ * exactly the known planned values.
+ */
+import type { ApiVm, CreateVmBody, RcloudClient } from "./client.ts";
+import { ApiError } from "./client.ts";
+import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
+import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
+import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
+
+export interface Ctx {
+  /** null when the provider is not configured or its configuration is unknown at plan. */
+  client: RcloudClient | null;
+  timeoutMs: number;
+  signal: AbortSignal;
+  /** Image reference → image id (null: no such image), per provider process. */
+  imageIds: Map<string, string | null>;
+  log(level: "DEBUG" | "INFO" | "WARN" | "ERROR", msg: string): void;
+}
+
+export interface VmPrivate {
+  /** Set by import: ssh_public_key cannot be read back, so adopt the configured one in place. */
+  imported?: boolean;
+}
+
+const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"];
+const NETWORK_MODES = ["bridge", "user", "none"];
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+const replaceNote = " Changing it creates a new VM.";
+
+export const diskAttrs: Attr[] = [
+  { name: "size_gb", type: "number", required: true, description: "Size of the data disk in GiB." },
+  { name: "type", type: "string", optional: true, computed: true, description: "Disk bus: `virtio`, `nvme`, `scsi` or `ide`. Default: the server's `vm_defaults.disk_driver` (usually `virtio`)." },
+];
+
+export const networkAttrs: Attr[] = [
+  { name: "bridge", type: "string", optional: true, computed: true, description: "libvirt network or host bridge (bridge mode). Default: the server's `vm_defaults.network_bridge`." },
+  { name: "mode", type: "string", optional: true, computed: true, description: "`bridge`, `user` (NAT with an SSH port forward on the host) or `none`. Default: `bridge` if `bridge` is set, else the server's `vm_defaults.network_mode`." },
+];
+
+/** Attributes the resource and the `rcloud_vm` data source share (read from the API). */
+export const computedOut: Attr[] = [
+  { name: "state", type: "string", computed: true, description: "Current state: `running`, `paused`, `stopped`, `crashed`, …" },
+  { name: "ip_address", type: "string", computed: true, description: "Where to reach the VM: its DHCP address in bridge mode, `127.0.0.1` in user mode (with `ssh_port`). Null while stopped." },
+  { name: "mac_address", type: "string", computed: true, description: "MAC address of the VM's network interface." },
+  { name: "ssh_port", type: "number", computed: true, description: "Host port forwarded to the guest's SSH (user-mode networking only)." },
+  { name: "created_at", type: "string", computed: true, description: "Creation time (RFC 3339)." },
+];
+
+export const vmSchema: BlockSchema = {
+  version: 0,
+  description: "A virtual machine on an rcloud server. The API cannot resize VMs, so every argument except `running` replaces the VM when changed.",
+  attributes: [
+    { name: "id", type: "string", computed: true, description: "VM id (`vm-xxxxxxxx`)." },
+    { name: "name", type: "string", required: true, description: "VM name: a DNS label (lower-case letters, digits, `-`; 1-63 characters)." + replaceNote },
+    { name: "vcpus", type: "number", optional: true, computed: true, description: "Number of virtual CPUs. Default: the server's `vm_defaults.vcpus`." + replaceNote },
+    { name: "memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB; fractions are allowed if they are a whole number of MiB (e.g. `0.5`). Default: the server's `vm_defaults.memory_mb`." + replaceNote },
+    { name: "image", type: "string", required: true, description: "Base image: id, file name or alias (e.g. `debian13`); see the `rcloud_images` data source." + replaceNote },
+    { name: "root_disk_gb", type: "number", optional: true, computed: true, description: "Root disk size in GiB (at least the image's size). Default: the server's `vm_defaults.root_disk_gb`." + replaceNote },
+    { name: "extra_disks", nested: { nesting: "LIST", attributes: diskAttrs }, optional: true, computed: true, description: "Data disks, in order; guests see serials `kdevops0`..`N`." + replaceNote },
+    { name: "network", nested: { nesting: "SINGLE", attributes: networkAttrs }, optional: true, computed: true, description: "Networking." + replaceNote },
+    { name: "ssh_public_key", type: "string", optional: true, description: "An OpenSSH public key line installed for `ssh_user` by cloud-init." + replaceNote },
+    { name: "ssh_user", type: "string", optional: true, computed: true, description: "Login user created by cloud-init. Default: the server's `vm_defaults.ssh_user` (`kdevops`)." + replaceNote },
+    { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`)." + replaceNote },
+    { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`)." + replaceNote },
+    { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`)." + replaceNote },
+    { name: "running", type: "bool", optional: true, computed: true, description: "Whether the VM should run (default `true`). Changing it starts or stops the VM in place." },
+    ...computedOut,
+  ],
+};
+
+export const VM_TYPE = impliedType(vmSchema);
+const ATTR_NAMES = vmSchema.attributes.map((a) => a.name);
+const REPLACE_ATTRS = ["name", "vcpus", "memory_gb", "image", "root_disk_gb", "extra_disks", "network", "ssh_public_key", "ssh_user", "kernel", "initrd", "cmdline"];
+
+// ---- small value helpers ----
+
+const isKnown = (v: CtyValue | undefined): boolean => v !== null && v !== undefined && !isUnknown(v);
+const str = (v: CtyValue | undefined): string | undefined => (typeof v === "string" ? v : undefined);
+const num = (v: CtyValue | undefined): number | undefined => (typeof v === "number" ? v : undefined);
+const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== undefined && typeof v === "object" && !Array.isArray(v) && !isUnknown(v) ? (v as CtyObject) : null);
+/** The config value, else the prior value on update, else unknown (Optional+Computed). */
+const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): CtyValue => (c !== null && c !== undefined ? c : prior ? (prior[k] ?? null) : UNKNOWN);
+
+export const isRunningState = (state: string): boolean => state === "running" || state === "paused";
+
+// ---- validation (config may hold unknowns: check only known values) ----
+
+export function validateVm(c: CtyObject): Diagnostic[] {
+  const d: Diagnostic[] = [];
+  const bad = (path: PathStep[], msg: string) => d.push(errorDiag("Invalid attribute value", msg, path));
+  const name = str(c.name);
+  if (name !== undefined && (!NAME_RE.test(name) || /^vm-[a-z0-9]{8}$/.test(name))) {
+    bad(["name"], `name "${name}" must be a DNS label: 1-63 lower-case letters, digits and '-', not starting or ending with '-', and not shaped like a VM id (vm-xxxxxxxx).`);
+  }
+  const intAttr = (k: string, min: number, max: number) => {
+    const v = num(c[k]);
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) bad([k], `${k} must be a whole number between ${min} and ${max}, got ${v}.`);
+  };
+  intAttr("vcpus", 1, 512);
+  intAttr("root_disk_gb", 1, 65536);
+  const mem = num(c.memory_gb);
+  if (mem !== undefined && (!Number.isInteger(mem * 1024) || mem * 1024 < 64)) {
+    bad(["memory_gb"], `memory_gb must be at least 0.0625 (64 MiB) and a whole number of MiB (memory_gb × 1024), got ${mem}.`);
+  }
+  if (Array.isArray(c.extra_disks)) {
+    c.extra_disks.forEach((e, i) => {
+      const disk = obj(e);
+      if (!disk) return;
+      const size = num(disk.size_gb);
+      if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 65536)) bad(["extra_disks", i, "size_gb"], `size_gb must be a whole number of GiB between 1 and 65536, got ${size}.`);
+      const t = str(disk.type);
+      if (t !== undefined && !DISK_TYPES.includes(t)) bad(["extra_disks", i, "type"], `type must be one of ${DISK_TYPES.join(", ")}, got "${t}".`);
+    });
+  }
+  const net = obj(c.network);
+  if (net) {
+    const mode = str(net.mode);
+    if (mode !== undefined && !NETWORK_MODES.includes(mode)) bad(["network", "mode"], `mode must be one of ${NETWORK_MODES.join(", ")}, got "${mode}".`);
+    if (mode !== undefined && mode !== "bridge" && isKnown(net.bridge)) bad(["network", "bridge"], `bridge only applies to mode = "bridge" (mode is "${mode}"); remove bridge or set mode = "bridge".`);
+  }
+  const user = str(c.ssh_user);
+  if (user !== undefined && !USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
+  for (const k of ["initrd", "cmdline"]) {
+    if (isKnown(c[k]) && c.kernel === null) bad([k], `${k} needs kernel (direct kernel boot); set kernel or remove ${k}.`);
+  }
+  return d;
+}
+
+// ---- images: keep the user's spelling (alias) when it names the image the API reports ----
+
+export async function imageId(ctx: Ctx, ref: string): Promise<string | null> {
+  if (!ctx.client) throw new Error("provider not configured");
+  if (ctx.imageIds.has(ref)) return ctx.imageIds.get(ref) ?? null;
+  const img = await ctx.client.getImage(ref);
+  ctx.imageIds.set(ref, img?.id ?? null);
+  return img?.id ?? null;
+}
+
+async function sameImage(ctx: Ctx, a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  if (!ctx.client) return false;
+  const [ia, ib] = await Promise.all([imageId(ctx, a), imageId(ctx, b)]);
+  return ia !== null && ia === ib;
+}
+
+async function missingImageDiag(ctx: Ctx, ref: string): Promise<Diagnostic> {
+  let available = "";
+  try {
+    const list = (await ctx.client?.listImages()) ?? [];
+    available = list.map((i) => (i.alias ? `${i.alias} (${i.id})` : i.id)).join(", ");
+  } catch {
+    available = "";
+  }
+  return errorDiag(
+    "Image not found",
+    `The rcloud server at ${ctx.client?.endpoint} has no base image "${ref}". ` +
+      (available ? `Available images: ${available}. ` : "It has no base images at all. ") +
+      `Use an id, file name or alias from the rcloud_images data source (GET /api/v1/images).`,
+    ["image"],
+  );
+}
+
+// ---- API object → state ----
+
+/** Maps the API's VM to every attribute; `prior` supplies what the API cannot tell us. */
+export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): Promise<CtyObject> {
+  const root = vm.disks.find((d) => d.type === "root");
+  const priorImage = str(prior?.image);
+  const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => false)) ? priorImage : vm.image;
+  // The server stores the real path of boot files; keep the configured spelling.
+  const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
+  return {
+    id: vm.id,
+    name: vm.name,
+    vcpus: vm.vcpus,
+    memory_gb: vm.memory_mb / 1024,
+    image,
+    root_disk_gb: root?.size_gb ?? null,
+    extra_disks: vm.disks.filter((d) => d.type === "data").map((d) => ({ size_gb: d.size_gb, type: d.driver })),
+    network: { mode: vm.network.mode, bridge: vm.network.bridge },
+    ssh_public_key: str(prior?.ssh_public_key) ?? null,
+    ssh_user: vm.ssh_user,
+    kernel: keep("kernel", vm.kernel),
+    initrd: keep("initrd", vm.initrd),
+    cmdline: vm.cmdline,
+    running: isRunningState(vm.state),
+    state: vm.state,
+    ip_address: vm.ip_address,
+    mac_address: vm.network.mac_address,
+    ssh_port: vm.ssh_port,
+    created_at: vm.created_at,
+  };
+}
+
+// ---- plan ----
+
+function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
+  if (c === null || c === undefined) return prior ? (prior.extra_disks ?? []) : []; // unset: no data disks
+  if (isUnknown(c) || !Array.isArray(c)) return UNKNOWN;
+  const priorDisks = prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : [];
+  return c.map((e, i) => {
+    const disk = obj(e);
+    if (!disk) return e;
+    const before = obj(priorDisks[i]);
+    return { size_gb: disk.size_gb ?? null, type: disk.type ?? (before && before.size_gb === disk.size_gb ? (before.type ?? null) : UNKNOWN) };
+  });
+}
+
+function planNetwork(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
+  const before = obj(prior?.network);
+  if (c === null || c === undefined) return prior ? (prior.network ?? null) : UNKNOWN;
+  if (isUnknown(c)) return UNKNOWN;
+  const n = obj(c) ?? {};
+  // A bridge without a mode means bridge mode: say so to the API instead of trusting its default.
+  const mode: CtyValue = n.mode ?? (isKnown(n.bridge) ? "bridge" : isUnknown(n.bridge) ? UNKNOWN : (before?.mode ?? UNKNOWN));
+  let bridge: CtyValue = n.bridge ?? null;
+  if (n.bridge === null || n.bridge === undefined) {
+    if (typeof mode === "string" && mode !== "bridge") bridge = null;
+    else if (before && before.mode === mode) bridge = before.bridge ?? null;
+    else bridge = UNKNOWN;
+  }
+  return { mode, bridge };
+}
+
+export interface PlanResult {
+  planned: CtyObject | null;
+  requiresReplace: PathStep[][];
+  diagnostics: Diagnostic[];
+}
+
+export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObject | null, priv: VmPrivate): Promise<PlanResult> {
+  if (config === null) return { planned: null, requiresReplace: [], diagnostics: [] }; // destroy
+  const c = config;
+  const diagnostics: Diagnostic[] = [];
+  const planned: CtyObject = {
+    id: prior ? (prior.id ?? UNKNOWN) : UNKNOWN,
+    name: c.name ?? null,
+    vcpus: orPrior(c.vcpus, prior, "vcpus"),
+    memory_gb: orPrior(c.memory_gb, prior, "memory_gb"),
+    image: c.image ?? null,
+    root_disk_gb: orPrior(c.root_disk_gb, prior, "root_disk_gb"),
+    extra_disks: planDisks(c.extra_disks, prior),
+    network: planNetwork(c.network, prior),
+    ssh_public_key: c.ssh_public_key ?? null,
+    ssh_user: orPrior(c.ssh_user, prior, "ssh_user"),
+    kernel: c.kernel ?? null,
+    initrd: c.initrd ?? null,
+    cmdline: c.cmdline ?? null,
+    running: c.running ?? true,
+  };
+  const image = str(c.image);
+  if (!prior) {
+    for (const a of computedOut) planned[a.name] = UNKNOWN;
+    if (image !== undefined && ctx.client) {
+      try {
+        if ((await imageId(ctx, image)) === null) diagnostics.push(await missingImageDiag(ctx, image));
+      } catch (e) {
+        diagnostics.push(diagFromError(e, `checking image "${image}"`));
+      }
+    }
+    return { planned, requiresReplace: [], diagnostics };
+  }
+  for (const a of computedOut) planned[a.name] = prior[a.name] ?? null;
+  if (planned.running !== prior.running) {
+    // Starting or stopping changes these; their new values are known only after apply.
+    planned.state = UNKNOWN;
+    planned.ip_address = UNKNOWN;
+  }
+  const priorImage = str(prior.image);
+  if (image !== undefined && priorImage !== undefined && image !== priorImage && ctx.client) {
+    try {
+      if (await sameImage(ctx, image, priorImage)) planned.image = priorImage; // e.g. debian13 vs its id
+    } catch (e) {
+      diagnostics.push(diagFromError(e, `comparing images "${image}" and "${priorImage}"`));
+    }
+  }
+  const adoptKey = priv.imported === true && prior.ssh_public_key === null;
+  const requiresReplace = REPLACE_ATTRS.filter((k) => !(k === "ssh_public_key" && adoptKey)).map((k) => [k]);
+  return { planned, requiresReplace, diagnostics };
+}
+
+// ---- apply ----
+
+function createBody(p: CtyObject): CreateVmBody {
+  const body: CreateVmBody = { name: str(p.name) ?? "", image: str(p.image) ?? "", start: p.running !== false };
+  const vcpus = num(p.vcpus);
+  if (vcpus !== undefined) body.vcpus = vcpus;
+  const mem = num(p.memory_gb);
+  if (mem !== undefined) body.memory_mb = Math.round(mem * 1024);
+  const root = num(p.root_disk_gb);
+  if (root !== undefined) body.root_disk_gb = root;
+  if (Array.isArray(p.extra_disks) && p.extra_disks.length > 0) {
+    body.extra_disks = p.extra_disks.map((e) => {
+      const disk = obj(e) ?? {};
+      const t = str(disk.type);
+      return { size_gb: num(disk.size_gb) ?? 0, ...(t !== undefined ? { type: t } : {}) };
+    });
+  }
+  const net = obj(p.network);
+  if (net) {
+    const mode = str(net.mode);
+    const bridge = str(net.bridge);
+    if (mode !== undefined || bridge !== undefined) body.network = { ...(mode !== undefined ? { mode } : {}), ...(bridge !== undefined ? { bridge } : {}) };
+  }
+  for (const k of ["ssh_user", "ssh_public_key", "kernel", "initrd", "cmdline"] as const) {
+    const v = str(p[k]);
+    if (v !== undefined) body[k] = v;
+  }
+  return body;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Until the VM runs and, if it has networking, its address (or SSH port) is known. */
+async function waitReady(ctx: Ctx, client: RcloudClient, id: string): Promise<{ vm: ApiVm; error: string | null }> {
+  const deadline = Date.now() + ctx.timeoutMs;
+  let delay = 250;
+  for (;;) {
+    const vm = await client.getVm(id);
+    if (!vm) throw new ApiError("not_found", `VM ${id} disappeared while waiting for it to start`, 404, null);
+    const reachable = vm.network.mode === "none" || vm.ip_address !== null || (vm.network.mode === "user" && vm.ssh_port !== null);
+    if (vm.state === "running" && reachable) return { vm, error: null };
+    if (vm.state === "crashed") return { vm, error: `VM ${vm.name} (${id}) crashed while starting; see its console log on the rcloud host.` };
+    if (ctx.signal.aborted) return { vm, error: `stopped waiting for VM ${vm.name} (${id}): Terraform is stopping.` };
+    if (Date.now() >= deadline) {
+      const what = vm.state !== "running" ? `to reach state running (it is ${vm.state})` : `for an IP address on ${vm.network.bridge ?? vm.network.mode}`;
+      return {
+        vm,
+        error:
+          `VM ${vm.name} (${id}) was created but timed out after ${Math.round(ctx.timeoutMs / 1000)} s waiting ${what}. ` +
+          `Check the guest's network (DHCP on the bridge), or raise the provider's timeout.`,
+      };
+    }
+    await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), ctx.signal);
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+export interface ApplyResult {
+  newState: CtyObject | null;
+  priv: VmPrivate;
+  diagnostics: Diagnostic[];
+}
+
+export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObject | null): Promise<ApplyResult> {
+  const client = ctx.client;
+  if (!client) return { newState: prior, priv: {}, diagnostics: [errorDiag("Provider not configured", "the rcloud provider was not configured before apply")] };
+  const id = str(prior?.id);
+  if (planned === null) {
+    if (id) {
+      try {
+        await client.deleteVm(id);
+      } catch (e) {
+        return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `deleting VM ${str(prior?.name) ?? id}`)] };
+      }
+    }
+    return { newState: null, priv: {}, diagnostics: [] };
+  }
+  if (!prior || !id) {
+    let vm: ApiVm;
+    try {
+      vm = await client.createVm(createBody(planned));
+      ctx.log("INFO", `created VM ${vm.name} (${vm.id})`);
+    } catch (e) {
+      const image = str(planned.image);
+      if (e instanceof ApiError && e.code === "image_not_found" && image !== undefined) return { newState: null, priv: {}, diagnostics: [await missingImageDiag(ctx, image)] };
+      return { newState: null, priv: {}, diagnostics: [diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES)] };
+    }
+    return finish(ctx, client, vm, planned, planned.running !== false);
+  }
+  try {
+    let vm = await client.getVm(id);
+    if (!vm) return { newState: null, priv: {}, diagnostics: [errorDiag("VM deleted outside Terraform", `VM ${id} no longer exists on ${client.endpoint}; run terraform apply again to create it.`)] };
+    const wantRunning = planned.running !== false;
+    if (wantRunning && !isRunningState(vm.state)) vm = await client.startVm(id);
+    else if (!wantRunning && isRunningState(vm.state)) vm = await client.stopVm(id);
+    return finish(ctx, client, vm, planned, wantRunning && prior.running !== true);
+  } catch (e) {
+    return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };
+  }
+}
+
+async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean): Promise<ApplyResult> {
+  const diagnostics: Diagnostic[] = [];
+  if (wait) {
+    try {
+      const r = await waitReady(ctx, client, vm.id);
+      vm = r.vm;
+      if (r.error) diagnostics.push(errorDiag("VM not ready", r.error));
+    } catch (e) {
+      diagnostics.push(diagFromError(e, `waiting for VM ${vm.name}`));
+    }
+  }
+  // On error the VM still exists: return it so Terraform records (and taints) it.
+  return { newState: await vmToState(ctx, vm, planned), priv: {}, diagnostics };
+}
+
+// ---- read / import / upgrade ----
+
+export async function readVm(ctx: Ctx, current: CtyObject): Promise<{ newState: CtyObject | null; diagnostics: Diagnostic[] }> {
+  if (!ctx.client) return { newState: current, diagnostics: [] };
+  const id = str(current.id) ?? str(current.name);
+  if (!id) return { newState: null, diagnostics: [] };
+  try {
+    const vm = await ctx.client.getVm(id);
+    if (!vm) {
+      ctx.log("INFO", `VM ${id} is gone; removing it from the state`);
+      return { newState: null, diagnostics: [] };
+    }
+    return { newState: await vmToState(ctx, vm, current), diagnostics: [] };
+  } catch (e) {
+    return { newState: current, diagnostics: [diagFromError(e, `reading VM ${str(current.name) ?? id}`)] };
+  }
+}
+
+export async function importVm(ctx: Ctx, ref: string): Promise<{ state: CtyObject | null; diagnostics: Diagnostic[] }> {
+  if (!ctx.client) return { state: null, diagnostics: [errorDiag("Provider not configured", "the rcloud provider must be configured to import")] };
+  try {
+    const vm = await ctx.client.getVm(ref.trim());
+    if (!vm) {
+      return {
+        state: null,
+        diagnostics: [errorDiag("Cannot import a VM that does not exist", `No VM with id or name "${ref}" on ${ctx.client.endpoint}; GET /api/v1/vms lists them.`)],
+      };
+    }
+    return { state: await vmToState(ctx, vm, null), diagnostics: [] };
+  } catch (e) {
+    return { state: null, diagnostics: [diagFromError(e, `importing VM ${ref}`)] };
+  }
+}
+
+/** Version 0 is current: identity, filling attributes that older states lack with null. */
+export function upgradeVmState(version: number): Diagnostic[] {
+  if (version > vmSchema.version) {
+    return [errorDiag("State written by a newer provider", `This rcloud_vm state has schema version ${version}; this provider knows up to ${vmSchema.version}. Upgrade the provider.`)];
+  }
+  return [];
+}
