@@ -81,11 +81,14 @@ async function dropPool(name: string): Promise<void> {
 
 try {
   // ---- rcloud through its REST API ----
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
   const cfg = join(work, "rcloud.yaml");
   writeFileSync(
     cfg,
     stringify({
-      server: { bind_address: "127.0.0.1:18765" },
+      server: { bind_address: `127.0.0.1:${port}` },
       libvirt: { uri, storage_pool_name: poolA, storage_pool_path: join(rigDir, "pools", poolA), domain_type: "qemu" },
       images: { base_images_dir: imagesDir },
       vm_defaults: { network_mode: "none", vcpus: 1, memory_mb: 128, root_disk_gb: 1, kernel_dir: kernelDir },
@@ -93,12 +96,13 @@ try {
     }),
   );
   const server = Bun.spawn(["node_modules/.bin/bun", "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
-  const api = "http://127.0.0.1:18765/api/v1";
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`${api}/health`).then((r) => r.ok, () => false);
-    if (ok) break;
-    await Bun.sleep(100);
+  const api = `http://127.0.0.1:${port}/api/v1`;
+  let healthy = false;
+  for (let i = 0; i < 150 && !healthy; i++) {
+    healthy = await fetch(`${api}/health`).then((r) => r.ok, () => false);
+    if (!healthy) await Bun.sleep(100);
   }
+  if (!healthy) throw new Error(`rcloud did not become healthy on port ${port}`);
   const rssTimer = setInterval(() => {
     try {
       const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${server.pid}/status`, "utf8"));
@@ -119,7 +123,9 @@ try {
     ),
   );
   rcloudS = (performance.now() - t0) / 1000;
-  failures += results.filter((r) => r.status !== 201 || r.body.state !== "running").length;
+  const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
+  for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
+  failures += bad.length;
   clearInterval(rssTimer);
   await Promise.all(names.map((name) => fetch(`${api}/vms/${name}?`, { method: "DELETE" })));
   server.kill("SIGTERM");

@@ -1,31 +1,46 @@
 /**
  * Several sessions to one libvirtd used as one. libvirtd works on at most
  * max_client_requests (5) calls per connection, so a slow call (a domain start takes
- * seconds) holds up everything behind it on the same session; spreading calls over a few
- * sessions keeps lookups fast while starts run. Each call goes to the session with the
- * fewest calls outstanding, counted here synchronously so a burst spreads evenly.
+ * seconds on a busy host) holds up everything queued behind it on that connection. Each
+ * call goes to the session with the fewest calls outstanding (counted here, synchronously,
+ * so a burst spreads evenly); when every session is full the pool opens another, up to
+ * `maxSessions`, the way N virsh processes would each have their own.
  */
 import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
 import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
 
+export interface PoolOptions extends LibvirtClientOptions {
+  /** Sessions opened at start (default 2). */
+  minSessions?: number;
+  /** Upper bound when every session is busy (default 16). */
+  maxSessions?: number;
+  /** Calls per session before another session is opened (libvirtd's default: 5). */
+  callsPerSession?: number;
+}
+
 export class LibvirtPool {
   private readonly load: number[];
+  private opening = 0;
 
-  private constructor(readonly sessions: LibvirtClient[]) {
+  private constructor(
+    private readonly uri: string,
+    readonly sessions: LibvirtClient[],
+    private readonly opts: PoolOptions,
+  ) {
     this.load = sessions.map(() => 0);
   }
 
-  static async connect(uri: string, size: number, opts: LibvirtClientOptions = {}): Promise<LibvirtPool> {
+  static async connect(uri: string, opts: PoolOptions = {}): Promise<LibvirtPool> {
     const sessions: LibvirtClient[] = [];
     try {
-      for (let i = 0; i < Math.max(1, size); i++) sessions.push(await LibvirtClient.connect(uri, opts));
+      for (let i = 0; i < Math.max(1, opts.minSessions ?? 2); i++) sessions.push(await LibvirtClient.connect(uri, opts));
     } catch (e) {
       await Promise.all(sessions.map((s) => s.close()));
       throw e;
     }
-    return new LibvirtPool(sessions);
+    return new LibvirtPool(uri, sessions, opts);
   }
 
   /** The first session: events and anything that wants one stable connection. */
@@ -36,14 +51,35 @@ export class LibvirtPool {
   private pick(): number {
     let best = 0;
     for (let i = 1; i < this.sessions.length; i++) {
-      const open = this.sessions[i]!.state === "open";
-      if (open && this.load[i]! < this.load[best]!) best = i;
+      if (this.sessions[i]!.state === "open" && this.load[i]! < this.load[best]!) best = i;
     }
     return best;
   }
 
-  async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
+  /** A session with room, opening one if all are full and the cap allows. */
+  private async acquire(): Promise<number> {
     const i = this.pick();
+    const full = this.load[i]! >= (this.opts.callsPerSession ?? 5);
+    if (full && this.sessions.length + this.opening < (this.opts.maxSessions ?? 16)) {
+      this.opening++;
+      try {
+        const s = await LibvirtClient.connect(this.uri, this.opts);
+        this.sessions.push(s);
+        this.load.push(0);
+        return this.sessions.length - 1;
+      } catch {
+        return this.pick(); // could not open one: queue on an existing session
+      } finally {
+        this.opening--;
+      }
+    }
+    return i;
+  }
+
+  async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
+    // Fast path: pick synchronously when a session has room (no extra await per call).
+    let i = this.pick();
+    if (this.load[i]! >= (this.opts.callsPerSession ?? 5)) i = await this.acquire();
     this.load[i]!++;
     try {
       return await this.sessions[i]!.call(desc, args, opts);
@@ -52,8 +88,8 @@ export class LibvirtPool {
     }
   }
 
-  openStream<A>(desc: ProcedureDescriptor<A, void>, args: A, opts?: CallOptions): Promise<LibvirtStream> {
-    return this.sessions[this.pick()]!.openStream(desc, args, opts);
+  async openStream<A>(desc: ProcedureDescriptor<A, void>, args: A, opts?: CallOptions): Promise<LibvirtStream> {
+    return this.sessions[await this.acquire()]!.openStream(desc, args, opts);
   }
 
   info(opts?: CallOptions): ReturnType<LibvirtClient["info"]> {

@@ -38,7 +38,7 @@ export interface LibvirtDriverOptions {
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
   client?: LibvirtClientOptions;
-  /** Sessions to libvirtd (see LibvirtPool); default 8. */
+  /** Most sessions to libvirtd (see LibvirtPool); default 16. */
   connections?: number;
   /** Lists the base images (shared with other drivers). */
   listImages: () => Promise<ImageInfo[]>;
@@ -125,7 +125,7 @@ export class LibvirtDriver implements VmDriver {
     this.template = loadTemplate(this.opts.templatePath);
     await this.close(); // a previous attempt that failed half-way
     this.staticHost = null;
-    const pool = await LibvirtPool.connect(this.opts.uri, this.opts.connections ?? 8, this.opts.client);
+    const pool = await LibvirtPool.connect(this.opts.uri, { ...this.opts.client, minSessions: 2, maxSessions: this.opts.connections ?? 16 });
     try {
       await this.setup(pool);
     } catch (e) {
