@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
+import { LibvirtClient, LibvirtPool, remoteProcedures as P } from "../src/libvirt/index.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
@@ -27,7 +27,7 @@ function sh(cmd: string[]): string {
   return r.stdout.toString();
 }
 
-async function mix(client: LibvirtClient, names: string[], stopAt: number, offset: number): Promise<number> {
+async function mix(client: Pick<LibvirtClient, "call">, names: string[], stopAt: number, offset: number): Promise<number> {
   let i = offset;
   let calls = 0;
   while (performance.now() < stopAt) {
@@ -68,6 +68,15 @@ try {
     const per = await Promise.all(Array.from({ length: concurrency }, (_, k) => mix(client, names, stopAt, k)));
     const conc = per.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
 
+    // The same 8 callers through a LibvirtPool (what the libvirt driver uses): extra
+    // sessions let libvirtd work on more than 5 of our calls at once.
+    const pool = await LibvirtPool.connect(uri, { minSessions: 2 });
+    t0 = performance.now();
+    const stopPool = t0 + seconds * 1000;
+    const perPool = await Promise.all(Array.from({ length: concurrency }, (_, k) => mix(pool, names, stopPool, k)));
+    const poolConc = perPool.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+    await pool.close();
+
     // Our connection stays open so the test driver keeps the domains for the C client.
     const c = JSON.parse(sh(["/usr/bin/python3", "bench/rpc_c_client.py", uri, String(seconds), String(concurrency), ...names])) as {
       c_seq_calls_s: number;
@@ -82,6 +91,8 @@ try {
         c_conc_calls_s: c.c_conc_calls_s,
         seq_ratio: Math.round((seq / c.c_seq_calls_s) * 100) / 100,
         conc_ratio: Math.round((conc / c.c_conc_calls_s) * 100) / 100,
+        pool_conc_calls_s: round(poolConc),
+        pool_conc_ratio: Math.round((poolConc / c.c_conc_calls_s) * 100) / 100,
         seconds,
         concurrency,
         domains: domainCount,
