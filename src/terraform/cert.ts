@@ -55,7 +55,9 @@ export function makeServerCert(now = new Date()): ServerCert {
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const spki = publicKey.export({ type: "spki", format: "der" });
   const serial = randomBytes(16);
-  serial[0] = (serial[0] ?? 0) & 0x7f; // positive INTEGER
+  // DER INTEGERs are minimal and signed: no leading 0x00 and no high bit in the first byte
+  // (BoringSSL rejects a leading zero, about 1 certificate in 256 otherwise).
+  serial[0] = ((serial[0] ?? 0) & 0x7f) | 0x40;
   const name = seq(set(seq(oid("2.5.4.10"), utf8("rcloud"))), set(seq(oid("2.5.4.3"), utf8("localhost"))));
   const sigAlg = seq(oid("1.2.840.10045.4.3.2")); // ecdsa-with-SHA256, no parameters
   const notBefore = new Date(now.getTime() - 30_000); // tolerate small clock skew, as go-plugin does

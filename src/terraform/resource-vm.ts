@@ -88,6 +88,13 @@ const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== 
 /** The config value, else the prior value on update, else unknown (Optional+Computed). */
 const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): CtyValue => (c !== null && c !== undefined ? c : prior ? (prior[k] ?? null) : UNKNOWN);
 
+/**
+ * The bus the server really uses for a requested disk type: it attaches nvme disks as virtio
+ * and ide as sata, and reports what it attached. Types with the same bus are the same setting.
+ */
+const busOf = (t: string): string => ({ nvme: "virtio", ide: "sata" })[t] ?? t;
+const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
+
 export const isRunningState = (state: string): boolean => state === "running" || state === "paused";
 
 // ---- validation (config may hold unknowns: check only known values) ----
@@ -176,6 +183,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
   const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => false)) ? priorImage : vm.image;
   // The server stores the real path of boot files; keep the configured spelling.
   const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
+  const priorDisks = (Array.isArray(prior?.extra_disks) ? prior.extra_disks : []).map(obj);
   return {
     id: vm.id,
     name: vm.name,
@@ -183,7 +191,12 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
     memory_gb: vm.memory_mb / 1024,
     image,
     root_disk_gb: root?.size_gb ?? null,
-    extra_disks: vm.disks.filter((d) => d.type === "data").map((d) => ({ size_gb: d.size_gb, type: d.driver })),
+    extra_disks: vm.disks
+      .filter((d) => d.type === "data")
+      .map((d, i) => {
+        const before = priorDisks[i];
+        return { size_gb: d.size_gb, type: before && sameBus(before.type, d.driver) ? (before.type ?? d.driver) : d.driver };
+      }),
     network: { mode: vm.network.mode, bridge: vm.network.bridge },
     ssh_public_key: str(prior?.ssh_public_key) ?? null,
     ssh_user: vm.ssh_user,
@@ -209,7 +222,10 @@ function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
     const disk = obj(e);
     if (!disk) return e;
     const before = obj(priorDisks[i]);
-    return { size_gb: disk.size_gb ?? null, type: disk.type ?? (before && before.size_gb === disk.size_gb ? (before.type ?? null) : UNKNOWN) };
+    const sameDisk = before !== null && before.size_gb === disk.size_gb;
+    let type: CtyValue = disk.type ?? (sameDisk ? (before.type ?? null) : UNKNOWN);
+    if (sameDisk && sameBus(disk.type, before.type)) type = before.type ?? null; // e.g. nvme configured, virtio reported
+    return { size_gb: disk.size_gb ?? null, type };
   });
 }
 
@@ -331,6 +347,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 /** Until the VM runs and, if it has networking, its address (or SSH port) is known. */
 async function waitReady(ctx: Ctx, client: RcloudClient, id: string): Promise<{ vm: ApiVm; error: string | null }> {
   const deadline = Date.now() + ctx.timeoutMs;
+  const signal = ctx.signal; // StopProvider aborts this one and installs a fresh signal
   let delay = 250;
   for (;;) {
     const vm = await client.getVm(id);
@@ -338,7 +355,7 @@ async function waitReady(ctx: Ctx, client: RcloudClient, id: string): Promise<{ 
     const reachable = vm.network.mode === "none" || vm.ip_address !== null || (vm.network.mode === "user" && vm.ssh_port !== null);
     if (vm.state === "running" && reachable) return { vm, error: null };
     if (vm.state === "crashed") return { vm, error: `VM ${vm.name} (${id}) crashed while starting; see its console log on the rcloud host.` };
-    if (ctx.signal.aborted) return { vm, error: `stopped waiting for VM ${vm.name} (${id}): Terraform is stopping.` };
+    if (signal.aborted) return { vm, error: `stopped waiting for VM ${vm.name} (${id}): Terraform is stopping.` };
     if (Date.now() >= deadline) {
       const what = vm.state !== "running" ? `to reach state running (it is ${vm.state})` : `for an IP address on ${vm.network.bridge ?? vm.network.mode}`;
       return {
@@ -348,7 +365,7 @@ async function waitReady(ctx: Ctx, client: RcloudClient, id: string): Promise<{ 
           `Check the guest's network (DHCP on the bridge), or raise the provider's timeout.`,
       };
     }
-    await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), ctx.signal);
+    await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), signal);
     delay = Math.min(delay * 2, 5000);
   }
 }

@@ -1,0 +1,160 @@
+/**
+ * rcloud_vm plan/apply rules without Terraform, against a stub API: what Terraform would
+ * reject as an invalid plan or an inconsistent result, and the create wait's timeout.
+ */
+import { describe, expect, test } from "bun:test";
+import type { ApiVm, RcloudClient } from "../../src/terraform/client.ts";
+import { type CtyObject, isUnknown, UNKNOWN } from "../../src/terraform/cty.ts";
+import { applyVm, type Ctx, planVm, vmSchema } from "../../src/terraform/resource-vm.ts";
+
+function apiVm(over: Partial<ApiVm> = {}): ApiVm {
+  return {
+    id: "vm-abcdefgh",
+    name: "web-01",
+    uuid: "u",
+    state: "running",
+    vcpus: 4,
+    memory_mb: 8192,
+    disks: [
+      { type: "root", size_gb: 100, driver: "virtio", format: "qcow2", serial: null },
+      { type: "data", size_gb: 500, driver: "virtio", format: "qcow2", serial: "kdevops0" },
+    ],
+    network: { mode: "bridge", bridge: "virbr0", ip_address: "10.0.0.5", mac_address: "52:54:00:00:00:01", ssh_port: null },
+    image: "debian-13-generic-amd64-daily",
+    ip_address: "10.0.0.5",
+    ssh_port: null,
+    ssh_user: "kdevops",
+    kernel: null,
+    initrd: null,
+    cmdline: null,
+    created_at: "2026-01-01T00:00:00.000Z",
+    updated_at: "2026-01-01T00:00:00.000Z",
+    ...over,
+  };
+}
+
+/** A stub of the REST client: images resolve as the real server does; VMs come from `vm()`. */
+function ctxWith(vm: () => ApiVm | null, timeoutMs = 60_000): Ctx & { created: unknown[] } {
+  const created: unknown[] = [];
+  const images: Record<string, string> = { debian13: "debian-13-generic-amd64-daily", "debian-13-generic-amd64-daily": "debian-13-generic-amd64-daily" };
+  const client = {
+    endpoint: "http://stub",
+    getImage: async (ref: string) => (images[ref] ? { id: images[ref] } : null),
+    listImages: async () => [{ id: "debian-13-generic-amd64-daily", alias: "debian13" }],
+    getVm: async () => vm(),
+    createVm: async (body: unknown) => {
+      created.push(body);
+      return vm();
+    },
+  } as unknown as RcloudClient;
+  return { client, timeoutMs, signal: new AbortController().signal, imageIds: new Map(), log: () => {}, created };
+}
+
+const config = (over: CtyObject = {}): CtyObject => {
+  const c: CtyObject = Object.fromEntries(vmSchema.attributes.map((a) => [a.name, null]));
+  return {
+    ...c,
+    name: "web-01",
+    vcpus: 4,
+    memory_gb: 8,
+    image: "debian13",
+    root_disk_gb: 100,
+    extra_disks: [{ size_gb: 500, type: "virtio" }],
+    network: { bridge: "virbr0", mode: null },
+    ...over,
+  };
+};
+
+describe("plan", () => {
+  test("create: configured values as configured, defaults filled, the rest unknown", async () => {
+    const r = await planVm(ctxWith(() => null), null, config(), {});
+    expect(r.diagnostics).toEqual([]);
+    const p = r.planned as CtyObject;
+    expect(p).toMatchObject({ name: "web-01", vcpus: 4, memory_gb: 8, image: "debian13", root_disk_gb: 100, running: true, extra_disks: [{ size_gb: 500, type: "virtio" }] });
+    expect(p.network).toEqual({ bridge: "virbr0", mode: "bridge" }); // a bridge implies bridge mode
+    for (const k of ["id", "state", "ip_address", "mac_address", "ssh_port", "created_at", "ssh_user"]) expect(isUnknown(p[k])).toBe(true);
+    expect(Object.keys(p).sort()).toEqual(vmSchema.attributes.map((a) => a.name).sort());
+  });
+
+  test("create: unset extra_disks plan as an empty list, unset network as unknown", async () => {
+    const r = await planVm(ctxWith(() => null), null, config({ extra_disks: null, network: null, vcpus: null }), {});
+    const p = r.planned as CtyObject;
+    expect(p.extra_disks).toEqual([]);
+    expect(isUnknown(p.network)).toBe(true);
+    expect(isUnknown(p.vcpus)).toBe(true);
+  });
+
+  test("configured unknowns stay unknown", async () => {
+    const r = await planVm(ctxWith(() => null), null, config({ name: UNKNOWN, image: UNKNOWN }), {});
+    expect(isUnknown((r.planned as CtyObject).name)).toBe(true);
+    expect(r.diagnostics).toEqual([]); // no image look-up for an unknown image
+  });
+
+  test("update: an alias of the prior image id is no change; running toggles state and address", async () => {
+    const ctx = ctxWith(() => null);
+    const prior: CtyObject = { ...config(), image: "debian-13-generic-amd64-daily", id: "vm-abcdefgh", running: true, state: "running", ip_address: "10.0.0.5", mac_address: "m", ssh_port: null, created_at: "t", ssh_user: "kdevops", network: { bridge: "virbr0", mode: "bridge" } };
+    const r = await planVm(ctx, prior, config({ running: false }), {});
+    const p = r.planned as CtyObject;
+    expect(p.image).toBe("debian-13-generic-amd64-daily");
+    expect(p.running).toBe(false);
+    expect(isUnknown(p.state) && isUnknown(p.ip_address)).toBe(true);
+    expect(p.mac_address).toBe("m");
+    expect(r.requiresReplace).toContainEqual(["vcpus"]);
+    expect(r.requiresReplace).not.toContainEqual(["running"]);
+  });
+
+  test("after import, ssh_public_key is not a replacement", async () => {
+    const prior: CtyObject = { ...config(), id: "vm-abcdefgh", ssh_public_key: null };
+    const imported = await planVm(ctxWith(() => null), prior, config({ ssh_public_key: "ssh-ed25519 AAAA k" }), { imported: true });
+    expect(imported.requiresReplace).not.toContainEqual(["ssh_public_key"]);
+    const normal = await planVm(ctxWith(() => null), prior, config({ ssh_public_key: "ssh-ed25519 AAAA k" }), {});
+    expect(normal.requiresReplace).toContainEqual(["ssh_public_key"]);
+  });
+
+  test("an unknown image is an error on the image attribute", async () => {
+    const r = await planVm(ctxWith(() => null), null, config({ image: "debian99" }), {});
+    expect(r.diagnostics).toHaveLength(1);
+    expect(r.diagnostics[0]?.detail).toContain(`"debian99"`);
+    expect(r.diagnostics[0]?.detail).toContain("debian13 (debian-13-generic-amd64-daily)");
+    expect(r.diagnostics[0]?.attribute).toEqual({ steps: [{ attribute_name: "image" }] });
+  });
+});
+
+describe("apply", () => {
+  test("create returns every known planned value unchanged and fills the unknowns", async () => {
+    const ctx = ctxWith(() => apiVm());
+    const planned = (await planVm(ctx, null, config(), {})).planned as CtyObject;
+    const r = await applyVm(ctx, null, planned);
+    expect(r.diagnostics).toEqual([]);
+    const s = r.newState as CtyObject;
+    for (const [k, v] of Object.entries(planned)) if (!isUnknown(v)) expect(s[k]).toEqual(v);
+    expect(s).toMatchObject({ id: "vm-abcdefgh", ip_address: "10.0.0.5", state: "running", ssh_user: "kdevops" });
+    expect(ctx.created[0]).toEqual({
+      name: "web-01",
+      image: "debian13",
+      start: true,
+      vcpus: 4,
+      memory_mb: 8192,
+      root_disk_gb: 100,
+      extra_disks: [{ size_gb: 500, type: "virtio" }],
+      network: { mode: "bridge", bridge: "virbr0" },
+    });
+  });
+
+  test("a VM that never gets an address fails after the timeout but stays in the state", async () => {
+    const ctx = ctxWith(() => apiVm({ ip_address: null, network: { ...apiVm().network, ip_address: null } }), 300);
+    const planned = (await planVm(ctx, null, config(), {})).planned as CtyObject;
+    const r = await applyVm(ctx, null, planned);
+    expect(r.diagnostics[0]?.summary).toBe("VM not ready");
+    expect(r.diagnostics[0]?.detail).toContain("timed out after 0 s waiting for an IP address on virbr0");
+    expect((r.newState as CtyObject).id).toBe("vm-abcdefgh"); // recorded, so Terraform taints it
+  });
+
+  test("nvme disks read back as virtio (the server's bus) keep the configured type", async () => {
+    const vm = apiVm();
+    const ctx = ctxWith(() => vm);
+    const planned = (await planVm(ctx, null, config({ extra_disks: [{ size_gb: 500, type: "nvme" }] }), {})).planned as CtyObject;
+    const r = await applyVm(ctx, null, planned);
+    expect((r.newState as CtyObject).extra_disks).toEqual([{ size_gb: 500, type: "nvme" }]);
+  });
+});
