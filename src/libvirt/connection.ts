@@ -6,6 +6,7 @@
 import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } from "../protocol/generated/keepalive.ts";
 import { decodeVirNetMessageError } from "../protocol/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
+import { DeadlineSweeper } from "../util/deadlines.ts";
 import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
 import { LibvirtStream } from "./stream.ts";
@@ -165,7 +166,7 @@ export class RpcConnection {
       const started = performance.now();
       const deadline = timeoutMs > 0 ? started + timeoutMs : Infinity;
       const call: PendingCall = { desc, started, resolve, reject, deadline, timeoutMs, signal: opts.signal, onAbort: null };
-      if (deadline < this.sweepAt) this.scheduleSweep(deadline);
+      if (deadline < Infinity) this.deadlines.arm(deadline);
       if (opts.signal) {
         call.onAbort = () => this.settle(serial, new CallAbortedError(desc.name, { cause: opts.signal?.reason }));
         opts.signal.addEventListener("abort", call.onAbort, { once: true });
@@ -185,30 +186,13 @@ export class RpcConnection {
     });
   }
 
-  /**
-   * One timer for all deadlines instead of one per call: it is armed for the earliest
-   * deadline and re-armed after each sweep. Calls with equal timeouts never re-arm it.
-   */
-  private sweepTimer: ReturnType<typeof setTimeout> | null = null;
-  private sweepAt = Infinity;
-
-  private scheduleSweep(at: number): void {
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
-    this.sweepAt = at;
-    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
-  }
-
-  private sweep(): void {
-    this.sweepTimer = null;
-    this.sweepAt = Infinity;
-    const now = performance.now();
-    let next = Infinity;
-    for (const [serial, call] of this.pending) {
-      if (call.deadline <= now) this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs));
-      else if (call.deadline < next) next = call.deadline;
-    }
-    if (next < Infinity && !this.closeError) this.scheduleSweep(next);
-  }
+  private readonly deadlines = new DeadlineSweeper<number>(
+    () => this.pending,
+    (serial) => {
+      const call = this.pending.get(serial);
+      if (call) this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs));
+    },
+  );
 
   private send(serial: number, packet: Uint8Array): void {
     this.unanswered.add(serial);
@@ -400,7 +384,7 @@ export class RpcConnection {
     if (this.closeError) return;
     this.closeError = error;
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.deadlines.stop();
     this.backlog.length = 0;
     this.unanswered.clear();
     for (const serial of [...this.pending.keys()]) {

@@ -21,6 +21,7 @@
  *    The client closes; every pending command rejects with QmpProtocolError, later calls
  *    with QmpClosedError (reason "protocol"), and onClose listeners get the QmpProtocolError.
  */
+import { DeadlineSweeper } from "../util/deadlines.ts";
 import type { Socket } from "bun";
 import { AsyncQueue } from "../libvirt/async-queue.ts";
 import { QmpAbortedError, QmpClosedError, QmpConnectError, QmpError, QmpProtocolError, QmpTimeoutError } from "./errors.ts";
@@ -228,7 +229,7 @@ export class QmpClient {
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
       this.pending.set(id, call);
-      if (deadline < this.sweepAt) this.scheduleSweep(deadline);
+      if (deadline < Infinity) this.deadlines.arm(deadline);
       this.write(line);
     });
   }
@@ -490,29 +491,13 @@ export class QmpClient {
 
   // ---- deadlines and completion -------------------------------------------------------
 
-  /**
-   * One timer for all deadlines: armed for the earliest one and re-armed after each sweep.
-   */
-  private sweepTimer: ReturnType<typeof setTimeout> | null = null;
-  private sweepAt = Infinity;
-
-  private scheduleSweep(at: number): void {
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
-    this.sweepAt = at;
-    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
-  }
-
-  private sweep(): void {
-    this.sweepTimer = null;
-    this.sweepAt = Infinity;
-    const now = performance.now();
-    let next = Infinity;
-    for (const [id, call] of this.pending) {
-      if (call.deadline <= now) this.settle(id, new QmpTimeoutError(call.command, call.timeoutMs), undefined, true);
-      else if (call.deadline < next) next = call.deadline;
-    }
-    if (next < Infinity && !this.isClosed) this.scheduleSweep(next);
-  }
+  private readonly deadlines = new DeadlineSweeper<string>(
+    () => this.pending,
+    (id) => {
+      const call = this.pending.get(id);
+      if (call) this.settle(id, new QmpTimeoutError(call.command, call.timeoutMs), undefined, true);
+    },
+  );
 
   /** Completes a pending command (first settle wins). `abandon`: a reply may still come. */
   private settle(id: string, error: Error | null, value?: unknown, abandon = false): void {
@@ -540,8 +525,7 @@ export class QmpClient {
     if (this.isClosed) return;
     this.isClosed = true;
     this.reason = reason;
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
-    this.sweepTimer = null;
+    this.deadlines.stop();
     this.writeQueue = [];
     this.abandoned.clear();
     const socket = this.socket;

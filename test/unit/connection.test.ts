@@ -236,7 +236,7 @@ describe("RPC connection with a scripted daemon", () => {
     expect(err).toBeInstanceOf(ConnectionClosedError);
     expect(err.reason).toBe("keepalive");
     expect(elapsed).toBeGreaterThanOrEqual(500);
-    expect(elapsed).toBeLessThan(1_500);
+    expect(elapsed).toBeLessThan(3_000); // 600 ms expected; slack for a loaded 2-core machine
     expect(d.received.filter((h) => h.prog === KEEPALIVE_PROGRAM && h.proc === 1).length).toBeGreaterThanOrEqual(1);
   });
 
