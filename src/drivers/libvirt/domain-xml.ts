@@ -5,13 +5,13 @@
 import { XMLParser } from "fast-xml-parser";
 import { Liquid } from "liquidjs";
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
+// Embedded in the executable; operators override it with vm_defaults.template.
+import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
 import type { DiskBus, DiskInfo, NetworkMode } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
 
 const engine = new Liquid({ outputEscape: "escape", strictVariables: true, strictFilters: true });
-const builtInTemplate = resolve(import.meta.dir, "../../../templates/vm-q35.xml.liquid");
 
 export interface TemplateDisk {
   device: "disk" | "cdrom";
@@ -51,7 +51,7 @@ export interface DomainTemplateVars {
 }
 
 export function loadTemplate(path: string | null): string {
-  return readFileSync(path ?? builtInTemplate, "utf8");
+  return path ? readFileSync(path, "utf8") : builtInTemplate;
 }
 
 export function renderDomainXml(template: string, vars: DomainTemplateVars): string {
@@ -64,6 +64,7 @@ const parser = new XMLParser({
   removeNSPrefix: true,
   parseTagValue: false,
   parseAttributeValue: false,
+  htmlEntities: true, // numeric references such as &#39; (liquid escapes quotes that way)
   isArray: (name) => ["disk", "interface", "arg"].includes(name),
 });
 
