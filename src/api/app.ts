@@ -7,11 +7,13 @@ import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
 import { ServiceError } from "../vm/errors.ts";
 import type { CreateVmRequest, VmService } from "../vm/service.ts";
+import type { Metrics } from "./metrics.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
   log?: (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+  metrics?: Metrics;
 }
 
 const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
@@ -36,7 +38,37 @@ function validationMessage(error: unknown): { message: string; field?: string } 
 
 export function createApp(service: VmService, opts: AppOptions) {
   const log = opts.log ?? (() => {});
+  // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
+  const started = new WeakMap<Request, { t0: number; id: string }>();
   return new Elysia({ normalize: false })
+    .onRequest(({ request, set }) => {
+      const given = request.headers.get("x-request-id");
+      const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : crypto.randomUUID();
+      started.set(request, { t0: performance.now(), id });
+      set.headers["x-request-id"] = id;
+    })
+    .onAfterResponse(({ request, route, set }) => {
+      const s = started.get(request);
+      if (!s) return;
+      const status = String(set.status ?? 200);
+      const seconds = (performance.now() - s.t0) / 1000;
+      const r = route || "unmatched";
+      opts.metrics?.httpRequests.inc({ method: request.method, route: r, status });
+      opts.metrics?.httpDuration.observe({ method: request.method, route: r, status }, seconds);
+      log("info", "request", { request_id: s.id, method: request.method, route: r, status: Number(status), duration_ms: Math.round(seconds * 1000) });
+    })
+    .get(
+      "/metrics",
+      async ({ set }) => {
+        if (!opts.metrics) {
+          set.status = 404;
+          return errorJson("not_found", "metrics are disabled");
+        }
+        set.headers["content-type"] = opts.metrics.registry.contentType;
+        return opts.metrics.scrape();
+      },
+      { detail: { tags: ["system"], summary: "Prometheus metrics" } },
+    )
     .use(
       swagger({
         path: "/swagger",

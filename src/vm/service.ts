@@ -125,7 +125,21 @@ export class VmService {
     readonly driver: VmDriver,
     private readonly catalog: ImageCatalog,
     private readonly defaults: ServiceDefaults,
+    /** Told how long each lifecycle operation took (metrics). */
+    private readonly onOperation: (op: string, ms: number, ok: boolean) => void = () => {},
   ) {}
+
+  private async timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const v = await fn();
+      this.onOperation(op, performance.now() - t0, true);
+      return v;
+    } catch (e) {
+      this.onOperation(op, performance.now() - t0, false);
+      throw e;
+    }
+  }
 
   // ---- reads ----
 
@@ -148,8 +162,14 @@ export class VmService {
     return toApiImage(img);
   }
 
-  async status(): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+  /** The host and every VM record, read once (status, metrics). */
+  async snapshot(): Promise<{ host: HostInfo; records: VmRecord[] }> {
     const [host, records] = await Promise.all([this.guard(() => this.driver.hostInfo()), this.guard(() => this.driver.list())]);
+    return { host, records };
+  }
+
+  async status(): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+    const { host, records } = await this.snapshot();
     const byState: Record<string, number> = {};
     let vcpus = 0;
     let memory = 0;
@@ -172,6 +192,10 @@ export class VmService {
 
   async create(req: CreateVmRequest, owner: string | null = null): Promise<ApiVm> {
     const spec = await this.validateCreate(req, owner);
+    return this.timed("create", () => this.createLocked(spec));
+  }
+
+  private createLocked(spec: VmSpec): Promise<ApiVm> {
     return this.locks.run(`name:${spec.name}`, async () => {
       if (await this.guard(() => this.driver.get(spec.name))) {
         throw new ServiceError("name_taken", `a VM named '${spec.name}' already exists; pick another name or delete it first`);
@@ -191,23 +215,23 @@ export class VmService {
   }
 
   async start(ref: string): Promise<ApiVm> {
-    return this.mutate(ref, (name) => this.driver.start(name));
+    return this.timed("start", () => this.mutate(ref, (name) => this.driver.start(name)));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}): Promise<ApiVm> {
     const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
     if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-    return this.mutate(ref, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 }));
+    return this.timed("stop", () => this.mutate(ref, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
   }
 
   async reboot(ref: string): Promise<ApiVm> {
-    return this.mutate(ref, (name) => this.driver.reboot(name));
+    return this.timed("reboot", () => this.mutate(ref, (name) => this.driver.reboot(name)));
   }
 
   async delete(ref: string): Promise<{ id: string; name: string; status: "destroyed" }> {
     const rec = await this.resolve(ref);
     return this.locks.run(`name:${rec.name}`, async () => {
-      await this.guard(() => this.driver.delete(rec.name));
+      await this.timed("delete", () => this.guard(() => this.driver.delete(rec.name)));
       return { id: rec.id, name: rec.name, status: "destroyed" as const };
     });
   }

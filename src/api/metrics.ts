@@ -1,0 +1,102 @@
+/**
+ * Prometheus metrics (prom-client) for /metrics: API requests, libvirt RPC calls, VM
+ * operations, and — collected at scrape time from the driver — VMs by state, allocation
+ * and per-VM CPU time/memory. Names follow Prometheus conventions (base units, _total).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { VmService } from "../vm/service.ts";
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly httpRequests = new Counter({
+    name: "rcloud_http_requests_total",
+    help: "API requests by method, route and status",
+    labelNames: ["method", "route", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: "rcloud_http_request_duration_seconds",
+    help: "API request latency by method, route and status",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly rpcDuration = new Histogram({
+    name: "rcloud_libvirt_rpc_duration_seconds",
+    help: "libvirt RPC call latency by procedure",
+    labelNames: ["procedure"] as const,
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
+  readonly rpcErrors = new Counter({
+    name: "rcloud_libvirt_rpc_errors_total",
+    help: "libvirt RPC calls that failed, by procedure and error kind",
+    labelNames: ["procedure", "kind"] as const,
+    registers: [this.registry],
+  });
+  readonly operations = new Histogram({
+    name: "rcloud_vm_operation_duration_seconds",
+    help: "VM operation duration by operation and outcome",
+    labelNames: ["operation", "outcome"] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+
+  constructor(service: VmService) {
+    collectDefaultMetrics({ register: this.registry, prefix: "rcloud_" });
+    const reg = [this.registry];
+    this.refresh = async () => {
+      const g = this.gauges;
+      for (const k of ["vms", "vmCpu", "vmMem"] as const) g[k].reset();
+      try {
+        const { host, records } = await service.snapshot();
+        g.up.set(1);
+        g.hostCpus.set(host.cpus);
+        g.hostMem.set(host.memoryMb * 1024 * 1024);
+        let cpus = 0;
+        let mem = 0;
+        for (const r of records) {
+          g.vms.inc({ state: r.state });
+          g.vmCpu.set({ vm: r.name }, Number(r.cpuTimeNs) / 1e9);
+          g.vmMem.set({ vm: r.name }, r.memoryMb * 1024 * 1024);
+          if (r.state !== "stopped") {
+            cpus += r.vcpus;
+            mem += r.memoryMb * 1024 * 1024;
+          }
+        }
+        g.allocCpus.set(cpus);
+        g.allocMem.set(mem);
+      } catch {
+        g.up.set(0);
+      }
+    };
+    this.gauges = {
+      up: new Gauge({ name: "rcloud_hypervisor_up", help: "1 when the hypervisor answers", registers: reg }),
+      vms: new Gauge({ name: "rcloud_vms", help: "VMs by state", labelNames: ["state"], registers: reg }),
+      hostCpus: new Gauge({ name: "rcloud_host_vcpus", help: "CPUs of the host", registers: reg }),
+      hostMem: new Gauge({ name: "rcloud_host_memory_bytes", help: "Memory of the host", registers: reg }),
+      allocCpus: new Gauge({ name: "rcloud_allocated_vcpus", help: "vCPUs of VMs that are not stopped", registers: reg }),
+      allocMem: new Gauge({ name: "rcloud_allocated_memory_bytes", help: "Memory of VMs that are not stopped", registers: reg }),
+      vmCpu: new Gauge({ name: "rcloud_vm_cpu_seconds_total", help: "CPU time used by each VM", labelNames: ["vm"], registers: reg }),
+      vmMem: new Gauge({ name: "rcloud_vm_memory_bytes", help: "Memory assigned to each VM", labelNames: ["vm"], registers: reg }),
+    };
+  }
+
+  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmCpu" | "vmMem", Gauge>;
+
+  /** Reads the driver once and updates the VM and host gauges (call before each scrape). */
+  readonly refresh: () => Promise<void>;
+
+  /** The exposition text, with VM and host gauges read fresh. */
+  async scrape(): Promise<string> {
+    await this.refresh();
+    return this.registry.metrics();
+  }
+
+  /** Observer for the libvirt client (LibvirtClientOptions.onCallComplete). */
+  observeRpc = (procedure: string, durationMs: number, error: unknown): void => {
+    const name = procedure.replace(/^REMOTE_PROC_|^QEMU_PROC_/, "").toLowerCase();
+    this.rpcDuration.observe({ procedure: name }, durationMs / 1000);
+    if (error) this.rpcErrors.inc({ procedure: name, kind: (error as Error).name ?? "Error" });
+  };
+}

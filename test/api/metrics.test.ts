@@ -1,0 +1,61 @@
+/** /metrics and request ids, against a real rcloud on libvirtd's test driver. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LibvirtClient } from "../../src/libvirt/index.ts";
+import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
+import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+
+const poolName = `rctest-metrics-${process.pid}`;
+let server: TestServer;
+
+beforeAll(async () => {
+  const images = mkdtempSync(join(tmpdir(), "rcloud-images-"));
+  writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
+  truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
+  server = await startTestServer({
+    libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
+    images: { base_images_dir: images },
+    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 },
+  });
+  await waitHealthy(server);
+});
+
+afterAll(async () => {
+  await server.stop();
+  const lv = await LibvirtClient.connect(unixUri("test"));
+  await removePool(lv, poolName);
+  await lv.close();
+});
+
+test("metrics cover API requests, libvirt RPCs, operations and VMs by state", async () => {
+  const name = uniqueName("metrics").slice(0, 40);
+  expect((await server.req("POST", "/api/v1/vms", { name, image: "debian13" })).status).toBe(201);
+  await server.req("GET", `/api/v1/vms/${name}`);
+  await server.req("GET", "/api/v1/vms/rctest-nothing-here");
+  const res = await fetch(`${server.url}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toContain("text/plain");
+  const text = await res.text();
+  expect(text).toMatch(/rcloud_http_requests_total\{method="POST",route="\/api\/v1\/vms",status="201"\} 1/);
+  expect(text).toMatch(/rcloud_http_requests_total\{method="GET",route="\/api\/v1\/vms\/:id",status="404"\} 1/);
+  expect(text).toMatch(/rcloud_http_request_duration_seconds_bucket\{le="0.1",method="POST"/);
+  expect(text).toMatch(/rcloud_libvirt_rpc_duration_seconds_count\{procedure="domain_define_xml_flags"\} \d+/);
+  expect(text).toMatch(/rcloud_vm_operation_duration_seconds_count\{operation="create",outcome="ok"\} 1/);
+  expect(text).toMatch(/rcloud_vms\{state="running"\} [1-9]/);
+  expect(text).toMatch(/rcloud_hypervisor_up 1/);
+  expect(text).toMatch(/rcloud_host_vcpus [1-9]/);
+  expect(text).toContain(`rcloud_vm_memory_bytes{vm="${name}"} ${256 * 1024 * 1024}`);
+  expect(text).toMatch(/rcloud_process_resident_memory_bytes \d+/);
+  await server.req("DELETE", `/api/v1/vms/${name}`);
+});
+
+test("every response carries a request id; a sane one from the client is kept", async () => {
+  const a = await fetch(`${server.url}/api/v1/health`);
+  expect(a.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  const b = await fetch(`${server.url}/api/v1/health`, { headers: { "x-request-id": "trace-42" } });
+  expect(b.headers.get("x-request-id")).toBe("trace-42");
+  const c = await fetch(`${server.url}/api/v1/health`, { headers: { "x-request-id": "bad id\u0001" } });
+  expect(c.headers.get("x-request-id")).not.toBe("bad id\u0001");
+});
