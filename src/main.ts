@@ -26,7 +26,10 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       const { startServer } = await import("./server.ts");
       const server = await startServer({ configFile: flag(args, "--config") });
+      let stopping = false;
       const stop = async () => {
+        if (stopping) return; // a second signal while draining changes nothing
+        stopping = true;
         await server.stop();
         process.exit(0);
       };

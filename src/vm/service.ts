@@ -129,8 +129,22 @@ export class VmService {
     private readonly onOperation: (op: string, ms: number, ok: boolean) => void = () => {},
   ) {}
 
+  /** Lifecycle operations running now (graceful shutdown waits for them). */
+  private running = 0;
+  private idle: (() => void)[] = [];
+
+  /** Resolves when no lifecycle operation is running, or after `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.running === 0) return true;
+    return Promise.race([
+      new Promise<boolean>((r) => this.idle.push(() => r(true))),
+      Bun.sleep(timeoutMs).then(() => false),
+    ]);
+  }
+
   private async timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
     const t0 = performance.now();
+    this.running++;
     try {
       const v = await fn();
       this.onOperation(op, performance.now() - t0, true);
@@ -138,6 +152,8 @@ export class VmService {
     } catch (e) {
       this.onOperation(op, performance.now() - t0, false);
       throw e;
+    } finally {
+      if (--this.running === 0) for (const r of this.idle.splice(0)) r();
     }
   }
 
