@@ -4,9 +4,12 @@
  * answer 503) and connects in the background until it succeeds.
  */
 import { createApp } from "./api/app.ts";
+import { Metrics } from "./api/metrics.ts";
 import { loadConfig, type RcloudConfig } from "./config/index.ts";
 import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
+import { QemuDriver } from "./drivers/qemu/driver.ts";
 import type { VmDriver } from "./drivers/types.ts";
+import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { VERSION } from "./version.ts";
 import { ImageCatalog } from "./vm/images.ts";
@@ -16,12 +19,18 @@ export interface RunningServer {
   url: string;
   port: number;
   service: VmService;
-  stop(): Promise<void>;
+  stop(opts?: { drainMs?: number }): Promise<void>;
 }
 
-function buildDriver(config: RcloudConfig, catalog: ImageCatalog): VmDriver {
+function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, onRpc: CallObserver): VmDriver {
   if (config.driver === "qemu") {
-    throw new Error("the qemu driver is not available yet; set driver: libvirt (or RCLOUD_LIBVIRT_URI)");
+    return new QemuDriver({
+      binary: config.qemu.binary,
+      stateDir: config.qemu.state_dir,
+      accel: config.qemu.accel,
+      listImages: async () => catalog.list(),
+      log,
+    });
   }
   return new LibvirtDriver({
     uri: config.libvirt.uri,
@@ -31,6 +40,7 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog): VmDriver {
     domainType: config.libvirt.domain_type,
     consoleLogDir: config.libvirt.console_log_dir,
     listImages: async () => catalog.list(),
+    client: { onCallComplete: onRpc },
   });
 }
 
@@ -54,21 +64,29 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const config = opts.config ?? loadConfig({ file: opts.configFile ?? null });
   const log = createLogger(config.logging);
   const catalog = new ImageCatalog(config.images.base_images_dir);
-  const driver = buildDriver(config, catalog);
+  // The metrics object needs the service; the driver reports RPC timings to it later.
+  let metrics: Metrics | null = null;
+  const driver = buildDriver(config, catalog, log, (p, ms, e) => metrics?.observeRpc(p, ms, e));
   const d = config.vm_defaults;
-  const service = new VmService(driver, catalog, {
-    vcpus: d.vcpus,
-    memoryMb: d.memory_mb,
-    rootDiskGb: d.root_disk_gb,
-    networkMode: d.network_mode,
-    networkBridge: d.network_bridge,
-    userNetworkRestrict: d.user_network_restrict,
-    diskDriver: d.disk_driver,
-    sshUser: d.ssh_user,
-    kernelDir: d.kernel_dir,
-    stopTimeoutS: d.stop_timeout_s,
-    maxExtraDisks: d.max_extra_disks,
-  });
+  const service = new VmService(
+    driver,
+    catalog,
+    {
+      vcpus: d.vcpus,
+      memoryMb: d.memory_mb,
+      rootDiskGb: d.root_disk_gb,
+      networkMode: d.network_mode,
+      networkBridge: d.network_bridge,
+      userNetworkRestrict: d.user_network_restrict,
+      diskDriver: d.disk_driver,
+      sshUser: d.ssh_user,
+      kernelDir: d.kernel_dir,
+      stopTimeoutS: d.stop_timeout_s,
+      maxExtraDisks: d.max_extra_disks,
+    },
+    (op, ms, ok) => metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000),
+  );
+  metrics = new Metrics(service);
   const abort = new AbortController();
   const ready = initWithRetry(driver, log, abort.signal);
 
@@ -76,19 +94,29 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(bind);
   const hostname = m?.[1] ?? "127.0.0.1";
   const port = opts.port ?? Number(m?.[2] ?? 8765);
-  const app = createApp(service, { version: VERSION, log });
+  const app = createApp(service, { version: VERSION, log, metrics });
   app.listen({ hostname, port });
   const actualPort = app.server?.port ?? port;
-  log("info", "rcloud listening", { url: `http://${bind}`, port: actualPort, driver: config.driver, libvirt_uri: config.libvirt.uri });
+  log("info", "rcloud listening", {
+    url: `http://${bind}`,
+    port: actualPort,
+    driver: config.driver,
+    ...(config.driver === "libvirt" ? { libvirt_uri: config.libvirt.uri } : { state_dir: config.qemu.state_dir }),
+  });
   return {
     url: `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
     port: actualPort,
     service,
-    async stop() {
+    /** Graceful: stop accepting, let operations in flight finish (bounded), then disconnect. */
+    async stop(opts: { drainMs?: number } = {}) {
       abort.abort();
-      await app.stop();
+      const stopping = app.stop(); // no new connections; requests in flight continue
+      const drained = await service.drain(opts.drainMs ?? 30_000);
+      if (!drained) log("warn", "shutting down with VM operations still running");
+      await Promise.race([stopping, Bun.sleep(5_000)]);
       await ready.catch(() => {});
       await driver.close();
+      log("info", "rcloud stopped");
     },
   };
 }

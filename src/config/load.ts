@@ -47,6 +47,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["libvirt.console_log_dir", null],
     ["images.base_images_dir", "/var/lib/libvirt/images/kdevops/guestfs/base_images"],
     ["qemu.binary", "qemu-system-x86_64"],
+    ["qemu.accel", "auto"],
     ["qemu.state_dir", defaultStateDir(env)],
     ["vm_defaults.vcpus", 2],
     ["vm_defaults.memory_mb", 2048],

@@ -35,7 +35,12 @@ export interface RcloudConfig {
     console_log_dir: string | null;
   };
   images: { base_images_dir: string };
-  qemu: { binary: string; state_dir: string };
+  qemu: {
+    binary: string;
+    state_dir: string;
+    /** Accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg. */
+    accel: "auto" | "kvm" | "tcg";
+  };
   vm_defaults: {
     vcpus: number;
     memory_mb: number;
@@ -100,7 +105,11 @@ export const SCHEMA: Record<string, SchemaNode> = {
     base_images_dir: { alias: "images.base_images_dir" },
   }),
   images: section({ base_images_dir: leaf({ kind: "path" }) }),
-  qemu: section({ binary: leaf({ kind: "string", check: nonEmpty }), state_dir: leaf({ kind: "path" }) }),
+  qemu: section({
+    binary: leaf({ kind: "string", check: nonEmpty }),
+    state_dir: leaf({ kind: "path" }),
+    accel: leaf({ kind: "enum", values: ["auto", "kvm", "tcg"] }),
+  }),
   vm_defaults: section({
     vcpus: leaf({ kind: "int", min: 1, max: 512 }),
     memory_mb: leaf({ kind: "int", min: 64, max: 4194304 }),

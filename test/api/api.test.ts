@@ -1,57 +1,27 @@
 /**
- * The REST API against a real libvirtd through its test driver (fast breadth): every
- * endpoint, status code and error path, kdevops compatibility, concurrency, rollback,
- * restart of rcloud, and 503 while libvirt is unreachable.
+ * The REST API against a real libvirtd through its test driver (fast breadth): the shared
+ * cases of test/api/cases.ts (every endpoint, status code and error path, kdevops
+ * compatibility, concurrency, rollback, restart of rcloud, 503 while libvirt is unreachable).
+ * test/qemu/api.test.ts runs the same cases on the direct QEMU driver.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync, readFileSync, truncateSync } from "node:fs";
+import { expect } from "bun:test";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { removePool, unixUri } from "../helpers/rig.ts";
+import { apiSuite, type SuiteDirs } from "./cases.ts";
 
-const imagesDir = mkdtempSync(join(tmpdir(), "rcloud-images-"));
-const kernelDir = mkdtempSync(join(tmpdir(), "rcloud-kernels-"));
 const poolName = `rctest-pool-${process.pid}`;
-let server: TestServer;
 let lv: LibvirtClient; // keeps the test driver's state alive and lets us look behind rcloud
-const ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host";
 
-function config(extra: Record<string, unknown> = {}) {
+function config(dirs: SuiteDirs, extra: Record<string, unknown> = {}) {
   return {
     libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-    images: { base_images_dir: imagesDir },
-    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2, kernel_dir: kernelDir },
+    images: { base_images_dir: dirs.imagesDir },
+    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2, kernel_dir: dirs.kernelDir },
     ...extra,
   };
-}
-
-beforeAll(async () => {
-  // A raw image (virtual size = file size) and a qcow2 one (size from its header).
-  writeFileSync(join(imagesDir, "debian-13-generic-amd64-daily.raw"), "");
-  truncateSync(join(imagesDir, "debian-13-generic-amd64-daily.raw"), 1024 * 1024 * 1024);
-  const qcow = Buffer.alloc(512);
-  qcow.writeUInt32BE(0x514649fb, 0);
-  qcow.writeBigUInt64BE(3n * 1024n ** 3n, 24);
-  writeFileSync(join(imagesDir, "fedora-39.qcow2"), qcow);
-  writeFileSync(join(imagesDir, "notes.txt"), "not an image");
-  writeFileSync(join(kernelDir, "vmlinuz"), "kernel");
-  lv = await LibvirtClient.connect(unixUri("test"));
-  server = await startTestServer(config());
-  await waitHealthy(server);
-});
-
-afterAll(async () => {
-  const list = await server.req("GET", "/api/v1/vms");
-  for (const vm of list.json?.vms ?? []) if (vm.name.startsWith("rct")) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
-  await server.stop();
-  await removePool(lv, poolName);
-  await lv.close();
-});
-
-function vmBody(name: string, extra: Record<string, unknown> = {}) {
-  return { name, image: "debian13", vcpus: 1, memory_mb: 256, ...extra };
 }
 
 async function poolVolumes(): Promise<string[]> {
@@ -60,278 +30,37 @@ async function poolVolumes(): Promise<string[]> {
   return vols.map((v) => v.name);
 }
 
-function expectError(r: { status: number; json: any; text: string }, status: number, code: string, field?: string) {
-  expect({ status: r.status, code: r.json?.error?.code }).toEqual({ status, code });
-  expect(typeof r.json.error.message).toBe("string");
-  expect(r.json.error.message.length).toBeGreaterThan(5);
-  expect(r.text).not.toMatch(/\n\s+at /); // no stack traces
-  if (field) expect(r.json.error.field).toBe(field);
-}
-
-describe("system endpoints", () => {
-  test("health reports the driver and libvirt connectivity", async () => {
-    const r = await server.req("GET", "/api/v1/health");
-    expect(r.status).toBe(200);
-    expect(r.json).toMatchObject({ status: "healthy", driver: "libvirt", hypervisor: { ok: true } });
-  });
-
-  test("status reports capacity, versions and storage", async () => {
-    const r = await server.req("GET", "/api/v1/status");
-    expect(r.status).toBe(200);
-    expect(r.json.cpus).toBeGreaterThan(0);
-    expect(r.json.memory_mb).toBeGreaterThan(0);
-    expect(r.json.free_memory_mb).toBeGreaterThanOrEqual(0);
-    expect(r.json.libvirt_version).toBe("9.0.0");
-    expect(r.json.hypervisor).toBe("TEST");
-    expect(r.json.storage.pool).toBe(poolName);
-    expect(r.json.allocated).toMatchObject({ vcpus: expect.any(Number), memory_mb: expect.any(Number) });
-    expect(typeof r.json.vms_by_state).toBe("object");
-  });
-
-  test("OpenAPI document lists every route with its error schema", async () => {
-    const r = await server.req("GET", "/swagger/json");
-    expect(r.status).toBe(200);
-    const paths = Object.keys(r.json.paths);
-    for (const p of ["/api/v1/vms", "/api/v1/vms/{id}", "/api/v1/vms/{id}/start", "/api/v1/vms/{id}/stop", "/api/v1/vms/{id}/reboot", "/api/v1/vms/{id}/console", "/api/v1/images", "/api/v1/images/{id}", "/api/v1/status", "/api/v1/health"]) {
-      expect(paths).toContain(p);
-    }
-    expect(Object.keys(r.json.paths["/api/v1/vms"].post.responses)).toEqual(expect.arrayContaining(["201", "409", "422", "503"]));
-  });
-
-  test("unknown routes answer JSON 404", async () => {
-    expectError(await server.req("GET", "/api/v1/nope"), 404, "not_found");
-  });
-});
-
-describe("images", () => {
-  test("lists raw and qcow2 images with format, sizes and alias", async () => {
-    const r = await server.req("GET", "/api/v1/images");
-    expect(r.status).toBe(200);
-    const byId = Object.fromEntries(r.json.images.map((i: any) => [i.id, i]));
-    expect(Object.keys(byId).sort()).toEqual(["debian-13-generic-amd64-daily", "fedora-39"]);
-    expect(byId["debian-13-generic-amd64-daily"]).toMatchObject({ alias: "debian13", format: "raw", virtual_size_gb: 1, file_name: "debian-13-generic-amd64-daily.raw" });
-    expect(byId["fedora-39"]).toMatchObject({ alias: "fedora39", format: "qcow2", virtual_size_gb: 3 });
-  });
-
-  test("found by id, file name and alias; never outside the directory", async () => {
-    for (const ref of ["debian13", "debian-13-generic-amd64-daily", "debian-13-generic-amd64-daily.raw"]) {
-      const r = await server.req("GET", `/api/v1/images/${ref}`);
-      expect(r.status).toBe(200);
-      expect(r.json.id).toBe("debian-13-generic-amd64-daily");
-    }
-    for (const ref of ["nope", "..%2F..%2Fetc%2Fpasswd", "notes.txt", "%2Fetc%2Fpasswd"]) {
-      expectError(await server.req("GET", `/api/v1/images/${ref}`), 404, "not_found");
-    }
-  });
-});
-
-describe("VM lifecycle", () => {
-  test("create → get by id and name → list → stop → start → reboot → delete", async () => {
-    const name = uniqueName("life").slice(0, 40);
-    const created = await server.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [{ size_gb: 5 }, { size_gb: 7, type: "virtio" }], ssh_public_key: ED25519 }));
-    expect(created.status).toBe(201);
-    const vm = created.json;
-    expect(vm.id).toMatch(/^vm-[a-z0-9]{8}$/);
-    expect(vm).toMatchObject({ name, state: "running", vcpus: 1, memory_mb: 256, image: "debian-13-generic-amd64-daily", ssh_user: "kdevops" });
-    expect(vm.disks.map((d: any) => [d.type, d.serial])).toEqual([["root", null], ["data", "kdevops0"], ["data", "kdevops1"]]);
-    expect(vm.disks[0].size_gb).toBe(2);
-    expect(vm.network).toMatchObject({ mode: "bridge", bridge: "default" });
-    expect(vm.network.mac_address).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
-    expect(vm.created_at).toMatch(/^\d{4}-\d{2}-\d{2}T/);
-    const vols = await poolVolumes();
-    expect(vols.filter((v) => v.startsWith(vm.id)).sort()).toEqual([`${vm.id}-data0.qcow2`, `${vm.id}-data1.qcow2`, `${vm.id}-root.qcow2`]);
-
-    for (const ref of [vm.id, name]) {
-      const g = await server.req("GET", `/api/v1/vms/${ref}`);
-      expect(g.status).toBe(200);
-      expect(g.json.id).toBe(vm.id);
-    }
-    const list = await server.req("GET", "/api/v1/vms");
-    expect(list.status).toBe(200);
-    expect(list.json.vms.map((v: any) => v.id)).toContain(vm.id);
-
-    const stopped = await server.req("POST", `/api/v1/vms/${vm.id}/stop?force=true`);
-    expect(stopped.status).toBe(200);
-    expect(stopped.json.state).toBe("stopped");
-    expectError(await server.req("POST", `/api/v1/vms/${vm.id}/stop`), 409, "invalid_state");
-    expectError(await server.req("POST", `/api/v1/vms/${vm.id}/reboot`), 409, "invalid_state");
-
-    const started = await server.req("POST", `/api/v1/vms/${name}/start`);
-    expect(started.status).toBe(200);
-    expect(started.json.state).toBe("running");
-    expect(started.json.updated_at >= vm.updated_at).toBe(true);
-    expectError(await server.req("POST", `/api/v1/vms/${vm.id}/start`), 409, "invalid_state");
-    expect((await server.req("POST", `/api/v1/vms/${vm.id}/reboot`)).status).toBe(200);
-
-    const graceful = await server.req("POST", `/api/v1/vms/${vm.id}/stop?timeout=5`);
-    expect(graceful.status).toBe(200);
-    expect(graceful.json.state).toBe("stopped");
-
-    const con = await server.req("GET", `/api/v1/vms/${vm.id}/console`);
-    expect(con.status).toBe(200);
-    expect(con.json.type).toBe("serial");
-
-    const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
-    expect(del.status).toBe(200);
-    expect(del.json).toEqual({ id: vm.id, name, status: "destroyed" });
-    expectError(await server.req("GET", `/api/v1/vms/${vm.id}`), 404, "not_found");
-    expectError(await server.req("DELETE", `/api/v1/vms/${vm.id}`), 404, "not_found");
-    expect((await poolVolumes()).filter((v) => v.startsWith(vm.id))).toEqual([]);
-  });
-
-  test("a taken name is 409; stop/start/reboot/delete of a missing VM is 404", async () => {
-    const name = uniqueName("dup").slice(0, 40);
-    expect((await server.req("POST", "/api/v1/vms", vmBody(name))).status).toBe(201);
-    expectError(await server.req("POST", "/api/v1/vms", vmBody(name)), 409, "name_taken");
-    for (const [m, p] of [["POST", "start"], ["POST", "stop"], ["POST", "reboot"], ["GET", "console"]] as const) {
-      expectError(await server.req(m, `/api/v1/vms/rct-missing/${p}`), 404, "not_found");
-    }
-    await server.req("DELETE", `/api/v1/vms/${name}`);
-  });
-
-  test("kdevops's client body: base_image by file name, root_disk_gb, ssh_user, ssh_public_key; memory_gb", async () => {
-    const name = uniqueName("kdevops").slice(0, 40);
-    const r = await server.req("POST", "/api/v1/vms", {
-      name,
-      vcpus: 1,
-      memory_mb: 512,
-      base_image: "debian-13-generic-amd64-daily.raw",
-      root_disk_gb: 4,
-      ssh_user: "kdevops",
-      ssh_public_key: ED25519,
-    });
-    expect(r.status).toBe(201);
-    expect(r.json).toMatchObject({ name, memory_mb: 512, ssh_user: "kdevops" });
-    expect(r.json.disks[0].size_gb).toBe(4);
-    const g = await server.req("POST", "/api/v1/vms", { name: `${name}-g`, image: "fedora39", memory_gb: 1 });
-    expect(g.status).toBe(201);
-    expect(g.json.memory_mb).toBe(1024);
-    expect(g.json.disks[0].size_gb).toBe(3); // grown to the image's own size
-    await server.req("DELETE", `/api/v1/vms/${name}`);
-    await server.req("DELETE", `/api/v1/vms/${name}-g`);
-  });
-
-  test("direct kernel boot from the allowed directory", async () => {
-    const name = uniqueName("kernel").slice(0, 40);
-    const r = await server.req("POST", "/api/v1/vms", vmBody(name, { kernel: join(kernelDir, "vmlinuz"), cmdline: "console=ttyS0 root=/dev/vda1" }));
-    expect(r.status).toBe(201);
-    expect(r.json).toMatchObject({ kernel: join(kernelDir, "vmlinuz"), cmdline: "console=ttyS0 root=/dev/vda1", initrd: null });
-    await server.req("DELETE", `/api/v1/vms/${name}`);
-  });
-});
-
-describe("validation: clear errors, nothing created", () => {
-  const cases: [string, unknown, number, string, string?][] = [
-    ["upper-case name", { name: "Web01", image: "debian13" }, 422, "validation_error", "name"],
-    ["name with leading dash", { name: "-web", image: "debian13" }, 422, "validation_error", "name"],
-    ["64-character name", { name: "a".repeat(64), image: "debian13" }, 422, "validation_error", "name"],
-    ["name shaped like an id", { name: "vm-abcd1234", image: "debian13" }, 422, "validation_error", "name"],
-    ["unknown field", { name: "ok-name", image: "debian13", colour: "red" }, 422, "validation_error"],
-    ["unknown nested field", { name: "ok-name", image: "debian13", network: { mode: "user", speed: 10 } }, 422, "validation_error"],
-    ["missing image", { name: "ok-name" }, 422, "validation_error", "image"],
-    ["unknown image", { name: "ok-name", image: "windows95" }, 422, "image_not_found", "image"],
-    ["path as image", { name: "ok-name", image: "../../etc/passwd" }, 422, "image_not_found", "image"],
-    ["zero vcpus", { name: "ok-name", image: "debian13", vcpus: 0 }, 422, "validation_error"],
-    ["fractional memory", { name: "ok-name", image: "debian13", memory_mb: 100.5 }, 422, "validation_error"],
-    ["more vcpus than the host", { name: "ok-name", image: "debian13", vcpus: 512 }, 422, "capacity_exceeded", "vcpus"],
-    ["more memory than the host", { name: "ok-name", image: "debian13", memory_mb: 4194304 }, 422, "capacity_exceeded", "memory_mb"],
-    ["root disk smaller than the image", { name: "ok-name", image: "fedora39", root_disk_gb: 1 }, 422, "validation_error", "root_disk_gb"],
-    ["too many extra disks", { name: "ok-name", image: "debian13", extra_disks: Array.from({ length: 9 }, () => ({ size_gb: 1 })) }, 422, "validation_error", "extra_disks"],
-    ["bad disk type", { name: "ok-name", image: "debian13", extra_disks: [{ size_gb: 1, type: "floppy" }] }, 422, "validation_error"],
-    ["bad ssh key", { name: "ok-name", image: "debian13", ssh_public_key: "ssh-ed25519 AAAAnotbase64!!" }, 422, "validation_error", "ssh_public_key"],
-    ["ssh key with a newline", { name: "ok-name", image: "debian13", ssh_public_key: `${ED25519}\nssh-ed25519 AAAA` }, 422, "validation_error", "ssh_public_key"],
-    ["bad ssh user", { name: "ok-name", image: "debian13", ssh_user: "root;rm" }, 422, "validation_error", "ssh_user"],
-    ["bridge name with markup", { name: "ok-name", image: "debian13", network: { bridge: "br0'/><x" } }, 422, "validation_error", "network.bridge"],
-    ["kernel outside the allowed directory", { name: "ok-name", image: "debian13", kernel: "/etc/passwd" }, 422, "validation_error", "kernel"],
-    ["kernel path traversal", { name: "ok-name", image: "debian13", kernel: `${kernelDir}/../../etc/passwd` }, 422, "validation_error", "kernel"],
-    ["initrd without kernel", { name: "ok-name", image: "debian13", initrd: "/x" }, 422, "validation_error", "kernel"],
-    ["cmdline with control characters", { name: "ok-name", image: "debian13", kernel: join(kernelDir, "vmlinuz"), cmdline: "a\nb" }, 422, "validation_error", "cmdline"],
-  ];
-  for (const [what, body, status, code, field] of cases) {
-    test(what, async () => {
-      const before = (await poolVolumes()).length;
-      expectError(await server.req("POST", "/api/v1/vms", body), status, code, field);
-      expect((await poolVolumes()).length).toBe(before);
-      expect((await server.req("GET", "/api/v1/vms/ok-name")).status).toBe(404);
-    });
-  }
-
-  test("malformed JSON is 400", async () => {
-    expectError(await server.req("POST", "/api/v1/vms", "{not json"), 400, "bad_request");
-  });
-
-  test("bad stop timeout is 422", async () => {
-    const name = uniqueName("timeout").slice(0, 40);
-    await server.req("POST", "/api/v1/vms", vmBody(name));
-    expectError(await server.req("POST", `/api/v1/vms/${name}/stop?timeout=-3`), 422, "validation_error");
-    await server.req("DELETE", `/api/v1/vms/${name}`);
-  });
-
-  test("QMP passthrough refuses anything but query-* commands", async () => {
-    const name = uniqueName("qmp").slice(0, 40);
-    await server.req("POST", "/api/v1/vms", vmBody(name));
-    expectError(await server.req("POST", `/api/v1/vms/${name}/qmp`, { execute: "quit" }), 422, "validation_error");
-    expectError(await server.req("POST", `/api/v1/vms/${name}/qmp`, { execute: "query-status", extra: 1 }), 422, "validation_error");
-    await server.req("DELETE", `/api/v1/vms/${name}`);
-  });
-});
-
-describe("concurrency, rollback, restart, outage", () => {
-  test("parallel creates of different VMs all succeed; the same name twice gives one 201 and one 409", async () => {
-    const names = Array.from({ length: 8 }, (_, i) => `${uniqueName("par").slice(0, 30)}-${i}`);
-    const results = await Promise.all(names.map((n) => server.req("POST", "/api/v1/vms", vmBody(n))));
-    expect(results.map((r) => r.status)).toEqual(names.map(() => 201));
-    const same = uniqueName("race").slice(0, 40);
-    const race = await Promise.all([server.req("POST", "/api/v1/vms", vmBody(same)), server.req("POST", "/api/v1/vms", vmBody(same))]);
-    expect(race.map((r) => r.status).sort()).toEqual([201, 409]);
-    await Promise.all([...names, same].map((n) => server.req("DELETE", `/api/v1/vms/${n}`)));
-  });
-
-  test("a failure midway removes the volumes already created", async () => {
+apiSuite("libvirt", config, {
+  driver: "libvirt",
+  setup: async () => {
+    lv = await LibvirtClient.connect(unixUri("test"));
+  },
+  teardown: async () => {
+    await removePool(lv, poolName);
+    await lv.close();
+  },
+  artifacts: poolVolumes,
+  guest: null,
+  vmExtras: () => ({}),
+  memoryMb: 256,
+  lifecycleNetwork: { request: undefined, expect: { mode: "bridge", bridge: "default" }, mac: true },
+  checkStatus: (json) => {
+    // The test driver's fixed facts.
+    expect(json.libvirt_version).toBe("9.0.0");
+    expect(json.hypervisor).toBe("TEST");
+    expect(json.storage.pool).toBe(poolName);
+  },
+  broken: (dirs) => {
+    // A template libvirt rejects: the define fails after the volumes were made.
     const dir = mkdtempSync(join(tmpdir(), "rcloud-tpl-"));
     const broken = join(dir, "broken.xml.liquid");
     writeFileSync(broken, readFileSync(join(import.meta.dir, "../../templates/vm-q35.xml.liquid"), "utf8").replace("<vcpu placement='static'>", "<vcpu placement='nonsense'>"));
-    const other = await startTestServer(config({ vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2, template: broken } }));
-    try {
-      await waitHealthy(other);
-      const before = await poolVolumes();
-      const name = uniqueName("rollback").slice(0, 40);
-      const r = await other.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [{ size_gb: 1 }] }));
-      expect(r.status).toBe(500);
-      expect(r.json.error.code).toBe("internal_error");
-      expect(await poolVolumes()).toEqual(before);
-      expect((await other.req("GET", `/api/v1/vms/${name}`)).status).toBe(404);
-    } finally {
-      await other.stop();
-    }
-  });
-
-  test("rcloud restarted mid-life lists the same VMs (libvirt is the source of truth)", async () => {
-    const name = uniqueName("restart").slice(0, 40);
-    const vm = (await server.req("POST", "/api/v1/vms", vmBody(name))).json;
-    const second = await startTestServer(config());
-    try {
-      await waitHealthy(second);
-      const g = await second.req("GET", `/api/v1/vms/${vm.id}`);
-      expect(g.status).toBe(200);
-      expect(g.json).toMatchObject({ id: vm.id, name, created_at: vm.created_at, image: vm.image, state: "running" });
-    } finally {
-      await second.stop();
-    }
-    await server.req("DELETE", `/api/v1/vms/${vm.id}`);
-  });
-
-  test("libvirt unreachable: health and VM calls answer 503, images still work", async () => {
-    const down = await startTestServer(config({ libvirt: { uri: "test+unix:///default?socket=/nonexistent/rcloud-test.sock", storage_pool_name: poolName, storage_pool_path: "/rctest/x" } }));
-    try {
-      const h = await down.req("GET", "/api/v1/health");
-      expect(h.status).toBe(503);
-      expect(h.json.status).toBe("unhealthy");
-      expectError(await down.req("GET", "/api/v1/vms"), 503, "hypervisor_unavailable");
-      expectError(await down.req("POST", "/api/v1/vms", vmBody("any-name")), 503, "hypervisor_unavailable");
-      expect((await down.req("GET", "/api/v1/images")).status).toBe(200);
-    } finally {
-      await down.stop();
-    }
-  });
+    return {
+      config: config(dirs, { vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2, template: broken } }),
+      artifacts: poolVolumes,
+    };
+  },
+  unreachable: (dirs) =>
+    config(dirs, { libvirt: { uri: "test+unix:///default?socket=/nonexistent/rcloud-test.sock", storage_pool_name: poolName, storage_pool_path: "/rctest/x" } }),
+  exclusiveState: false,
 });

@@ -57,7 +57,7 @@ describe("defaults", () => {
       driver: "qemu",
       libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null },
       images: { base_images_dir: "/var/lib/libvirt/images/kdevops/guestfs/base_images" },
-      qemu: { binary: "qemu-system-x86_64", state_dir: STATE_DIR },
+      qemu: { binary: "qemu-system-x86_64", state_dir: STATE_DIR, accel: "auto" },
       vm_defaults: {
         vcpus: 2,
         memory_mb: 2048,
@@ -210,6 +210,7 @@ logging:
         RCLOUD_KERNEL_DIR: "/srv/kernels",
         RCLOUD_TEMPLATE: "/srv/domain.xml",
         RCLOUD_DOMAIN_TYPE: "qemu",
+        RCLOUD_QEMU_ACCEL: "tcg",
         KDEVOPS_ROOT: KDEVOPS,
       },
     });
@@ -217,7 +218,7 @@ logging:
     expect(c.images.base_images_dir).toBe("/srv/base");
     expect(c.server).toMatchObject({ bind_address: "0.0.0.0:1234", workers: 8 });
     expect(c.driver).toBe("qemu");
-    expect(c.qemu).toEqual({ binary: "/opt/qemu/bin/qemu-system-x86_64", state_dir: "/srv/state" });
+    expect(c.qemu).toEqual({ binary: "/opt/qemu/bin/qemu-system-x86_64", state_dir: "/srv/state", accel: "tcg" });
     expect(c.vm_defaults).toMatchObject({
       network_bridge: "br0",
       user_network_restrict: true,
@@ -244,6 +245,7 @@ logging:
         "RCLOUD_LOG_LEVEL",
         "RCLOUD_NETWORK_BRIDGE",
         "RCLOUD_NETWORK_MODE",
+        "RCLOUD_QEMU_ACCEL",
         "RCLOUD_QEMU_BINARY",
         "RCLOUD_SERVER_BIND",
         "RCLOUD_STATE_DIR",

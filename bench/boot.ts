@@ -1,0 +1,198 @@
+/**
+ * bun run bench:boot [--rounds 3]
+ *
+ * Boots the small bootable disk image (scripts/lib/disk-image.sh) until its SSH server
+ * answers (the "SSH-2.0" banner through the forwarded port), two ways, alternating:
+ *   rcloud:   POST /api/v1/vms to an in-process rcloud on the direct QEMU driver (user
+ *             networking with restrict=on, an SSH key → cloud-init seed ISO);
+ *   raw QEMU: qemu-img create of the same overlay + the equivalent qemu-system-x86_64
+ *             command line (same machine, devices, seed ISO and hostfwd), no rcloud.
+ * Both under TCG (RCLOUD_QEMU_ACCEL=tcg) so the comparison is fair. Prints one JSON line
+ * with the medians: {rcloud_s, raw_qemu_s, ratio, post_to_running_ms, rounds, ...}
+ * (post_to_running_ms: POST /vms until it answered with QEMU running, not booted).
+ */
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { buildSeedIso } from "../src/cloudinit/index.ts";
+import { loadConfig } from "../src/config/index.ts";
+import { startServer } from "../src/server.ts";
+import { stringify } from "yaml";
+
+const repo = resolve(import.meta.dir, "..");
+const argR = process.argv.indexOf("--rounds");
+const rounds = argR > 0 ? Number(process.argv[argR + 1]) : 3;
+
+function sh(cmd: string[]): string {
+  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
+  return r.stdout.toString();
+}
+
+const disk = process.env.RCLOUD_TEST_DISK_IMAGE ?? sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
+if (!existsSync(disk)) throw new Error(`${disk} missing`);
+const work = mkdtempSync("/tmp/rcb-");
+const images = join(work, "images");
+mkdirSync(images);
+copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
+const keyFile = join(work, "id_ed25519");
+sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rcloud-bench", "-f", keyFile]);
+const publicKey = readFileSync(`${keyFile}.pub`, "utf8").trim();
+
+const cfgFile = join(work, "rcloud.yaml");
+writeFileSync(
+  cfgFile,
+  stringify({
+    driver: "qemu",
+    logging: { level: "error", format: "text" },
+    qemu: { accel: "tcg", state_dir: join(work, "state") },
+    images: { base_images_dir: images },
+    vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 256, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5 },
+  }),
+);
+const server = await startServer({ config: loadConfig({ file: cfgFile, env: {} }), port: 0 });
+for (let i = 0; ; i++) {
+  if ((await fetch(`${server.url}/api/v1/health`)).status === 200) break;
+  if (i > 100) throw new Error("rcloud did not become healthy");
+  await Bun.sleep(100);
+}
+
+function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const p = l.port;
+  l.stop(true);
+  return p;
+}
+
+/** One attempt: connect and wait briefly for the SSH banner (slirp accepts before the guest listens). */
+function banner(port: number, timeoutMs = 1500): Promise<boolean> {
+  return new Promise((done) => {
+    let settled = false;
+    const finish = (ok: boolean, s?: { end(): void }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        s?.end();
+      } catch {
+        // closed
+      }
+      done(ok);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data: (s, d) => finish(Buffer.from(d).toString("latin1").startsWith("SSH-"), s),
+        close: () => finish(false),
+        end: () => finish(false),
+        error: () => finish(false),
+        connectError: () => finish(false),
+      },
+    }).catch(() => finish(false));
+  });
+}
+
+async function waitSsh(port: number, t0: number, deadlineMs = 300_000): Promise<number> {
+  while (performance.now() - t0 < deadlineMs) {
+    if (await banner(port)) return (performance.now() - t0) / 1000;
+    await Bun.sleep(50);
+  }
+  throw new Error(`no SSH banner on 127.0.0.1:${port} within ${deadlineMs} ms`);
+}
+
+async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
+  const t0 = performance.now();
+  const res = await fetch(`${server.url}/api/v1/vms`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: `bench-${i}`, image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true } }),
+  });
+  const postMs = performance.now() - t0;
+  const vm = (await res.json()) as any;
+  if (res.status !== 201 || vm.state !== "running") throw new Error(`create failed: ${res.status} ${JSON.stringify(vm)}`);
+  const s = await waitSsh(vm.ssh_port, t0);
+  if (i === 0) {
+    // Once, untimed: the key really logs in.
+    sh(["ssh", "-i", keyFile, "-p", String(vm.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "kdevops@127.0.0.1", "true"]);
+  }
+  await fetch(`${server.url}/api/v1/vms/${vm.id}`, { method: "DELETE" });
+  return { s, postMs };
+}
+
+async function rawRound(i: number): Promise<number> {
+  const dir = join(work, `raw-${i}`);
+  mkdirSync(dir);
+  const port = freePort();
+  const t0 = performance.now();
+  // The same seed rcloud builds (cloud-init NoCloud, label cidata).
+  writeFileSync(join(dir, "seed.iso"), buildSeedIso({ instanceId: `raw-${i}`, hostname: `raw-${i}`, user: "kdevops", sshAuthorizedKeys: [publicKey] }));
+  sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", join(images, "rcloud-tiny.qcow2"), join(dir, "root.qcow2"), String(1024 ** 3)]);
+  // prettier-ignore
+  const qemu = Bun.spawn([
+    "qemu-system-x86_64",
+    "-name", `raw-${i},debug-threads=on`,
+    "-machine", "q35", "-accel", "tcg", "-m", "256", "-smp", "1",
+    "-nodefaults", "-no-user-config", "-display", "none",
+    "-chardev", `socket,id=serial0,path=${dir}/serial.sock,server=on,wait=off,logfile=${dir}/serial.log`, "-serial", "chardev:serial0",
+    "-netdev", `user,id=net0,hostfwd=tcp:127.0.0.1:${port}-:22,restrict=on`,
+    "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,bus=pcie.0,addr=0x10",
+    "-drive", `if=none,id=root,file=${dir}/root.qcow2,format=qcow2,discard=unmap`, "-device", "virtio-blk-pci,drive=root,bootindex=1",
+    "-drive", `if=none,id=seed,file=${dir}/seed.iso,format=raw,readonly=on`, "-device", "ide-cd,drive=seed,bus=ide.0",
+    "-chardev", `socket,id=qga0,path=${dir}/qga.sock,server=on,wait=off`,
+    "-device", "virtio-serial-pci,id=vserial0", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+    "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+  ], { stdin: "ignore", stdout: "ignore", stderr: "inherit" });
+  try {
+    return await waitSsh(port, t0);
+  } finally {
+    qemu.kill("SIGKILL");
+    await qemu.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const rc: number[] = [];
+const raw: number[] = [];
+const post: number[] = [];
+try {
+  for (let i = 0; i < rounds; i++) {
+    // Alternate which goes first, so neither always meets a warmer page cache.
+    const order = i % 2 === 0 ? ["rcloud", "raw"] : ["raw", "rcloud"];
+    for (const which of order) {
+      if (which === "rcloud") {
+        const r = await rcloudRound(i);
+        rc.push(r.s);
+        post.push(r.postMs);
+      } else raw.push(await rawRound(i));
+    }
+  }
+  const r3 = (n: number) => Math.round(n * 1000) / 1000;
+  console.log(
+    JSON.stringify({
+      rcloud_s: r3(median(rc)),
+      raw_qemu_s: r3(median(raw)),
+      ratio: r3(median(rc) / median(raw)),
+      post_to_running_ms: Math.round(median(post)),
+      rounds,
+      accel: "tcg",
+      rcloud_runs_s: rc.map(r3),
+      raw_qemu_runs_s: raw.map(r3),
+      post_to_running_runs_ms: post.map((x) => Math.round(x)),
+    }),
+  );
+} finally {
+  await server.stop();
+  // Anything still running from a failed round: QEMUs of ours, found by their pidfiles.
+  const pidfiles = new Bun.Glob("state/vms/*/qemu.pid");
+  for (const f of pidfiles.scanSync({ cwd: work })) {
+    const pid = Number(readFileSync(join(work, f), "utf8").trim());
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(work)) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,585 @@
+/**
+ * The direct QEMU driver: rcloud runs qemu-system-x86_64 itself (daemonized, so VMs outlive
+ * rcloud) and controls each VM over its QMP socket; no libvirtd. The state directory is
+ * the source of truth (see state.ts); a VM's state comes from its process (pidfile, alive,
+ * our QMP socket on its command line) and `query-status`. On start the driver takes the
+ * state directory's lock and re-attaches to the QEMUs still running.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, hostname } from "node:os";
+import { join } from "node:path";
+import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
+import {
+  DriverError,
+  type ConsoleInfo,
+  type DiskInfo,
+  type HostInfo,
+  type ImageInfo,
+  type VmDriver,
+  type VmRecord,
+  type VmSpec,
+  type VmState,
+} from "../types.ts";
+import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
+import { meminfo, qemuVersion, storage } from "./host.ts";
+import { checkBridge } from "./net.ts";
+import { cpuTimeNs, isOurQemu, launchDaemon, qemuArgs, readPidfile, resolveAccel, waitUntil, type Accel, type AccelChoice } from "./process.ts";
+import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
+
+export interface QemuDriverOptions {
+  /** qemu-system-x86_64 (config.qemu.binary). */
+  binary: string;
+  /** config.qemu.state_dir. */
+  stateDir: string;
+  /** kvm, tcg, or auto (kvm when /dev/kvm opens read-write); RCLOUD_QEMU_ACCEL. */
+  accel: AccelChoice;
+  /** Lists the base images (shared with other drivers). */
+  listImages: () => Promise<ImageInfo[]>;
+  /** Warnings about records that cannot be used, orphans removed, ... */
+  log?: (level: "info" | "warn", msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const GiB = 1024 ** 3;
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
+interface Runtime {
+  pid: number;
+  client: QmpClient | null;
+  connecting: Promise<QmpClient> | null;
+}
+
+function randomMac(): string {
+  return `52:54:00:${[...randomBytes(3)].map((x) => x.toString(16).padStart(2, "0")).join(":")}`;
+}
+
+/** QEMU's RunState → ours. */
+function stateOf(status: string): VmState {
+  switch (status) {
+    case "running":
+      return "running";
+    case "paused":
+    case "prelaunch":
+    case "debug":
+    case "inmigrate":
+    case "postmigrate":
+    case "finish-migrate":
+    case "save-vm":
+    case "restore-vm":
+    case "colo":
+      return "paused";
+    case "suspended":
+      return "suspended";
+    case "shutdown":
+      return "stopping";
+    case "internal-error":
+    case "io-error":
+    case "guest-panicked":
+    case "watchdog":
+      return "crashed";
+    default:
+      return "unknown";
+  }
+}
+
+function translate(e: unknown, what: string): never {
+  if (e instanceof DriverError) throw e;
+  if (e instanceof QmpClosedError) throw new DriverError("invalid_state", `${what}: QEMU closed its QMP socket (the VM stopped): ${e.message}`, { cause: e });
+  if (e instanceof QmpTimeoutError) throw new DriverError("unavailable", `${what}: QEMU did not answer: ${e.message}`, { cause: e });
+  if (e instanceof QmpConnectError) throw new DriverError("unavailable", `${what}: cannot reach QEMU: ${e.message}`, { cause: e });
+  if (e instanceof QmpError) throw new DriverError("failed", `${what}: ${e.message}`, { cause: e });
+  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
+
+export class QemuDriver implements VmDriver {
+  readonly kind = "qemu" as const;
+  private lock: StateLock | null = null;
+  private initError = "not started";
+  private accel: Accel = "tcg";
+  private version = "";
+  private readonly qemuImg: string;
+  private readonly records = new Map<string, StoredVm>();
+  private readonly runtime = new Map<string, Runtime>();
+  private staticHost: Omit<HostInfo, "freeMemoryMb" | "storage"> | null = null;
+
+  constructor(private readonly opts: QemuDriverOptions) {
+    this.qemuImg = qemuImgFor(opts.binary);
+  }
+
+  private log(level: "info" | "warn", msg: string, fields?: Record<string, unknown>): void {
+    this.opts.log?.(level, msg, fields);
+  }
+
+  private paths(id: string): VmPaths {
+    return vmPaths(this.opts.stateDir, id);
+  }
+
+  /** Throws 503 until init() succeeded (and after close()). */
+  private need(): void {
+    if (!this.lock) throw new DriverError("unavailable", `qemu driver not ready: ${this.initError}`);
+  }
+
+  // ---- start and stop of the driver ------------------------------------------------
+
+  async init(): Promise<void> {
+    await this.close();
+    this.initError = "starting";
+    try {
+      const dir = this.opts.stateDir;
+      checkSocketPaths(dir);
+      this.accel = await resolveAccel(this.opts.accel, this.opts.binary);
+      this.version = await qemuVersion(this.opts.binary);
+      mkdirSync(join(dir, "vms"), { recursive: true, mode: 0o755 });
+      const lock = await StateLock.acquire(dir);
+      try {
+        await this.reattach();
+      } catch (e) {
+        lock.release();
+        throw e;
+      }
+      this.lock = lock;
+      this.initError = "";
+      this.log("info", "qemu driver ready", { state_dir: dir, accel: this.accel, qemu: this.version, vms: this.records.size });
+    } catch (e) {
+      this.initError = (e as Error).message;
+      if (e instanceof DriverError) throw e;
+      throw new DriverError("unavailable", `qemu driver: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * Loads every vm.json, re-attaches to the QEMUs still running (QMP), notices those that
+   * died, and removes what creates cut short left behind (a directory without vm.json).
+   */
+  private async reattach(): Promise<void> {
+    this.records.clear();
+    const attaches: Promise<unknown>[] = [];
+    for (const { id, vm, error } of scanVms(this.opts.stateDir)) {
+      const p = this.paths(id);
+      const pid = readPidfile(p.pidfile);
+      const alive = pid !== null && isOurQemu(pid, p.qmp);
+      if (!vm) {
+        if (error) {
+          this.log("warn", "ignoring a VM directory with an unusable vm.json", { dir: p.dir, error });
+          continue;
+        }
+        // A create that never completed: nothing was promised to anyone.
+        if (alive) await this.kill(pid, p.qmp);
+        rmSync(p.dir, { recursive: true, force: true });
+        this.log("info", "removed an incomplete VM", { id });
+        continue;
+      }
+      this.records.set(id, vm);
+      if (alive) {
+        this.runtime.set(id, { pid, client: null, connecting: null });
+        attaches.push(this.monitor(id).catch((e) => this.log("warn", "cannot attach to a running VM's QMP socket", { vm: vm.name, error: (e as Error).message })));
+      } else if (pid !== null) {
+        this.log("info", "VM stopped while rcloud was away", { vm: vm.name });
+        this.cleanupRuntimeFiles(p);
+      }
+    }
+    await Promise.all(attaches);
+  }
+
+  async close(): Promise<void> {
+    for (const rt of this.runtime.values()) rt.client?.close();
+    this.runtime.clear();
+    this.records.clear();
+    this.lock?.release();
+    this.lock = null;
+    this.staticHost = null;
+    this.initError = "closed";
+  }
+
+  async health(): Promise<{ ok: boolean; detail: string }> {
+    if (!this.lock) return { ok: false, detail: `qemu driver not ready: ${this.initError}` };
+    if (!this.lock.held()) return { ok: false, detail: `lost the lock ${this.lock.path} (another rcloud took the state directory?)` };
+    return { ok: true, detail: `QEMU ${this.version} (${this.accel}), state directory ${this.opts.stateDir}` };
+  }
+
+  async hostInfo(): Promise<HostInfo> {
+    this.need();
+    try {
+      if (!this.staticHost) {
+        this.staticHost = {
+          hostname: hostname(),
+          cpus: cpus().length,
+          memoryMb: meminfo().totalMb,
+          hypervisor: "QEMU",
+          hypervisorVersion: this.version,
+          libvirtVersion: null,
+          driver: "qemu",
+          uri: `qemu+direct://${this.opts.stateDir}`,
+        };
+      }
+      return {
+        ...this.staticHost,
+        freeMemoryMb: meminfo().availableMb,
+        storage: { pool: "state_dir", path: this.opts.stateDir, ...storage(this.opts.stateDir) },
+      };
+    } catch (e) {
+      translate(e, "host status");
+    }
+  }
+
+  images(): Promise<ImageInfo[]> {
+    return this.opts.listImages();
+  }
+
+  // ---- processes and QMP -----------------------------------------------------------
+
+  /** The PID of the VM's QEMU if it runs (verified against PID reuse), else null. */
+  private pidOf(id: string): number | null {
+    const p = this.paths(id);
+    const rt = this.runtime.get(id);
+    const pid = rt?.pid ?? readPidfile(p.pidfile);
+    if (pid !== null && isOurQemu(pid, p.qmp)) {
+      if (!rt) this.runtime.set(id, { pid, client: null, connecting: null });
+      return pid;
+    }
+    if (rt) {
+      rt.client?.close();
+      this.runtime.delete(id);
+    }
+    return null;
+  }
+
+  /** The VM's QMP connection, (re)connected when needed; one per VM, shared by all callers. */
+  private async monitor(id: string): Promise<QmpClient> {
+    const rt = this.runtime.get(id);
+    if (!rt) throw new DriverError("invalid_state", `VM ${id} is not running`);
+    if (rt.client && !rt.client.closed) return rt.client;
+    if (rt.connecting) return rt.connecting;
+    const p = this.paths(id);
+    rt.connecting = QmpClient.connect(p.qmp, { connectTimeoutMs: 3_000, greetingTimeoutMs: 5_000, commandTimeoutMs: 30_000 });
+    try {
+      const client = await rt.connecting;
+      if (this.runtime.get(id) !== rt) {
+        client.close();
+        throw new DriverError("invalid_state", `VM ${id} stopped`);
+      }
+      this.adopt(rt, client);
+      return client;
+    } finally {
+      rt.connecting = null;
+    }
+  }
+
+  private adopt(rt: Runtime, client: QmpClient): void {
+    rt.client = client;
+    client.onClose(() => {
+      if (rt.client === client) rt.client = null;
+    });
+  }
+
+  private async liveState(id: string): Promise<{ state: VmState; pid: number | null }> {
+    const pid = this.pidOf(id);
+    if (pid === null) return { state: "stopped", pid: null };
+    try {
+      const c = await this.monitor(id);
+      const { status } = await c.execute<{ status: string }>("query-status", undefined, { timeoutMs: 5_000 });
+      return { state: stateOf(status), pid };
+    } catch {
+      // It may have died just now; otherwise QEMU is alive but not answering.
+      return this.pidOf(id) === null ? { state: "stopped", pid: null } : { state: "unknown", pid };
+    }
+  }
+
+  /** SIGKILL, after checking the PID is still our QEMU; waits until it is gone. */
+  private async kill(pid: number, qmpPath: string): Promise<void> {
+    if (!isOurQemu(pid, qmpPath)) return;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+    if (!(await waitUntil(() => !isOurQemu(pid, qmpPath), 10_000))) throw new DriverError("failed", `QEMU (PID ${pid}) survived SIGKILL`);
+  }
+
+  private cleanupRuntimeFiles(p: VmPaths): void {
+    for (const f of [p.qmp, p.serial, p.qga, p.pidfile]) rmSync(f, { force: true });
+  }
+
+  /** Starts QEMU paused, checks it over QMP, then lets it run. */
+  private async launch(vm: StoredVm): Promise<number> {
+    const p = this.paths(vm.id);
+    if (vm.network.mode === "bridge") checkBridge(vm.network.bridge);
+    for (const f of [vm.boot?.kernel, vm.boot?.initrd]) {
+      if (f && !existsSync(f)) throw new DriverError("failed", `${vm.name}: boot file ${f} no longer exists`);
+    }
+    this.cleanupRuntimeFiles(p);
+    await launchDaemon(qemuArgs(this.opts.binary, this.accel, vm, p));
+    const pid = readPidfile(p.pidfile);
+    if (pid === null || !isOurQemu(pid, p.qmp)) throw new DriverError("failed", `${vm.name}: QEMU exited right after starting (see ${p.serialLog})`);
+    const rt: Runtime = { pid, client: null, connecting: null };
+    this.runtime.set(vm.id, rt);
+    try {
+      const client = await QmpClient.connect(p.qmp, { connectTimeoutMs: 5_000, greetingTimeoutMs: 10_000, commandTimeoutMs: 30_000 });
+      this.adopt(rt, client);
+      const { status } = await client.execute<{ status: string }>("query-status");
+      if (status !== "prelaunch") throw new DriverError("failed", `${vm.name}: QEMU is ${status}, expected prelaunch`);
+      await client.execute("cont");
+      return pid;
+    } catch (e) {
+      rt.client?.close();
+      this.runtime.delete(vm.id);
+      await this.kill(pid, p.qmp).catch(() => {});
+      throw e;
+    }
+  }
+
+  // ---- records ---------------------------------------------------------------------
+
+  private byName(name: string): StoredVm | null {
+    for (const vm of this.records.values()) if (vm.name === name) return vm;
+    return null;
+  }
+
+  private mustGet(name: string): StoredVm {
+    this.need();
+    const vm = this.byName(name);
+    if (!vm) throw new DriverError("not_found", `no VM named ${name}`);
+    return vm;
+  }
+
+  private toRecord(vm: StoredVm, state: VmState, pid: number | null): VmRecord {
+    const p = this.paths(vm.id);
+    return {
+      id: vm.id,
+      name: vm.name,
+      uuid: vm.uuid,
+      state,
+      vcpus: vm.vcpus,
+      memoryMb: vm.memory_mb,
+      image: vm.image,
+      disks: vm.disks.map((d): DiskInfo => ({ type: d.type, size_gb: d.size_gb, driver: d.driver, format: d.format, serial: d.serial, path: p.disk(d.file) })),
+      network: { mode: vm.network.mode, bridge: vm.network.bridge, mac: vm.network.mac, sshPort: vm.network.ssh_port, restrict: vm.network.restrict },
+      sshUser: vm.ssh_user,
+      boot: vm.boot,
+      createdAt: vm.created_at,
+      updatedAt: vm.updated_at,
+      owner: vm.owner,
+      cpuTimeNs: pid !== null && state !== "stopped" ? cpuTimeNs(pid) : 0n,
+    };
+  }
+
+  private async record(vm: StoredVm): Promise<VmRecord> {
+    const { state, pid } = await this.liveState(vm.id);
+    return this.toRecord(vm, state, pid);
+  }
+
+  private touch(vm: StoredVm): void {
+    try {
+      vm.updated_at = new Date().toISOString();
+      writeVm(this.opts.stateDir, vm);
+    } catch (e) {
+      this.log("warn", "cannot update vm.json", { vm: vm.name, error: (e as Error).message });
+    }
+  }
+
+  async list(): Promise<VmRecord[]> {
+    this.need();
+    const all = await Promise.all([...this.records.values()].map((vm) => this.record(vm)));
+    return all.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  async get(name: string): Promise<VmRecord | null> {
+    this.need();
+    const vm = this.byName(name);
+    return vm ? this.record(vm) : null;
+  }
+
+  async usedSshPorts(): Promise<Set<number>> {
+    this.need();
+    const ports = new Set<number>();
+    for (const vm of this.records.values()) if (vm.network.ssh_port) ports.add(vm.network.ssh_port);
+    return ports;
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------
+
+  async create(spec: VmSpec): Promise<VmRecord> {
+    this.need();
+    if (this.byName(spec.name)) throw new DriverError("conflict", `a VM named ${spec.name} already exists`);
+    const p = this.paths(spec.id);
+    try {
+      mkdirSync(p.dir, { mode: 0o755 });
+    } catch (e) {
+      translate(e, `creating ${spec.name}`);
+    }
+    let pid: number | null = null;
+    try {
+      const net = spec.network;
+      if (net.mode === "bridge") checkBridge(net.bridge);
+      if (net.mode === "user" && !net.sshPort) throw new DriverError("failed", "user networking needs an SSH port");
+
+      // Root: a qcow2 overlay on the base image; data disks: empty qcow2 (serials kdevops0..N).
+      const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
+      const disks: StoredDisk[] = [{ type: "root", file: "root.qcow2", size_gb: round2(rootBytes / GiB), driver: "virtio", format: "qcow2", serial: null }];
+      const jobs = [createOverlay(this.qemuImg, { path: spec.image.path, format: spec.image.format }, p.disk("root.qcow2"), rootBytes)];
+      for (const [i, d] of spec.dataDisks.entries()) {
+        const file = `data${i}.qcow2`;
+        disks.push({ type: "data", file, size_gb: d.sizeGb, driver: d.bus === "ide" ? "sata" : d.bus, format: "qcow2", serial: `kdevops${i}` });
+        jobs.push(createDisk(this.qemuImg, p.disk(file), d.sizeGb * GiB));
+      }
+      const settled = await Promise.allSettled(jobs);
+      const failed = settled.find((r) => r.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+
+      if (spec.seedIso) {
+        writeFileSync(p.disk("seed.iso"), spec.seedIso, { mode: 0o600 });
+        disks.push({ type: "seed", file: "seed.iso", size_gb: round2(spec.seedIso.byteLength / GiB), driver: "sata", format: "raw", serial: null });
+      }
+
+      const vm: StoredVm = {
+        version: 1,
+        id: spec.id,
+        name: spec.name,
+        uuid: randomUUID(),
+        vcpus: spec.vcpus,
+        memory_mb: spec.memoryMb,
+        image: spec.image.id,
+        image_path: spec.image.path,
+        root_disk_gb: spec.rootDiskGb,
+        disks,
+        network: { mode: net.mode, bridge: net.mode === "bridge" ? net.bridge : null, mac: net.mode === "none" ? null : randomMac(), ssh_port: net.mode === "user" ? net.sshPort : null, restrict: net.restrict },
+        ssh_user: spec.ssh.user,
+        boot: spec.boot,
+        created_at: spec.createdAt,
+        updated_at: spec.createdAt,
+        owner: spec.owner,
+      };
+      if (spec.start) pid = await this.launch(vm);
+      writeVm(this.opts.stateDir, vm); // the commit point: without vm.json the directory is an orphan
+      this.records.set(vm.id, vm);
+      return this.toRecord(vm, spec.start ? "running" : "stopped", pid);
+    } catch (e) {
+      const rt = this.runtime.get(spec.id);
+      rt?.client?.close();
+      this.runtime.delete(spec.id);
+      const running = readPidfile(p.pidfile);
+      if (running !== null) await this.kill(running, p.qmp).catch(() => {});
+      rmSync(p.dir, { recursive: true, force: true });
+      translate(e, `creating ${spec.name}`);
+    }
+  }
+
+  async start(name: string): Promise<void> {
+    const vm = this.mustGet(name);
+    try {
+      const { state, pid } = await this.liveState(vm.id);
+      if (state === "paused") await (await this.monitor(vm.id)).execute("cont");
+      else if (state === "crashed" && pid !== null) {
+        await this.kill(pid, this.paths(vm.id).qmp);
+        await this.launch(vm);
+      } else if (state === "stopped") await this.launch(vm);
+      else throw new DriverError("invalid_state", `${name} is already ${state}`);
+      this.touch(vm);
+    } catch (e) {
+      translate(e, `starting ${name}`);
+    }
+  }
+
+  async stop(name: string, opts: { force: boolean; timeoutMs: number }): Promise<void> {
+    const vm = this.mustGet(name);
+    const p = this.paths(vm.id);
+    try {
+      const { state, pid } = await this.liveState(vm.id);
+      if (pid === null) throw new DriverError("invalid_state", `${name} is already stopped`);
+      const gone = () => !isOurQemu(pid, p.qmp);
+      const client = await this.monitor(vm.id).catch(() => null);
+      let done = false;
+      if (!opts.force && state === "running" && client) {
+        // ACPI power button; without -no-shutdown QEMU exits when the guest powers off.
+        await client.execute("system_powerdown", undefined, { timeoutMs: 5_000 }).catch(() => {});
+        done = await waitUntil(gone, opts.timeoutMs, 100);
+      }
+      if (!done && client) {
+        await client.execute("quit", undefined, { timeoutMs: 3_000 }).catch(() => {});
+        done = await waitUntil(gone, 5_000);
+      }
+      if (!done) await this.kill(pid, p.qmp);
+      this.runtime.get(vm.id)?.client?.close();
+      this.runtime.delete(vm.id);
+      this.cleanupRuntimeFiles(p);
+      this.touch(vm);
+    } catch (e) {
+      translate(e, `stopping ${name}`);
+    }
+  }
+
+  async reboot(name: string): Promise<void> {
+    const vm = this.mustGet(name);
+    try {
+      const { state } = await this.liveState(vm.id);
+      if (state !== "running") throw new DriverError("invalid_state", `${name} is ${state}, not running`);
+      await (await this.monitor(vm.id)).execute("system_reset");
+      this.touch(vm);
+    } catch (e) {
+      translate(e, `rebooting ${name}`);
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    const vm = this.mustGet(name);
+    const p = this.paths(vm.id);
+    try {
+      const pid = this.pidOf(vm.id);
+      this.runtime.get(vm.id)?.client?.close();
+      this.runtime.delete(vm.id);
+      if (pid !== null) await this.kill(pid, p.qmp);
+      // vm.json first: from here on the VM is gone even if removing the rest fails
+      // (the next start removes a directory without vm.json).
+      rmSync(p.json, { force: true });
+      this.records.delete(vm.id);
+      rmSync(p.dir, { recursive: true, force: true });
+    } catch (e) {
+      translate(e, `deleting ${name}`);
+    }
+  }
+
+  async console(name: string): Promise<ConsoleInfo> {
+    const vm = this.mustGet(name);
+    const p = this.paths(vm.id);
+    return {
+      type: "serial",
+      logFile: p.serialLog,
+      command: `socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:${p.serial}`,
+      ssh: vm.network.ssh_port ? { host: "127.0.0.1", port: vm.network.ssh_port, user: vm.ssh_user } : null,
+    };
+  }
+
+  async ipAddress(rec: VmRecord): Promise<string | null> {
+    if (rec.state !== "running") return null;
+    if (rec.network.mode === "user") return "127.0.0.1";
+    if (rec.network.mode !== "bridge" || !rec.network.mac) return null;
+    // Bridged guests: the host's neighbour table, by MAC.
+    try {
+      const mac = rec.network.mac.toLowerCase();
+      for (const line of readFileSync("/proc/net/arp", "utf8").split("\n").slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f[3]?.toLowerCase() === mac && f[2] !== "0x0") return f[0] ?? null;
+      }
+    } catch {
+      // no ARP table
+    }
+    return null;
+  }
+
+  async qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+    const vm = this.mustGet(name);
+    try {
+      if (this.pidOf(vm.id) === null) throw new DriverError("invalid_state", `${name} is not running`);
+      const client = await this.monitor(vm.id);
+      try {
+        return { return: await client.execute(command, args, { timeoutMs: 10_000 }) };
+      } catch (e) {
+        // QEMU's own errors are answers, as libvirt's qemu-monitor-command passes them on.
+        if (e instanceof QmpError) return { error: { class: e.errorClass, desc: e.desc } };
+        throw e;
+      }
+    } catch (e) {
+      translate(e, `QMP ${command} on ${name}`);
+    }
+  }
+}

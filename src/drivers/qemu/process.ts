@@ -1,0 +1,216 @@
+/**
+ * QEMU processes: the accelerator choice, the command line (an argument array, never a
+ * shell), the daemonized launch, and PID checks that resist PID reuse (the process must
+ * be alive, not a zombie, and carry our QMP socket path on its command line).
+ */
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { DriverError } from "../types.ts";
+import type { StoredVm, VmPaths } from "./state.ts";
+
+export type Accel = "kvm" | "tcg";
+export type AccelChoice = Accel | "auto";
+
+export function parseAccel(v: string | undefined): AccelChoice {
+  if (v === undefined || v === "") return "auto";
+  if (v === "auto" || v === "kvm" || v === "tcg") return v;
+  throw new Error(`RCLOUD_QEMU_ACCEL must be auto, kvm or tcg, got ${JSON.stringify(v)}`);
+}
+
+/**
+ * kvm when /dev/kvm opens read-write *and* a throwaway QEMU can start a vCPU with it (nested
+ * or partial KVM can pass the first check and still abort QEMU, e.g. "failed to set MSR"),
+ * else TCG; an explicit "kvm" that cannot work is an error.
+ */
+export async function resolveAccel(want: AccelChoice, binary = "qemu-system-x86_64"): Promise<Accel> {
+  if (want === "tcg") return "tcg";
+  let why = "";
+  try {
+    closeSync(openSync("/dev/kvm", "r+"));
+    why = await probeKvm(binary);
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  if (!why) return "kvm";
+  if (want === "kvm") throw new DriverError("unavailable", `KVM requested (qemu.accel: kvm) but it does not work here: ${why}`);
+  return "tcg";
+}
+
+/** Starts and quits a paused KVM guest; returns "" when that works, else QEMU's complaint. */
+async function probeKvm(binary: string): Promise<string> {
+  const p = Bun.spawn([binary, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "16", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"], {
+    stdin: "pipe",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  p.stdin.write('{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n');
+  await p.stdin.end();
+  const timer = setTimeout(() => p.kill("SIGKILL"), 10_000);
+  const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
+  clearTimeout(timer);
+  return code === 0 ? "" : err.trim().split("\n")[0] || `QEMU exited with ${code}`;
+}
+
+/** QemuOpts values: a comma is written as two. */
+export function optValue(v: string): string {
+  return v.replaceAll(",", ",,");
+}
+
+/** Alive and not a zombie (nobody reaps a daemonized QEMU whose parent is a container's init). */
+export function pidAlive(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return false;
+  }
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state !== "Z" && state !== "X" && state !== "";
+}
+
+/** `pid` is a live QEMU started for the VM whose QMP socket is `qmpPath`. */
+export function isOurQemu(pid: number, qmpPath: string): boolean {
+  if (!pidAlive(pid)) return false;
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const want = `path=${optValue(qmpPath)},`;
+    return args.some((a) => a.startsWith("socket,id=qmp,") && a.includes(want));
+  } catch {
+    return false;
+  }
+}
+
+export function readPidfile(path: string): number | null {
+  try {
+    const n = Number(readFileSync(path, "utf8").trim());
+    return Number.isInteger(n) && n > 1 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time (user + system) of a process, in nanoseconds; 0 when unknown. */
+export function cpuTimeNs(pid: number): bigint {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields 14 and 15 (utime, stime) are at 11 and 12 after the state; USER_HZ is 100 on Linux.
+    return (BigInt(f[11] ?? "0") + BigInt(f[12] ?? "0")) * 10_000_000n;
+  } catch {
+    return 0n;
+  }
+}
+
+/** Polls until `gone()` or the deadline; true when gone. */
+export async function waitUntil(gone: () => boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (gone()) return true;
+    if (Date.now() >= deadline) return false;
+    await Bun.sleep(stepMs);
+  }
+}
+
+export const BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper";
+
+/** The full QEMU command line for a VM, started paused (-S) and daemonized. */
+export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths): string[] {
+  const o = optValue;
+  const args: string[] = [binary];
+  const add = (...a: string[]) => args.push(...a);
+  add("-name", `${vm.name},debug-threads=on`);
+  add("-uuid", vm.uuid);
+  add("-machine", "q35");
+  add("-accel", accel);
+  if (accel === "kvm") add("-cpu", "host");
+  add("-m", String(vm.memory_mb));
+  add("-smp", String(vm.vcpus));
+  add("-nodefaults", "-no-user-config", "-display", "none");
+  add("-daemonize", "-S");
+  add("-pidfile", p.pidfile);
+  add("-chardev", `socket,id=qmp,path=${o(p.qmp)},server=on,wait=off`, "-mon", "chardev=qmp,mode=control");
+  add("-chardev", `socket,id=serial0,path=${o(p.serial)},server=on,wait=off,logfile=${o(p.serialLog)},logappend=on`, "-serial", "chardev:serial0");
+
+  // The NIC first, so its fixed slot is free before devices get automatic addresses.
+  const n = vm.network;
+  if (n.mode === "user") {
+    if (!n.ssh_port) throw new DriverError("failed", `${vm.name}: user networking needs an SSH port`);
+    add("-netdev", `user,id=net0,hostfwd=tcp:127.0.0.1:${n.ssh_port}-:22${n.restrict ? ",restrict=on" : ""}`);
+  } else if (n.mode === "bridge") {
+    add("-netdev", `bridge,id=net0,br=${o(n.bridge ?? "")},helper=${BRIDGE_HELPER}`);
+  }
+  if (n.mode === "none") add("-nic", "none");
+  else add("-device", `virtio-net-pci,netdev=net0,mac=${n.mac},bus=pcie.0,addr=0x10`);
+
+  let scsi = false;
+  let ideBus = 1; // ide.0 holds the seed CD-ROM
+  for (const [i, d] of vm.disks.entries()) {
+    const id = d.type === "seed" ? "seed" : d.type === "root" ? "root" : `data${i - 1}`;
+    const ro = d.type === "seed" ? ",readonly=on" : ",discard=unmap";
+    add("-drive", `if=none,id=${id},file=${o(p.disk(d.file))},format=${d.format}${ro}`);
+    const serial = d.serial ? `,serial=${d.serial}` : "";
+    if (d.type === "seed") add("-device", `ide-cd,drive=seed,bus=ide.0`);
+    else if (d.type === "root") add("-device", `virtio-blk-pci,drive=root,bootindex=1`);
+    else if (d.driver === "virtio") add("-device", `virtio-blk-pci,drive=${id}${serial}`);
+    else if (d.driver === "nvme") add("-device", `nvme,drive=${id}${serial}`);
+    else if (d.driver === "scsi") {
+      if (!scsi) add("-device", "virtio-scsi-pci,id=scsi0");
+      scsi = true;
+      add("-device", `scsi-hd,drive=${id},bus=scsi0.0${serial}`);
+    } else {
+      if (ideBus > 5) throw new DriverError("unsupported", `${vm.name}: at most 5 SATA data disks (the q35 AHCI controller has 6 ports)`);
+      add("-device", `ide-hd,drive=${id},bus=ide.${ideBus++}${serial}`);
+    }
+  }
+
+  add("-chardev", `socket,id=qga0,path=${o(p.qga)},server=on,wait=off`);
+  add("-device", "virtio-serial-pci,id=vserial0", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0");
+  add("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0");
+
+  if (vm.boot) {
+    add("-kernel", vm.boot.kernel);
+    if (vm.boot.initrd) add("-initrd", vm.boot.initrd);
+    if (vm.boot.cmdline) add("-append", vm.boot.cmdline);
+  }
+  return args;
+}
+
+/**
+ * Runs QEMU with -daemonize: the foreground process exits once the VM is set up (sockets
+ * listening, pidfile written) or failed; its stderr is the reason.
+ */
+export async function launchDaemon(args: string[], timeoutMs = 60_000): Promise<void> {
+  let proc;
+  try {
+    proc = Bun.spawn(args, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  } catch (e) {
+    throw new DriverError("unavailable", `cannot run ${args[0]}: ${(e as Error).message}`, { cause: e });
+  }
+  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  try {
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) {
+      const msg = stderr.trim().split("\n").slice(-5).join("; ") || `exit status ${code}`;
+      throw new DriverError("failed", `QEMU failed to start: ${msg}`);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs a short command (qemu-img, --version); resolves stdout, throws DriverError with stderr. */
+export async function run(args: string[], what: string, timeoutMs = 60_000): Promise<string> {
+  let proc;
+  try {
+    proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  } catch (e) {
+    throw new DriverError("unavailable", `${what}: cannot run ${args[0]}: ${(e as Error).message}`, { cause: e });
+  }
+  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  try {
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) throw new DriverError("failed", `${what}: ${err.trim() || `${args[0]} exited with status ${code}`}`);
+    return out;
+  } finally {
+    clearTimeout(timer);
+  }
+}

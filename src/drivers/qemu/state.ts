@@ -1,0 +1,231 @@
+/**
+ * The qemu driver's state directory: one JSON record per VM next to its disks, sockets,
+ * pidfile and logs, written atomically (temp file + rename), and a lock file holding the
+ * owner's PID so two rcloud instances never manage the same VMs.
+ *
+ *   <state_dir>/rcloud.lock
+ *   <state_dir>/vms/<id>/{vm.json, root.qcow2, data<N>.qcow2, seed.iso,
+ *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid}
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { DriverError, type DiskBus, type NetworkMode } from "../types.ts";
+import { pidAlive } from "./process.ts";
+
+export const ID_RE = /^vm-[a-z0-9]{8}$/;
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const FILE_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
+const MAC_RE = /^52:54:00(:[0-9a-f]{2}){3}$/;
+
+export interface StoredDisk {
+  type: "root" | "data" | "seed";
+  /** File name inside the VM's directory (never a path). */
+  file: string;
+  size_gb: number;
+  driver: DiskBus | "sata";
+  format: string;
+  serial: string | null;
+}
+
+/** vm.json: everything needed to (re)launch the VM and to answer the API. */
+export interface StoredVm {
+  version: 1;
+  id: string;
+  name: string;
+  uuid: string;
+  vcpus: number;
+  memory_mb: number;
+  image: string;
+  image_path: string;
+  root_disk_gb: number;
+  disks: StoredDisk[];
+  network: { mode: NetworkMode; bridge: string | null; mac: string | null; ssh_port: number | null; restrict: boolean };
+  ssh_user: string;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  created_at: string;
+  updated_at: string;
+  owner: string | null;
+}
+
+export interface VmPaths {
+  dir: string;
+  json: string;
+  qmp: string;
+  serial: string;
+  serialLog: string;
+  qga: string;
+  pidfile: string;
+  disk(file: string): string;
+}
+
+export function vmPaths(stateDir: string, id: string): VmPaths {
+  const dir = join(stateDir, "vms", id);
+  return {
+    dir,
+    json: join(dir, "vm.json"),
+    qmp: join(dir, "qmp.sock"),
+    serial: join(dir, "serial.sock"),
+    serialLog: join(dir, "serial.log"),
+    qga: join(dir, "qga.sock"),
+    pidfile: join(dir, "qemu.pid"),
+    disk: (file) => join(dir, file),
+  };
+}
+
+/** Longest unix socket path we create must fit sun_path (108 bytes with the NUL). */
+export function checkSocketPaths(stateDir: string): void {
+  const longest = vmPaths(stateDir, "vm-xxxxxxxx").serial;
+  if (Buffer.byteLength(longest) > 107) {
+    throw new DriverError("failed", `qemu.state_dir ${stateDir} is too long: socket paths such as ${longest} must stay under 108 bytes`);
+  }
+}
+
+/** Writes a file atomically: a temp file in the same directory, fsync, rename. */
+export function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const fd = openSync(tmp, "w", mode);
+  try {
+    const buf = typeof data === "string" ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.byteLength) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+export function writeVm(stateDir: string, vm: StoredVm): void {
+  writeAtomic(vmPaths(stateDir, vm.id).json, JSON.stringify(vm, null, 2) + "\n");
+}
+
+const isStr = (v: unknown): v is string => typeof v === "string";
+const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
+
+/** Parses and checks a vm.json; returns null (with a reason) when it is not one of ours. */
+export function parseVm(text: string, id: string): { vm: StoredVm } | { error: string } {
+  let v: any;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return { error: `not JSON: ${(e as Error).message}` };
+  }
+  if (typeof v !== "object" || v === null) return { error: "not an object" };
+  if (v.version !== 1) return { error: `unknown version ${String(v.version)}` };
+  if (v.id !== id || !ID_RE.test(v.id)) return { error: "id does not match its directory" };
+  if (!isStr(v.name) || !NAME_RE.test(v.name)) return { error: "bad name" };
+  if (!isStr(v.uuid) || !/^[0-9a-f-]{36}$/.test(v.uuid)) return { error: "bad uuid" };
+  if (!isInt(v.vcpus) || v.vcpus < 1 || !isInt(v.memory_mb) || v.memory_mb < 1) return { error: "bad vcpus/memory" };
+  if (!Array.isArray(v.disks) || !v.disks.every((d: any) => d && isStr(d.file) && FILE_RE.test(d.file) && ["root", "data", "seed"].includes(d.type))) {
+    return { error: "bad disks" };
+  }
+  const n = v.network;
+  if (!n || !["bridge", "user", "none"].includes(n.mode)) return { error: "bad network" };
+  if (n.mac !== null && !(isStr(n.mac) && MAC_RE.test(n.mac))) return { error: "bad mac" };
+  if (n.ssh_port !== null && !(isInt(n.ssh_port) && n.ssh_port > 0 && n.ssh_port < 65536)) return { error: "bad ssh_port" };
+  if (n.bridge !== null && !(isStr(n.bridge) && /^[A-Za-z0-9_.:-]{1,64}$/.test(n.bridge))) return { error: "bad bridge" };
+  if (v.boot !== null && !(v.boot && isStr(v.boot.kernel) && v.boot.kernel.startsWith("/"))) return { error: "bad boot" };
+  return { vm: v as StoredVm };
+}
+
+/** Every VM directory: its id and its record, or why it has none. */
+export function scanVms(stateDir: string): { id: string; vm: StoredVm | null; error: string | null }[] {
+  const root = join(stateDir, "vms");
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const out: { id: string; vm: StoredVm | null; error: string | null }[] = [];
+  for (const id of names.sort()) {
+    if (!ID_RE.test(id)) continue; // not ours: never touched
+    let text: string;
+    try {
+      text = readFileSync(vmPaths(stateDir, id).json, "utf8");
+    } catch {
+      out.push({ id, vm: null, error: null }); // a create that never completed
+      continue;
+    }
+    const r = parseVm(text, id);
+    out.push("vm" in r ? { id, vm: r.vm, error: null } : { id, vm: null, error: r.error });
+  }
+  return out;
+}
+
+// ---- the lock file -----------------------------------------------------------------
+
+/** Lock files held by driver instances in this process (a second instance is refused too). */
+const heldLocks = new Set<string>();
+
+function readLockPid(path: string): number | null {
+  try {
+    const n = Number(readFileSync(path, "utf8").trim());
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export class StateLock {
+  private constructor(readonly path: string) {}
+
+  /**
+   * Takes `<stateDir>/rcloud.lock`. A live owner (another rcloud, or another driver in
+   * this process) is a conflict; a lock left by a dead process is taken over.
+   */
+  static async acquire(stateDir: string): Promise<StateLock> {
+    mkdirSync(stateDir, { recursive: true });
+    const path = join(stateDir, "rcloud.lock");
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const fd = openSync(path, "wx", 0o644);
+        try {
+          writeSync(fd, `${process.pid}\n`);
+        } finally {
+          closeSync(fd);
+        }
+        heldLocks.add(path);
+        return new StateLock(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      const owner = readLockPid(path);
+      if (owner !== null && pidAlive(owner) && (owner !== process.pid || heldLocks.has(path))) {
+        throw new DriverError(
+          "conflict",
+          `state directory ${stateDir} is in use by another rcloud (PID ${owner}, lock file ${path}); ` +
+            `stop that one first, or give this one its own qemu.state_dir (RCLOUD_STATE_DIR)`,
+        );
+      }
+      // Stale (dead owner, or garbage): take it over atomically, then make sure we won
+      // against another instance doing the same at the same moment.
+      writeAtomic(path, `${process.pid}\n`);
+      await Bun.sleep(30);
+      if (readLockPid(path) === process.pid) {
+        heldLocks.add(path);
+        return new StateLock(path);
+      }
+    }
+    throw new DriverError("conflict", `could not take the lock ${path}: another rcloud keeps taking it`);
+  }
+
+  /** Still ours (nobody removed or took it)? */
+  held(): boolean {
+    return heldLocks.has(this.path) && readLockPid(this.path) === process.pid;
+  }
+
+  release(): void {
+    if (!heldLocks.delete(this.path)) return;
+    try {
+      if (readLockPid(this.path) === process.pid) unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}
