@@ -2,10 +2,16 @@
  * The rcloud executable: `rcloud serve [--config FILE]` (the default), `rcloud version`,
  * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to),
  * `rcloud terraform-provider [--debug]` (the Terraform provider; also chosen when Terraform
- * launches this binary as terraform-provider-rcloud). Commands load their modules lazily
- * so the provider reaches its handshake fast.
+ * launches this binary as terraform-provider-rcloud), and the command-line client
+ * (`rcloud vm|image|status|completion|help`, src/cli; docs/cli.md). Commands load their
+ * modules lazily so the provider reaches its handshake fast and the client starts fast.
  */
 import { GIT_COMMIT, VERSION } from "./version.ts";
+
+async function runCli(argv: string[]): Promise<number> {
+  const cli = await import("./cli/index.ts");
+  return await cli.runCli(argv);
+}
 
 function formatVersion(v: bigint): string {
   const n = Number(v);
@@ -54,8 +60,18 @@ async function main(argv: string[]): Promise<number> {
       const { runProviderCommand } = await import("./terraform/plugin.ts");
       return await runProviderCommand(args);
     }
+    // The command-line client (src/cli): REST API only, no server or libvirt code.
+    case "vm":
+    case "image":
+    case "status":
+    case "completion":
+    case "help":
+    case "--help":
+    case "-h":
+      return await runCli(argv);
     default:
-      console.error(`rcloud: unknown command '${cmd}'. Commands: serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]`);
+      if (/^(--endpoint|--token|--output|-o)(=|$)|^-o./.test(cmd)) return await runCli(argv); // global client flags first
+      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
       return 2;
   }
 }

@@ -1,0 +1,497 @@
+/** The CLI's commands: vm *, image *, status. Each talks to the REST API only. */
+import { createInterface } from "node:readline";
+import { list } from "./args.ts";
+import type { ApiConsole, ApiImage, ApiVm } from "./client.ts";
+import type { Command, Context } from "./context.ts";
+import { CliError, EXIT, usageError } from "./errors.ts";
+import { followFile } from "./follow.ts";
+import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
+import { formatFields, formatTable } from "./table.ts";
+import { formatAge, formatMiB, parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
+import { Progress, waitReady } from "./wait.ts";
+
+const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"] as const;
+
+// ---------------------------------------------------------------------------------------
+// rendering
+
+export function vmTable(vms: ApiVm[], now = Date.now()): string {
+  return formatTable(
+    ["NAME", "ID", "STATE", "VCPUS", "MEMORY", "IP", "SSH", "IMAGE", "AGE"],
+    vms.map((v) => [v.name, v.id, v.state, v.vcpus, formatMiB(v.memory_mb), v.ip_address, sshColumn(v), v.image, formatAge(v.created_at, now)]),
+  );
+}
+
+function sshColumn(v: ApiVm): string | null {
+  if (!v.ip_address) return null;
+  return `${v.ssh_user}@${v.ip_address}${v.ssh_port !== null ? `:${v.ssh_port}` : ""}`;
+}
+
+function sshCommand(v: ApiVm): string | null {
+  if (!v.ip_address) return null;
+  return `ssh ${v.ssh_port !== null ? `-p ${v.ssh_port} ` : ""}${v.ssh_user}@${v.ip_address}  (or: rcloud vm ssh ${v.name})`;
+}
+
+export function vmDetails(v: ApiVm, now = Date.now()): string {
+  const net = v.network;
+  const netText =
+    net.mode === "bridge"
+      ? `bridge ${net.bridge ?? ""}`.trim()
+      : net.mode === "user"
+        ? `user${net.ssh_port !== null ? ` (ssh forwarded from 127.0.0.1:${net.ssh_port})` : ""}`
+        : net.mode;
+  const head = formatFields([
+    ["Name", v.name],
+    ["ID", v.id],
+    ["UUID", v.uuid],
+    ["State", v.state],
+    ["vCPUs", v.vcpus],
+    ["Memory", `${formatMiB(v.memory_mb)} (${v.memory_mb} MiB)`],
+    ["Image", v.image],
+    ["Network", netText],
+    ["MAC", net.mac_address],
+    ["IP", v.ip_address],
+    ["SSH", sshCommand(v)],
+    ["Kernel", v.kernel],
+    ["Initrd", v.initrd],
+    ["Cmdline", v.cmdline],
+    ["Created", `${v.created_at} (${formatAge(v.created_at, now)} ago)`],
+    ["Updated", v.updated_at],
+  ]);
+  const disks = formatTable(
+    ["DISK", "SIZE", "BUS", "FORMAT", "SERIAL"],
+    v.disks.map((d) => [d.type, `${d.size_gb}G`, d.driver, d.format, d.serial]),
+  );
+  return `${head}\nDisks:\n${disks.replace(/^/gm, "  ")}`;
+}
+
+export function imageTable(images: ApiImage[]): string {
+  return formatTable(
+    ["NAME", "ID", "FILE", "FORMAT", "SIZE", "ON DISK"],
+    images.map((i) => [i.alias ?? i.name, i.id, i.file_name, i.format, `${i.virtual_size_gb}G`, formatMiB(Math.round(i.disk_size_mb))]),
+  );
+}
+
+function gib(bytes: number): string {
+  return `${Number((bytes / 1024 ** 3).toFixed(1))}G`;
+}
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+function one(ctx: Context): string {
+  return ctx.args[0] as string;
+}
+
+async function getVm(ctx: Context, ref: string): Promise<ApiVm> {
+  return ctx.api.request<ApiVm>("GET", ctx.api.vmPath(ref));
+}
+
+function timeoutFlag(ctx: Context, fallback: string): number {
+  return parseDurationMs(ctx.flag("timeout") ?? fallback, "--timeout");
+}
+
+function endpointHost(ctx: Context): string {
+  return new URL(ctx.endpoint).hostname.replace(/^\[|\]$/g, "");
+}
+
+async function waitAndReport(ctx: Context, vm: ApiVm, timeoutMs: number): Promise<ApiVm> {
+  const write = ctx.output === "table" ? ctx.io.stdout : ctx.io.stderr;
+  const progress = new Progress(write, ctx.output === "table" ? ctx.io.stdoutIsTTY : false);
+  progress.update(`${vm.name}: waiting for it to run and be reachable`);
+  const ready = await waitReady(ctx.api, vm.id, { timeoutMs, endpointHost: endpointHost(ctx), progress });
+  const where = ready.ip_address ? ` at ${ready.ip_address}${ready.ssh_port !== null ? `:${ready.ssh_port}` : ""}` : "";
+  ctx.note(`VM ${ready.name} is ready${where}${ready.ip_address ? `; connect with: rcloud vm ssh ${ready.name}` : ""}`);
+  return ready;
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await new Promise<string>((resolve) => {
+      rl.question(question, resolve);
+      rl.once("close", () => resolve(""));
+    });
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/** `--data-disk 100G[,type=nvme]` */
+export function parseDataDisk(spec: string): { size_gb: number; type?: string } {
+  const [size = "", ...opts] = spec.split(",");
+  const disk: { size_gb: number; type?: string } = { size_gb: parseDiskGiB(size, "--data-disk size") };
+  for (const o of opts) {
+    const m = /^type=(.*)$/.exec(o);
+    if (!m || !(DISK_TYPES as readonly string[]).includes(m[1] ?? "")) {
+      throw usageError(`invalid --data-disk '${spec}': expected SIZE[,type=${DISK_TYPES.join("|")}]`);
+    }
+    disk.type = m[1];
+  }
+  return disk;
+}
+
+/** `--network bridge[=NAME]|user|none` */
+export function parseNetwork(spec: string): { mode: string; bridge?: string } {
+  const m = /^(bridge|user|none)(?:=(.+))?$/.exec(spec);
+  if (!m || (m[2] !== undefined && m[1] !== "bridge")) throw usageError(`invalid --network '${spec}': expected bridge[=NAME], user or none`);
+  return m[2] !== undefined ? { mode: "bridge", bridge: m[2] } : { mode: m[1] as string };
+}
+
+// ---------------------------------------------------------------------------------------
+// commands
+
+const vmRef = { minArgs: 1, maxArgs: 1, completeArg: "vm" as const };
+
+export const COMMANDS: Command[] = [
+  {
+    path: "vm create",
+    args: "NAME --image IMG",
+    summary: "Create (and start) a VM",
+    description:
+      "Sizes take M/G/T suffixes (binary: 2G = 2GiB = 2048 MiB); plain numbers are MiB for --memory and GiB for disks. " +
+      "Without --ssh-key, ~/.ssh/id_ed25519.pub (or ~/.ssh/id_rsa.pub) is installed for the SSH user when it exists. " +
+      "--wait shows progress until the VM runs and is reachable: its IP address is known (bridge), or its forwarded SSH port answers (user networking).",
+    flags: [
+      { name: "image", value: "IMG", help: "base image: id, file name or alias (rcloud image list)", complete: "image" },
+      { name: "vcpus", value: "N", help: "virtual CPUs" },
+      { name: "memory", value: "SIZE", help: "memory, e.g. 2G or 2048M (plain number: MiB)" },
+      { name: "disk", value: "SIZE", help: "root disk size, e.g. 20G (plain number: GiB)" },
+      { name: "data-disk", value: "SIZE[,type=T]", repeat: true, help: "add a data disk (repeatable); T: virtio, nvme, scsi, ide" },
+      { name: "network", value: "MODE", help: "bridge[=NAME], user or none", complete: ["bridge", "user", "none"] },
+      { name: "restrict", help: "user networking: the guest reaches nothing but its forwarded ports" },
+      { name: "ssh-key", value: "FILE", help: "public key to install (default ~/.ssh/id_ed25519.pub or id_rsa.pub)", complete: "file" },
+      { name: "no-ssh-key", help: "install no SSH key" },
+      { name: "ssh-user", value: "USER", help: "user to create in the guest (server default: kdevops)" },
+      { name: "kernel", value: "PATH", help: "direct kernel boot: kernel path on the server (inside vm_defaults.kernel_dir)", complete: "file" },
+      { name: "initrd", value: "PATH", help: "direct kernel boot: initrd path on the server", complete: "file" },
+      { name: "cmdline", value: "STRING", help: "direct kernel boot: kernel command line" },
+      { name: "no-start", help: "define the VM but do not start it" },
+      { name: "wait", help: "wait until the VM runs and is reachable" },
+      { name: "timeout", value: "DURATION", help: "how long --wait waits (default 10m), e.g. 90s, 10m" },
+    ],
+    minArgs: 1,
+    maxArgs: 1,
+    async run(ctx) {
+      const image = ctx.flag("image");
+      if (!image) throw usageError("vm create needs --image IMG (see 'rcloud image list')");
+      if (ctx.bool("wait") && ctx.bool("no-start")) throw usageError("--wait and --no-start do not go together");
+      const timeoutMs = timeoutFlag(ctx, "10m");
+      const body: Record<string, unknown> = { name: one(ctx), image };
+      const vcpus = ctx.flag("vcpus");
+      if (vcpus !== undefined) {
+        if (!/^\d+$/.test(vcpus) || Number(vcpus) < 1) throw usageError(`invalid --vcpus '${vcpus}': expected a positive whole number`);
+        body.vcpus = Number(vcpus);
+      }
+      const memory = ctx.flag("memory");
+      if (memory !== undefined) body.memory_mb = parseMemoryMiB(memory);
+      const disk = ctx.flag("disk");
+      if (disk !== undefined) body.root_disk_gb = parseDiskGiB(disk, "--disk size");
+      const data = list(ctx.parsed, "data-disk");
+      if (data.length) body.extra_disks = data.map(parseDataDisk);
+      const network: Record<string, unknown> = {};
+      const net = ctx.flag("network");
+      if (net !== undefined) Object.assign(network, parseNetwork(net));
+      if (ctx.bool("restrict")) network.restrict = true;
+      if (Object.keys(network).length) body.network = network;
+      const sshUser = ctx.flag("ssh-user");
+      if (sshUser !== undefined) body.ssh_user = sshUser;
+      const keyFile = ctx.flag("ssh-key");
+      if (keyFile !== undefined && ctx.bool("no-ssh-key")) throw usageError("--ssh-key and --no-ssh-key do not go together");
+      const keyPath = keyFile ?? (ctx.bool("no-ssh-key") ? null : defaultPublicKey(ctx.io.env));
+      if (keyPath) {
+        const keys = readPublicKeys(keyPath);
+        body.ssh_public_key = keys[0];
+        if (keys.length > 1) body.ssh_public_keys = keys.slice(1);
+      }
+      for (const f of ["kernel", "initrd", "cmdline"]) {
+        const v = ctx.flag(f);
+        if (v !== undefined) body[f] = v;
+      }
+      if (ctx.bool("no-start")) body.start = false;
+
+      let vm = await ctx.api.request<ApiVm>("POST", "/vms", body);
+      if (ctx.output === "table") ctx.print(`Created VM ${vm.name} (${vm.id}), ${vm.state}`);
+      if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs);
+      if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm list",
+    args: "",
+    summary: "List VMs",
+    flags: [],
+    minArgs: 0,
+    maxArgs: 0,
+    names: true,
+    async run(ctx) {
+      const res = await ctx.api.request<{ vms: ApiVm[] }>("GET", "/vms");
+      const vms = [...res.vms].sort((a, b) => a.name.localeCompare(b.name));
+      await ctx.emit(res, () => (vms.length ? vmTable(vms) : "No VMs."), () => vms.map((v) => v.name));
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm show",
+    args: "NAME",
+    summary: "Show one VM (by name or id)",
+    flags: [],
+    ...vmRef,
+    async run(ctx) {
+      const vm = await getVm(ctx, one(ctx));
+      await ctx.emit(vm, () => vmDetails(vm));
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm start",
+    args: "NAME",
+    summary: "Start a stopped VM (or resume a paused one)",
+    flags: [
+      { name: "wait", help: "wait until the VM runs and is reachable" },
+      { name: "timeout", value: "DURATION", help: "how long --wait waits (default 10m)" },
+    ],
+    ...vmRef,
+    async run(ctx) {
+      const timeoutMs = timeoutFlag(ctx, "10m");
+      let vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), "/start"));
+      if (ctx.output === "table") ctx.print(`Started VM ${vm.name}, ${vm.state}`);
+      if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs);
+      if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm stop",
+    args: "NAME",
+    summary: "Stop a VM: ACPI shutdown, forced off after the timeout",
+    flags: [
+      { name: "force", help: "power off at once (no ACPI shutdown)" },
+      { name: "timeout", value: "SECONDS", help: "how long the guest gets to shut down before it is forced off (server default: vm_defaults.stop_timeout_s); 30, 30s, 2m" },
+    ],
+    ...vmRef,
+    async run(ctx) {
+      const q = new URLSearchParams();
+      if (ctx.bool("force")) q.set("force", "true");
+      const t = ctx.flag("timeout");
+      let timeoutMs = 0;
+      if (t !== undefined) {
+        timeoutMs = parseDurationMs(t, "--timeout");
+        q.set("timeout", String(Math.ceil(timeoutMs / 1000)));
+      }
+      const qs = q.size ? `?${q}` : "";
+      const vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), `/stop${qs}`), undefined, 120_000 + timeoutMs);
+      await ctx.emit(vm, () => `Stopped VM ${vm.name}, ${vm.state}`);
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm reboot",
+    args: "NAME",
+    summary: "Reboot a running VM",
+    flags: [],
+    ...vmRef,
+    async run(ctx) {
+      const vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), "/reboot"));
+      await ctx.emit(vm, () => `Rebooted VM ${vm.name}, ${vm.state}`);
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm delete",
+    args: "NAME",
+    summary: "Destroy a VM and its disks",
+    description: "Asks for confirmation when stdin is a terminal, unless --yes is given; deletes without asking when stdin is not a terminal (scripts).",
+    flags: [{ name: "yes", short: "y", help: "do not ask for confirmation" }],
+    ...vmRef,
+    async run(ctx) {
+      const ref = one(ctx);
+      if (!ctx.bool("yes") && ctx.io.stdinIsTTY) {
+        if (!(await confirm(`Delete VM ${ref} and its disks? [y/N] `))) throw new CliError(`aborted; VM ${ref} was not deleted`, EXIT.error);
+      }
+      const res = await ctx.api.request<{ id: string; name: string; status: string }>("DELETE", ctx.api.vmPath(ref));
+      await ctx.emit(res, () => `Deleted VM ${res.name} (${res.id})`);
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm console",
+    args: "NAME",
+    summary: "Show how to reach the serial console; follow its log file when readable here",
+    description:
+      "Prints the console information of the API (type, log file, attach command, SSH endpoint). When the serial log file is " +
+      "readable on this machine, prints its last lines and follows it (like tail -f) until Ctrl-C. " +
+      "Interactive attach (a websocket console in the API) is not available yet; use the printed command on the server.",
+    flags: [
+      { name: "no-follow", help: "print the console information only" },
+      { name: "lines", short: "n", value: "N", help: "lines of the existing log to show first (default 50)" },
+    ],
+    ...vmRef,
+    async run(ctx) {
+      const ref = one(ctx);
+      const info = await ctx.api.request<ApiConsole>("GET", ctx.api.vmPath(ref, "/console"));
+      const lines = ctx.flag("lines") ?? "50";
+      if (!/^\d+$/.test(lines)) throw usageError(`invalid --lines '${lines}': expected a whole number`);
+      if (ctx.output !== "table") {
+        await ctx.emit(info, () => "");
+        return EXIT.ok;
+      }
+      const readable = info.logFile !== null && (await Bun.file(info.logFile).exists());
+      const follow = readable && !ctx.bool("no-follow");
+      const text = formatFields([
+        ["Console", info.type],
+        ["Log file", info.logFile ? `${info.logFile}${readable ? "" : " (not readable on this machine)"}` : "none"],
+        ["Attach", info.command ? `${info.command}  (on the server)` : null],
+        ["SSH", info.ssh ? `ssh -p ${info.ssh.port} ${info.ssh.user}@${info.ssh.host}  (or: rcloud vm ssh ${ref})` : null],
+      ]);
+      if (!follow) {
+        ctx.print(text);
+        return EXIT.ok;
+      }
+      ctx.io.stderr(`${text}\n--- following ${info.logFile}; Ctrl-C to stop ---\n`);
+      const ac = new AbortController();
+      const onSig = () => ac.abort();
+      process.on("SIGINT", onSig);
+      process.on("SIGTERM", onSig);
+      try {
+        await followFile(info.logFile as string, (b) => process.stdout.write(b), { lines: Number(lines), signal: ac.signal });
+      } finally {
+        process.off("SIGINT", onSig);
+        process.off("SIGTERM", onSig);
+      }
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "vm ssh",
+    args: "NAME [-- SSH-ARGS/COMMAND...]",
+    summary: "SSH into a VM with the system ssh client",
+    description:
+      "Runs ssh with the VM's address, port (the forwarded port for user networking) and user, -i with the private half of " +
+      "--ssh-key (default ~/.ssh/id_ed25519 or ~/.ssh/id_rsa, when present) and -o StrictHostKeyChecking=accept-new. " +
+      "Words after NAME (after --, for words starting with -) go to ssh after the destination. Exits with ssh's exit code. " +
+      "RCLOUD_SSH_BINARY overrides the ssh program.",
+    flags: [{ name: "ssh-key", short: "i", value: "FILE", help: "key to use (the private key, or its .pub)", complete: "file" }],
+    minArgs: 1,
+    maxArgs: Infinity,
+    completeArg: "vm",
+    passthrough: true,
+    async run(ctx) {
+      const [ref = "", ...words] = ctx.args;
+      const vm = await getVm(ctx, ref);
+      const keyFlag = ctx.flag("ssh-key");
+      const identity = keyFlag !== undefined ? privateKeyFor(keyFlag) : privateKeyFor(defaultPublicKey(ctx.io.env));
+      if (keyFlag !== undefined && identity === null) throw usageError(`no private key for --ssh-key ${keyFlag}`);
+      const argv = [ctx.io.env.RCLOUD_SSH_BINARY || "ssh", ...sshArgs(vm, identity, [...words, ...ctx.parsed.rest])];
+      let proc: ReturnType<typeof Bun.spawn>;
+      try {
+        proc = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
+      } catch (e) {
+        throw new CliError(`cannot run ${argv[0]}: ${(e as Error).message}`, EXIT.error);
+      }
+      // Ctrl-C belongs to the ssh session.
+      const ignore = () => {};
+      process.on("SIGINT", ignore);
+      try {
+        const code = await proc.exited;
+        const sig = proc.signalCode;
+        if (sig === null || sig === undefined) return code;
+        return 128 + (typeof sig === "number" ? sig : (signalNumber(sig) ?? 0));
+      } finally {
+        process.off("SIGINT", ignore);
+      }
+    },
+  },
+  {
+    path: "image list",
+    args: "",
+    summary: "List base images",
+    flags: [],
+    minArgs: 0,
+    maxArgs: 0,
+    names: true,
+    async run(ctx) {
+      const res = await ctx.api.request<{ images: ApiImage[] }>("GET", "/images");
+      await ctx.emit(res, () => (res.images.length ? imageTable(res.images) : "No images."), () => res.images.map((i) => i.alias ?? i.id));
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "image show",
+    args: "IMG",
+    summary: "Show one base image (by id, file name or alias)",
+    flags: [],
+    minArgs: 1,
+    maxArgs: 1,
+    completeArg: "image",
+    async run(ctx) {
+      const img = await ctx.api.request<ApiImage>("GET", `/images/${encodeURIComponent(one(ctx))}`);
+      await ctx.emit(img, () =>
+        formatFields([
+          ["Name", img.name],
+          ["ID", img.id],
+          ["Alias", img.alias ?? "-"],
+          ["File", img.file_name],
+          ["Format", img.format],
+          ["Virtual size", `${img.virtual_size_gb}G`],
+          ["On disk", formatMiB(Math.round(img.disk_size_mb))],
+        ]),
+      );
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "status",
+    args: "",
+    summary: "Server, hypervisor and capacity overview",
+    flags: [],
+    minArgs: 0,
+    maxArgs: 0,
+    async run(ctx) {
+      const s = await ctx.api.request<StatusBody>("GET", "/status");
+      await ctx.emit(s, () => statusText(ctx.endpoint, s));
+      return EXIT.ok;
+    },
+  },
+];
+
+interface StatusBody {
+  status: string;
+  version: string;
+  driver: string;
+  uri: string;
+  hostname: string;
+  hypervisor: string;
+  hypervisor_version: string;
+  libvirt_version: string | null;
+  cpus: number;
+  memory_mb: number;
+  free_memory_mb: number;
+  allocated: { vcpus: number; memory_mb: number; vms: number };
+  vms_by_state: Record<string, number>;
+  storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
+}
+
+export function statusText(endpoint: string, s: StatusBody): string {
+  const states = Object.entries(s.vms_by_state ?? {}).map(([k, n]) => `${n} ${k}`);
+  return formatFields([
+    ["Server", `${endpoint} (rcloud ${s.version}, ${s.status})`],
+    ["Driver", `${s.driver} ${s.uri}`],
+    ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
+    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${formatMiB(s.free_memory_mb)} free`],
+    ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
+    ["VMs", states.length ? states.join(", ") : "none"],
+    [
+      "Storage",
+      s.storage
+        ? `pool ${s.storage.pool} (${s.storage.path}): ${gib(s.storage.allocation_bytes)} of ${gib(s.storage.capacity_bytes)} used, ${gib(s.storage.available_bytes)} available`
+        : null,
+    ],
+  ]);
+}
+
+function signalNumber(sig: string): number | undefined {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[sig];
+}
