@@ -1,11 +1,11 @@
 /**
- * bun run bench:create [--n 20]
+ * bun run bench:create [--n 20] [--rounds 2]
  *
  * Creates N tiny direct-kernel-boot VMs concurrently through rcloud's REST API (a separate
  * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
  * plain virsh (vol-create-as + define + start, N processes at once). Each phase ends when
- * every VM is running; VMs are removed between phases. Prints one JSON line:
- * {rcloud_s, virsh_s, ratio, failures, rcloud_peak_rss_mb, n}.
+ * every VM is running; VMs are removed between phases, and the order alternates per round.
+ * Prints one JSON line: {rcloud_s, virsh_s (means), ratio, failures, rcloud_peak_rss_mb, n, runs}.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
@@ -79,8 +79,12 @@ async function dropPool(name: string): Promise<void> {
   }
 }
 
+const rounds = Math.max(1, Number(process.argv[process.argv.indexOf("--rounds") + 1]) || 2);
+const rcloudRuns: number[] = [];
+const virshRuns: number[] = [];
+let server: ReturnType<typeof Bun.spawn> | null = null;
 try {
-  // ---- rcloud through its REST API ----
+  // ---- rcloud, as a separate `rcloud serve` process ----
   const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = probe.port;
   probe.stop(true);
@@ -95,7 +99,8 @@ try {
       logging: { level: "warn", format: "text" },
     }),
   );
-  const server = Bun.spawn(["node_modules/.bin/bun", "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
+  const srv = Bun.spawn(["node_modules/.bin/bun", "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
+  server = srv;
   const api = `http://127.0.0.1:${port}/api/v1`;
   let healthy = false;
   for (let i = 0; i < 150 && !healthy; i++) {
@@ -105,31 +110,33 @@ try {
   if (!healthy) throw new Error(`rcloud did not become healthy on port ${port}`);
   const rssTimer = setInterval(() => {
     try {
-      const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${server.pid}/status`, "utf8"));
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${srv.pid}/status`, "utf8"));
       if (hwm) peakRssMb = Math.max(peakRssMb, Number(hwm[1]) / 1024);
     } catch {
       // exited
     }
   }, 200);
-  const names = Array.from({ length: n }, (_, i) => `rcbench-a${i}`);
-  let t0 = performance.now();
-  const results = await Promise.all(
-    names.map((name) =>
-      fetch(`${api}/vms`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string } })),
-    ),
-  );
-  rcloudS = (performance.now() - t0) / 1000;
-  const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
-  for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
-  failures += bad.length;
-  clearInterval(rssTimer);
-  await Promise.all(names.map((name) => fetch(`${api}/vms/${name}?`, { method: "DELETE" })));
-  server.kill("SIGTERM");
-  await server.exited;
+
+  /** N concurrent POST /vms; ends when every VM is running. Deletes them afterwards. */
+  async function rcloudPhase(count = n): Promise<number> {
+    const names = Array.from({ length: count }, (_, i) => `rcbench-a${i}`);
+    const t0 = performance.now();
+    const results = await Promise.all(
+      names.map((name) =>
+        fetch(`${api}/vms`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string } })),
+      ),
+    );
+    const s = (performance.now() - t0) / 1000;
+    const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
+    for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
+    failures += bad.length;
+    await Promise.all(names.map((name) => fetch(`${api}/vms/${name}`, { method: "DELETE" })));
+    return s;
+  }
 
   // ---- plain virsh: one process per step per VM, all VMs at once ----
   const poolDir = join(rigDir, "pools", poolB);
@@ -163,23 +170,54 @@ try {
     return { name, file };
   });
   const base = join(imagesDir, "rcloud-tiny.qcow2");
-  t0 = performance.now();
-  const codes: number[] = await Promise.all(
-    xmlFiles.map(async ({ name, file }) => {
-      for (const args of [
-        ["vol-create-as", poolB, `${name}.qcow2`, "1G", "--format", "qcow2", "--backing-vol", base, "--backing-vol-format", "qcow2"],
-        ["define", file],
-        ["start", name],
-      ]) {
-        const p = Bun.spawn(["virsh", "-q", "-c", uri, ...args], { stdout: "ignore", stderr: "inherit" });
-        if ((await p.exited) !== 0) return 1;
-      }
-      return 0;
-    }),
-  );
-  virshS = (performance.now() - t0) / 1000;
-  failures += codes.reduce((a, b) => a + b, 0);
+
+  async function virshPhase(count = n): Promise<number> {
+    const t0 = performance.now();
+    const codes: number[] = await Promise.all(
+      xmlFiles.slice(0, count).map(async ({ name, file }) => {
+        for (const args of [
+          ["vol-create-as", poolB, `${name}.qcow2`, "1G", "--format", "qcow2", "--backing-vol", base, "--backing-vol-format", "qcow2"],
+          ["define", file],
+          ["start", name],
+        ]) {
+          const p = Bun.spawn(["virsh", "-q", "-c", uri, ...args], { stdout: "ignore", stderr: "inherit" });
+          if ((await p.exited) !== 0) return 1;
+        }
+        return 0;
+      }),
+    );
+    const s = (performance.now() - t0) / 1000;
+    failures += codes.reduce((a, b) => a + b, 0);
+    await cleanupDomains("rcbench-v");
+    const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolB });
+    await lv.call(P.storagePoolRefresh, { pool, flags: 0 });
+    for (const vol of (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols) {
+      await lv.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {});
+    }
+    return s;
+  }
+
+  // Warm-up (not measured): the first domain starts on a fresh daemon are slower for
+  // whoever goes first. Then alternate the order each round.
+  await rcloudPhase(Math.min(5, n));
+  await virshPhase(Math.min(5, n));
+  for (let r = 0; r < rounds; r++) {
+    if (r % 2 === 0) {
+      rcloudRuns.push(await rcloudPhase());
+      virshRuns.push(await virshPhase());
+    } else {
+      virshRuns.push(await virshPhase());
+      rcloudRuns.push(await rcloudPhase());
+    }
+  }
+  clearInterval(rssTimer);
+  rcloudS = rcloudRuns.reduce((a, b) => a + b, 0) / rcloudRuns.length;
+  virshS = virshRuns.reduce((a, b) => a + b, 0) / virshRuns.length;
 } finally {
+  if (server) {
+    server.kill("SIGTERM");
+    await server.exited;
+  }
   await cleanupDomains("rcbench-");
   await dropPool(poolA);
   await dropPool(poolB);
@@ -195,5 +233,8 @@ console.log(
     ratio: Math.round((rcloudS / virshS) * 100) / 100,
     failures,
     rcloud_peak_rss_mb: Math.round(peakRssMb),
+    rounds,
+    rcloud_runs_s: rcloudRuns.map((x) => Math.round(x * 100) / 100),
+    virsh_runs_s: virshRuns.map((x) => Math.round(x * 100) / 100),
   }),
 );
