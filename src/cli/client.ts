@@ -6,35 +6,8 @@
 import { VERSION } from "../version.ts";
 import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
 
-export interface ApiVm {
-  id: string;
-  name: string;
-  uuid: string;
-  state: string;
-  vcpus: number;
-  memory_mb: number;
-  disks: { type: string; size_gb: number; driver: string; format: string; serial: string | null }[];
-  network: { mode: string; bridge: string | null; ip_address: string | null; mac_address: string | null; ssh_port: number | null };
-  image: string;
-  ip_address: string | null;
-  ssh_port: number | null;
-  ssh_user: string;
-  kernel: string | null;
-  initrd: string | null;
-  cmdline: string | null;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface ApiImage {
-  id: string;
-  name: string;
-  file_name: string;
-  alias: string | null;
-  format: string;
-  virtual_size_gb: number;
-  disk_size_mb: number;
-}
+// The API's own response types (type-only: nothing of the server is loaded at run time).
+export type { ApiImage, ApiVm } from "../vm/service.ts";
 
 export interface ApiConsole {
   type: string;
