@@ -76,7 +76,8 @@ export interface HostInfo {
   hostname: string;
   cpus: number;
   memoryMb: number;
-  freeMemoryMb: number;
+  /** null when the hypervisor cannot say (e.g. no NUMA information). */
+  freeMemoryMb: number | null;
   hypervisor: string;
   hypervisorVersion: string;
   libvirtVersion: string | null;

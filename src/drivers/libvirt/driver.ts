@@ -239,11 +239,14 @@ export class LibvirtDriver implements VmDriver {
           uri: this.opts.uri,
         };
       }
-      const [free, pool] = await Promise.all([c.call(P.nodeGetFreeMemory, undefined), this.pool()]);
+      const [free, pool] = await Promise.all([
+        c.call(P.nodeGetFreeMemory, undefined).then((f) => f.freeMem, () => null), // not every host reports it
+        this.pool(),
+      ]);
       const pinfo = await c.call(P.storagePoolGetInfo, { pool });
       return {
         ...this.staticHost,
-        freeMemoryMb: Number(free.freeMem / 1024n / 1024n),
+        freeMemoryMb: free === null ? null : Number(free / 1024n / 1024n),
         storage: {
           pool: this.opts.poolName,
           path: this.opts.poolPath,
