@@ -39,7 +39,14 @@ afterAll(async () => {
 test("create → SSH in → stop → start → delete leaves nothing behind", async () => {
   const key = makeSshKey();
   const name = uniqueName("ssh").slice(0, 40);
-  const created = await server.req("POST", "/api/v1/vms", { name, image: "rcloud-tiny", ssh_public_key: key.publicKey, network: { mode: "user", restrict: true } });
+  // The data disk is far larger than the pool's free space: thin qcow2 must still work.
+  const created = await server.req("POST", "/api/v1/vms", {
+    name,
+    image: "rcloud-tiny",
+    ssh_public_key: key.publicKey,
+    network: { mode: "user", restrict: true },
+    extra_disks: [{ size_gb: 4096 }],
+  });
   expect(created.status).toBe(201);
   const vm = created.json;
   expect(vm.state).toBe("running");
@@ -50,10 +57,12 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
   // The seed ISO was uploaded into the pool next to the root overlay.
   const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
   const vols = (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols.map((v) => v.name).sort();
-  expect(vols).toEqual([`${vm.id}-root.qcow2`, `${vm.id}-seed.iso`]);
+  expect(vols).toEqual([`${vm.id}-data0.qcow2`, `${vm.id}-root.qcow2`, `${vm.id}-seed.iso`]);
+  expect(vm.disks[1]).toMatchObject({ type: "data", size_gb: 4096, serial: "kdevops0" });
 
-  const uname = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, "uname -r; hostname");
-  const [release, hostname] = uname.trim().split("\n");
+  const uname = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, "uname -r; hostname; cat /sys/block/vdb/size 2>/dev/null || echo none");
+  const [release, hostname, sectors] = uname.trim().split("\n");
+  expect(sectors).toBe(String(4096 * 2 * 1024 * 1024)); // the guest sees a 4 TiB disk
   expect(release).toMatch(/^\d+\.\d+\.\d+/);
   expect(hostname).toBe(name);
 

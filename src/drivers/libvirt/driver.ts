@@ -355,6 +355,9 @@ export class LibvirtDriver implements VmDriver {
         {},
         el("name", {}, name),
         el("capacity", { unit: "bytes" }, capacityBytes),
+        // Thin: without an explicit allocation libvirt assumes allocation = capacity and
+        // refuses a disk larger than the pool's free space, even for qcow2.
+        format === "qcow2" && el("allocation", { unit: "bytes" }, 0),
         el("target", {}, el("format", { type: format }), el("permissions", {}, el("mode", {}, "0640"))),
         backing && el("backingStore", {}, el("path", {}, backing.path), el("format", { type: backing.format })),
       ),
