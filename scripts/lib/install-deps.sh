@@ -12,6 +12,8 @@ PACKAGES=(
   # the bootable test disk image (scripts/lib/disk-image.sh)
   syslinux syslinux-common mtools dosfstools fdisk dropbear-bin
   openssh-client iproute2 procps
+  # libvirt networks (DHCP on the isolated test network)
+  dnsmasq-base
   # tests: PyYAML reads our cloud-init output as cloud-init would
   python3-yaml
 )

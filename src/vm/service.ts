@@ -89,6 +89,11 @@ const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
 const GiB = 1024 ** 3;
+/**
+ * vCPUs are time-shared, so a VM may have more than the host has cores (a 2-core laptop
+ * running a 4-vCPU test VM is normal), within reason.
+ */
+const VCPU_OVERCOMMIT = 4;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
 const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
 
@@ -365,8 +370,12 @@ export class VmService {
 
     const host = await this.recentHostInfo();
     const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
-    if (vcpus > host.cpus) {
-      throw new ServiceError("capacity_exceeded", `vcpus: ${vcpus} exceeds the host's ${host.cpus} CPUs`, { field: "vcpus", host_cpus: host.cpus });
+    if (vcpus > host.cpus * VCPU_OVERCOMMIT) {
+      throw new ServiceError(
+        "capacity_exceeded",
+        `vcpus: ${vcpus} is more than ${host.cpus * VCPU_OVERCOMMIT} (${VCPU_OVERCOMMIT} per host CPU; the host has ${host.cpus})`,
+        { field: "vcpus", host_cpus: host.cpus },
+      );
     }
     if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
     const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);

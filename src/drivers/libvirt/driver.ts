@@ -13,7 +13,7 @@ import {
   remoteProcedures as P,
   type LibvirtClientOptions,
 } from "../../libvirt/index.ts";
-import type { RemoteNonnullDomain, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
+import type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
 import { el, renderXml } from "../../util/xml.ts";
 import {
   DriverError,
@@ -500,6 +500,21 @@ export class LibvirtDriver implements VmDriver {
     for (const vol of [...vols].reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(gone);
   }
 
+  /** The libvirt network called `name`, or the one whose bridge device is `name`. */
+  private async networkFor(name: string): Promise<RemoteNonnullNetwork | null> {
+    const c = this.c;
+    try {
+      return (await c.call(P.networkLookupByName, { name })).net;
+    } catch {
+      const { nets } = await c.call(P.connectListAllNetworks, { need_results: 1, flags: 2 /* ACTIVE */ });
+      for (const net of nets) {
+        const bridge = await c.call(P.networkGetBridgeName, { net }).then((r) => r.name, () => null);
+        if (bridge === name) return net;
+      }
+      return null;
+    }
+  }
+
   /** A name is a libvirt network if one exists by that name (or with that bridge), else a host bridge. */
   private async interfaceType(bridge: string): Promise<"network" | "bridge"> {
     try {
@@ -638,15 +653,18 @@ export class LibvirtDriver implements VmDriver {
     if (rec.network.mode !== "bridge" || !rec.network.mac) return null;
     const c = this.c;
     const mac = rec.network.mac.toLowerCase();
-    // 1. DHCP leases of the libvirt network, by MAC.
+    // 1. DHCP leases, by MAC, of the libvirt network named so or owning that bridge
+    //    (kdevops says virbr0, the bridge of the network "default").
     if (rec.network.bridge) {
       try {
-        const { net } = await c.call(P.networkLookupByName, { name: rec.network.bridge });
-        const { leases } = await c.call(P.networkGetDhcpLeases, { net, mac, need_results: 1, flags: 0 });
-        const v4 = leases.find((l) => l.type === 0 && l.mac?.toLowerCase() === mac);
-        if (v4) return v4.ipaddr;
+        const net = await this.networkFor(rec.network.bridge);
+        if (net) {
+          const { leases } = await c.call(P.networkGetDhcpLeases, { net, mac, need_results: 1, flags: 0 });
+          const v4 = leases.find((l) => l.type === 0 && l.mac?.toLowerCase() === mac);
+          if (v4) return v4.ipaddr;
+        }
       } catch {
-        // not a libvirt network, or no lease support
+        // no lease support on this host
       }
     }
     // 2. the guest agent, 3. the host's ARP table.
