@@ -95,16 +95,19 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const hostname = m?.[1] ?? "127.0.0.1";
   const port = opts.port ?? Number(m?.[2] ?? 8765);
   const app = createApp(service, { version: VERSION, log, metrics });
-  app.listen({ hostname, port });
+  // Optional HTTPS: server.tls.cert_file + key_file (PEM); the config loader checks both or neither.
+  const tls = config.server.tls.cert_file && config.server.tls.key_file ? { cert: Bun.file(config.server.tls.cert_file), key: Bun.file(config.server.tls.key_file) } : undefined;
+  const scheme = tls ? "https" : "http";
+  app.listen({ hostname, port, ...(tls ? { tls } : {}) });
   const actualPort = app.server?.port ?? port;
   log("info", "rcloud listening", {
-    url: `http://${bind}`,
+    url: `${scheme}://${bind}`,
     port: actualPort,
     driver: config.driver,
     ...(config.driver === "libvirt" ? { libvirt_uri: config.libvirt.uri } : { state_dir: config.qemu.state_dir }),
   });
   return {
-    url: `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
+    url: `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
     port: actualPort,
     service,
     /** Graceful: stop accepting, let operations in flight finish (bounded), then disconnect. */
