@@ -44,10 +44,16 @@ export class Metrics {
 
   constructor(service: VmService) {
     collectDefaultMetrics({ register: this.registry, prefix: "rcloud_" });
+    // These default gauges end in _total, which Prometheus reserves for counters (promtool
+    // check metrics flags them); the _handles/_requests/_resources breakdowns stay.
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) {
+      this.registry.removeSingleMetric(`rcloud_${name}`);
+    }
     const reg = [this.registry];
     this.refresh = async () => {
       const g = this.gauges;
-      for (const k of ["vms", "vmCpu", "vmMem"] as const) g[k].reset();
+      for (const k of ["vms", "vmMem"] as const) g[k].reset();
+      this.vmCpu.reset();
       try {
         const { host, records } = await service.snapshot();
         g.up.set(1);
@@ -57,7 +63,8 @@ export class Metrics {
         let mem = 0;
         for (const r of records) {
           g.vms.inc({ state: r.state });
-          g.vmCpu.set({ vm: r.name }, Number(r.cpuTimeNs) / 1e9);
+          // A counter read from the hypervisor: reset and set to the current total each scrape.
+          this.vmCpu.inc({ vm: r.name }, Number(r.cpuTimeNs) / 1e9);
           g.vmMem.set({ vm: r.name }, r.memoryMb * 1024 * 1024);
           if (r.state !== "stopped") {
             cpus += r.vcpus;
@@ -70,6 +77,7 @@ export class Metrics {
         g.up.set(0);
       }
     };
+    this.vmCpu = new Counter({ name: "rcloud_vm_cpu_seconds_total", help: "CPU time used by each VM", labelNames: ["vm"], registers: reg });
     this.gauges = {
       up: new Gauge({ name: "rcloud_hypervisor_up", help: "1 when the hypervisor answers", registers: reg }),
       vms: new Gauge({ name: "rcloud_vms", help: "VMs by state", labelNames: ["state"], registers: reg }),
@@ -77,12 +85,12 @@ export class Metrics {
       hostMem: new Gauge({ name: "rcloud_host_memory_bytes", help: "Memory of the host", registers: reg }),
       allocCpus: new Gauge({ name: "rcloud_allocated_vcpus", help: "vCPUs of VMs that are not stopped", registers: reg }),
       allocMem: new Gauge({ name: "rcloud_allocated_memory_bytes", help: "Memory of VMs that are not stopped", registers: reg }),
-      vmCpu: new Gauge({ name: "rcloud_vm_cpu_seconds_total", help: "CPU time used by each VM", labelNames: ["vm"], registers: reg }),
       vmMem: new Gauge({ name: "rcloud_vm_memory_bytes", help: "Memory assigned to each VM", labelNames: ["vm"], registers: reg }),
     };
   }
 
-  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmCpu" | "vmMem", Gauge>;
+  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmMem", Gauge>;
+  private readonly vmCpu: Counter;
 
   /** Reads the driver once and updates the VM and host gauges (call before each scrape). */
   readonly refresh: () => Promise<void>;

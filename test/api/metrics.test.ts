@@ -51,6 +51,20 @@ test("metrics cover API requests, libvirt RPCs, operations and VMs by state", as
   await server.req("DELETE", `/api/v1/vms/${name}`);
 });
 
+test("promtool check metrics accepts the exposition", async () => {
+  if (!Bun.which("promtool")) throw new Error("promtool missing: apt-get install prometheus (scripts/lib/install-deps.sh does)");
+  const name = uniqueName("promtool").slice(0, 40);
+  await server.req("POST", "/api/v1/vms", { name, image: "debian13" });
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const p = Bun.spawn(["promtool", "check", "metrics"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  p.stdin.write(text);
+  await p.stdin.end();
+  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  await server.req("DELETE", `/api/v1/vms/${name}`);
+  expect(`${out}${err}`.trim()).toBe("");
+  expect(code).toBe(0);
+});
+
 test("every response carries a request id; a sane one from the client is kept", async () => {
   const a = await fetch(`${server.url}/api/v1/health`);
   expect(a.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);

@@ -42,8 +42,8 @@ test("serves HTTPS with the configured certificate; plain HTTP is not spoken", a
     if (!ok) await Bun.sleep(100);
   }
   expect(ok).toBe(true);
-  const images = await (await fetch(`${server.url}/api/v1/images`, { tls: { ca } })).json();
-  expect(images.images[0].id).toBe("img");
+  const images = (await (await fetch(`${server.url}/api/v1/images`, { tls: { ca } })).json()) as { images: { id: string }[] };
+  expect(images.images[0]?.id).toBe("img");
   const plain = await fetch(server.url.replace("https://", "http://") + "/api/v1/health").then((r) => r.status, () => "refused");
   expect(plain).not.toBe(200);
 });
