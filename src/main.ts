@@ -63,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
     // The command-line client (src/cli): REST API only, no server or libvirt code.
     case "vm":
     case "image":
+    case "token":
     case "status":
     case "completion":
     case "help":
@@ -71,7 +72,7 @@ async function main(argv: string[]): Promise<number> {
       return await runCli(argv);
     default:
       if (/^(--endpoint|--token|--output|-o)(=|$)|^-o./.test(cmd)) return await runCli(argv); // global client flags first
-      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
+      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, token, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
       return 2;
   }
 }

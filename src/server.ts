@@ -3,7 +3,9 @@
  * The server answers even while the hypervisor is unreachable (health says so, VM calls
  * answer 503) and connects in the background until it succeeds.
  */
+import { existsSync } from "node:fs";
 import { createApp } from "./api/app.ts";
+import { authEnabled, TokenStore } from "./auth/index.ts";
 import { Metrics } from "./api/metrics.ts";
 import { loadConfig, type RcloudConfig } from "./config/index.ts";
 import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
@@ -85,6 +87,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       maxExtraDisks: d.max_extra_disks,
     },
     (op, ms, ok) => metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000),
+    { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
   );
   metrics = new Metrics(service);
   const abort = new AbortController();
@@ -94,7 +97,12 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(bind);
   const hostname = m?.[1] ?? "127.0.0.1";
   const port = opts.port ?? Number(m?.[2] ?? 8765);
-  const app = createApp(service, { version: VERSION, log, metrics });
+  const authOn = authEnabled(config.auth.enabled, hostname);
+  const auth = authOn ? { tokens: new TokenStore(config.auth.tokens_file, log), metricsOpen: config.auth.metrics_open } : null;
+  if (authOn && !existsSync(config.auth.tokens_file)) {
+    log("warn", "authentication is on but the tokens file does not exist; every request needs a token (create one with 'rcloud token create')", { tokens_file: config.auth.tokens_file });
+  }
+  const app = createApp(service, { version: VERSION, log, metrics, auth });
   // Optional HTTPS: server.tls.cert_file + key_file (PEM); the config loader checks both or neither.
   const tls = config.server.tls.cert_file && config.server.tls.key_file ? { cert: Bun.file(config.server.tls.cert_file), key: Bun.file(config.server.tls.key_file) } : undefined;
   const scheme = tls ? "https" : "http";
@@ -104,6 +112,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     url: `${scheme}://${bind}`,
     port: actualPort,
     driver: config.driver,
+    auth: authOn ? "on" : "off",
     ...(config.driver === "libvirt" ? { libvirt_uri: config.libvirt.uri } : { state_dir: config.qemu.state_dir }),
   });
   return {

@@ -5,6 +5,7 @@
  */
 import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
+import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { ServiceError } from "../vm/errors.ts";
 import type { CreateVmRequest, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
@@ -14,9 +15,17 @@ export interface AppOptions {
   version: string;
   log?: (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
   metrics?: Metrics;
+  /** API tokens; absent or null = authentication off (every request has full access). */
+  auth?: { tokens: TokenStore; metricsOpen: boolean } | null;
 }
 
-const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
+/** Routes answered without a token even when auth is on. */
+function isOpen(path: string, metricsOpen: boolean): boolean {
+  if (path === "/api/v1/health" || path === "/swagger" || path.startsWith("/swagger/")) return true;
+  return path === "/metrics" && metricsOpen;
+}
+
+const errors = (...codes: number[]) => Object.fromEntries([401, ...codes].map((c) => [c, ErrorBody]));
 const Ref = t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }) });
 
 function errorJson(code: string, message: string, field?: unknown) {
@@ -57,6 +66,48 @@ export function createApp(service: VmService, opts: AppOptions) {
       opts.metrics?.httpDuration.observe({ method: request.method, route: r, status }, seconds);
       log("info", "request", { request_id: s.id, method: request.method, route: r, status: Number(status), duration_ms: Math.round(seconds * 1000) });
     })
+    .onError(({ code, error, set, request }) => {
+      if (error instanceof ServiceError) {
+        set.status = error.status;
+        if (error.code === "unauthorized") set.headers["www-authenticate"] = 'Bearer realm="rcloud"';
+        if (error.status >= 500) {
+          log(error.status === 503 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
+        }
+        return errorJson(error.code, error.message, error.details?.field);
+      }
+      switch (code) {
+        case "VALIDATION": {
+          set.status = 422;
+          const v = validationMessage(error);
+          return errorJson("validation_error", v.message, v.field);
+        }
+        case "PARSE":
+          set.status = 400;
+          return errorJson("bad_request", "the request body is not valid JSON");
+        case "NOT_FOUND":
+          set.status = 404;
+          return errorJson("not_found", `no route ${request.method} ${new URL(request.url).pathname}; see /swagger`);
+        default:
+          set.status = 500;
+          log("error", "unhandled error", { error: (error as Error)?.stack ?? String(error) });
+          return errorJson("internal_error", "internal error; the server log has the details");
+      }
+    })
+    // Who is calling: before validation, so a request without a valid token learns nothing else.
+    .derive(({ request }): { caller: Caller | null } => {
+      const auth = opts.auth;
+      if (!auth) return { caller: null };
+      if (isOpen(new URL(request.url).pathname, auth.metricsOpen)) return { caller: null };
+      const token = bearerToken(request.headers.get("authorization"));
+      const caller = token === null ? null : auth.tokens.verify(token);
+      if (caller === null) {
+        throw new ServiceError(
+          "unauthorized",
+          token === null ? "an API token is required: send 'Authorization: Bearer <token>' (rcloud token create)" : "the API token is invalid or revoked",
+        );
+      }
+      return { caller };
+    })
     .get(
       "/metrics",
       async ({ set }) => {
@@ -82,32 +133,6 @@ export function createApp(service: VmService, opts: AppOptions) {
         },
       }),
     )
-    .onError(({ code, error, set, request }) => {
-      if (error instanceof ServiceError) {
-        set.status = error.status;
-        if (error.status >= 500) {
-          log(error.status === 503 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
-        }
-        return errorJson(error.code, error.message, error.details?.field);
-      }
-      switch (code) {
-        case "VALIDATION": {
-          set.status = 422;
-          const v = validationMessage(error);
-          return errorJson("validation_error", v.message, v.field);
-        }
-        case "PARSE":
-          set.status = 400;
-          return errorJson("bad_request", "the request body is not valid JSON");
-        case "NOT_FOUND":
-          set.status = 404;
-          return errorJson("not_found", `no route ${request.method} ${new URL(request.url).pathname}; see /swagger`);
-        default:
-          set.status = 500;
-          log("error", "unhandled error", { error: (error as Error)?.stack ?? String(error) });
-          return errorJson("internal_error", "internal error; the server log has the details");
-      }
-    })
     .group("/api/v1", (api) =>
       api
         .get(
@@ -166,45 +191,49 @@ export function createApp(service: VmService, opts: AppOptions) {
           detail: { tags: ["images"], summary: "One base image, by id, file name or alias" },
           response: { 200: Image, ...errors(404) },
         })
-        .get("/vms", async () => ({ vms: await service.list() }), {
+        .get("/vms", async ({ caller }) => ({ vms: await service.list(caller) }), {
           detail: { tags: ["vms"], summary: "List VMs" },
           response: { 200: VmList, ...errors(503) },
         })
         .post(
           "/vms",
-          async ({ body, set }) => {
-            const vm = await service.create(body as CreateVmRequest);
+          async ({ body, set, caller }) => {
+            const vm = await service.create(body as CreateVmRequest, caller);
             set.status = 201;
             return vm;
           },
           {
             body: CreateVmBody,
             detail: { tags: ["vms"], summary: "Create (and by default start) a VM" },
-            response: { 201: Vm, ...errors(400, 409, 422, 500, 503) },
+            response: { 201: Vm, ...errors(400, 403, 409, 422, 500, 503) },
           },
         )
-        .get("/vms/:id", ({ params }) => service.get(params.id), {
+        .get("/vms/:id", ({ params, caller }) => service.get(params.id, caller), {
           params: Ref,
           detail: { tags: ["vms"], summary: "One VM, by id or name" },
-          response: { 200: Vm, ...errors(404, 503) },
+          response: { 200: Vm, ...errors(403, 404, 503) },
         })
-        .delete("/vms/:id", ({ params }) => service.delete(params.id), {
+        .delete("/vms/:id", ({ params, caller }) => service.delete(params.id, caller), {
           params: Ref,
           detail: { tags: ["vms"], summary: "Destroy a VM and its disks" },
-          response: { 200: DeleteResult, ...errors(404, 409, 503) },
+          response: { 200: DeleteResult, ...errors(403, 404, 409, 503) },
         })
-        .post("/vms/:id/start", ({ params }) => service.start(params.id), {
+        .post("/vms/:id/start", ({ params, caller }) => service.start(params.id, caller), {
           params: Ref,
           detail: { tags: ["vms"], summary: "Start a stopped VM (or resume a paused one)" },
-          response: { 200: Vm, ...errors(404, 409, 503) },
+          response: { 200: Vm, ...errors(403, 404, 409, 503) },
         })
         .post(
           "/vms/:id/stop",
-          ({ params, query }) =>
-            service.stop(params.id, {
-              force: query.force === "true" || query.force === "1",
-              timeoutS: query.timeout !== undefined ? Number(query.timeout) : undefined,
-            }),
+          ({ params, query, caller }) =>
+            service.stop(
+              params.id,
+              {
+                force: query.force === "true" || query.force === "1",
+                timeoutS: query.timeout !== undefined ? Number(query.timeout) : undefined,
+              },
+              caller,
+            ),
           {
             params: Ref,
             query: t.Object({
@@ -212,15 +241,15 @@ export function createApp(service: VmService, opts: AppOptions) {
               timeout: t.Optional(t.String({ description: "seconds to wait for the guest to shut down before forcing" })),
             }),
             detail: { tags: ["vms"], summary: "Stop a VM: ACPI shutdown, then forced after the timeout" },
-            response: { 200: Vm, ...errors(404, 409, 422, 503) },
+            response: { 200: Vm, ...errors(403, 404, 409, 422, 503) },
           },
         )
-        .post("/vms/:id/reboot", ({ params }) => service.reboot(params.id), {
+        .post("/vms/:id/reboot", ({ params, caller }) => service.reboot(params.id, caller), {
           params: Ref,
           detail: { tags: ["vms"], summary: "Reboot a running VM" },
-          response: { 200: Vm, ...errors(404, 409, 503) },
+          response: { 200: Vm, ...errors(403, 404, 409, 503) },
         })
-        .get("/vms/:id/console", ({ params }) => service.console(params.id), {
+        .get("/vms/:id/console", ({ params, caller }) => service.console(params.id, caller), {
           params: Ref,
           detail: { tags: ["vms"], summary: "How to reach the VM's serial console (and SSH)" },
           response: {
@@ -230,14 +259,14 @@ export function createApp(service: VmService, opts: AppOptions) {
               command: t.Nullable(t.String()),
               ssh: t.Nullable(t.Object({ host: t.String(), port: t.Integer(), user: t.String() })),
             }),
-            ...errors(404, 503),
+            ...errors(403, 404, 503),
           },
         })
-        .post("/vms/:id/qmp", ({ params, body }) => service.qmp(params.id, body.execute, body.arguments), {
+        .post("/vms/:id/qmp", ({ params, body, caller }) => service.qmp(params.id, body.execute, body.arguments, caller), {
           params: Ref,
           body: QmpBody,
           detail: { tags: ["vms"], summary: "Read-only QMP passthrough (query-* commands)" },
-          response: { 200: t.Unknown(), ...errors(404, 409, 422, 503) },
+          response: { 200: t.Unknown(), ...errors(403, 404, 409, 422, 503) },
         }),
     );
 }

@@ -46,6 +46,7 @@ export const CreateVmBody = t.Object(
     initrd: t.Optional(t.String()),
     cmdline: t.Optional(t.String()),
     start: t.Optional(t.Boolean({ default: true })),
+    project: t.Optional(t.String({ description: "Project the VM belongs to (admin tokens; a user token's project is always used)" })),
   },
   { additionalProperties: false },
 );
@@ -76,6 +77,7 @@ export const Vm = t.Object({
   cmdline: t.Nullable(t.String()),
   created_at: t.String(),
   updated_at: t.String(),
+  project: t.Optional(t.Nullable(t.String({ description: "Project that owns the VM (null: none)" }))),
 });
 
 export const VmList = t.Object({ vms: t.Array(Vm) });

@@ -7,6 +7,7 @@ import { CliError, EXIT, usageError } from "./errors.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
 import { formatFields, formatTable } from "./table.ts";
+import { TOKEN_COMMANDS } from "./token.ts";
 import { formatAge, formatMiB, parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
 
@@ -455,6 +456,7 @@ export const COMMANDS: Command[] = [
       return EXIT.ok;
     },
   },
+  ...TOKEN_COMMANDS,
 ];
 
 interface StatusBody {

@@ -10,7 +10,7 @@ import { bashCompletion } from "./completion.ts";
 import { type Command, Context, GLOBAL_FLAGS, type Io } from "./context.ts";
 import { CliError, EXIT, EXIT_CODE_HELP, usageError } from "./errors.ts";
 
-const GROUPS: Record<string, string> = { vm: "Manage virtual machines", image: "Base images" };
+const GROUPS: Record<string, string> = { vm: "Manage virtual machines", image: "Base images", token: "API tokens (edits the server's tokens file; no server needed)" };
 
 function flagLines(flags: FlagSpec[]): string {
   const left = flags.map((f) => `${f.short ? `-${f.short}, ` : "    "}--${f.name}${f.value ? ` ${f.value}` : ""}`);
@@ -80,6 +80,7 @@ export function topHelp(): string {
     "Environment:",
     `  RCLOUD_ENDPOINT    server URL (default ${DEFAULT_ENDPOINT})`,
     "  RCLOUD_TOKEN       API token",
+    "  RCLOUD_TOKENS_FILE tokens file for 'rcloud token' (default /etc/rcloud/tokens.json)",
     "  RCLOUD_SSH_BINARY  ssh program for 'rcloud vm ssh' (default ssh)",
     "",
     EXIT_CODE_HELP,

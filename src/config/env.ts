@@ -30,6 +30,7 @@ export const ENV_VARS = {
   RCLOUD_LOG_LEVEL: { key: "logging.level", description: "log level: debug, info, warn or error" },
   RCLOUD_LOG_FORMAT: { key: "logging.format", description: "log format: json or text" },
   RCLOUD_KERNEL_DIR: { key: "vm_defaults.kernel_dir", description: "directory direct-kernel-boot files must live under (absolute); enables the feature" },
+  RCLOUD_TOKENS_FILE: { key: "auth.tokens_file", description: "API tokens file (JSON of hashed tokens; rcloud token create/list/revoke edit it)" },
   RCLOUD_TEMPLATE: { key: "vm_defaults.template", description: "custom domain XML template (absolute path)" },
 } as const satisfies Record<string, EnvVarSpec>;
 

@@ -3,7 +3,7 @@
  * (when kdevops.config_path or KDEVOPS_ROOT is set) < config file (`--config FILE`) < environment.
  * See config/rcloud.yaml for every key and its default.
  */
-export type { DiskDriver, DiskFormat, Driver, LogFormat, LogLevel, NetworkMode, RcloudConfig } from "./schema.ts";
+export type { DiskDriver, DiskFormat, Driver, LogFormat, LogLevel, NetworkMode, QuotaSpec, RcloudConfig } from "./schema.ts";
 export { ConfigError } from "./errors.ts";
 export { defaultConfig, loadConfig } from "./load.ts";
 export type { LoadOptions } from "./load.ts";

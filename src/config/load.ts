@@ -64,6 +64,11 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["vm_defaults.max_extra_disks", 8],
     ["logging.level", "info"],
     ["logging.format", "json"],
+    ["auth.enabled", "auto"],
+    ["auth.tokens_file", "/etc/rcloud/tokens.json"],
+    ["auth.metrics_open", false],
+    ["auth.quotas", {}],
+    ["auth.default_quota", null],
   ]);
 }
 

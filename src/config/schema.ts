@@ -59,6 +59,24 @@ export interface RcloudConfig {
     max_extra_disks: number;
   };
   logging: { level: LogLevel; format: LogFormat };
+  auth: {
+    /** auto: on when bind_address is not a loopback address. */
+    enabled: "auto" | boolean;
+    tokens_file: string;
+    /** Serve /metrics without a token while auth is on. */
+    metrics_open: boolean;
+    /** Per-project limits; a missing limit is unlimited. */
+    quotas: Readonly<Record<string, QuotaSpec>>;
+    /** Limits of projects not listed in `quotas`; null = unlimited. */
+    default_quota: QuotaSpec | null;
+  };
+}
+
+export interface QuotaSpec {
+  vms?: number | null;
+  vcpus?: number | null;
+  memory_mb?: number | null;
+  disk_gb?: number | null;
 }
 
 export type LeafSpec =
@@ -66,7 +84,9 @@ export type LeafSpec =
   | { kind: "path"; nullable?: boolean }
   | { kind: "int"; min: number; max: number }
   | { kind: "bool" }
-  | { kind: "enum"; values: readonly string[] };
+  | { kind: "enum"; values: readonly string[] }
+  /** Anything else (mappings, mixed types): `expected` for messages, `check` returns a reason or null. */
+  | { kind: "custom"; nullable?: boolean; expected: string; check: (v: unknown) => string | null };
 
 /** A section maps names to leaves, sub-sections or aliases (another leaf's dotted key). */
 export type SchemaNode = { leaf: LeafSpec } | { section: Record<string, SchemaNode> } | { alias: string };
@@ -132,7 +152,42 @@ export const SCHEMA: Record<string, SchemaNode> = {
     level: leaf({ kind: "enum", values: ["debug", "info", "warn", "error"] }),
     format: leaf({ kind: "enum", values: ["json", "text"] }),
   }),
+  auth: section({
+    enabled: leaf({
+      kind: "custom",
+      expected: "auto, true or false",
+      check: (v) => (v === "auto" || v === true || v === false ? null : `must be auto, true or false, got ${describeValue(v)}`),
+    }),
+    tokens_file: leaf({ kind: "path" }),
+    metrics_open: leaf({ kind: "bool" }),
+    quotas: leaf({ kind: "custom", expected: "a mapping of project names to quotas", check: checkQuotas }),
+    default_quota: leaf({ kind: "custom", nullable: true, expected: "a quota (vms, vcpus, memory_mb, disk_gb)", check: checkQuota }),
+  }),
 };
+
+const QUOTA_KEYS = ["vms", "vcpus", "memory_mb", "disk_gb"];
+export const PROJECT_NAME_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
+
+/** A quota: a mapping of any of vms, vcpus, memory_mb, disk_gb to non-negative integers (null = unlimited). */
+export function checkQuota(v: unknown): string | null {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return `must be a mapping with any of ${QUOTA_KEYS.join(", ")}, got ${describeValue(v)}`;
+  for (const [k, n] of Object.entries(v as Record<string, unknown>)) {
+    if (!QUOTA_KEYS.includes(k)) return `unknown quota key ${JSON.stringify(k)} (known: ${QUOTA_KEYS.join(", ")})`;
+    if (n === null) continue;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 0) return `${k} must be a non-negative integer, got ${describeValue(n)}`;
+  }
+  return null;
+}
+
+function checkQuotas(v: unknown): string | null {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return `must be a mapping of project names to quotas, got ${describeValue(v)}`;
+  for (const [project, q] of Object.entries(v as Record<string, unknown>)) {
+    if (!PROJECT_NAME_RE.test(project)) return `project name ${JSON.stringify(project)} must be lower-case letters, digits, '-' or '_' (1-64)`;
+    const reason = checkQuota(q);
+    if (reason !== null) return `${project}: ${reason}`;
+  }
+  return null;
+}
 
 /** Every leaf's spec by dotted key (aliases excluded). */
 export const LEAVES: ReadonlyMap<string, LeafSpec> = (() => {
@@ -183,7 +238,7 @@ export function checkBindAddress(v: string): string | null {
 export function checkLeaf(spec: LeafSpec, value: unknown): string | null {
   const shown = describeValue(value);
   if (value === null || value === undefined) {
-    if ((spec.kind === "string" || spec.kind === "path") && spec.nullable === true) return null;
+    if ((spec.kind === "string" || spec.kind === "path" || spec.kind === "custom") && spec.nullable === true) return null;
     return `must be ${expected(spec)}, got no value (an empty value means null in YAML)`;
   }
   switch (spec.kind) {
@@ -204,6 +259,8 @@ export function checkLeaf(spec: LeafSpec, value: unknown): string | null {
     case "enum":
       if (typeof value === "string" && spec.values.includes(value)) return null;
       return `must be one of ${spec.values.join(", ")}, got ${shown}`;
+    case "custom":
+      return spec.check(value);
   }
 }
 
@@ -219,6 +276,8 @@ function expected(spec: LeafSpec): string {
       return "true or false";
     case "enum":
       return `one of ${spec.values.join(", ")}`;
+    case "custom":
+      return spec.expected;
   }
 }
 

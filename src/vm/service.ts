@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
+import { assertAccess, type Caller, canAccess, checkQuota, projectForCreate, type QuotaConfig, quotaFor, type Usage } from "../auth/scope.ts";
 import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
 import type { ConsoleInfo, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
@@ -43,6 +44,8 @@ export interface CreateVmRequest {
   initrd?: string;
   cmdline?: string;
   start?: boolean;
+  /** The project the VM belongs to: admins may choose; a user token's project is forced. */
+  project?: string;
 }
 
 export interface ApiDisk {
@@ -71,6 +74,8 @@ export interface ApiVm {
   cmdline: string | null;
   created_at: string;
   updated_at: string;
+  /** The project that owns the VM (null: created without a project). */
+  project?: string | null;
 }
 
 export interface ApiImage {
@@ -134,7 +139,12 @@ export class VmService {
     private readonly defaults: ServiceDefaults,
     /** Told how long each lifecycle operation took (metrics). */
     private readonly onOperation: (op: string, ms: number, ok: boolean) => void = () => {},
+    /** Per-project quotas; null = none. */
+    private readonly quotas: QuotaConfig | null = null,
   ) {}
+
+  /** Creates past their quota check and not yet finished, by project then VM id. */
+  private readonly inflight = new Map<string, Map<string, { name: string; usage: Usage }>>();
 
   /** Lifecycle operations running now (graceful shutdown waits for them). */
   private running = 0;
@@ -166,13 +176,14 @@ export class VmService {
 
   // ---- reads ----
 
-  async list(): Promise<ApiVm[]> {
-    const records = await this.guard(() => this.driver.list());
+  /** Every VM the caller may see: a user token's project only; all for admins (or with auth off). */
+  async list(caller: Caller | null = null): Promise<ApiVm[]> {
+    const records = (await this.guard(() => this.driver.list())).filter((r) => canAccess(caller, r.owner));
     return Promise.all(records.map((r) => this.toApi(r)));
   }
 
-  async get(ref: string): Promise<ApiVm> {
-    return this.toApi(await this.resolve(ref));
+  async get(ref: string, caller: Caller | null = null): Promise<ApiVm> {
+    return this.toApi(await this.resolve(ref, caller));
   }
 
   images(): ApiImage[] {
@@ -206,16 +217,64 @@ export class VmService {
     return { host, vms: byState, allocated: { vcpus, memory_mb: memory, vms: records.length } };
   }
 
-  async console(ref: string): Promise<ConsoleInfo> {
-    const rec = await this.resolve(ref);
+  async console(ref: string, caller: Caller | null = null): Promise<ConsoleInfo> {
+    const rec = await this.resolve(ref, caller);
     return this.guard(() => this.driver.console(rec.name));
   }
 
   // ---- lifecycle ----
 
-  async create(req: CreateVmRequest, owner: string | null = null): Promise<ApiVm> {
+  async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
+    const owner = projectForCreate(caller, req.project);
     const spec = await this.validateCreate(req, owner);
-    return this.timed("create", () => this.createLocked(spec));
+    return this.timed("create", async () => {
+      const release = owner !== null ? await this.reserveQuota(owner, spec) : () => {};
+      try {
+        return await this.createLocked(spec);
+      } finally {
+        release();
+      }
+    });
+  }
+
+  /**
+   * Checks the project's quota and reserves the new VM's share, atomically: one check at a
+   * time per project, counting the project's VMs from the driver plus creates still in flight.
+   * Returns the release to call when the create has finished (either way).
+   */
+  private async reserveQuota(project: string, spec: VmSpec): Promise<() => void> {
+    const quota = quotaFor(this.quotas, project);
+    if (quota === null) return () => {};
+    return this.locks.run(`quota:${project}`, async () => {
+      const records = (await this.guard(() => this.driver.list())).filter((r) => r.owner === project);
+      const usage: Usage = { vms: 0, vcpus: 0, memory_mb: 0, disk_gb: 0 };
+      const add = (u: Usage) => {
+        usage.vms += u.vms;
+        usage.vcpus += u.vcpus;
+        usage.memory_mb += u.memory_mb;
+        usage.disk_gb += u.disk_gb;
+      };
+      const seen = new Set(records.map((r) => r.id));
+      for (const r of records) {
+        const disk = r.disks.filter((d) => d.type === "root" || d.type === "data").reduce((n, d) => n + d.size_gb, 0);
+        add({ vms: 1, vcpus: r.vcpus, memory_mb: r.memoryMb, disk_gb: disk });
+      }
+      const pending = this.inflight.get(project) ?? new Map<string, { name: string; usage: Usage }>();
+      for (const [id, p] of pending) if (!seen.has(id)) add(p.usage);
+      const mine: Usage = {
+        vms: 1,
+        vcpus: spec.vcpus,
+        memory_mb: spec.memoryMb,
+        disk_gb: spec.rootDiskGb + spec.dataDisks.reduce((n, d) => n + d.sizeGb, 0),
+      };
+      checkQuota(project, quota, usage, mine);
+      pending.set(spec.id, { name: spec.name, usage: mine });
+      this.inflight.set(project, pending);
+      return () => {
+        pending.delete(spec.id);
+        if (pending.size === 0 && this.inflight.get(project) === pending) this.inflight.delete(project);
+      };
+    });
   }
 
   private createLocked(spec: VmSpec): Promise<ApiVm> {
@@ -237,41 +296,41 @@ export class VmService {
     });
   }
 
-  async start(ref: string): Promise<ApiVm> {
-    return this.timed("start", () => this.mutate(ref, (name) => this.driver.start(name)));
+  async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
+    return this.timed("start", () => this.mutate(ref, caller, (name) => this.driver.start(name)));
   }
 
-  async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}): Promise<ApiVm> {
+  async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
     const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
     if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-    return this.timed("stop", () => this.mutate(ref, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+    return this.timed("stop", () => this.mutate(ref, caller, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
   }
 
-  async reboot(ref: string): Promise<ApiVm> {
-    return this.timed("reboot", () => this.mutate(ref, (name) => this.driver.reboot(name)));
+  async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
+    return this.timed("reboot", () => this.mutate(ref, caller, (name) => this.driver.reboot(name)));
   }
 
-  async delete(ref: string): Promise<{ id: string; name: string; status: "destroyed" }> {
-    const rec = await this.resolve(ref);
+  async delete(ref: string, caller: Caller | null = null): Promise<{ id: string; name: string; status: "destroyed" }> {
+    const rec = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
       await this.timed("delete", () => this.guard(() => this.driver.delete(rec.name)));
       return { id: rec.id, name: rec.name, status: "destroyed" as const };
     });
   }
 
-  async qmp(ref: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+  async qmp(ref: string, command: string, args?: Record<string, unknown>, caller: Caller | null = null): Promise<unknown> {
     if (!/^query-[a-z0-9-]{1,60}$/.test(command)) {
       throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
     }
-    const rec = await this.resolve(ref);
+    const rec = await this.resolve(ref, caller);
     if (rec.state !== "running" && rec.state !== "paused") throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; QMP needs a running VM`);
     return this.guard(() => this.driver.qmp(rec.name, command, args));
   }
 
   // ---- helpers ----
 
-  private async mutate(ref: string, op: (name: string) => Promise<void>): Promise<ApiVm> {
-    const rec = await this.resolve(ref);
+  private async mutate(ref: string, caller: Caller | null, op: (name: string) => Promise<void>): Promise<ApiVm> {
+    const rec = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
       await this.guard(() => op(rec.name));
       const after = await this.guard(() => this.driver.get(rec.name));
@@ -280,8 +339,17 @@ export class VmService {
     });
   }
 
-  /** `{id}` in the API may be the id (vm-xxxxxxxx) or the name. */
-  async resolve(ref: string): Promise<VmRecord> {
+  /**
+   * `{id}` in the API may be the id (vm-xxxxxxxx) or the name. A VM of another project than
+   * the caller's is 403 forbidden (after the lookup, so a missing VM is still 404).
+   */
+  async resolve(ref: string, caller: Caller | null = null): Promise<VmRecord> {
+    const rec = await this.lookup(ref);
+    assertAccess(caller, rec.owner, rec.name);
+    return rec;
+  }
+
+  private async lookup(ref: string): Promise<VmRecord> {
     if (typeof ref !== "string" || ref.length === 0 || ref.length > 64 || !/^[A-Za-z0-9._-]+$/.test(ref)) {
       throw new ServiceError("not_found", `no VM '${String(ref).slice(0, 64)}'`);
     }
@@ -346,6 +414,7 @@ export class VmService {
       cmdline: r.boot?.cmdline ?? null,
       created_at: r.createdAt,
       updated_at: r.updatedAt,
+      project: r.owner,
     };
   }
 

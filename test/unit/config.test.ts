@@ -73,6 +73,7 @@ describe("defaults", () => {
         stop_timeout_s: 60,
         max_extra_disks: 8,
       },
+      auth: { enabled: "auto", tokens_file: "/etc/rcloud/tokens.json", metrics_open: false, quotas: {}, default_quota: null },
       logging: { level: "info", format: "json" },
     });
   });
@@ -252,6 +253,7 @@ logging:
         "RCLOUD_STORAGE_POOL_NAME",
         "RCLOUD_STORAGE_POOL_PATH",
         "RCLOUD_TEMPLATE",
+        "RCLOUD_TOKENS_FILE",
         "RCLOUD_USER_NET_RESTRICT",
         "RCLOUD_WORKERS",
       ].sort(),
