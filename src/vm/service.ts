@@ -246,6 +246,10 @@ export class VmService {
     const quota = quotaFor(this.quotas, project);
     if (quota === null) return () => {};
     return this.locks.run(`quota:${project}`, async () => {
+      // Snapshot the creates in flight *before* listing: one that finishes during the list
+      // is then either in the list or in the snapshot, never in neither.
+      const pending = this.inflight.get(project) ?? new Map<string, { name: string; usage: Usage }>();
+      const inFlight = [...pending];
       const records = (await this.guard(() => this.driver.list())).filter((r) => r.owner === project);
       const usage: Usage = { vms: 0, vcpus: 0, memory_mb: 0, disk_gb: 0 };
       const add = (u: Usage) => {
@@ -259,8 +263,7 @@ export class VmService {
         const disk = r.disks.filter((d) => d.type === "root" || d.type === "data").reduce((n, d) => n + d.size_gb, 0);
         add({ vms: 1, vcpus: r.vcpus, memory_mb: r.memoryMb, disk_gb: disk });
       }
-      const pending = this.inflight.get(project) ?? new Map<string, { name: string; usage: Usage }>();
-      for (const [id, p] of pending) if (!seen.has(id)) add(p.usage);
+      for (const [id, p] of inFlight) if (!seen.has(id)) add(p.usage);
       const mine: Usage = {
         vms: 1,
         vcpus: spec.vcpus,
