@@ -5,7 +5,7 @@
  * its mtime changes (checked at most once per second). Secrets are never logged.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
 export type Role = "admin" | "user";
@@ -46,8 +46,13 @@ export function readTokensFile(path: string): TokensFile {
   return { version: 1, tokens: raw.tokens };
 }
 
-/** Atomic replace: write a 0600 temp file next to it, fsync, rename. */
+/**
+ * Atomic replace: write a temp file next to it, fsync, rename. A new file is 0600; an
+ * existing one keeps its mode and group (e.g. 0640 root:rcloud so the service can read it),
+ * but never anything readable by others.
+ */
 export function writeTokensFile(path: string, data: TokensFile): void {
+  const before = existsSync(path) ? statSync(path) : null;
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   const fd = openSync(tmp, "wx", 0o600);
@@ -60,7 +65,8 @@ export function writeTokensFile(path: string, data: TokensFile): void {
     throw e;
   }
   closeSync(fd);
-  chmodSync(tmp, 0o600);
+  chmodSync(tmp, before ? before.mode & 0o660 : 0o600);
+  if (before) chownSync(tmp, before.uid, before.gid);
   renameSync(tmp, path);
 }
 

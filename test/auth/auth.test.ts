@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
@@ -157,6 +157,14 @@ describe("rcloud token (CLI, no server)", () => {
     const again = await cli(["token", "revoke", id as string, "--tokens-file", f]);
     expect(again.code).toBe(3);
     expect(again.stderr).toContain("no token");
+  });
+
+  test("an existing file keeps its group-readable mode (the service reads it as group rcloud)", async () => {
+    const f = join(dir, "shared.json");
+    expect((await cli(["token", "create", "--name", "a", "--role", "admin", "--tokens-file", f])).code).toBe(0);
+    chmodSync(f, 0o644); // too open: others' read bit must be dropped on the next write
+    expect((await cli(["token", "create", "--name", "b", "--role", "admin", "--tokens-file", f])).code).toBe(0);
+    expect(statSync(f).mode & 0o777).toBe(0o640);
   });
 
   test("usage errors: role, project", async () => {
