@@ -14,8 +14,12 @@ PACKAGES=(
   openssh-client iproute2 procps
   # libvirt networks (DHCP on the isolated test network)
   dnsmasq-base
+  # promtool, to lint our /metrics output in tests
+  prometheus
   # tests: PyYAML reads our cloud-init output as cloud-init would
   python3-yaml
+  # tests of deploy/: ansible-playbook runs the role; systemd-analyze verifies the unit (not PID 1)
+  ansible-core systemd
 )
 
 log() { echo "install-deps: $*" >&2; }
