@@ -63,5 +63,8 @@ output "vm_ip" {
   // Every launch ended through Shutdown within go-plugin's grace period, none was killed.
   expect(log).toContain("plugin process exited");
   expect(log).not.toContain("plugin failed to exit gracefully");
-  expect(log).not.toMatch(/\[(WARN|ERROR)\]\s+provider(\.\S+)?: (?!.*received EOF)/);
+  // go-plugin itself sometimes logs "error encountered while scanning stdout ... file already
+  // closed" when a plugin exits promptly after Shutdown (its reader races the pipe closing);
+  // that is Terraform's side and harmless. Anything else at WARN/ERROR fails the test.
+  expect(log).not.toMatch(/\[(WARN|ERROR)\]\s+provider(\.\S+)?: (?!.*received EOF)(?!error encountered while scanning stdout: error="read \|0: file already closed")/);
 });
