@@ -50,10 +50,14 @@ export class Metrics {
       this.registry.removeSingleMetric(`rcloud_${name}`);
     }
     const reg = [this.registry];
+    // A total kept by the driver, exposed as a counter re-set at each scrape.
+    const reconnects = new Counter({ name: "rcloud_hypervisor_reconnects_total", help: "Times rcloud reconnected to the hypervisor since it started", registers: reg });
     this.refresh = async () => {
       const g = this.gauges;
       for (const k of ["vms", "vmMem"] as const) g[k].reset();
       this.vmCpu.reset();
+      reconnects.reset();
+      reconnects.inc(service.driver.reconnects?.() ?? 0);
       try {
         const { host, records } = await service.snapshot();
         g.up.set(1);

@@ -129,6 +129,8 @@ export interface VmDriver {
   ipAddress(vm: VmRecord): Promise<string | null>;
   /** Read-only QMP passthrough (query-* commands). */
   qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** Times the driver had to reconnect to its hypervisor (libvirt sessions re-opened). */
+  reconnects?(): number;
   /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */
   usedSshPorts(): Promise<Set<number>>;
 }

@@ -92,6 +92,11 @@ export class LibvirtPool {
     return this.sessions[await this.acquire()]!.openStream(desc, args, opts);
   }
 
+  /** Sessions re-opened after a lost connection, over all sessions. */
+  get reconnects(): number {
+    return this.sessions.reduce((n, s) => n + Math.max(0, s.sessions - 1), 0);
+  }
+
   info(opts?: CallOptions): ReturnType<LibvirtClient["info"]> {
     return this.primary.info(opts);
   }

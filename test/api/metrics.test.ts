@@ -45,6 +45,7 @@ test("metrics cover API requests, libvirt RPCs, operations and VMs by state", as
   expect(text).toMatch(/rcloud_vm_operation_duration_seconds_count\{operation="create",outcome="ok"\} 1/);
   expect(text).toMatch(/rcloud_vms\{state="running"\} [1-9]/);
   expect(text).toMatch(/rcloud_hypervisor_up 1/);
+  expect(text).toMatch(/rcloud_hypervisor_reconnects_total 0/);
   expect(text).toMatch(/rcloud_host_vcpus [1-9]/);
   expect(text).toContain(`rcloud_vm_memory_bytes{vm="${name}"} ${256 * 1024 * 1024}`);
   expect(text).toMatch(/rcloud_process_resident_memory_bytes \d+/);

@@ -81,6 +81,9 @@ test("libvirtd killed during creates: 503 meanwhile, recovery, nothing half-crea
       20_000,
       250,
     );
+    // The reconnects are counted for Prometheus.
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(Number(/rcloud_hypervisor_reconnects_total (\d+)/.exec(metrics)?.[1] ?? 0)).toBeGreaterThanOrEqual(1);
     // And the service works normally again.
     const again = await server.req("POST", "/api/v1/vms", body(`${names[0]!.slice(0, 30)}-ok`));
     expect(again.status).toBe(201);

@@ -180,7 +180,11 @@ export class LibvirtDriver implements VmDriver {
     this.pool_ = null; // published by init() once everything is ready
   }
 
+  /** Reconnects counted by pools this driver has since replaced (init retries). */
+  private droppedReconnects = 0;
+
   async close(): Promise<void> {
+    this.droppedReconnects += this.pool_?.reconnects ?? 0;
     await this.pool_?.close();
     this.pool_ = null;
   }
@@ -212,6 +216,10 @@ export class LibvirtDriver implements VmDriver {
       if (e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_POOL) return this.ensurePool();
       throw e;
     }
+  }
+
+  reconnects(): number {
+    return (this.pool_?.reconnects ?? 0) + this.droppedReconnects;
   }
 
   async health(): Promise<{ ok: boolean; detail: string }> {
