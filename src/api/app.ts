@@ -7,7 +7,7 @@ import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { ServiceError } from "../vm/errors.ts";
-import type { CreateVmRequest, VmService } from "../vm/service.ts";
+import type { ConsoleSession, CreateVmRequest, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 
@@ -47,6 +47,8 @@ function validationMessage(error: unknown): { message: string; field?: string } 
 
 export function createApp(service: VmService, opts: AppOptions) {
   const log = opts.log ?? (() => {});
+  // Console sessions of open websockets, by socket id.
+  const consoles = new Map<string, ConsoleSession>();
   // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
   const started = new WeakMap<Request, { t0: number; id: string }>();
   return new Elysia({ normalize: false })
@@ -260,6 +262,48 @@ export function createApp(service: VmService, opts: AppOptions) {
               ssh: t.Nullable(t.Object({ host: t.String(), port: t.Integer(), user: t.String() })),
             }),
             ...errors(403, 404, 503),
+          },
+        })
+        // Interactive serial console: binary frames both ways. Errors arrive as one text frame
+        // {"error": {...}} followed by a close with code 4000 + the HTTP status.
+        .ws("/vms/:id/console/attach", {
+          async open(ws) {
+            const { params, caller } = ws.data as unknown as { params: { id: string }; caller: Caller | null };
+            try {
+              const session = await service.openConsole(params.id, caller);
+              consoles.set(ws.id, session);
+              void (async () => {
+                try {
+                  for await (const chunk of session.output) ws.sendBinary(chunk);
+                } catch {
+                  // the console went away (VM stopped, taken over); close below says so
+                }
+                consoles.delete(ws.id);
+                ws.close(1000, "console closed");
+              })();
+            } catch (e) {
+              const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
+              ws.send(JSON.stringify(errorJson(err.code, err.message)));
+              ws.close(4000 + err.status, err.code);
+            }
+          },
+          message(ws, message) {
+            const session = consoles.get(ws.id);
+            if (!session) return;
+            const bytes =
+              typeof message === "string"
+                ? new TextEncoder().encode(message)
+                : message instanceof Uint8Array
+                  ? message
+                  : message instanceof ArrayBuffer
+                    ? new Uint8Array(message)
+                    : new TextEncoder().encode(JSON.stringify(message));
+            void session.write(bytes).catch(() => {});
+          },
+          close(ws) {
+            const session = consoles.get(ws.id);
+            consoles.delete(ws.id);
+            void session?.close().catch(() => {});
           },
         })
         .post("/vms/:id/qmp", ({ params, body, caller }) => service.qmp(params.id, body.execute, body.arguments, caller), {

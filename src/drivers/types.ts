@@ -95,6 +95,15 @@ export interface ConsoleInfo {
   ssh: { host: string; port: number; user: string } | null;
 }
 
+/** An interactive serial console session. */
+export interface ConsoleSession {
+  /** Bytes from the guest's serial console. */
+  readonly output: ReadableStream<Uint8Array>;
+  /** Sends keystrokes to the guest. */
+  write(bytes: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
 /** Errors drivers raise for conditions the service maps to API answers. */
 export class DriverError extends Error {
   override readonly name = "DriverError";
@@ -125,6 +134,8 @@ export interface VmDriver {
   reboot(name: string): Promise<void>;
   delete(name: string): Promise<void>;
   console(name: string): Promise<ConsoleInfo>;
+  /** Attaches to the serial console, taking it over from any other session. */
+  openConsole(name: string): Promise<ConsoleSession>;
   /** Where to reach a VM (guest IPv4, or 127.0.0.1 for user networking); null if unknown. */
   ipAddress(vm: VmRecord): Promise<string | null>;
   /** Read-only QMP passthrough (query-* commands). */

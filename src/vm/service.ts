@@ -7,10 +7,13 @@ import { existsSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { assertAccess, type Caller, canAccess, checkQuota, projectForCreate, type QuotaConfig, quotaFor, type Usage } from "../auth/scope.ts";
 import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
-import type { ConsoleInfo, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleInfo, ConsoleSession, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { fromDriver, ServiceError } from "./errors.ts";
 import type { ImageCatalog } from "./images.ts";
+
+/** Re-exported for the adapters, which talk to the service only. */
+export type { ConsoleSession };
 
 export interface ServiceDefaults {
   vcpus: number;
@@ -215,6 +218,15 @@ export class VmService {
       }
     }
     return { host, vms: byState, allocated: { vcpus, memory_mb: memory, vms: records.length } };
+  }
+
+  /** An interactive console session on a running VM (the caller must own the VM). */
+  async openConsole(ref: string, caller: Caller | null = null): Promise<ConsoleSession> {
+    const rec = await this.resolve(ref, caller);
+    if (rec.state !== "running" && rec.state !== "paused") {
+      throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; start it to use its console`);
+    }
+    return this.guard(() => this.driver.openConsole(rec.name));
   }
 
   async console(ref: string, caller: Caller | null = null): Promise<ConsoleInfo> {

@@ -18,6 +18,7 @@ import { el, renderXml } from "../../util/xml.ts";
 import {
   DriverError,
   type ConsoleInfo,
+  type ConsoleSession,
   type DiskInfo,
   type HostInfo,
   type ImageInfo,
@@ -652,6 +653,16 @@ export class LibvirtDriver implements VmDriver {
       command: `virsh -c ${this.opts.uri} console ${name}`,
       ssh: rec.network.sshPort ? { host: "127.0.0.1", port: rec.network.sshPort, user: rec.sshUser } : null,
     };
+  }
+
+  async openConsole(name: string): Promise<ConsoleSession> {
+    try {
+      const dom = await this.mustLookup(name);
+      const s = await this.c.openStream(P.domainOpenConsole, { dom, dev_name: null, flags: 1 /* FORCE: take it over */ });
+      return { output: s.readable, write: (b) => s.write(b), close: () => s.abort() };
+    } catch (e) {
+      translate(e, `attaching to the console of ${name}`);
+    }
   }
 
   async ipAddress(rec: VmRecord): Promise<string | null> {

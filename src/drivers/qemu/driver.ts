@@ -13,6 +13,7 @@ import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError }
 import {
   DriverError,
   type ConsoleInfo,
+  type ConsoleSession,
   type DiskInfo,
   type HostInfo,
   type ImageInfo,
@@ -547,6 +548,53 @@ export class QemuDriver implements VmDriver {
       command: `socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:${p.serial}`,
       ssh: vm.network.ssh_port ? { host: "127.0.0.1", port: vm.network.ssh_port, user: vm.ssh_user } : null,
     };
+  }
+
+  async openConsole(name: string): Promise<ConsoleSession> {
+    const vm = this.mustGet(name);
+    const path = this.paths(vm.id).serial;
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      try {
+        controller.close();
+      } catch {
+        // already closed by the reader
+      }
+    };
+    const output = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+    try {
+      const sock = await Bun.connect({
+        unix: path,
+        socket: {
+          data: (_s, d) => {
+            if (!ended) controller.enqueue(new Uint8Array(d));
+          },
+          close: end,
+          end,
+          error: end,
+        },
+      });
+      return {
+        output,
+        write: async (b) => {
+          let off = 0;
+          while (off < b.byteLength) {
+            const n = sock.write(b.subarray(off));
+            if (n <= 0) await Bun.sleep(5); // keystrokes are small; wait for room
+            else off += n;
+          }
+        },
+        close: async () => {
+          sock.end();
+          end();
+        },
+      };
+    } catch (e) {
+      throw new DriverError("invalid_state", `${name}: its serial console is not available (is it running?): ${(e as Error).message}`);
+    }
   }
 
   async ipAddress(rec: VmRecord): Promise<string | null> {
