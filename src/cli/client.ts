@@ -90,6 +90,11 @@ export class ApiClient {
     return json as T;
   }
 
+  /** The token, for transports that set their own headers (the console websocket). */
+  get bearer(): string | null {
+    return this.token;
+  }
+
   vmPath(ref: string, suffix = ""): string {
     return `/vms/${encodeURIComponent(ref)}${suffix}`;
   }

@@ -320,18 +320,32 @@ export const COMMANDS: Command[] = [
   {
     path: "vm console",
     args: "NAME",
-    summary: "Show how to reach the serial console; follow its log file when readable here",
+    summary: "Attach to the serial console (--attach), or show how to reach it and follow its log",
     description:
-      "Prints the console information of the API (type, log file, attach command, SSH endpoint). When the serial log file is " +
-      "readable on this machine, prints its last lines and follows it (like tail -f) until Ctrl-C. " +
-      "Interactive attach (a websocket console in the API) is not available yet; use the printed command on the server.",
+      "With --attach (the default on a terminal): an interactive serial console through the API's websocket; Ctrl-] detaches. " +
+      "Otherwise prints the console information of the API (type, log file, attach command, SSH endpoint) and, when the " +
+      "serial log file is readable on this machine, prints its last lines and follows it (like tail -f) until Ctrl-C.",
     flags: [
+      { name: "attach", help: "interactive console (default when stdin and stdout are a terminal)" },
+      { name: "no-attach", help: "do not attach; show the information and follow the log" },
       { name: "no-follow", help: "print the console information only" },
       { name: "lines", short: "n", value: "N", help: "lines of the existing log to show first (default 50)" },
     ],
     ...vmRef,
     async run(ctx) {
       const ref = one(ctx);
+      const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true && ctx.output === "table";
+      if (ctx.bool("attach") || (interactive && !ctx.bool("no-attach") && !ctx.bool("no-follow"))) {
+        const { attachConsole } = await import("./attach.ts");
+        return attachConsole({
+          endpoint: ctx.api.endpoint,
+          token: ctx.api.bearer,
+          path: ctx.api.vmPath(ref, "/console/attach"),
+          stdin: process.stdin,
+          stdout: process.stdout,
+          stderr: (s) => ctx.io.stderr(s),
+        });
+      }
       const info = await ctx.api.request<ApiConsole>("GET", ctx.api.vmPath(ref, "/console"));
       const lines = ctx.flag("lines") ?? "50";
       if (!/^\d+$/.test(lines)) throw usageError(`invalid --lines '${lines}': expected a whole number`);

@@ -72,6 +72,39 @@ async function talkToGuest(server: TestServer): Promise<void> {
 }
 
 // World-readable: libvirt's QEMU runs as its own user and must read the kernel and image.
+/** `rcloud vm console NAME --attach` as a real child process: type, read, detach with Ctrl-]. */
+async function cliAttach(server: TestServer): Promise<void> {
+  const name = uniqueName("cli").slice(0, 40);
+  const created = await server.req("POST", "/api/v1/vms", { name, image: "img", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 panic=-1 quiet", network: { mode: "none" } });
+  expect(created.status).toBe(201);
+  const child = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), "vm", "console", name, "--attach"], {
+    env: { ...process.env, RCLOUD_ENDPOINT: server.url },
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let out = "";
+  const reader = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of child.stdout) out += dec.decode(chunk, { stream: true });
+  })();
+  const token = `${Math.floor(Math.random() * 1e9)}`;
+  const want = new RegExp(`^cli-${token}\\r?$`, "m");
+  const deadline = Date.now() + 120_000;
+  while (!want.test(out) && Date.now() < deadline) {
+    child.stdin.write(`echo cli-''${token}\r`);
+    child.stdin.flush();
+    await Bun.sleep(2_000);
+  }
+  child.stdin.write(new Uint8Array([0x1d])); // Ctrl-] detaches
+  child.stdin.flush();
+  const code = await child.exited;
+  await reader;
+  if (!want.test(out)) throw new Error(`no answer through rcloud vm console; stdout:\n${out.slice(-1500)}\nstderr:\n${await new Response(child.stderr).text()}`);
+  expect(code).toBe(0);
+  expect((await server.req("DELETE", `/api/v1/vms/${name}`)).status).toBe(200);
+}
+
 const kernelDir = tempDir("con-kernel");
 chmodSync(kernelDir, 0o755);
 copyFileSync(GUEST.kernel, join(kernelDir, "vmlinuz"));
@@ -95,7 +128,8 @@ describe("console attach over a websocket", () => {
     });
     await waitHealthy(server);
     await talkToGuest(server);
-  }, 180_000);
+    await cliAttach(server);
+  }, 300_000);
 
   test("libvirt driver: console stream both ways", async () => {
     const poolName = `rctest-con-${process.pid}`;
