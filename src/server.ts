@@ -13,6 +13,7 @@ import { QemuDriver } from "./drivers/qemu/driver.ts";
 import type { VmDriver } from "./drivers/types.ts";
 import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
+import { currentRequestId } from "./util/request-context.ts";
 import { VERSION } from "./version.ts";
 import { ImageCatalog } from "./vm/images.ts";
 import { VmService } from "./vm/service.ts";
@@ -86,7 +87,10 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       stopTimeoutS: d.stop_timeout_s,
       maxExtraDisks: d.max_extra_disks,
     },
-    (op, ms, ok) => metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000),
+    (op, ms, ok) => {
+      metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000);
+      log(ok ? "info" : "warn", "vm operation", { op, outcome: ok ? "ok" : "error", duration_ms: Math.round(ms), request_id: currentRequestId() });
+    },
     { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
   );
   metrics = new Metrics(service);

@@ -6,6 +6,7 @@
 import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
+import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../vm/errors.ts";
 import type { ConsoleSession, CreateVmRequest, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
@@ -57,6 +58,7 @@ export function createApp(service: VmService, opts: AppOptions) {
       const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : crypto.randomUUID();
       started.set(request, { t0: performance.now(), id });
       set.headers["x-request-id"] = id;
+      enterRequest(id); // VM operation logs started by this request carry its id
     })
     .onAfterResponse(({ request, route, set }) => {
       const s = started.get(request);

@@ -40,7 +40,11 @@ test("SIGTERM during a create: completed or rolled back, clean exit", async () =
     }
     expect(up).toBe(true);
     const name = uniqueName("sigterm").slice(0, 40);
-    const pending = fetch(`${base}/vms`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name, image: "debian-13", extra_disks: [{ size_gb: 1 }] }) })
+    const pending = fetch(`${base}/vms`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "sigterm-create-1" },
+      body: JSON.stringify({ name, image: "debian-13", extra_disks: [{ size_gb: 1 }] }),
+    })
       .then((r) => r.status)
       .catch(() => 0);
     await Bun.sleep(5);
@@ -68,6 +72,8 @@ test("SIGTERM during a create: completed or rolled back, clean exit", async () =
     }
     const log = await new Response(child.stderr).text();
     expect(log).toContain('"msg":"rcloud stopped"');
+    // The operation's own log line carries the id of the request that started it.
+    if (status === 201) expect(log).toMatch(/"msg":"vm operation","op":"create","outcome":"ok","duration_ms":\d+,"request_id":"sigterm-create-1"/);
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
     await removePool(lv, poolName);
