@@ -13,11 +13,6 @@ async function runCli(argv: string[]): Promise<number> {
   return await cli.runCli(argv);
 }
 
-function formatVersion(v: bigint): string {
-  const n = Number(v);
-  return `${Math.floor(n / 1_000_000)}.${Math.floor((n % 1_000_000) / 1000)}.${n % 1000}`;
-}
-
 function flag(args: string[], name: string): string | null {
   const i = args.indexOf(name);
   if (i < 0) return null;
@@ -49,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "hv-info": {
       const uri = args[0] ?? process.env.RCLOUD_LIBVIRT_URI ?? "qemu:///system";
-      const { LibvirtClient } = await import("./libvirt/index.ts");
+      const { LibvirtClient, formatVersion } = await import("./libvirt/index.ts");
       const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
       const info = await client.info();
       console.log(JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }));

@@ -93,7 +93,7 @@ export class Emitter {
   private readonly constValues = new Map<string, number>();
   private readonly minSizeMemo = new Map<string, number>();
 
-  constructor(private readonly files: SourceFile[]) {
+  constructor(files: SourceFile[]) {
     for (const f of files) {
       for (const d of f.defs) {
         if (this.symbols.has(d.name)) throw new Error(`${f.path}: ${d.name} declared twice`);

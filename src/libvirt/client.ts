@@ -27,6 +27,12 @@ import { ConnectError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import type { LibvirtStream } from "./stream.ts";
 import { parseLibvirtUri, type LibvirtTarget } from "./uri.ts";
 
+/** libvirt's version numbers (major * 1,000,000 + minor * 1,000 + micro) as "9.0.0". */
+export function formatVersion(v: bigint): string {
+  const n = Number(v);
+  return `${Math.floor(n / 1_000_000)}.${Math.floor((n % 1_000_000) / 1000)}.${n % 1000}`;
+}
+
 /** CONNECT_SUPPORTS_FEATURE numbers (virDrvFeature). */
 export const Feature = { FD_PASSING: 8, TYPED_PARAM_STRING: 9, PROGRAM_KEEPALIVE: 10, REMOTE_EVENT_CALLBACK: 14, REMOTE_CLOSE_CALLBACK: 15 } as const;
 const AUTH_NONE = 0;

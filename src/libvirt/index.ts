@@ -1,4 +1,4 @@
-export { LibvirtClient, DomainEventId, Feature } from "./client.ts";
+export { LibvirtClient, DomainEventId, Feature, formatVersion } from "./client.ts";
 export type { ClientState, DomainEventMap, DomainLifecycleEvent, HypervisorInfo, LibvirtClientOptions } from "./client.ts";
 export type { CallOptions } from "./connection.ts";
 export { CallAbortedError, CallTimeoutError, ConnectError, ConnectionClosedError, ErrorCode, ErrorDomain, LibvirtError } from "./errors.ts";

@@ -4,17 +4,19 @@
  * libvirt is the source of truth: everything rcloud needs to know is in the domain XML
  * (its <metadata> element) and the pool; nothing is kept in memory across restarts.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import {
   ErrorCode,
   LibvirtError,
   LibvirtPool,
+  formatVersion,
   qemuProcedures,
   remoteProcedures as P,
   type LibvirtClientOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
 import { el, renderXml } from "../../util/xml.ts";
+import { randomMac } from "../mac.ts";
 import {
   DriverError,
   type ConsoleInfo,
@@ -73,16 +75,6 @@ function stateName(s: number): VmState {
 function uuidString(u: Uint8Array): string {
   const h = Buffer.from(u).toString("hex");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-function randomMac(): string {
-  const b = randomBytes(3);
-  return `52:54:00:${[...b].map((x) => x.toString(16).padStart(2, "0")).join(":")}`;
-}
-
-function formatVersion(v: bigint): string {
-  const n = Number(v);
-  return `${Math.floor(n / 1_000_000)}.${Math.floor((n % 1_000_000) / 1000)}.${n % 1000}`;
 }
 
 /** Maps client-level failures to driver errors the service understands. */
@@ -509,8 +501,20 @@ export class LibvirtDriver implements VmDriver {
     for (const vol of [...vols].reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(gone);
   }
 
+  /** networkFor answers, briefly cached: listing VMs asks once per VM for the same bridge. */
+  private readonly networkCache = new Map<string, { at: number; net: Promise<RemoteNonnullNetwork | null> }>();
+
   /** The libvirt network called `name`, or the one whose bridge device is `name`. */
-  private async networkFor(name: string): Promise<RemoteNonnullNetwork | null> {
+  private networkFor(name: string): Promise<RemoteNonnullNetwork | null> {
+    const hit = this.networkCache.get(name);
+    if (hit && Date.now() - hit.at < 10_000) return hit.net;
+    const net = this.findNetwork(name);
+    this.networkCache.set(name, { at: Date.now(), net });
+    net.catch(() => this.networkCache.delete(name));
+    return net;
+  }
+
+  private async findNetwork(name: string): Promise<RemoteNonnullNetwork | null> {
     const c = this.c;
     try {
       return (await c.call(P.networkLookupByName, { name })).net;

@@ -5,7 +5,7 @@
  * our QMP socket on its command line) and `query-status`. On start the driver takes the
  * state directory's lock and re-attaches to the QEMUs still running.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
@@ -24,6 +24,7 @@ import {
 } from "../types.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
+import { randomMac } from "../mac.ts";
 import { checkBridge } from "./net.ts";
 import { cpuTimeNs, isOurQemu, launchDaemon, qemuArgs, readPidfile, resolveAccel, waitUntil, type Accel, type AccelChoice } from "./process.ts";
 import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
@@ -48,10 +49,6 @@ interface Runtime {
   pid: number;
   client: QmpClient | null;
   connecting: Promise<QmpClient> | null;
-}
-
-function randomMac(): string {
-  return `52:54:00:${[...randomBytes(3)].map((x) => x.toString(16).padStart(2, "0")).join(":")}`;
 }
 
 /** QEMU's RunState → ours. */
