@@ -1,5 +1,5 @@
 /**
- * bun run bench:create [--n 20] [--rounds 2]
+ * bun run bench:create [--n 20] [--rounds 2] [--timeline]
  *
  * Creates N tiny direct-kernel-boot VMs concurrently through rcloud's REST API (a separate
  * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
@@ -18,6 +18,8 @@ import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
 const argN = process.argv.indexOf("--n");
+/** --timeline: per phase, when the VMs reached running (percentiles), CPU used, RPC counts. */
+const timeline = process.argv.includes("--timeline");
 const n = argN > 0 ? Number(process.argv[argN + 1]) : 20;
 
 function sh(cmd: string[]): string {
@@ -33,7 +35,8 @@ if (startedRig) {
 }
 const guest = sh(["bash", "scripts/lib/guest-image.sh"]).trim().split("\n");
 const disk = sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
-const env = JSON.parse(readFileSync(join(rigDir, "env.json"), "utf8")) as { instances: { main: { socket: string } } };
+const env = JSON.parse(readFileSync(join(rigDir, "env.json"), "utf8")) as { instances: { main: { socket: string; libvirtdPid: number } } };
+const libvirtdPid = env.instances.main.libvirtdPid;
 const uri = `qemu+unix:///system?socket=${env.instances.main.socket}`;
 const [kernel, initrd] = [guest[0]!, guest[1]!];
 
@@ -79,6 +82,38 @@ async function dropPool(name: string): Promise<void> {
   }
 }
 
+/**
+ * Waits until the host is quiet (under 15 % busy over half a second, at most 20 s), so a
+ * phase does not start while the previous one's QEMUs are still exiting.
+ */
+async function settle(): Promise<void> {
+  const sample = () => {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3]! + f[4]!;
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  const deadline = performance.now() + 20_000;
+  while (performance.now() < deadline) {
+    const a = sample();
+    await Bun.sleep(500);
+    const b = sample();
+    if (1 - (b.idle - a.idle) / Math.max(1, b.total - a.total) < 0.15) return;
+  }
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function procCpu(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Completion times (s) at the 10th/50th/90th percentile and the last, for BENCH_TIMELINE. */
+function pct(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => (s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0).toFixed(1);
+  return `p10 ${at(0.1)} p50 ${at(0.5)} p90 ${at(0.9)} last ${at(1)}`;
+}
+
 const rounds = Math.max(1, Number(process.argv[process.argv.indexOf("--rounds") + 1]) || 2);
 const rcloudRuns: number[] = [];
 const virshRuns: number[] = [];
@@ -117,9 +152,20 @@ try {
     }
   }, 200);
 
+  async function rpcCounts(): Promise<Map<string, number>> {
+    const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+    const out = new Map<string, number>();
+    for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_count\{procedure="([^"]+)"\} (\d+)/gm)) out.set(m[1]!, Number(m[2]));
+    return out;
+  }
+
   /** N concurrent POST /vms; ends when every VM is running. Deletes them afterwards. */
   async function rcloudPhase(count = n): Promise<number> {
+    await settle();
     const names = Array.from({ length: count }, (_, i) => `rcbench-a${i}`);
+    const m0 = timeline ? await rpcCounts() : null;
+    const cpu0 = procCpu(srv.pid);
+    const l0 = procCpu(libvirtdPid);
     const t0 = performance.now();
     const results = await Promise.all(
       names.map((name) =>
@@ -127,10 +173,15 @@ try {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
-        }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string } })),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string }, at: (performance.now() - t0) / 1000 })),
       ),
     );
     const s = (performance.now() - t0) / 1000;
+    if (timeline) console.error("rcloud", pct(results.map((r) => r.at)), `server cpu ${(procCpu(srv.pid) - cpu0).toFixed(2)} s, libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`);
+    if (m0) {
+      const m1 = await rpcCounts();
+      console.error([...m1].map(([k, v]) => `${k}=${v - (m0.get(k) ?? 0)}`).filter((x) => !x.endsWith("=0")).join(" "));
+    }
     const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
     for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
     failures += bad.length;
@@ -172,7 +223,10 @@ try {
   const base = join(imagesDir, "rcloud-tiny.qcow2");
 
   async function virshPhase(count = n): Promise<number> {
+    await settle();
+    const l0 = procCpu(libvirtdPid);
     const t0 = performance.now();
+    const ats: number[] = [];
     const codes: number[] = await Promise.all(
       xmlFiles.slice(0, count).map(async ({ name, file }) => {
         for (const args of [
@@ -183,10 +237,12 @@ try {
           const p = Bun.spawn(["virsh", "-q", "-c", uri, ...args], { stdout: "ignore", stderr: "inherit" });
           if ((await p.exited) !== 0) return 1;
         }
+        ats.push((performance.now() - t0) / 1000);
         return 0;
       }),
     );
     const s = (performance.now() - t0) / 1000;
+    if (timeline) console.error("virsh ", pct(ats), `libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`);
     failures += codes.reduce((a, b) => a + b, 0);
     await cleanupDomains("rcbench-v");
     const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolB });

@@ -51,6 +51,7 @@ const GiB = 1024 ** 3;
 const DomainState = { NOSTATE: 0, RUNNING: 1, BLOCKED: 2, PAUSED: 3, SHUTDOWN: 4, SHUTOFF: 5, CRASHED: 6, PMSUSPENDED: 7 } as const;
 const UNDEFINE_ALL = 1 | 2 | 4 | 16; // managed save, snapshot metadata, NVRAM, checkpoint metadata
 const SHUTDOWN_ACPI = 1;
+const DEFINE_VALIDATE = 1;
 
 function stateName(s: number): VmState {
   switch (s) {
@@ -438,7 +439,10 @@ export class LibvirtDriver implements VmDriver {
         },
         console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
       });
-      dom = (await c.call(P.domainDefineXmlFlags, { xml, flags: 1 /* VALIDATE */ })).dom;
+      // An operator's own template is checked against libvirt's schema on every define (a
+      // clear error instead of a silently ignored element); the embedded one is checked by
+      // the test suite in every variant, which saves libvirtd ~6 ms of CPU per create.
+      dom = (await c.call(P.domainDefineXmlFlags, { xml, flags: this.opts.templatePath ? DEFINE_VALIDATE : 0 })).dom;
       if (spec.start) await c.call(P.domainCreate, { dom });
       // Everything is known already: no need to read it back from a host that may be busy
       // starting many guests.
