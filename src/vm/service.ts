@@ -146,6 +146,9 @@ export class VmService {
     private readonly quotas: QuotaConfig | null = null,
   ) {}
 
+  /** VM id → name, from the last listing and from creates (a hint: always re-checked). */
+  private readonly idToName = new Map<string, string>();
+
   /** Creates past their quota check and not yet finished, by project then VM id. */
   private readonly inflight = new Map<string, Map<string, { name: string; usage: Usage }>>();
 
@@ -181,7 +184,7 @@ export class VmService {
 
   /** Every VM the caller may see: a user token's project only; all for admins (or with auth off). */
   async list(caller: Caller | null = null): Promise<ApiVm[]> {
-    const records = (await this.guard(() => this.driver.list())).filter((r) => canAccess(caller, r.owner));
+    const records = (await this.records()).filter((r) => canAccess(caller, r.owner));
     return Promise.all(records.map((r) => this.toApi(r)));
   }
 
@@ -201,7 +204,7 @@ export class VmService {
 
   /** The host and every VM record, read once (status, metrics). */
   async snapshot(): Promise<{ host: HostInfo; records: VmRecord[] }> {
-    const [host, records] = await Promise.all([this.guard(() => this.driver.hostInfo()), this.guard(() => this.driver.list())]);
+    const [host, records] = await Promise.all([this.guard(() => this.driver.hostInfo()), this.records()]);
     return { host, records };
   }
 
@@ -262,7 +265,7 @@ export class VmService {
       // is then either in the list or in the snapshot, never in neither.
       const pending = this.inflight.get(project) ?? new Map<string, { name: string; usage: Usage }>();
       const inFlight = [...pending];
-      const records = (await this.guard(() => this.driver.list())).filter((r) => r.owner === project);
+      const records = (await this.records()).filter((r) => r.owner === project);
       const usage: Usage = { vms: 0, vcpus: 0, memory_mb: 0, disk_gb: 0 };
       const add = (u: Usage) => {
         usage.vms += u.vms;
@@ -304,6 +307,7 @@ export class VmService {
           spec.network.sshPort = port;
         }
         const rec = await this.guard(() => this.driver.create(spec));
+        this.idToName.set(rec.id, rec.name);
         return this.toApi(rec);
       } finally {
         if (port !== null) this.reservedPorts.delete(port);
@@ -369,12 +373,28 @@ export class VmService {
       throw new ServiceError("not_found", `no VM '${String(ref).slice(0, 64)}'`);
     }
     if (ID_RE.test(ref)) {
-      const rec = (await this.guard(() => this.driver.list())).find((r) => r.id === ref);
+      // By id: the name remembered for it, checked (names are reused after deletes); a full
+      // listing only for ids not seen yet.
+      const known = this.idToName.get(ref);
+      if (known) {
+        const rec = await this.guard(() => this.driver.get(known));
+        if (rec?.id === ref) return rec;
+        this.idToName.delete(ref);
+      }
+      const rec = (await this.records()).find((r) => r.id === ref);
       if (rec) return rec;
     }
     const rec = await this.guard(() => this.driver.get(ref));
     if (!rec) throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
     return rec;
+  }
+
+  /** Every VM from the driver, remembering each id's name for lookups by id. */
+  private async records(): Promise<VmRecord[]> {
+    const records = await this.guard(() => this.driver.list());
+    this.idToName.clear();
+    for (const r of records) this.idToName.set(r.id, r.name);
+    return records;
   }
 
   private async guard<T>(fn: () => Promise<T>): Promise<T> {

@@ -74,3 +74,25 @@ test("every response carries a request id; a sane one from the client is kept", 
   const c = await fetch(`${server.url}/api/v1/health`, { headers: { "x-request-id": "bad id\u0001" } });
   expect(c.headers.get("x-request-id")).not.toBe("bad id\u0001");
 });
+
+test("a VM looked up by id costs a few calls, not a listing of every VM", async () => {
+  const name = uniqueName("byid").slice(0, 40);
+  const created = await server.req("POST", "/api/v1/vms", { name, image: "debian13" });
+  expect(created.status).toBe(201);
+  const id = created.json.id as string;
+  const listings = async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    return Number(/rcloud_libvirt_rpc_duration_seconds_count\{procedure="connect_list_all_domains"\} (\d+)/.exec(text)?.[1] ?? 0);
+  };
+  // A scrape lists the VMs itself: count between two scrapes, minus the second one's listing.
+  const before = await listings();
+  for (let i = 0; i < 3; i++) {
+    const r = await server.req("GET", `/api/v1/vms/${id}`);
+    expect(r.status).toBe(200);
+    expect(r.json.name).toBe(name);
+  }
+  expect((await listings()) - before).toBe(1);
+  // A deleted VM's id is gone even though the service remembered it.
+  await server.req("DELETE", `/api/v1/vms/${id}`);
+  expect((await server.req("GET", `/api/v1/vms/${id}`)).status).toBe(404);
+});
