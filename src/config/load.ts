@@ -62,6 +62,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["vm_defaults.kernel_dir", null],
     ["vm_defaults.stop_timeout_s", 60],
     ["vm_defaults.max_extra_disks", 8],
+    ["vm_defaults.vcpu_overcommit", 4],
     ["logging.level", "info"],
     ["logging.format", "json"],
     ["auth.enabled", "auto"],

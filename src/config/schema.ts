@@ -57,6 +57,8 @@ export interface RcloudConfig {
     kernel_dir: string | null;
     stop_timeout_s: number;
     max_extra_disks: number;
+    /** vCPUs one VM may have per host CPU. */
+    vcpu_overcommit: number;
   };
   logging: { level: LogLevel; format: LogFormat };
   auth: {
@@ -147,6 +149,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     kernel_dir: leaf({ kind: "path", nullable: true }),
     stop_timeout_s: leaf({ kind: "int", min: 1, max: 3600 }),
     max_extra_disks: leaf({ kind: "int", min: 0, max: 32 }),
+    vcpu_overcommit: leaf({ kind: "int", min: 1, max: 64 }),
   }),
   logging: section({
     level: leaf({ kind: "enum", values: ["debug", "info", "warn", "error"] }),

@@ -27,6 +27,11 @@ export interface ServiceDefaults {
   kernelDir: string | null;
   stopTimeoutS: number;
   maxExtraDisks: number;
+  /**
+   * vCPUs one VM may have per host CPU: vCPUs are time-shared, so a VM may have more than
+   * the host has cores (a 4-vCPU test VM on a 2-core laptop is normal), within reason.
+   */
+  vcpuOvercommit: number;
 }
 
 /** The create body after structural validation (the HTTP layer rejects unknown fields). */
@@ -97,11 +102,6 @@ const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
 const GiB = 1024 ** 3;
-/**
- * vCPUs are time-shared, so a VM may have more than the host has cores (a 2-core laptop
- * running a 4-vCPU test VM is normal), within reason.
- */
-const VCPU_OVERCOMMIT = 4;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
 const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
 
@@ -474,10 +474,10 @@ export class VmService {
 
     const host = await this.recentHostInfo();
     const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
-    if (vcpus > host.cpus * VCPU_OVERCOMMIT) {
+    if (vcpus > host.cpus * d.vcpuOvercommit) {
       throw new ServiceError(
         "capacity_exceeded",
-        `vcpus: ${vcpus} is more than ${host.cpus * VCPU_OVERCOMMIT} (${VCPU_OVERCOMMIT} per host CPU; the host has ${host.cpus})`,
+        `vcpus: ${vcpus} is more than ${host.cpus * d.vcpuOvercommit} (${d.vcpuOvercommit} per host CPU, vm_defaults.vcpu_overcommit; the host has ${host.cpus})`,
         { field: "vcpus", host_cpus: host.cpus },
       );
     }

@@ -4,12 +4,13 @@
  * compatibility, concurrency, rollback, restart of rcloud, 503 while libvirt is unreachable).
  * test/qemu/api.test.ts runs the same cases on the direct QEMU driver.
  */
-import { expect } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { removePool, unixUri } from "../helpers/rig.ts";
+import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
+import { startTestServer, waitHealthy } from "../helpers/server.ts";
 import { apiSuite, type SuiteDirs } from "./cases.ts";
 
 const poolName = `rctest-pool-${process.pid}`;
@@ -64,4 +65,36 @@ apiSuite("libvirt", config, {
   unreachable: (dirs) =>
     config(dirs, { libvirt: { uri: "test+unix:///default?socket=/nonexistent/rcloud-test.sock", storage_pool_name: poolName, storage_pool_path: "/rctest/x" } }),
   exclusiveState: false,
+});
+
+describe("libvirt: vm_defaults.vcpu_overcommit", () => {
+  test("bounds a VM's vCPUs per host CPU", async () => {
+    const images = mkdtempSync(join(tmpdir(), "rcloud-images-"));
+    writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
+    truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
+    const pool = `rctest-overcommit-${process.pid}`;
+    const server = await startTestServer({
+      libvirt: { uri: unixUri("test"), storage_pool_name: pool, storage_pool_path: `/rctest/${pool}` },
+      images: { base_images_dir: images },
+      vm_defaults: { network_mode: "none", memory_mb: 256, root_disk_gb: 2, vcpu_overcommit: 1 },
+    });
+    try {
+      await waitHealthy(server);
+      const cpus = (await server.req("GET", "/api/v1/status")).json.cpus as number;
+      expect(cpus).toBeGreaterThan(0);
+      const name = uniqueName("overcommit").slice(0, 40);
+      const over = await server.req("POST", "/api/v1/vms", { name, image: "debian13", vcpus: cpus + 1 });
+      expect(over.status).toBe(422);
+      expect(over.json.error.code).toBe("capacity_exceeded");
+      expect(over.json.error.message).toContain("vm_defaults.vcpu_overcommit");
+      const ok = await server.req("POST", "/api/v1/vms", { name, image: "debian13", vcpus: cpus });
+      expect(ok.status).toBe(201);
+      await server.req("DELETE", `/api/v1/vms/${name}`);
+    } finally {
+      await server.stop();
+      const lv = await LibvirtClient.connect(unixUri("test"));
+      await removePool(lv, pool);
+      await lv.close();
+    }
+  });
 });

@@ -72,6 +72,7 @@ describe("defaults", () => {
         kernel_dir: null,
         stop_timeout_s: 60,
         max_extra_disks: 8,
+        vcpu_overcommit: 4,
       },
       auth: { enabled: "auto", tokens_file: "/etc/rcloud/tokens.json", metrics_open: false, quotas: {}, default_quota: null },
       logging: { level: "info", format: "json" },
