@@ -33,6 +33,8 @@ export interface RcloudConfig {
     domain_type: "auto" | "kvm" | "qemu";
     /** Host directory for serial console logs; null = the storage pool, next to the disks. */
     console_log_dir: string | null;
+    /** Busy-poll window of the RPC client while calls are outstanding (µs; 0 = off). */
+    busy_poll_us: number;
   };
   images: { base_images_dir: string };
   qemu: {
@@ -123,6 +125,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     storage_pool_path: leaf({ kind: "path" }),
     domain_type: leaf({ kind: "enum", values: ["auto", "kvm", "qemu"] }),
     console_log_dir: leaf({ kind: "path", nullable: true }),
+    busy_poll_us: leaf({ kind: "int", min: 0, max: 10000 }),
     // The design document put the base-image directory under `libvirt:`.
     base_images_dir: { alias: "images.base_images_dir" },
   }),

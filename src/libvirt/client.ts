@@ -47,6 +47,11 @@ export interface LibvirtClientOptions {
   keepaliveCount?: number;
   /** Calls in progress on the daemon at once (its max_client_requests; default 5). */
   maxInFlight?: number;
+  /**
+   * After each call and reply, while calls are outstanding, keep the event loop polling
+   * this long instead of sleeping (see busy-poll.ts); 0 disables. Default 200 µs.
+   */
+  busyPollUs?: number;
   readonly?: boolean;
   /** Background reconnection after an unexpected drop. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number } | false;
@@ -126,6 +131,7 @@ export class LibvirtClient {
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 5_000,
       keepaliveCount: opts.keepaliveCount ?? 3,
       maxInFlight: opts.maxInFlight ?? 5,
+      busyPollUs: opts.busyPollUs ?? 200,
       onCallComplete: opts.onCallComplete,
     };
     this.reconnectDelay = this.initialDelay;

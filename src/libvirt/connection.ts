@@ -7,6 +7,7 @@ import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } fro
 import { decodeVirNetMessageError } from "../protocol/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
 import { DeadlineSweeper } from "../util/deadlines.ts";
+import { keepPolling } from "./busy-poll.ts";
 import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
 import { LibvirtStream } from "./stream.ts";
@@ -36,6 +37,8 @@ export interface ConnectionOptions {
    * queue beyond this limit ourselves so pings and pongs keep flowing. 0 = no limit.
    */
   maxInFlight: number;
+  /** Busy-poll window after each call and reply while calls are outstanding (µs; 0 = never). */
+  busyPollUs: number;
   onCallComplete?: CallObserver;
 }
 
@@ -197,6 +200,7 @@ export class RpcConnection {
   private send(serial: number, packet: Uint8Array): void {
     this.unanswered.add(serial);
     this.transport!.write(packet);
+    keepPolling(this.opts.busyPollUs);
   }
 
   /** A slot freed up: send queued calls that are still wanted. */
@@ -278,6 +282,7 @@ export class RpcConnection {
   private routeReply(p: Packet): void {
     const h = p.header;
     if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(() => this.pump());
+    if (this.unanswered.size > 0) keepPolling(this.opts.busyPollUs);
     const call = this.pending.get(h.serial);
     if (!call) {
       this.unroutedPackets++; // late reply to a call that timed out or was aborted

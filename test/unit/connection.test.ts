@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket, UnixSocketListener } from "bun";
 import { CallAbortedError, CallTimeoutError, ConnectError, ConnectionClosedError, LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
+import { isPolling } from "../../src/libvirt/busy-poll.ts";
 import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "../../src/libvirt/packet.ts";
 import { encodeRemoteAuthListRet, encodeRemoteConnectGetHostnameRet, encodeRemoteConnectSupportsFeatureRet, encodeRemoteDomainEventCallbackLifecycleMsg, REMOTE_PROGRAM } from "../../src/protocol/generated/remote.ts";
 import { encodeVirNetMessageError } from "../../src/protocol/generated/virnet.ts";
@@ -122,6 +123,46 @@ describe("RPC connection with a scripted daemon", () => {
     await Bun.sleep(350);
     expect((await c.call(P.connectGetHostname, undefined)).hostname).toBe("on-time");
     await c.close();
+  });
+
+  test("busy polling lasts one window after a call or reply, not for as long as a slow call runs", async () => {
+    const d = fakeDaemon((p, s) => setTimeout(() => reply(s, p, hostnameBody("slow")), 300));
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
+    await Bun.sleep(30); // the handshake's own window is over
+    expect(isPolling()).toBe(false);
+    const pending = c.call(P.connectGetHostname, undefined);
+    await Bun.sleep(1);
+    expect(isPolling()).toBe(true);
+    await Bun.sleep(30);
+    // Still waiting for the reply, but the window has passed: the process sleeps in epoll.
+    expect(isPolling()).toBe(false);
+    const cpu0 = process.cpuUsage();
+    await Bun.sleep(200);
+    const cpu = process.cpuUsage(cpu0);
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(60); // spinning would burn ~200 ms
+    expect((await pending).hostname).toBe("slow");
+    await Bun.sleep(30);
+    expect(isPolling()).toBe(false);
+    await c.close();
+  });
+
+  test("busyPollUs 0 never polls", async () => {
+    const seen: { polling: boolean | null } = { polling: null };
+    const d = fakeDaemon((p, s) => {
+      seen.polling = isPolling(); // the daemon is in this process: same event loop
+      reply(s, p, hostnameBody("h"));
+    });
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 0 });
+    await Bun.sleep(20);
+    await c.call(P.connectGetHostname, undefined);
+    expect(seen.polling).toBe(false);
+    await c.close();
+    // The same with a window: the call's arrival finds the loop polling.
+    const c2 = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
+    await Bun.sleep(30);
+    await c2.call(P.connectGetHostname, undefined);
+    expect(seen.polling).toBe(true);
+    await c2.close();
   });
 
   test("an AbortSignal cancels a call in flight", async () => {

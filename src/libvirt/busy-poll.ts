@@ -1,0 +1,34 @@
+/**
+ * Adaptive busy-polling of the event loop while libvirt calls are outstanding.
+ *
+ * When our thread sleeps in epoll, each reply makes the daemon wake it up — on a virtual
+ * machine an inter-processor interrupt to an idle vCPU, paid in the daemon's write(). On the
+ * 2-core test machine that cost libvirtd 48–53 µs of CPU per call instead of 34–40 µs, and
+ * throughput with 8 callers fell by a fifth. So for a short window after every call sent and
+ * every reply received while calls are outstanding, the event loop keeps turning
+ * (setImmediate: poll with a zero timeout) instead of sleeping. A slow call such as a domain
+ * start costs at most one window of polling; an idle client costs nothing.
+ */
+let until = 0;
+let polling = false;
+
+function tick(): void {
+  if (performance.now() < until) setImmediate(tick);
+  else polling = false;
+}
+
+/** Keeps the event loop polling for at least `windowUs` more microseconds (0: no-op). */
+export function keepPolling(windowUs: number): void {
+  if (windowUs <= 0) return;
+  const end = performance.now() + windowUs / 1000;
+  if (end > until) until = end;
+  if (!polling) {
+    polling = true;
+    setImmediate(tick);
+  }
+}
+
+/** Whether the event loop is being kept polling right now (metrics, tests). */
+export function isPolling(): boolean {
+  return polling;
+}
