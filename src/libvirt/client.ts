@@ -114,6 +114,13 @@ export class LibvirtClient {
   private reconnectDelay: number;
   private stateValue: ClientState = "reconnecting";
   private readonly subscriptions = new Set<Subscription>();
+  /**
+   * Registrations sent and not yet answered, and the events that arrived for callback IDs
+   * nobody holds yet meanwhile: libvirtd may emit an event for a new callback before its
+   * REGISTER reply, and those are handed over once the reply names the ID.
+   */
+  private registering = 0;
+  private early: { eventId: DomainEventId; msg: { callbackID: number } }[] = [];
   private readonly listeners = { connect: [] as (() => void)[], disconnect: [] as ((e: Error) => void)[] };
   /** Sessions opened so far (1 = first connect; more = reconnects). */
   sessions = 0;
@@ -240,8 +247,17 @@ export class LibvirtClient {
 
   private async register(conn: RpcConnection, sub: Subscription): Promise<void> {
     const args: RemoteConnectDomainEventCallbackRegisterAnyArgs = { eventID: sub.eventId, dom: sub.domain };
-    const ret = await conn.call(remoteProcedures.connectDomainEventCallbackRegisterAny, args);
-    sub.callbackId = ret.callbackID;
+    this.registering++;
+    try {
+      const ret = await conn.call(remoteProcedures.connectDomainEventCallbackRegisterAny, args);
+      if (conn !== this.conn) return; // the session went away meanwhile; re-registered on the next
+      sub.callbackId = ret.callbackID;
+      const mine = this.early.filter((e) => e.eventId === sub.eventId && e.msg.callbackID === ret.callbackID);
+      if (mine.length > 0) this.early = this.early.filter((e) => !mine.includes(e));
+      for (const e of mine) sub.queue.push(e.msg);
+    } finally {
+      if (--this.registering === 0) this.early = [];
+    }
   }
 
   private async unsubscribe(sub: Subscription): Promise<void> {
@@ -265,6 +281,8 @@ export class LibvirtClient {
         return;
       }
     }
+    // Possibly for a registration still waiting for its reply (bounded: a few per callback).
+    if (this.registering > 0 && this.early.length < 1_000) this.early.push({ eventId, msg });
   }
 
   /** Returns the open session, waiting for a connect attempt in flight if there is one. */
@@ -362,6 +380,7 @@ export class LibvirtClient {
   private lost(conn: RpcConnection, e: ConnectionClosedError): void {
     if (this.conn !== conn) return;
     this.conn = null;
+    this.early = []; // callback IDs belong to the lost session
     for (const sub of this.subscriptions) sub.callbackId = null;
     if (this.stateValue === "closed") return;
     for (const l of this.listeners.disconnect) l(e);

@@ -228,22 +228,28 @@ describe("RPC connection with a scripted daemon", () => {
     }
   });
 
-  test("events and stream packets interleaved with replies are routed by type", async () => {
+  test("events and stream packets interleaved with replies are routed by type; an event before the REGISTER reply is kept", async () => {
+    const lifecycle = (name: string) =>
+      encodePacket(
+        { prog: REMOTE_PROGRAM, vers: 1, proc: 318, type: MessageType.MESSAGE, serial: 1, status: 0 },
+        {
+          encode: encodeRemoteDomainEventCallbackLifecycleMsg,
+          value: { callbackID: 7, msg: { dom: { name, uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
+        },
+      );
     const d = fakeDaemon((p, s) => {
       if (p.header.proc === 316) {
-        // register-any: answer callbackID 7, but send an event for it *before* the reply
-        const ev = encodePacket(
-          { prog: REMOTE_PROGRAM, vers: 1, proc: 318, type: MessageType.MESSAGE, serial: 1, status: 0 },
-          {
-            encode: encodeRemoteDomainEventCallbackLifecycleMsg,
-            value: { callbackID: 7, msg: { dom: { name: "early", uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
-          },
-        );
-        s.write(ev);
+        // register-any: answer callbackID 7, but send an event for it *before* the reply,
+        // and one for a callback nobody registered
+        s.write(lifecycle("early"));
+        s.write(encodePacket({ prog: REMOTE_PROGRAM, vers: 1, proc: 318, type: MessageType.MESSAGE, serial: 1, status: 0 }, {
+          encode: encodeRemoteDomainEventCallbackLifecycleMsg,
+          value: { callbackID: 8, msg: { dom: { name: "not-ours", uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
+        }));
         const w = new XdrWriter();
         w.int(7);
         reply(s, p, w.bytes().slice());
-        setTimeout(() => s.write(ev), 20);
+        setTimeout(() => s.write(lifecycle("late")), 20);
         return;
       }
       // stray stream data for an unknown serial must be ignored
@@ -253,8 +259,8 @@ describe("RPC connection with a scripted daemon", () => {
     const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0 });
     const events = await c.lifecycleEvents();
     expect((await c.call(P.connectGetHostname, undefined)).hostname).toBe("ok");
-    const ev = await events.next();
-    expect(ev.value!.domain.name).toBe("early");
+    expect((await events.next()).value!.domain.name).toBe("early");
+    expect((await events.next()).value!.domain.name).toBe("late");
     await events.return!();
     await c.close();
   });
