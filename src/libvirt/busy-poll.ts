@@ -28,7 +28,7 @@ export function keepPolling(windowUs: number): void {
   }
 }
 
-/** Whether the event loop is being kept polling right now (metrics, tests). */
+/** Whether the event loop is being kept polling right now (for tests). */
 export function isPolling(): boolean {
   return polling;
 }
