@@ -185,7 +185,9 @@ try {
     const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
     for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
     failures += bad.length;
+    const d0 = performance.now();
     await Promise.all(names.map((name) => fetch(`${api}/vms/${name}`, { method: "DELETE" })));
+    if (timeline) console.error(`rcloud deleted ${count} VMs in ${((performance.now() - d0) / 1000).toFixed(2)} s`);
     return s;
   }
 
