@@ -96,3 +96,20 @@ test("a VM looked up by id costs a few calls, not a listing of every VM", async 
   await server.req("DELETE", `/api/v1/vms/${id}`);
   expect((await server.req("GET", `/api/v1/vms/${id}`)).status).toBe(404);
 });
+
+test("disk sizes are read once, not on every listing", async () => {
+  const name = uniqueName("sizes").slice(0, 40);
+  expect((await server.req("POST", "/api/v1/vms", { name, image: "debian13", extra_disks: [{ size_gb: 3 }] })).status).toBe(201);
+  const lookups = async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    return Number(/rcloud_libvirt_rpc_duration_seconds_count\{procedure="storage_vol_lookup_by_path"\} (\d+)/.exec(text)?.[1] ?? 0);
+  };
+  const first = await server.req("GET", "/api/v1/vms");
+  const before = await lookups();
+  const second = await server.req("GET", "/api/v1/vms");
+  expect((await lookups()) - before).toBe(0);
+  const sizes = (r: typeof first) => (r.json.vms as { name: string; disks: { size_gb: number }[] }[]).find((v) => v.name === name)!.disks.map((d) => d.size_gb);
+  expect(sizes(second)).toEqual(sizes(first));
+  expect(sizes(second)).toEqual([2, 3]);
+  await server.req("DELETE", `/api/v1/vms/${name}`);
+});

@@ -52,6 +52,7 @@ const DomainState = { NOSTATE: 0, RUNNING: 1, BLOCKED: 2, PAUSED: 3, SHUTDOWN: 4
 const UNDEFINE_ALL = 1 | 2 | 4 | 16; // managed save, snapshot metadata, NVRAM, checkpoint metadata
 const SHUTDOWN_ACPI = 1;
 const DEFINE_VALIDATE = 1;
+const VOLUME_SIZE_TTL_MS = 60_000;
 
 function stateName(s: number): VmState {
   switch (s) {
@@ -102,6 +103,8 @@ export class LibvirtDriver implements VmDriver {
   private template = "";
   private hvType = "";
   private domainType: "kvm" | "qemu" | "test" = "qemu";
+  /** Disk path → size in GiB and when it was read (see volumeSizeGb). */
+  private readonly volumeSizes = new Map<string, { gb: number; at: number }>();
   /** VM ids whose create is in progress: their volumes are not orphans. */
   private readonly creating = new Set<string>();
   /** Rollbacks that could not run because libvirt went away; retried on reconnect. */
@@ -275,6 +278,27 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
+  /**
+   * A disk's size from its volume (0 when it is not a pool volume). rcloud never resizes a
+   * disk, so sizes are remembered for a minute: a listing then costs two calls per VM instead
+   * of two more per disk; a resize behind rcloud's back shows within that minute.
+   */
+  private async volumeSizeGb(path: string): Promise<number> {
+    const known = this.volumeSizes.get(path);
+    if (known && Date.now() - known.at < VOLUME_SIZE_TTL_MS) return known.gb;
+    let gb = 0;
+    try {
+      const { vol } = await this.c.call(P.storageVolLookupByPath, { path });
+      const info = await this.c.call(P.storageVolGetInfo, { vol });
+      gb = Math.round((Number(info.capacity) / GiB) * 100) / 100;
+    } catch (e) {
+      if (!(e instanceof LibvirtError)) return 0; // libvirt gone: not a fact to remember
+    }
+    if (this.volumeSizes.size > 10_000) this.volumeSizes.clear();
+    this.volumeSizes.set(path, { gb, at: Date.now() });
+    return gb;
+  }
+
   /** Builds the record of one domain; null when it is not an rcloud VM. */
   private async record(dom: RemoteNonnullDomain): Promise<VmRecord | null> {
     const c = this.c;
@@ -283,18 +307,7 @@ export class LibvirtDriver implements VmDriver {
     const m = parsed.rcloud;
     if (!m) return null;
     const disks: DiskInfo[] = parsed.disks.map((d) => ({ ...d, size_gb: 0 }));
-    // Sizes come from the volumes; disks outside our pool (kernel, seed) keep 0.
-    await Promise.all(
-      disks.map(async (d) => {
-        try {
-          const { vol } = await c.call(P.storageVolLookupByPath, { path: d.path });
-          const vinfo = await c.call(P.storageVolGetInfo, { vol });
-          d.size_gb = Math.round((Number(vinfo.capacity) / GiB) * 100) / 100;
-        } catch {
-          // not a pool volume (or the test driver): size unknown
-        }
-      }),
-    );
+    await Promise.all(disks.map(async (d) => (d.size_gb = await this.volumeSizeGb(d.path))));
     const root = disks.find((d) => d.type === "root");
     if (root && root.size_gb === 0 && m.rootDiskGb) root.size_gb = m.rootDiskGb;
     return {
@@ -635,6 +648,7 @@ export class LibvirtDriver implements VmDriver {
       await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
       // Volumes: everything in our pool that belongs to this VM (named after its id).
       if (rec) {
+        for (const d of rec.disks) this.volumeSizes.delete(d.path);
         const pool = await this.pool();
         // Refresh first: the console log appears in the pool only after the guest ran.
         await c.call(P.storagePoolRefresh, { pool, flags: 0 }).catch(() => {});
