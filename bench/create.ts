@@ -1,5 +1,5 @@
 /**
- * bun run bench:create [--n 20] [--rounds 2] [--timeline]
+ * bun run bench:create [--n 20] [--rounds 2] [--timeline] [--virsh-first]
  *
  * Creates N tiny direct-kernel-boot VMs concurrently through rcloud's REST API (a separate
  * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
@@ -18,8 +18,10 @@ import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
 const argN = process.argv.indexOf("--n");
-/** --timeline: per phase, when the VMs reached running (percentiles), CPU used, RPC counts. */
+/** --timeline: per phase, when the VMs reached running (percentiles), CPU used, RPC counts and mean latencies. */
 const timeline = process.argv.includes("--timeline");
+/** --virsh-first: virsh takes the first measured round (rcloud does by default). */
+const virshFirst = process.argv.includes("--virsh-first");
 const n = argN > 0 ? Number(process.argv[argN + 1]) : 20;
 
 function sh(cmd: string[]): string {
@@ -156,6 +158,7 @@ try {
     const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
     const out = new Map<string, number>();
     for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_count\{procedure="([^"]+)"\} (\d+)/gm)) out.set(m[1]!, Number(m[2]));
+    for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_sum\{procedure="([^"]+)"\} ([\d.e+-]+)/gm)) out.set(`${m[1]!}:ms`, Number(m[2]) * 1000);
     return out;
   }
 
@@ -180,7 +183,9 @@ try {
     if (timeline) console.error("rcloud", pct(results.map((r) => r.at)), `server cpu ${(procCpu(srv.pid) - cpu0).toFixed(2)} s, libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`);
     if (m0) {
       const m1 = await rpcCounts();
-      console.error([...m1].map(([k, v]) => `${k}=${v - (m0.get(k) ?? 0)}`).filter((x) => !x.endsWith("=0")).join(" "));
+      const d = (k: string) => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
+      const procs = [...m1.keys()].filter((k) => !k.endsWith(":ms") && d(k) > 0);
+      console.error(procs.map((k) => `${k}=${d(k)} (mean ${(d(`${k}:ms`) / d(k)).toFixed(0)} ms)`).join(" "));
     }
     const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
     for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
@@ -260,7 +265,7 @@ try {
   await rcloudPhase(Math.min(5, n));
   await virshPhase(Math.min(5, n));
   for (let r = 0; r < rounds; r++) {
-    if (r % 2 === 0) {
+    if ((r + (virshFirst ? 1 : 0)) % 2 === 0) {
       rcloudRuns.push(await rcloudPhase());
       virshRuns.push(await virshPhase());
     } else {
