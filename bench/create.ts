@@ -109,7 +109,7 @@ function procCpu(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-/** Completion times (s) at the 10th/50th/90th percentile and the last, for BENCH_TIMELINE. */
+/** Completion times (s) at the 10th/50th/90th percentile and the last, for --timeline. */
 function pct(xs: number[]): string {
   const s = [...xs].sort((a, b) => a - b);
   const at = (q: number) => (s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0).toFixed(1);
