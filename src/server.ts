@@ -111,7 +111,8 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   // Optional HTTPS: server.tls.cert_file + key_file (PEM); the config loader checks both or neither.
   const tls = config.server.tls.cert_file && config.server.tls.key_file ? { cert: Bun.file(config.server.tls.cert_file), key: Bun.file(config.server.tls.key_file) } : undefined;
   const scheme = tls ? "https" : "http";
-  app.listen({ hostname, port, ...(tls ? { tls } : {}) });
+  // reusePort off: a second rcloud on the same port must fail, not silently share the traffic.
+  app.listen({ hostname, port, idleTimeout: config.server.idle_timeout_s, reusePort: false, ...(tls ? { tls } : {}) });
   const actualPort = app.server?.port ?? port;
   log("info", "rcloud listening", {
     url: `${scheme}://${bind}`,

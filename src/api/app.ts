@@ -53,7 +53,10 @@ export function createApp(service: VmService, opts: AppOptions) {
   // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
   const started = new WeakMap<Request, { t0: number; id: string }>();
   return new Elysia({ normalize: false })
-    .onRequest(({ request, set }) => {
+    .onRequest(({ request, set, server }) => {
+      // Bun closes a connection idle for idle_timeout_s even while its handler still works; a
+      // create or a graceful stop can take minutes, so requests that change VMs are exempt.
+      if (request.method !== "GET" && request.method !== "HEAD") server?.timeout(request, 0);
       const given = request.headers.get("x-request-id");
       const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : crypto.randomUUID();
       started.set(request, { t0: performance.now(), id });

@@ -35,6 +35,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
   return new Map<string, unknown>([
     ["server.bind_address", "127.0.0.1:8765"],
     ["server.workers", 4],
+    ["server.idle_timeout_s", 30],
     ["server.tls.cert_file", null],
     ["server.tls.key_file", null],
     ["kdevops.config_path", null],

@@ -17,6 +17,8 @@ export interface RcloudConfig {
     bind_address: string;
     /** Accepted for compatibility with the Rust rcloud (actix worker threads); unused by Bun. */
     workers: number;
+    /** Seconds an idle connection (or a slow read request) may stay open; VM operations are exempt. */
+    idle_timeout_s: number;
     tls: { cert_file: string | null; key_file: string | null };
   };
   kdevops: {
@@ -105,6 +107,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
   server: section({
     bind_address: leaf({ kind: "string", check: checkBindAddress }),
     workers: leaf({ kind: "int", min: 1, max: 1024 }),
+    idle_timeout_s: leaf({ kind: "int", min: 1, max: 255 }),
     tls: section({ cert_file: leaf({ kind: "path", nullable: true }), key_file: leaf({ kind: "path", nullable: true }) }),
   }),
   kdevops: section({

@@ -52,7 +52,7 @@ describe("defaults", () => {
   test("built-in values", () => {
     const c = defaultConfig(HOME_ENV);
     expect(c).toEqual({
-      server: { bind_address: "127.0.0.1:8765", workers: 4, tls: { cert_file: null, key_file: null } },
+      server: { bind_address: "127.0.0.1:8765", workers: 4, idle_timeout_s: 30, tls: { cert_file: null, key_file: null } },
       kdevops: { config_path: null, extra_vars_file: "extra_vars.yaml" },
       driver: "qemu",
       libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null, busy_poll_us: 200 },
