@@ -1,5 +1,5 @@
 /**
- * bun run bench:create [--n 20] [--rounds 2] [--timeline] [--virsh-first]
+ * bun run bench:create [--n 20] [--rounds 2] [--warmup 5] [--timeline] [--virsh-first]
  *
  * Creates N tiny direct-kernel-boot VMs concurrently through rcloud's REST API (a separate
  * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
@@ -20,6 +20,9 @@ const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
 const argN = process.argv.indexOf("--n");
 /** --timeline: per phase, when the VMs reached running (percentiles), CPU used, RPC counts and mean latencies. */
 const timeline = process.argv.includes("--timeline");
+/** --warmup K: VMs per side in the unmeasured warm-up (default 5). */
+const argWarm = process.argv.indexOf("--warmup");
+const warmup = argWarm > 0 ? Number(process.argv[argWarm + 1]) : 5;
 /** --virsh-first: virsh takes the first measured round (rcloud does by default). */
 const virshFirst = process.argv.includes("--virsh-first");
 const n = argN > 0 ? Number(process.argv[argN + 1]) : 20;
@@ -262,8 +265,8 @@ try {
 
   // Warm-up (not measured): the first domain starts on a fresh daemon are slower for
   // whoever goes first. Then alternate the order each round.
-  await rcloudPhase(Math.min(5, n));
-  await virshPhase(Math.min(5, n));
+  await rcloudPhase(Math.min(warmup, n));
+  await virshPhase(Math.min(warmup, n));
   for (let r = 0; r < rounds; r++) {
     if ((r + (virshFirst ? 1 : 0)) % 2 === 0) {
       rcloudRuns.push(await rcloudPhase());
