@@ -3,6 +3,7 @@
  * error.message and the exit code for the status; transport failures name the endpoint.
  * The bearer token goes into the Authorization header only; it never appears in messages.
  */
+import { type ApiAnswer, apiRequest } from "../util/api-request.ts";
 import { VERSION } from "../version.ts";
 import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
 
@@ -41,17 +42,9 @@ export class ApiClient {
 
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.requestTimeoutMs): Promise<T> {
     const url = `${this.endpoint}/api/v1${path}`;
-    const headers: Record<string, string> = { accept: "application/json", "user-agent": `rcloud-cli/${VERSION}` };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
-    let res: Response;
+    let res: ApiAnswer;
     try {
-      res = await fetch(url, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      res = await apiRequest({ endpoint: this.endpoint, method, path, body, token: this.token, userAgent: `rcloud-cli/${VERSION}`, signal: AbortSignal.timeout(timeoutMs) });
     } catch (e) {
       const err = e as Error;
       const code = (err as { code?: unknown }).code;
@@ -67,13 +60,7 @@ export class ApiClient {
         EXIT.unavailable,
       );
     }
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = text === "" ? null : JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
+    const { text, json } = res;
     if (!res.ok) {
       const apiMsg = (json as { error?: { message?: unknown } } | null | undefined)?.error?.message;
       const message =

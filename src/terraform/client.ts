@@ -3,6 +3,7 @@
  * message says what to do: API errors keep the server's code/message/field, network
  * failures name the endpoint that was tried and how to change it.
  */
+import { type ApiAnswer, apiRequest } from "../util/api-request.ts";
 import type { ApiImage, ApiVm } from "../vm/service.ts";
 
 export type { ApiImage, ApiVm };
@@ -54,15 +55,15 @@ export class RcloudClient {
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = `${this.endpoint}/api/v1${path}`;
-    const headers: Record<string, string> = { accept: "application/json", "user-agent": this.opts.userAgent };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-    let res: Response;
+    let res: ApiAnswer;
     try {
-      res = await fetch(url, {
+      res = await apiRequest({
+        endpoint: this.endpoint,
         method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        path,
+        body,
+        token: this.opts.token,
+        userAgent: this.opts.userAgent,
         signal: AbortSignal.any([this.opts.signal, AbortSignal.timeout(this.opts.requestTimeoutMs)]),
       });
     } catch (e) {
@@ -78,13 +79,7 @@ export class RcloudClient {
         null,
       );
     }
-    const text = await res.text();
-    let json: unknown = null;
-    try {
-      json = text ? JSON.parse(text) : null;
-    } catch {
-      json = null;
-    }
+    const { text, json } = res;
     if (!res.ok) {
       const e = (json as { error?: { code?: unknown; message?: unknown; field?: unknown } } | null)?.error;
       if (e && typeof e.code === "string") {
@@ -93,7 +88,7 @@ export class RcloudClient {
       const hint = res.status === 401 || res.status === 403 ? " Set token (or RCLOUD_TOKEN) in the provider configuration." : "";
       throw new ApiError("bad_response", `${method} ${url} answered HTTP ${res.status}: ${text.slice(0, 200)}.${hint}`, res.status, null);
     }
-    if (json === null) throw new ApiError("bad_response", `${method} ${url} answered HTTP ${res.status} without a JSON body; is ${this.endpoint} an rcloud server?`, res.status, null);
+    if (json === null || json === undefined) throw new ApiError("bad_response", `${method} ${url} answered HTTP ${res.status} without a JSON body; is ${this.endpoint} an rcloud server?`, res.status, null);
     return json as T;
   }
 
