@@ -5,12 +5,12 @@
  * test/qemu/api.test.ts runs the same cases on the direct QEMU driver.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy } from "../helpers/server.ts";
+import { startTestServer, testDriverConfig, waitHealthy } from "../helpers/server.ts";
 import { apiSuite, type SuiteDirs } from "./cases.ts";
 
 const poolName = `rctest-pool-${process.pid}`;
@@ -69,15 +69,8 @@ apiSuite("libvirt", config, {
 
 describe("libvirt: vm_defaults.vcpu_overcommit", () => {
   test("bounds a VM's vCPUs per host CPU", async () => {
-    const images = mkdtempSync(join(tmpdir(), "rcloud-images-"));
-    writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
-    truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
     const pool = `rctest-overcommit-${process.pid}`;
-    const server = await startTestServer({
-      libvirt: { uri: unixUri("test"), storage_pool_name: pool, storage_pool_path: `/rctest/${pool}` },
-      images: { base_images_dir: images },
-      vm_defaults: { network_mode: "none", memory_mb: 256, root_disk_gb: 2, vcpu_overcommit: 1 },
-    });
+    const server = await startTestServer(testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, vcpu_overcommit: 1 }));
     try {
       await waitHealthy(server);
       const cpus = (await server.req("GET", "/api/v1/status")).json.cpus as number;

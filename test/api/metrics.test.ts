@@ -1,24 +1,14 @@
 /** /metrics and request ids, against a real rcloud on libvirtd's test driver. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { startTestServer, testDriverConfig, waitHealthy, type TestServer } from "../helpers/server.ts";
 
 const poolName = `rctest-metrics-${process.pid}`;
 let server: TestServer;
 
 beforeAll(async () => {
-  const images = mkdtempSync(join(tmpdir(), "rcloud-images-"));
-  writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
-  truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
-  server = await startTestServer({
-    libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-    images: { base_images_dir: images },
-    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 },
-  });
+  server = await startTestServer(testDriverConfig(poolName));
   await waitHealthy(server);
 });
 

@@ -3,13 +3,13 @@
  * server (in-process, libvirtd's test driver from the rig): output, exit codes, errors.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { startTestServer, testDriverConfig, waitHealthy, type TestServer } from "../helpers/server.ts";
 
 const repo = resolve(import.meta.dir, "../..");
 const poolName = `rctest-cli-${process.pid}`;
@@ -44,14 +44,7 @@ beforeAll(async () => {
   mkdirSync(join(home, ".ssh"), { mode: 0o700 });
   const kg = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cli-test", "-f", join(home, ".ssh", "id_ed25519")]);
   if (kg.exitCode !== 0) throw new Error(`ssh-keygen failed: ${kg.stderr.toString()}`);
-  const images = mkdtempSync(join(tmpdir(), "rcloud-images-"));
-  writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
-  truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
-  server = await startTestServer({
-    libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-    images: { base_images_dir: images },
-    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 },
-  });
+  server = await startTestServer(testDriverConfig(poolName));
   await waitHealthy(server);
 });
 

@@ -1,10 +1,11 @@
 /** Starts a real rcloud server (real Elysia, real libvirtd) on a free loopback port. */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../../src/config/index.ts";
 import { startServer, type RunningServer } from "../../src/server.ts";
+import { unixUri } from "./rig.ts";
 
 export interface TestServer extends RunningServer {
   req(method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }>;
@@ -42,4 +43,21 @@ export async function waitHealthy(s: TestServer, timeoutMs = 15_000): Promise<vo
     await Bun.sleep(100);
   }
   throw new Error("rcloud did not become healthy");
+}
+
+/** A base-image directory with one empty 1 GiB raw image (debian-13-generic-amd64, alias debian13). */
+export function fakeImageDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "rcloud-images-"));
+  writeFileSync(join(dir, "debian-13-generic-amd64.raw"), "");
+  truncateSync(join(dir, "debian-13-generic-amd64.raw"), 1024 ** 3);
+  return dir;
+}
+
+/** An rcloud configuration on the rig's libvirt test driver, with a storage pool of its own. */
+export function testDriverConfig(poolName: string, vmDefaults: Record<string, unknown> = { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 }) {
+  return {
+    libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
+    images: { base_images_dir: fakeImageDir() },
+    vm_defaults: vmDefaults,
+  };
 }
