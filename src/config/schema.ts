@@ -37,6 +37,8 @@ export interface RcloudConfig {
     console_log_dir: string | null;
     /** Busy-poll window of the RPC client while calls are outstanding (µs; 0 = off). */
     busy_poll_us: number;
+    /** Least time between two slow libvirt calls (domain starts, volume creation), in ms; 0 = off. */
+    slow_call_spacing_ms: number;
   };
   images: { base_images_dir: string };
   qemu: {
@@ -129,6 +131,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     domain_type: leaf({ kind: "enum", values: ["auto", "kvm", "qemu"] }),
     console_log_dir: leaf({ kind: "path", nullable: true }),
     busy_poll_us: leaf({ kind: "int", min: 0, max: 10000 }),
+    slow_call_spacing_ms: leaf({ kind: "int", min: 0, max: 1000 }),
     // The design document put the base-image directory under `libvirt:`.
     base_images_dir: { alias: "images.base_images_dir" },
   }),

@@ -3,7 +3,7 @@ export type { ClientState, DomainEventMap, DomainLifecycleEvent, HypervisorInfo,
 export type { CallOptions } from "./connection.ts";
 export { CallAbortedError, CallTimeoutError, ConnectError, ConnectionClosedError, ErrorCode, ErrorDomain, LibvirtError } from "./errors.ts";
 export { LibvirtStream } from "./stream.ts";
-export { LibvirtPool } from "./pool.ts";
+export { LibvirtPool, type PoolOptions } from "./pool.ts";
 export { parseLibvirtUri, UriError } from "./uri.ts";
 export type { LibvirtTarget, TransportKind } from "./uri.ts";
 export { registerTransport } from "./transport.ts";

@@ -10,6 +10,7 @@ import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
 import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
+import { CallSpacer, WORKER_HOLDING_PROCEDURES } from "./spacing.ts";
 
 export interface PoolOptions extends LibvirtClientOptions {
   /** Sessions opened at start (default 2). */
@@ -18,11 +19,17 @@ export interface PoolOptions extends LibvirtClientOptions {
   maxSessions?: number;
   /** Calls per session before another session is opened (libvirtd's default: 5). */
   callsPerSession?: number;
+  /**
+   * Least time between two calls that hold a libvirtd worker for long (domain starts,
+   * volume creation; see spacing.ts), so the daemon's worker pool grows. Default 10 ms; 0 = off.
+   */
+  slowCallSpacingMs?: number;
 }
 
 export class LibvirtPool {
   private readonly load: number[];
   private opening = 0;
+  private readonly spacer: CallSpacer;
 
   private constructor(
     private readonly uri: string,
@@ -30,6 +37,7 @@ export class LibvirtPool {
     private readonly opts: PoolOptions,
   ) {
     this.load = sessions.map(() => 0);
+    this.spacer = new CallSpacer(opts.slowCallSpacingMs ?? 10);
   }
 
   static async connect(uri: string, opts: PoolOptions = {}): Promise<LibvirtPool> {
@@ -77,6 +85,7 @@ export class LibvirtPool {
   }
 
   async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
+    if (WORKER_HOLDING_PROCEDURES.has(desc.name)) await this.spacer.turn();
     // Fast path: pick synchronously when a session has room (no extra await per call).
     let i = this.pick();
     if (this.load[i]! >= (this.opts.callsPerSession ?? 5)) i = await this.acquire();

@@ -12,7 +12,7 @@ import {
   formatVersion,
   qemuProcedures,
   remoteProcedures as P,
-  type LibvirtClientOptions,
+  type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
 import { el, renderXml } from "../../util/xml.ts";
@@ -40,7 +40,8 @@ export interface LibvirtDriverOptions {
   domainType: "auto" | "kvm" | "qemu";
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
-  client?: LibvirtClientOptions;
+  /** Session options (busy polling, slow-call spacing, call metrics); sizes are set below. */
+  client?: Omit<PoolOptions, "minSessions" | "maxSessions">;
   /** Most sessions to libvirtd (see LibvirtPool); default 16. */
   connections?: number;
   /** Lists the base images (shared with other drivers). */
