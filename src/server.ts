@@ -43,7 +43,7 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, o
     domainType: config.libvirt.domain_type,
     consoleLogDir: config.libvirt.console_log_dir,
     listImages: async () => catalog.list(),
-    client: { onCallComplete: onRpc, busyPollUs: config.libvirt.busy_poll_us, slowCallSpacingMs: config.libvirt.slow_call_spacing_ms },
+    client: { onCallComplete: onRpc, busyPollUs: config.libvirt.busy_poll_us, slowCallSpacingMs: config.libvirt.slow_call_spacing_ms, maxSlowCalls: config.libvirt.max_slow_calls },
   });
 }
 

@@ -48,6 +48,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["libvirt.console_log_dir", null],
     ["libvirt.busy_poll_us", 200],
     ["libvirt.slow_call_spacing_ms", 10],
+    ["libvirt.max_slow_calls", 20],
     ["images.base_images_dir", "/var/lib/libvirt/images/kdevops/guestfs/base_images"],
     ["qemu.binary", "qemu-system-x86_64"],
     ["qemu.accel", "auto"],

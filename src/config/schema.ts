@@ -37,8 +37,10 @@ export interface RcloudConfig {
     console_log_dir: string | null;
     /** Busy-poll window of the RPC client while calls are outstanding (µs; 0 = off). */
     busy_poll_us: number;
-    /** Least time between two slow libvirt calls (domain starts, volume creation), in ms; 0 = off. */
+    /** Growth step of the window for slow libvirt calls (domain starts, volume creation), ms; 0 = no window. */
     slow_call_spacing_ms: number;
+    /** The most slow libvirt calls in flight per host: that libvirtd's max_workers. */
+    max_slow_calls: number;
   };
   images: { base_images_dir: string };
   qemu: {
@@ -132,6 +134,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     console_log_dir: leaf({ kind: "path", nullable: true }),
     busy_poll_us: leaf({ kind: "int", min: 0, max: 10000 }),
     slow_call_spacing_ms: leaf({ kind: "int", min: 0, max: 1000 }),
+    max_slow_calls: leaf({ kind: "int", min: 1, max: 1000 }),
     // The design document put the base-image directory under `libvirt:`.
     base_images_dir: { alias: "images.base_images_dir" },
   }),

@@ -10,7 +10,7 @@ import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
 import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
-import { CallSpacer, WORKER_HOLDING_PROCEDURES } from "./spacing.ts";
+import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "./spacing.ts";
 
 export interface PoolOptions extends LibvirtClientOptions {
   /** Sessions opened at start (default 2). */
@@ -20,16 +20,21 @@ export interface PoolOptions extends LibvirtClientOptions {
   /** Calls per session before another session is opened (libvirtd's default: 5). */
   callsPerSession?: number;
   /**
-   * Least time between two calls that hold a libvirtd worker for long (domain starts,
-   * volume creation; see spacing.ts), so the daemon's worker pool grows. Default 10 ms; 0 = off.
+   * Calls that hold a libvirtd worker for long (domain starts, volume creation) go through a
+   * window that grows by one call every this many ms while it is full, so the daemon's
+   * worker pool grows with it (see spacing.ts). Default 10 ms; 0 = no window.
    */
   slowCallSpacingMs?: number;
+  /** The most such calls in flight: libvirtd's max_workers (default 20). */
+  maxSlowCalls?: number;
 }
 
 export class LibvirtPool {
   private readonly load: number[];
   private opening = 0;
-  private readonly spacer: CallSpacer;
+  private readonly slowCalls: SlowCallGate;
+  /** Reconnects seen so far; a new one means the daemon may have restarted. */
+  private seenReconnects = 0;
 
   private constructor(
     private readonly uri: string,
@@ -37,7 +42,7 @@ export class LibvirtPool {
     private readonly opts: PoolOptions,
   ) {
     this.load = sessions.map(() => 0);
-    this.spacer = new CallSpacer(opts.slowCallSpacingMs ?? 10);
+    this.slowCalls = new SlowCallGate({ gapMs: opts.slowCallSpacingMs ?? 10, maxWorkers: opts.maxSlowCalls ?? 20 });
   }
 
   static async connect(uri: string, opts: PoolOptions = {}): Promise<LibvirtPool> {
@@ -85,16 +90,33 @@ export class LibvirtPool {
   }
 
   async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
-    if (WORKER_HOLDING_PROCEDURES.has(desc.name)) await this.spacer.turn();
-    // Fast path: pick synchronously when a session has room (no extra await per call).
-    let i = this.pick();
-    if (this.load[i]! >= (this.opts.callsPerSession ?? 5)) i = await this.acquire();
-    this.load[i]!++;
-    try {
-      return await this.sessions[i]!.call(desc, args, opts);
-    } finally {
-      this.load[i]!--;
+    const slow = this.slowCalls.enabled && WORKER_HOLDING_PROCEDURES.has(desc.name);
+    if (slow) {
+      const n = this.reconnects;
+      if (n !== this.seenReconnects) {
+        this.seenReconnects = n;
+        this.slowCalls.reset();
+      }
+      await this.slowCalls.enter();
     }
+    try {
+      // Fast path: pick synchronously when a session has room (no extra await per call).
+      let i = this.pick();
+      if (this.load[i]! >= (this.opts.callsPerSession ?? 5)) i = await this.acquire();
+      this.load[i]!++;
+      try {
+        return await this.sessions[i]!.call(desc, args, opts);
+      } finally {
+        this.load[i]!--;
+      }
+    } finally {
+      if (slow) this.slowCalls.leave();
+    }
+  }
+
+  /** Slow calls in flight, the window and calls waiting for it (see spacing.ts). */
+  get slowCallState(): SlowCallGate["state"] {
+    return this.slowCalls.state;
   }
 
   async openStream<A>(desc: ProcedureDescriptor<A, void>, args: A, opts?: CallOptions): Promise<LibvirtStream> {

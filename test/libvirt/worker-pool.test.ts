@@ -2,7 +2,7 @@
  * libvirtd 9.0 grows its worker pool only for calls that arrive while none is queued
  * (see src/libvirt/spacing.ts). On a freshly started daemon (the rig's `fault` instance),
  * 12 TCG domain starts sent at once run on the few threads the pool starts with; the same
- * burst through a LibvirtPool with slow-call spacing grows the pool to run them all at once.
+ * burst through a LibvirtPool's slow-call window grows the pool to run them all at once.
  * The daemon's thread count is read with virt-admin, an independent witness.
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -59,10 +59,10 @@ async function burstOnFreshDaemon(spacingMs: number): Promise<{ before: number; 
 }
 
 describe("libvirtd worker pool under a burst of domain starts", () => {
-  test("sent at once, the burst leaves the pool small; spaced 10 ms apart, it grows to run every start", async () => {
+  test("sent at once, the burst leaves the pool small; through the window, it grows to run every start", async () => {
     const atOnce = await burstOnFreshDaemon(0);
     const spaced = await burstOnFreshDaemon(10);
-    console.error(`libvirtd workers: at once ${atOnce.before} -> ${atOnce.after}; spaced ${spaced.before} -> ${spaced.after}`);
+    console.error(`libvirtd workers: at once ${atOnce.before} -> ${atOnce.after}; through the window ${spaced.before} -> ${spaced.after}`);
     expect(atOnce.before).toBe(5);
     expect(spaced.before).toBe(5);
     expect(atOnce.after).toBeLessThanOrEqual(8);

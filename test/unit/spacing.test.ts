@@ -1,35 +1,63 @@
 import { describe, expect, test } from "bun:test";
-import { CallSpacer, WORKER_HOLDING_PROCEDURES } from "../../src/libvirt/spacing.ts";
+import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "../../src/libvirt/spacing.ts";
 import { remoteProcedures as P } from "../../src/libvirt/index.ts";
 
-describe("CallSpacer", () => {
-  test("a lone call goes at once; a burst is sent one gap apart", async () => {
-    const spacer = new CallSpacer(20);
-    expect(spacer.turn()).toBeNull();
-    const t0 = performance.now();
-    const sent: number[] = [];
-    await Promise.all(
-      Array.from({ length: 4 }, async () => {
-        await spacer.turn();
-        sent.push(performance.now() - t0);
-      }),
-    );
-    sent.sort((a, b) => a - b);
-    // Slots at 20, 40, 60, 80 ms after the first call (timers may fire a little late).
-    for (let i = 0; i < 4; i++) expect(sent[i]!).toBeGreaterThanOrEqual(20 * (i + 1) - 2);
-    expect(sent[3]!).toBeLessThan(200);
+/** Enters n calls; returns when each was admitted (ms after the start, or null if still waiting). */
+function enterMany(gate: SlowCallGate, n: number): { at: (number | null)[]; all: Promise<void> } {
+  const t0 = performance.now();
+  const at: (number | null)[] = Array.from({ length: n }, () => null);
+  const all = Promise.all(
+    at.map(async (_, i) => {
+      await gate.enter();
+      at[i] = performance.now() - t0;
+    }),
+  ).then(() => {});
+  return { at, all };
+}
+
+describe("SlowCallGate", () => {
+  test("calls within the window go at once; beyond it one more every gap, growing the window", async () => {
+    const gate = new SlowCallGate({ gapMs: 20, startWorkers: 3, maxWorkers: 6 });
+    const { at, all } = enterMany(gate, 5);
+    await Bun.sleep(0);
+    expect(at.slice(0, 3).every((t) => t !== null && t < 5)).toBe(true);
+    // The 4th grows the window at once (no growth yet), the 5th one gap later.
+    await all;
+    expect(at[3]!).toBeLessThan(10);
+    expect(at[4]!).toBeGreaterThanOrEqual(18);
+    expect(gate.state).toEqual({ inFlight: 5, window: 5, waiting: 0 });
   });
 
-  test("after a quiet gap the next call goes at once again", async () => {
-    const spacer = new CallSpacer(10);
-    expect(spacer.turn()).toBeNull();
-    await Bun.sleep(15);
-    expect(spacer.turn()).toBeNull();
+  test("the window stops at maxWorkers; a finished call lets the next waiting one in", async () => {
+    const gate = new SlowCallGate({ gapMs: 5, startWorkers: 2, maxWorkers: 3 });
+    const { at } = enterMany(gate, 5);
+    await Bun.sleep(60);
+    expect(at.filter((t) => t !== null).length).toBe(3);
+    expect(gate.state).toEqual({ inFlight: 3, window: 3, waiting: 2 });
+    gate.leave();
+    await Bun.sleep(0);
+    expect(at[3]).not.toBeNull();
+    expect(at[4]).toBeNull();
+    gate.leave();
+    await Bun.sleep(0);
+    expect(at[4]).not.toBeNull();
+    expect(gate.state).toEqual({ inFlight: 3, window: 3, waiting: 0 });
   });
 
-  test("gap 0 turns spacing off", () => {
-    const spacer = new CallSpacer(0);
-    for (let i = 0; i < 5; i++) expect(spacer.turn()).toBeNull();
+  test("reset() goes back to the starting window (a restarted daemon)", async () => {
+    const gate = new SlowCallGate({ gapMs: 1, startWorkers: 2, maxWorkers: 4 });
+    await enterMany(gate, 4).all;
+    expect(gate.state.window).toBe(4);
+    for (let i = 0; i < 4; i++) gate.leave();
+    gate.reset();
+    expect(gate.state).toEqual({ inFlight: 0, window: 2, waiting: 0 });
+  });
+
+  test("gap 0 turns the gate off", () => {
+    const gate = new SlowCallGate({ gapMs: 0, startWorkers: 1, maxWorkers: 1 });
+    expect(gate.enabled).toBe(false);
+    for (let i = 0; i < 10; i++) expect(gate.enter()).toBeNull();
+    expect(gate.state.inFlight).toBe(0);
   });
 
   test("the slow set names real procedures and leaves the quick ones out", () => {
