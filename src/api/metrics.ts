@@ -58,6 +58,12 @@ export class Metrics {
       this.vmCpu.reset();
       reconnects.reset();
       reconnects.inc(service.driver.reconnects?.() ?? 0);
+      const slow = service.driver.slowCalls?.() ?? null;
+      if (slow) {
+        g.slowCalls.set({ state: "in_flight" }, slow.inFlight);
+        g.slowCalls.set({ state: "waiting" }, slow.waiting);
+        g.slowWindow.set(slow.window);
+      }
       try {
         const { host, records } = await service.snapshot();
         g.up.set(1);
@@ -90,10 +96,12 @@ export class Metrics {
       allocCpus: new Gauge({ name: "rcloud_allocated_vcpus", help: "vCPUs of VMs that are not stopped", registers: reg }),
       allocMem: new Gauge({ name: "rcloud_allocated_memory_bytes", help: "Memory of VMs that are not stopped", registers: reg }),
       vmMem: new Gauge({ name: "rcloud_vm_memory_bytes", help: "Memory assigned to each VM", labelNames: ["vm"], registers: reg }),
+      slowCalls: new Gauge({ name: "rcloud_libvirt_slow_calls", help: "libvirt calls that hold a daemon worker for long (starts, volume creation), in flight or waiting for the window", labelNames: ["state"], registers: reg }),
+      slowWindow: new Gauge({ name: "rcloud_libvirt_slow_call_window", help: "How many such calls rcloud lets run at once; grows with libvirtd's worker pool", registers: reg }),
     };
   }
 
-  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmMem", Gauge>;
+  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmMem" | "slowCalls" | "slowWindow", Gauge>;
   private readonly vmCpu: Counter;
 
   /** Reads the driver once and updates the VM and host gauges (call before each scrape). */

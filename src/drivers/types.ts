@@ -142,6 +142,8 @@ export interface VmDriver {
   qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown>;
   /** Times the driver had to reconnect to its hypervisor (libvirt sessions re-opened). */
   reconnects?(): number;
+  /** Calls that hold a hypervisor worker for long: in flight, waiting, and the window (libvirt). */
+  slowCalls?(): { inFlight: number; waiting: number; window: number } | null;
   /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */
   usedSshPorts(): Promise<Set<number>>;
 }

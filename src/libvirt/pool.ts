@@ -4,7 +4,9 @@
  * seconds on a busy host) holds up everything queued behind it on that connection. Each
  * call goes to the session with the fewest calls outstanding (counted here, synchronously,
  * so a burst spreads evenly); when every session is full the pool opens another, up to
- * `maxSessions`, the way N virsh processes would each have their own.
+ * `maxSessions`, the way N virsh processes would each have their own. Calls that hold a
+ * daemon worker for long (domain starts, volume creation) also pass a window that lets
+ * libvirtd's worker pool grow under a burst (spacing.ts).
  */
 import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
 import type { CallOptions } from "./connection.ts";

@@ -36,6 +36,10 @@ test("metrics cover API requests, libvirt RPCs, operations and VMs by state", as
   expect(text).toMatch(/rcloud_vms\{state="running"\} [1-9]/);
   expect(text).toMatch(/rcloud_hypervisor_up 1/);
   expect(text).toMatch(/rcloud_hypervisor_reconnects_total 0/);
+  // One create, finished: nothing in flight or waiting; the window is where it starts.
+  expect(text).toContain('rcloud_libvirt_slow_calls{state="in_flight"} 0');
+  expect(text).toContain('rcloud_libvirt_slow_calls{state="waiting"} 0');
+  expect(text).toMatch(/rcloud_libvirt_slow_call_window 5\n/);
   expect(text).toMatch(/rcloud_host_vcpus [1-9]/);
   expect(text).toContain(`rcloud_vm_memory_bytes{vm="${name}"} ${256 * 1024 * 1024}`);
   expect(text).toMatch(/rcloud_process_resident_memory_bytes \d+/);

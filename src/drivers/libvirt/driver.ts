@@ -216,6 +216,10 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
+  slowCalls(): { inFlight: number; waiting: number; window: number } | null {
+    return this.pool_?.slowCallState ?? null;
+  }
+
   reconnects(): number {
     return (this.pool_?.reconnects ?? 0) + this.droppedReconnects;
   }
