@@ -179,9 +179,11 @@ export class LibvirtClient {
   }
 
   /** Calls a procedure; see CallOptions for deadlines and cancellation. */
-  async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
-    const conn = await this.ensureConnection();
-    return conn.call(desc, args, opts);
+  call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
+    // Open session: straight through, no extra promise per call (this is the hot path).
+    const conn = this.conn;
+    if (conn && !conn.closed && this.stateValue !== "closed") return conn.call(desc, args, opts);
+    return this.ensureConnection().then((c) => c.call(desc, args, opts));
   }
 
   /** Calls a stream-opening procedure (console, upload, download) and returns the stream. */
