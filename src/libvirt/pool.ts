@@ -6,13 +6,13 @@
  * so a burst spreads evenly); when every session is full the pool opens another, up to
  * `maxSessions`, the way N virsh processes would each have their own. Calls that hold a
  * daemon worker for long (domain starts, volume creation) also pass a window that lets
- * libvirtd's worker pool grow under a burst (spacing.ts).
+ * libvirtd's worker pool grow under a burst (slow-calls.ts).
  */
 import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
 import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
-import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "./spacing.ts";
+import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "./slow-calls.ts";
 
 export interface PoolOptions extends LibvirtClientOptions {
   /** Sessions opened at start (default 2). */
@@ -24,7 +24,7 @@ export interface PoolOptions extends LibvirtClientOptions {
   /**
    * Calls that hold a libvirtd worker for long (domain starts, volume creation) go through a
    * window that grows by one call every this many ms while it is full, so the daemon's
-   * worker pool grows with it (see spacing.ts). Default 10 ms; 0 = no window.
+   * worker pool grows with it (see slow-calls.ts). Default 10 ms; 0 = no window.
    */
   slowCallSpacingMs?: number;
   /** The most such calls in flight: libvirtd's max_workers (default 20). */
@@ -116,7 +116,7 @@ export class LibvirtPool {
     }
   }
 
-  /** Slow calls in flight, the window and calls waiting for it (see spacing.ts). */
+  /** Slow calls in flight, the window and calls waiting for it (see slow-calls.ts). */
   get slowCallState(): SlowCallGate["state"] {
     return this.slowCalls.state;
   }

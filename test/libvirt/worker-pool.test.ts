@@ -1,6 +1,6 @@
 /**
  * libvirtd 9.0 grows its worker pool only for calls that arrive while none is queued
- * (see src/libvirt/spacing.ts). On a freshly started daemon (the rig's `fault` instance),
+ * (see src/libvirt/slow-calls.ts). On a freshly started daemon (the rig's `fault` instance),
  * 12 TCG domain starts sent at once run on the few threads the pool starts with; the same
  * burst through a LibvirtPool's slow-call window grows the pool to run them all at once.
  * The daemon's thread count is read with virt-admin, an independent witness.

@@ -40,7 +40,7 @@ export interface LibvirtDriverOptions {
   domainType: "auto" | "kvm" | "qemu";
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
-  /** Session options (busy polling, slow-call spacing, call metrics); sizes are set below. */
+  /** Session options (busy polling, the slow-call window, call metrics); sizes are set below. */
   client?: Omit<PoolOptions, "minSessions" | "maxSessions">;
   /** Most sessions to libvirtd (see LibvirtPool); default 16. */
   connections?: number;

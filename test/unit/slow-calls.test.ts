@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "../../src/libvirt/spacing.ts";
+import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "../../src/libvirt/slow-calls.ts";
 import { remoteProcedures as P } from "../../src/libvirt/index.ts";
 
 /** Enters n calls; returns when each was admitted (ms after the start, or null if still waiting). */
