@@ -9,6 +9,7 @@
  * libvirtd's worker pool grow under a burst (slow-calls.ts).
  */
 import { LibvirtClient, type LibvirtClientOptions } from "./client.ts";
+import { CallAbortedError } from "./errors.ts";
 import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
@@ -99,7 +100,11 @@ export class LibvirtPool {
         this.seenReconnects = n;
         this.slowCalls.reset();
       }
-      await this.slowCalls.enter();
+      try {
+        await this.slowCalls.enter(opts?.signal);
+      } catch (e) {
+        throw new CallAbortedError(desc.name, { cause: e });
+      }
     }
     try {
       // Fast path: pick synchronously when a session has room (no extra await per call).

@@ -61,8 +61,8 @@ export class SlowCallGate {
   private readonly maxWorkers: number;
 
   constructor(private readonly opts: SlowCallGateOptions) {
-    this.startWorkers = Math.max(1, opts.startWorkers ?? 5);
-    this.maxWorkers = Math.max(this.startWorkers, opts.maxWorkers ?? 20);
+    this.maxWorkers = Math.max(1, opts.maxWorkers ?? 20);
+    this.startWorkers = Math.min(this.maxWorkers, Math.max(1, opts.startWorkers ?? 5));
     this.window = this.startWorkers;
   }
 
@@ -75,12 +75,27 @@ export class SlowCallGate {
     return { inFlight: this.inFlight, window: this.window, waiting: this.waiting.length };
   }
 
-  /** Resolves when the call may be sent. Pair every enter() with one leave(). */
-  enter(): Promise<void> | null {
+  /**
+   * Resolves when the call may be sent; pair it with one leave(). If `signal` aborts while
+   * the call waits, the call leaves the queue and the promise rejects with the signal's
+   * reason (no leave() then).
+   */
+  enter(signal?: AbortSignal): Promise<void> | null {
     if (!this.enabled) return null;
     if (this.waiting.length === 0 && this.admit()) return null;
-    return new Promise<void>((resolve) => {
-      this.waiting.push(resolve);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.waiting.indexOf(admitted);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(signal?.reason);
+      };
+      const admitted = () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      this.waiting.push(admitted);
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.schedule();
     });
   }

@@ -68,3 +68,50 @@ describe("SlowCallGate", () => {
     }
   });
 });
+
+describe("SlowCallGate and cancellation", () => {
+  test("a waiting call whose signal aborts leaves the queue at once; the others keep their turn", async () => {
+    const gate = new SlowCallGate({ gapMs: 1000, startWorkers: 1, maxWorkers: 1 });
+    expect(gate.enter()).toBeNull(); // takes the only slot
+    const ac = new AbortController();
+    const order: string[] = [];
+    const aborted = gate.enter(ac.signal)!.then(
+      () => order.push("aborted call admitted"),
+      (e: unknown) => order.push(`aborted: ${String(e)}`),
+    );
+    const next = gate.enter()!.then(() => order.push("next admitted"));
+    expect(gate.state.waiting).toBe(2);
+    ac.abort("stop");
+    await aborted;
+    expect(order).toEqual(["aborted: stop"]);
+    expect(gate.state.waiting).toBe(1);
+    gate.leave();
+    await next;
+    expect(order).toEqual(["aborted: stop", "next admitted"]);
+    expect(gate.state).toEqual({ inFlight: 1, window: 1, waiting: 0 });
+  });
+});
+
+describe("SlowCallGate limits", () => {
+  test("a daemon with fewer workers than 5 gets a window of its size", async () => {
+    const gate = new SlowCallGate({ gapMs: 10, maxWorkers: 2 });
+    expect(gate.state.window).toBe(2);
+    expect(gate.enter()).toBeNull();
+    expect(gate.enter()).toBeNull();
+    const third = gate.enter();
+    expect(third).not.toBeNull();
+    expect(gate.state).toEqual({ inFlight: 2, window: 2, waiting: 1 });
+    gate.leave();
+    await third;
+    expect(gate.state).toEqual({ inFlight: 2, window: 2, waiting: 0 });
+  });
+
+  test("an already aborted signal never joins the queue", async () => {
+    const gate = new SlowCallGate({ gapMs: 1000, startWorkers: 1, maxWorkers: 1 });
+    expect(gate.enter()).toBeNull();
+    const ac = new AbortController();
+    ac.abort("gone");
+    await expect(gate.enter(ac.signal)).rejects.toBe("gone");
+    expect(gate.state.waiting).toBe(0);
+  });
+});
