@@ -36,8 +36,6 @@ export class LibvirtPool {
   private readonly load: number[];
   private opening = 0;
   private readonly slowCalls: SlowCallGate;
-  /** Reconnects seen so far; a new one means the daemon may have restarted. */
-  private seenReconnects = 0;
 
   private constructor(
     private readonly uri: string,
@@ -46,6 +44,12 @@ export class LibvirtPool {
   ) {
     this.load = sessions.map(() => 0);
     this.slowCalls = new SlowCallGate({ gapMs: opts.slowCallSpacingMs ?? 10, maxWorkers: opts.maxSlowCalls ?? 20 });
+    for (const s of sessions) this.watch(s);
+  }
+
+  /** A lost session may mean a restarted daemon, whose worker pool starts small again. */
+  private watch(s: LibvirtClient): void {
+    s.on("disconnect", () => this.slowCalls.reset());
   }
 
   static async connect(uri: string, opts: PoolOptions = {}): Promise<LibvirtPool> {
@@ -80,6 +84,7 @@ export class LibvirtPool {
       this.opening++;
       try {
         const s = await LibvirtClient.connect(this.uri, this.opts);
+        this.watch(s);
         this.sessions.push(s);
         this.load.push(0);
         return this.sessions.length - 1;
@@ -95,11 +100,6 @@ export class LibvirtPool {
   async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
     const slow = this.slowCalls.enabled && WORKER_HOLDING_PROCEDURES.has(desc.name);
     if (slow) {
-      const n = this.reconnects;
-      if (n !== this.seenReconnects) {
-        this.seenReconnects = n;
-        this.slowCalls.reset();
-      }
       try {
         await this.slowCalls.enter(opts?.signal);
       } catch (e) {

@@ -107,7 +107,7 @@ export class SlowCallGate {
     this.drain();
   }
 
-  /** The daemon may have restarted (a session reconnected): back to its starting pool. */
+  /** The daemon may have restarted (a session was lost): back to its starting pool. */
   reset(): void {
     this.window = this.startWorkers;
   }

@@ -8,7 +8,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { join, dirname } from "node:path";
 import { LibvirtPool, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { rig, rigCommand, uniqueName, unixUri } from "../helpers/rig.ts";
+import { rig, rigCommand, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
 import { tinyGuestXml } from "../helpers/guest.ts";
 
 const BURST = 12;
@@ -32,16 +32,19 @@ function daemonWorkers(): number {
 }
 
 /** Restarts the fault daemon, starts BURST guests at once through a pool, returns its worker count. */
-async function burstOnFreshDaemon(spacingMs: number): Promise<{ before: number; after: number }> {
+async function burstOnFreshDaemon(spacingMs: number): Promise<{ before: number; after: number; window: number; windowAfterRestart: number }> {
   rigCommand("stop-instance", "fault");
   rigCommand("start-instance", "fault");
   const before = daemonWorkers();
   const pool = await LibvirtPool.connect(unixUri("qemu", "fault"), { minSessions: 4, maxSessions: 4, slowCallSpacingMs: spacingMs });
   const names = Array.from({ length: BURST }, (_, i) => uniqueName(`wp${i}`));
+  let after = 0;
+  let window = 0;
   try {
     const doms = await Promise.all(names.map(async (name) => (await pool.call(P.domainDefineXmlFlags, { xml: tinyGuestXml(name, { memoryMiB: 128 }), flags: 0 })).dom));
     await Promise.all(doms.map((dom) => pool.call(P.domainCreate, { dom })));
-    return { before, after: daemonWorkers() };
+    after = daemonWorkers();
+    window = pool.slowCallState.window;
   } finally {
     await Promise.all(
       names.map(async (name) => {
@@ -54,8 +57,13 @@ async function burstOnFreshDaemon(spacingMs: number): Promise<{ before: number; 
         }
       }),
     );
-    await pool.close();
   }
+  // A restarted daemon starts with 5 workers again, and so does the pool's window.
+  rigCommand("stop-instance", "fault");
+  const windowAfterRestart = await waitFor("window reset", () => (pool.slowCallState.window === 5 ? 5 : null), 10_000, 20).catch(() => pool.slowCallState.window);
+  rigCommand("start-instance", "fault");
+  await pool.close();
+  return { before, after, window, windowAfterRestart };
 }
 
 describe("libvirtd worker pool under a burst of domain starts", () => {
@@ -67,5 +75,8 @@ describe("libvirtd worker pool under a burst of domain starts", () => {
     expect(spaced.before).toBe(5);
     expect(atOnce.after).toBeLessThanOrEqual(8);
     expect(spaced.after).toBeGreaterThanOrEqual(10);
+    // The pool's window grew with the daemon, and went back to 5 when the daemon went away.
+    expect(spaced.window).toBeGreaterThanOrEqual(10);
+    expect(spaced.windowAfterRestart).toBe(5);
   }, 180_000);
 });
