@@ -3,7 +3,7 @@
  * error.message and the exit code for the status; transport failures name the endpoint.
  * The bearer token goes into the Authorization header only; it never appears in messages.
  */
-import { type ApiAnswer, apiRequest } from "../util/api-request.ts";
+import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
 import { VERSION } from "../version.ts";
 import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
 
@@ -41,7 +41,7 @@ export class ApiClient {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.requestTimeoutMs): Promise<T> {
-    const url = `${this.endpoint}/api/v1${path}`;
+    const url = apiUrl(this.endpoint, path);
     let res: ApiAnswer;
     try {
       res = await apiRequest({ endpoint: this.endpoint, method, path, body, token: this.token, userAgent: `rcloud-cli/${VERSION}`, signal: AbortSignal.timeout(timeoutMs) });

@@ -3,7 +3,7 @@
  * message says what to do: API errors keep the server's code/message/field, network
  * failures name the endpoint that was tried and how to change it.
  */
-import { type ApiAnswer, apiRequest } from "../util/api-request.ts";
+import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
 import type { ApiImage, ApiVm } from "../vm/service.ts";
 
 export type { ApiImage, ApiVm };
@@ -54,7 +54,7 @@ export class RcloudClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = `${this.endpoint}/api/v1${path}`;
+    const url = apiUrl(this.endpoint, path);
     let res: ApiAnswer;
     try {
       res = await apiRequest({

@@ -23,9 +23,14 @@ export interface ApiAnswer {
   json: unknown;
 }
 
+/** The URL of an API path, as requests use it and error messages name it. */
+export function apiUrl(endpoint: string, path: string): string {
+  return `${endpoint}/api/v1${path}`;
+}
+
 /** Sends the request; rejects only when no answer came (the fetch error, for the caller to word). */
 export async function apiRequest(req: ApiRequest): Promise<ApiAnswer> {
-  const url = `${req.endpoint}/api/v1${req.path}`;
+  const url = apiUrl(req.endpoint, req.path);
   const headers: Record<string, string> = { accept: "application/json", "user-agent": req.userAgent };
   if (req.body !== undefined) headers["content-type"] = "application/json";
   if (req.token) headers.authorization = `Bearer ${req.token}`;

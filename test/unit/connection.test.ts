@@ -229,12 +229,12 @@ describe("RPC connection with a scripted daemon", () => {
   });
 
   test("events and stream packets interleaved with replies are routed by type; an event before the REGISTER reply is kept", async () => {
-    const lifecycle = (name: string) =>
+    const lifecycle = (name: string, callbackID = 7) =>
       encodePacket(
         { prog: REMOTE_PROGRAM, vers: 1, proc: 318, type: MessageType.MESSAGE, serial: 1, status: 0 },
         {
           encode: encodeRemoteDomainEventCallbackLifecycleMsg,
-          value: { callbackID: 7, msg: { dom: { name, uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
+          value: { callbackID, msg: { dom: { name, uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
         },
       );
     const d = fakeDaemon((p, s) => {
@@ -242,10 +242,7 @@ describe("RPC connection with a scripted daemon", () => {
         // register-any: answer callbackID 7, but send an event for it *before* the reply,
         // and one for a callback nobody registered
         s.write(lifecycle("early"));
-        s.write(encodePacket({ prog: REMOTE_PROGRAM, vers: 1, proc: 318, type: MessageType.MESSAGE, serial: 1, status: 0 }, {
-          encode: encodeRemoteDomainEventCallbackLifecycleMsg,
-          value: { callbackID: 8, msg: { dom: { name: "not-ours", uuid: new Uint8Array(16), id: -1 }, event: 0, detail: 0 } },
-        }));
+        s.write(lifecycle("not-ours", 8));
         const w = new XdrWriter();
         w.int(7);
         reply(s, p, w.bytes().slice());
