@@ -3,7 +3,9 @@
  *
  * Throughput of a fixed call mix (lookup by name + get XML desc + get info, round robin over
  * test-driver domains) through our client and, in the same run against the same libvirtd,
- * through libvirt's C client (python3-libvirt). Prints one JSON line with the ratios.
+ * through libvirt's C client (python3-libvirt). Prints one JSON line with the ratios, and
+ * the daemon's ceiling for the mix (the most any client reached, incl. 32 callers on 8
+ * sessions), since concurrent throughput is bounded by libvirtd, not by either client.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
 import { existsSync } from "node:fs";
@@ -77,12 +79,22 @@ try {
     const poolConc = perPool.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
     await pool.close();
 
+    // The daemon's own ceiling for this mix: 4x the callers over 8 sessions. No client can
+    // go faster than libvirtd serves; with the C figure below it bounds conc_ratio.
+    const wide = await LibvirtPool.connect(uri, { minSessions: 8 });
+    t0 = performance.now();
+    const stopWide = t0 + seconds * 1000;
+    const perWide = await Promise.all(Array.from({ length: concurrency * 4 }, (_, k) => mix(wide, names, stopWide, k)));
+    const wideConc = perWide.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+    await wide.close();
+
     // Our connection stays open so the test driver keeps the domains for the C client.
     const c = JSON.parse(sh(["/usr/bin/python3", "bench/rpc_c_client.py", uri, String(seconds), String(concurrency), ...names])) as {
       c_seq_calls_s: number;
       c_conc_calls_s: number;
     };
     const round = (x: number) => Math.round(x * 10) / 10;
+    const ceiling = Math.max(conc, poolConc, wideConc, c.c_conc_calls_s);
     console.log(
       JSON.stringify({
         seq_calls_s: round(seq),
@@ -93,6 +105,12 @@ try {
         conc_ratio: Math.round((conc / c.c_conc_calls_s) * 100) / 100,
         pool_conc_calls_s: round(poolConc),
         pool_conc_ratio: Math.round((poolConc / c.c_conc_calls_s) * 100) / 100,
+        // The most calls/s any client reached against this daemon in this run (incl. 32
+        // callers on 8 sessions), and how close the C client came to it.
+        daemon_ceiling_calls_s: round(ceiling),
+        c_conc_of_ceiling: Math.round((c.c_conc_calls_s / ceiling) * 100) / 100,
+        conc_ratio_bound: Math.round((ceiling / c.c_conc_calls_s) * 100) / 100,
+        wide_calls_s: round(wideConc),
         seconds,
         concurrency,
         domains: domainCount,
