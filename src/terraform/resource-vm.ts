@@ -89,10 +89,10 @@ const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== 
 const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): CtyValue => (c !== null && c !== undefined ? c : prior ? (prior[k] ?? null) : UNKNOWN);
 
 /**
- * The bus the server really uses for a requested disk type: it attaches nvme disks as virtio
- * and ide as sata, and reports what it attached. Types with the same bus are the same setting.
+ * The bus the server really uses for a requested disk type: it attaches ide disks as sata
+ * (q35 has no IDE) and reports what it attached. Types with the same bus are the same setting.
  */
-const busOf = (t: string): string => ({ nvme: "virtio", ide: "sata" })[t] ?? t;
+const busOf = (t: string): string => ({ ide: "sata" })[t] ?? t;
 const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
 
 export const isRunningState = (state: string): boolean => state === "running" || state === "paused";
@@ -224,7 +224,7 @@ function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
     const before = obj(priorDisks[i]);
     const sameDisk = before !== null && before.size_gb === disk.size_gb;
     let type: CtyValue = disk.type ?? (sameDisk ? (before.type ?? null) : UNKNOWN);
-    if (sameDisk && sameBus(disk.type, before.type)) type = before.type ?? null; // e.g. nvme configured, virtio reported
+    if (sameDisk && sameBus(disk.type, before.type)) type = before.type ?? null; // e.g. ide configured, sata reported
     return { size_gb: disk.size_gb ?? null, type };
   });
 }

@@ -91,3 +91,37 @@ describe("libvirt: vm_defaults.vcpu_overcommit", () => {
     }
   });
 });
+
+describe("libvirt: NVMe disks and operators' templates", () => {
+  test("a template without the nvme_disks block refuses NVMe disks clearly and leaves no volume", async () => {
+    const pool = `rctest-nvmetpl-${process.pid}`;
+    const dir = mkdtempSync(join(tmpdir(), "rcloud-tpl-"));
+    const old = join(dir, "old.xml.liquid");
+    // what an operator's copy of the template looked like before NVMe disks
+    const embedded = readFileSync(join(import.meta.dir, "../../templates/vm-q35.xml.liquid"), "utf8");
+    const stripped = embedded.replace(/\{%- for disk in nvme_disks %\}[\s\S]*?\{%- endfor %\}/g, "").replace(" or nvme_disks.size > 0", "");
+    expect(stripped).not.toContain("nvme_disks");
+    writeFileSync(old, stripped);
+    const server = await startTestServer(testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, template: old }));
+    const lv = await LibvirtClient.connect(unixUri("test"));
+    try {
+      await waitHealthy(server);
+      const name = uniqueName("nvmetpl").slice(0, 40);
+      const r = await server.req("POST", "/api/v1/vms", { name, image: "debian13", extra_disks: [{ size_gb: 1 }, { size_gb: 1, type: "nvme" }] });
+      expect(r.status).toBe(501);
+      expect(r.json.error.code).toBe("unsupported");
+      expect(r.json.error.message).toContain("nvme_disks");
+      expect(r.json.error.message).toContain("kdevops1");
+      const { pool: p } = await lv.call(P.storagePoolLookupByName, { name: pool });
+      expect((await lv.call(P.storagePoolListAllVolumes, { pool: p, need_results: 1, flags: 0 })).vols).toEqual([]);
+      // the same VM without NVMe is fine with that template
+      const ok = await server.req("POST", "/api/v1/vms", { name, image: "debian13", extra_disks: [{ size_gb: 1 }] });
+      expect(ok.status).toBe(201);
+      await server.req("DELETE", `/api/v1/vms/${name}`);
+    } finally {
+      await server.stop();
+      await removePool(lv, pool);
+      await lv.close();
+    }
+  });
+});

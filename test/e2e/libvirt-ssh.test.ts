@@ -39,13 +39,14 @@ afterAll(async () => {
 test("create → SSH in → stop → start → delete leaves nothing behind", async () => {
   const key = makeSshKey();
   const name = uniqueName("ssh").slice(0, 40);
-  // The data disk is far larger than the pool's free space: thin qcow2 must still work.
+  // The data disk is far larger than the pool's free space: thin qcow2 must still work. The
+  // second one is NVMe, which libvirt 9.0 has no bus for (QEMU arguments, owned by QEMU's uid).
   const created = await server.req("POST", "/api/v1/vms", {
     name,
     image: "rcloud-tiny",
     ssh_public_key: key.publicKey,
     network: { mode: "user", restrict: true },
-    extra_disks: [{ size_gb: 4096 }],
+    extra_disks: [{ size_gb: 4096 }, { size_gb: 2, type: "nvme" }],
   });
   expect(created.status).toBe(201);
   const vm = created.json;
@@ -57,12 +58,23 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
   // The seed ISO was uploaded into the pool next to the root overlay.
   const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
   const vols = (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols.map((v) => v.name).sort();
-  expect(vols).toEqual([`${vm.id}-data0.qcow2`, `${vm.id}-root.qcow2`, `${vm.id}-seed.iso`]);
-  expect(vm.disks[1]).toMatchObject({ type: "data", size_gb: 4096, serial: "kdevops0" });
+  expect(vols).toEqual([`${vm.id}-data0.qcow2`, `${vm.id}-data1.qcow2`, `${vm.id}-root.qcow2`, `${vm.id}-seed.iso`]);
+  expect(vm.disks[1]).toMatchObject({ type: "data", size_gb: 4096, serial: "kdevops0", driver: "virtio" });
+  expect(vm.disks[2]).toMatchObject({ type: "data", size_gb: 2, serial: "kdevops1", driver: "nvme" });
+  // read back from libvirt as well, not only from the create's answer
+  const shown = await server.req("GET", `/api/v1/vms/${vm.id}`);
+  expect(shown.json.disks.map((d: { driver: string; serial: string | null }) => [d.driver, d.serial])).toEqual([
+    ["virtio", null],
+    ["virtio", "kdevops0"],
+    ["nvme", "kdevops1"],
+  ]);
 
-  const uname = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, "uname -r; hostname; cat /sys/block/vdb/size 2>/dev/null || echo none");
-  const [release, hostname, sectors] = uname.trim().split("\n");
+  const probe = "uname -r; hostname; cat /sys/block/vdb/size 2>/dev/null || echo none; cat /sys/block/nvme0n1/size 2>/dev/null || echo none; cat /sys/class/nvme/nvme0/serial 2>/dev/null || echo none";
+  const uname = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, probe);
+  const [release, hostname, sectors, nvmeSectors, nvmeSerial] = uname.trim().split("\n");
   expect(sectors).toBe(String(4096 * 2 * 1024 * 1024)); // the guest sees a 4 TiB disk
+  expect(nvmeSectors).toBe(String(2 * 2 * 1024 * 1024)); // and a 2 GiB NVMe namespace
+  expect(nvmeSerial?.trim()).toBe("kdevops1"); // /dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_kdevops1 on a udev guest
   expect(release).toMatch(/^\d+\.\d+\.\d+/);
   expect(hostname).toBe(name);
 
@@ -82,6 +94,9 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
   expect(started.status).toBe(200);
   expect(started.json.state).toBe("running");
   expect(started.json.ssh_port).toBe(vm.ssh_port);
+  // The NVMe disk is still there after a stop and start (libvirt does not relabel it).
+  const again = await waitForSsh({ port: vm.ssh_port, user: "kdevops", key: key.privateKey }, "cat /sys/block/nvme0n1/size 2>/dev/null || echo none");
+  expect(again.trim()).toBe(String(2 * 2 * 1024 * 1024));
 
   const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
   expect(del.status).toBe(200);

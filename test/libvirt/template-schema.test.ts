@@ -5,7 +5,7 @@
  * what keeps the embedded one valid.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { loadTemplate, METADATA_NS, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { loadTemplate, METADATA_NS, nvmeDisk, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { uniqueName, unixUri } from "../helpers/rig.ts";
 
@@ -34,6 +34,7 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     metadata_ns: METADATA_NS,
     boot: null,
     disks: [{ device: "disk", format: "qcow2", path: `/var/lib/rcloud/${name}-root.qcow2`, target: "vda", bus: "virtio", readonly: false, serial: null }],
+    nvme_disks: [],
     network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:12:34:56", ssh_port: "", restrict: false, netdev: "" },
     console_log: `/var/lib/rcloud/${name}-serial.log`,
     ...over,
@@ -54,9 +55,11 @@ const variants: [string, (name: string) => Partial<DomainTemplateVars>][] = [
     "restricted user networking with SSH forwarded, data disks on every bus, seed ISO",
     (name) => ({
       disks: dataDisks(name),
+      nvme_disks: [nvmeDisk(3, "kdevops3", `/p/${name}-data3.qcow2`, "qcow2")],
       network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: 2222, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" },
     }),
   ],
+  ["NVMe data disks without user networking", (name) => ({ nvme_disks: [nvmeDisk(0, "kdevops0", `/p/${name}-data0.qcow2`, "qcow2"), nvmeDisk(1, "kdevops1", `/p/${name}-data1.qcow2`, "qcow2")] })],
   [
     "libvirt network, direct kernel boot",
     () => ({

@@ -209,10 +209,9 @@ resource "rcloud_vm" "imported" {
         id,
         image: "debian-13-generic-amd64-daily", // what the API reports; "debian13" in the config is the same image
         memory_gb: 1.5,
-        // the server attaches nvme disks on the virtio bus and reports virtio; same setting
         extra_disks: [
           { size_gb: 2, type: "virtio" },
-          { size_gb: 4, type: "virtio" },
+          { size_gb: 4, type: "nvme" },
         ],
       });
     }

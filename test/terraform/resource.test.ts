@@ -150,11 +150,17 @@ describe("apply", () => {
     expect((r.newState as CtyObject).id).toBe("vm-abcdefgh"); // recorded, so Terraform taints it
   });
 
-  test("nvme disks read back as virtio (the server's bus) keep the configured type", async () => {
+  test("ide disks read back as sata (the server's bus) keep the configured type; nvme is not virtio", async () => {
     const vm = apiVm();
+    vm.disks[1]!.driver = "sata";
     const ctx = ctxWith(() => vm);
-    const planned = (await planVm(ctx, null, config({ extra_disks: [{ size_gb: 500, type: "nvme" }] }), {})).planned as CtyObject;
+    const planned = (await planVm(ctx, null, config({ extra_disks: [{ size_gb: 500, type: "ide" }] }), {})).planned as CtyObject;
     const r = await applyVm(ctx, null, planned);
-    expect((r.newState as CtyObject).extra_disks).toEqual([{ size_gb: 500, type: "nvme" }]);
+    expect((r.newState as CtyObject).extra_disks).toEqual([{ size_gb: 500, type: "ide" }]);
+    // a virtio disk where nvme was configured is a different disk: the read shows virtio
+    vm.disks[1]!.driver = "virtio";
+    const nvme = (await planVm(ctx, null, config({ extra_disks: [{ size_gb: 500, type: "nvme" }] }), {})).planned as CtyObject;
+    const r2 = await applyVm(ctx, null, nvme);
+    expect((r2.newState as CtyObject).extra_disks).toEqual([{ size_gb: 500, type: "virtio" }]);
   });
 });

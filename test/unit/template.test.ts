@@ -1,7 +1,8 @@
 /** The domain template: user-controlled values can never become markup. */
 import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
-import { loadTemplate, METADATA_NS, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { dacOwner } from "../../src/drivers/libvirt/driver.ts";
+import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 
 function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
   return {
@@ -22,6 +23,7 @@ function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
       { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-root.qcow2", target: "vda", bus: "virtio", readonly: false, serial: null },
       { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-data0.qcow2", target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0" },
     ],
+    nvme_disks: [],
     network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: 2222, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" },
     console_log: "/p/vm-abcd1234-serial.log",
     ...over,
@@ -39,6 +41,44 @@ describe("vm-q35 template", () => {
     expect(p.disks.map((d) => [d.type, d.serial])).toEqual([["root", null], ["data", "kdevops0"]]);
     expect(p.mac).toBe("52:54:00:aa:bb:cc");
     expect(p.consoleLog).toBe("/p/vm-abcd1234-serial.log");
+  });
+
+  test("NVMe data disks: QEMU arguments, recorded in metadata, read back in serial order", () => {
+    const xml = renderDomainXml(
+      loadTemplate(null),
+      vars({
+        network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" },
+        // a comma in the pool path must not split QEMU's option list
+        nvme_disks: [nvmeDisk(1, "kdevops1", "/p,x/vm-abcd1234-data1.qcow2", "qcow2")],
+      }),
+    );
+    const args = [...xml.matchAll(/<qemu:arg value='([^']*)'\/>/g)].map((m) => m[1]);
+    expect(args).toEqual([
+      "-drive",
+      "file=/p,,x/vm-abcd1234-data1.qcow2,format=qcow2,if=none,id=rcloud-nvme1,discard=unmap",
+      "-device",
+      "nvme,id=rcloud-nvme1-ctrl,serial=kdevops1,drive=rcloud-nvme1,bus=pcie.0,addr=0x11.1",
+    ]);
+    // 8 controllers per slot from 0x11 on; function 0 opens the slot for the others
+    expect(nvmeDisk(0, "kdevops0", "/p/a", "qcow2").device_arg).toEndWith(",addr=0x11.0,multifunction=on");
+    expect(nvmeDisk(31, "kdevops31", "/p/a", "raw").device_arg).toEndWith(",addr=0x14.7");
+    const p = parseDomainXml(xml);
+    expect(p.disks.map((d) => [d.type, d.driver, d.serial, d.path])).toEqual([
+      ["root", "virtio", null, "/p/vm-abcd1234-root.qcow2"],
+      ["data", "virtio", "kdevops0", "/p/vm-abcd1234-data0.qcow2"],
+      ["data", "nvme", "kdevops1", "/p,x/vm-abcd1234-data1.qcow2"],
+    ]);
+    // with no NVMe disk and no user networking there is no qemu:commandline at all
+    const plain = renderDomainXml(loadTemplate(null), vars({ network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" } }));
+    expect(plain).not.toContain("qemu:commandline");
+  });
+
+  test("QEMU's uid:gid comes from the DAC base label of the domain type", () => {
+    const caps = `<capabilities><host><secmodel><model>none</model><doi>0</doi></secmodel><secmodel><model>dac</model><doi>0</doi>
+      <baselabel type='kvm'>+64055:+994</baselabel><baselabel type='qemu'>+64055:+64055</baselabel></secmodel></host></capabilities>`;
+    expect(dacOwner(caps, "qemu")).toEqual({ uid: 64055, gid: 64055 });
+    expect(dacOwner(caps, "kvm")).toEqual({ uid: 64055, gid: 994 });
+    expect(dacOwner("<capabilities><host><secmodel><model>selinux</model></secmodel></host></capabilities>", "kvm")).toBeNull();
   });
 
   test("markup in values is escaped, not interpreted", () => {

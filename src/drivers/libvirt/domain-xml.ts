@@ -23,6 +23,37 @@ export interface TemplateDisk {
   serial: string | null;
 }
 
+/** An NVMe data disk: QEMU arguments (libvirt 9.0 has no NVMe bus), recorded in metadata. */
+export interface TemplateNvmeDisk {
+  serial: string;
+  format: string;
+  path: string;
+  /** `-drive` value: the file, with commas doubled as QEMU's option syntax wants. */
+  drive_arg: string;
+  /** `-device` value: the controller with its one namespace. */
+  device_arg: string;
+}
+
+/**
+ * The QEMU arguments of the `ordinal`-th NVMe data disk (0-based among the NVMe disks), with
+ * serial `serial` (kdevops<N>). The controllers get fixed addresses on pcie.0 from slot 0x11
+ * on, 8 functions per slot (32 disks fit in 0x11-0x14): QEMU would otherwise give the first
+ * free slot to them before libvirt's own devices take theirs. libvirt fills slots from 0x01
+ * up, and the user-mode NIC is at 0x10.
+ */
+export function nvmeDisk(ordinal: number, serial: string, path: string, format: string): TemplateNvmeDisk {
+  const id = `rcloud-nvme${ordinal}`;
+  const slot = (0x11 + Math.floor(ordinal / 8)).toString(16);
+  const fn = ordinal % 8;
+  return {
+    serial,
+    format,
+    path,
+    drive_arg: `file=${path.replaceAll(",", ",,")},format=${format},if=none,id=${id},discard=unmap`,
+    device_arg: `nvme,id=${id}-ctrl,serial=${serial},drive=${id},bus=pcie.0,addr=0x${slot}.${fn}${fn === 0 ? ",multifunction=on" : ""}`,
+  };
+}
+
 export interface DomainTemplateVars {
   domain_type: "kvm" | "qemu" | "test";
   name: string;
@@ -38,6 +69,7 @@ export interface DomainTemplateVars {
   metadata_ns: string;
   boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
   disks: TemplateDisk[];
+  nvme_disks: TemplateNvmeDisk[];
   network: {
     mode: NetworkMode;
     bridge: string;
@@ -65,7 +97,7 @@ const parser = new XMLParser({
   parseTagValue: false,
   parseAttributeValue: false,
   htmlEntities: true, // numeric references such as &#39; (liquid escapes quotes that way)
-  isArray: (name) => ["disk", "interface", "arg"].includes(name),
+  isArray: (name) => ["disk", "interface", "arg", "nvme_disk"].includes(name),
 });
 
 type Node = Record<string, unknown>;
@@ -121,6 +153,15 @@ export function parseDomainXml(xml: string): ParsedDomain {
       path,
     });
   }
+  for (const d of (meta.nvme_disk as unknown[] | undefined) ?? []) {
+    const disk = obj(d);
+    const path = str(disk.path);
+    if (path) disks.push({ type: "data", driver: "nvme", format: str(disk.format) ?? "qcow2", serial: str(disk.serial), path });
+  }
+  // Data disks in the order of their serials (kdevops0..N), whatever their bus.
+  const index = (d: { serial: string | null }) => Number(/^kdevops(\d+)$/.exec(d.serial ?? "")?.[1] ?? Number.MAX_SAFE_INTEGER);
+  const data = disks.filter((d) => d.type === "data").sort((a, b) => index(a) - index(b));
+  disks.splice(0, disks.length, ...disks.filter((d) => d.type === "root"), ...data, ...disks.filter((d) => d.type === "seed"));
   const iface = obj(((devices.interface as unknown[] | undefined) ?? [])[0]);
   let mac = str(obj(iface.mac).address);
   if (!mac) {

@@ -29,7 +29,7 @@ import {
   type VmSpec,
   type VmState,
 } from "../types.ts";
-import { loadTemplate, METADATA_NS, parseDomainXml, renderDomainXml, type TemplateDisk } from "./domain-xml.ts";
+import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -81,6 +81,16 @@ function uuidString(u: Uint8Array): string {
 }
 
 /** Maps client-level failures to driver errors the service understands. */
+/** QEMU's uid:gid from the capabilities' DAC base label for a domain type ("+64055:+64055"). */
+export function dacOwner(capabilities: string, domainType: string): { uid: number; gid: number } | null {
+  for (const m of capabilities.matchAll(/<secmodel>([\s\S]*?)<\/secmodel>/g)) {
+    if (!/<model>dac<\/model>/.test(m[1]!)) continue;
+    const label = new RegExp(`<baselabel type=['"]${domainType}['"]>\\+?(\\d+):\\+?(\\d+)</baselabel>`).exec(m[1]!);
+    if (label) return { uid: Number(label[1]), gid: Number(label[2]) };
+  }
+  return null;
+}
+
 function translate(e: unknown, what: string): never {
   if (e instanceof DriverError) throw e;
   if (e instanceof LibvirtError) {
@@ -104,6 +114,11 @@ export class LibvirtDriver implements VmDriver {
   private template = "";
   private hvType = "";
   private domainType: "kvm" | "qemu" | "test" = "qemu";
+  /**
+   * The uid:gid QEMU runs as (libvirt's DAC base label), for disks libvirt does not label
+   * itself: NVMe disks are QEMU arguments, so their volumes are created owned by QEMU.
+   */
+  private qemuOwner: { uid: number; gid: number } | null = null;
   /** Disk path → size in GiB and when it was read (see volumeSizeGb). */
   private readonly volumeSizes = new Map<string, { gb: number; at: number }>();
   /** VM ids whose create is in progress: their volumes are not orphans. */
@@ -169,10 +184,10 @@ export class LibvirtDriver implements VmDriver {
     const info = await pool.info();
     this.hvType = info.hvType;
     if (this.hvType === "TEST") this.domainType = "test";
-    else if (this.opts.domainType !== "auto") this.domainType = this.opts.domainType;
     else {
       const { capabilities } = await pool.call(P.connectGetCapabilities, undefined);
-      this.domainType = /<domain type=['"]kvm['"]/.test(capabilities) ? "kvm" : "qemu";
+      this.domainType = this.opts.domainType !== "auto" ? this.opts.domainType : /<domain type=['"]kvm['"]/.test(capabilities) ? "kvm" : "qemu";
+      this.qemuOwner = dacOwner(capabilities, this.domainType);
     }
     await this.ensurePool();
     this.pool_ = null; // published by init() once everything is ready
@@ -368,7 +383,17 @@ export class LibvirtDriver implements VmDriver {
     return ports;
   }
 
-  private async createVolume(pool: RemoteNonnullStoragePool, name: string, capacityBytes: number, format: string, backing?: { path: string; format: string }): Promise<RemoteNonnullStorageVol> {
+  private async createVolume(
+    pool: RemoteNonnullStoragePool,
+    name: string,
+    capacityBytes: number,
+    format: string,
+    backing?: { path: string; format: string },
+    owner?: { uid: number; gid: number } | null,
+  ): Promise<RemoteNonnullStorageVol> {
+    const perms = owner
+      ? el("permissions", {}, el("mode", {}, "0660"), el("owner", {}, owner.uid), el("group", {}, owner.gid))
+      : el("permissions", {}, el("mode", {}, "0640"));
     const xml = renderXml(
       el(
         "volume",
@@ -378,7 +403,7 @@ export class LibvirtDriver implements VmDriver {
         // Thin: without an explicit allocation libvirt assumes allocation = capacity and
         // refuses a disk larger than the pool's free space, even for qcow2.
         format === "qcow2" && el("allocation", { unit: "bytes" }, 0),
-        el("target", {}, el("format", { type: format }), el("permissions", {}, el("mode", {}, "0640"))),
+        el("target", {}, el("format", { type: format }), perms),
         backing && el("backingStore", {}, el("path", {}, backing.path), el("format", { type: backing.format })),
       ),
     );
@@ -402,12 +427,18 @@ export class LibvirtDriver implements VmDriver {
       disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, target: "vda", bus: "virtio", readonly: false, serial: null });
 
       // Data disks with the serials kdevops workflows look for (kdevops0..N).
+      const nvmeDisks: TemplateNvmeDisk[] = [];
+      const dataInfo: DiskInfo[] = [];
       for (const [i, d] of spec.dataDisks.entries()) {
-        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2");
+        const nvme = d.bus === "nvme";
+        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2", undefined, nvme ? this.qemuOwner : null);
         made.push(vol);
         const path = (await c.call(P.storageVolGetPath, { vol })).name;
-        const target = d.bus === "virtio" ? `vd${String.fromCharCode(98 + i)}` : `sd${String.fromCharCode(97 + i)}`;
-        disks.push({ device: "disk", format: "qcow2", path, target, bus: d.bus === "virtio" ? "virtio" : d.bus === "nvme" ? "virtio" : d.bus === "ide" ? "sata" : "scsi", readonly: false, serial: `kdevops${i}` });
+        const serial = `kdevops${i}`;
+        const bus = nvme ? "nvme" : d.bus === "virtio" ? "virtio" : d.bus === "ide" ? "sata" : "scsi";
+        dataInfo.push({ type: "data", size_gb: d.sizeGb, driver: bus, format: "qcow2", serial, path });
+        if (nvme) nvmeDisks.push(nvmeDisk(nvmeDisks.length, serial, path, "qcow2"));
+        else disks.push({ device: "disk", format: "qcow2", path, target: d.bus === "virtio" ? `vd${String.fromCharCode(98 + i)}` : `sd${String.fromCharCode(97 + i)}`, bus, readonly: false, serial });
       }
 
       // cloud-init NoCloud seed, uploaded through a volume stream (works on remote hosts).
@@ -446,6 +477,7 @@ export class LibvirtDriver implements VmDriver {
         metadata_ns: METADATA_NS,
         boot: spec.boot,
         disks,
+        nvme_disks: nvmeDisks,
         network: {
           mode: netMode,
           bridge: spec.network.bridge ?? "",
@@ -457,6 +489,9 @@ export class LibvirtDriver implements VmDriver {
         },
         console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
       });
+      // An operator's template written before NVMe disks existed would drop them silently.
+      const lost = nvmeDisks.filter((d) => !xml.includes(d.device_arg.split(",")[1]!));
+      if (lost.length) throw new DriverError("unsupported", `the domain template ${this.opts.templatePath ?? ""} has no nvme_disks block: cannot attach ${lost.map((d) => d.serial).join(", ")} as NVMe (copy that block from the embedded template)`);
       // An operator's own template is checked against libvirt's schema on every define (a
       // clear error instead of a silently ignored element); the embedded one is checked by
       // the test suite in every variant, which saves libvirtd ~6 ms of CPU per create.
@@ -464,7 +499,8 @@ export class LibvirtDriver implements VmDriver {
       if (spec.start) await c.call(P.domainCreate, { dom });
       // Everything is known already: no need to read it back from a host that may be busy
       // starting many guests.
-      const sizes = [rootBytes / GiB, ...spec.dataDisks.map((d) => d.sizeGb), (spec.seedIso?.byteLength ?? 0) / GiB];
+      const gb = (bytes: number) => Math.round((bytes / GiB) * 100) / 100;
+      const seed = disks.find((d) => d.device === "cdrom");
       return {
         id: spec.id,
         name: spec.name,
@@ -473,14 +509,11 @@ export class LibvirtDriver implements VmDriver {
         vcpus: spec.vcpus,
         memoryMb: spec.memoryMb,
         image: spec.image.id,
-        disks: disks.map((d, i) => ({
-          type: d.device === "cdrom" ? "seed" : i === 0 ? "root" : "data",
-          size_gb: Math.round((sizes[i] ?? 0) * 100) / 100,
-          driver: d.bus as DiskInfo["driver"],
-          format: d.format,
-          serial: d.serial,
-          path: d.path,
-        })),
+        disks: [
+          { type: "root", size_gb: gb(rootBytes), driver: "virtio", format: "qcow2", serial: null, path: disks[0]!.path },
+          ...dataInfo,
+          ...(seed ? [{ type: "seed" as const, size_gb: gb(spec.seedIso?.byteLength ?? 0), driver: "sata" as const, format: "raw", serial: null, path: seed.path }] : []),
+        ],
         network: { mode: netMode, bridge: spec.network.bridge, mac: netMode === "none" ? null : mac, sshPort: spec.network.sshPort, restrict: spec.network.restrict },
         sshUser: spec.ssh.user,
         boot: spec.boot,
