@@ -80,7 +80,6 @@ function uuidString(u: Uint8Array): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** Maps client-level failures to driver errors the service understands. */
 /** QEMU's uid:gid from the capabilities' DAC base label for a domain type ("+64055:+64055"). */
 export function dacOwner(capabilities: string, domainType: string): { uid: number; gid: number } | null {
   for (const m of capabilities.matchAll(/<secmodel>([\s\S]*?)<\/secmodel>/g)) {
@@ -91,6 +90,7 @@ export function dacOwner(capabilities: string, domainType: string): { uid: numbe
   return null;
 }
 
+/** Maps client-level failures to driver errors the service understands. */
 function translate(e: unknown, what: string): never {
   if (e instanceof DriverError) throw e;
   if (e instanceof LibvirtError) {
