@@ -42,6 +42,14 @@ async function mix(client: Pick<LibvirtClient, "call">, names: string[], stopAt:
   return calls;
 }
 
+/** Calls per second of `callers` concurrent mixes on one client for the benchmark's time. */
+async function concurrentRate(client: Pick<LibvirtClient, "call">, names: string[], callers: number): Promise<number> {
+  const t0 = performance.now();
+  const stopAt = t0 + seconds * 1000;
+  const per = await Promise.all(Array.from({ length: callers }, (_, k) => mix(client, names, stopAt, k)));
+  return per.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+}
+
 const startedRig = !existsSync(join(rigDir, "env.json"));
 if (startedRig) {
   sh(["bash", "scripts/lib/install-deps.sh"]);
@@ -61,31 +69,22 @@ try {
   }
   try {
     await mix(client, names, performance.now() + 500, 0); // warm-up (JIT, caches)
-    let t0 = performance.now();
+    const t0 = performance.now();
     const seqCalls = await mix(client, names, t0 + seconds * 1000, 0);
     const seq = seqCalls / ((performance.now() - t0) / 1000);
 
-    t0 = performance.now();
-    const stopAt = t0 + seconds * 1000;
-    const per = await Promise.all(Array.from({ length: concurrency }, (_, k) => mix(client, names, stopAt, k)));
-    const conc = per.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+    const conc = await concurrentRate(client, names, concurrency);
 
     // The same 8 callers through a LibvirtPool (what the libvirt driver uses): extra
     // sessions let libvirtd work on more than 5 of our calls at once.
     const pool = await LibvirtPool.connect(uri, { minSessions: 2 });
-    t0 = performance.now();
-    const stopPool = t0 + seconds * 1000;
-    const perPool = await Promise.all(Array.from({ length: concurrency }, (_, k) => mix(pool, names, stopPool, k)));
-    const poolConc = perPool.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+    const poolConc = await concurrentRate(pool, names, concurrency);
     await pool.close();
 
     // The daemon's own ceiling for this mix: 4x the callers over 8 sessions. No client can
     // go faster than libvirtd serves; with the C figure below it bounds conc_ratio.
     const wide = await LibvirtPool.connect(uri, { minSessions: 8 });
-    t0 = performance.now();
-    const stopWide = t0 + seconds * 1000;
-    const perWide = await Promise.all(Array.from({ length: concurrency * 4 }, (_, k) => mix(wide, names, stopWide, k)));
-    const wideConc = perWide.reduce((a, b) => a + b, 0) / ((performance.now() - t0) / 1000);
+    const wideConc = await concurrentRate(wide, names, concurrency * 4);
     await wide.close();
 
     // Our connection stays open so the test driver keeps the domains for the C client.

@@ -7,6 +7,7 @@ import { Liquid } from "liquidjs";
 import { readFileSync } from "node:fs";
 // Embedded in the executable; operators override it with vm_defaults.template.
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
+import { optValue } from "../qemu-opts.ts";
 import type { DiskBus, DiskInfo, NetworkMode } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
@@ -49,7 +50,7 @@ export function nvmeDisk(ordinal: number, serial: string, path: string, format: 
     serial,
     format,
     path,
-    drive_arg: `file=${path.replaceAll(",", ",,")},format=${format},if=none,id=${id},discard=unmap`,
+    drive_arg: `file=${optValue(path)},format=${format},if=none,id=${id},discard=unmap`,
     device_arg: `nvme,id=${id}-ctrl,serial=${serial},drive=${id},bus=pcie.0,addr=0x${slot}.${fn}${fn === 0 ? ",multifunction=on" : ""}`,
   };
 }
@@ -158,10 +159,10 @@ export function parseDomainXml(xml: string): ParsedDomain {
     const path = str(disk.path);
     if (path) disks.push({ type: "data", driver: "nvme", format: str(disk.format) ?? "qcow2", serial: str(disk.serial), path });
   }
-  // Data disks in the order of their serials (kdevops0..N), whatever their bus.
-  const index = (d: { serial: string | null }) => Number(/^kdevops(\d+)$/.exec(d.serial ?? "")?.[1] ?? Number.MAX_SAFE_INTEGER);
-  const data = disks.filter((d) => d.type === "data").sort((a, b) => index(a) - index(b));
-  disks.splice(0, disks.length, ...disks.filter((d) => d.type === "root"), ...data, ...disks.filter((d) => d.type === "seed"));
+  // Root, then data disks in the order of their serials (kdevops0..N) whatever their bus, then the seed.
+  const rank = (d: (typeof disks)[number]) =>
+    d.type === "root" ? -1 : d.type === "seed" ? Number.MAX_SAFE_INTEGER : Number(/^kdevops(\d+)$/.exec(d.serial ?? "")?.[1] ?? Number.MAX_SAFE_INTEGER - 1);
+  disks.sort((a, b) => rank(a) - rank(b));
   const iface = obj(((devices.interface as unknown[] | undefined) ?? [])[0]);
   let mac = str(obj(iface.mac).address);
   if (!mac) {

@@ -388,8 +388,7 @@ export class LibvirtDriver implements VmDriver {
     name: string,
     capacityBytes: number,
     format: string,
-    backing?: { path: string; format: string },
-    owner?: { uid: number; gid: number } | null,
+    { backing, owner }: { backing?: { path: string; format: string }; owner?: { uid: number; gid: number } | null } = {},
   ): Promise<RemoteNonnullStorageVol> {
     const perms = owner
       ? el("permissions", {}, el("mode", {}, "0660"), el("owner", {}, owner.uid), el("group", {}, owner.gid))
@@ -422,7 +421,7 @@ export class LibvirtDriver implements VmDriver {
 
       // Root disk: a qcow2 overlay on the base image, grown to the requested size.
       const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
-      const root = await this.createVolume(pool, `${spec.id}-root.qcow2`, rootBytes, "qcow2", { path: spec.image.path, format: spec.image.format });
+      const root = await this.createVolume(pool, `${spec.id}-root.qcow2`, rootBytes, "qcow2", { backing: { path: spec.image.path, format: spec.image.format } });
       made.push(root);
       disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, target: "vda", bus: "virtio", readonly: false, serial: null });
 
@@ -431,7 +430,7 @@ export class LibvirtDriver implements VmDriver {
       const dataInfo: DiskInfo[] = [];
       for (const [i, d] of spec.dataDisks.entries()) {
         const nvme = d.bus === "nvme";
-        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2", undefined, nvme ? this.qemuOwner : null);
+        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2", { owner: nvme ? this.qemuOwner : null });
         made.push(vol);
         const path = (await c.call(P.storageVolGetPath, { vol })).name;
         const serial = `kdevops${i}`;
@@ -490,7 +489,7 @@ export class LibvirtDriver implements VmDriver {
         console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
       });
       // An operator's template written before NVMe disks existed would drop them silently.
-      const lost = nvmeDisks.filter((d) => !xml.includes(d.device_arg.split(",")[1]!));
+      const lost = nvmeDisks.filter((d) => !xml.includes(d.device_arg)); // plain ASCII: escaping leaves it as is
       if (lost.length) throw new DriverError("unsupported", `the domain template ${this.opts.templatePath ?? ""} has no nvme_disks block: cannot attach ${lost.map((d) => d.serial).join(", ")} as NVMe (copy that block from the embedded template)`);
       // An operator's own template is checked against libvirt's schema on every define (a
       // clear error instead of a silently ignored element); the embedded one is checked by

@@ -6,6 +6,7 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { DriverError } from "../types.ts";
 import type { StoredVm, VmPaths } from "./state.ts";
+import { optValue } from "../qemu-opts.ts";
 
 export type Accel = "kvm" | "tcg";
 export type AccelChoice = Accel | "auto";
@@ -48,11 +49,6 @@ async function probeKvm(binary: string): Promise<string> {
   const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
   clearTimeout(timer);
   return code === 0 ? "" : err.trim().split("\n")[0] || `QEMU exited with ${code}`;
-}
-
-/** QemuOpts values: a comma is written as two. */
-export function optValue(v: string): string {
-  return v.replaceAll(",", ",,");
 }
 
 /** Alive and not a zombie (nobody reaps a daemonized QEMU whose parent is a container's init). */
