@@ -1,15 +1,15 @@
 /**
- * gRPC service definitions from the vendored .proto files (proto/, MPL-2.0). The files are
+ * gRPC service definitions from the vendored .proto files (grpc-proto/, MPL-2.0). The files are
  * imported as text so a `bun build --compile` executable carries them; nothing is read from
  * disk at run time.
  */
 import type { ServiceDefinition } from "@grpc/grpc-js";
 import { fromJSON } from "@grpc/proto-loader";
 import protobuf from "protobufjs";
-import brokerProto from "../../proto/grpc_broker.proto" with { type: "text" };
-import controllerProto from "../../proto/grpc_controller.proto" with { type: "text" };
-import stdioProto from "../../proto/grpc_stdio.proto" with { type: "text" };
-import tfplugin6 from "../../proto/tfplugin6.8.proto" with { type: "text" };
+import brokerProto from "./grpc-proto/grpc_broker.proto" with { type: "text" };
+import controllerProto from "./grpc-proto/grpc_controller.proto" with { type: "text" };
+import stdioProto from "./grpc-proto/grpc_stdio.proto" with { type: "text" };
+import tfplugin6 from "./grpc-proto/tfplugin6.8.proto" with { type: "text" };
 
 export interface Services {
   provider: ServiceDefinition;
