@@ -37,7 +37,7 @@ fi
 
 mkdir -p "$(dirname "$OUT")"
 cd "$REPO"
-# --define replaces the expression `process.env.RCLOUD_GIT_COMMIT` at build time (src/version.ts).
+# --define replaces the expression `process.env.RCLOUD_GIT_COMMIT` at build time (src/util/version.ts).
 "$BUN" build --compile --target=bun-linux-x64 \
   --define "process.env.RCLOUD_GIT_COMMIT=\"$COMMIT\"" \
   src/main.ts --outfile "$OUT" >&2

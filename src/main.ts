@@ -6,7 +6,7 @@
  * (`rcloud vm|image|status|completion|help`, src/cli; docs/cli.md). Commands load their
  * modules lazily so the provider reaches its handshake fast and the client starts fast.
  */
-import { GIT_COMMIT, VERSION } from "./version.ts";
+import { GIT_COMMIT, VERSION } from "./util/version.ts";
 
 async function runCli(argv: string[]): Promise<number> {
   const cli = await import("./cli/index.ts");

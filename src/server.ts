@@ -14,7 +14,7 @@ import type { VmDriver } from "./drivers/types.ts";
 import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { currentRequestId } from "./util/request-context.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "./util/version.ts";
 import { ImageCatalog } from "./vm/images.ts";
 import { VmService } from "./vm/service.ts";
 

@@ -4,7 +4,7 @@
  * The bearer token goes into the Authorization header only; it never appears in messages.
  */
 import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../util/version.ts";
 import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
 
 // The API's own response types (type-only: nothing of the server is loaded at run time).

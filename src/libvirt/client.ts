@@ -21,7 +21,7 @@ import {
   type RemoteNonnullDomain,
 } from "../protocol/generated/remote.ts";
 import type { MessageDescriptor, ProcedureDescriptor } from "../xdr/index.ts";
-import { AsyncQueue } from "./async-queue.ts";
+import { AsyncQueue } from "../util/async-queue.ts";
 import { RpcConnection, type CallObserver, type CallOptions, type ConnectionOptions } from "./connection.ts";
 import { ConnectError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import type { LibvirtStream } from "./stream.ts";

@@ -23,7 +23,7 @@
  */
 import { DeadlineSweeper } from "../util/deadlines.ts";
 import type { Socket } from "bun";
-import { AsyncQueue } from "../libvirt/async-queue.ts";
+import { AsyncQueue } from "../util/async-queue.ts";
 import { QmpAbortedError, QmpClosedError, QmpConnectError, QmpError, QmpProtocolError, QmpTimeoutError } from "./errors.ts";
 import { LineSplitter, LineTooLongError } from "./lines.ts";
 

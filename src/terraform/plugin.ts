@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from "@grpc/grpc-js";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../util/version.ts";
 import { makeServerCert } from "./cert.ts";
 import { loadServices } from "./proto.ts";
 import { createProvider, type RpcRequest, type RpcResponse } from "./provider.ts";

@@ -7,7 +7,7 @@ import { Liquid } from "liquidjs";
 import { readFileSync } from "node:fs";
 // Embedded in the executable; operators override it with vm_defaults.template.
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
-import { optValue } from "../qemu-opts.ts";
+import { optValue } from "../shared/qemu-opts.ts";
 import type { DiskBus, DiskInfo, NetworkMode } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";

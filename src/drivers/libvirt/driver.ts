@@ -16,7 +16,7 @@ import {
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
 import { el, renderXml } from "../../util/xml.ts";
-import { randomMac } from "../mac.ts";
+import { randomMac } from "../shared/mac.ts";
 import {
   DriverError,
   type ConsoleInfo,

@@ -24,7 +24,7 @@ import {
 } from "../types.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
-import { randomMac } from "../mac.ts";
+import { randomMac } from "../shared/mac.ts";
 import { checkBridge } from "./net.ts";
 import { cpuTimeNs, isOurQemu, launchDaemon, qemuArgs, readPidfile, resolveAccel, waitUntil, type Accel, type AccelChoice } from "./process.ts";
 import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";

@@ -6,7 +6,7 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { DriverError } from "../types.ts";
 import type { StoredVm, VmPaths } from "./state.ts";
-import { optValue } from "../qemu-opts.ts";
+import { optValue } from "../shared/qemu-opts.ts";
 
 export type Accel = "kvm" | "tcg";
 export type AccelChoice = Accel | "auto";
