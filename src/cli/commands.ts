@@ -6,76 +6,11 @@ import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
-import { formatFields, formatTable } from "./table.ts";
+import { parseDataDisk, parseNetwork } from "./flags.ts";
+import { consoleDetails, imageDetails, imageTable, type StatusBody, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
-import { formatAge, formatMiB, parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
+import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
-
-const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"] as const;
-
-// ---------------------------------------------------------------------------------------
-// rendering
-
-export function vmTable(vms: ApiVm[], now = Date.now()): string {
-  return formatTable(
-    ["NAME", "ID", "STATE", "VCPUS", "MEMORY", "IP", "SSH", "IMAGE", "AGE"],
-    vms.map((v) => [v.name, v.id, v.state, v.vcpus, formatMiB(v.memory_mb), v.ip_address, sshColumn(v), v.image, formatAge(v.created_at, now)]),
-  );
-}
-
-function sshColumn(v: ApiVm): string | null {
-  if (!v.ip_address) return null;
-  return `${v.ssh_user}@${v.ip_address}${v.ssh_port !== null ? `:${v.ssh_port}` : ""}`;
-}
-
-function sshCommand(v: ApiVm): string | null {
-  if (!v.ip_address) return null;
-  return `ssh ${v.ssh_port !== null ? `-p ${v.ssh_port} ` : ""}${v.ssh_user}@${v.ip_address}  (or: rcloud vm ssh ${v.name})`;
-}
-
-export function vmDetails(v: ApiVm, now = Date.now()): string {
-  const net = v.network;
-  const netText =
-    net.mode === "bridge"
-      ? `bridge ${net.bridge ?? ""}`.trim()
-      : net.mode === "user"
-        ? `user${net.ssh_port !== null ? ` (ssh forwarded from 127.0.0.1:${net.ssh_port})` : ""}`
-        : net.mode;
-  const head = formatFields([
-    ["Name", v.name],
-    ["ID", v.id],
-    ["UUID", v.uuid],
-    ["State", v.state],
-    ["vCPUs", v.vcpus],
-    ["Memory", `${formatMiB(v.memory_mb)} (${v.memory_mb} MiB)`],
-    ["Image", v.image],
-    ["Network", netText],
-    ["MAC", net.mac_address],
-    ["IP", v.ip_address],
-    ["SSH", sshCommand(v)],
-    ["Kernel", v.kernel],
-    ["Initrd", v.initrd],
-    ["Cmdline", v.cmdline],
-    ["Created", `${v.created_at} (${formatAge(v.created_at, now)} ago)`],
-    ["Updated", v.updated_at],
-  ]);
-  const disks = formatTable(
-    ["DISK", "SIZE", "BUS", "FORMAT", "SERIAL"],
-    v.disks.map((d) => [d.type, `${d.size_gb}G`, d.driver, d.format, d.serial]),
-  );
-  return `${head}\nDisks:\n${disks.replace(/^/gm, "  ")}`;
-}
-
-export function imageTable(images: ApiImage[]): string {
-  return formatTable(
-    ["NAME", "ID", "FILE", "FORMAT", "SIZE", "ON DISK"],
-    images.map((i) => [i.alias ?? i.name, i.id, i.file_name, i.format, `${i.virtual_size_gb}G`, formatMiB(Math.round(i.disk_size_mb))]),
-  );
-}
-
-function gib(bytes: number): string {
-  return `${Number((bytes / 1024 ** 3).toFixed(1))}G`;
-}
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -119,28 +54,6 @@ async function confirm(question: string): Promise<boolean> {
   }
 }
 
-/** `--data-disk 100G[,type=nvme]` */
-export function parseDataDisk(spec: string): { size_gb: number; type?: string } {
-  const [size = "", ...opts] = spec.split(",");
-  const disk: { size_gb: number; type?: string } = { size_gb: parseDiskGiB(size, "--data-disk size") };
-  for (const o of opts) {
-    const m = /^type=(.*)$/.exec(o);
-    if (!m || !(DISK_TYPES as readonly string[]).includes(m[1] ?? "")) {
-      throw usageError(`invalid --data-disk '${spec}': expected SIZE[,type=${DISK_TYPES.join("|")}]`);
-    }
-    disk.type = m[1];
-  }
-  return disk;
-}
-
-/** `--network bridge[=NAME]|user|none` */
-export function parseNetwork(spec: string): { mode: string; bridge?: string } {
-  const m = /^(bridge|user|none)(?:=(.+))?$/.exec(spec);
-  if (!m || (m[2] !== undefined && m[1] !== "bridge")) throw usageError(`invalid --network '${spec}': expected bridge[=NAME], user or none`);
-  return m[2] !== undefined ? { mode: "bridge", bridge: m[2] } : { mode: m[1] as string };
-}
-
-// ---------------------------------------------------------------------------------------
 // commands
 
 const vmRef = { minArgs: 1, maxArgs: 1, completeArg: "vm" as const };
@@ -355,12 +268,7 @@ export const COMMANDS: Command[] = [
       }
       const readable = info.logFile !== null && (await Bun.file(info.logFile).exists());
       const follow = readable && !ctx.bool("no-follow");
-      const text = formatFields([
-        ["Console", info.type],
-        ["Log file", info.logFile ? `${info.logFile}${readable ? "" : " (not readable on this machine)"}` : "none"],
-        ["Attach", info.command ? `${info.command}  (on the server)` : null],
-        ["SSH", info.ssh ? `ssh -p ${info.ssh.port} ${info.ssh.user}@${info.ssh.host}  (or: rcloud vm ssh ${ref})` : null],
-      ]);
+      const text = consoleDetails(info, ref, readable);
       if (!follow) {
         ctx.print(text);
         return EXIT.ok;
@@ -444,15 +352,7 @@ export const COMMANDS: Command[] = [
     async run(ctx) {
       const img = await ctx.api.request<ApiImage>("GET", `/images/${encodeURIComponent(one(ctx))}`);
       await ctx.emit(img, () =>
-        formatFields([
-          ["Name", img.name],
-          ["ID", img.id],
-          ["Alias", img.alias ?? "-"],
-          ["File", img.file_name],
-          ["Format", img.format],
-          ["Virtual size", `${img.virtual_size_gb}G`],
-          ["On disk", formatMiB(Math.round(img.disk_size_mb))],
-        ]),
+        imageDetails(img),
       );
       return EXIT.ok;
     },
@@ -472,41 +372,6 @@ export const COMMANDS: Command[] = [
   },
   ...TOKEN_COMMANDS,
 ];
-
-interface StatusBody {
-  status: string;
-  version: string;
-  driver: string;
-  uri: string;
-  hostname: string;
-  hypervisor: string;
-  hypervisor_version: string;
-  libvirt_version: string | null;
-  cpus: number;
-  memory_mb: number;
-  free_memory_mb: number;
-  allocated: { vcpus: number; memory_mb: number; vms: number };
-  vms_by_state: Record<string, number>;
-  storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
-}
-
-export function statusText(endpoint: string, s: StatusBody): string {
-  const states = Object.entries(s.vms_by_state ?? {}).map(([k, n]) => `${n} ${k}`);
-  return formatFields([
-    ["Server", `${endpoint} (rcloud ${s.version}, ${s.status})`],
-    ["Driver", `${s.driver} ${s.uri}`],
-    ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
-    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${formatMiB(s.free_memory_mb)} free`],
-    ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
-    ["VMs", states.length ? states.join(", ") : "none"],
-    [
-      "Storage",
-      s.storage
-        ? `pool ${s.storage.pool} (${s.storage.path}): ${gib(s.storage.allocation_bytes)} of ${gib(s.storage.capacity_bytes)} used, ${gib(s.storage.available_bytes)} available`
-        : null,
-    ],
-  ]);
-}
 
 function signalNumber(sig: string): number | undefined {
   return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[sig];

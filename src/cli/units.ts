@@ -82,3 +82,8 @@ export function formatDuration(ms: number): string {
   const h = Math.floor(m / 60);
   return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
 }
+
+/** Bytes as GiB with one decimal: 1.5G. */
+export function formatGiB(bytes: number): string {
+  return `${Number((bytes / 1024 ** 3).toFixed(1))}G`;
+}

@@ -1,0 +1,26 @@
+/** Parsing of the CLI's structured flag values (`--data-disk`, `--network`) into API request fields. */
+import { usageError } from "./errors.ts";
+import { parseDiskGiB } from "./units.ts";
+
+const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"] as const;
+
+/** `--data-disk 100G[,type=nvme]` */
+export function parseDataDisk(spec: string): { size_gb: number; type?: string } {
+  const [size = "", ...opts] = spec.split(",");
+  const disk: { size_gb: number; type?: string } = { size_gb: parseDiskGiB(size, "--data-disk size") };
+  for (const o of opts) {
+    const m = /^type=(.*)$/.exec(o);
+    if (!m || !(DISK_TYPES as readonly string[]).includes(m[1] ?? "")) {
+      throw usageError(`invalid --data-disk '${spec}': expected SIZE[,type=${DISK_TYPES.join("|")}]`);
+    }
+    disk.type = m[1];
+  }
+  return disk;
+}
+
+/** `--network bridge[=NAME]|user|none` */
+export function parseNetwork(spec: string): { mode: string; bridge?: string } {
+  const m = /^(bridge|user|none)(?:=(.+))?$/.exec(spec);
+  if (!m || (m[2] !== undefined && m[1] !== "bridge")) throw usageError(`invalid --network '${spec}': expected bridge[=NAME], user or none`);
+  return m[2] !== undefined ? { mode: "bridge", bridge: m[2] } : { mode: m[1] as string };
+}
