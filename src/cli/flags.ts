@@ -1,8 +1,7 @@
 /** Parsing of the CLI's structured flag values (`--data-disk`, `--network`) into API request fields. */
+import { DISK_BUSES, isDiskBus } from "../api-types/values.ts";
 import { usageError } from "./errors.ts";
 import { parseDiskGiB } from "./units.ts";
-
-const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"] as const;
 
 /** `--data-disk 100G[,type=nvme]` */
 export function parseDataDisk(spec: string): { size_gb: number; type?: string } {
@@ -10,8 +9,8 @@ export function parseDataDisk(spec: string): { size_gb: number; type?: string } 
   const disk: { size_gb: number; type?: string } = { size_gb: parseDiskGiB(size, "--data-disk size") };
   for (const o of opts) {
     const m = /^type=(.*)$/.exec(o);
-    if (!m || !(DISK_TYPES as readonly string[]).includes(m[1] ?? "")) {
-      throw usageError(`invalid --data-disk '${spec}': expected SIZE[,type=${DISK_TYPES.join("|")}]`);
+    if (!m || !isDiskBus(m[1] ?? "")) {
+      throw usageError(`invalid --data-disk '${spec}': expected SIZE[,type=${DISK_BUSES.join("|")}]`);
     }
     disk.type = m[1];
   }

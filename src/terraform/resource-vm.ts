@@ -6,6 +6,7 @@
  * filled only when unset, values not known in advance are unknown, and apply returns
  * exactly the known planned values.
  */
+import { ACTIVE_STATES, DISK_BUSES, isDiskBus, NETWORK_MODES, reportedBus, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import type { ApiVm, CreateVmBody, RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
 import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
@@ -27,9 +28,8 @@ export interface VmPrivate {
   imported?: boolean;
 }
 
-const DISK_TYPES = ["virtio", "nvme", "scsi", "ide"];
-const NETWORK_MODES = ["bridge", "user", "none"];
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const NAME_RE = new RegExp(VM_NAME_PATTERN);
+const ID_RE = new RegExp(VM_ID_PATTERN);
 const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 const replaceNote = " Changing it creates a new VM.";
@@ -92,10 +92,10 @@ const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): C
  * The bus the server really uses for a requested disk type: it attaches ide disks as sata
  * (q35 has no IDE) and reports what it attached. Types with the same bus are the same setting.
  */
-const busOf = (t: string): string => ({ ide: "sata" })[t] ?? t;
+const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
 const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
 
-export const isRunningState = (state: string): boolean => state === "running" || state === "paused";
+export const isRunningState = (state: string): boolean => (ACTIVE_STATES as readonly string[]).includes(state);
 
 // ---- validation (config may hold unknowns: check only known values) ----
 
@@ -103,7 +103,7 @@ export function validateVm(c: CtyObject): Diagnostic[] {
   const d: Diagnostic[] = [];
   const bad = (path: PathStep[], msg: string) => d.push(errorDiag("Invalid attribute value", msg, path));
   const name = str(c.name);
-  if (name !== undefined && (!NAME_RE.test(name) || /^vm-[a-z0-9]{8}$/.test(name))) {
+  if (name !== undefined && (!NAME_RE.test(name) || ID_RE.test(name))) {
     bad(["name"], `name "${name}" must be a DNS label: 1-63 lower-case letters, digits and '-', not starting or ending with '-', and not shaped like a VM id (vm-xxxxxxxx).`);
   }
   const intAttr = (k: string, min: number, max: number) => {
@@ -123,13 +123,13 @@ export function validateVm(c: CtyObject): Diagnostic[] {
       const size = num(disk.size_gb);
       if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 65536)) bad(["extra_disks", i, "size_gb"], `size_gb must be a whole number of GiB between 1 and 65536, got ${size}.`);
       const t = str(disk.type);
-      if (t !== undefined && !DISK_TYPES.includes(t)) bad(["extra_disks", i, "type"], `type must be one of ${DISK_TYPES.join(", ")}, got "${t}".`);
+      if (t !== undefined && !isDiskBus(t)) bad(["extra_disks", i, "type"], `type must be one of ${DISK_BUSES.join(", ")}, got "${t}".`);
     });
   }
   const net = obj(c.network);
   if (net) {
     const mode = str(net.mode);
-    if (mode !== undefined && !NETWORK_MODES.includes(mode)) bad(["network", "mode"], `mode must be one of ${NETWORK_MODES.join(", ")}, got "${mode}".`);
+    if (mode !== undefined && !(NETWORK_MODES as readonly string[]).includes(mode)) bad(["network", "mode"], `mode must be one of ${NETWORK_MODES.join(", ")}, got "${mode}".`);
     if (mode !== undefined && mode !== "bridge" && isKnown(net.bridge)) bad(["network", "bridge"], `bridge only applies to mode = "bridge" (mode is "${mode}"); remove bridge or set mode = "bridge".`);
   }
   const user = str(c.ssh_user);

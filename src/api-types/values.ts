@@ -1,0 +1,39 @@
+/**
+ * The REST API's value sets and name rules, defined once: the server validates with them,
+ * the OpenAPI document lists them, and the CLI and the Terraform provider check input
+ * against the same lists. Plain constants: importing this loads nothing else.
+ */
+
+/** Data disk buses a request may ask for (`extra_disks[].type`, `vm_defaults.disk_driver`). */
+export const DISK_BUSES = ["virtio", "nvme", "scsi", "ide"] as const;
+export type DiskBus = (typeof DISK_BUSES)[number];
+export const isDiskBus = (v: string): v is DiskBus => (DISK_BUSES as readonly string[]).includes(v);
+
+/**
+ * The bus a disk is reported with (`disks[].driver`): what the guest sees. q35 has no IDE,
+ * so `ide` disks are attached (and reported) as `sata`; so is the cloud-init seed CD-ROM.
+ */
+export const REPORTED_DISK_BUSES = ["virtio", "nvme", "scsi", "sata"] as const;
+export type ReportedDiskBus = (typeof REPORTED_DISK_BUSES)[number];
+
+/** The bus a requested disk type is attached on. */
+export function reportedBus(bus: DiskBus): ReportedDiskBus {
+  return bus === "ide" ? "sata" : bus;
+}
+
+export const DISK_ROLES = ["root", "data", "seed"] as const;
+export type DiskRole = (typeof DISK_ROLES)[number];
+
+export const NETWORK_MODES = ["bridge", "user", "none"] as const;
+export type NetworkMode = (typeof NETWORK_MODES)[number];
+
+export const VM_STATES = ["running", "paused", "stopping", "stopped", "crashed", "suspended", "creating", "unknown"] as const;
+export type VmState = (typeof VM_STATES)[number];
+
+/** States in which a VM counts as running for Terraform's `running` and for consoles. */
+export const ACTIVE_STATES: readonly VmState[] = ["running", "paused"];
+
+/** VM names are DNS labels. */
+export const VM_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/** VM ids: `vm-` and 8 characters; a name of this shape is refused so references stay unambiguous. */
+export const VM_ID_PATTERN = "^vm-[a-z0-9]{8}$";
