@@ -3,7 +3,7 @@
  * these; the HTTP layer only resolves the caller. A null caller means authentication is off:
  * full access, like an admin.
  */
-import { ServiceError } from "../vm/errors.ts";
+import { ServiceError } from "../api-types/errors.ts";
 import { type Caller, PROJECT_RE } from "./tokens.ts";
 
 export type { Caller, Role } from "./tokens.ts";

@@ -1,41 +1,10 @@
 /**
- * Errors the VM service raises. Each has a stable `code` (part of the API contract) and
- * the HTTP status adapters should answer with; messages say what to do about it.
+ * Errors the VM service raises: ServiceErrors (src/api-types/errors.ts), with driver
+ * failures mapped onto the API's codes.
  */
+import { ServiceError } from "../api-types/errors.ts";
 import { DriverError } from "../drivers/types.ts";
 
-export const ERROR_STATUS = {
-  bad_request: 400,
-  validation_error: 422,
-  image_not_found: 422,
-  capacity_exceeded: 422,
-  quota_exceeded: 422,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  name_taken: 409,
-  invalid_state: 409,
-  conflict: 409,
-  hypervisor_unavailable: 503,
-  unsupported: 501,
-  internal_error: 500,
-} as const;
-
-export type ErrorCodeName = keyof typeof ERROR_STATUS;
-
-export class ServiceError extends Error {
-  override readonly name = "ServiceError";
-  readonly status: number;
-  constructor(
-    readonly code: ErrorCodeName,
-    message: string,
-    readonly details?: Record<string, unknown>,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.status = ERROR_STATUS[code];
-  }
-}
 
 /** Maps driver failures to service errors (never leaking internals beyond the message). */
 export function fromDriver(e: unknown): ServiceError {

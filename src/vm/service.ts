@@ -9,7 +9,8 @@ import { assertAccess, type Caller, canAccess, checkQuota, projectForCreate, typ
 import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
 import type { ConsoleInfo, ConsoleSession, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
-import { fromDriver, ServiceError } from "./errors.ts";
+import { ServiceError } from "../api-types/errors.ts";
+import { fromDriver } from "./errors.ts";
 import type { ImageCatalog } from "./images.ts";
 
 /** Re-exported for the adapters, which talk to the service only. */
