@@ -8,7 +8,8 @@ import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
-import type { ConsoleSession, CreateVmRequest, VmService } from "../vm/service.ts";
+import type { CreateVmRequest } from "../api-types/json.ts";
+import type { ConsoleSession, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 

@@ -7,16 +7,6 @@ import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
 import { VERSION } from "../util/version.ts";
 import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
 
-// The API's own response types (type-only: nothing of the server is loaded at run time).
-export type { ApiImage, ApiVm } from "../vm/service.ts";
-
-export interface ApiConsole {
-  type: string;
-  logFile: string | null;
-  command: string | null;
-  ssh: { host: string; port: number; user: string } | null;
-}
-
 export const DEFAULT_ENDPOINT = "http://localhost:8765";
 
 /** Adds http:// when no scheme is given and drops trailing slashes (and a trailing /api/v1). */

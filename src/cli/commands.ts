@@ -1,13 +1,13 @@
 /** The CLI's commands: vm *, image *, status. Each talks to the REST API only. */
 import { createInterface } from "node:readline";
 import { list } from "./args.ts";
-import type { ApiConsole, ApiImage, ApiVm } from "./client.ts";
+import type { ApiConsole, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
 import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
 import { parseDataDisk, parseNetwork } from "./flags.ts";
-import { consoleDetails, imageDetails, imageTable, type StatusBody, statusText, vmDetails, vmTable } from "./render.ts";
+import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
@@ -365,7 +365,7 @@ export const COMMANDS: Command[] = [
     minArgs: 0,
     maxArgs: 0,
     async run(ctx) {
-      const s = await ctx.api.request<StatusBody>("GET", "/status");
+      const s = await ctx.api.request<ApiStatus>("GET", "/status");
       await ctx.emit(s, () => statusText(ctx.endpoint, s));
       return EXIT.ok;
     },

@@ -1,5 +1,5 @@
 /** How the CLI shows API objects to a person: tables and field lists (`-o table`). */
-import type { ApiConsole, ApiImage, ApiVm } from "./client.ts";
+import type { ApiConsole, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
 import { formatFields, formatTable } from "./table.ts";
 import { formatAge, formatGiB, formatMiB } from "./units.ts";
 
@@ -82,30 +82,13 @@ export function consoleDetails(info: ApiConsole, ref: string, readable: boolean)
   ]);
 }
 
-export interface StatusBody {
-  status: string;
-  version: string;
-  driver: string;
-  uri: string;
-  hostname: string;
-  hypervisor: string;
-  hypervisor_version: string;
-  libvirt_version: string | null;
-  cpus: number;
-  memory_mb: number;
-  free_memory_mb: number;
-  allocated: { vcpus: number; memory_mb: number; vms: number };
-  vms_by_state: Record<string, number>;
-  storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
-}
-
-export function statusText(endpoint: string, s: StatusBody): string {
+export function statusText(endpoint: string, s: ApiStatus): string {
   const states = Object.entries(s.vms_by_state ?? {}).map(([k, n]) => `${n} ${k}`);
   return formatFields([
     ["Server", `${endpoint} (rcloud ${s.version}, ${s.status})`],
     ["Driver", `${s.driver} ${s.uri}`],
     ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
-    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${formatMiB(s.free_memory_mb)} free`],
+    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${s.free_memory_mb === null ? "unknown" : formatMiB(s.free_memory_mb)} free`],
     ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
     ["VMs", states.length ? states.join(", ") : "none"],
     [

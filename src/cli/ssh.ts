@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import type { ApiVm } from "./client.ts";
+import type { ApiVm } from "../api-types/json.ts";
 import { CliError, EXIT } from "./errors.ts";
 
 export function homeDir(env: Record<string, string | undefined>): string {

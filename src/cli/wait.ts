@@ -4,7 +4,8 @@
  * Progress is a spinner line on a TTY and one plain line per change otherwise.
  */
 import { connect } from "node:net";
-import type { ApiClient, ApiVm } from "./client.ts";
+import type { ApiVm } from "../api-types/json.ts";
+import type { ApiClient } from "./client.ts";
 import { CliError, EXIT } from "./errors.ts";
 import { formatDuration } from "./units.ts";
 

@@ -3,9 +3,9 @@
  * The VM service talks only to this; it never knows which driver it has.
  */
 
-export type VmState = "running" | "paused" | "stopping" | "stopped" | "crashed" | "suspended" | "creating" | "unknown";
-export type NetworkMode = "bridge" | "user" | "none";
-export type DiskBus = "virtio" | "nvme" | "scsi" | "ide";
+import type { DiskBus, DiskRole, NetworkMode, ReportedDiskBus, VmState } from "../api-types/values.ts";
+
+export type { DiskBus, NetworkMode, ReportedDiskBus, VmState };
 
 export interface DataDiskSpec {
   sizeGb: number;
@@ -34,9 +34,9 @@ export interface VmSpec {
 }
 
 export interface DiskInfo {
-  type: "root" | "data" | "seed";
+  type: DiskRole;
   size_gb: number;
-  driver: DiskBus | "sata";
+  driver: ReportedDiskBus;
   format: string;
   serial: string | null;
   path: string;

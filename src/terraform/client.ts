@@ -4,25 +4,7 @@
  * failures name the endpoint that was tried and how to change it.
  */
 import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
-import type { ApiImage, ApiVm } from "../vm/service.ts";
-
-export type { ApiImage, ApiVm };
-
-export interface CreateVmBody {
-  name: string;
-  image: string;
-  vcpus?: number;
-  memory_mb?: number;
-  root_disk_gb?: number;
-  extra_disks?: { size_gb: number; type?: string }[];
-  network?: { mode?: string; bridge?: string };
-  ssh_user?: string;
-  ssh_public_key?: string;
-  kernel?: string;
-  initrd?: string;
-  cmdline?: string;
-  start?: boolean;
-}
+import type { ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
 
 export class ApiError extends Error {
   override readonly name = "ApiError";
@@ -106,7 +88,7 @@ export class RcloudClient {
     return (await this.request<{ vms: ApiVm[] }>("GET", "/vms")).vms;
   }
 
-  createVm(body: CreateVmBody): Promise<ApiVm> {
+  createVm(body: CreateVmRequest): Promise<ApiVm> {
     return this.request<ApiVm>("POST", "/vms", body);
   }
 

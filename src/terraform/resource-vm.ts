@@ -6,8 +6,9 @@
  * filled only when unset, values not known in advance are unknown, and apply returns
  * exactly the known planned values.
  */
-import { ACTIVE_STATES, DISK_BUSES, isDiskBus, NETWORK_MODES, reportedBus, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
-import type { ApiVm, CreateVmBody, RcloudClient } from "./client.ts";
+import { ACTIVE_STATES, DISK_BUSES, type DiskBus, isDiskBus, NETWORK_MODES, type NetworkMode, reportedBus, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import type { ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import type { RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
 import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
@@ -304,8 +305,8 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
 
 // ---- apply ----
 
-function createBody(p: CtyObject): CreateVmBody {
-  const body: CreateVmBody = { name: str(p.name) ?? "", image: str(p.image) ?? "", start: p.running !== false };
+function createBody(p: CtyObject): CreateVmRequest {
+  const body: CreateVmRequest = { name: str(p.name) ?? "", image: str(p.image) ?? "", start: p.running !== false };
   const vcpus = num(p.vcpus);
   if (vcpus !== undefined) body.vcpus = vcpus;
   const mem = num(p.memory_gb);
@@ -315,13 +316,13 @@ function createBody(p: CtyObject): CreateVmBody {
   if (Array.isArray(p.extra_disks) && p.extra_disks.length > 0) {
     body.extra_disks = p.extra_disks.map((e) => {
       const disk = obj(e) ?? {};
-      const t = str(disk.type);
+      const t = str(disk.type) as DiskBus | undefined; // validateVm refused any other value
       return { size_gb: num(disk.size_gb) ?? 0, ...(t !== undefined ? { type: t } : {}) };
     });
   }
   const net = obj(p.network);
   if (net) {
-    const mode = str(net.mode);
+    const mode = str(net.mode) as NetworkMode | undefined; // validateVm refused any other value
     const bridge = str(net.bridge);
     if (mode !== undefined || bridge !== undefined) body.network = { ...(mode !== undefined ? { mode } : {}), ...(bridge !== undefined ? { bridge } : {}) };
   }

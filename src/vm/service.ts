@@ -10,6 +10,7 @@ import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
 import type { ConsoleInfo, ConsoleSession, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { ServiceError } from "../api-types/errors.ts";
+import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
 import { fromDriver } from "./errors.ts";
 import type { ImageCatalog } from "./images.ts";
 
@@ -33,68 +34,6 @@ export interface ServiceDefaults {
    * the host has cores (a 4-vCPU test VM on a 2-core laptop is normal), within reason.
    */
   vcpuOvercommit: number;
-}
-
-/** The create body after structural validation (the HTTP layer rejects unknown fields). */
-export interface CreateVmRequest {
-  name: string;
-  image?: string;
-  base_image?: string;
-  vcpus?: number;
-  memory_mb?: number;
-  memory_gb?: number;
-  root_disk_gb?: number;
-  extra_disks?: { size_gb: number; type?: string }[];
-  network?: { mode?: string; bridge?: string; restrict?: boolean };
-  ssh_user?: string;
-  ssh_public_key?: string;
-  ssh_public_keys?: string[];
-  kernel?: string;
-  initrd?: string;
-  cmdline?: string;
-  start?: boolean;
-  /** The project the VM belongs to: admins may choose; a user token's project is forced. */
-  project?: string;
-}
-
-export interface ApiDisk {
-  type: "root" | "data";
-  size_gb: number;
-  driver: string;
-  format: string;
-  serial: string | null;
-}
-
-export interface ApiVm {
-  id: string;
-  name: string;
-  uuid: string;
-  state: string;
-  vcpus: number;
-  memory_mb: number;
-  disks: ApiDisk[];
-  network: { mode: string; bridge: string | null; ip_address: string | null; mac_address: string | null; ssh_port: number | null };
-  image: string;
-  ip_address: string | null;
-  ssh_port: number | null;
-  ssh_user: string;
-  kernel: string | null;
-  initrd: string | null;
-  cmdline: string | null;
-  created_at: string;
-  updated_at: string;
-  /** The project that owns the VM (null: created without a project). */
-  project?: string | null;
-}
-
-export interface ApiImage {
-  id: string;
-  name: string;
-  file_name: string;
-  alias: string | null;
-  format: string;
-  virtual_size_gb: number;
-  disk_size_mb: number;
 }
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;

@@ -4,7 +4,7 @@ import { appendFileSync, mkdtempSync, renameSync, truncateSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "../../src/cli/args.ts";
-import type { ApiVm } from "../../src/cli/client.ts";
+import type { ApiVm } from "../../src/api-types/json.ts";
 import { normalizeEndpoint } from "../../src/cli/client.ts";
 import { parseDataDisk, parseNetwork } from "../../src/cli/flags.ts";
 import { vmTable } from "../../src/cli/render.ts";

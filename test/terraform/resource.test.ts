@@ -3,7 +3,8 @@
  * reject as an invalid plan or an inconsistent result, and the create wait's timeout.
  */
 import { describe, expect, test } from "bun:test";
-import type { ApiVm, RcloudClient } from "../../src/terraform/client.ts";
+import type { ApiVm } from "../../src/api-types/json.ts";
+import type { RcloudClient } from "../../src/terraform/client.ts";
 import { type CtyObject, isUnknown, UNKNOWN } from "../../src/terraform/cty.ts";
 import { applyVm, type Ctx, planVm, vmSchema } from "../../src/terraform/resource-vm.ts";
 

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 // Embedded in the executable; operators override it with vm_defaults.template.
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
 import { optValue } from "../shared/qemu-opts.ts";
-import type { DiskBus, DiskInfo, NetworkMode } from "../types.ts";
+import type { DiskInfo, NetworkMode, ReportedDiskBus } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
 
@@ -148,7 +148,7 @@ export function parseDomainXml(xml: string): ParsedDomain {
     const device = str(disk.device);
     disks.push({
       type: device === "cdrom" || path.endsWith("-seed.iso") ? "seed" : disks.length === 0 ? "root" : "data",
-      driver: (bus === "sata" ? "sata" : bus) as DiskBus | "sata",
+      driver: bus as ReportedDiskBus,
       format: str(obj(disk.driver).type) ?? "raw",
       serial,
       path,

@@ -9,7 +9,7 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { DriverError, type DiskBus, type NetworkMode } from "../types.ts";
+import { DriverError, type NetworkMode, type ReportedDiskBus } from "../types.ts";
 import { pidAlive } from "./process.ts";
 
 export const ID_RE = /^vm-[a-z0-9]{8}$/;
@@ -22,7 +22,7 @@ export interface StoredDisk {
   /** File name inside the VM's directory (never a path). */
   file: string;
   size_gb: number;
-  driver: DiskBus | "sata";
+  driver: ReportedDiskBus;
   format: string;
   serial: string | null;
 }

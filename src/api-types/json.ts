@@ -1,0 +1,98 @@
+/**
+ * The REST API's JSON bodies (/api/v1), as TypeScript types: what the server answers and
+ * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
+ * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
+ */
+import type { DiskBus, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
+
+export interface ApiDisk {
+  type: "root" | "data";
+  size_gb: number;
+  /** The bus the guest sees the disk on. */
+  driver: ReportedDiskBus;
+  format: string;
+  serial: string | null;
+}
+
+export interface ApiVm {
+  id: string;
+  name: string;
+  uuid: string;
+  state: VmState;
+  vcpus: number;
+  memory_mb: number;
+  disks: ApiDisk[];
+  network: { mode: NetworkMode; bridge: string | null; ip_address: string | null; mac_address: string | null; ssh_port: number | null };
+  image: string;
+  ip_address: string | null;
+  ssh_port: number | null;
+  ssh_user: string;
+  kernel: string | null;
+  initrd: string | null;
+  cmdline: string | null;
+  created_at: string;
+  updated_at: string;
+  /** The project that owns the VM (null: created without a project). */
+  project?: string | null;
+}
+
+export interface ApiImage {
+  id: string;
+  name: string;
+  file_name: string;
+  alias: string | null;
+  format: string;
+  virtual_size_gb: number;
+  disk_size_mb: number;
+}
+
+/** POST /vms. The server validates every field again; unknown fields are refused. */
+export interface CreateVmRequest {
+  name: string;
+  image?: string;
+  /** kdevops's name for `image`. */
+  base_image?: string;
+  vcpus?: number;
+  memory_mb?: number;
+  memory_gb?: number;
+  root_disk_gb?: number;
+  extra_disks?: { size_gb: number; type?: DiskBus }[];
+  network?: { mode?: NetworkMode; bridge?: string; restrict?: boolean };
+  ssh_user?: string;
+  ssh_public_key?: string;
+  ssh_public_keys?: string[];
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  start?: boolean;
+  /** The project the VM belongs to: admins may choose; a user token's project is forced. */
+  project?: string;
+}
+
+/** GET /vms/{id}/console. */
+export interface ApiConsole {
+  type: "serial";
+  /** Host file the serial console is logged to, when known. */
+  logFile: string | null;
+  /** How to attach from the server host. */
+  command: string | null;
+  ssh: { host: string; port: number; user: string } | null;
+}
+
+/** GET /status: the host's capacity and what the caller's VMs use of it. */
+export interface ApiStatus {
+  status: string;
+  version: string;
+  driver: string;
+  uri: string;
+  hostname: string;
+  hypervisor: string;
+  hypervisor_version: string;
+  libvirt_version: string | null;
+  cpus: number;
+  memory_mb: number;
+  free_memory_mb: number | null;
+  allocated: { vcpus: number; memory_mb: number; vms: number };
+  vms_by_state: Record<string, number>;
+  storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
+}
