@@ -1,0 +1,65 @@
+/** The libvirt driver's XML documents other than the domain: pools, volumes, capabilities, metadata edits. */
+import { describe, expect, test } from "bun:test";
+import { XMLParser } from "fast-xml-parser";
+import { readCapabilities } from "../../src/drivers/libvirt/capabilities.ts";
+import { withUpdatedAt } from "../../src/drivers/libvirt/metadata-xml.ts";
+import { poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
+
+const parse = (xml: string) => new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@", parseTagValue: false }).parse(xml);
+
+describe("storage XML", () => {
+  test("markup in names and paths stays text", () => {
+    const hostile = `x'/><evil a="1"/>&amp;<`;
+    const vol = parse(volumeXml({ name: hostile, capacityBytes: 5, format: "qcow2", backing: { path: `/b/${hostile}`, format: "raw" } }));
+    expect(vol.volume.name).toBe(hostile);
+    expect(vol.volume.backingStore.path).toBe(`/b/${hostile}`);
+    expect(vol.volume.evil).toBeUndefined();
+    const pool = parse(poolXml(hostile, `/p/${hostile}`));
+    expect(pool.pool).toEqual({ "@type": "dir", name: hostile, target: { path: `/p/${hostile}` } });
+  });
+
+  test("qcow2 volumes are thin, with libvirt's or an explicit owner; raw ones have no allocation", () => {
+    const q = parse(volumeXml({ name: "a", capacityBytes: 1073741824, format: "qcow2", owner: { uid: 64055, gid: 64055 } })).volume;
+    expect(q.capacity).toEqual({ "#text": "1073741824", "@unit": "bytes" });
+    expect(q.allocation).toEqual({ "#text": "0", "@unit": "bytes" });
+    expect(q.target).toEqual({ format: { "@type": "qcow2" }, permissions: { mode: "0660", owner: "64055", group: "64055" } });
+    const r = parse(volumeXml({ name: "b", capacityBytes: 10, format: "raw" })).volume;
+    expect(r.allocation).toBeUndefined();
+    expect(r.target.permissions).toEqual({ mode: "0640" });
+  });
+});
+
+describe("capabilities", () => {
+  const caps = (guests: string, secmodels: string) => `<capabilities><host><uuid>x</uuid>${secmodels}</host>${guests}</capabilities>`;
+  const guest = (types: string[]) => `<guest><os_type>hvm</os_type><arch name='x86_64'><emulator>/usr/bin/qemu-system-x86_64</emulator>${types.map((t) => `<domain type='${t}'/>`).join("")}</arch></guest>`;
+  const secmodels = `<secmodel><model>none</model><doi>0</doi></secmodel><secmodel><model>dac</model><doi>0</doi><baselabel type='kvm'>+64055:+994</baselabel><baselabel type='qemu'>+64055:+64055</baselabel></secmodel>`;
+
+  test("KVM only when a guest offers it; DAC base labels per domain type", () => {
+    const tcg = readCapabilities(caps(guest(["qemu"]) + guest(["qemu"]), secmodels));
+    expect(tcg.kvm).toBe(false);
+    expect(tcg.dacOwner("qemu")).toEqual({ uid: 64055, gid: 64055 });
+    expect(tcg.dacOwner("kvm")).toEqual({ uid: 64055, gid: 994 });
+    expect(tcg.dacOwner("test")).toBeNull();
+    expect(readCapabilities(caps(guest(["qemu", "kvm"]), "")).kvm).toBe(true);
+    expect(readCapabilities(caps(guest(["qemu"]), "")).dacOwner("qemu")).toBeNull();
+  });
+});
+
+describe("metadata edits", () => {
+  const meta = `<rcloud:vm xmlns:rcloud="https://rcloud.dev/xmlns/vm/1"><rcloud:id>vm-abc12345</rcloud:id><rcloud:updated_at>2020-01-01T00:00:00Z</rcloud:updated_at><rcloud:owner></rcloud:owner><rcloud:nvme_disk serial="kdevops1" format="qcow2" path="/a&amp;b,c"/></rcloud:vm>`;
+
+  test("updated_at changes; every other element and attribute stays, in order", () => {
+    const out = withUpdatedAt(meta, "2026-12-02T10:00:00.000Z");
+    expect(out).not.toBeNull();
+    const before = parse(meta)["rcloud:vm"];
+    const after = parse(out!)["rcloud:vm"];
+    expect(after["rcloud:updated_at"]).toBe("2026-12-02T10:00:00.000Z");
+    expect({ ...after, "rcloud:updated_at": null, "rcloud:owner": null }).toEqual({ ...before, "rcloud:updated_at": null, "rcloud:owner": null });
+    expect(out!.indexOf("nvme_disk")).toBeGreaterThan(out!.indexOf("updated_at"));
+  });
+
+  test("no updated_at, or not rcloud's element: null (nothing to edit)", () => {
+    expect(withUpdatedAt(`<rcloud:vm xmlns:rcloud="x"><rcloud:id>a</rcloud:id></rcloud:vm>`, "t")).toBeNull();
+    expect(withUpdatedAt(`<other/>`, "t")).toBeNull();
+  });
+});
