@@ -477,14 +477,16 @@ interface StatusBody {
   status: string;
   version: string;
   driver: string;
-  uri: string;
-  hostname: string;
+  /** Set for a project token, which sees its own VMs only and no host layout (null fields). */
+  project?: string | null;
+  uri: string | null;
+  hostname: string | null;
   hypervisor: string;
   hypervisor_version: string;
   libvirt_version: string | null;
   cpus: number;
   memory_mb: number;
-  free_memory_mb: number;
+  free_memory_mb: number | null;
   allocated: { vcpus: number; memory_mb: number; vms: number };
   vms_by_state: Record<string, number>;
   storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
@@ -494,9 +496,10 @@ export function statusText(endpoint: string, s: StatusBody): string {
   const states = Object.entries(s.vms_by_state ?? {}).map(([k, n]) => `${n} ${k}`);
   return formatFields([
     ["Server", `${endpoint} (rcloud ${s.version}, ${s.status})`],
-    ["Driver", `${s.driver} ${s.uri}`],
+    ["Project", s.project ?? null],
+    ["Driver", s.uri !== null ? `${s.driver} ${s.uri}` : s.driver],
     ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
-    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${formatMiB(s.free_memory_mb)} free`],
+    ["Host", `${s.hostname !== null ? `${s.hostname}: ` : ""}${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory${s.free_memory_mb !== null ? `, ${formatMiB(s.free_memory_mb)} free` : ""}`],
     ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
     ["VMs", states.length ? states.join(", ") : "none"],
     [

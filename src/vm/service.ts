@@ -209,8 +209,11 @@ export class VmService {
     return { host, records };
   }
 
-  async status(): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
-    const { host, records } = await this.snapshot();
+  /** Host facts and VM counts; the counts are of the VMs the caller may see (its project's for a user token). */
+  async status(caller: Caller | null = null): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+    const snap = await this.snapshot();
+    const host = snap.host;
+    const records = snap.records.filter((r) => canAccess(caller, r.owner));
     const byState: Record<string, number> = {};
     let vcpus = 0;
     let memory = 0;

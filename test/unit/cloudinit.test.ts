@@ -358,7 +358,7 @@ describe("buildSeedIso", () => {
     const iso = buildSeedIso({ ...base, sshAuthorizedKeys: keys });
     expect(iso.length).toBeLessThan(MAX_ISO_BYTES);
     expect(() => buildSeedIso({ ...base, sshAuthorizedKeys: [...keys, ed25519] })).toThrow(/at most 64 SSH keys/);
-  });
+  }, 30_000); // a MiB of YAML written and read back: seconds on a loaded machine
 
   test("loginUserProblem: the user rule the config and the VM service check first", () => {
     expect(loginUserProblem("kdevops")).toBeNull();
