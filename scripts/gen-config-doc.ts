@@ -19,7 +19,7 @@ const STRING_CHECKS: Record<string, string> = {
   "server.bind_address": "`host:port`, port 1-65535; an IPv6 host in brackets (`[::1]:8765`)",
   "libvirt.uri": "a libvirt URI (`scheme://...`, e.g. `qemu:///system`, `qemu+ssh://host/system`)",
   "libvirt.storage_pool_name": "1-64 characters of `A-Z a-z 0-9 _ . -`",
-  "vm_defaults.ssh_user": "a user name: a letter or `_`, then letters, digits, `_ . -`",
+  "vm_defaults.ssh_user": "a Unix user name other than `root`: a lower-case letter or `_`, then lower-case letters, digits, `_ -`; up to 32",
 };
 
 /** Defaults computed at start-up, described rather than shown as one machine's value. */

@@ -79,13 +79,18 @@ export interface ApiConsole {
   ssh: { host: string; port: number; user: string } | null;
 }
 
-/** GET /status: the host's capacity and what the caller's VMs use of it. */
+/**
+ * GET /status: the host's capacity and what the caller's VMs use of it. A project token
+ * sees its own VMs only and no host layout (uri, hostname, free memory, storage are null).
+ */
 export interface ApiStatus {
   status: string;
   version: string;
   driver: string;
-  uri: string;
-  hostname: string;
+  /** Set for a project token. */
+  project?: string | null;
+  uri: string | null;
+  hostname: string | null;
   hypervisor: string;
   hypervisor_version: string;
   libvirt_version: string | null;

@@ -8,7 +8,7 @@ import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
-import type { CreateVmRequest } from "../api-types/json.ts";
+import type { ApiStatus, CreateVmRequest } from "../api-types/json.ts";
 import type { ConsoleSession, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
@@ -118,10 +118,14 @@ export function createApp(service: VmService, opts: AppOptions) {
     })
     .get(
       "/metrics",
-      async ({ set }) => {
+      async ({ set, caller }) => {
         if (!opts.metrics) {
           set.status = 404;
           return errorJson("not_found", "metrics are disabled");
+        }
+        // Every project's VMs are in there (names, CPU time): monitoring scrapes with an admin token.
+        if (caller !== null && caller.role !== "admin") {
+          throw new ServiceError("forbidden", "/metrics covers every project's VMs and needs an admin token; scrape it with an admin (monitoring) token, or set auth.metrics_open");
         }
         set.headers["content-type"] = opts.metrics.registry.contentType;
         return opts.metrics.scrape();
@@ -160,10 +164,10 @@ export function createApp(service: VmService, opts: AppOptions) {
         )
         .get(
           "/status",
-          async () => {
-            const s = await service.status();
+          async ({ caller }) => {
+            const s = await service.status(caller);
             const h = s.host;
-            return {
+            const full: ApiStatus = {
               status: "operational",
               version: opts.version,
               driver: h.driver,
@@ -187,6 +191,11 @@ export function createApp(service: VmService, opts: AppOptions) {
                   }
                 : null,
             };
+            if (caller === null || caller.role === "admin") return full;
+            // A project token sees its own VMs (counted above) and the host's size, nothing of
+            // other tenants or the host's layout: no URI, host name, free memory or storage pool,
+            // whose usage shows the other projects' load.
+            return { ...full, project: caller.project, uri: null, hostname: null, free_memory_mb: null, storage: null };
           },
           { detail: { tags: ["system"], summary: "Host capacity and usage" }, response: { 503: ErrorBody } },
         )

@@ -86,9 +86,10 @@ export function statusText(endpoint: string, s: ApiStatus): string {
   const states = Object.entries(s.vms_by_state ?? {}).map(([k, n]) => `${n} ${k}`);
   return formatFields([
     ["Server", `${endpoint} (rcloud ${s.version}, ${s.status})`],
-    ["Driver", `${s.driver} ${s.uri}`],
+    ["Project", s.project ?? null],
+    ["Driver", s.uri !== null ? `${s.driver} ${s.uri}` : s.driver],
     ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
-    ["Host", `${s.hostname}: ${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory, ${s.free_memory_mb === null ? "unknown" : formatMiB(s.free_memory_mb)} free`],
+    ["Host", `${s.hostname !== null ? `${s.hostname}: ` : ""}${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory${s.free_memory_mb !== null ? `, ${formatMiB(s.free_memory_mb)} free` : ""}`],
     ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
     ["VMs", states.length ? states.join(", ") : "none"],
     [

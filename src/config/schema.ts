@@ -3,6 +3,7 @@
  * bounds) and the checks shared by the file, extra_vars and environment layers.
  */
 import { posix } from "node:path";
+import { loginUserProblem } from "../util/login-user.ts";
 
 export type Driver = "libvirt" | "qemu";
 export type NetworkMode = "bridge" | "user" | "none";
@@ -155,7 +156,8 @@ export const SCHEMA: Record<string, SchemaNode> = {
     disk_driver: leaf({ kind: "enum", values: ["virtio", "nvme", "scsi", "ide"] }),
     ssh_user: leaf({
       kind: "string",
-      check: (v) => (/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(v) ? null : `must be a user name (letters, digits, _ . -), got ${JSON.stringify(v)}`),
+      // The API refuses a create with a user cloud-init cannot make; refuse it at start-up instead.
+      check: loginUserProblem,
     }),
     template: leaf({ kind: "path", nullable: true }),
     kernel_dir: leaf({ kind: "path", nullable: true }),

@@ -3,11 +3,13 @@
  * of a VM. It talks to one VmDriver and knows nothing about libvirt or QEMU.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, realpathSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { assertAccess, type Caller, canAccess, checkQuota, projectForCreate, type QuotaConfig, quotaFor, type Usage } from "../auth/scope.ts";
-import { buildSeedIso, validateSshPublicKey } from "../cloudinit/index.ts";
+import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
 import type { ConsoleInfo, ConsoleSession, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import { containedPath } from "../util/contained-path.ts";
+import { loginUserProblem } from "../util/login-user.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
@@ -38,7 +40,6 @@ export interface ServiceDefaults {
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const ID_RE = /^vm-[a-z0-9]{8}$/;
-const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
 const GiB = 1024 ** 3;
@@ -148,8 +149,11 @@ export class VmService {
     return { host, records };
   }
 
-  async status(): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
-    const { host, records } = await this.snapshot();
+  /** Host facts and VM counts; the counts are of the VMs the caller may see (its project's for a user token). */
+  async status(caller: Caller | null = null): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+    const snap = await this.snapshot();
+    const host = snap.host;
+    const records = snap.records.filter((r) => canAccess(caller, r.owner));
     const byState: Record<string, number> = {};
     let vcpus = 0;
     let memory = 0;
@@ -455,12 +459,18 @@ export class VmService {
     if (bridge !== null && !BRIDGE_RE.test(bridge)) throw invalid("network.bridge", "must be a libvirt network or host bridge name ([A-Za-z0-9_.:-], up to 64)");
     const restrict = req.network?.restrict ?? d.userNetworkRestrict;
 
+    // Everything the cloud-init seed builder would refuse is refused here, naming the field.
     const sshUser = req.ssh_user ?? d.sshUser;
-    if (!USER_RE.test(sshUser)) throw invalid("ssh_user", "must be a Unix user name (lower-case letter or _, then letters, digits, _ or -; up to 32)");
-    const keys = [...(req.ssh_public_key !== undefined ? [req.ssh_public_key] : []), ...(req.ssh_public_keys ?? [])].map((k) => k.trim());
-    keys.forEach((k, i) => {
-      const v = validateSshPublicKey(k);
-      if (!v.ok) throw invalid(req.ssh_public_key !== undefined && i === 0 ? "ssh_public_key" : `ssh_public_keys[${i}]`, v.reason);
+    const userProblem = loginUserProblem(sshUser);
+    if (userProblem !== null) throw invalid("ssh_user", req.ssh_user === undefined ? `${userProblem} (the server's vm_defaults.ssh_user)` : userProblem);
+    const given = [...(req.ssh_public_key !== undefined ? [req.ssh_public_key] : []), ...(req.ssh_public_keys ?? [])];
+    if (given.length > MAX_SSH_KEYS) throw invalid("ssh_public_keys", `at most ${MAX_SSH_KEYS} SSH keys, got ${given.length}`);
+    const keyField = (i: number) => (req.ssh_public_key !== undefined ? (i === 0 ? "ssh_public_key" : `ssh_public_keys[${i - 1}]`) : `ssh_public_keys[${i}]`);
+    const keys = given.map((k, i) => {
+      if (typeof k !== "string") throw invalid(keyField(i), "must be a string");
+      const v = validateSshPublicKey(k.trim());
+      if (!v.ok) throw invalid(keyField(i), v.reason);
+      return k.trim();
     });
 
     let boot: VmSpec["boot"] = null;
@@ -488,7 +498,7 @@ export class VmService {
       network: { mode, bridge, restrict, sshPort: null },
       ssh: { user: sshUser, authorizedKeys: keys },
       // Without keys there is nothing for cloud-init to do that the image does not already.
-      seedIso: keys.length > 0 ? buildSeedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys }) : null,
+      seedIso: keys.length > 0 ? seedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys }) : null,
       boot,
       createdAt: new Date().toISOString(),
       owner,
@@ -501,12 +511,33 @@ export class VmService {
     const dir = this.defaults.kernelDir;
     if (!dir) throw invalid(field, "direct kernel boot is disabled on this server (set vm_defaults.kernel_dir)");
     if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
-    if (!existsSync(path)) throw invalid(field, `${path} does not exist`);
-    const real = realpathSync(path);
-    const root = realpathSync(dir);
-    if (!real.startsWith(root.endsWith("/") ? root : `${root}/`)) throw invalid(field, `must be inside ${dir}`);
+    // Inside the directory first (by real path), with one answer for every path outside it,
+    // so callers cannot probe which host files exist.
+    const real = containedPath(dir, path);
+    if (real === null) throw invalid(field, `must be a file inside ${dir} (vm_defaults.kernel_dir)`);
+    if (!existsSync(real)) throw invalid(field, `${path} does not exist in ${dir}`);
     if (!statSync(real).isFile()) throw invalid(field, "must be a regular file");
     return real;
+  }
+}
+
+/** The request field each refusal of the seed builder is about. */
+const SEED_FIELDS: Record<Exclude<SeedErrorCode, "INTERNAL">, string> = {
+  BAD_INSTANCE_ID: "name",
+  BAD_HOSTNAME: "name",
+  BAD_USER: "ssh_user",
+  BAD_SSH_KEY: "ssh_public_keys",
+  NO_SSH_KEYS: "ssh_public_keys",
+  BAD_NETWORK_CONFIG: "network",
+};
+
+/** The NoCloud seed; validateCreate checks its inputs first, so this is a backstop for a new builder rule. */
+function seedIso(input: Parameters<typeof buildSeedIso>[0]): Uint8Array {
+  try {
+    return buildSeedIso(input);
+  } catch (e) {
+    if (e instanceof SeedError && e.code !== "INTERNAL") throw invalid(SEED_FIELDS[e.code], e.message);
+    throw e;
   }
 }
 

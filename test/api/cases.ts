@@ -5,7 +5,7 @@
  * test/qemu/api.test.ts on the direct QEMU driver (real TCG guests).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { uniqueName } from "../helpers/rig.ts";
@@ -62,6 +62,12 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
     } else {
       writeFileSync(join(kernelDir, "vmlinuz"), "kernel");
     }
+    // Ways out of the kernel directory: links to a host file, to a missing one, to a directory.
+    symlinkSync("/etc/passwd", join(kernelDir, "to-passwd"));
+    symlinkSync("/etc/rcloud-no-such-file", join(kernelDir, "to-missing"));
+    symlinkSync("/etc", join(kernelDir, "to-etc"));
+    mkdirSync(join(kernelDir, "sub"));
+    symlinkSync("../../../etc/passwd", join(kernelDir, "sub", "relative-out"));
     await opts.setup?.();
     server = await startTestServer(config());
     await waitHealthy(server);
@@ -262,20 +268,78 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
       ["bad ssh key", { name: "ok-name", image: "debian13", ssh_public_key: "ssh-ed25519 AAAAnotbase64!!" }, 422, "validation_error", "ssh_public_key"],
       ["ssh key with a newline", { name: "ok-name", image: "debian13", ssh_public_key: `${ED25519}\nssh-ed25519 AAAA` }, 422, "validation_error", "ssh_public_key"],
       ["bad ssh user", { name: "ok-name", image: "debian13", ssh_user: "root;rm" }, 422, "validation_error", "ssh_user"],
+      ["ssh user root with a key", { name: "ok-name", image: "debian13", ssh_user: "root", ssh_public_key: ED25519 }, 422, "validation_error", "ssh_user"],
+      ["ssh user root", { name: "ok-name", image: "debian13", ssh_user: "root" }, 422, "validation_error", "ssh_user"],
+      ["upper-case ssh user", { name: "ok-name", image: "debian13", ssh_user: "Admin", ssh_public_key: ED25519 }, 422, "validation_error", "ssh_user"],
+      ["33-character ssh user", { name: "ok-name", image: "debian13", ssh_user: "u".repeat(33), ssh_public_key: ED25519 }, 422, "validation_error", "ssh_user"],
+      ["65 ssh keys", { name: "ok-name", image: "debian13", ssh_public_keys: Array.from({ length: 65 }, () => ED25519) }, 422, "validation_error", "ssh_public_keys"],
+      ["ssh_public_key and 64 more", { name: "ok-name", image: "debian13", ssh_public_key: ED25519, ssh_public_keys: Array.from({ length: 64 }, () => ED25519) }, 422, "validation_error", "ssh_public_keys"],
+      ["bad key after ssh_public_key", { name: "ok-name", image: "debian13", ssh_public_key: ED25519, ssh_public_keys: [ED25519, "ssh-rsa AAAA"] }, 422, "validation_error", "ssh_public_keys[1]"],
+      ["ssh key longer than 16 KiB", { name: "ok-name", image: "debian13", ssh_public_key: `${ED25519} ${"c".repeat(16 * 1024)}` }, 422, "validation_error", "ssh_public_key"],
+      ["ssh key with authorized_keys options", { name: "ok-name", image: "debian13", ssh_public_keys: [`no-pty ${ED25519}`] }, 422, "validation_error", "ssh_public_keys[0]"],
+      ["ssh key with a control character", { name: "ok-name", image: "debian13", ssh_public_keys: [`${ED25519}\u0007`] }, 422, "validation_error", "ssh_public_keys[0]"],
+      ["ssh key with U+2028", { name: "ok-name", image: "debian13", ssh_public_keys: [`${ED25519} a\u2028b`] }, 422, "validation_error", "ssh_public_keys[0]"],
       ["bridge name with markup", { name: "ok-name", image: "debian13", network: { mode: "bridge", bridge: "br0'/><x" } }, 422, "validation_error", "network.bridge"],
       ["kernel outside the allowed directory", { name: "ok-name", image: "debian13", kernel: "/etc/passwd" }, 422, "validation_error", "kernel"],
       ["kernel path traversal", { name: "ok-name", image: "debian13", kernel: `${kernelDir}/../../etc/passwd` }, 422, "validation_error", "kernel"],
       ["initrd without kernel", { name: "ok-name", image: "debian13", initrd: "/x" }, 422, "validation_error", "kernel"],
       ["cmdline with control characters", { name: "ok-name", image: "debian13", kernel: join(kernelDir, "vmlinuz"), cmdline: "a\nb" }, 422, "validation_error", "cmdline"],
     ];
+    // A case that wrongly creates ok-name removes it, so the cases after it are not failed by it.
+    async function expectNoOkName() {
+      const leftover = await server.req("GET", "/api/v1/vms/ok-name");
+      if (leftover.status !== 404) await server.req("DELETE", "/api/v1/vms/ok-name");
+      expect(leftover.status).toBe(404);
+    }
+
     for (const [what, body, status, code, field] of cases) {
       test(what, async () => {
         const before = (await opts.artifacts()).length;
-        expectError(await server.req("POST", "/api/v1/vms", body), status, code, field);
+        const r = await server.req("POST", "/api/v1/vms", body);
+        await expectNoOkName();
+        expectError(r, status, code, field);
         expect((await opts.artifacts()).length).toBe(before);
-        expect((await server.req("GET", "/api/v1/vms/ok-name")).status).toBe(404);
       });
     }
+
+    test("64 SSH keys of the longest accepted line make a VM (the seed's limits are the API's)", async () => {
+      const name = uniqueName("keys").slice(0, 40);
+      const longest = (i: number) => `${ED25519} ${String(i).padEnd(16 * 1024 - ED25519.length - 1, "c")}`;
+      const r = await server.req("POST", "/api/v1/vms", vmBody(name, { ssh_public_keys: Array.from({ length: 64 }, (_, i) => longest(i)) }));
+      expect(r.status).toBe(201);
+      await server.req("DELETE", `/api/v1/vms/${name}`);
+    });
+
+    test("kernel and initrd outside kernel_dir: one answer whether the path exists or not", async () => {
+      const outside = [
+        "/etc/passwd",
+        "/etc/rcloud-no-such-file",
+        `${kernelDir}/../../etc/passwd`,
+        `${kernelDir}/../../etc/rcloud-no-such-file`,
+        join(kernelDir, "to-passwd"),
+        join(kernelDir, "to-missing"),
+        join(kernelDir, "to-etc", "passwd"),
+        join(kernelDir, "to-etc", "rcloud-no-such-file"),
+        join(kernelDir, "to-etc", "rcloud-no-such-dir", "file"),
+        join(kernelDir, "sub", "relative-out"),
+        join(kernelDir, "sub", "..", "..", "rcloud-no-such-dir", "file"),
+      ];
+      for (const field of ["kernel", "initrd"] as const) {
+        const messages = new Set<string>();
+        for (const path of outside) {
+          const body = field === "kernel" ? { name: "ok-name", image: "debian13", kernel: path } : { name: "ok-name", image: "debian13", kernel: join(kernelDir, "vmlinuz"), initrd: path };
+          const r = await server.req("POST", "/api/v1/vms", body);
+          expectError(r, 422, "validation_error", field);
+          messages.add(r.json.error.message);
+        }
+        expect([...messages]).toEqual([`${field}: must be a file inside ${kernelDir} (vm_defaults.kernel_dir)`]);
+      }
+      // Inside the directory, a missing file is named as such.
+      const missing = await server.req("POST", "/api/v1/vms", { name: "ok-name", image: "debian13", kernel: join(kernelDir, "no-such-kernel") });
+      expectError(missing, 422, "validation_error", "kernel");
+      expect(missing.json.error.message).toContain("does not exist");
+      await expectNoOkName();
+    });
 
     test("malformed JSON is 400", async () => {
       expectError(await server.req("POST", "/api/v1/vms", "{not json"), 400, "bad_request");

@@ -248,6 +248,38 @@ describe("projects", () => {
     expect((await call(srv, "GET", "/api/v1/images", userA.token)).status).toBe(200);
     expect((await call(srv, "GET", "/api/v1/status", userA.token)).status).toBe(200);
   });
+
+  test("/status: a project token counts its own VMs and sees the host's size, not its layout; an admin sees all", async () => {
+    const countOf = (byState: Record<string, number>) => Object.values(byState).reduce((n, k) => n + k, 0);
+    for (const [user, project, own] of [[userA, PA, vmA], [userB, PB, vmB]] as const) {
+      const mine = (await call(srv, "GET", "/api/v1/vms", user.token)).json.vms;
+      const st = await call(srv, "GET", "/api/v1/status", user.token);
+      expect(st.status).toBe(200);
+      expect(st.json).toMatchObject({ status: "operational", project, uri: null, hostname: null, free_memory_mb: null, storage: null });
+      expect(st.json.cpus).toBeGreaterThan(0);
+      expect(st.json.memory_mb).toBeGreaterThan(0);
+      expect(st.json.allocated.vms).toBe(mine.length);
+      expect(countOf(st.json.vms_by_state)).toBe(mine.length);
+      expect(st.json.allocated.vcpus).toBe(mine.filter((v: any) => v.state !== "stopped").reduce((n: number, v: any) => n + v.vcpus, 0));
+      // Nothing of the other project, nor of the pool.
+      const other = own === vmA ? vmB : vmA;
+      expect(st.text).not.toContain(other);
+      expect(st.text).not.toContain("rctest-auth-main");
+      // The CLI shows the project and leaves out what the server withheld.
+      const shown = await cli(["status"], { RCLOUD_ENDPOINT: srv.url, RCLOUD_TOKEN: user.token });
+      expect(shown.stderr).toBe("");
+      expect(shown.stdout).toMatch(new RegExp(`^Project: +${project}$`, "m"));
+      expect(shown.stdout).toMatch(/^Host: +\d+ CPUs, \S+ memory$/m);
+      expect(shown.stdout).not.toContain("null");
+    }
+    const all = (await call(srv, "GET", "/api/v1/vms", admin.token)).json.vms;
+    const st = await call(srv, "GET", "/api/v1/status", admin.token);
+    expect(st.json.allocated.vms).toBe(all.length);
+    expect(all.length).toBeGreaterThanOrEqual(2);
+    expect(typeof st.json.hostname).toBe("string");
+    expect(st.json.storage.pool).toBe(`rctest-auth-main-${process.pid}`);
+    expect(st.json.project).toBeUndefined();
+  });
 });
 
 describe("quotas", () => {
@@ -330,9 +362,13 @@ describe("tokens at run time", () => {
 });
 
 describe("auth on and off", () => {
-  test("/metrics is 401 while auth is on; with a token or metrics_open it answers", async () => {
+  test("/metrics is 401 while auth is on, 403 for a project token; with an admin token or metrics_open it answers", async () => {
     expect((await call(srv, "GET", "/metrics", null)).status).toBe(401);
     expect((await call(srv, "GET", "/metrics", admin.token)).status).toBe(200);
+    // Every project's VMs are in the metrics: a project token is refused.
+    const scoped = await call(srv, "GET", "/metrics", userA.token);
+    expect({ status: scoped.status, code: scoped.json?.error?.code }).toEqual({ status: 403, code: "forbidden" });
+    expect(scoped.text).not.toContain(vmB);
     const open = await serve("metrics", { enabled: true, tokens_file: tokensFile, metrics_open: true });
     expect((await call(open, "GET", "/metrics", null)).status).toBe(200);
     expect((await call(open, "GET", "/api/v1/vms", null)).status).toBe(401);

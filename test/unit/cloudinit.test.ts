@@ -3,10 +3,14 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { loginUserProblem } from "../../src/util/login-user.ts";
 import {
   buildIso,
   buildSeedIso,
   IsoError,
+  MAX_ISO_BYTES,
+  MAX_KEY_LINE_BYTES,
+  MAX_SSH_KEYS,
   renderMetaData,
   renderNetworkConfig,
   renderUserData,
@@ -344,6 +348,25 @@ describe("NoCloud documents", () => {
 });
 
 describe("buildSeedIso", () => {
+  test("the most the VM service lets through (64 keys of the longest line) fits the ISO limit", () => {
+    // A comment of 4-byte characters: the widest UTF-8 a key line can carry.
+    const keys = Array.from({ length: MAX_SSH_KEYS }, (_, i) => `${ed25519} ${String(i).padStart(2, "0")} ${"\u{1F600}".repeat(Math.floor((MAX_KEY_LINE_BYTES - ed25519.length - 4) / 4))}`);
+    for (const k of keys) {
+      expect(validateSshPublicKey(k)).toMatchObject({ ok: true });
+      expect(Buffer.byteLength(k)).toBeGreaterThan(MAX_KEY_LINE_BYTES - 4);
+    }
+    const iso = buildSeedIso({ ...base, sshAuthorizedKeys: keys });
+    expect(iso.length).toBeLessThan(MAX_ISO_BYTES);
+    expect(() => buildSeedIso({ ...base, sshAuthorizedKeys: [...keys, ed25519] })).toThrow(/at most 64 SSH keys/);
+  }, 30_000); // a MiB of YAML written and read back: seconds on a loaded machine
+
+  test("loginUserProblem: the user rule the config and the VM service check first", () => {
+    expect(loginUserProblem("kdevops")).toBeNull();
+    expect(loginUserProblem("_svc-1")).toBeNull();
+    expect(loginUserProblem("root")).toMatch(/not be root/);
+    for (const bad of ["Admin", "first.last", "1user", "u".repeat(33), "", 7]) expect(loginUserProblem(bad)).toMatch(/Unix user name/);
+  });
+
   test("holds meta-data and user-data, labelled cidata", () => {
     const iso = buildSeedIso(base);
     const { path, files } = extract(iso);
