@@ -16,14 +16,14 @@ import { ABSOLUTE_PATH, checkBindAddress, describeValue, nonEmpty } from "./chec
 
 type Env = Record<string, string | undefined>;
 
-/** rcloud's keywords on a key's schema, next to TypeBox's own (minimum, pattern, ...). */
-export interface KeyOptions {
+/** rcloud's keywords on a key's schema, next to TypeBox's own (minimum, pattern, ...); V is the key's value type. */
+export interface KeyOptions<V = unknown> {
   /** One line: what the key sets (the doc and its table of environment variables). */
   description: string;
   /** Built-in default (the lowest layer); omitted only with `defaultFrom`. */
-  default?: unknown;
+  default?: V | null;
   /** A default computed at start-up, e.g. from HOME; `defaultText` says how the doc shows it. */
-  defaultFrom?: (env: Env) => unknown;
+  defaultFrom?: (env: Env) => V;
   /** The doc's words for a default that depends on the machine or on other layers. */
   defaultText?: string;
   /** Environment variable that sets the key (the highest layer). */
@@ -40,19 +40,19 @@ export interface KeyOptions {
 export type KeySchema = TSchema & KeyOptions;
 type Key<T extends TSchema, O extends KeyOptions> = (O extends { nullable: true } ? TUnion<[T, TNull]> : T) & O;
 
-function key<T extends TSchema, O extends KeyOptions>(type: T, options: O): Key<T, O> {
-  const schema = options.nullable === true ? Type.Union([type, Type.Null()], options) : Object.assign(type, options);
+function key<T extends TSchema, const O extends KeyOptions<Static<T>>>(type: T, options: O): Key<T, O> {
+  const schema = options.nullable === true ? Type.Union([type, Type.Null()], options) : { ...type, ...options };
   return schema as Key<T, O>;
 }
 
-const Int = <const O extends KeyOptions>(minimum: number, maximum: number, o: O) => key(Type.Integer({ minimum, maximum }), o);
-const Bool = <const O extends KeyOptions>(o: O) => key(Type.Boolean(), o);
-const Str = <const O extends KeyOptions & { pattern?: RegExp }>({ pattern, ...o }: O) =>
+const Int = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Integer({ minimum, maximum }), o);
+const Bool = <const O extends KeyOptions<boolean>>(o: O) => key(Type.Boolean(), o);
+const Str = <const O extends KeyOptions<string> & { pattern?: RegExp }>({ pattern, ...o }: O) =>
   key(Type.String(pattern === undefined ? {} : { pattern: pattern.source }), o as Omit<O, "pattern">);
-const NonEmpty = <const O extends KeyOptions>(o: O) => Str({ check: nonEmpty, expected: "a non-empty string", ...o });
+const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ check: nonEmpty, expected: "a non-empty string", ...o });
 /** An absolute path; `~` is not expanded. */
-const Path = <const O extends KeyOptions>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
-const OneOf = <const V extends readonly string[], const O extends KeyOptions>(values: V, o: O) =>
+const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
+const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
   key(Type.Union(values.map((v) => Type.Literal(v))) as TUnion<TLiteral<V[number]>[]>, o);
 /** A mapping of keys to values: a group of keys, not a key itself. */
 const Section = <P extends TProperties>(properties: P) => Type.Object(properties, { additionalProperties: false, section: true });
