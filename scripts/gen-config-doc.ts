@@ -21,7 +21,9 @@ function allowed(schema: KeySchema): string {
   const type = valueType(schema);
   if (type.format === ABSOLUTE_PATH) return `an absolute path${nullable}`;
   if (type.type === "integer") return `an integer, ${type.minimum}-${type.maximum}`;
+  if (type.type === "number") return `a number, ${type.minimum}-${type.maximum}`;
   if (type.type === "boolean") return "`true` or `false`";
+  if (type.type === "array") return `a list, each ${allowed(type.items as KeySchema)}`;
   if (type.type === "string") return `a string${nullable}`;
   return enumValues(type)
     .map((v) => `\`${v}\``)

@@ -27,6 +27,11 @@ export function checkKey(schema: KeySchema, value: unknown): string | null {
     case ValueErrorType.IntegerMinimum:
     case ValueErrorType.IntegerMaximum:
       return `must be between ${type.minimum} and ${type.maximum}, got ${shown}`;
+    case ValueErrorType.Number:
+      return `must be a number between ${type.minimum} and ${type.maximum}, got ${shown}`;
+    case ValueErrorType.NumberMinimum:
+    case ValueErrorType.NumberMaximum:
+      return `must be between ${type.minimum} and ${type.maximum}, got ${shown}`;
     case ValueErrorType.Boolean:
       return `must be true or false, got ${shown}`;
     case ValueErrorType.String:
@@ -49,8 +54,10 @@ export function expected(schema: KeySchema): string {
   const type = valueType(schema);
   if (type.format === ABSOLUTE_PATH) return "an absolute path";
   if (type.type === "integer") return `an integer between ${type.minimum} and ${type.maximum}`;
+  if (type.type === "number") return `a number between ${type.minimum} and ${type.maximum}`;
   if (type.type === "boolean") return "true or false";
   if (type.type === "string") return "a string";
+  if (type.type === "array") return `a list, each ${expected(type.items as KeySchema)}`;
   return `one of ${enumValues(type).join(", ")}`;
 }
 

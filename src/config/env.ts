@@ -33,15 +33,17 @@ export function envSettings(env: Record<string, string | undefined>): EnvSetting
     const raw = name === undefined ? undefined : env[name];
     if (name === undefined || raw === undefined || raw === "") continue;
     const type = valueType(schema).type;
+    const invalid = (words: string) => new ConfigError(key, `must be ${words}, got ${JSON.stringify(raw)}`, `environment variable ${name}`);
+    const text = raw.trim();
     let value: unknown = raw;
-    if (type === "integer") {
-      if (!/^\s*[0-9]+\s*$/.test(raw)) throw new ConfigError(key, `must be an integer, got ${JSON.stringify(raw)}`, `environment variable ${name}`);
-      value = Number(raw.trim());
+    if (type === "integer" || type === "number") {
+      if (!(type === "integer" ? /^[0-9]+$/ : /^[0-9]+(\.[0-9]+)?$/).test(text)) throw invalid(type === "integer" ? "an integer" : "a number");
+      value = Number(text);
     } else if (type === "boolean") {
-      const v = raw.trim().toLowerCase();
+      const v = text.toLowerCase();
       if (["1", "true", "yes"].includes(v)) value = true;
       else if (["0", "false", "no"].includes(v)) value = false;
-      else throw new ConfigError(key, `must be 1, true, yes, 0, false or no, got ${JSON.stringify(raw)}`, `environment variable ${name}`);
+      else throw invalid("1, true, yes, 0, false or no");
     }
     out.push({ key, value, name });
   }

@@ -3,11 +3,12 @@
  * environment variable and a one-line description. The `RcloudConfig` type, the loader's checks,
  * the environment layer (env.ts) and docs/configuration.md (scripts/gen-config-doc.ts) all read it.
  *
- * To add a key, add one line to its section in CONFIG_SCHEMA below, e.g.
- *   max_body_bytes: Int(1024, 1073741824, { default: 1048576, description: "largest request body accepted, bytes" }),
- * then the same key, commented out with its default and a `##` description, to config/rcloud.yaml,
- * and run `bun scripts/gen-config-doc.ts`. Add `env: "RCLOUD_..."` to the options for an
- * environment variable.
+ * To add a key, add one line to its section in CONFIG_SCHEMA below, e.g. in `server`:
+ *   max_body_bytes: Int(1024, 1073741824, { default: 1048576, env: "RCLOUD_MAX_BODY_BYTES", description: "largest request body accepted, bytes" }),
+ * (`env` only if it should have one), then the key commented out with its default under a `##`
+ * description in config/rcloud.yaml, run `bun scripts/gen-config-doc.ts`, and add the default
+ * (and the variable) to the lists test/unit/config.test.ts pins. Other kinds: Num, Bool, Str (with
+ * `pattern` and `expected` words), NonEmpty, Path, OneOf([...]), List(item), `nullable: true`, `check`.
  */
 import { homedir } from "node:os";
 import { posix } from "node:path";
@@ -45,15 +46,19 @@ function key<T extends TSchema, const O extends KeyOptions<Static<T>>>(type: T, 
   return schema as Key<T, O>;
 }
 
-const Int = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Integer({ minimum, maximum }), o);
-const Bool = <const O extends KeyOptions<boolean>>(o: O) => key(Type.Boolean(), o);
-const Str = <const O extends KeyOptions<string> & { pattern?: RegExp }>({ pattern, ...o }: O) =>
+export const Int = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Integer({ minimum, maximum }), o);
+/** A number that may have a fraction (e.g. a ratio). */
+export const Num = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Number({ minimum, maximum }), o);
+export const Bool = <const O extends KeyOptions<boolean>>(o: O) => key(Type.Boolean(), o);
+export const Str = <const O extends KeyOptions<string> & { pattern?: RegExp }>({ pattern, ...o }: O) =>
   key(Type.String(pattern === undefined ? {} : { pattern: pattern.source }), o as Omit<O, "pattern">);
-const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ check: nonEmpty, expected: "a non-empty string", ...o });
+export const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ check: nonEmpty, expected: "a non-empty string", ...o });
 /** An absolute path; `~` is not expanded. */
-const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
-const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
+export const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
+export const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
   key(Type.Union(values.map((v) => Type.Literal(v))) as TUnion<TLiteral<V[number]>[]>, o);
+/** A list, each item of `item`'s type (e.g. Type.String()). */
+export const List = <T extends TSchema, const O extends KeyOptions<Static<T>[]>>(item: T, o: O) => key(Type.Array(item), o);
 /** A mapping of keys to values: a group of keys, not a key itself. */
 const Section = <P extends TProperties>(properties: P) => Type.Object(properties, { additionalProperties: false, section: true });
 

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { parse } from "yaml";
 import { ConfigError, defaultConfig, ENV_VARS, loadConfig, type RcloudConfig, resolveExtraVars } from "../../src/config/index.ts";
-import { CONFIG_SCHEMA, LEAVES } from "../../src/config/schema.ts";
+import { Type } from "@sinclair/typebox";
+import { checkKey } from "../../src/config/checks.ts";
+import { CONFIG_SCHEMA, LEAVES, List, Num } from "../../src/config/schema.ts";
 
 const REPO = join(import.meta.dir, "../..");
 const FIXTURES = join(REPO, "test/fixtures/config");
@@ -593,6 +595,17 @@ describe("schema (src/config/schema.ts)", () => {
   test("ENV_VARS is the schema's env options", () => {
     const declared = [...LEAVES].flatMap(([key, s]) => (s.env === undefined ? [] : [[s.env, key]]));
     expect(Object.entries(ENV_VARS).map(([name, spec]) => [name, spec.key])).toEqual(declared);
+  });
+
+  test("kinds no key uses yet: fractional numbers and lists", () => {
+    const ratio = Num(0.5, 8, { default: 1, description: "a ratio for the test" });
+    expect([checkKey(ratio, 1.5), checkKey(ratio, 8)]).toEqual([null, null]);
+    expect(checkKey(ratio, 9)).toBe("must be between 0.5 and 8, got 9");
+    expect(checkKey(ratio, "x")).toBe('must be a number between 0.5 and 8, got "x"');
+    const names = List(Type.String(), { default: [], description: "names for the test" });
+    expect([checkKey(names, []), checkKey(names, ["a", "b"])]).toEqual([null, null]);
+    expect(checkKey(names, "a")).toBe('must be a list, each a string, got "a"');
+    expect(checkKey(names, ["a", 1])).toBe("must be a list, each a string, got a list");
   });
 
   const cases: [string, string, string, RegExp][] = [
