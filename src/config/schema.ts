@@ -140,7 +140,11 @@ export const CONFIG_SCHEMA = Section({
       expected: "1-64 characters of A-Z a-z 0-9 _ . -",
       description: "name of rcloud's libvirt storage pool",
     }),
-    storage_pool_path: Path({ default: "/var/lib/libvirt/images/rcloud", env: "RCLOUD_STORAGE_POOL_PATH", description: "directory of rcloud's storage pool (absolute)" }),
+    storage_pool_path: Path({
+      default: "/var/lib/libvirt/images/rcloud",
+      env: "RCLOUD_STORAGE_POOL_PATH",
+      description: "directory of rcloud's storage pool (absolute)",
+    }),
     domain_type: OneOf(["auto", "kvm", "qemu"], { default: "auto", env: "RCLOUD_DOMAIN_TYPE", description: "libvirt domain type: auto, kvm or qemu (TCG)" }),
     console_log_dir: Path({ nullable: true, default: null, description: "host directory for serial console logs; null = the storage pool, next to the disks" }),
     busy_poll_us: Int(0, 10000, { default: 200, description: "busy-poll window of the RPC client while calls are outstanding (µs; 0 = off)" }),
@@ -170,7 +174,11 @@ export const CONFIG_SCHEMA = Section({
     root_disk_gb: Int(1, 65536, { default: 20, description: "root disk size of a new VM when the request does not say, GiB" }),
     network_mode: OneOf(["bridge", "user", "none"], { default: "bridge", env: "RCLOUD_NETWORK_MODE", description: "default network mode: bridge or user" }),
     network_bridge: NonEmpty({ default: "default", env: "RCLOUD_NETWORK_BRIDGE", description: "libvirt network new VMs attach to in bridge mode" }),
-    user_network_restrict: Bool({ default: false, env: "RCLOUD_USER_NET_RESTRICT", description: "restrict user-mode networking to the host (no outbound traffic)" }),
+    user_network_restrict: Bool({
+      default: false,
+      env: "RCLOUD_USER_NET_RESTRICT",
+      description: "restrict user-mode networking to the host (no outbound traffic)",
+    }),
     disk_format: OneOf(["qcow2", "raw"], { default: "qcow2", description: "root disk format: a qcow2 overlay on the base image, or a raw copy" }),
     disk_driver: OneOf(["virtio", "nvme", "scsi", "ide"], { default: "virtio", description: "disk bus" }),
     ssh_user: Str({
