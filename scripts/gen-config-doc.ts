@@ -9,26 +9,11 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ABSOLUTE_PATH, enumValues, valueType } from "../src/config/checks.ts";
+import { expected } from "../src/config/checks.ts";
 import { ENV_VARS, type EnvVarSpec } from "../src/config/env.ts";
 import { EXTRA_VARS_MAPPING } from "../src/config/extra-vars.ts";
 import { defaultConfig } from "../src/config/load.ts";
 import { ALIASES, type KeySchema, LEAVES } from "../src/config/schema.ts";
-
-function allowed(schema: KeySchema): string {
-  const nullable = schema.nullable === true ? "; or null" : "";
-  if (schema.expected !== undefined) return schema.expected + nullable;
-  const type = valueType(schema);
-  if (type.format === ABSOLUTE_PATH) return `an absolute path${nullable}`;
-  if (type.type === "integer") return `an integer, ${type.minimum}-${type.maximum}`;
-  if (type.type === "number") return `a number, ${type.minimum}-${type.maximum}`;
-  if (type.type === "boolean") return "`true` or `false`";
-  if (type.type === "array") return `a list, each ${allowed(type.items as KeySchema)}`;
-  if (type.type === "string") return `a string${nullable}`;
-  return enumValues(type)
-    .map((v) => `\`${v}\``)
-    .join(", ");
-}
 
 function shownDefault(schema: KeySchema, value: unknown): string {
   return schema.defaultText ?? `\`${value === null ? "null" : JSON.stringify(value)}\``;
@@ -75,7 +60,7 @@ export function yamlComments(text: string): Map<string, string[]> {
 
 export function generate(root: string): string {
   const comments = yamlComments(readFileSync(join(root, "config/rcloud.yaml"), "utf8"));
-  // Values that do not depend on who runs the generator (COMPUTED_DEFAULTS covers the rest).
+  // Values that do not depend on who runs the generator (a key's defaultText covers the rest).
   const defaults = defaultConfig({ HOME: "/home/user" }) as unknown as Record<string, unknown>;
   const get = (key: string): unknown => key.split(".").reduce<unknown>((o, p) => (o as Record<string, unknown>)[p], defaults);
   const extraOf = new Map(EXTRA_VARS_MAPPING.map((m) => [m.key, m.vars]));
@@ -105,7 +90,7 @@ export function generate(root: string): string {
   );
   for (const [key, schema] of LEAVES) {
     const env = schema.env === undefined ? "—" : code(schema.env);
-    L.push(`| ${code(key)} | ${shownDefault(schema, get(key)).replaceAll("|", "\\|")} | ${allowed(schema).replaceAll("|", "\\|")} | ${env} |`);
+    L.push(`| ${code(key)} | ${shownDefault(schema, get(key)).replaceAll("|", "\\|")} | ${expected(schema, true).replaceAll("|", "\\|")} | ${env} |`);
   }
   if (aliases.length > 0) {
     L.push("", "Aliases (accepted in the file, set the other key; setting both is an error):", "");
@@ -122,7 +107,7 @@ export function generate(root: string): string {
     L.push(`#### ${code(key)}`, "");
     const text = (comments.get(key) ?? []).join(" ").trim();
     if (text !== "") L.push(text, "");
-    L.push(`- Default: ${shownDefault(schema, get(key))}`, `- Allowed: ${allowed(schema)}`);
+    L.push(`- Default: ${shownDefault(schema, get(key))}`, `- Allowed: ${expected(schema, true)}`);
     if (schema.env !== undefined) L.push(`- Environment: ${code(schema.env)} — ${schema.description}`);
     const extra = extraOf.get(key);
     if (extra !== undefined) L.push(`- extra_vars.yaml: ${extra.map(code).join(", ")} (the first one set)`);

@@ -48,21 +48,27 @@ export function valueType(schema: KeySchema): TSchema {
   return schema.nullable === true ? (schema.anyOf as TSchema[])[0] ?? schema : schema;
 }
 
-/** What a key accepts, in words, for messages. */
-export function expected(schema: KeySchema): string {
-  if (schema.expected !== undefined) return schema.expected;
-  const type = valueType(schema);
+/** What a key accepts, in words: for messages, or `forDoc` for docs/configuration.md (code spans, "1-64", "; or null"). */
+export function expected(schema: KeySchema, forDoc = false): string {
+  const orNull = forDoc && schema.nullable === true ? "; or null" : "";
+  return (schema.expected ?? typeWords(valueType(schema), forDoc)) + orNull;
+}
+
+function typeWords(type: TSchema, forDoc: boolean): string {
+  const code = (v: unknown) => (forDoc ? `\`${v}\`` : String(v));
+  const range = forDoc ? `, ${type.minimum}-${type.maximum}` : ` between ${type.minimum} and ${type.maximum}`;
   if (type.format === ABSOLUTE_PATH) return "an absolute path";
-  if (type.type === "integer") return `an integer between ${type.minimum} and ${type.maximum}`;
-  if (type.type === "number") return `a number between ${type.minimum} and ${type.maximum}`;
-  if (type.type === "boolean") return "true or false";
+  if (type.type === "integer") return `an integer${range}`;
+  if (type.type === "number") return `a number${range}`;
+  if (type.type === "boolean") return `${code(true)} or ${code(false)}`;
   if (type.type === "string") return "a string";
-  if (type.type === "array") return `a list, each ${expected(type.items as KeySchema)}`;
-  return `one of ${enumValues(type).join(", ")}`;
+  if (type.type === "array") return `a list, each ${typeWords(type.items as TSchema, forDoc)}`;
+  const values = enumValues(type).map(code).join(", ");
+  return forDoc ? values : `one of ${values}`;
 }
 
 /** The values of an enum key (a union of string literals). */
-export function enumValues(type: TSchema): string[] {
+function enumValues(type: TSchema): string[] {
   return ((type.anyOf ?? []) as TSchema[]).map((t) => String(t.const));
 }
 
