@@ -1,59 +1,22 @@
 /**
- * Generates docs/configuration.md from the code: the keys and their types and bounds from
- * src/config/schema.ts (SCHEMA, LEAVES), the defaults from defaultConfig() (src/config/load.ts),
- * the environment variables from ENV_VARS (src/config/env.ts), the extra_vars.yaml variables from
- * EXTRA_VARS_MAPPING, and each key's description from the comments of config/rcloud.yaml.
+ * Generates docs/configuration.md from the code: each key's type, bounds, default, environment
+ * variable and one-line description from its schema in src/config/schema.ts (LEAVES, ALIASES),
+ * the extra_vars.yaml variables from EXTRA_VARS_MAPPING, and each key's longer description from
+ * the comments of config/rcloud.yaml.
  *
  *   bun scripts/gen-config-doc.ts            write docs/configuration.md
  *   bun scripts/gen-config-doc.ts --stdout   print it (test/deploy/config-doc.test.ts compares)
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { expected } from "../src/config/checks.ts";
 import { ENV_VARS, type EnvVarSpec } from "../src/config/env.ts";
 import { EXTRA_VARS_MAPPING } from "../src/config/extra-vars.ts";
 import { defaultConfig } from "../src/config/load.ts";
-import { LEAVES, type LeafSpec, SCHEMA, type SchemaNode } from "../src/config/schema.ts";
+import { ALIASES, type KeySchema, LEAVES } from "../src/config/schema.ts";
 
-/** What the string checks in schema.ts accept (functions cannot be described by introspection). */
-const STRING_CHECKS: Record<string, string> = {
-  "server.bind_address": "`host:port`, port 1-65535; an IPv6 host in brackets (`[::1]:8765`)",
-  "libvirt.uri": "a libvirt URI (`scheme://...`, e.g. `qemu:///system`, `qemu+ssh://host/system`)",
-  "libvirt.storage_pool_name": "1-64 characters of `A-Z a-z 0-9 _ . -`",
-  "vm_defaults.ssh_user": "a Unix user name other than `root`: a lower-case letter or `_`, then lower-case letters, digits, `_ -`; up to 32",
-};
-
-/** Defaults computed at start-up, described rather than shown as one machine's value. */
-const COMPUTED_DEFAULTS: Record<string, string> = {
-  driver: '`"libvirt"` if a libvirt URI is configured anywhere (libvirt.uri, extra_vars, RCLOUD_LIBVIRT_URI), else `"qemu"`',
-  "qemu.state_dir": '`"/var/lib/rcloud"` when running as root, else `"$HOME/.local/share/rcloud"`',
-};
-
-function allowed(key: string, spec: LeafSpec): string {
-  const nullable = "nullable" in spec && spec.nullable === true ? "; or null" : "";
-  // Leaves with their own checker say what they expect.
-  if ("expected" in spec && typeof spec.expected === "string") return spec.expected + nullable;
-  switch (spec.kind) {
-    case "string": {
-      if (spec.check === undefined) return `a string${nullable}`;
-      const described = STRING_CHECKS[key] ?? (spec.check.name === "nonEmpty" ? "a non-empty string" : undefined);
-      if (described === undefined) throw new Error(`gen-config-doc: describe the check of ${key} in STRING_CHECKS`);
-      return described + nullable;
-    }
-    case "path":
-      return `an absolute path${nullable}`;
-    case "int":
-      return `an integer, ${spec.min}-${spec.max}`;
-    case "bool":
-      return "`true` or `false`";
-    case "enum":
-      return spec.values.map((v) => `\`${v}\``).join(", ");
-    default:
-      throw new Error(`gen-config-doc: cannot describe ${key} (kind ${(spec as { kind: string }).kind})`);
-  }
-}
-
-function shownDefault(key: string, value: unknown): string {
-  return COMPUTED_DEFAULTS[key] ?? `\`${value === null ? "null" : JSON.stringify(value)}\``;
+function shownDefault(schema: KeySchema, value: unknown): string {
+  return schema.defaultText ?? `\`${value === null ? "null" : JSON.stringify(value)}\``;
 }
 
 /** Dotted key -> the `##` comment lines above its commented-out line in config/rcloud.yaml. */
@@ -97,21 +60,11 @@ export function yamlComments(text: string): Map<string, string[]> {
 
 export function generate(root: string): string {
   const comments = yamlComments(readFileSync(join(root, "config/rcloud.yaml"), "utf8"));
-  // Values that do not depend on who runs the generator (COMPUTED_DEFAULTS covers the rest).
+  // Values that do not depend on who runs the generator (a key's defaultText covers the rest).
   const defaults = defaultConfig({ HOME: "/home/user" }) as unknown as Record<string, unknown>;
   const get = (key: string): unknown => key.split(".").reduce<unknown>((o, p) => (o as Record<string, unknown>)[p], defaults);
-  const envOf = new Map<string, string[]>();
-  for (const [name, spec] of Object.entries(ENV_VARS) as [string, EnvVarSpec][]) envOf.set(spec.key, [...(envOf.get(spec.key) ?? []), name]);
   const extraOf = new Map(EXTRA_VARS_MAPPING.map((m) => [m.key, m.vars]));
-  const aliases: [string, string][] = [];
-  const walk = (node: Record<string, SchemaNode>, prefix: string): void => {
-    for (const [name, child] of Object.entries(node)) {
-      if ("alias" in child) aliases.push([prefix + name, child.alias]);
-      else if ("section" in child) walk(child.section, `${prefix + name}.`);
-    }
-  };
-  walk(SCHEMA, "");
-  for (const key of envOf.keys()) if (!LEAVES.has(key)) throw new Error(`gen-config-doc: ENV_VARS names unknown key ${key}`);
+  const aliases = Object.entries(ALIASES);
 
   const code = (s: string) => `\`${s}\``;
   const L: string[] = [];
@@ -135,9 +88,9 @@ export function generate(root: string): string {
     "| Key | Default | Allowed values | Environment variable |",
     "| --- | --- | --- | --- |",
   );
-  for (const [key, spec] of LEAVES) {
-    const env = (envOf.get(key) ?? []).map(code).join(", ") || "—";
-    L.push(`| ${code(key)} | ${shownDefault(key, get(key)).replaceAll("|", "\\|")} | ${allowed(key, spec).replaceAll("|", "\\|")} | ${env} |`);
+  for (const [key, schema] of LEAVES) {
+    const env = schema.env === undefined ? "—" : code(schema.env);
+    L.push(`| ${code(key)} | ${shownDefault(schema, get(key)).replaceAll("|", "\\|")} | ${expected(schema, true).replaceAll("|", "\\|")} | ${env} |`);
   }
   if (aliases.length > 0) {
     L.push("", "Aliases (accepted in the file, set the other key; setting both is an error):", "");
@@ -145,7 +98,7 @@ export function generate(root: string): string {
   }
   L.push("", "## Keys", "");
   let section = "";
-  for (const [key, spec] of LEAVES) {
+  for (const [key, schema] of LEAVES) {
     const top = key.includes(".") ? (key.split(".")[0] ?? "") : "";
     if (top !== section) {
       section = top;
@@ -154,11 +107,8 @@ export function generate(root: string): string {
     L.push(`#### ${code(key)}`, "");
     const text = (comments.get(key) ?? []).join(" ").trim();
     if (text !== "") L.push(text, "");
-    L.push(`- Default: ${shownDefault(key, get(key))}`, `- Allowed: ${allowed(key, spec)}`);
-    const env = envOf.get(key);
-    if (env !== undefined) {
-      for (const name of env) L.push(`- Environment: ${code(name)} — ${(ENV_VARS as Record<string, EnvVarSpec>)[name]?.description ?? ""}`);
-    }
+    L.push(`- Default: ${shownDefault(schema, get(key))}`, `- Allowed: ${expected(schema, true)}`);
+    if (schema.env !== undefined) L.push(`- Environment: ${code(schema.env)} — ${schema.description}`);
     const extra = extraOf.get(key);
     if (extra !== undefined) L.push(`- extra_vars.yaml: ${extra.map(code).join(", ")} (the first one set)`);
     L.push("");

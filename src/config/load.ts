@@ -5,12 +5,13 @@
  * extra_vars.yaml is read only when `kdevops.config_path` (file) or KDEVOPS_ROOT (env) is set;
  * the file is `<config_path>/<kdevops.extra_vars_file>` and must then exist.
  */
-import { homedir } from "node:os";
-import { dirname, posix, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
+import type { TObject } from "@sinclair/typebox";
+import { checkKey, closestMatch } from "./checks.ts";
 import { envSettings } from "./env.ts";
 import { ConfigError } from "./errors.ts";
 import { extraVarsSettings, readExtraVars } from "./extra-vars.ts";
-import { checkLeaf, closestMatch, LEAVES, type RcloudConfig, SCHEMA, type SchemaNode } from "./schema.ts";
+import { ALIASES, CONFIG_SCHEMA, isSection, LEAVES, type RcloudConfig } from "./schema.ts";
 import { mapEntries, nodeValue, parseYamlMapping, readTextFile, type YamlMapping } from "./yaml.ts";
 
 type Env = Record<string, string | undefined>;
@@ -30,58 +31,9 @@ export interface LoadOptions {
   cwd?: string;
 }
 
-/** Built-in defaults (`driver` is computed by loadConfig: "qemu" when nothing configures a libvirt URI). */
+/** Built-in defaults from the schema (`driver` is computed by loadConfig: "qemu" when nothing configures a libvirt URI). */
 function defaultSettings(env: Env): Map<string, unknown> {
-  return new Map<string, unknown>([
-    ["server.bind_address", "127.0.0.1:8765"],
-    ["server.workers", 4],
-    ["server.idle_timeout_s", 30],
-    ["server.tls.cert_file", null],
-    ["server.tls.key_file", null],
-    ["kdevops.config_path", null],
-    ["kdevops.extra_vars_file", "extra_vars.yaml"],
-    ["driver", "qemu"],
-    ["libvirt.uri", "qemu:///system"],
-    ["libvirt.storage_pool_name", "rcloud"],
-    ["libvirt.storage_pool_path", "/var/lib/libvirt/images/rcloud"],
-    ["libvirt.domain_type", "auto"],
-    ["libvirt.console_log_dir", null],
-    ["libvirt.busy_poll_us", 200],
-    ["libvirt.slow_call_spacing_ms", 10],
-    ["libvirt.max_slow_calls", 20],
-    ["images.base_images_dir", "/var/lib/libvirt/images/kdevops/guestfs/base_images"],
-    ["qemu.binary", "qemu-system-x86_64"],
-    ["qemu.accel", "auto"],
-    ["qemu.state_dir", defaultStateDir(env)],
-    ["vm_defaults.vcpus", 2],
-    ["vm_defaults.memory_mb", 2048],
-    ["vm_defaults.root_disk_gb", 20],
-    ["vm_defaults.network_mode", "bridge"],
-    ["vm_defaults.network_bridge", "default"],
-    ["vm_defaults.user_network_restrict", false],
-    ["vm_defaults.disk_format", "qcow2"],
-    ["vm_defaults.disk_driver", "virtio"],
-    ["vm_defaults.ssh_user", "kdevops"],
-    ["vm_defaults.template", null],
-    ["vm_defaults.kernel_dir", null],
-    ["vm_defaults.stop_timeout_s", 60],
-    ["vm_defaults.max_extra_disks", 8],
-    ["vm_defaults.vcpu_overcommit", 4],
-    ["logging.level", "info"],
-    ["logging.format", "json"],
-    ["auth.enabled", "auto"],
-    ["auth.tokens_file", "/etc/rcloud/tokens.json"],
-    ["auth.metrics_open", false],
-    ["auth.quotas", {}],
-    ["auth.default_quota", null],
-  ]);
-}
-
-/** `/var/lib/rcloud` for root, else `$HOME/.local/share/rcloud`. */
-function defaultStateDir(env: Env): string {
-  if (process.getuid?.() === 0) return "/var/lib/rcloud";
-  const home = env.HOME !== undefined && posix.isAbsolute(env.HOME) ? env.HOME : homedir();
-  return posix.join(home, ".local/share/rcloud");
+  return new Map([...LEAVES].map(([key, schema]) => [key, schema.defaultFrom?.(env) ?? structuredClone(schema.default)]));
 }
 
 /** The built-in defaults (environment variables only feed computed defaults such as HOME; no overrides). */
@@ -127,9 +79,9 @@ export function loadConfig(opts: LoadOptions = {}): RcloudConfig {
 }
 
 function checkSetting(key: string, value: unknown, source: string | null): void {
-  const spec = LEAVES.get(key);
-  if (spec === undefined) throw new ConfigError(key, "unknown key", source);
-  const reason = checkLeaf(spec, value);
+  const schema = LEAVES.get(key);
+  if (schema === undefined) throw new ConfigError(key, "unknown key", source);
+  const reason = checkKey(schema, value);
   if (reason !== null) throw new ConfigError(key, reason, source);
 }
 
@@ -137,51 +89,48 @@ function checkSetting(key: string, value: unknown, source: string | null): void 
 function readConfigFile(file: string): Map<string, Setting> {
   const parsed = parseYamlMapping(readTextFile(file, "config file"), file);
   const out = new Map<string, Setting>();
-  walkSection(parsed, parsed.entries, SCHEMA, "", out);
+  walkSection(parsed, parsed.entries, CONFIG_SCHEMA, "", out);
   const rel = out.get("kdevops.config_path");
   if (rel !== undefined && typeof rel.value === "string") rel.value = resolve(dirname(file), rel.value);
   return out;
 }
 
-function walkSection(
-  parsed: YamlMapping,
-  entries: ReturnType<typeof mapEntries>,
-  schema: Record<string, SchemaNode>,
-  prefix: string,
-  out: Map<string, Setting>,
-): void {
+function walkSection(parsed: YamlMapping, entries: ReturnType<typeof mapEntries>, section: TObject, prefix: string, out: Map<string, Setting>): void {
   for (const e of entries) {
     const key = prefix + e.key;
     const source = `${parsed.file} line ${e.line}`;
-    const node = schema[e.key];
-    if (node === undefined || !Object.hasOwn(schema, e.key)) throw new ConfigError(key, unknownKeyReason(e.key, schema, prefix), source);
-    if ("section" in node) {
+    const alias = ALIASES[key];
+    const node = Object.hasOwn(section.properties, e.key) ? section.properties[e.key] : undefined;
+    if (node === undefined && alias === undefined) throw new ConfigError(key, unknownKeyReason(e.key, section, prefix), source);
+    if (node !== undefined && isSection(node)) {
       const value = nodeValue(e.node, parsed.doc);
       if (value === null) continue; // `server:` with every key commented out
       if (typeof value !== "object" || Array.isArray(value)) {
         throw new ConfigError(key, `must be a section (a mapping of keys to values), got ${Array.isArray(value) ? "a list" : JSON.stringify(value)}`, source);
       }
-      walkSection(parsed, mapEntries(e.node as NonNullable<typeof e.node>, parsed.doc, parsed.lines, parsed.file, `${key}.`), node.section, `${key}.`, out);
+      walkSection(parsed, mapEntries(e.node as NonNullable<typeof e.node>, parsed.doc, parsed.lines, parsed.file, `${key}.`), node, `${key}.`, out);
       continue;
     }
-    const target = "alias" in node ? node.alias : key;
+    const target = alias ?? key;
     if (out.has(target)) {
       const other = out.get(target)?.source ?? "";
       throw new ConfigError(key, `${target} is already set (${other}); ${key} is an alias of it, set only one`, source);
     }
     const value = nodeValue(e.node, parsed.doc);
-    checkSetting(target, value, "alias" in node ? `${source}, as ${key}` : source);
+    checkSetting(target, value, alias === undefined ? source : `${source}, as ${key}`);
     out.set(target, { value, source });
   }
 }
 
-function unknownKeyReason(name: string, schema: Record<string, SchemaNode>, prefix: string): string {
-  const near = closestMatch(name, Object.keys(schema));
+function unknownKeyReason(name: string, section: TObject, prefix: string): string {
+  const aliases = Object.keys(ALIASES).filter((a) => a.startsWith(prefix) && !a.slice(prefix.length).includes("."));
+  const names = [...Object.keys(section.properties), ...aliases.map((a) => a.slice(prefix.length))];
+  const near = closestMatch(name, names);
   if (near !== null) return `unknown key (did you mean ${near}?)`;
   // A known key in the wrong section (`vm_defaults.uri`).
   const elsewhere = [...LEAVES.keys()].find((k) => k.endsWith(`.${name}`) || k === name);
   if (elsewhere !== undefined) return `unknown key (did you mean ${elsewhere}?)`;
-  const known = Object.keys(schema).join(", ");
+  const known = names.join(", ");
   return prefix === "" ? `unknown key (known sections: ${known})` : `unknown key (known keys: ${known})`;
 }
 

@@ -1,192 +1,81 @@
 /**
- * The shape of rcloud's configuration: the `RcloudConfig` type, one spec per leaf key (type and
- * bounds) and the checks shared by the file, extra_vars and environment layers.
+ * rcloud's configuration keys, each defined once as a TypeBox schema: its type and bounds, default,
+ * environment variable and a one-line description. The `RcloudConfig` type, the loader's checks,
+ * the environment layer (env.ts) and docs/configuration.md (scripts/gen-config-doc.ts) all read it.
+ *
+ * To add a key, add one line to its section in CONFIG_SCHEMA below, e.g. in `server`:
+ *   max_body_bytes: Int(1024, 1073741824, { default: 1048576, env: "RCLOUD_MAX_BODY_BYTES", description: "largest request body accepted, bytes" }),
+ * (`env` only if it should have one), then the key commented out with its default under a `##`
+ * description in config/rcloud.yaml, run `bun scripts/gen-config-doc.ts`, and add the default
+ * (and the variable) to the lists test/unit/config.test.ts pins. Other kinds: Num, Bool, Str (with
+ * `pattern` and `expected` words), NonEmpty, Path, OneOf([...]), List(item), `nullable: true`, `check`.
  */
+import { homedir } from "node:os";
 import { posix } from "node:path";
+import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
+import { DISK_BUSES, NETWORK_MODES } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
+import { ABSOLUTE_PATH, checkBindAddress, describeValue, nonEmpty } from "./checks.ts";
 
-export type Driver = "libvirt" | "qemu";
-export type NetworkMode = "bridge" | "user" | "none";
-export type DiskFormat = "qcow2" | "raw";
-export type DiskDriver = "virtio" | "nvme" | "scsi" | "ide";
-export type LogLevel = "debug" | "info" | "warn" | "error";
-export type LogFormat = "json" | "text";
+type Env = Record<string, string | undefined>;
 
-export interface RcloudConfig {
-  server: {
-    /** `host:port`, IPv6 as `[::1]:8765`. */
-    bind_address: string;
-    /** Accepted for compatibility with the Rust rcloud (actix worker threads); unused by Bun. */
-    workers: number;
-    /** Seconds an idle connection (or a slow read request) may stay open; VM operations are exempt. */
-    idle_timeout_s: number;
-    tls: { cert_file: string | null; key_file: string | null };
-  };
-  kdevops: {
-    /** kdevops checkout holding extra_vars.yaml; null = do not read extra_vars. */
-    config_path: string | null;
-    extra_vars_file: string;
-  };
-  driver: Driver;
-  libvirt: {
-    uri: string;
-    storage_pool_name: string;
-    storage_pool_path: string;
-    /** Domain type: auto (kvm when the host offers it, else TCG), kvm or qemu (TCG). */
-    domain_type: "auto" | "kvm" | "qemu";
-    /** Host directory for serial console logs; null = the storage pool, next to the disks. */
-    console_log_dir: string | null;
-    /** Busy-poll window of the RPC client while calls are outstanding (µs; 0 = off). */
-    busy_poll_us: number;
-    /** Growth step of the window for slow libvirt calls (domain starts, volume creation), ms; 0 = no window. */
-    slow_call_spacing_ms: number;
-    /** The most slow libvirt calls in flight per host: that libvirtd's max_workers. */
-    max_slow_calls: number;
-  };
-  images: { base_images_dir: string };
-  qemu: {
-    binary: string;
-    state_dir: string;
-    /** Accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg. */
-    accel: "auto" | "kvm" | "tcg";
-  };
-  vm_defaults: {
-    vcpus: number;
-    memory_mb: number;
-    root_disk_gb: number;
-    network_mode: NetworkMode;
-    network_bridge: string;
-    user_network_restrict: boolean;
-    disk_format: DiskFormat;
-    disk_driver: DiskDriver;
-    ssh_user: string;
-    /** Path of a custom domain XML template; null = built-in. */
-    template: string | null;
-    /** Directory under which direct-kernel-boot files must live; null = feature disabled. */
-    kernel_dir: string | null;
-    stop_timeout_s: number;
-    max_extra_disks: number;
-    /** vCPUs one VM may have per host CPU. */
-    vcpu_overcommit: number;
-  };
-  logging: { level: LogLevel; format: LogFormat };
-  auth: {
-    /** auto: on when bind_address is not a loopback address. */
-    enabled: "auto" | boolean;
-    tokens_file: string;
-    /** Serve /metrics without a token while auth is on. */
-    metrics_open: boolean;
-    /** Per-project limits; a missing limit is unlimited. */
-    quotas: Readonly<Record<string, QuotaSpec>>;
-    /** Limits of projects not listed in `quotas`; null = unlimited. */
-    default_quota: QuotaSpec | null;
-  };
+/** rcloud's keywords on a key's schema, next to TypeBox's own (minimum, pattern, ...); V is the key's value type. */
+export interface KeyOptions<V = unknown> {
+  /** One line: what the key sets (the doc and its table of environment variables). */
+  description: string;
+  /** Built-in default (the lowest layer); omitted only with `defaultFrom`. */
+  default?: V | null;
+  /** A default computed at start-up, e.g. from HOME; `defaultText` says how the doc shows it. */
+  defaultFrom?: (env: Env) => V;
+  /** The doc's words for a default that depends on the machine or on other layers. */
+  defaultText?: string;
+  /** Environment variable that sets the key (the highest layer). */
+  env?: string;
+  /** null is a valid value. */
+  nullable?: boolean;
+  /** What the key accepts, in words, where the type does not say it (doc, messages for null or a pattern). */
+  expected?: string;
+  /** A rule the type cannot express, run after the type check; returns the reason a value is wrong, or null. */
+  check?: (value: unknown) => string | null;
 }
 
-export interface QuotaSpec {
-  vms?: number | null;
-  vcpus?: number | null;
-  memory_mb?: number | null;
-  disk_gb?: number | null;
+/** A key's schema: TypeBox's type (a union with null when nullable) carrying the key's options. */
+export type KeySchema = TSchema & KeyOptions;
+type Key<T extends TSchema, O extends KeyOptions> = (O extends { nullable: true } ? TUnion<[T, TNull]> : T) & O;
+
+function key<T extends TSchema, const O extends KeyOptions<Static<T>>>(type: T, options: O): Key<T, O> {
+  const schema = options.nullable === true ? Type.Union([type, Type.Null()], options) : { ...type, ...options };
+  return schema as Key<T, O>;
 }
 
-export type LeafSpec =
-  | { kind: "string"; nullable?: boolean; check?: (v: string) => string | null }
-  | { kind: "path"; nullable?: boolean }
-  | { kind: "int"; min: number; max: number }
-  | { kind: "bool" }
-  | { kind: "enum"; values: readonly string[] }
-  /** Anything else (mappings, mixed types): `expected` for messages, `check` returns a reason or null. */
-  | { kind: "custom"; nullable?: boolean; expected: string; check: (v: unknown) => string | null };
-
-/** A section maps names to leaves, sub-sections or aliases (another leaf's dotted key). */
-export type SchemaNode = { leaf: LeafSpec } | { section: Record<string, SchemaNode> } | { alias: string };
-
-const leaf = (spec: LeafSpec): SchemaNode => ({ leaf: spec });
-const section = (children: Record<string, SchemaNode>): SchemaNode => ({ section: children });
+export const Int = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Integer({ minimum, maximum }), o);
+/** A number that may have a fraction (e.g. a ratio). */
+export const Num = <const O extends KeyOptions<number>>(minimum: number, maximum: number, o: O) => key(Type.Number({ minimum, maximum }), o);
+export const Bool = <const O extends KeyOptions<boolean>>(o: O) => key(Type.Boolean(), o);
+export const Str = <const O extends KeyOptions<string> & { pattern?: RegExp }>({ pattern, ...o }: O) =>
+  key(Type.String(pattern === undefined ? {} : { pattern: pattern.source }), o as Omit<O, "pattern">);
+export const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ check: nonEmpty, expected: "a non-empty string", ...o });
+/** An absolute path; `~` is not expanded. */
+export const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
+export const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
+  key(Type.Union(values.map((v) => Type.Literal(v))) as TUnion<TLiteral<V[number]>[]>, o);
+/** A list, each item of `item`'s type (e.g. Type.String()). */
+export const List = <T extends TSchema, const O extends KeyOptions<Static<T>[]>>(item: T, o: O) => key(Type.Array(item), o);
+/** A mapping of keys to values: a group of keys, not a key itself. */
+const Section = <P extends TProperties>(properties: P) => Type.Object(properties, { additionalProperties: false, section: true });
 
 export const LIBVIRT_URI_RE = /^[a-z][a-z0-9+-]*:\/\//;
 export const POOL_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
-export const SCHEMA: Record<string, SchemaNode> = {
-  server: section({
-    bind_address: leaf({ kind: "string", check: checkBindAddress }),
-    workers: leaf({ kind: "int", min: 1, max: 1024 }),
-    idle_timeout_s: leaf({ kind: "int", min: 1, max: 255 }),
-    tls: section({ cert_file: leaf({ kind: "path", nullable: true }), key_file: leaf({ kind: "path", nullable: true }) }),
-  }),
-  kdevops: section({
-    // May be relative: resolved against the config file's directory (or the working directory for KDEVOPS_ROOT).
-    config_path: leaf({ kind: "string", nullable: true, check: nonEmpty }),
-    extra_vars_file: leaf({ kind: "string", check: nonEmpty }),
-  }),
-  driver: leaf({ kind: "enum", values: ["libvirt", "qemu"] }),
-  libvirt: section({
-    uri: leaf({
-      kind: "string",
-      check: (v) => (LIBVIRT_URI_RE.test(v) ? null : `must be a libvirt URI such as qemu:///system (scheme://...), got ${JSON.stringify(v)}`),
-    }),
-    storage_pool_name: leaf({
-      kind: "string",
-      check: (v) => (POOL_NAME_RE.test(v) ? null : `must be 1-64 characters of A-Z a-z 0-9 _ . -, got ${JSON.stringify(v)}`),
-    }),
-    storage_pool_path: leaf({ kind: "path" }),
-    domain_type: leaf({ kind: "enum", values: ["auto", "kvm", "qemu"] }),
-    console_log_dir: leaf({ kind: "path", nullable: true }),
-    busy_poll_us: leaf({ kind: "int", min: 0, max: 10000 }),
-    slow_call_spacing_ms: leaf({ kind: "int", min: 0, max: 1000 }),
-    max_slow_calls: leaf({ kind: "int", min: 1, max: 1000 }),
-    // The design document put the base-image directory under `libvirt:`.
-    base_images_dir: { alias: "images.base_images_dir" },
-  }),
-  images: section({ base_images_dir: leaf({ kind: "path" }) }),
-  qemu: section({
-    binary: leaf({ kind: "string", check: nonEmpty }),
-    state_dir: leaf({ kind: "path" }),
-    accel: leaf({ kind: "enum", values: ["auto", "kvm", "tcg"] }),
-  }),
-  vm_defaults: section({
-    vcpus: leaf({ kind: "int", min: 1, max: 512 }),
-    memory_mb: leaf({ kind: "int", min: 64, max: 4194304 }),
-    root_disk_gb: leaf({ kind: "int", min: 1, max: 65536 }),
-    network_mode: leaf({ kind: "enum", values: ["bridge", "user", "none"] }),
-    network_bridge: leaf({ kind: "string", check: nonEmpty }),
-    user_network_restrict: leaf({ kind: "bool" }),
-    disk_format: leaf({ kind: "enum", values: ["qcow2", "raw"] }),
-    disk_driver: leaf({ kind: "enum", values: ["virtio", "nvme", "scsi", "ide"] }),
-    ssh_user: leaf({
-      kind: "string",
-      // The API refuses a create with a user cloud-init cannot make; refuse it at start-up instead.
-      check: loginUserProblem,
-    }),
-    template: leaf({ kind: "path", nullable: true }),
-    kernel_dir: leaf({ kind: "path", nullable: true }),
-    stop_timeout_s: leaf({ kind: "int", min: 1, max: 3600 }),
-    max_extra_disks: leaf({ kind: "int", min: 0, max: 32 }),
-    vcpu_overcommit: leaf({ kind: "int", min: 1, max: 64 }),
-  }),
-  logging: section({
-    level: leaf({ kind: "enum", values: ["debug", "info", "warn", "error"] }),
-    format: leaf({ kind: "enum", values: ["json", "text"] }),
-  }),
-  auth: section({
-    enabled: leaf({
-      kind: "custom",
-      expected: "auto, true or false",
-      check: (v) => (v === "auto" || v === true || v === false ? null : `must be auto, true or false, got ${describeValue(v)}`),
-    }),
-    tokens_file: leaf({ kind: "path" }),
-    metrics_open: leaf({ kind: "bool" }),
-    quotas: leaf({ kind: "custom", expected: "a mapping of project names to quotas", check: checkQuotas }),
-    default_quota: leaf({ kind: "custom", nullable: true, expected: "a quota (vms, vcpus, memory_mb, disk_gb)", check: checkQuota }),
-  }),
-};
-
-const QUOTA_KEYS = ["vms", "vcpus", "memory_mb", "disk_gb"];
+/** A project's limits; a missing or null limit is unlimited. */
+const Limit = Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]));
+const Quota = Type.Object({ vms: Limit, vcpus: Limit, memory_mb: Limit, disk_gb: Limit }, { additionalProperties: false });
+export type QuotaSpec = Static<typeof Quota>;
+const QUOTA_KEYS = Object.keys(Quota.properties);
 export const PROJECT_NAME_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
 
-/** A quota: a mapping of any of vms, vcpus, memory_mb, disk_gb to non-negative integers (null = unlimited). */
-export function checkQuota(v: unknown): string | null {
+/** Says what is wrong with a quota: any of vms, vcpus, memory_mb, disk_gb, each a non-negative integer or null. */
+function checkQuota(v: unknown): string | null {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return `must be a mapping with any of ${QUOTA_KEYS.join(", ")}, got ${describeValue(v)}`;
   for (const [k, n] of Object.entries(v as Record<string, unknown>)) {
     if (!QUOTA_KEYS.includes(k)) return `unknown quota key ${JSON.stringify(k)} (known: ${QUOTA_KEYS.join(", ")})`;
@@ -206,135 +95,177 @@ function checkQuotas(v: unknown): string | null {
   return null;
 }
 
-/** Every leaf's spec by dotted key (aliases excluded). */
-export const LEAVES: ReadonlyMap<string, LeafSpec> = (() => {
-  const out = new Map<string, LeafSpec>();
-  const walk = (node: Record<string, SchemaNode>, prefix: string): void => {
-    for (const [name, child] of Object.entries(node)) {
-      const key = prefix + name;
-      if ("leaf" in child) out.set(key, child.leaf);
-      else if ("section" in child) walk(child.section, `${key}.`);
+export const CONFIG_SCHEMA = Section({
+  server: Section({
+    bind_address: Str({
+      default: "127.0.0.1:8765",
+      env: "RCLOUD_SERVER_BIND",
+      check: checkBindAddress,
+      expected: "host:port, port 1-65535; an IPv6 host in brackets ([::1]:8765)",
+      description: "address the API listens on, host:port ([::1]:8765 for IPv6)",
+    }),
+    workers: Int(1, 1024, { default: 4, env: "RCLOUD_WORKERS", description: "worker count (accepted for compatibility with the Rust rcloud)" }),
+    idle_timeout_s: Int(1, 255, { default: 30, description: "seconds an idle connection (or a slow read request) may stay open; VM operations are exempt" }),
+    tls: Section({
+      cert_file: Path({ nullable: true, default: null, description: "HTTPS certificate (PEM); null = plain HTTP" }),
+      key_file: Path({ nullable: true, default: null, description: "HTTPS private key (PEM); null = plain HTTP" }),
+    }),
+  }),
+  kdevops: Section({
+    // May be relative: resolved against the config file's directory (or the working directory for KDEVOPS_ROOT).
+    config_path: NonEmpty({
+      nullable: true,
+      default: null,
+      env: "KDEVOPS_ROOT",
+      description: "kdevops checkout whose extra_vars.yaml is read (enables the extra_vars layer)",
+    }),
+    extra_vars_file: NonEmpty({ default: "extra_vars.yaml", description: "file name (or absolute path) of the extra_vars file inside config_path" }),
+  }),
+  driver: OneOf(["libvirt", "qemu"], {
+    default: "qemu",
+    defaultText: '`"libvirt"` if a libvirt URI is configured anywhere (libvirt.uri, extra_vars, RCLOUD_LIBVIRT_URI), else `"qemu"`',
+    env: "RCLOUD_DRIVER",
+    description: "VM driver: libvirt or qemu",
+  }),
+  libvirt: Section({
+    uri: Str({
+      default: "qemu:///system",
+      env: "RCLOUD_LIBVIRT_URI",
+      pattern: LIBVIRT_URI_RE,
+      expected: "a libvirt URI such as qemu:///system or qemu+ssh://host/system (scheme://...)",
+      description: "libvirt connection URI, e.g. qemu:///system",
+    }),
+    storage_pool_name: Str({
+      default: "rcloud",
+      env: "RCLOUD_STORAGE_POOL_NAME",
+      pattern: POOL_NAME_RE,
+      expected: "1-64 characters of A-Z a-z 0-9 _ . -",
+      description: "name of rcloud's libvirt storage pool",
+    }),
+    storage_pool_path: Path({
+      default: "/var/lib/libvirt/images/rcloud",
+      env: "RCLOUD_STORAGE_POOL_PATH",
+      description: "directory of rcloud's storage pool (absolute)",
+    }),
+    domain_type: OneOf(["auto", "kvm", "qemu"], { default: "auto", env: "RCLOUD_DOMAIN_TYPE", description: "libvirt domain type: auto, kvm or qemu (TCG)" }),
+    console_log_dir: Path({ nullable: true, default: null, description: "host directory for serial console logs; null = the storage pool, next to the disks" }),
+    busy_poll_us: Int(0, 10000, { default: 200, description: "busy-poll window of the RPC client while calls are outstanding (µs; 0 = off)" }),
+    slow_call_spacing_ms: Int(0, 1000, { default: 10, description: "growth step of the window for slow libvirt calls, ms; 0 = no window" }),
+    max_slow_calls: Int(1, 1000, { default: 20, description: "the most slow libvirt calls in flight per host: that libvirtd's max_workers" }),
+  }),
+  images: Section({
+    base_images_dir: Path({
+      default: "/var/lib/libvirt/images/kdevops/guestfs/base_images",
+      env: "RCLOUD_BASE_IMAGES_DIR",
+      description: "directory of base images (absolute)",
+    }),
+  }),
+  qemu: Section({
+    binary: NonEmpty({ default: "qemu-system-x86_64", env: "RCLOUD_QEMU_BINARY", description: "QEMU system emulator for the qemu driver" }),
+    state_dir: Path({
+      defaultFrom: defaultStateDir,
+      defaultText: '`"/var/lib/rcloud"` when running as root, else `"$HOME/.local/share/rcloud"`',
+      env: "RCLOUD_STATE_DIR",
+      description: "state directory of the qemu driver (absolute)",
+    }),
+    accel: OneOf(["auto", "kvm", "tcg"], { default: "auto", env: "RCLOUD_QEMU_ACCEL", description: "qemu driver accelerator: auto, kvm or tcg" }),
+  }),
+  vm_defaults: Section({
+    vcpus: Int(1, 512, { default: 2, description: "vCPUs of a new VM when the request does not say" }),
+    memory_mb: Int(64, 4194304, { default: 2048, description: "memory of a new VM when the request does not say, MiB" }),
+    root_disk_gb: Int(1, 65536, { default: 20, description: "root disk size of a new VM when the request does not say, GiB" }),
+    network_mode: OneOf(NETWORK_MODES, { default: "bridge", env: "RCLOUD_NETWORK_MODE", description: "default network mode: bridge or user" }),
+    network_bridge: NonEmpty({ default: "default", env: "RCLOUD_NETWORK_BRIDGE", description: "libvirt network new VMs attach to in bridge mode" }),
+    user_network_restrict: Bool({
+      default: false,
+      env: "RCLOUD_USER_NET_RESTRICT",
+      description: "restrict user-mode networking to the host (no outbound traffic)",
+    }),
+    disk_format: OneOf(["qcow2", "raw"], { default: "qcow2", description: "root disk format: a qcow2 overlay on the base image, or a raw copy" }),
+    disk_driver: OneOf(DISK_BUSES, { default: "virtio", description: "disk bus" }),
+    ssh_user: Str({
+      default: "kdevops",
+      expected: "a Unix user name other than root (a lower-case letter or _, then lower-case letters, digits, _ or -; up to 32)",
+      // The API refuses a create with a user cloud-init cannot make; refuse it at start-up instead.
+      check: loginUserProblem,
+      description: "user created in the guest for SSH access",
+    }),
+    template: Path({ nullable: true, default: null, env: "RCLOUD_TEMPLATE", description: "custom domain XML template (absolute path)" }),
+    kernel_dir: Path({
+      nullable: true,
+      default: null,
+      env: "RCLOUD_KERNEL_DIR",
+      description: "directory direct-kernel-boot files must live under (absolute); enables the feature",
+    }),
+    stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
+    max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
+    vcpu_overcommit: Int(1, 64, { default: 4, description: "vCPUs one VM may have per host CPU" }),
+  }),
+  logging: Section({
+    level: OneOf(["debug", "info", "warn", "error"], { default: "info", env: "RCLOUD_LOG_LEVEL", description: "log level: debug, info, warn or error" }),
+    format: OneOf(["json", "text"], { default: "json", env: "RCLOUD_LOG_FORMAT", description: "log format: json or text" }),
+  }),
+  auth: Section({
+    enabled: key(Type.Union([Type.Literal("auto"), Type.Boolean()]), {
+      default: "auto",
+      expected: "auto, true or false",
+      description: "API tokens required: auto = when bind_address is not a loopback address",
+    }),
+    tokens_file: Path({
+      default: "/etc/rcloud/tokens.json",
+      env: "RCLOUD_TOKENS_FILE",
+      description: "API tokens file (JSON of hashed tokens; rcloud token create/list/revoke edit it)",
+    }),
+    metrics_open: Bool({ default: false, description: "serve /metrics without a token while auth is on" }),
+    quotas: key(Type.Record(Type.String({ pattern: PROJECT_NAME_RE.source }), Quota, { additionalProperties: false }), {
+      default: {},
+      check: checkQuotas,
+      expected: "a mapping of project names to quotas",
+      description: "per-project limits; a missing limit is unlimited",
+    }),
+    default_quota: key(Quota, {
+      nullable: true,
+      default: null,
+      check: checkQuota,
+      expected: `a quota (${QUOTA_KEYS.join(", ")})`,
+      description: "limits of projects not listed in quotas; null = unlimited",
+    }),
+  }),
+});
+
+export type RcloudConfig = Static<typeof CONFIG_SCHEMA>;
+export type Driver = RcloudConfig["driver"];
+export type NetworkMode = RcloudConfig["vm_defaults"]["network_mode"];
+export type DiskFormat = RcloudConfig["vm_defaults"]["disk_format"];
+export type DiskDriver = RcloudConfig["vm_defaults"]["disk_driver"];
+export type LogLevel = RcloudConfig["logging"]["level"];
+export type LogFormat = RcloudConfig["logging"]["format"];
+
+/** Keys accepted in the file that set another key (the design document put base_images_dir under `libvirt:`). */
+export const ALIASES: Readonly<Record<string, string>> = { "libvirt.base_images_dir": "images.base_images_dir" };
+
+export const isSection = (s: TSchema): s is TObject => s.section === true;
+
+/** Every key's schema by dotted name, in schema order. */
+export const LEAVES: ReadonlyMap<string, KeySchema> = (() => {
+  const out = new Map<string, KeySchema>();
+  const walk = (section: TObject, prefix: string): void => {
+    for (const [name, child] of Object.entries(section.properties)) {
+      if (isSection(child)) walk(child, `${prefix + name}.`);
+      else out.set(prefix + name, child as KeySchema);
     }
   };
-  walk(SCHEMA, "");
+  walk(CONFIG_SCHEMA, "");
   return out;
 })();
 
-function nonEmpty(v: string): string | null {
-  return v.trim() === "" ? "must not be empty" : null;
-}
+/** The environment variable names the schema declares (a type: ENV_VARS.RCLOUD_WORKERS type-checks). */
+export type EnvVarName = EnvNames<typeof CONFIG_SCHEMA>;
+type EnvNames<T> = T extends { env: infer N extends string } ? N : T extends TObject<infer P> ? { [K in keyof P]: EnvNames<P[K]> }[keyof P] : never;
 
-/** `host:port` with port 1-65535; IPv6 hosts in brackets. Returns a reason or null. */
-export function checkBindAddress(v: string): string | null {
-  const shown = JSON.stringify(v);
-  let host: string;
-  let port: string;
-  if (v.startsWith("[")) {
-    const m = /^\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]:([^:]*)$/.exec(v);
-    if (m === null) return `must be host:port with an IPv6 host in brackets, e.g. [::1]:8765, got ${shown}`;
-    host = m[1] ?? "";
-    port = m[2] ?? "";
-    if (!host.includes(":")) return `brackets are only for IPv6 hosts, got ${shown}`;
-  } else {
-    const colons = v.split(":").length - 1;
-    if (colons === 0) return `must be host:port, e.g. 127.0.0.1:8765, got ${shown}`;
-    if (colons > 1) return `an IPv6 host must be in brackets, e.g. [::1]:8765, got ${shown}`;
-    const i = v.indexOf(":");
-    host = v.slice(0, i);
-    port = v.slice(i + 1);
-    if (host === "") return `host is missing (use 0.0.0.0:PORT to listen on all IPv4 addresses), got ${shown}`;
-    if (!/^[A-Za-z0-9.-]+$/.test(host)) return `host must be a host name or IP address, got ${shown}`;
-  }
-  if (!/^[0-9]{1,5}$/.test(port)) return `port must be a number between 1 and 65535, got ${shown}`;
-  const n = Number(port);
-  if (n < 1 || n > 65535) return `port must be between 1 and 65535, got ${shown}`;
-  return null;
-}
-
-/** Checks a value against a leaf spec; returns the reason it is wrong, or null. */
-export function checkLeaf(spec: LeafSpec, value: unknown): string | null {
-  const shown = describeValue(value);
-  if (value === null || value === undefined) {
-    if ((spec.kind === "string" || spec.kind === "path" || spec.kind === "custom") && spec.nullable === true) return null;
-    return `must be ${expected(spec)}, got no value (an empty value means null in YAML)`;
-  }
-  switch (spec.kind) {
-    case "string":
-      if (typeof value !== "string") return `must be a string, got ${shown}`;
-      return spec.check?.(value) ?? null;
-    case "path":
-      if (typeof value !== "string") return `must be an absolute path (string), got ${shown}`;
-      if (value.startsWith("~")) return `must be an absolute path (~ is not expanded), got ${shown}`;
-      if (!posix.isAbsolute(value)) return `must be an absolute path, got ${shown}`;
-      return null;
-    case "int":
-      if (typeof value !== "number" || !Number.isInteger(value)) return `must be an integer between ${spec.min} and ${spec.max}, got ${shown}`;
-      if (value < spec.min || value > spec.max) return `must be between ${spec.min} and ${spec.max}, got ${value}`;
-      return null;
-    case "bool":
-      return typeof value === "boolean" ? null : `must be true or false, got ${shown}`;
-    case "enum":
-      if (typeof value === "string" && spec.values.includes(value)) return null;
-      return `must be one of ${spec.values.join(", ")}, got ${shown}`;
-    case "custom":
-      return spec.check(value);
-  }
-}
-
-function expected(spec: LeafSpec): string {
-  switch (spec.kind) {
-    case "string":
-      return "a string";
-    case "path":
-      return "an absolute path";
-    case "int":
-      return `an integer between ${spec.min} and ${spec.max}`;
-    case "bool":
-      return "true or false";
-    case "enum":
-      return `one of ${spec.values.join(", ")}`;
-    case "custom":
-      return spec.expected;
-  }
-}
-
-export function describeValue(v: unknown): string {
-  if (v === null || v === undefined) return "null";
-  if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number" || typeof v === "boolean") return String(v);
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  return typeof v;
-}
-
-/** The closest candidate by edit distance, if close enough to be a plausible typo. */
-export function closestMatch(name: string, candidates: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestDist = Infinity;
-  for (const c of candidates) {
-    const d = editDistance(name.toLowerCase(), c.toLowerCase());
-    if (d < bestDist) {
-      bestDist = d;
-      best = c;
-    }
-  }
-  if (best === null) return null;
-  const limit = Math.max(2, Math.floor(Math.max(name.length, best.length) / 3));
-  // Also accept a candidate that contains the name or vice versa (`pool_path` -> `storage_pool_path`).
-  if (bestDist <= limit) return best;
-  const contained = candidates.find((c) => name.length >= 4 && (c.includes(name) || name.includes(c)));
-  return contained ?? null;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      cur.push(Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost));
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? 0;
+/** `/var/lib/rcloud` for root, else `$HOME/.local/share/rcloud`. */
+function defaultStateDir(env: Env): string {
+  if (process.getuid?.() === 0) return "/var/lib/rcloud";
+  const home = env.HOME !== undefined && posix.isAbsolute(env.HOME) ? env.HOME : homedir();
+  return posix.join(home, ".local/share/rcloud");
 }

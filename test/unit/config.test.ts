@@ -2,8 +2,12 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Value } from "@sinclair/typebox/value";
 import { parse } from "yaml";
 import { ConfigError, defaultConfig, ENV_VARS, loadConfig, type RcloudConfig, resolveExtraVars } from "../../src/config/index.ts";
+import { Type } from "@sinclair/typebox";
+import { checkKey } from "../../src/config/checks.ts";
+import { CONFIG_SCHEMA, LEAVES, List, Num } from "../../src/config/schema.ts";
 
 const REPO = join(import.meta.dir, "../..");
 const FIXTURES = join(REPO, "test/fixtures/config");
@@ -571,4 +575,53 @@ describe("shipped config/rcloud.yaml", () => {
     walk(d, "");
     for (const k of leaves) expect(text).toMatch(new RegExp(`^\\s*# ${k}:`, "m"));
   });
+});
+
+describe("schema (src/config/schema.ts)", () => {
+  test("every key has a one-line description and a default", () => {
+    for (const [key, schema] of LEAVES) {
+      expect({ key, ok: schema.description.length > 5 && !schema.description.includes("\n") }).toEqual({ key, ok: true });
+      expect({ key, has: schema.default !== undefined || schema.defaultFrom !== undefined }).toEqual({ key, has: true });
+    }
+  });
+
+  test("the loaded configuration matches the schema its type is derived from", () => {
+    expect(Value.Check(CONFIG_SCHEMA, defaultConfig(HOME_ENV))).toBe(true);
+    const loaded = loadYaml("auth:\n  quotas:\n    kernel-ci: { vms: 10, disk_gb: null }\n  default_quota: { vcpus: 4 }\n");
+    expect(loaded.auth.quotas).toEqual({ "kernel-ci": { vms: 10, disk_gb: null } });
+    expect(Value.Check(CONFIG_SCHEMA, loaded)).toBe(true);
+    // The schema is strict: an unknown key or a value out of range does not match.
+    expect(Value.Check(CONFIG_SCHEMA, { ...loaded, extra: 1 })).toBe(false);
+    expect(Value.Check(CONFIG_SCHEMA, { ...loaded, vm_defaults: { ...loaded.vm_defaults, vcpus: 0 } })).toBe(false);
+  });
+
+  test("ENV_VARS is the schema's env options", () => {
+    const declared = [...LEAVES].flatMap(([key, s]) => (s.env === undefined ? [] : [[s.env, key]]));
+    expect(Object.entries(ENV_VARS).map(([name, spec]) => [name, spec.key])).toEqual(declared);
+  });
+
+  test("kinds no key uses yet: fractional numbers and lists", () => {
+    const ratio = Num(0.5, 8, { default: 1, description: "a ratio for the test" });
+    expect([checkKey(ratio, 1.5), checkKey(ratio, 8)]).toEqual([null, null]);
+    expect(checkKey(ratio, 9)).toBe("must be between 0.5 and 8, got 9");
+    expect(checkKey(ratio, "x")).toBe('must be a number between 0.5 and 8, got "x"');
+    const names = List(Type.String(), { default: [], description: "names for the test" });
+    expect([checkKey(names, []), checkKey(names, ["a", "b"])]).toEqual([null, null]);
+    expect(checkKey(names, "a")).toBe('must be a list, each a string, got "a"');
+    expect(checkKey(names, ["a", 1])).toBe("must be a list, each a string, got a list");
+  });
+
+  const cases: [string, string, string, RegExp][] = [
+    ["null for a pattern key says what it expects", "libvirt:\n  uri:\n", "libvirt.uri", /must be a libvirt URI .*got no value/],
+    ["null for the bind address says host:port", "server:\n  bind_address:\n", "server.bind_address", /must be host:port.*got no value/],
+    ["alias suggested for a typo", "libvirt:\n  base_image_dir: /x\n", "libvirt.base_image_dir", /did you mean base_images_dir\?/],
+    ["quota project name", "auth:\n  quotas:\n    Kernel: { vms: 1 }\n", "auth.quotas", /project name "Kernel" must be lower-case/],
+    ["quota unknown limit", "auth:\n  quotas:\n    ci: { cpus: 1 }\n", "auth.quotas", /ci: unknown quota key "cpus" \(known: vms, vcpus, memory_mb, disk_gb\)/],
+    ["quota negative limit", "auth:\n  quotas:\n    ci: { vms: -1 }\n", "auth.quotas", /ci: vms must be a non-negative integer, got -1/],
+    ["quotas not a mapping", "auth:\n  quotas: [ci]\n", "auth.quotas", /must be a mapping of project names to quotas, got a list/],
+    ["default quota not a mapping", "auth:\n  default_quota: 5\n", "auth.default_quota", /must be a mapping with any of vms/],
+    ["auth.enabled", "auth:\n  enabled: sometimes\n", "auth.enabled", /must be auto, true or false, got "sometimes"/],
+    ["path given a number", "qemu:\n  state_dir: 5\n", "qemu.state_dir", /must be an absolute path \(string\), got 5/],
+  ];
+  for (const [name, yaml, key, pattern] of cases) test(name, () => void expectError(() => loadYaml(yaml), key, pattern));
 });
