@@ -98,7 +98,7 @@ export function buildSeedIso(s: SeedInput, opts: { date?: Date } = {}): Uint8Arr
 // ---------------------------------------------------------------------------------------
 // SSH public keys
 
-const MAX_KEY_LINE_BYTES = 16 * 1024;
+export const MAX_KEY_LINE_BYTES = 16 * 1024;
 const MIN_RSA_BITS = 2048;
 const ECDSA_POINT_BYTES: Record<string, number> = { nistp256: 65, nistp384: 97, nistp521: 133 };
 const KEY_TYPES = new Set([

@@ -20,6 +20,12 @@ export interface RcloudConfig {
     /** Seconds an idle connection (or a slow read request) may stay open; VM operations are exempt. */
     idle_timeout_s: number;
     tls: { cert_file: string | null; key_file: string | null };
+    /** Host names (besides the bind address and localhost) clients may use in the Host header. */
+    public_names: readonly string[];
+    /** Origins (scheme://host[:port]) of pages other than the server's own that may call the API. */
+    allowed_origins: readonly string[];
+    /** Largest request body accepted; larger ones are answered 413 without being read. */
+    max_body_bytes: number;
   };
   kdevops: {
     /** kdevops checkout holding extra_vars.yaml; null = do not read extra_vars. */
@@ -113,6 +119,9 @@ export const SCHEMA: Record<string, SchemaNode> = {
     workers: leaf({ kind: "int", min: 1, max: 1024 }),
     idle_timeout_s: leaf({ kind: "int", min: 1, max: 255 }),
     tls: section({ cert_file: leaf({ kind: "path", nullable: true }), key_file: leaf({ kind: "path", nullable: true }) }),
+    public_names: leaf({ kind: "custom", expected: "a list of host names", check: (v) => checkList(v, checkPublicName) }),
+    allowed_origins: leaf({ kind: "custom", expected: "a list of origins (scheme://host[:port])", check: (v) => checkList(v, checkOrigin) }),
+    max_body_bytes: leaf({ kind: "int", min: 1024, max: 128 * 1024 * 1024 }),
   }),
   kdevops: section({
     // May be relative: resolved against the config file's directory (or the working directory for KDEVOPS_ROOT).
@@ -246,6 +255,39 @@ export function checkBindAddress(v: string): string | null {
   if (!/^[0-9]{1,5}$/.test(port)) return `port must be a number between 1 and 65535, got ${shown}`;
   const n = Number(port);
   if (n < 1 || n > 65535) return `port must be between 1 and 65535, got ${shown}`;
+  return null;
+}
+
+/** A list whose every entry passes `check`; returns the first reason or null. */
+function checkList(v: unknown, check: (entry: unknown) => string | null): string | null {
+  if (!Array.isArray(v)) return `must be a list, got ${describeValue(v)}`;
+  for (const entry of v) {
+    const reason = check(entry);
+    if (reason !== null) return reason;
+  }
+  return null;
+}
+
+/** A DNS name or IP address as it appears in a Host header, without port. */
+function checkPublicName(v: unknown): string | null {
+  if (typeof v !== "string" || !/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$/.test(v) || v.length > 253) {
+    return `must be a host name or IP address without port (IPv6 in brackets), got ${describeValue(v)}`;
+  }
+  return null;
+}
+
+/** A web origin exactly as browsers send it in the Origin header: scheme://host[:port], nothing more. */
+function checkOrigin(v: unknown): string | null {
+  const shown = describeValue(v);
+  if (typeof v !== "string") return `must be an origin such as https://rcloud.example.org, got ${shown}`;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return `must be an origin such as https://rcloud.example.org, got ${shown}`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return `must be an http or https origin, got ${shown}`;
+  if (url.origin !== v.replace(/\/$/, "").toLowerCase()) return `must be just scheme://host[:port] (no path, lower case, no default port), e.g. ${url.origin}, got ${shown}`;
   return null;
 }
 

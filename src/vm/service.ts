@@ -96,10 +96,11 @@ export interface ApiImage {
   disk_size_mb: number;
 }
 
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const ID_RE = /^vm-[a-z0-9]{8}$/;
-const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
-const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+export const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+export const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+export const QMP_QUERY_RE = /^query-[a-z0-9-]{1,60}$/;
 const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
 const GiB = 1024 ** 3;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
@@ -338,7 +339,7 @@ export class VmService {
   }
 
   async qmp(ref: string, command: string, args?: Record<string, unknown>, caller: Caller | null = null): Promise<unknown> {
-    if (!/^query-[a-z0-9-]{1,60}$/.test(command)) {
+    if (!QMP_QUERY_RE.test(command)) {
       throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
     }
     const rec = await this.resolve(ref, caller);
