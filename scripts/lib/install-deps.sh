@@ -20,6 +20,8 @@ PACKAGES=(
   python3-yaml
   # tests of deploy/: ansible-playbook runs the role; systemd-analyze verifies the unit (not PID 1)
   ansible-core systemd
+  # tests: the API reference page in a real (headless) browser
+  chromium
 )
 
 log() { echo "install-deps: $*" >&2; }

@@ -10,6 +10,7 @@ import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../vm/errors.ts";
 import type { ConsoleSession, CreateVmRequest, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
+import { apiReferencePage } from "./reference-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 
@@ -176,9 +177,12 @@ export function createApp(service: VmService, opts: AppOptions) {
             { name: "images", description: "Base images" },
             { name: "system", description: "Health and capacity" },
           ],
+          // Lets the reference page send a token ("Authorize") when auth is on.
+          ...(opts.auth ? { components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } }, security: [{ bearer: [] }] } : {}),
         },
       }),
     )
+    .use(apiReferencePage)
     .group("/api/v1", (api) =>
       api
         .get(
