@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { createApp } from "./api/app.ts";
 import { authEnabled, TokenStore } from "./auth/index.ts";
 import { Metrics } from "./api/metrics.ts";
+import { RequestGuard } from "./api/request-guard.ts";
 import { loadConfig, type RcloudConfig } from "./config/index.ts";
 import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
 import { QemuDriver } from "./drivers/qemu/driver.ts";
@@ -107,10 +108,11 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   if (authOn && !existsSync(config.auth.tokens_file)) {
     log("warn", "authentication is on but the tokens file does not exist; every request needs a token (create one with 'rcloud token create')", { tokens_file: config.auth.tokens_file });
   }
-  const app = createApp(service, { version: VERSION, log, metrics, auth });
   // Optional HTTPS: server.tls.cert_file + key_file (PEM); the config loader checks both or neither.
   const tls = config.server.tls.cert_file && config.server.tls.key_file ? { cert: Bun.file(config.server.tls.cert_file), key: Bun.file(config.server.tls.key_file) } : undefined;
   const scheme = tls ? "https" : "http";
+  const guard = new RequestGuard({ bindHost: hostname, scheme, publicNames: config.server.public_names, allowedOrigins: config.server.allowed_origins });
+  const app = createApp(service, { version: VERSION, log, metrics, auth, guard, maxBodyBytes: config.server.max_body_bytes });
   // reusePort off: a second rcloud on the same port must fail, not silently share the traffic.
   app.listen({ hostname, port, idleTimeout: config.server.idle_timeout_s, reusePort: false, ...(tls ? { tls } : {}) });
   const actualPort = app.server?.port ?? port;

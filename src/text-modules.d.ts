@@ -3,3 +3,12 @@ declare module "*.liquid" {
   const text: string;
   export default text;
 }
+// The API reference page's assets (src/api/reference-page.ts).
+declare module "swagger-ui-dist/swagger-ui-bundle.js" {
+  const text: string;
+  export default text;
+}
+declare module "swagger-ui-dist/swagger-ui.css" {
+  const text: string;
+  export default text;
+}

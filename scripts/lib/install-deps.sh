@@ -20,6 +20,8 @@ PACKAGES=(
   python3-yaml
   # tests of deploy/: ansible-playbook runs the role; systemd-analyze verifies the unit (not PID 1)
   ansible-core systemd
+  # tests: the API reference page in a real (headless) browser
+  chromium
 )
 
 log() { echo "install-deps: $*" >&2; }
@@ -70,8 +72,8 @@ if [[ ! -x "$ROOT/node_modules/.bin/bun" ]]; then
   log "installing node dependencies (bun)"
   cd "$ROOT"
   if [[ -f package-lock.json ]]; then
-    npm ci --no-audit --no-fund
+    SCARF_ANALYTICS=false npm ci --no-audit --no-fund
   else
-    npm install --no-audit --no-fund
+    SCARF_ANALYTICS=false npm install --no-audit --no-fund
   fi
 fi

@@ -37,3 +37,7 @@ export const ACTIVE_STATES: readonly VmState[] = ["running", "paused"];
 export const VM_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /** VM ids: `vm-` and 8 characters; a name of this shape is refused so references stay unambiguous. */
 export const VM_ID_PATTERN = "^vm-[a-z0-9]{8}$";
+/** A libvirt network or host bridge name (bridge mode). */
+export const BRIDGE_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$";
+/** QMP commands the read-only passthrough accepts. */
+export const QMP_QUERY_PATTERN = "^query-[a-z0-9-]{1,60}$";

@@ -11,6 +11,8 @@ import { ServiceError } from "../api-types/errors.ts";
 import type { ApiStatus, CreateVmRequest } from "../api-types/json.ts";
 import type { ConsoleSession, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
+import { apiReferencePage } from "./reference-page.ts";
+import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
 import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
@@ -19,7 +21,13 @@ export interface AppOptions {
   metrics?: Metrics;
   /** API tokens; absent or null = authentication off (every request has full access). */
   auth?: { tokens: TokenStore; metricsOpen: boolean } | null;
+  /** Host and Origin rules (server.public_names, server.allowed_origins); absent = none. */
+  guard?: RequestGuard | null;
+  /** server.max_body_bytes; default 1 MiB. */
+  maxBodyBytes?: number;
 }
+
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /** Routes answered without a token even when auth is on. */
 function isOpen(path: string, metricsOpen: boolean): boolean {
@@ -36,12 +44,14 @@ function errorJson(code: string, message: string, field?: unknown) {
 
 /** A readable message from Elysia's schema validation error. */
 function validationMessage(error: unknown): { message: string; field?: string } {
-  const e = error as { all?: { path?: string; message?: string; summary?: string }[]; message?: string };
+  const e = error as { all?: { path?: string; message?: string; summary?: string; schema?: { description?: unknown } }[]; message?: string };
   const first = e.all?.[0];
   if (first) {
     const field = (first.path ?? "").replace(/^\//, "").replace(/\//g, ".");
     const extra = /additional|unexpected property/i.test(first.summary ?? first.message ?? "");
-    const msg = extra ? "unknown field" : (first.summary ?? first.message ?? "invalid value");
+    // A pattern alone says little to a person: add the field's description from the schema.
+    const hint = typeof first.schema?.description === "string" && /match/i.test(first.summary ?? "") ? ` (${first.schema.description})` : "";
+    const msg = extra ? "unknown field" : `${first.summary ?? first.message ?? "invalid value"}${hint}`;
     return { message: field ? `${field}: ${msg}` : msg, ...(field ? { field } : {}) };
   }
   return { message: "the request body does not match the schema" };
@@ -53,16 +63,57 @@ export function createApp(service: VmService, opts: AppOptions) {
   const consoles = new Map<string, ConsoleSession>();
   // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
   const started = new WeakMap<Request, { t0: number; id: string }>();
+  // The caller of each request, established in onRequest (before any body is read).
+  const callers = new WeakMap<Request, Caller | null>();
+  const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+
+  /** Who is calling; throws unauthorized. A request without a valid token learns nothing else. */
+  const authenticate = (request: Request): Caller | null => {
+    const auth = opts.auth;
+    if (!auth) return null;
+    if (isOpen(new URL(request.url).pathname, auth.metricsOpen)) return null;
+    const token = bearerToken(request.headers.get("authorization"));
+    const caller = token === null ? null : auth.tokens.verify(token);
+    if (caller === null) {
+      throw new ServiceError(
+        "unauthorized",
+        token === null ? "an API token is required: send 'Authorization: Bearer <token>' (rcloud token create)" : "the API token is invalid or revoked",
+      );
+    }
+    return caller;
+  };
+
   return new Elysia({ normalize: false })
-    .onRequest(({ request, set, server }) => {
-      // Bun closes a connection idle for idle_timeout_s even while its handler still works; a
-      // create or a graceful stop can take minutes, so requests that change VMs are exempt.
-      if (request.method !== "GET" && request.method !== "HEAD") server?.timeout(request, 0);
+    .onRequest(({ request, set }) => {
       const given = request.headers.get("x-request-id");
       const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : crypto.randomUUID();
       started.set(request, { t0: performance.now(), id });
       set.headers["x-request-id"] = id;
       enterRequest(id); // VM operation logs started by this request carry its id
+      // In this order, before any body is read: browser pages of other sites, then the token,
+      // then the declared size.
+      opts.guard?.check(request);
+      callers.set(request, authenticate(request));
+      checkContentLength(request, maxBody);
+    })
+    // Bodies without Content-Length (chunked) are counted as they arrive and cut off at the
+    // limit; bodies with one were checked above and go to Elysia's own parsers.
+    .onParse(async ({ request, contentType }) => {
+      if (request.body === null || request.headers.get("content-length") !== null) return;
+      const text = new TextDecoder().decode(await readBodyLimited(request, maxBody));
+      if (!/[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "")) return text;
+      if (text.trim() === "") return null;
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        throw new ServiceError("bad_request", "the request body is not valid JSON");
+      }
+    })
+    // Bun closes a connection idle for idle_timeout_s even while its handler still works; a
+    // create or a graceful stop can take minutes, so requests that change VMs are exempt, once
+    // authenticated and their body is read.
+    .onBeforeHandle({ as: "global" }, ({ request, server }) => {
+      if (request.method !== "GET" && request.method !== "HEAD") server?.timeout(request, 0);
     })
     .onAfterResponse(({ request, route, set }) => {
       const s = started.get(request);
@@ -74,7 +125,10 @@ export function createApp(service: VmService, opts: AppOptions) {
       opts.metrics?.httpDuration.observe({ method: request.method, route: r, status }, seconds);
       log("info", "request", { request_id: s.id, method: request.method, route: r, status: Number(status), duration_ms: Math.round(seconds * 1000) });
     })
-    .onError(({ code, error, set, request }) => {
+    .onError(({ code, error: raised, set, request }) => {
+      // A ServiceError from onParse (a body over the limit) arrives wrapped in Elysia's ParseError.
+      const cause = code === "PARSE" ? (raised as Error).cause : undefined;
+      const error = cause instanceof ServiceError ? cause : raised;
       if (error instanceof ServiceError) {
         set.status = error.status;
         if (error.code === "unauthorized") set.headers["www-authenticate"] = 'Bearer realm="rcloud"';
@@ -101,21 +155,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           return errorJson("internal_error", "internal error; the server log has the details");
       }
     })
-    // Who is calling: before validation, so a request without a valid token learns nothing else.
-    .derive(({ request }): { caller: Caller | null } => {
-      const auth = opts.auth;
-      if (!auth) return { caller: null };
-      if (isOpen(new URL(request.url).pathname, auth.metricsOpen)) return { caller: null };
-      const token = bearerToken(request.headers.get("authorization"));
-      const caller = token === null ? null : auth.tokens.verify(token);
-      if (caller === null) {
-        throw new ServiceError(
-          "unauthorized",
-          token === null ? "an API token is required: send 'Authorization: Bearer <token>' (rcloud token create)" : "the API token is invalid or revoked",
-        );
-      }
-      return { caller };
-    })
+    .derive(({ request }): { caller: Caller | null } => ({ caller: callers.get(request) ?? null }))
     .get(
       "/metrics",
       async ({ set, caller }) => {
@@ -142,9 +182,12 @@ export function createApp(service: VmService, opts: AppOptions) {
             { name: "images", description: "Base images" },
             { name: "system", description: "Health and capacity" },
           ],
+          // Lets the reference page send a token ("Authorize") when auth is on.
+          ...(opts.auth ? { components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } }, security: [{ bearer: [] }] } : {}),
         },
       }),
     )
+    .use(apiReferencePage)
     .group("/api/v1", (api) =>
       api
         .get(

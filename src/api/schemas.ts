@@ -1,5 +1,13 @@
 /** Request and response schemas of the REST API (also the source of the OpenAPI document). */
 import { t } from "elysia";
+import { PROJECT_RE } from "../auth/index.ts";
+import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
+import { BRIDGE_PATTERN, QMP_QUERY_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { LOGIN_USER_RE } from "../util/login-user.ts";
+
+// The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
+const PATH_MAX = 4096;
+const SshKey = t.String({ maxLength: MAX_KEY_LINE_BYTES, description: "One OpenSSH public key line: '<type> <base64> [comment]', no options, no line breaks" });
 
 export const ErrorBody = t.Object(
   {
@@ -16,37 +24,45 @@ const DiskType = t.Union([t.Literal("virtio"), t.Literal("nvme"), t.Literal("scs
 
 export const CreateVmBody = t.Object(
   {
-    name: t.String({ description: "DNS label: lower-case letters, digits and '-', 1-63 characters", examples: ["web-01"] }),
-    image: t.Optional(t.String({ description: "Base image id, file name or alias (see GET /images)", examples: ["debian13"] })),
-    base_image: t.Optional(t.String({ description: "kdevops name for `image`" })),
+    name: t.String({
+      minLength: 1,
+      maxLength: 63,
+      pattern: VM_NAME_PATTERN,
+      description: "DNS label: lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-', not shaped like an id (vm-xxxxxxxx)",
+      examples: ["web-01"],
+    }),
+    image: t.Optional(t.String({ minLength: 1, maxLength: 255, description: "Base image id, file name or alias (see GET /images)", examples: ["debian13"] })),
+    base_image: t.Optional(t.String({ minLength: 1, maxLength: 255, description: "kdevops name for `image`" })),
     vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512 })),
-    memory_mb: t.Optional(t.Integer({ minimum: 64 })),
-    memory_gb: t.Optional(t.Integer({ minimum: 1, description: "Alternative to memory_mb" })),
+    memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304 })),
+    memory_gb: t.Optional(t.Integer({ minimum: 1, maximum: 4096, description: "Alternative to memory_mb" })),
     root_disk_gb: t.Optional(t.Integer({ minimum: 1, maximum: 65536 })),
     extra_disks: t.Optional(
       t.Array(
         t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), type: t.Optional(DiskType) }, { additionalProperties: false }),
-        { description: "Data disks; guests see serials kdevops0..N" },
+        { maxItems: 32, description: "Data disks; guests see serials kdevops0..N. At most vm_defaults.max_extra_disks (default 8, never more than 32)" },
       ),
     ),
     network: t.Optional(
       t.Object(
         {
           mode: t.Optional(t.Union([t.Literal("bridge"), t.Literal("user"), t.Literal("none")])),
-          bridge: t.Optional(t.String({ description: "libvirt network or host bridge (bridge mode)" })),
+          bridge: t.Optional(t.String({ maxLength: 64, pattern: BRIDGE_PATTERN, description: "libvirt network or host bridge (bridge mode)" })),
           restrict: t.Optional(t.Boolean({ description: "user mode: the guest reaches nothing but its forwarded ports" })),
         },
         { additionalProperties: false },
       ),
     ),
-    ssh_user: t.Optional(t.String()),
-    ssh_public_key: t.Optional(t.String({ description: "One OpenSSH public key line" })),
-    ssh_public_keys: t.Optional(t.Array(t.String())),
-    kernel: t.Optional(t.String({ description: "Host path of a kernel for direct boot (inside vm_defaults.kernel_dir)" })),
-    initrd: t.Optional(t.String()),
-    cmdline: t.Optional(t.String()),
+    ssh_user: t.Optional(t.String({ maxLength: 32, pattern: LOGIN_USER_RE.source, description: "Unix user name cloud-init gives the keys to" })),
+    ssh_public_key: t.Optional(SshKey),
+    ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: 64 })),
+    kernel: t.Optional(t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" })),
+    initrd: t.Optional(t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" })),
+    cmdline: t.Optional(t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" })),
     start: t.Optional(t.Boolean({ default: true })),
-    project: t.Optional(t.String({ description: "Project the VM belongs to (admin tokens; a user token's project is always used)" })),
+    project: t.Optional(
+      t.String({ maxLength: 64, pattern: PROJECT_RE.source, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -95,6 +111,9 @@ export const Image = t.Object({
 export const DeleteResult = t.Object({ id: t.String(), name: t.String(), status: t.Literal("destroyed") });
 
 export const QmpBody = t.Object(
-  { execute: t.String({ description: "A read-only QMP command (query-*)" }), arguments: t.Optional(t.Record(t.String(), t.Unknown())) },
+  {
+    execute: t.String({ maxLength: 66, pattern: QMP_QUERY_PATTERN, description: "A read-only QMP command (query-*)" }),
+    arguments: t.Optional(t.Record(t.String(), t.Unknown())),
+  },
   { additionalProperties: false },
 );

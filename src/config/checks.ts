@@ -104,6 +104,39 @@ export function checkBindAddress(value: unknown): string | null {
   return null;
 }
 
+/** A list whose every entry passes `check`; returns the first reason or null. */
+export function checkEach(v: unknown, check: (entry: unknown) => string | null): string | null {
+  if (!Array.isArray(v)) return `must be a list, got ${describeValue(v)}`;
+  for (const entry of v) {
+    const reason = check(entry);
+    if (reason !== null) return reason;
+  }
+  return null;
+}
+
+/** A DNS name or IP address as it appears in a Host header, without port. */
+export function checkPublicName(v: unknown): string | null {
+  if (typeof v !== "string" || !/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$/.test(v) || v.length > 253) {
+    return `must be a host name or IP address without port (IPv6 in brackets), got ${describeValue(v)}`;
+  }
+  return null;
+}
+
+/** A web origin exactly as browsers send it in the Origin header: scheme://host[:port], nothing more. */
+export function checkOrigin(v: unknown): string | null {
+  const shown = describeValue(v);
+  if (typeof v !== "string") return `must be an origin such as https://rcloud.example.org, got ${shown}`;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return `must be an origin such as https://rcloud.example.org, got ${shown}`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return `must be an http or https origin, got ${shown}`;
+  if (url.origin !== v.replace(/\/$/, "").toLowerCase()) return `must be just scheme://host[:port] (no path, lower case, no default port), e.g. ${url.origin}, got ${shown}`;
+  return null;
+}
+
 export function describeValue(v: unknown): string {
   if (v === null || v === undefined) return "null";
   if (typeof v === "string") return JSON.stringify(v);

@@ -15,7 +15,7 @@ import { posix } from "node:path";
 import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
 import { DISK_BUSES, NETWORK_MODES } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
-import { ABSOLUTE_PATH, checkBindAddress, describeValue, nonEmpty } from "./checks.ts";
+import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -106,6 +106,19 @@ export const CONFIG_SCHEMA = Section({
     }),
     workers: Int(1, 1024, { default: 4, env: "RCLOUD_WORKERS", description: "worker count (accepted for compatibility with the Rust rcloud)" }),
     idle_timeout_s: Int(1, 255, { default: 30, description: "seconds an idle connection (or a slow read request) may stay open; VM operations are exempt" }),
+    public_names: List(Type.String(), {
+      default: [],
+      expected: "a list of host names or IP addresses (no port)",
+      check: (v) => checkEach(v, checkPublicName),
+      description: "names clients may reach the API by (Host header) besides the bind address and localhost",
+    }),
+    allowed_origins: List(Type.String(), {
+      default: [],
+      expected: "a list of origins (scheme://host[:port])",
+      check: (v) => checkEach(v, checkOrigin),
+      description: "origins of web pages other than rcloud's own that may call the API",
+    }),
+    max_body_bytes: Int(1024, 128 * 1024 * 1024, { default: 1024 * 1024, description: "largest request body accepted, in bytes; a larger one is answered 413 unread" }),
     tls: Section({
       cert_file: Path({ nullable: true, default: null, description: "HTTPS certificate (PEM); null = plain HTTP" }),
       key_file: Path({ nullable: true, default: null, description: "HTTPS private key (PEM); null = plain HTTP" }),

@@ -4,11 +4,11 @@
  */
 
 // useradd's default NAME_REGEX, minus the trailing "$" machine-account form.
-const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+export const LOGIN_USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 /** Why `user` cannot be the login user, or null when it can. */
 export function loginUserProblem(user: unknown): string | null {
-  if (typeof user !== "string" || !USER_RE.test(user)) {
+  if (typeof user !== "string" || !LOGIN_USER_RE.test(user)) {
     return `must be a Unix user name (a lower-case letter or _, then lower-case letters, digits, _ or -; up to 32), got ${JSON.stringify(user)}`;
   }
   // The seed sets disable_root, which would lock the very account being created.

@@ -13,6 +13,7 @@ import { loginUserProblem } from "../util/login-user.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import { BRIDGE_PATTERN, DISK_BUSES, QMP_QUERY_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { fromDriver } from "./errors.ts";
 import type { ImageCatalog } from "./images.ts";
 
@@ -38,10 +39,10 @@ export interface ServiceDefaults {
   vcpuOvercommit: number;
 }
 
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const ID_RE = /^vm-[a-z0-9]{8}$/;
-const BRIDGE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
-const DISK_BUSES: readonly DiskBus[] = ["virtio", "nvme", "scsi", "ide"];
+const NAME_RE = new RegExp(VM_NAME_PATTERN);
+const ID_RE = new RegExp(VM_ID_PATTERN);
+const BRIDGE_RE = new RegExp(BRIDGE_PATTERN);
+const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
 const GiB = 1024 ** 3;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
 const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
@@ -282,7 +283,7 @@ export class VmService {
   }
 
   async qmp(ref: string, command: string, args?: Record<string, unknown>, caller: Caller | null = null): Promise<unknown> {
-    if (!/^query-[a-z0-9-]{1,60}$/.test(command)) {
+    if (!QMP_QUERY_RE.test(command)) {
       throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
     }
     const rec = await this.resolve(ref, caller);

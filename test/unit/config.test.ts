@@ -56,7 +56,15 @@ describe("defaults", () => {
   test("built-in values", () => {
     const c = defaultConfig(HOME_ENV);
     expect(c).toEqual({
-      server: { bind_address: "127.0.0.1:8765", workers: 4, idle_timeout_s: 30, tls: { cert_file: null, key_file: null } },
+      server: {
+        bind_address: "127.0.0.1:8765",
+        workers: 4,
+        idle_timeout_s: 30,
+        tls: { cert_file: null, key_file: null },
+        public_names: [],
+        allowed_origins: [],
+        max_body_bytes: 1048576,
+      },
       kdevops: { config_path: null, extra_vars_file: "extra_vars.yaml" },
       driver: "qemu",
       libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null, busy_poll_us: 200, slow_call_spacing_ms: 10, max_slow_calls: 20 },
@@ -454,6 +462,12 @@ describe("validation", () => {
     ["extra disks -1", "vm_defaults:\n  max_extra_disks: -1\n", "vm_defaults.max_extra_disks", /between 0 and 32/],
     ["extra disks 33", "vm_defaults:\n  max_extra_disks: 33\n", "vm_defaults.max_extra_disks", /between 0 and 32/],
     ["workers 0", "server:\n  workers: 0\n", "server.workers", /between 1 and 1024/],
+    ["public_names not a list", "server:\n  public_names: rcloud.example\n", "server.public_names", /must be a list/],
+    ["public name with port", "server:\n  public_names: [\"rcloud.example:8765\"]\n", "server.public_names", /without port/],
+    ["origin with a path", "server:\n  allowed_origins: [\"https://ci.example/app\"]\n", "server.allowed_origins", /just scheme:\/\/host\[:port\].*https:\/\/ci\.example/],
+    ["origin null", "server:\n  allowed_origins: [\"null\"]\n", "server.allowed_origins", /must be an origin/],
+    ["origin wildcard", "server:\n  allowed_origins: [\"*\"]\n", "server.allowed_origins", /must be an origin/],
+    ["body limit too small", "server:\n  max_body_bytes: 10\n", "server.max_body_bytes", /between 1024 and 134217728/],
     ["driver enum", "driver: xen\n", "driver", /one of libvirt, qemu, got "xen"/],
     ["network_mode enum", "vm_defaults:\n  network_mode: nat\n", "vm_defaults.network_mode", /one of bridge, user/],
     ["disk_format enum", "vm_defaults:\n  disk_format: vmdk\n", "vm_defaults.disk_format", /one of qcow2, raw/],
