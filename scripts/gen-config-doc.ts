@@ -43,6 +43,8 @@ function allowed(key: string, spec: LeafSpec): string {
       return `an absolute path${nullable}`;
     case "int":
       return `an integer, ${spec.min}-${spec.max}`;
+    case "number":
+      return `a number, ${spec.min}-${spec.max}`;
     case "bool":
       return "`true` or `false`";
     case "enum":

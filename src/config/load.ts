@@ -67,6 +67,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["vm_defaults.stop_timeout_s", 60],
     ["vm_defaults.max_extra_disks", 8],
     ["vm_defaults.vcpu_overcommit", 4],
+    ["vm_defaults.memory_overcommit", 1],
     ["logging.level", "info"],
     ["logging.format", "json"],
     ["auth.enabled", "auto"],

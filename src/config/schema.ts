@@ -67,6 +67,8 @@ export interface RcloudConfig {
     max_extra_disks: number;
     /** vCPUs one VM may have per host CPU. */
     vcpu_overcommit: number;
+    /** A VM's memory may be up to the host's memory times this. */
+    memory_overcommit: number;
   };
   logging: { level: LogLevel; format: LogFormat };
   auth: {
@@ -93,6 +95,8 @@ export type LeafSpec =
   | { kind: "string"; nullable?: boolean; check?: (v: string) => string | null }
   | { kind: "path"; nullable?: boolean }
   | { kind: "int"; min: number; max: number }
+  /** A decimal number (a ratio). */
+  | { kind: "number"; min: number; max: number }
   | { kind: "bool" }
   | { kind: "enum"; values: readonly string[] }
   /** Anything else (mappings, mixed types): `expected` for messages, `check` returns a reason or null. */
@@ -162,6 +166,7 @@ export const SCHEMA: Record<string, SchemaNode> = {
     stop_timeout_s: leaf({ kind: "int", min: 1, max: 3600 }),
     max_extra_disks: leaf({ kind: "int", min: 0, max: 32 }),
     vcpu_overcommit: leaf({ kind: "int", min: 1, max: 64 }),
+    memory_overcommit: leaf({ kind: "number", min: 0.1, max: 64 }),
   }),
   logging: section({
     level: leaf({ kind: "enum", values: ["debug", "info", "warn", "error"] }),
@@ -269,6 +274,10 @@ export function checkLeaf(spec: LeafSpec, value: unknown): string | null {
       if (typeof value !== "number" || !Number.isInteger(value)) return `must be an integer between ${spec.min} and ${spec.max}, got ${shown}`;
       if (value < spec.min || value > spec.max) return `must be between ${spec.min} and ${spec.max}, got ${value}`;
       return null;
+    case "number":
+      if (typeof value !== "number" || !Number.isFinite(value)) return `must be a number between ${spec.min} and ${spec.max}, got ${shown}`;
+      if (value < spec.min || value > spec.max) return `must be between ${spec.min} and ${spec.max}, got ${value}`;
+      return null;
     case "bool":
       return typeof value === "boolean" ? null : `must be true or false, got ${shown}`;
     case "enum":
@@ -287,6 +296,8 @@ function expected(spec: LeafSpec): string {
       return "an absolute path";
     case "int":
       return `an integer between ${spec.min} and ${spec.max}`;
+    case "number":
+      return `a number between ${spec.min} and ${spec.max}`;
     case "bool":
       return "true or false";
     case "enum":
