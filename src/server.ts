@@ -88,6 +88,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       stopTimeoutS: d.stop_timeout_s,
       maxExtraDisks: d.max_extra_disks,
       vcpuOvercommit: d.vcpu_overcommit,
+      memoryOvercommit: d.memory_overcommit,
     },
     (op, ms, ok) => {
       metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000);

@@ -15,6 +15,7 @@ import { ServiceError } from "../api-types/errors.ts";
 import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
 import { BRIDGE_PATTERN, DISK_BUSES, QMP_QUERY_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { fromDriver } from "./errors.ts";
+import { checkMemoryFits } from "./capacity.ts";
 import type { ImageCatalog } from "./images.ts";
 
 /** Re-exported for the adapters, which talk to the service only. */
@@ -37,6 +38,8 @@ export interface ServiceDefaults {
    * the host has cores (a 4-vCPU test VM on a 2-core laptop is normal), within reason.
    */
   vcpuOvercommit: number;
+  /** A VM's memory may be up to the host's times this: memory is not time-shared, so 1 by default. */
+  memoryOvercommit: number;
 }
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
@@ -428,9 +431,7 @@ export class VmService {
     }
     if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
     const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
-    if (memoryMb > host.memoryMb) {
-      throw new ServiceError("capacity_exceeded", `memory: ${memoryMb} MiB exceeds the host's ${host.memoryMb} MiB`, { field: "memory_mb", host_memory_mb: host.memoryMb });
-    }
+    checkMemoryFits(memoryMb, host.memoryMb, d.memoryOvercommit);
     const minRoot = Math.ceil(image.virtualSizeBytes / GiB);
     const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), 1, 65536);
     if (rootDiskGb < minRoot) throw invalid("root_disk_gb", `must be at least ${minRoot} (the size of image ${image.id})`);

@@ -54,6 +54,14 @@ export function rigCommand(...args: string[]): Rig {
   return rig();
 }
 
+/** `libvirtd --version` → "9.0.0": the daemon the rig runs, whatever this machine installed. */
+export function installedLibvirtVersion(): string {
+  const r = Bun.spawnSync(["libvirtd", "--version"], { stdout: "pipe", stderr: "pipe" });
+  const v = /(\d+\.\d+\.\d+)\s*$/.exec(r.stdout.toString().trim())?.[1];
+  if (r.exitCode !== 0 || !v) throw new Error(`libvirtd --version failed (install libvirt-daemon): ${r.stderr.toString()}${r.stdout.toString()}`);
+  return v;
+}
+
 /** A name unique to this test run, so parallel or leftover objects never collide. */
 export function uniqueName(prefix: string): string {
   return `rctest-${prefix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`;

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CallAbortedError, ErrorCode, LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import type { RemoteNonnullDomain } from "../../src/protocol/generated/remote.ts";
-import { uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { installedLibvirtVersion, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
 
 const NS = "https://rcloud.dev/xmlns/rcloud/1";
 const State = { RUNNING: 1, PAUSED: 3, SHUTOFF: 5 } as const;
@@ -50,7 +50,9 @@ describe("test driver through libvirtd", () => {
     const info = await client.info();
     expect(info.hvType).toBe("TEST");
     expect(info.uri).toBe("test:///default");
-    expect(info.libVersion).toBe(9000000n);
+    // libvirt's encoding, major * 1,000,000 + minor * 1,000 + micro, of the installed daemon's version.
+    const [major, minor, micro] = installedLibvirtVersion().split(".").map(BigInt);
+    expect(info.libVersion).toBe(major! * 1_000_000n + minor! * 1_000n + micro!);
     const host = await client.call(P.connectGetHostname, undefined);
     expect(host.hostname.length).toBeGreaterThan(0);
     const node = await client.call(P.nodeGetInfo, undefined);

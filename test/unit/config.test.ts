@@ -85,6 +85,7 @@ describe("defaults", () => {
         stop_timeout_s: 60,
         max_extra_disks: 8,
         vcpu_overcommit: 4,
+        memory_overcommit: 1,
       },
       auth: { enabled: "auto", tokens_file: "/etc/rcloud/tokens.json", metrics_open: false, quotas: {}, default_quota: null },
       logging: { level: "info", format: "json" },
@@ -488,6 +489,10 @@ describe("validation", () => {
     ["pool name characters", "libvirt:\n  storage_pool_name: my pool\n", "libvirt.storage_pool_name", /1-64 characters/],
     ["pool name length", `libvirt:\n  storage_pool_name: ${"p".repeat(65)}\n`, "libvirt.storage_pool_name", /1-64 characters/],
     ["empty qemu binary", 'qemu:\n  binary: ""\n', "qemu.binary", /must not be empty/],
+    ["memory_overcommit a string", 'vm_defaults:\n  memory_overcommit: "1.5"\n', "vm_defaults.memory_overcommit", /a number between 0\.1 and 64, got "1\.5"/],
+    ["memory_overcommit 0", "vm_defaults:\n  memory_overcommit: 0\n", "vm_defaults.memory_overcommit", /between 0\.1 and 64, got 0/],
+    ["memory_overcommit 65", "vm_defaults:\n  memory_overcommit: 65\n", "vm_defaults.memory_overcommit", /between 0\.1 and 64, got 65/],
+    ["memory_overcommit .nan", "vm_defaults:\n  memory_overcommit: .nan\n", "vm_defaults.memory_overcommit", /a number between/],
   ];
   for (const [name, yaml, key, pattern] of cases) {
     test(name, () => {
@@ -514,9 +519,10 @@ vm_defaults:
   memory_mb: 64
   max_extra_disks: 0
   stop_timeout_s: 3600
+  memory_overcommit: 1.5
 `);
     expect(c.server.tls).toEqual({ cert_file: "/etc/rcloud/cert.pem", key_file: "/etc/rcloud/key.pem" });
-    expect(c.vm_defaults).toMatchObject({ vcpus: 512, memory_mb: 64, max_extra_disks: 0, stop_timeout_s: 3600 });
+    expect(c.vm_defaults).toMatchObject({ vcpus: 512, memory_mb: 64, max_extra_disks: 0, stop_timeout_s: 3600, memory_overcommit: 1.5 });
     expect(loadYaml("server:\n  bind_address: localhost:1\n").server.bind_address).toBe("localhost:1");
   });
 

@@ -71,7 +71,6 @@ describe("fuzz: decoders and packet parser", () => {
     const heapBefore = process.memoryUsage().heapUsed;
     let ok = 0;
     let rejected = 0;
-    const started = performance.now();
     for (let i = 0; i < 100_000; i++) {
       const [, decode] = decoders[Math.floor(rand() * decoders.length)]!;
       const bytes =
@@ -79,11 +78,11 @@ describe("fuzz: decoders and packet parser", () => {
       if (decodeOrTypedError(decode, bytes) === "ok") ok++;
       else rejected++;
     }
-    const elapsed = performance.now() - started;
     expect(ok + rejected).toBe(100_000);
     expect(rejected).toBeGreaterThan(50_000); // most garbage is refused...
     expect(ok).toBeGreaterThan(0); // ...but the seeds do exercise successful paths
-    expect(elapsed).toBeLessThan(30_000);
+    // No bound on the time: that measures the machine (over 40 s on a loaded 2-core one); a
+    // decoder that hangs still fails by the suite's per-test timeout.
     Bun.gc(true);
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 * 1024 * 1024);
   });

@@ -20,10 +20,11 @@ describe("SlowCallGate", () => {
     const gate = new SlowCallGate({ gapMs: 20, startWorkers: 3, maxWorkers: 6 });
     const { at, all } = enterMany(gate, 5);
     await Bun.sleep(0);
-    expect(at.slice(0, 3).every((t) => t !== null && t < 5)).toBe(true);
-    // The 4th grows the window at once (no growth yet), the 5th one gap later.
+    // The 4th grows the window at once (no growth yet), the 5th waits one gap: ordering and
+    // a lower bound only, which a loaded machine cannot break.
+    expect(at.slice(0, 4).every((t) => t !== null)).toBe(true);
+    expect(at[4]).toBeNull();
     await all;
-    expect(at[3]!).toBeLessThan(10);
     expect(at[4]!).toBeGreaterThanOrEqual(18);
     expect(gate.state).toEqual({ inFlight: 5, window: 5, waiting: 0 });
   });

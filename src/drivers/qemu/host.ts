@@ -1,12 +1,12 @@
 /** Host facts for the qemu driver: memory from /proc/meminfo, storage via statfs, QEMU's version. */
 import { readFileSync, statfsSync } from "node:fs";
+import { hostMemoryMb, memoryStatsFromMeminfo } from "../../util/host-memory.ts";
 import { DriverError } from "../types.ts";
 import { run } from "./process.ts";
 
+/** The same figures the libvirt driver gets from NODE_GET_MEMORY_STATS (util/host-memory.ts). */
 export function meminfo(): { totalMb: number; availableMb: number } {
-  const text = readFileSync("/proc/meminfo", "utf8");
-  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? 0);
-  return { totalMb: Math.floor(kb("MemTotal") / 1024), availableMb: Math.floor(kb("MemAvailable") / 1024) };
+  return hostMemoryMb(memoryStatsFromMeminfo(readFileSync("/proc/meminfo", "utf8")));
 }
 
 export function storage(path: string): { capacityBytes: number; allocationBytes: number; availableBytes: number } {
