@@ -1,7 +1,6 @@
 /** The domain template: user-controlled values can never become markup. */
 import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
-import { dacOwner } from "../../src/drivers/libvirt/driver.ts";
 import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 
 function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
@@ -71,14 +70,6 @@ describe("vm-q35 template", () => {
     // with no NVMe disk and no user networking there is no qemu:commandline at all
     const plain = renderDomainXml(loadTemplate(null), vars({ network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" } }));
     expect(plain).not.toContain("qemu:commandline");
-  });
-
-  test("QEMU's uid:gid comes from the DAC base label of the domain type", () => {
-    const caps = `<capabilities><host><secmodel><model>none</model><doi>0</doi></secmodel><secmodel><model>dac</model><doi>0</doi>
-      <baselabel type='kvm'>+64055:+994</baselabel><baselabel type='qemu'>+64055:+64055</baselabel></secmodel></host></capabilities>`;
-    expect(dacOwner(caps, "qemu")).toEqual({ uid: 64055, gid: 64055 });
-    expect(dacOwner(caps, "kvm")).toEqual({ uid: 64055, gid: 994 });
-    expect(dacOwner("<capabilities><host><secmodel><model>selinux</model></secmodel></host></capabilities>", "kvm")).toBeNull();
   });
 
   test("markup in values is escaped, not interpreted", () => {

@@ -16,7 +16,6 @@ import {
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../protocol/generated/remote.ts";
 import { hostMemoryMb, memoryStatsFromLibvirt } from "../../util/host-memory.ts";
-import { el, renderXml } from "../../util/xml.ts";
 import { randomMac } from "../shared/mac.ts";
 import {
   DriverError,
@@ -30,6 +29,9 @@ import {
   type VmSpec,
   type VmState,
 } from "../types.ts";
+import { readCapabilities } from "./capabilities.ts";
+import { withUpdatedAt } from "./metadata-xml.ts";
+import { poolXml, type VolumeXmlOptions, volumeXml } from "./storage-xml.ts";
 import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 
 export interface LibvirtDriverOptions {
@@ -54,6 +56,9 @@ const DomainState = { NOSTATE: 0, RUNNING: 1, BLOCKED: 2, PAUSED: 3, SHUTDOWN: 4
 const UNDEFINE_ALL = 1 | 2 | 4 | 16; // managed save, snapshot metadata, NVRAM, checkpoint metadata
 const SHUTDOWN_ACPI = 1;
 const DEFINE_VALIDATE = 1;
+const METADATA_ELEMENT = 2; // VIR_DOMAIN_METADATA_ELEMENT
+const AFFECT_LIVE = 1;
+const AFFECT_CONFIG = 2;
 const ALL_CELLS = -1; // VIR_NODE_MEMORY_STATS_ALL_CELLS
 const VOLUME_SIZE_TTL_MS = 60_000;
 
@@ -80,16 +85,6 @@ function stateName(s: number): VmState {
 function uuidString(u: Uint8Array): string {
   const h = Buffer.from(u).toString("hex");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-/** QEMU's uid:gid from the capabilities' DAC base label for a domain type ("+64055:+64055"). */
-export function dacOwner(capabilities: string, domainType: string): { uid: number; gid: number } | null {
-  for (const m of capabilities.matchAll(/<secmodel>([\s\S]*?)<\/secmodel>/g)) {
-    if (!/<model>dac<\/model>/.test(m[1]!)) continue;
-    const label = new RegExp(`<baselabel type=['"]${domainType}['"]>\\+?(\\d+):\\+?(\\d+)</baselabel>`).exec(m[1]!);
-    if (label) return { uid: Number(label[1]), gid: Number(label[2]) };
-  }
-  return null;
 }
 
 /** Maps client-level failures to driver errors the service understands. */
@@ -187,9 +182,9 @@ export class LibvirtDriver implements VmDriver {
     this.hvType = info.hvType;
     if (this.hvType === "TEST") this.domainType = "test";
     else {
-      const { capabilities } = await pool.call(P.connectGetCapabilities, undefined);
-      this.domainType = this.opts.domainType !== "auto" ? this.opts.domainType : /<domain type=['"]kvm['"]/.test(capabilities) ? "kvm" : "qemu";
-      this.qemuOwner = dacOwner(capabilities, this.domainType);
+      const caps = readCapabilities((await pool.call(P.connectGetCapabilities, undefined)).capabilities);
+      this.domainType = this.opts.domainType !== "auto" ? this.opts.domainType : caps.kvm ? "kvm" : "qemu";
+      this.qemuOwner = caps.dacOwner(this.domainType);
     }
     await this.ensurePool();
     this.pool_ = null; // published by init() once everything is ready
@@ -212,9 +207,7 @@ export class LibvirtDriver implements VmDriver {
       pool = (await c.call(P.storagePoolLookupByName, { name: this.opts.poolName })).pool;
     } catch (e) {
       if (!(e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_POOL)) throw e;
-      const xml = renderXml(
-        el("pool", { type: "dir" }, el("name", {}, this.opts.poolName), el("target", {}, el("path", {}, this.opts.poolPath))),
-      );
+      const xml = poolXml(this.opts.poolName, this.opts.poolPath);
       pool = (await c.call(P.storagePoolDefineXml, { xml, flags: 0 })).pool;
       await c.call(P.storagePoolBuild, { pool, flags: 0 }).catch(() => {}); // the directory may exist already
       await c.call(P.storagePoolSetAutostart, { pool, autostart: 1 }).catch(() => {});
@@ -405,29 +398,8 @@ export class LibvirtDriver implements VmDriver {
     return ports;
   }
 
-  private async createVolume(
-    pool: RemoteNonnullStoragePool,
-    name: string,
-    capacityBytes: number,
-    format: string,
-    { backing, owner }: { backing?: { path: string; format: string }; owner?: { uid: number; gid: number } | null } = {},
-  ): Promise<RemoteNonnullStorageVol> {
-    const perms = owner
-      ? el("permissions", {}, el("mode", {}, "0660"), el("owner", {}, owner.uid), el("group", {}, owner.gid))
-      : el("permissions", {}, el("mode", {}, "0640"));
-    const xml = renderXml(
-      el(
-        "volume",
-        {},
-        el("name", {}, name),
-        el("capacity", { unit: "bytes" }, capacityBytes),
-        // Thin: without an explicit allocation libvirt assumes allocation = capacity and
-        // refuses a disk larger than the pool's free space, even for qcow2.
-        format === "qcow2" && el("allocation", { unit: "bytes" }, 0),
-        el("target", {}, el("format", { type: format }), perms),
-        backing && el("backingStore", {}, el("path", {}, backing.path), el("format", { type: backing.format })),
-      ),
-    );
+  private async createVolume(pool: RemoteNonnullStoragePool, volume: VolumeXmlOptions): Promise<RemoteNonnullStorageVol> {
+    const xml = volumeXml(volume);
     return (await this.c.call(P.storageVolCreateXml, { pool, xml, flags: 0 })).vol;
   }
 
@@ -443,7 +415,7 @@ export class LibvirtDriver implements VmDriver {
 
       // Root disk: a qcow2 overlay on the base image, grown to the requested size.
       const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
-      const root = await this.createVolume(pool, `${spec.id}-root.qcow2`, rootBytes, "qcow2", { backing: { path: spec.image.path, format: spec.image.format } });
+      const root = await this.createVolume(pool, { name: `${spec.id}-root.qcow2`, capacityBytes: rootBytes, format: "qcow2", backing: { path: spec.image.path, format: spec.image.format } });
       made.push(root);
       disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, target: "vda", bus: "virtio", readonly: false, serial: null });
 
@@ -452,7 +424,7 @@ export class LibvirtDriver implements VmDriver {
       const dataInfo: DiskInfo[] = [];
       for (const [i, d] of spec.dataDisks.entries()) {
         const nvme = d.bus === "nvme";
-        const vol = await this.createVolume(pool, `${spec.id}-data${i}.qcow2`, d.sizeGb * GiB, "qcow2", { owner: nvme ? this.qemuOwner : null });
+        const vol = await this.createVolume(pool, { name: `${spec.id}-data${i}.qcow2`, capacityBytes: d.sizeGb * GiB, format: "qcow2", owner: nvme ? this.qemuOwner : null });
         made.push(vol);
         const path = (await c.call(P.storageVolGetPath, { vol })).name;
         const serial = `kdevops${i}`;
@@ -464,7 +436,7 @@ export class LibvirtDriver implements VmDriver {
 
       // cloud-init NoCloud seed, uploaded through a volume stream (works on remote hosts).
       if (spec.seedIso && this.hvType !== "TEST") {
-        const vol = await this.createVolume(pool, `${spec.id}-seed.iso`, spec.seedIso.byteLength, "raw");
+        const vol = await this.createVolume(pool, { name: `${spec.id}-seed.iso`, capacityBytes: spec.seedIso.byteLength, format: "raw" });
         made.push(vol);
         const up = await c.openStream(P.storageVolUpload, { vol, offset: 0n, length: BigInt(spec.seedIso.byteLength), flags: 0 });
         await up.write(spec.seedIso);
@@ -627,15 +599,11 @@ export class LibvirtDriver implements VmDriver {
   private async touch(dom: RemoteNonnullDomain): Promise<void> {
     // updated_at lives in the metadata element; rewrite it in place.
     try {
-      const { xml } = await this.c.call(P.domainGetXmlDesc, { dom, flags: 2 /* INACTIVE */ });
-      const m = parseDomainXml(xml).rcloud;
-      if (!m) return;
-      const now = new Date().toISOString();
-      const inner = /<(\w+:)?vm[\s>][\s\S]*<\/(\w+:)?vm>/.exec(xml)?.[0];
-      if (!inner) return;
-      const updated = inner.replace(/(<(?:\w+:)?updated_at>)[^<]*(<\/(?:\w+:)?updated_at>)/, `$1${now}$2`);
-      const flags = (await this.state(dom)) === DomainState.SHUTOFF ? 2 : 3; // CONFIG (| LIVE when running)
-      await this.c.call(P.domainSetMetadata, { dom, type: 2, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
+      const { metadata } = await this.c.call(P.domainGetMetadata, { dom, type: METADATA_ELEMENT, uri: METADATA_NS, flags: AFFECT_CONFIG });
+      const updated = withUpdatedAt(metadata, new Date().toISOString());
+      if (!updated) return;
+      const flags = (await this.state(dom)) === DomainState.SHUTOFF ? AFFECT_CONFIG : AFFECT_CONFIG | AFFECT_LIVE;
+      await this.c.call(P.domainSetMetadata, { dom, type: METADATA_ELEMENT, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
     } catch {
       // updated_at is informational; never fail an operation over it
     }
