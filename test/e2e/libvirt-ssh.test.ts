@@ -4,23 +4,19 @@
  * key and runs `uname -r` → stop → start → delete → no domain, no volume, no ISO left.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
+import { tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 import { makeSshKey, waitForSsh } from "../helpers/ssh.ts";
 
-const diskImage = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 const poolName = `rctest-e2e-${process.pid}`;
 let server: TestServer;
 let lv: LibvirtClient;
 
 beforeAll(async () => {
-  if (!existsSync(diskImage)) throw new Error(`${diskImage} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
-  const base = join(rig().rigDir, "e2e-images");
-  mkdirSync(base, { recursive: true });
-  copyFileSync(diskImage, join(base, "rcloud-tiny.qcow2"));
+  const base = tinyDiskImageDir("e2e-images");
   lv = await LibvirtClient.connect(unixUri("qemu"));
   server = await startTestServer({
     libvirt: { uri: unixUri("qemu"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu" },
