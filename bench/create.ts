@@ -222,7 +222,7 @@ try {
       vcpus: 1,
       metadata_ns: METADATA_NS,
       boot: { kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" },
-      disks: [{ device: "disk", format: "qcow2", path: join(poolDir, `${name}.qcow2`), target: "vda", bus: "virtio", readonly: false, serial: null }],
+      disks: [{ device: "disk", format: "qcow2", path: join(poolDir, `${name}.qcow2`), target: "vda", bus: "virtio", readonly: false, serial: null, drive: null }],
       nvme_disks: [],
       network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:00:00:01", ssh_port: "", restrict: false, netdev: "" },
       console_log: join(poolDir, `${name}-serial.log`),

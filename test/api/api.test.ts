@@ -66,6 +66,7 @@ apiSuite("libvirt", config, {
   unreachable: (dirs) =>
     config(dirs, { libvirt: { uri: "test+unix:///default?socket=/nonexistent/rcloud-test.sock", storage_pool_name: poolName, storage_pool_path: "/rctest/x" } }),
   exclusiveState: false,
+  sshKeys: false,
 });
 
 describe("libvirt: vm_defaults.vcpu_overcommit", () => {

@@ -1,26 +1,24 @@
 /**
- * End to end on qemu:///system with TCG: POST /vms from a small bootable disk image with an
- * SSH key and restricted user networking → running → a real ssh client logs in with that
- * key and runs `uname -r` → stop → start → delete → no domain, no volume, no ISO left.
+ * End to end on qemu:///system with TCG: POST /vms with kdevops's client body from a small
+ * bootable disk image with an SSH key and restricted user networking → running → a real ssh
+ * client logs in with that key and runs `uname -r` → the serial console log shows the boot →
+ * stop → start → delete → no domain, no volume, no ISO left.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
+import { tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 import { makeSshKey, waitForSsh } from "../helpers/ssh.ts";
 
-const diskImage = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 const poolName = `rctest-e2e-${process.pid}`;
 let server: TestServer;
 let lv: LibvirtClient;
 
 beforeAll(async () => {
-  if (!existsSync(diskImage)) throw new Error(`${diskImage} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
-  const base = join(rig().rigDir, "e2e-images");
-  mkdirSync(base, { recursive: true });
-  copyFileSync(diskImage, join(base, "rcloud-tiny.qcow2"));
+  const base = tinyDiskImageDir("e2e-images");
   lv = await LibvirtClient.connect(unixUri("qemu"));
   server = await startTestServer({
     libvirt: { uri: unixUri("qemu"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu" },
@@ -41,9 +39,12 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
   const name = uniqueName("ssh").slice(0, 40);
   // The data disk is far larger than the pool's free space: thin qcow2 must still work. The
   // second one is NVMe, which libvirt 9.0 has no bus for (QEMU arguments, owned by QEMU's uid).
+  // kdevops's client body: base_image by file name, root_disk_gb, ssh_user, ssh_public_key.
   const created = await server.req("POST", "/api/v1/vms", {
     name,
-    image: "rcloud-tiny",
+    base_image: "rcloud-tiny.qcow2",
+    root_disk_gb: 1,
+    ssh_user: "kdevops",
     ssh_public_key: key.publicKey,
     network: { mode: "user", restrict: true },
     extra_disks: [{ size_gb: 4096 }, { size_gb: 2, type: "nvme" }],
@@ -80,6 +81,9 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
 
   const con = await server.req("GET", `/api/v1/vms/${vm.id}/console`);
   expect(con.json.ssh).toEqual({ host: "127.0.0.1", port: vm.ssh_port, user: "kdevops" });
+  // The serial console is logged to a file next to the disks (virtlogd writes it).
+  expect(con.json.logFile).toBe(join(rig().rigDir, "pools", poolName, `${vm.id}-serial.log`));
+  expect(readFileSync(con.json.logFile, "utf8")).toContain("RCLOUD-SSH-READY");
 
   const qmp = await server.req("POST", `/api/v1/vms/${vm.id}/qmp`, { execute: "query-status" });
   expect(qmp.status).toBe(200);

@@ -1,5 +1,18 @@
 /** Domain XML for the rig's tiny guest: direct kernel boot, serial console, no network at all. */
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { rig } from "./rig.ts";
+
+const DISK_IMAGE = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
+
+/** A base-image directory in the rig holding the bootable test disk (image "rcloud-tiny"). */
+export function tinyDiskImageDir(dirName: string): string {
+  if (!existsSync(DISK_IMAGE)) throw new Error(`${DISK_IMAGE} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
+  const dir = join(rig().rigDir, dirName);
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(DISK_IMAGE, join(dir, "rcloud-tiny.qcow2"));
+  return dir;
+}
 
 export function tinyGuestXml(name: string, opts: { memoryMiB?: number } = {}): string {
   const { kernel, initrd } = rig().guest;

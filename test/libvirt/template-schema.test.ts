@@ -5,7 +5,8 @@
  * what keeps the embedded one valid.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { loadTemplate, METADATA_NS, nvmeDisk, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { allocateDiskSlots, type DiskSlot, type SlotBus } from "../../src/drivers/shared/disk-slots.ts";
+import { loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { uniqueName, unixUri } from "../helpers/rig.ts";
 
@@ -33,7 +34,7 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     vcpus: 2,
     metadata_ns: METADATA_NS,
     boot: null,
-    disks: [{ device: "disk", format: "qcow2", path: `/var/lib/rcloud/${name}-root.qcow2`, target: "vda", bus: "virtio", readonly: false, serial: null }],
+    disks: [{ device: "disk", format: "qcow2", path: `/var/lib/rcloud/${name}-root.qcow2`, target: "vda", bus: "virtio", readonly: false, serial: null, drive: null }],
     nvme_disks: [],
     network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:12:34:56", ssh_port: "", restrict: false, netdev: "" },
     console_log: `/var/lib/rcloud/${name}-serial.log`,
@@ -41,24 +42,35 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
   };
 }
 
-const dataDisks = (name: string): DomainTemplateVars["disks"] => [
-  { device: "disk", format: "qcow2", path: `/p/${name}-root.qcow2`, target: "vda", bus: "virtio", readonly: false, serial: null },
-  { device: "disk", format: "qcow2", path: `/p/${name}-data0.qcow2`, target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0" },
-  { device: "disk", format: "qcow2", path: `/p/${name}-data1.qcow2`, target: "sda", bus: "scsi", readonly: false, serial: "kdevops1" },
-  { device: "disk", format: "qcow2", path: `/p/${name}-data2.qcow2`, target: "sdb", bus: "sata", readonly: false, serial: "kdevops2" },
-  { device: "cdrom", format: "raw", path: `/p/${name}-seed.iso`, target: "sdc", bus: "sata", readonly: true, serial: null },
-];
+/** The disks the driver renders for this mix of data disk buses, from the same allocator. */
+function placedDisks(name: string, buses: SlotBus[], seed: boolean): Pick<DomainTemplateVars, "disks" | "nvme_disks"> {
+  const slots = allocateDiskSlots(buses, { seed });
+  const disk = (slot: DiskSlot, file: string, serial: string | null) =>
+    ({ device: "disk", format: "qcow2", path: `/p/${name}-${file}`, target: slot.target!, bus: slot.bus, readonly: false, serial, drive: slot.drive }) as const;
+  return {
+    disks: [
+      disk(slots.root, "root.qcow2", null),
+      ...slots.data.flatMap((s, i) => (s.bus === "nvme" ? [] : [disk(s, `data${i}.qcow2`, `kdevops${i}`)])),
+      ...(slots.seed ? [{ ...disk(slots.seed, "seed.iso", null), device: "cdrom" as const, format: "raw", readonly: true }] : []),
+    ],
+    nvme_disks: slots.data.flatMap((s, i) => (s.bus === "nvme" ? [nvmeDisk(s.ordinal, `kdevops${i}`, `/p/${name}-data${i}.qcow2`, "qcow2")] : [])),
+  };
+}
 
 const variants: [string, (name: string) => Partial<DomainTemplateVars>][] = [
   ["no network, disk boot", () => ({})],
   [
     "restricted user networking with SSH forwarded, data disks on every bus, seed ISO",
     (name) => ({
-      disks: dataDisks(name),
-      nvme_disks: [nvmeDisk(3, "kdevops3", `/p/${name}-data3.qcow2`, "qcow2")],
+      ...placedDisks(name, ["virtio", "scsi", "sata", "nvme"], true),
       network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: 2222, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" },
     }),
   ],
+  // Past 26 names per prefix (vdaa, sdaa), SCSI past libvirt's 7 units per controller, SATA
+  // past the 6 ports of the built-in AHCI controller.
+  ["32 data disks of every bus and a seed", (name) => placedDisks(name, Array.from({ length: 32 }, (_, i): SlotBus => (["virtio", "scsi", "sata", "nvme"] as const)[i % 4]!), true)],
+  ["28 virtio data disks (vdaa and on)", (name) => placedDisks(name, Array.from({ length: 28 }, (): SlotBus => "virtio"), false)],
+  ["SCSI data disks without a seed (the first one is sda)", (name) => placedDisks(name, ["scsi", "scsi"], false)],
   ["NVMe data disks without user networking", (name) => ({ nvme_disks: [nvmeDisk(0, "kdevops0", `/p/${name}-data0.qcow2`, "qcow2"), nvmeDisk(1, "kdevops1", `/p/${name}-data1.qcow2`, "qcow2")] })],
   [
     "libvirt network, direct kernel boot",
@@ -84,13 +96,24 @@ describe("embedded domain template vs libvirt's schema", () => {
   for (const [label, over] of variants) {
     test(label, async () => {
       const name = uniqueName("schema");
-      let xml = renderDomainXml(loadTemplate(null), vars(name, over(name)));
+      const v = vars(name, over(name));
+      let xml = renderDomainXml(loadTemplate(null), v);
       if (xml.startsWith("<domain type='kvm'")) xml = xml.replace("<domain type='kvm'", "<domain type='qemu'");
       const { dom } = await lv.call(P.domainDefineXmlFlags, { xml, flags: DEFINE_VALIDATE });
       try {
         const back = (await lv.call(P.domainGetXmlDesc, { dom, flags: 0 })).xml;
         expect(back).toContain(`<name>${name}</name>`);
         expect(back).toContain(METADATA_NS);
+        // libvirt kept every drive address, added no SCSI controller of its own (lsilogic)…
+        expect(missingDiskPlacement(back, v.disks)).toEqual([]);
+        expect(back).not.toContain("lsilogic");
+        // …and each disk reads back with its bus and serial: root, data in serial order, seed.
+        const want = [
+          ...v.disks.map((d) => ({ type: d.device === "cdrom" ? "seed" : d.serial ? "data" : "root", driver: d.bus, serial: d.serial })),
+          ...v.nvme_disks.map((d) => ({ type: "data", driver: "nvme", serial: d.serial })),
+        ];
+        const rank = (d: { type: string; serial: string | null }) => (d.type === "root" ? -1 : d.type === "seed" ? 1e9 : Number(d.serial!.slice("kdevops".length)));
+        expect(parseDomainXml(back).disks.map((d): { type: string; driver: string; serial: string | null } => ({ type: d.type, driver: d.driver, serial: d.serial }))).toEqual(want.sort((a, b) => rank(a) - rank(b)));
       } finally {
         await lv.call(P.domainUndefineFlags, { dom, flags: 0 });
       }

@@ -54,4 +54,5 @@ apiSuite("qemu", config, {
     return config(dirs, { qemu: { accel: "tcg", state_dir: state, binary: "/nonexistent/qemu-system-x86_64" } }, state);
   },
   exclusiveState: true,
+  sshKeys: true,
 });

@@ -99,6 +99,19 @@ describe("lifecycle", () => {
   });
 });
 
+describe("disk slots", () => {
+  test("7 SATA disks and a SCSI one: the 7th SATA disk on a second AHCI controller, QEMU starts", async () => {
+    const name = uniqueName("ports").slice(0, 40);
+    const disks = [...Array.from({ length: 7 }, () => ({ size_gb: 1, type: "ide" })), { size_gb: 1, type: "scsi" }];
+    const vm = (await server.req("POST", "/api/v1/vms", vmBody(name, { start: false, extra_disks: disks }))).json;
+    const started = await server.req("POST", `/api/v1/vms/${vm.id}/start`);
+    expect({ status: started.status, state: started.json.state, error: started.json.error }).toEqual({ status: 200, state: "running", error: undefined });
+    const blocks = await server.req("POST", `/api/v1/vms/${vm.id}/qmp`, { execute: "query-block" });
+    expect(blocks.json.return.map((b: any) => b.device).sort()).toEqual(["data0", "data1", "data2", "data3", "data4", "data5", "data6", "data7", "root"]);
+    expect((await server.req("DELETE", `/api/v1/vms/${vm.id}`)).status).toBe(200);
+  });
+});
+
 describe("QMP", () => {
   test("passthrough goes straight to the VM's QMP socket; QEMU's errors come back as answers", async () => {
     const name = uniqueName("qmp").slice(0, 40);
@@ -231,6 +244,30 @@ describe("command line", () => {
     const none = qemuArgs("q", "kvm", { ...vm, network: { ...vm.network, mode: "none", mac: null, ssh_port: null } }, p);
     expect(none.filter((_, i) => none[i - 1] === "-nic")).toEqual(["none"]);
     expect(none).toContain("host"); // -cpu host under KVM
+  });
+
+  test("disks on every bus take the shared slots: seed on SATA port 0, SCSI LUNs, SATA ports past 6 on another AHCI", () => {
+    const p = vmPaths("/s", vm.id);
+    const data = (i: number, driver: "virtio" | "nvme" | "scsi" | "sata") => ({ type: "data" as const, file: `data${i}.qcow2`, size_gb: 1, driver, format: "qcow2", serial: `kdevops${i}` });
+    const drivers = ["scsi", "sata", "virtio", "sata", "nvme", "scsi", "sata", "sata", "sata", "sata"] as const;
+    const args = qemuArgs("q", "tcg", { ...vm, disks: [vm.disks[0]!, ...drivers.map((d, i) => data(i, d)), vm.disks.at(-1)!] }, p);
+    const devices = args.filter((_, i) => args[i - 1] === "-device").filter((d) => /^(ide-|scsi-|virtio-scsi|ich9-ahci|nvme|virtio-blk)/.test(d));
+    expect(devices).toEqual([
+      "ich9-ahci,id=ahci1",
+      "virtio-scsi-pci,id=scsi0",
+      "virtio-blk-pci,drive=root,bootindex=1",
+      "scsi-hd,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=kdevops0",
+      "ide-hd,drive=data1,bus=ide.1,serial=kdevops1",
+      "virtio-blk-pci,drive=data2,serial=kdevops2",
+      "ide-hd,drive=data3,bus=ide.2,serial=kdevops3",
+      "nvme,drive=data4,serial=kdevops4",
+      "scsi-hd,drive=data5,bus=scsi0.0,channel=0,scsi-id=0,lun=1,serial=kdevops5",
+      "ide-hd,drive=data6,bus=ide.3,serial=kdevops6",
+      "ide-hd,drive=data7,bus=ide.4,serial=kdevops7",
+      "ide-hd,drive=data8,bus=ide.5,serial=kdevops8",
+      "ide-hd,drive=data9,bus=ahci1.0,serial=kdevops9",
+      "ide-cd,drive=seed,bus=ide.0",
+    ]);
   });
 
   test("RCLOUD_QEMU_ACCEL", () => {

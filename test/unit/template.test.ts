@@ -1,7 +1,8 @@
 /** The domain template: user-controlled values can never become markup. */
 import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
-import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { pickDomainType, readCapabilities } from "../../src/drivers/libvirt/capabilities.ts";
+import { loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 
 function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
   return {
@@ -19,8 +20,8 @@ function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
     metadata_ns: METADATA_NS,
     boot: null,
     disks: [
-      { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-root.qcow2", target: "vda", bus: "virtio", readonly: false, serial: null },
-      { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-data0.qcow2", target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0" },
+      { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-root.qcow2", target: "vda", bus: "virtio", readonly: false, serial: null, drive: null },
+      { device: "disk", format: "qcow2", path: "/p/vm-abcd1234-data0.qcow2", target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0", drive: null },
     ],
     nvme_disks: [],
     network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: 2222, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" },
@@ -70,6 +71,31 @@ describe("vm-q35 template", () => {
     // with no NVMe disk and no user networking there is no qemu:commandline at all
     const plain = renderDomainXml(loadTemplate(null), vars({ network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" } }));
     expect(plain).not.toContain("qemu:commandline");
+  });
+
+  test("the domain type: configured, else kvm, qemu or the host's only kind from its capabilities", () => {
+    const caps = (...types: string[]) =>
+      `<capabilities><guest><os_type>hvm</os_type><arch name='x86_64'>${types.map((t) => `<domain type='${t}'/>`).join("")}</arch></guest></capabilities>`;
+    expect(pickDomainType("auto", readCapabilities(caps("qemu", "kvm")))).toBe("kvm");
+    expect(pickDomainType("auto", readCapabilities(caps("qemu")))).toBe("qemu");
+    expect(pickDomainType("auto", readCapabilities(caps("test")))).toBe("test"); // libvirt's test driver
+    expect(pickDomainType("qemu", readCapabilities(caps("qemu", "kvm")))).toBe("qemu");
+    expect(pickDomainType("kvm", readCapabilities(caps("qemu")))).toBe("kvm"); // libvirt says no at define, clearly
+  });
+
+  test("an operator's template without drive addresses or the virtio-scsi controller is caught", () => {
+    const disks: DomainTemplateVars["disks"] = [
+      { device: "disk", format: "qcow2", path: "/p/root", target: "vda", bus: "virtio", readonly: false, serial: null, drive: null },
+      { device: "disk", format: "qcow2", path: "/p/data0", target: "sda", bus: "scsi", readonly: false, serial: "kdevops0", drive: { controller: 0, unit: 0 } },
+    ];
+    expect(missingDiskPlacement(renderDomainXml(loadTemplate(null), vars({ disks })), disks)).toEqual([]);
+    const old = loadTemplate(null)
+      .replace(/\{%- if disk.drive %\}[\s\S]*?\{%- endif %\}\n/, "")
+      .replace("<controller type='scsi' index='0' model='virtio-scsi'/>", "");
+    expect(missingDiskPlacement(renderDomainXml(old, vars({ disks })), disks)).toEqual([
+      "the drive address of kdevops0 (scsi controller 0 unit 0)",
+      "the virtio-scsi controller (index 0)",
+    ]);
   });
 
   test("markup in values is escaped, not interpreted", () => {

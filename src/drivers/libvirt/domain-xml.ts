@@ -22,6 +22,8 @@ export interface TemplateDisk {
   bus: string;
   readonly: boolean;
   serial: string | null;
+  /** SCSI/SATA drive address from the slot allocator (src/drivers/disk-slots.ts); else null. */
+  drive: { controller: number; unit: number } | null;
 }
 
 /** An NVMe data disk: QEMU arguments (libvirt 9.0 has no NVMe bus), recorded in metadata. */
@@ -55,8 +57,11 @@ export function nvmeDisk(ordinal: number, serial: string, path: string, format: 
   };
 }
 
+/** libvirt domain types rcloud renders: kvm, qemu (TCG), and test (libvirt's test driver). */
+export type DomainType = "kvm" | "qemu" | "test";
+
 export interface DomainTemplateVars {
-  domain_type: "kvm" | "qemu" | "test";
+  domain_type: DomainType;
   name: string;
   uuid: string;
   id: string;
@@ -98,7 +103,8 @@ const parser = new XMLParser({
   parseTagValue: false,
   parseAttributeValue: false,
   htmlEntities: true, // numeric references such as &#39; (liquid escapes quotes that way)
-  isArray: (name) => ["disk", "interface", "arg", "nvme_disk"].includes(name),
+  // Elements only: <address controller='0'> has an attribute of that name too.
+  isArray: (name, _path, _leaf, isAttribute) => !isAttribute && ["disk", "interface", "arg", "nvme_disk", "controller"].includes(name),
 });
 
 type Node = Record<string, unknown>;
@@ -147,7 +153,8 @@ export function parseDomainXml(xml: string): ParsedDomain {
     const bus = str(obj(disk.target).bus) ?? "virtio";
     const device = str(disk.device);
     disks.push({
-      type: device === "cdrom" || path.endsWith("-seed.iso") ? "seed" : disks.length === 0 ? "root" : "data",
+      // libvirt lists disks sorted by bus and name, not as defined: the root disk is vda.
+      type: device === "cdrom" || path.endsWith("-seed.iso") ? "seed" : str(obj(disk.target).dev) === "vda" ? "root" : "data",
       driver: bus as ReportedDiskBus,
       format: str(obj(disk.driver).type) ?? "raw",
       serial,
@@ -203,4 +210,32 @@ export function parseDomainXml(xml: string): ParsedDomain {
     boot: kernel ? { kernel, initrd: str(os.initrd), cmdline: str(os.cmdline) } : null,
     consoleLog: serialLog,
   };
+}
+
+/**
+ * What a rendered domain lacks of the disk placement rcloud asked for: an operator's template
+ * written before drive addresses or the virtio-scsi controller existed would leave libvirt to
+ * derive them (7 units per SCSI controller, further ones of its default model, lsilogic).
+ */
+export function missingDiskPlacement(xml: string, wanted: readonly TemplateDisk[]): string[] {
+  const devices = obj(obj(parser.parse(xml).domain).devices);
+  const rendered = new Map<string, Node>();
+  for (const d of (devices.disk as unknown[] | undefined) ?? []) {
+    const path = str(obj(obj(d).source).file);
+    if (path) rendered.set(path, obj(d));
+  }
+  const missing: string[] = [];
+  for (const w of wanted) {
+    if (!w.drive) continue;
+    const a = obj(rendered.get(w.path)?.address);
+    if (str(a.type) !== "drive" || str(a.controller) !== String(w.drive.controller) || str(a.unit) !== String(w.drive.unit)) {
+      missing.push(`the drive address of ${w.serial ?? w.path} (${w.bus} controller ${w.drive.controller} unit ${w.drive.unit})`);
+    }
+  }
+  const virtioScsi = ((devices.controller as unknown[] | undefined) ?? []).some((c) => {
+    const n = obj(c);
+    return str(n.type) === "scsi" && str(n.index) === "0" && str(n.model) === "virtio-scsi";
+  });
+  if (wanted.some((w) => w.bus === "scsi") && !virtioScsi) missing.push("the virtio-scsi controller (index 0)");
+  return missing;
 }

@@ -29,10 +29,21 @@ import {
   type VmSpec,
   type VmState,
 } from "../types.ts";
-import { readCapabilities } from "./capabilities.ts";
+import { allocateDiskSlots, slotBus, type DiskSlot } from "../shared/disk-slots.ts";
+import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { withUpdatedAt } from "./metadata-xml.ts";
 import { poolXml, type VolumeXmlOptions, volumeXml } from "./storage-xml.ts";
-import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
+import {
+  type DomainType,
+  loadTemplate,
+  METADATA_NS,
+  missingDiskPlacement,
+  nvmeDisk,
+  parseDomainXml,
+  renderDomainXml,
+  type TemplateDisk,
+  type TemplateNvmeDisk,
+} from "./domain-xml.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -109,8 +120,7 @@ export class LibvirtDriver implements VmDriver {
   /** Host facts that do not change while connected (CPUs, memory, versions). */
   private staticHost: Omit<HostInfo, "freeMemoryMb" | "storage"> | null = null;
   private template = "";
-  private hvType = "";
-  private domainType: "kvm" | "qemu" | "test" = "qemu";
+  private domainType: DomainType = "qemu";
   /**
    * The uid:gid QEMU runs as (libvirt's DAC base label), for disks libvirt does not label
    * itself: NVMe disks are QEMU arguments, so their volumes are created owned by QEMU.
@@ -178,14 +188,9 @@ export class LibvirtDriver implements VmDriver {
 
   private async setup(pool: LibvirtPool): Promise<void> {
     this.pool_ = pool;
-    const info = await pool.info();
-    this.hvType = info.hvType;
-    if (this.hvType === "TEST") this.domainType = "test";
-    else {
-      const caps = readCapabilities((await pool.call(P.connectGetCapabilities, undefined)).capabilities);
-      this.domainType = this.opts.domainType !== "auto" ? this.opts.domainType : caps.kvm ? "kvm" : "qemu";
-      this.qemuOwner = caps.dacOwner(this.domainType);
-    }
+    const caps = readCapabilities((await pool.call(P.connectGetCapabilities, undefined)).capabilities);
+    this.domainType = pickDomainType(this.opts.domainType, caps);
+    this.qemuOwner = caps.dacOwner(this.domainType);
     await this.ensurePool();
     this.pool_ = null; // published by init() once everything is ready
   }
@@ -412,37 +417,40 @@ export class LibvirtDriver implements VmDriver {
     try {
       const pool = await this.pool();
       const disks: TemplateDisk[] = [];
+      // Targets and drive addresses of every disk, per bus, from one allocator.
+      const slots = allocateDiskSlots(spec.dataDisks.map((d) => slotBus(d.bus)), { seed: spec.seedIso !== null });
+      const placed = (slot: DiskSlot) => ({ target: slot.target!, bus: slot.bus, drive: slot.drive });
 
       // Root disk: a qcow2 overlay on the base image, grown to the requested size.
       const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
       const root = await this.createVolume(pool, { name: `${spec.id}-root.qcow2`, capacityBytes: rootBytes, format: "qcow2", backing: { path: spec.image.path, format: spec.image.format } });
       made.push(root);
-      disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, target: "vda", bus: "virtio", readonly: false, serial: null });
+      disks.push({ device: "disk", format: "qcow2", path: (await c.call(P.storageVolGetPath, { vol: root })).name, ...placed(slots.root), readonly: false, serial: null });
 
       // Data disks with the serials kdevops workflows look for (kdevops0..N).
       const nvmeDisks: TemplateNvmeDisk[] = [];
       const dataInfo: DiskInfo[] = [];
       for (const [i, d] of spec.dataDisks.entries()) {
-        const nvme = d.bus === "nvme";
+        const slot = slots.data[i]!;
+        const nvme = slot.bus === "nvme";
         const vol = await this.createVolume(pool, { name: `${spec.id}-data${i}.qcow2`, capacityBytes: d.sizeGb * GiB, format: "qcow2", owner: nvme ? this.qemuOwner : null });
         made.push(vol);
         const path = (await c.call(P.storageVolGetPath, { vol })).name;
         const serial = `kdevops${i}`;
-        const bus = nvme ? "nvme" : d.bus === "virtio" ? "virtio" : d.bus === "ide" ? "sata" : "scsi";
-        dataInfo.push({ type: "data", size_gb: d.sizeGb, driver: bus, format: "qcow2", serial, path });
-        if (nvme) nvmeDisks.push(nvmeDisk(nvmeDisks.length, serial, path, "qcow2"));
-        else disks.push({ device: "disk", format: "qcow2", path, target: d.bus === "virtio" ? `vd${String.fromCharCode(98 + i)}` : `sd${String.fromCharCode(97 + i)}`, bus, readonly: false, serial });
+        dataInfo.push({ type: "data", size_gb: d.sizeGb, driver: slot.bus, format: "qcow2", serial, path });
+        if (nvme) nvmeDisks.push(nvmeDisk(slot.ordinal, serial, path, "qcow2"));
+        else disks.push({ device: "disk", format: "qcow2", path, ...placed(slot), readonly: false, serial });
       }
 
       // cloud-init NoCloud seed, uploaded through a volume stream (works on remote hosts).
-      if (spec.seedIso && this.hvType !== "TEST") {
+      if (spec.seedIso && slots.seed) {
         const vol = await this.createVolume(pool, { name: `${spec.id}-seed.iso`, capacityBytes: spec.seedIso.byteLength, format: "raw" });
         made.push(vol);
         const up = await c.openStream(P.storageVolUpload, { vol, offset: 0n, length: BigInt(spec.seedIso.byteLength), flags: 0 });
         await up.write(spec.seedIso);
         await up.finish();
         const path = (await c.call(P.storageVolGetPath, { vol })).name;
-        disks.push({ device: "cdrom", format: "raw", path, target: "sda", bus: "sata", readonly: true, serial: null });
+        disks.push({ device: "cdrom", format: "raw", path, ...placed(slots.seed), readonly: true, serial: null });
       }
 
       const netMode = spec.network.mode;
@@ -480,11 +488,13 @@ export class LibvirtDriver implements VmDriver {
           restrict: spec.network.restrict,
           netdev,
         },
-        console_log: this.hvType === "TEST" ? null : `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
+        console_log: `${this.opts.consoleLogDir ?? this.opts.poolPath}/${spec.id}-serial.log`,
       });
       // An operator's template written before NVMe disks existed would drop them silently.
       const lost = nvmeDisks.filter((d) => !xml.includes(d.device_arg)); // plain ASCII: escaping leaves it as is
       if (lost.length) throw new DriverError("unsupported", `the domain template ${this.opts.templatePath ?? ""} has no nvme_disks block: cannot attach ${lost.map((d) => d.serial).join(", ")} as NVMe (copy that block from the embedded template)`);
+      const unplaced = missingDiskPlacement(xml, disks);
+      if (unplaced.length) throw new DriverError("unsupported", `the domain template ${this.opts.templatePath ?? ""} lacks ${unplaced.join(", ")} (copy the disk block and the scsi controller from the embedded template)`);
       // An operator's own template is checked against libvirt's schema on every define (a
       // clear error instead of a silently ignored element); the embedded one is checked by
       // the test suite in every variant, which saves libvirtd ~6 ms of CPU per create.

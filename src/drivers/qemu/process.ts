@@ -6,6 +6,7 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { DriverError } from "../types.ts";
 import type { StoredVm, VmPaths } from "./state.ts";
+import { allocateDiskSlots, slotBus } from "../shared/disk-slots.ts";
 import { optValue } from "../shared/qemu-opts.ts";
 
 export type Accel = "kvm" | "tcg";
@@ -137,24 +138,27 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   if (n.mode === "none") add("-nic", "none");
   else add("-device", `virtio-net-pci,netdev=net0,mac=${n.mac},bus=pcie.0,addr=0x10`);
 
-  let scsi = false;
-  let ideBus = 1; // ide.0 holds the seed CD-ROM
+  // The same slots as the libvirt driver: the seed on SATA port 0, SCSI disks as LUNs of one
+  // virtio-scsi controller, SATA ports on q35's AHCI (ide.0-5), then on added AHCI controllers.
+  const data = vm.disks.filter((d) => d.type === "data");
+  const slots = allocateDiskSlots(data.map((d) => slotBus(d.driver === "sata" ? "ide" : d.driver)), { seed: vm.disks.some((d) => d.type === "seed") });
+  const sataBus = ({ controller, unit }: { controller: number; unit: number }) => (controller === 0 ? `ide.${unit}` : `ahci${controller}.${unit}`);
+  const ahciControllers = Math.max(0, ...slots.data.map((s) => (s.bus === "sata" ? s.drive!.controller : 0)));
+  for (let c = 1; c <= ahciControllers; c++) add("-device", `ich9-ahci,id=ahci${c}`);
+  if (slots.data.some((s) => s.bus === "scsi")) add("-device", "virtio-scsi-pci,id=scsi0");
   for (const [i, d] of vm.disks.entries()) {
     const id = d.type === "seed" ? "seed" : d.type === "root" ? "root" : `data${i - 1}`;
     const ro = d.type === "seed" ? ",readonly=on" : ",discard=unmap";
     add("-drive", `if=none,id=${id},file=${o(p.disk(d.file))},format=${d.format}${ro}`);
     const serial = d.serial ? `,serial=${d.serial}` : "";
-    if (d.type === "seed") add("-device", `ide-cd,drive=seed,bus=ide.0`);
+    if (d.type === "seed") add("-device", `ide-cd,drive=seed,bus=${sataBus(slots.seed!.drive!)}`);
     else if (d.type === "root") add("-device", `virtio-blk-pci,drive=root,bootindex=1`);
-    else if (d.driver === "virtio") add("-device", `virtio-blk-pci,drive=${id}${serial}`);
-    else if (d.driver === "nvme") add("-device", `nvme,drive=${id}${serial}`);
-    else if (d.driver === "scsi") {
-      if (!scsi) add("-device", "virtio-scsi-pci,id=scsi0");
-      scsi = true;
-      add("-device", `scsi-hd,drive=${id},bus=scsi0.0${serial}`);
-    } else {
-      if (ideBus > 5) throw new DriverError("unsupported", `${vm.name}: at most 5 SATA data disks (the q35 AHCI controller has 6 ports)`);
-      add("-device", `ide-hd,drive=${id},bus=ide.${ideBus++}${serial}`);
+    else {
+      const slot = slots.data[data.indexOf(d)]!;
+      if (slot.bus === "virtio") add("-device", `virtio-blk-pci,drive=${id}${serial}`);
+      else if (slot.bus === "nvme") add("-device", `nvme,drive=${id}${serial}`);
+      else if (slot.bus === "scsi") add("-device", `scsi-hd,drive=${id},bus=scsi0.0,channel=0,scsi-id=0,lun=${slot.drive!.unit}${serial}`);
+      else add("-device", `ide-hd,drive=${id},bus=${sataBus(slot.drive!)}${serial}`);
     }
   }
 
