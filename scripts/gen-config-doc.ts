@@ -20,6 +20,7 @@ const STRING_CHECKS: Record<string, string> = {
   "libvirt.uri": "a libvirt URI (`scheme://...`, e.g. `qemu:///system`, `qemu+ssh://host/system`)",
   "libvirt.storage_pool_name": "1-64 characters of `A-Z a-z 0-9 _ . -`",
   "vm_defaults.ssh_user": "a user name: a letter or `_`, then letters, digits, `_ . -`",
+  "qemu.run_as": "`auto` or a user name (`a-z 0-9 _ -`, up to 32 characters)",
 };
 
 /** Defaults computed at start-up, described rather than shown as one machine's value. */

@@ -26,6 +26,7 @@ export const ENV_VARS = {
   RCLOUD_NETWORK_MODE: { key: "vm_defaults.network_mode", description: "default network mode: bridge or user" },
   RCLOUD_STATE_DIR: { key: "qemu.state_dir", description: "state directory of the qemu driver (absolute)" },
   RCLOUD_QEMU_BINARY: { key: "qemu.binary", description: "QEMU system emulator for the qemu driver" },
+  RCLOUD_QEMU_RUN_AS: { key: "qemu.run_as", description: "user the qemu driver runs QEMU as when rcloud is root: auto, a user name" },
   RCLOUD_QEMU_ACCEL: { key: "qemu.accel", description: "qemu driver accelerator: auto, kvm or tcg" },
   RCLOUD_LOG_LEVEL: { key: "logging.level", description: "log level: debug, info, warn or error" },
   RCLOUD_LOG_FORMAT: { key: "logging.format", description: "log format: json or text" },

@@ -53,6 +53,7 @@ function defaultSettings(env: Env): Map<string, unknown> {
     ["qemu.binary", "qemu-system-x86_64"],
     ["qemu.accel", "auto"],
     ["qemu.state_dir", defaultStateDir(env)],
+    ["qemu.run_as", "auto"],
     ["vm_defaults.vcpus", 2],
     ["vm_defaults.memory_mb", 2048],
     ["vm_defaults.root_disk_gb", 20],

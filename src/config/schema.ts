@@ -48,6 +48,8 @@ export interface RcloudConfig {
     state_dir: string;
     /** Accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg. */
     accel: "auto" | "kvm" | "tcg";
+    /** User QEMU runs as when rcloud is root: "auto" (rcloud-qemu if it exists), a user name, or null (rcloud's own). */
+    run_as: string | null;
   };
   vm_defaults: {
     vcpus: number;
@@ -143,6 +145,11 @@ export const SCHEMA: Record<string, SchemaNode> = {
     binary: leaf({ kind: "string", check: nonEmpty }),
     state_dir: leaf({ kind: "path" }),
     accel: leaf({ kind: "enum", values: ["auto", "kvm", "tcg"] }),
+    run_as: leaf({
+      kind: "string",
+      nullable: true,
+      check: (v) => (/^[a-z_][a-z0-9_-]{0,31}$/.test(v) ? null : `must be auto or a user name (a-z 0-9 _ -), got ${JSON.stringify(v)}`),
+    }),
   }),
   vm_defaults: section({
     vcpus: leaf({ kind: "int", min: 1, max: 512 }),

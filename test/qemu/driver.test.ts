@@ -203,11 +203,13 @@ describe("command line", () => {
     owner: null,
   };
 
-  test("paused, daemonized, every device and path as its own argument", () => {
+  test("paused, in the foreground (the sandbox forbids -daemonize's fork), sandboxed, every device and path as its own argument", () => {
     const p = vmPaths("/st,ate", vm.id);
     const args = qemuArgs("qemu-system-x86_64", "tcg", vm, p);
     const after = (flag: string) => args.filter((_, i) => args[i - 1] === flag);
-    expect(args).toEqual(expect.arrayContaining(["-S", "-daemonize", "-nodefaults"]));
+    expect(args).toEqual(expect.arrayContaining(["-S", "-nodefaults"]));
+    expect(args).not.toContain("-daemonize");
+    expect(after("-sandbox")).toEqual(["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
     expect(after("-accel")).toEqual(["tcg"]);
     expect(after("-machine")).toEqual(["q35"]);
     expect(after("-name")).toEqual(["web1,debug-threads=on"]);
@@ -231,6 +233,9 @@ describe("command line", () => {
     const none = qemuArgs("q", "kvm", { ...vm, network: { ...vm.network, mode: "none", mac: null, ssh_port: null } }, p);
     expect(none.filter((_, i) => none[i - 1] === "-nic")).toEqual(["none"]);
     expect(none).toContain("host"); // -cpu host under KVM
+    // Bridge mode: QEMU runs the setuid qemu-bridge-helper, which no_new_privs (any -sandbox) would neuter.
+    const bridged = qemuArgs("q", "tcg", { ...vm, network: { ...vm.network, mode: "bridge", bridge: "br0", ssh_port: null } }, p);
+    expect(bridged).not.toContain("-sandbox");
   });
 
   test("RCLOUD_QEMU_ACCEL", () => {
