@@ -6,7 +6,7 @@
  * state directory's lock and re-attaches to the QEMUs still running.
  */
 import { randomUUID } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
@@ -178,13 +178,17 @@ export class QemuDriver implements VmDriver {
   /** The run_as user must be able to reach the VM directories (search permission on every parent). */
   private checkRunAsReach(vmsDir: string): void {
     if (!this.runAs) return;
+    // Search (not read) permission for others on the driver's own directories; the VM
+    // directories inside are root's and group run_as (handOver).
+    const dir = this.opts.stateDir;
+    chmodSync(dir, statSync(dir).mode & 0o7777 | 0o001);
     chmodSync(vmsDir, 0o711);
     const p = Bun.spawnSync([...runAsPrefix(this.runAs), "test", "-x", vmsDir], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     if (p.exitCode !== 0) {
       throw new DriverError(
         "unavailable",
-        `qemu.run_as user ${this.runAs.name} cannot reach ${vmsDir}: it needs search (x) permission on qemu.state_dir and every directory above it ` +
-          `(e.g. chmod o+x ${this.opts.stateDir}, StateDirectoryMode=0751 under systemd) ${p.stderr.toString().trim()}`.trim(),
+        `qemu.run_as user ${this.runAs.name} cannot reach ${vmsDir}: it needs search (x) permission on every directory above qemu.state_dir ` +
+          `(chmod o+x on the directories above it) ${p.stderr.toString().trim()}`.trim(),
       );
     }
   }
