@@ -238,6 +238,18 @@ describe("command line", () => {
     expect(bridged).not.toContain("-sandbox");
   });
 
+  test("qemu.run_as naming a user that does not exist: the driver does not start, and says why", async () => {
+    const { QemuDriver } = await import("../../src/drivers/qemu/driver.ts");
+    const state = join(root, "state-nouser");
+    const d = new QemuDriver({ binary: "qemu-system-x86_64", stateDir: state, accel: "tcg", runAs: "rcloud-nosuchuser", listImages: async () => [] });
+    const err = await d.init().then(() => null, (e) => e);
+    expect(err).toBeInstanceOf(DriverError);
+    expect(err.code).toBe("unavailable");
+    expect(err.message).toContain("qemu.run_as: there is no user rcloud-nosuchuser on this host");
+    expect((await d.health()).ok).toBe(false);
+    expect(existsSync(join(state, "rcloud.lock"))).toBe(false);
+  });
+
   test("RCLOUD_QEMU_ACCEL", () => {
     expect(parseAccel(undefined)).toBe("auto");
     expect(parseAccel("tcg")).toBe("tcg");

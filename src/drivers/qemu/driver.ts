@@ -27,7 +27,7 @@ import { meminfo, qemuVersion, storage } from "./host.ts";
 import { randomMac } from "../mac.ts";
 import { checkBridge } from "./net.ts";
 import { resolveRunAs, runAsPrefix, scopePrefix, systemdBooted, type RunAsUser } from "./confine.ts";
-import { cpuTimeNs, isOurQemu, qemuArgs, readPidfile, resolveAccel, startQemu, waitUntil, type Accel, type AccelChoice } from "./process.ts";
+import { cpuTimeNs, isOurQemu, qemuArgs, qemuLogTail, readPidfile, resolveAccel, startQemu, waitUntil, type Accel, type AccelChoice } from "./process.ts";
 import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
 
 export interface QemuDriverOptions {
@@ -388,6 +388,7 @@ export class QemuDriver implements VmDriver {
     }
     this.cleanupRuntimeFiles(p);
     this.handOver(vm, p);
+    const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
     const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p)], p);
     const rt: Runtime = { pid, client: null, connecting: null };
     this.runtime.set(vm.id, rt);
@@ -402,7 +403,11 @@ export class QemuDriver implements VmDriver {
     } catch (e) {
       rt.client?.close();
       this.runtime.delete(vm.id);
+      // Died while setting up (a disk or backing file it may not open...): QEMU's words, not QMP's.
+      const died = !isOurQemu(pid, p.qmp);
       await this.kill(pid, p.qmp).catch(() => {});
+      const said = died ? qemuLogTail(p, logStart) : "";
+      if (said) throw new DriverError("failed", `QEMU failed to start: ${said}`, { cause: e });
       throw e;
     }
   }

@@ -202,7 +202,7 @@ export async function startQemu(argv: string[], p: VmPaths, timeoutMs = 60_000):
   };
   const ready = await waitUntil(() => code !== null || isSocket(), timeoutMs, 20);
   if (code !== null) {
-    const said = readFileSync(p.qemuLog, "utf8").slice(logStart).trim().split("\n").slice(-5).join("; ");
+    const said = qemuLogTail(p, logStart);
     throw new DriverError("failed", `QEMU failed to start: ${said || `exit status ${code}`}`);
   }
   if (!ready) {
@@ -211,6 +211,15 @@ export async function startQemu(argv: string[], p: VmPaths, timeoutMs = 60_000):
   }
   proc.unref(); // it may outlive rcloud; Bun still reaps it if it exits first
   return proc.pid;
+}
+
+/** The last lines QEMU wrote to qemu.log since byte `from`, joined; "" when none. */
+export function qemuLogTail(p: VmPaths, from: number): string {
+  try {
+    return readFileSync(p.qemuLog).subarray(from).toString("utf8").trim().split("\n").slice(-5).join("; ");
+  } catch {
+    return "";
+  }
 }
 
 /** Runs a short command (qemu-img, --version); resolves stdout, throws DriverError with stderr. */
