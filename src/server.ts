@@ -32,6 +32,7 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, o
       binary: config.qemu.binary,
       stateDir: config.qemu.state_dir,
       accel: config.qemu.accel,
+      runAs: config.qemu.run_as,
       listImages: async () => catalog.list(),
       log,
     });

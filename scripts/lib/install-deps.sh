@@ -65,6 +65,17 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# The unprivileged user the qemu driver runs QEMU as when rcloud is root (qemu.run_as: auto;
+# docs/deployment.md). In group kvm for /dev/kvm. Idempotent.
+if ! getent passwd rcloud-qemu >/dev/null; then
+  log "creating the system user rcloud-qemu"
+  "${SUDO[@]}" useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+    --comment "rcloud QEMU processes" rcloud-qemu
+fi
+if getent group kvm >/dev/null && ! id -nG rcloud-qemu | tr ' ' '\n' | grep -qx kvm; then
+  "${SUDO[@]}" usermod --append --groups kvm rcloud-qemu
+fi
+
 # libvirtd and virtlogd refuse to start without this directory (docs §10.1).
 [[ -d /var/log/libvirt ]] || "${SUDO[@]}" mkdir -p /var/log/libvirt
 

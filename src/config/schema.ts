@@ -182,6 +182,14 @@ export const CONFIG_SCHEMA = Section({
       description: "state directory of the qemu driver (absolute)",
     }),
     accel: OneOf(["auto", "kvm", "tcg"], { default: "auto", env: "RCLOUD_QEMU_ACCEL", description: "qemu driver accelerator: auto, kvm or tcg" }),
+    run_as: Str({
+      nullable: true,
+      default: "auto",
+      pattern: /^[a-z_][a-z0-9_-]{0,31}$/,
+      expected: "auto or a user name (a-z 0-9 _ -, up to 32 characters)",
+      env: "RCLOUD_QEMU_RUN_AS",
+      description: "user the qemu driver runs QEMU as when rcloud is root: auto (rcloud-qemu if it exists), a user name, or null (rcloud's own)",
+    }),
   }),
   vm_defaults: Section({
     vcpus: Int(1, 512, { default: 2, description: "vCPUs of a new VM when the request does not say" }),

@@ -5,7 +5,7 @@
  * test/qemu/api.test.ts on the direct QEMU driver (real TCG guests).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { uniqueName } from "../helpers/rig.ts";
@@ -52,6 +52,8 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
   const imagesDir = mkdtempSync(join(tmpdir(), "rcloud-images-"));
   const kernelDir = mkdtempSync(join(tmpdir(), "rcloud-kernels-"));
   const dirs: SuiteDirs = { imagesDir, kernelDir };
+  // The qemu driver's QEMU runs as rcloud-qemu (qemu.run_as) and opens base images and kernels here.
+  for (const d of [imagesDir, kernelDir]) chmodSync(d, 0o755);
   const config = (extra: Record<string, unknown> = {}) => makeConfig(dirs, extra);
   let server: TestServer;
 

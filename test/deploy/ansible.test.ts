@@ -13,7 +13,7 @@
  * systemd is not PID 1 anyway).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse } from "yaml";
@@ -64,10 +64,11 @@ describe("deploy/ansible", () => {
 
   test("user and group tasks in --check mode (creates nothing)", () => {
     const root = join(work, "check");
-    const r = ansible(["--check", ...LOCAL, "-e", "rcloud_binary_src=/bin/true", "-e", `rcloud_root=${root}`, "-e", "rcloud_create_user=true"]);
+    const r = ansible(["--check", ...LOCAL, "-e", "rcloud_binary_src=/bin/true", "-e", `rcloud_root=${root}`, "-e", "rcloud_create_user=true", "-e", "rcloud_driver=qemu"]);
     if (r.code !== 0) console.error(r.output);
     expect(r.code).toBe(0);
     expect(r.output).toMatch(/TASK \[rcloud : Create the rcloud user\][^\n]*\n(changed|ok): \[localhost\]/);
+    expect(r.output).toMatch(/TASK \[rcloud : Create the rcloud-qemu user \(the qemu driver runs QEMU as it\)\][^\n]*\n(changed|ok): \[localhost\]/);
   });
 
   test(
@@ -113,6 +114,7 @@ describe("deploy/ansible", () => {
       expect(readFileSync(join(root, "etc/systemd/system/rcloud.service"), "utf8")).toBe(
         readFileSync(join(REPO, "deploy/rcloud.service"), "utf8"),
       );
+      expect(existsSync(join(root, "etc/systemd/system/rcloud.service.d/qemu-driver.conf"))).toBe(false); // libvirt driver
 
       const file = join(root, "etc/rcloud/rcloud.yaml");
       const yaml = parse(readFileSync(file, "utf8")) as Record<string, Record<string, unknown>>;
@@ -158,6 +160,24 @@ describe("deploy/ansible", () => {
       expect(cfg.libvirt.storage_pool_path).toBe("/data/kdevops/rcloud");
       expect(cfg.images.base_images_dir).toBe("/data/kdevops/guestfs/base_images");
       expect(cfg.server.bind_address).toBe("127.0.0.1:8765");
+    },
+    120_000,
+  );
+
+  test(
+    "with rcloud_driver=qemu the unit gets the qemu driver's drop-in; switching back removes it",
+    () => {
+      const root = join(work, "qemu-root");
+      const vars = (driver: string) => [...LOCAL, "-e", "rcloud_binary_src=/bin/true", "-e", `rcloud_root=${root}`, "-e", "rcloud_create_user=false", "-e", "rcloud_group=nogroup", "-e", `rcloud_driver=${driver}`];
+      const r = ansible(vars("qemu"));
+      if (r.code !== 0) console.error(r.output);
+      expect(r.code).toBe(0);
+      const dropIn = join(root, "etc/systemd/system/rcloud.service.d/qemu-driver.conf");
+      expect(readFileSync(dropIn, "utf8")).toBe(readFileSync(join(REPO, "deploy/rcloud-qemu-driver.conf"), "utf8"));
+      expect(statSync(dropIn).mode & 0o7777).toBe(0o644);
+      expect(loadConfig({ file: join(root, "etc/rcloud/rcloud.yaml"), env: {} }).driver).toBe("qemu");
+      expect(ansible(vars("libvirt")).code).toBe(0);
+      expect(existsSync(dropIn)).toBe(false);
     },
     120_000,
   );

@@ -23,16 +23,21 @@ import { join, resolve } from "node:path";
 
 const REPO = resolve(import.meta.dir, "../..");
 const UNIT = readFileSync(join(REPO, "deploy/rcloud.service"), "utf8");
+const QEMU_DROP_IN = readFileSync(join(REPO, "deploy/rcloud-qemu-driver.conf"), "utf8");
 const work = mkdtempSync(join(tmpdir(), "rcloud-unit-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 let roots = 0;
-function verify(unitText: string): { code: number; output: string } {
+function verify(unitText: string, dropIn?: string): { code: number; output: string } {
   const root = join(work, `root${roots++}`);
   mkdirSync(join(root, "usr/lib/systemd"), { recursive: true });
   cpSync("/usr/lib/systemd/system", join(root, "usr/lib/systemd/system"), { recursive: true, verbatimSymlinks: true });
   mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
   writeFileSync(join(root, "etc/systemd/system/rcloud.service"), unitText);
+  if (dropIn !== undefined) {
+    mkdirSync(join(root, "etc/systemd/system/rcloud.service.d"));
+    writeFileSync(join(root, "etc/systemd/system/rcloud.service.d/qemu-driver.conf"), dropIn);
+  }
   mkdirSync(join(root, "usr/local/bin"), { recursive: true });
   copyFileSync("/bin/true", join(root, "usr/local/bin/rcloud"));
   chmodSync(join(root, "usr/local/bin/rcloud"), 0o755);
@@ -57,6 +62,18 @@ describe("deploy/rcloud.service", () => {
     expect(r.output).toBe("");
     expect(r.code).toBe(0);
   });
+
+  test("with the qemu driver's drop-in (deploy/rcloud-qemu-driver.conf) too", () => {
+    const r = verify(UNIT, QEMU_DROP_IN);
+    expect(r.output).toBe("");
+    expect(r.code).toBe(0);
+    // ... and a typo in the drop-in is caught the same way.
+    expect(clean(verify(UNIT, QEMU_DROP_IN.replace("CapabilityBoundingSet=", "CapabilityBoundSet=")))).toBe(false);
+    const lines = new Set(QEMU_DROP_IN.split("\n").map((l) => l.trim()));
+    for (const l of ["User=root", "Group=root", "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL", "StateDirectoryMode=0751"]) {
+      expect(lines.has(l)).toBe(true);
+    }
+  }, 60_000);
 
   test("a syntax error fails (unknown section: verify exits non-zero)", () => {
     const r = verify(UNIT.replace("[Service]", "[Servce]"));

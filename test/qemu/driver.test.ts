@@ -216,11 +216,13 @@ describe("command line", () => {
     owner: null,
   };
 
-  test("paused, daemonized, every device and path as its own argument", () => {
+  test("paused, in the foreground (the sandbox forbids -daemonize's fork), sandboxed, every device and path as its own argument", () => {
     const p = vmPaths("/st,ate", vm.id);
     const args = qemuArgs("qemu-system-x86_64", "tcg", vm, p);
     const after = (flag: string) => args.filter((_, i) => args[i - 1] === flag);
-    expect(args).toEqual(expect.arrayContaining(["-S", "-daemonize", "-nodefaults"]));
+    expect(args).toEqual(expect.arrayContaining(["-S", "-nodefaults"]));
+    expect(args).not.toContain("-daemonize");
+    expect(after("-sandbox")).toEqual(["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
     expect(after("-accel")).toEqual(["tcg"]);
     expect(after("-machine")).toEqual(["q35"]);
     expect(after("-name")).toEqual(["web1,debug-threads=on"]);
@@ -244,6 +246,21 @@ describe("command line", () => {
     const none = qemuArgs("q", "kvm", { ...vm, network: { ...vm.network, mode: "none", mac: null, ssh_port: null } }, p);
     expect(none.filter((_, i) => none[i - 1] === "-nic")).toEqual(["none"]);
     expect(none).toContain("host"); // -cpu host under KVM
+    // Bridge mode: QEMU runs the setuid qemu-bridge-helper, which no_new_privs (any -sandbox) would neuter.
+    const bridged = qemuArgs("q", "tcg", { ...vm, network: { ...vm.network, mode: "bridge", bridge: "br0", ssh_port: null } }, p);
+    expect(bridged).not.toContain("-sandbox");
+  });
+
+  test("qemu.run_as naming a user that does not exist: the driver does not start, and says why", async () => {
+    const { QemuDriver } = await import("../../src/drivers/qemu/driver.ts");
+    const state = join(root, "state-nouser");
+    const d = new QemuDriver({ binary: "qemu-system-x86_64", stateDir: state, accel: "tcg", runAs: "rcloud-nosuchuser", listImages: async () => [] });
+    const err = await d.init().then(() => null, (e) => e);
+    expect(err).toBeInstanceOf(DriverError);
+    expect(err.code).toBe("unavailable");
+    expect(err.message).toContain("qemu.run_as: there is no user rcloud-nosuchuser on this host");
+    expect((await d.health()).ok).toBe(false);
+    expect(existsSync(join(state, "rcloud.lock"))).toBe(false);
   });
 
   test("disks on every bus take the shared slots: seed on SATA port 0, SCSI LUNs, SATA ports past 6 on another AHCI", () => {

@@ -12,9 +12,14 @@ export const GUEST = {
 };
 export const DISK_IMAGE = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 
-/** A fresh directory under /tmp (short: QEMU's unix socket paths must fit 108 bytes). */
+/**
+ * A fresh directory under /tmp (short: QEMU's unix socket paths must fit 108 bytes), searchable
+ * by others (0711, not listable): QEMU runs as rcloud-qemu (qemu.run_as) and opens files below it.
+ */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(join("/tmp", `rcq-${prefix}-`));
+  const dir = mkdtempSync(join("/tmp", `rcq-${prefix}-`));
+  chmodSync(dir, 0o711);
+  return dir;
 }
 
 /** `<id>-<file>` for every file of every VM in a state directory. */

@@ -69,7 +69,7 @@ describe("defaults", () => {
       driver: "qemu",
       libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null, busy_poll_us: 200, slow_call_spacing_ms: 10, max_slow_calls: 20 },
       images: { base_images_dir: "/var/lib/libvirt/images/kdevops/guestfs/base_images" },
-      qemu: { binary: "qemu-system-x86_64", state_dir: STATE_DIR, accel: "auto" },
+      qemu: { binary: "qemu-system-x86_64", state_dir: STATE_DIR, accel: "auto", run_as: "auto" },
       vm_defaults: {
         vcpus: 2,
         memory_mb: 2048,
@@ -233,7 +233,7 @@ logging:
     expect(c.images.base_images_dir).toBe("/srv/base");
     expect(c.server).toMatchObject({ bind_address: "0.0.0.0:1234", workers: 8 });
     expect(c.driver).toBe("qemu");
-    expect(c.qemu).toEqual({ binary: "/opt/qemu/bin/qemu-system-x86_64", state_dir: "/srv/state", accel: "tcg" });
+    expect(c.qemu).toEqual({ binary: "/opt/qemu/bin/qemu-system-x86_64", state_dir: "/srv/state", accel: "tcg", run_as: "auto" });
     expect(c.vm_defaults).toMatchObject({
       network_bridge: "br0",
       user_network_restrict: true,
@@ -262,6 +262,7 @@ logging:
         "RCLOUD_NETWORK_MODE",
         "RCLOUD_QEMU_ACCEL",
         "RCLOUD_QEMU_BINARY",
+        "RCLOUD_QEMU_RUN_AS",
         "RCLOUD_SERVER_BIND",
         "RCLOUD_STATE_DIR",
         "RCLOUD_STORAGE_POOL_NAME",

@@ -1,12 +1,12 @@
 /**
- * The direct QEMU driver: rcloud runs qemu-system-x86_64 itself (daemonized, so VMs outlive
- * rcloud) and controls each VM over its QMP socket; no libvirtd. The state directory is
+ * The direct QEMU driver: rcloud runs qemu-system-x86_64 itself (detached, and in its own
+ * systemd scope under systemd, so VMs outlive rcloud; see confine.ts) and controls each VM over its QMP socket; no libvirtd. The state directory is
  * the source of truth (see state.ts); a VM's state comes from its process (pidfile, alive,
  * our QMP socket on its command line) and `query-status`. On start the driver takes the
  * state directory's lock and re-attaches to the QEMUs still running.
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
@@ -26,7 +26,8 @@ import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
 import { randomMac } from "../shared/mac.ts";
 import { checkBridge } from "./net.ts";
-import { cpuTimeNs, isOurQemu, launchDaemon, qemuArgs, readPidfile, resolveAccel, waitUntil, type Accel, type AccelChoice } from "./process.ts";
+import { resolveRunAs, runAsPrefix, scopePrefix, systemdBooted, type RunAsUser } from "./confine.ts";
+import { cpuTimeNs, isOurQemu, qemuArgs, qemuLogTail, readPidfile, resolveAccel, startQemu, waitUntil, type Accel, type AccelChoice } from "./process.ts";
 import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
 
 export interface QemuDriverOptions {
@@ -36,6 +37,10 @@ export interface QemuDriverOptions {
   stateDir: string;
   /** kvm, tcg, or auto (kvm when /dev/kvm opens read-write); RCLOUD_QEMU_ACCEL. */
   accel: AccelChoice;
+  /** config.qemu.run_as: "auto", a user name, or null (see confine.ts). */
+  runAs: string | null;
+  /** Where systemd keeps its runtime units; its existence means systemd is PID 1 (tests point it elsewhere). */
+  systemdRunDir?: string;
   /** Lists the base images (shared with other drivers). */
   listImages: () => Promise<ImageInfo[]>;
   /** Warnings about records that cannot be used, orphans removed, ... */
@@ -95,6 +100,9 @@ export class QemuDriver implements VmDriver {
   private initError = "not started";
   private accel: Accel = "tcg";
   private version = "";
+  /** The user QEMU runs as (null: rcloud's own) and whether each VM gets its own systemd scope. */
+  private runAs: RunAsUser | null = null;
+  private scopes = false;
   private readonly qemuImg: string;
   private readonly records = new Map<string, StoredVm>();
   private readonly runtime = new Map<string, Runtime>();
@@ -125,9 +133,11 @@ export class QemuDriver implements VmDriver {
     try {
       const dir = this.opts.stateDir;
       checkSocketPaths(dir);
-      this.accel = await resolveAccel(this.opts.accel, this.opts.binary);
+      this.confine();
+      this.accel = await resolveAccel(this.opts.accel, this.opts.binary, runAsPrefix(this.runAs));
       this.version = await qemuVersion(this.opts.binary);
       mkdirSync(join(dir, "vms"), { recursive: true, mode: 0o755 });
+      this.checkRunAsReach(join(dir, "vms"));
       const lock = await StateLock.acquire(dir);
       try {
         await this.reattach();
@@ -137,12 +147,70 @@ export class QemuDriver implements VmDriver {
       }
       this.lock = lock;
       this.initError = "";
-      this.log("info", "qemu driver ready", { state_dir: dir, accel: this.accel, qemu: this.version, vms: this.records.size });
+      this.log("info", "qemu driver ready", {
+        state_dir: dir,
+        accel: this.accel,
+        qemu: this.version,
+        vms: this.records.size,
+        run_as: this.runAs?.name ?? null,
+        systemd_scopes: this.scopes,
+      });
     } catch (e) {
       this.initError = (e as Error).message;
       if (e instanceof DriverError) throw e;
       throw new DriverError("unavailable", `qemu driver: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** Decides the user QEMU runs as and whether it gets a systemd scope (confine.ts). */
+  private confine(): void {
+    const isRoot = process.getuid?.() === 0;
+    const { user, warning } = resolveRunAs(this.opts.runAs, isRoot);
+    if (warning) this.log("warn", warning);
+    this.runAs = user;
+    // Creating a transient unit needs root (or a polkit grant for all units, which is root too).
+    this.scopes = systemdBooted(this.opts.systemdRunDir) && isRoot;
+    if (systemdBooted(this.opts.systemdRunDir) && !isRoot) {
+      this.log("warn", "systemd is PID 1 but rcloud is not root: QEMU stays in rcloud's cgroup, so stopping or restarting rcloud's service stops its VMs (docs/deployment.md)");
+    }
+  }
+
+  /** The run_as user must be able to reach the VM directories (search permission on every parent). */
+  private checkRunAsReach(vmsDir: string): void {
+    if (!this.runAs) return;
+    // Search (not read) permission for others on the driver's own directories; the VM
+    // directories inside are root's and group run_as (handOver).
+    const dir = this.opts.stateDir;
+    chmodSync(dir, statSync(dir).mode & 0o7777 | 0o001);
+    chmodSync(vmsDir, 0o711);
+    const p = Bun.spawnSync([...runAsPrefix(this.runAs), "test", "-x", vmsDir], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    if (p.exitCode !== 0) {
+      throw new DriverError(
+        "unavailable",
+        `qemu.run_as user ${this.runAs.name} cannot reach ${vmsDir}: it needs search (x) permission on every directory above qemu.state_dir ` +
+          `(chmod o+x on the directories above it) ${p.stderr.toString().trim()}`.trim(),
+      );
+    }
+  }
+
+  /**
+   * A VM's files belong to the run_as user, except vm.json: the directory is root's, group
+   * run_as, sticky (01770), so QEMU can create its sockets and logs but not replace vm.json.
+   * Done before every launch, so VMs created before run_as was set are taken over too.
+   */
+  private handOver(vm: StoredVm, p: VmPaths): void {
+    const u = this.runAs;
+    if (!u) return;
+    chownSync(p.dir, 0, u.gid);
+    chmodSync(p.dir, 0o1770);
+    for (const f of [...vm.disks.map((d) => p.disk(d.file)), p.serialLog]) {
+      if (existsSync(f)) chownSync(f, u.uid, u.gid);
+    }
+  }
+
+  /** systemd-run --scope and setpriv, as needed; both exec QEMU in place. */
+  private prefix(vm: StoredVm): string[] {
+    return [...(this.scopes ? scopePrefix(vm.id, vm.name) : []), ...runAsPrefix(this.runAs)];
   }
 
   /**
@@ -298,6 +366,19 @@ export class QemuDriver implements VmDriver {
     for (const f of [p.qmp, p.serial, p.qga, p.pidfile]) rmSync(f, { force: true });
   }
 
+  /** QMP right after start: the socket file exists a moment before QEMU listens on it. */
+  private async firstConnect(pid: number, p: VmPaths): Promise<QmpClient> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        return await QmpClient.connect(p.qmp, { connectTimeoutMs: 5_000, greetingTimeoutMs: 10_000, commandTimeoutMs: 30_000 });
+      } catch (e) {
+        if (!(e instanceof QmpConnectError) || Date.now() > deadline || !isOurQemu(pid, p.qmp)) throw e;
+        await Bun.sleep(50);
+      }
+    }
+  }
+
   /** Starts QEMU paused, checks it over QMP, then lets it run. */
   private async launch(vm: StoredVm): Promise<number> {
     const p = this.paths(vm.id);
@@ -306,13 +387,14 @@ export class QemuDriver implements VmDriver {
       if (f && !existsSync(f)) throw new DriverError("failed", `${vm.name}: boot file ${f} no longer exists`);
     }
     this.cleanupRuntimeFiles(p);
-    await launchDaemon(qemuArgs(this.opts.binary, this.accel, vm, p));
-    const pid = readPidfile(p.pidfile);
-    if (pid === null || !isOurQemu(pid, p.qmp)) throw new DriverError("failed", `${vm.name}: QEMU exited right after starting (see ${p.serialLog})`);
+    this.handOver(vm, p);
+    const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
+    const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p)], p);
     const rt: Runtime = { pid, client: null, connecting: null };
     this.runtime.set(vm.id, rt);
     try {
-      const client = await QmpClient.connect(p.qmp, { connectTimeoutMs: 5_000, greetingTimeoutMs: 10_000, commandTimeoutMs: 30_000 });
+      if (!isOurQemu(pid, p.qmp)) throw new DriverError("failed", `${vm.name}: QEMU exited right after starting (see ${p.qemuLog} and ${p.serialLog})`);
+      const client = await this.firstConnect(pid, p);
       this.adopt(rt, client);
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "prelaunch") throw new DriverError("failed", `${vm.name}: QEMU is ${status}, expected prelaunch`);
@@ -321,7 +403,11 @@ export class QemuDriver implements VmDriver {
     } catch (e) {
       rt.client?.close();
       this.runtime.delete(vm.id);
+      // Died while setting up (a disk or backing file it may not open...): QEMU's words, not QMP's.
+      const died = !isOurQemu(pid, p.qmp);
       await this.kill(pid, p.qmp).catch(() => {});
+      const said = died ? qemuLogTail(p, logStart) : "";
+      if (said) throw new DriverError("failed", `QEMU failed to start: ${said}`, { cause: e });
       throw e;
     }
   }

@@ -1,13 +1,14 @@
 /**
  * QEMU processes: the accelerator choice, the command line (an argument array, never a
- * shell), the daemonized launch, and PID checks that resist PID reuse (the process must
+ * shell), the detached launch, and PID checks that resist PID reuse (the process must
  * be alive, not a zombie, and carry our QMP socket path on its command line).
  */
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, statSync } from "node:fs";
 import { DriverError } from "../types.ts";
 import type { StoredVm, VmPaths } from "./state.ts";
 import { allocateDiskSlots, slotBus } from "../shared/disk-slots.ts";
 import { optValue } from "../shared/qemu-opts.ts";
+import { sandboxArgs } from "./confine.ts";
 
 export type Accel = "kvm" | "tcg";
 export type AccelChoice = Accel | "auto";
@@ -23,12 +24,12 @@ export function parseAccel(v: string | undefined): AccelChoice {
  * or partial KVM can pass the first check and still abort QEMU, e.g. "failed to set MSR"),
  * else TCG; an explicit "kvm" that cannot work is an error.
  */
-export async function resolveAccel(want: AccelChoice, binary = "qemu-system-x86_64"): Promise<Accel> {
+export async function resolveAccel(want: AccelChoice, binary = "qemu-system-x86_64", prefix: string[] = []): Promise<Accel> {
   if (want === "tcg") return "tcg";
   let why = "";
   try {
     closeSync(openSync("/dev/kvm", "r+"));
-    why = await probeKvm(binary);
+    why = await probeKvm(binary, prefix);
   } catch (e) {
     why = (e as Error).message;
   }
@@ -37,9 +38,9 @@ export async function resolveAccel(want: AccelChoice, binary = "qemu-system-x86_
   return "tcg";
 }
 
-/** Starts and quits a paused KVM guest; returns "" when that works, else QEMU's complaint. */
-async function probeKvm(binary: string): Promise<string> {
-  const p = Bun.spawn([binary, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "16", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"], {
+/** Starts and quits a paused KVM guest (as the user VMs run as: `prefix`); "" when that works, else QEMU's complaint. */
+async function probeKvm(binary: string, prefix: string[]): Promise<string> {
+  const p = Bun.spawn([...prefix, binary, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "16", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"], {
     stdin: "pipe",
     stdout: "ignore",
     stderr: "pipe",
@@ -52,7 +53,7 @@ async function probeKvm(binary: string): Promise<string> {
   return code === 0 ? "" : err.trim().split("\n")[0] || `QEMU exited with ${code}`;
 }
 
-/** Alive and not a zombie (nobody reaps a daemonized QEMU whose parent is a container's init). */
+/** Alive and not a zombie (nobody reaps an orphaned QEMU whose new parent is a container's init). */
 export function pidAlive(pid: number): boolean {
   let stat: string;
   try {
@@ -109,7 +110,10 @@ export async function waitUntil(gone: () => boolean, timeoutMs: number, stepMs =
 
 export const BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper";
 
-/** The full QEMU command line for a VM, started paused (-S) and daemonized. */
+/**
+ * The full QEMU command line for a VM, started paused (-S), in the foreground: not -daemonize,
+ * whose fork the seccomp sandbox (spawn=deny) forbids; startQemu detaches it instead.
+ */
 export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths): string[] {
   const o = optValue;
   const args: string[] = [binary];
@@ -122,7 +126,8 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   add("-m", String(vm.memory_mb));
   add("-smp", String(vm.vcpus));
   add("-nodefaults", "-no-user-config", "-display", "none");
-  add("-daemonize", "-S");
+  add("-S");
+  add(...sandboxArgs(vm.network.mode === "bridge"));
   add("-pidfile", p.pidfile);
   add("-chardev", `socket,id=qmp,path=${o(p.qmp)},server=on,wait=off`, "-mon", "chardev=qmp,mode=control");
   add("-chardev", `socket,id=serial0,path=${o(p.serial)},server=on,wait=off,logfile=${o(p.serialLog)},logappend=on`, "-serial", "chardev:serial0");
@@ -175,25 +180,49 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
 }
 
 /**
- * Runs QEMU with -daemonize: the foreground process exits once the VM is set up (sockets
- * listening, pidfile written) or failed; its stderr is the reason.
+ * Starts QEMU detached (its own session, stdout and stderr appended to `logPath`, not a pipe
+ * that would break when rcloud exits) and waits until its QMP socket exists. The spawned PID is
+ * QEMU's: every prefix program execs in place. Fails with the log's last lines if it exits first.
  */
-export async function launchDaemon(args: string[], timeoutMs = 60_000): Promise<void> {
+export async function startQemu(argv: string[], p: VmPaths, timeoutMs = 60_000): Promise<number> {
+  const logFd = openSync(p.qemuLog, "a", 0o640);
+  const logStart = statSync(p.qemuLog).size;
   let proc;
   try {
-    proc = Bun.spawn(args, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    proc = Bun.spawn(argv, { stdin: "ignore", stdout: logFd, stderr: logFd, detached: true });
   } catch (e) {
-    throw new DriverError("unavailable", `cannot run ${args[0]}: ${(e as Error).message}`, { cause: e });
-  }
-  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-  try {
-    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
-    if (code !== 0) {
-      const msg = stderr.trim().split("\n").slice(-5).join("; ") || `exit status ${code}`;
-      throw new DriverError("failed", `QEMU failed to start: ${msg}`);
-    }
+    throw new DriverError("unavailable", `cannot run ${argv[0]}: ${(e as Error).message}`, { cause: e });
   } finally {
-    clearTimeout(timer);
+    closeSync(logFd);
+  }
+  let code: number | null = null;
+  void proc.exited.then((c) => void (code = c));
+  const isSocket = () => {
+    try {
+      return statSync(p.qmp).isSocket();
+    } catch {
+      return false;
+    }
+  };
+  const ready = await waitUntil(() => code !== null || isSocket(), timeoutMs, 20);
+  if (code !== null) {
+    const said = qemuLogTail(p, logStart);
+    throw new DriverError("failed", `QEMU failed to start: ${said || `exit status ${code}`}`);
+  }
+  if (!ready) {
+    proc.kill("SIGKILL");
+    throw new DriverError("failed", `QEMU did not open its QMP socket within ${timeoutMs / 1000} s (see ${p.qemuLog})`);
+  }
+  proc.unref(); // it may outlive rcloud; Bun still reaps it if it exits first
+  return proc.pid;
+}
+
+/** The last lines QEMU wrote to qemu.log since byte `from`, joined; "" when none. */
+export function qemuLogTail(p: VmPaths, from: number): string {
+  try {
+    return readFileSync(p.qemuLog).subarray(from).toString("utf8").trim().split("\n").slice(-5).join("; ");
+  } catch {
+    return "";
   }
 }
 

@@ -5,7 +5,7 @@
  *
  *   <state_dir>/rcloud.lock
  *   <state_dir>/vms/<id>/{vm.json, root.qcow2, data<N>.qcow2, seed.iso,
- *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid}
+ *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log}
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -55,6 +55,8 @@ export interface VmPaths {
   serialLog: string;
   qga: string;
   pidfile: string;
+  /** QEMU's stdout and stderr. */
+  qemuLog: string;
   disk(file: string): string;
 }
 
@@ -68,6 +70,7 @@ export function vmPaths(stateDir: string, id: string): VmPaths {
     serialLog: join(dir, "serial.log"),
     qga: join(dir, "qga.sock"),
     pidfile: join(dir, "qemu.pid"),
+    qemuLog: join(dir, "qemu.log"),
     disk: (file) => join(dir, file),
   };
 }
