@@ -13,7 +13,8 @@ import { expected } from "../src/config/checks.ts";
 import { ENV_VARS, type EnvVarSpec } from "../src/config/env.ts";
 import { EXTRA_VARS_MAPPING } from "../src/config/extra-vars.ts";
 import { defaultConfig } from "../src/config/load.ts";
-import { ALIASES, type KeySchema, LEAVES } from "../src/config/schema.ts";
+import type { KeySchema } from "../src/config/key-options.ts";
+import { ALIASES, LEAVES } from "../src/config/schema.ts";
 
 function shownDefault(schema: KeySchema, value: unknown): string {
   return schema.defaultText ?? `\`${value === null ? "null" : JSON.stringify(value)}\``;

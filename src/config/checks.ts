@@ -6,7 +6,7 @@
 import { posix } from "node:path";
 import { FormatRegistry, type TSchema } from "@sinclair/typebox";
 import { Value, ValueErrorType } from "@sinclair/typebox/value";
-import type { KeySchema } from "./schema.ts";
+import type { KeySchema } from "./key-options.ts";
 
 /** String format of path keys: absolute, and not starting with `~` (which nothing expands). */
 export const ABSOLUTE_PATH = "rcloud-absolute-path";

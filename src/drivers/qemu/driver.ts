@@ -28,7 +28,8 @@ import { randomMac } from "../shared/mac.ts";
 import { checkBridge } from "./net.ts";
 import { resolveRunAs, runAsPrefix, scopePrefix, systemdBooted, type RunAsUser } from "./confine.ts";
 import { cpuTimeNs, isOurQemu, qemuArgs, qemuLogTail, readPidfile, resolveAccel, startQemu, waitUntil, type Accel, type AccelChoice } from "./process.ts";
-import { checkSocketPaths, scanVms, StateLock, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
+import { StateLock } from "./lock.ts";
+import { checkSocketPaths, scanVms, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
 
 export interface QemuDriverOptions {
   /** qemu-system-x86_64 (config.qemu.binary). */
@@ -138,7 +139,7 @@ export class QemuDriver implements VmDriver {
       this.version = await qemuVersion(this.opts.binary);
       mkdirSync(join(dir, "vms"), { recursive: true, mode: 0o755 });
       this.checkRunAsReach(join(dir, "vms"));
-      const lock = await StateLock.acquire(dir);
+      const lock = StateLock.acquire(dir);
       try {
         await this.reattach();
       } catch (e) {

@@ -1,16 +1,15 @@
 /**
  * The qemu driver's state directory: one JSON record per VM next to its disks, sockets,
- * pidfile and logs, written atomically (temp file + rename), and a lock file holding the
- * owner's PID so two rcloud instances never manage the same VMs.
+ * pidfile and logs, written atomically (temp file + rename); lock.ts holds the lock file
+ * so two rcloud instances never manage the same VMs.
  *
  *   <state_dir>/rcloud.lock
  *   <state_dir>/vms/<id>/{vm.json, root.qcow2, data<N>.qcow2, seed.iso,
  *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log}
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { DriverError, type NetworkMode, type ReportedDiskBus } from "../types.ts";
-import { pidAlive } from "./process.ts";
 
 export const ID_RE = /^vm-[a-z0-9]{8}$/;
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -159,76 +158,4 @@ export function scanVms(stateDir: string): { id: string; vm: StoredVm | null; er
     out.push("vm" in r ? { id, vm: r.vm, error: null } : { id, vm: null, error: r.error });
   }
   return out;
-}
-
-// ---- the lock file -----------------------------------------------------------------
-
-/** Lock files held by driver instances in this process (a second instance is refused too). */
-const heldLocks = new Set<string>();
-
-function readLockPid(path: string): number | null {
-  try {
-    const n = Number(readFileSync(path, "utf8").trim());
-    return Number.isInteger(n) && n > 0 ? n : null;
-  } catch {
-    return null;
-  }
-}
-
-export class StateLock {
-  private constructor(readonly path: string) {}
-
-  /**
-   * Takes `<stateDir>/rcloud.lock`. A live owner (another rcloud, or another driver in
-   * this process) is a conflict; a lock left by a dead process is taken over.
-   */
-  static async acquire(stateDir: string): Promise<StateLock> {
-    mkdirSync(stateDir, { recursive: true });
-    const path = join(stateDir, "rcloud.lock");
-    for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        const fd = openSync(path, "wx", 0o644);
-        try {
-          writeSync(fd, `${process.pid}\n`);
-        } finally {
-          closeSync(fd);
-        }
-        heldLocks.add(path);
-        return new StateLock(path);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      }
-      const owner = readLockPid(path);
-      if (owner !== null && pidAlive(owner) && (owner !== process.pid || heldLocks.has(path))) {
-        throw new DriverError(
-          "conflict",
-          `state directory ${stateDir} is in use by another rcloud (PID ${owner}, lock file ${path}); ` +
-            `stop that one first, or give this one its own qemu.state_dir (RCLOUD_STATE_DIR)`,
-        );
-      }
-      // Stale (dead owner, or garbage): take it over atomically, then make sure we won
-      // against another instance doing the same at the same moment.
-      writeAtomic(path, `${process.pid}\n`);
-      await Bun.sleep(30);
-      if (readLockPid(path) === process.pid) {
-        heldLocks.add(path);
-        return new StateLock(path);
-      }
-    }
-    throw new DriverError("conflict", `could not take the lock ${path}: another rcloud keeps taking it`);
-  }
-
-  /** Still ours (nobody removed or took it)? */
-  held(): boolean {
-    return heldLocks.has(this.path) && readLockPid(this.path) === process.pid;
-  }
-
-  release(): void {
-    if (!heldLocks.delete(this.path)) return;
-    try {
-      if (readLockPid(this.path) === process.pid) unlinkSync(this.path);
-    } catch {
-      // already gone
-    }
-  }
 }
