@@ -41,6 +41,14 @@ export interface RcloudConfig {
     slow_call_spacing_ms: number;
     /** The most slow libvirt calls in flight per host: that libvirtd's max_workers. */
     max_slow_calls: number;
+    /** Deadline of quick libvirt calls (lookups, XML, state), s; 0 = none. */
+    call_timeout_s: number;
+    /** Deadline of worker-holding libvirt calls (domain start, volume creation), s; 0 = none while keepalive answers. */
+    slow_call_timeout_s: number;
+    /** Ping libvirtd after this many idle seconds; 0 = no keepalive of our own. */
+    keepalive_interval_s: number;
+    /** libvirtd is declared dead after keepalive_interval_s × keepalive_count without a packet. */
+    keepalive_count: number;
   };
   images: { base_images_dir: string };
   qemu: {
@@ -135,6 +143,10 @@ export const SCHEMA: Record<string, SchemaNode> = {
     busy_poll_us: leaf({ kind: "int", min: 0, max: 10000 }),
     slow_call_spacing_ms: leaf({ kind: "int", min: 0, max: 1000 }),
     max_slow_calls: leaf({ kind: "int", min: 1, max: 1000 }),
+    call_timeout_s: leaf({ kind: "int", min: 0, max: 3600 }),
+    slow_call_timeout_s: leaf({ kind: "int", min: 0, max: 86400 }),
+    keepalive_interval_s: leaf({ kind: "int", min: 0, max: 3600 }),
+    keepalive_count: leaf({ kind: "int", min: 1, max: 100 }),
     // The design document put the base-image directory under `libvirt:`.
     base_images_dir: { alias: "images.base_images_dir" },
   }),
