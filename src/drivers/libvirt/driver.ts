@@ -176,6 +176,13 @@ export class LibvirtDriver implements VmDriver {
   private async recover(): Promise<void> {
     const c = this.pool_;
     if (!c) return;
+    try {
+      // A restarted libvirtd may not have started the pool again yet (autostart runs late on a
+      // busy host); rollbacks and the sweep below need it active.
+      await this.ensurePool();
+    } catch {
+      // retried with the rollbacks
+    }
     const pending = this.pendingRollbacks;
     this.pendingRollbacks = [];
     for (const r of pending) await this.undoCreate(r);
