@@ -5,7 +5,9 @@
  * `rcloud serve` process) and, in the same run against the same libvirtd, the same VMs with
  * plain virsh (vol-create-as + define + start, N processes at once). Each phase ends when
  * every VM is running; VMs are removed between phases, and the order alternates per round.
- * Prints one JSON line: {rcloud_s, virsh_s (means), ratio, failures, rcloud_peak_rss_mb, n, runs}.
+ * Prints one JSON line: {rcloud_s, virsh_s (means), ratio, failures (rcloud_failures +
+ * virsh_failures: creates that did not end with a running VM, over every phase including the
+ * warm-up), rcloud_peak_rss_mb, n, runs}.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
@@ -58,7 +60,8 @@ const poolB = `rcbench-virsh-${process.pid}`;
 const poolImg = `rcbench-img-${process.pid}`;
 
 const lv = await LibvirtClient.connect(uri);
-let failures = 0;
+let rcloudFailures = 0;
+let virshFailures = 0;
 let rcloudS = 0;
 let virshS = 0;
 let peakRssMb = 0;
@@ -179,7 +182,14 @@ try {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
-        }).then(async (r) => ({ status: r.status, body: (await r.json()) as { state?: string }, at: (performance.now() - t0) / 1000 })),
+          // Wait as long as virsh does: Bun's fetch gives up after 5 idle minutes by default,
+          // which a loaded 2-core host reaches with 50 TCG starts.
+          timeout: false,
+        }).then(
+          async (r) => ({ status: r.status, body: (await r.json().catch(() => ({}))) as { state?: string }, at: (performance.now() - t0) / 1000 }),
+          // A dropped connection is a failed create too, not the end of the benchmark.
+          (e: Error) => ({ status: 0, body: { error: e.message } as { state?: string }, at: (performance.now() - t0) / 1000 }),
+        ),
       ),
     );
     const s = (performance.now() - t0) / 1000;
@@ -192,7 +202,7 @@ try {
     }
     const bad = results.filter((r) => r.status !== 201 || r.body.state !== "running");
     for (const r of bad) console.error(`rcloud create failed: ${r.status} ${JSON.stringify(r.body)}`);
-    failures += bad.length;
+    rcloudFailures += bad.length;
     const d0 = performance.now();
     await Promise.all(names.map((name) => fetch(`${api}/vms/${name}`, { method: "DELETE" })));
     if (timeline) console.error(`rcloud deleted ${count} VMs in ${((performance.now() - d0) / 1000).toFixed(2)} s`);
@@ -254,7 +264,7 @@ try {
     );
     const s = (performance.now() - t0) / 1000;
     if (timeline) console.error("virsh ", pct(ats), `libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`);
-    failures += codes.reduce((a, b) => a + b, 0);
+    virshFailures += codes.reduce((a, b) => a + b, 0);
     await cleanupDomains("rcbench-v");
     const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolB });
     await lv.call(P.storagePoolRefresh, { pool, flags: 0 });
@@ -298,7 +308,9 @@ console.log(
     rcloud_s: Math.round(rcloudS * 100) / 100,
     virsh_s: Math.round(virshS * 100) / 100,
     ratio: Math.round((rcloudS / virshS) * 100) / 100,
-    failures,
+    failures: rcloudFailures + virshFailures,
+    rcloud_failures: rcloudFailures,
+    virsh_failures: virshFailures,
     rcloud_peak_rss_mb: Math.round(peakRssMb),
     rounds,
     rcloud_runs_s: rcloudRuns.map((x) => Math.round(x * 100) / 100),

@@ -45,7 +45,16 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, o
     domainType: config.libvirt.domain_type,
     consoleLogDir: config.libvirt.console_log_dir,
     listImages: async () => catalog.list(),
-    client: { onCallComplete: onRpc, busyPollUs: config.libvirt.busy_poll_us, slowCallSpacingMs: config.libvirt.slow_call_spacing_ms, maxSlowCalls: config.libvirt.max_slow_calls },
+    client: {
+      onCallComplete: onRpc,
+      busyPollUs: config.libvirt.busy_poll_us,
+      slowCallSpacingMs: config.libvirt.slow_call_spacing_ms,
+      maxSlowCalls: config.libvirt.max_slow_calls,
+      callTimeoutMs: config.libvirt.call_timeout_s * 1000,
+      slowCallTimeoutMs: config.libvirt.slow_call_timeout_s * 1000,
+      keepaliveIntervalMs: config.libvirt.keepalive_interval_s * 1000,
+      keepaliveCount: config.libvirt.keepalive_count,
+    },
   });
 }
 

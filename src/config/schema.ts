@@ -142,6 +142,13 @@ export const CONFIG_SCHEMA = Section({
     busy_poll_us: Int(0, 10000, { default: 200, description: "busy-poll window of the RPC client while calls are outstanding (µs; 0 = off)" }),
     slow_call_spacing_ms: Int(0, 1000, { default: 10, description: "growth step of the window for slow libvirt calls, ms; 0 = no window" }),
     max_slow_calls: Int(1, 1000, { default: 20, description: "the most slow libvirt calls in flight per host: that libvirtd's max_workers" }),
+    call_timeout_s: Int(0, 3600, { default: 60, description: "deadline of quick libvirt calls (lookups, XML, state), seconds; 0 = none" }),
+    slow_call_timeout_s: Int(0, 86400, {
+      default: 0,
+      description: "deadline of worker-holding libvirt calls (domain start, volume creation), seconds; 0 = none while keepalive answers",
+    }),
+    keepalive_interval_s: Int(0, 3600, { default: 5, description: "ping libvirtd after this many idle seconds; 0 = no keepalive of our own" }),
+    keepalive_count: Int(1, 100, { default: 3, description: "libvirtd is declared dead after keepalive_interval_s × keepalive_count seconds without a packet" }),
   }),
   images: Section({
     base_images_dir: Path({

@@ -42,8 +42,16 @@ const CONNECT_RO = 1;
 
 export interface LibvirtClientOptions {
   connectTimeoutMs?: number;
+  /** Deadline of quick calls (lookups, XML, state), ms; default 60 s; 0 = none. */
   callTimeoutMs?: number;
+  /**
+   * Deadline of calls that hold a libvirtd worker for long (domain start, volume creation:
+   * WORKER_HOLDING_PROCEDURES), ms; default 0 = none while keepalive answers (deadline-policy.ts).
+   */
+  slowCallTimeoutMs?: number;
+  /** Ping after this long without traffic, ms; default 5 s; 0 = no keepalive of our own. */
   keepaliveIntervalMs?: number;
+  /** Declare the daemon dead after interval × count without a packet; default 3. */
   keepaliveCount?: number;
   /** Calls in progress on the daemon at once (its max_client_requests; default 5). */
   maxInFlight?: number;
@@ -135,6 +143,7 @@ export class LibvirtClient {
     this.connOpts = {
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
       callTimeoutMs: opts.callTimeoutMs ?? 60_000,
+      slowCallTimeoutMs: opts.slowCallTimeoutMs ?? 0,
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 5_000,
       keepaliveCount: opts.keepaliveCount ?? 3,
       maxInFlight: opts.maxInFlight ?? 5,

@@ -8,6 +8,7 @@ import { decodeVirNetMessageError } from "../protocol/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
 import { DeadlineSweeper } from "../util/deadlines.ts";
 import { keepPolling } from "./busy-poll.ts";
+import { callDeadlineMs, type DeadlinePolicy } from "./deadline-policy.ts";
 import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
 import { LibvirtStream } from "./stream.ts";
@@ -15,7 +16,7 @@ import { openTransport, type Transport } from "./transport.ts";
 import type { LibvirtTarget } from "./uri.ts";
 
 export interface CallOptions {
-  /** Deadline for the reply; defaults to the connection's callTimeoutMs. 0 = none. */
+  /** Deadline for the reply; defaults to the connection's deadline policy (deadline-policy.ts). 0 = none. */
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -26,7 +27,10 @@ export interface CallObserver {
 
 export interface ConnectionOptions {
   connectTimeoutMs: number;
+  /** Deadline of quick calls (ms; 0 = none). */
   callTimeoutMs: number;
+  /** Deadline of worker-holding calls (ms); 0 = none while keepalive runs (deadline-policy.ts). */
+  slowCallTimeoutMs: number;
   /** Send a PING after this long without traffic; 0 disables our own pings. */
   keepaliveIntervalMs: number;
   /** Declare the peer dead after interval × count without any packet from it. */
@@ -71,6 +75,8 @@ export class RpcConnection {
   private readonly closeListeners: ((e: ConnectionClosedError) => void)[] = [];
   /** Serials sent and not yet answered (abandoned calls included: the daemon still works on them). */
   private readonly unanswered = new Set<number>();
+  /** Calls given up on by their deadline while the daemon still works on them → "it is done now". */
+  private readonly abandoned = new Map<number, () => void>();
   /** Encoded calls waiting for a free slot, in order. */
   private readonly backlog: { serial: number; packet: Uint8Array }[] = [];
   /** Packets dropped because nothing was waiting for them (late replies, unknown events). */
@@ -81,7 +87,10 @@ export class RpcConnection {
     private readonly opts: ConnectionOptions,
   ) {
     this.parser = new PacketParser((p) => this.route(p));
+    this.deadlinePolicy = { quickMs: opts.callTimeoutMs, slowMs: opts.slowCallTimeoutMs, keepalive: opts.keepaliveIntervalMs > 0 };
   }
+
+  private readonly deadlinePolicy: DeadlinePolicy;
 
   static async open(target: LibvirtTarget, opts: ConnectionOptions): Promise<RpcConnection> {
     const conn = new RpcConnection(target, opts);
@@ -165,7 +174,7 @@ export class RpcConnection {
       return Promise.reject(e); // bad arguments never reach the wire
     }
     return new Promise((resolve, reject) => {
-      const timeoutMs = opts.timeoutMs ?? this.opts.callTimeoutMs;
+      const timeoutMs = callDeadlineMs(desc.name, this.deadlinePolicy, opts.timeoutMs);
       const started = performance.now();
       const deadline = timeoutMs > 0 ? started + timeoutMs : Infinity;
       const call: PendingCall = { desc, started, resolve, reject, deadline, timeoutMs, signal: opts.signal, onAbort: null };
@@ -193,7 +202,10 @@ export class RpcConnection {
     () => this.pending,
     (serial) => {
       const call = this.pending.get(serial);
-      if (call) this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs));
+      if (!call) return;
+      // Sent and unanswered: the daemon may still carry it out; tell whoever cleans up when it is done.
+      const finished = this.unanswered.has(serial) ? new Promise<void>((resolve) => this.abandoned.set(serial, resolve)) : undefined;
+      this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs, finished));
     },
   );
 
@@ -282,6 +294,7 @@ export class RpcConnection {
   private routeReply(p: Packet): void {
     const h = p.header;
     if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(() => this.pump());
+    if (this.abandoned.size > 0) this.lateReply(h.serial);
     if (this.unanswered.size > 0) keepPolling(this.opts.busyPollUs);
     const call = this.pending.get(h.serial);
     if (!call) {
@@ -306,6 +319,13 @@ export class RpcConnection {
     } catch (e) {
       this.settle(h.serial, e);
     }
+  }
+
+  private lateReply(serial: number): void {
+    const done = this.abandoned.get(serial);
+    if (!done) return;
+    this.abandoned.delete(serial);
+    done();
   }
 
   private routeMessage(p: Packet): void {
@@ -392,6 +412,8 @@ export class RpcConnection {
     this.deadlines.stop();
     this.backlog.length = 0;
     this.unanswered.clear();
+    for (const done of this.abandoned.values()) done();
+    this.abandoned.clear();
     for (const serial of [...this.pending.keys()]) {
       const call = this.pending.get(serial)!;
       this.settle(serial, this.closedFor(call.desc.name));

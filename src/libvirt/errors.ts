@@ -127,6 +127,12 @@ export class CallTimeoutError extends Error {
   constructor(
     readonly procedure: string,
     readonly timeoutMs: number,
+    /**
+     * Settles when the daemon is done with the call after all: its late reply arrived, or the
+     * connection closed. Until then the call may still take effect (a domain defined or
+     * started after we gave up), so whoever undoes it should look again afterwards.
+     */
+    readonly finished: Promise<void> = Promise.resolve(),
   ) {
     super(`${procedure} got no reply within ${timeoutMs} ms`);
   }

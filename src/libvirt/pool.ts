@@ -76,10 +76,21 @@ export class LibvirtPool {
     return best;
   }
 
+  /**
+   * Calls a session takes before another is opened. A worker-holding call counts the session
+   * full one call earlier: libvirtd stops reading a client with max_client_requests calls in
+   * progress, and a session whose calls all run for a minute would then never have its
+   * keepalive PONGs read, so the daemon would drop it after interval × (count + 1).
+   */
+  private capacity(slow: boolean): number {
+    const perSession = this.opts.callsPerSession ?? 5;
+    return slow ? Math.max(1, perSession - 1) : perSession;
+  }
+
   /** A session with room, opening one if all are full and the cap allows. */
-  private async acquire(): Promise<number> {
+  private async acquire(slow = false): Promise<number> {
     const i = this.pick();
-    const full = this.load[i]! >= (this.opts.callsPerSession ?? 5);
+    const full = this.load[i]! >= this.capacity(slow);
     if (full && this.sessions.length + this.opening < (this.opts.maxSessions ?? 16)) {
       this.opening++;
       try {
@@ -98,7 +109,8 @@ export class LibvirtPool {
   }
 
   async call<A, R>(desc: ProcedureDescriptor<A, R>, args: A, opts?: CallOptions): Promise<R> {
-    const slow = this.slowCalls.enabled && WORKER_HOLDING_PROCEDURES.has(desc.name);
+    const holdsWorker = WORKER_HOLDING_PROCEDURES.has(desc.name);
+    const slow = this.slowCalls.enabled && holdsWorker;
     if (slow) {
       try {
         await this.slowCalls.enter(opts?.signal);
@@ -109,7 +121,7 @@ export class LibvirtPool {
     try {
       // Fast path: pick synchronously when a session has room (no extra await per call).
       let i = this.pick();
-      if (this.load[i]! >= (this.opts.callsPerSession ?? 5)) i = await this.acquire();
+      if (this.load[i]! >= this.capacity(holdsWorker)) i = await this.acquire(holdsWorker);
       this.load[i]!++;
       try {
         return await this.sessions[i]!.call(desc, args, opts);

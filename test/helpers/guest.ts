@@ -14,7 +14,7 @@ export function tinyDiskImageDir(dirName: string): string {
   return dir;
 }
 
-export function tinyGuestXml(name: string, opts: { memoryMiB?: number } = {}): string {
+export function tinyGuestXml(name: string, opts: { memoryMiB?: number; emulator?: string } = {}): string {
   const { kernel, initrd } = rig().guest;
   // Test-controlled values only (name from uniqueName); product code renders XML from templates.
   return `<domain type='qemu'>
@@ -30,7 +30,7 @@ export function tinyGuestXml(name: string, opts: { memoryMiB?: number } = {}): s
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
-  <devices>
+  <devices>${opts.emulator ? `\n    <emulator>${opts.emulator}</emulator>` : ""}
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <memballoon model='none'/>

@@ -300,3 +300,68 @@ describe("RPC connection with a scripted daemon", () => {
     await c.close();
   });
 });
+
+describe("deadlines by kind of call (deadline-policy.ts)", () => {
+  const dom = { name: "slow", uuid: new Uint8Array(16), id: -1 };
+  const ping = encodePacket({ prog: KEEPALIVE_PROGRAM, vers: 1, proc: 1, type: MessageType.MESSAGE, serial: 0, status: 0 });
+
+  /** A daemon that answers every call after `delayMs` and pings the client every 100 ms (alive). */
+  function slowButAlive(delayMs: number): FakeDaemon {
+    const d = fakeDaemon((p, s) => setTimeout(() => reply(s, p, p.header.proc === 59 ? hostnameBody("late") : undefined), delayMs));
+    const pinger = setInterval(() => {
+      for (const s of d.sockets) s.write(ping);
+    }, 100);
+    cleanups.push(() => clearInterval(pinger));
+    return d;
+  }
+
+  test("a worker-holding call outlives the quick deadline while keepalive answers; a quick call does not", async () => {
+    const d = slowButAlive(700);
+    const c = await LibvirtClient.connect(d.uri, { callTimeoutMs: 200, keepaliveIntervalMs: 100, keepaliveCount: 3, reconnect: false });
+    const t0 = performance.now();
+    const [start, lookup] = await Promise.all([
+      c.call(P.domainCreate, { dom }).then(() => "ok", (e) => e),
+      c.call(P.connectGetHostname, undefined).then(() => "ok", (e) => e),
+    ]);
+    expect(start).toBe("ok");
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(650); // longer than the 200 ms quick deadline and 300 ms keepalive window
+    expect(lookup).toBeInstanceOf(CallTimeoutError);
+    expect((lookup as CallTimeoutError).timeoutMs).toBe(200);
+    await c.close();
+  });
+
+  test("a worker-holding call on a silent daemon is still ended by keepalive", async () => {
+    const d = fakeDaemon(() => {}); // never replies, never pings
+    const c = await LibvirtClient.connect(d.uri, { callTimeoutMs: 60_000, keepaliveIntervalMs: 200, keepaliveCount: 3, reconnect: false });
+    const t0 = Date.now();
+    const err = (await c.call(P.domainCreate, { dom }).catch((e) => e)) as ConnectionClosedError;
+    expect(err).toBeInstanceOf(ConnectionClosedError);
+    expect(err.reason).toBe("keepalive");
+    expect(Date.now() - t0).toBeLessThan(3_000); // 600 ms expected; slack for a loaded machine
+  });
+
+  test("a configured slow-call deadline ends the call; `finished` settles when the late reply comes", async () => {
+    const d = slowButAlive(600);
+    const c = await LibvirtClient.connect(d.uri, { callTimeoutMs: 60_000, slowCallTimeoutMs: 150, keepaliveIntervalMs: 100, reconnect: false });
+    const t0 = performance.now();
+    const err = (await c.call(P.domainCreate, { dom }).catch((e) => e)) as CallTimeoutError;
+    expect(err).toBeInstanceOf(CallTimeoutError);
+    expect(err.timeoutMs).toBe(150);
+    let done = false;
+    void err.finished.then(() => (done = true));
+    await Bun.sleep(50);
+    expect(done).toBe(false); // the daemon is still working on it
+    await err.finished;
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(550);
+    await c.close();
+  });
+
+  test("`finished` of an abandoned call settles when the connection closes", async () => {
+    const d = fakeDaemon(() => {});
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, reconnect: false });
+    const err = (await c.call(P.domainCreate, { dom }, { timeoutMs: 50 }).catch((e) => e)) as CallTimeoutError;
+    expect(err).toBeInstanceOf(CallTimeoutError);
+    await c.close();
+    await err.finished; // would hang (test timeout) if nothing settled it
+  });
+});

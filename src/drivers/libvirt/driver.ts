@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import {
+  CallTimeoutError,
   ErrorCode,
   LibvirtError,
   LibvirtPool,
@@ -72,6 +73,22 @@ const AFFECT_LIVE = 1;
 const AFFECT_CONFIG = 2;
 const ALL_CELLS = -1; // VIR_NODE_MEMORY_STATS_ALL_CELLS
 const VOLUME_SIZE_TTL_MS = 60_000;
+/** A rollback that could not finish is tried again after this long (and on every reconnect). */
+const ROLLBACK_RETRY_MS = 5_000;
+
+/** What a failed create may have left: the domain (by UUID) and volumes named <id>-*. */
+interface PendingRollback {
+  id: string;
+  domUuid: Uint8Array;
+  vols: RemoteNonnullStorageVol[];
+}
+
+/** Passes libvirt errors that mean "already done" (the codes given); throws anything else. */
+function alreadyDone(...codes: number[]): (e: unknown) => void {
+  return (e) => {
+    if (!(e instanceof LibvirtError && codes.includes(e.code))) throw e;
+  };
+}
 
 function stateName(s: number): VmState {
   switch (s) {
@@ -130,8 +147,9 @@ export class LibvirtDriver implements VmDriver {
   private readonly volumeSizes = new Map<string, { gb: number; at: number }>();
   /** VM ids whose create is in progress: their volumes are not orphans. */
   private readonly creating = new Set<string>();
-  /** Rollbacks that could not run because libvirt went away; retried on reconnect. */
-  private pendingRollbacks: { domUuid: Uint8Array | null; vols: RemoteNonnullStorageVol[] }[] = [];
+  /** Rollbacks that could not finish (libvirt away or busy); retried on reconnect and by a timer. */
+  private pendingRollbacks: PendingRollback[] = [];
+  private rollbackTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly opts: LibvirtDriverOptions) {}
 
@@ -166,13 +184,16 @@ export class LibvirtDriver implements VmDriver {
     const c = this.pool_;
     if (!c) return;
     try {
-      const pending = this.pendingRollbacks;
-      this.pendingRollbacks = [];
-      for (const r of pending) {
-        let dom: RemoteNonnullDomain | null = null;
-        if (r.domUuid) dom = await c.call(P.domainLookupByUuid, { uuid: r.domUuid }).then((x) => x.dom, () => null);
-        await this.rollback(dom, r.vols);
-      }
+      // A restarted libvirtd may not have started the pool again yet (autostart runs late on a
+      // busy host); rollbacks and the sweep below need it active.
+      await this.ensurePool();
+    } catch {
+      // retried with the rollbacks
+    }
+    const pending = this.pendingRollbacks;
+    this.pendingRollbacks = [];
+    for (const r of pending) await this.undoCreate(r);
+    try {
       const pool = await this.pool();
       await c.call(P.storagePoolRefresh, { pool, flags: 0 }).catch(() => {});
       const { vols } = await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
@@ -199,6 +220,8 @@ export class LibvirtDriver implements VmDriver {
   private droppedReconnects = 0;
 
   async close(): Promise<void> {
+    if (this.rollbackTimer) clearTimeout(this.rollbackTimer);
+    this.rollbackTimer = null;
     this.droppedReconnects += this.pool_?.reconnects ?? 0;
     await this.pool_?.close();
     this.pool_ = null;
@@ -526,37 +549,57 @@ export class LibvirtDriver implements VmDriver {
         cpuTimeNs: 0n,
       };
     } catch (e) {
-      try {
-        // The define may have happened even if its reply was lost: look the domain up by UUID.
-        const uuidBytes = Buffer.from(uuid.replace(/-/g, ""), "hex");
-        dom ??= await c.call(P.domainLookupByUuid, { uuid: uuidBytes }).then((x) => x.dom, () => null);
-        await this.rollback(dom, made);
-      } catch {
-        this.pendingRollbacks.push({ domUuid: Buffer.from(uuid.replace(/-/g, ""), "hex"), vols: made });
-      }
+      // The define or start may have happened even if its reply was lost or came too late.
+      const undo: PendingRollback = { id: spec.id, domUuid: Buffer.from(uuid.replace(/-/g, ""), "hex"), vols: made };
+      await this.undoCreate(undo);
+      // A call given up on by its deadline may still take effect: undo again once libvirtd is done with it.
+      if (e instanceof CallTimeoutError) void e.finished.then(() => this.undoCreate(undo));
       translate(e, `creating ${spec.name}`);
     } finally {
       this.creating.delete(spec.id);
     }
   }
 
-  /**
-   * Removes what a failed create made, newest first. Throws only when libvirt is gone
-   * (the caller then retries after reconnecting); "already gone" is success.
-   */
-  private async rollback(dom: RemoteNonnullDomain | null, vols: RemoteNonnullStorageVol[]): Promise<void> {
-    const c = this.c;
-    const gone = (e: unknown) => {
-      if (!(e instanceof LibvirtError)) throw e; // connection-level: retry later
-    };
-    if (dom) {
-      await c.call(P.domainDestroy, { dom }).catch(gone);
-      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch((e) => {
-        gone(e);
-        return c.call(P.domainUndefine, { dom }).catch(gone);
-      });
+  /** Rolls a failed create back now, or keeps trying in the background until it is done. */
+  private async undoCreate(r: PendingRollback): Promise<void> {
+    try {
+      await this.rollback(r);
+    } catch {
+      this.pendingRollbacks.push(r);
+      this.rollbackTimer ??= setTimeout(() => {
+        this.rollbackTimer = null;
+        void this.recover();
+      }, ROLLBACK_RETRY_MS);
+      (this.rollbackTimer as { unref?: () => void }).unref?.();
     }
-    for (const vol of [...vols].reverse()) await c.call(P.storageVolDelete, { vol, flags: 0 }).catch(gone);
+  }
+
+  /**
+   * Removes what a failed create made: the domain with its UUID (destroy stops a start still
+   * in progress) and every volume named <id>-*, also one whose creation finished after rcloud
+   * gave up on it. Only "no such domain/volume" and "not running" count as done; anything
+   * else (libvirt gone, a job still holding the domain) throws, and the caller tries again.
+   */
+  private async rollback(r: PendingRollback): Promise<void> {
+    const c = this.c;
+    const dom = await c.call(P.domainLookupByUuid, { uuid: r.domUuid }).then(
+      (x) => x.dom,
+      (e) => {
+        alreadyDone(ErrorCode.NO_DOMAIN)(e);
+        return null;
+      },
+    );
+    if (dom) {
+      await c.call(P.domainDestroy, { dom }).catch(alreadyDone(ErrorCode.OPERATION_INVALID, ErrorCode.NO_DOMAIN));
+      // Drivers that refuse one of the flags get a plain undefine.
+      await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }).catch(alreadyDone(ErrorCode.NO_DOMAIN)));
+    }
+    const deleteVol = (vol: RemoteNonnullStorageVol) => c.call(P.storageVolDelete, { vol, flags: 0 }).catch(alreadyDone(ErrorCode.NO_STORAGE_VOL));
+    for (const vol of [...r.vols].reverse()) await deleteVol(vol);
+    const pool = await this.pool();
+    await c.call(P.storagePoolRefresh, { pool, flags: 0 });
+    const { vols } = await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
+    for (const vol of vols.filter((v) => v.name.startsWith(`${r.id}-`))) await deleteVol(vol);
   }
 
   /** networkFor answers, briefly cached: listing VMs asks once per VM for the same bridge. */
