@@ -193,9 +193,9 @@ export function createApp(service: VmService, opts: AppOptions) {
         .get(
           "/health",
           async ({ set }) => {
-            const h = await service.driver.health();
+            const h = await service.health();
             if (!h.ok) set.status = 503;
-            return { status: h.ok ? "healthy" : "unhealthy", version: opts.version, driver: service.driver.kind, hypervisor: h };
+            return { status: h.ok ? "healthy" : "unhealthy", version: opts.version, driver: service.driverKind, hypervisor: h };
           },
           {
             detail: { tags: ["system"], summary: "Liveness and hypervisor connectivity" },

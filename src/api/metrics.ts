@@ -57,8 +57,8 @@ export class Metrics {
       for (const k of ["vms", "vmMem"] as const) g[k].reset();
       this.vmCpu.reset();
       reconnects.reset();
-      reconnects.inc(service.driver.reconnects?.() ?? 0);
-      const slow = service.driver.slowCalls?.() ?? null;
+      const { reconnects: reconnected, slowCalls: slow } = service.connectionStats();
+      reconnects.inc(reconnected);
       if (slow) {
         g.slowCalls.set({ state: "in_flight" }, slow.inFlight);
         g.slowCalls.set({ state: "waiting" }, slow.waiting);

@@ -82,6 +82,7 @@ export class VmService {
   }
 
   constructor(
+    /** For tests that reach into the driver; adapters use the service's own methods. */
     readonly driver: VmDriver,
     private readonly catalog: ImageCatalog,
     private readonly defaults: ServiceDefaults,
@@ -123,6 +124,23 @@ export class VmService {
     } finally {
       if (--this.running === 0) for (const r of this.idle.splice(0)) r();
     }
+  }
+
+  // ---- the hypervisor ----
+
+  /** Which driver runs the VMs (libvirt or qemu). */
+  get driverKind(): VmDriver["kind"] {
+    return this.driver.kind;
+  }
+
+  /** Whether the hypervisor answers (GET /health). */
+  health(): Promise<{ ok: boolean; detail: string }> {
+    return this.driver.health();
+  }
+
+  /** The driver's connection figures for /metrics: reconnects so far, and the slow-call window (libvirt). */
+  connectionStats(): { reconnects: number; slowCalls: { inFlight: number; waiting: number; window: number } | null } {
+    return { reconnects: this.driver.reconnects?.() ?? 0, slowCalls: this.driver.slowCalls?.() ?? null };
   }
 
   // ---- reads ----
