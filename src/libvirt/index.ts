@@ -10,3 +10,4 @@ export { registerTransport } from "./transport.ts";
 export type { Transport, TransportFactory, TransportHandlers } from "./transport.ts";
 export { remoteProcedures, remoteMessages } from "../protocol/generated/remote.ts";
 export { qemuProcedures } from "../protocol/generated/qemu.ts";
+export type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../protocol/generated/remote.ts";

@@ -311,13 +311,18 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
       });
     }
 
-    test("64 SSH keys of the longest accepted line make a VM (the seed's limits are the API's)", async () => {
-      const name = uniqueName("keys").slice(0, 40);
-      const longest = (i: number) => `${ED25519} ${String(i).padEnd(16 * 1024 - ED25519.length - 1, "c")}`;
-      const r = await server.req("POST", "/api/v1/vms", vmBody(name, { ssh_public_keys: Array.from({ length: 64 }, (_, i) => longest(i)) }));
-      expect(r.status).toBe(201);
-      await server.req("DELETE", `/api/v1/vms/${name}`);
-    });
+    // Keyed VMs need a seed volume upload, which libvirt's test driver lacks (covered on qemu:///system by test/e2e).
+    if (opts.sshKeys) {
+      test("64 SSH keys as long as the default body limit (1 MiB) allows make a VM (the seed's limits are the API's)", async () => {
+        const name = uniqueName("keys").slice(0, 40);
+        // 64 lines of 16 KiB (the longest key line accepted) would be just over 1 MiB with the
+        // JSON around them; the seed builder's own worst case is unit-tested (test/unit/cloudinit).
+        const longest = (i: number) => `${ED25519} ${String(i).padEnd(16 * 1024 - 256 - ED25519.length - 1, "c")}`;
+        const r = await server.req("POST", "/api/v1/vms", vmBody(name, { ssh_public_keys: Array.from({ length: 64 }, (_, i) => longest(i)) }));
+        expect(r.status).toBe(201);
+        await server.req("DELETE", `/api/v1/vms/${name}`);
+      });
+    }
 
     test("kernel and initrd outside kernel_dir: one answer whether the path exists or not", async () => {
       const outside = [
