@@ -1,73 +1,32 @@
 /**
- * The VM service: validation, naming, placement checks, per-VM locking and the API's view
- * of a VM. It talks to one VmDriver and knows nothing about libvirt or QEMU.
+ * The VM service: naming, access, quotas, per-VM locking and the API's view of a VM; create
+ * requests are validated by validate-create.ts. It talks to one VmDriver and knows nothing
+ * about libvirt or QEMU.
  */
-import { randomBytes } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
-import { isAbsolute } from "node:path";
-import { assertAccess, type Caller, canAccess, checkQuota, projectForCreate, type QuotaConfig, quotaFor, type Usage } from "../auth/scope.ts";
-import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
-import type { ConsoleInfo, ConsoleSession, DiskBus, HostInfo, ImageInfo, NetworkMode, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
-import { containedPath } from "../util/contained-path.ts";
-import { loginUserProblem } from "../util/login-user.ts";
-import { KeyedMutex } from "../util/mutex.ts";
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, QMP_QUERY_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
+import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
+import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import { KeyedMutex } from "../util/mutex.ts";
 import { fromDriver } from "./errors.ts";
-import { checkMemoryFits } from "./capacity.ts";
 import type { ImageCatalog } from "./images.ts";
+import { QuotaReservations } from "./quota-reservations.ts";
+import { SshPortReservations } from "./ssh-ports.ts";
+import { invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+
+export type { ServiceDefaults };
 
 /** Re-exported for the adapters, which talk to the service only. */
 export type { ConsoleSession };
 
-export interface ServiceDefaults {
-  vcpus: number;
-  memoryMb: number;
-  rootDiskGb: number;
-  networkMode: NetworkMode;
-  networkBridge: string;
-  userNetworkRestrict: boolean;
-  diskDriver: DiskBus;
-  sshUser: string;
-  kernelDir: string | null;
-  stopTimeoutS: number;
-  maxExtraDisks: number;
-  /**
-   * vCPUs one VM may have per host CPU: vCPUs are time-shared, so a VM may have more than
-   * the host has cores (a 4-vCPU test VM on a 2-core laptop is normal), within reason.
-   */
-  vcpuOvercommit: number;
-  /** A VM's memory may be up to the host's times this: memory is not time-shared, so 1 by default. */
-  memoryOvercommit: number;
-}
-
-const NAME_RE = new RegExp(VM_NAME_PATTERN);
 const ID_RE = new RegExp(VM_ID_PATTERN);
-const BRIDGE_RE = new RegExp(BRIDGE_PATTERN);
 const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
 const GiB = 1024 ** 3;
-/** Below this much free space in the pool, creating a VM's overlays is refused. */
-const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
-
-function newId(): string {
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  return "vm-" + [...randomBytes(8)].map((b) => alphabet[b % 36]).join("");
-}
-
-function invalid(field: string, message: string): ServiceError {
-  return new ServiceError("validation_error", `${field}: ${message}`, { field });
-}
-
-function intIn(field: string, v: unknown, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v)) throw invalid(field, "must be an integer");
-  if (v < min || v > max) throw invalid(field, `must be between ${min} and ${max}, got ${v}`);
-  return v;
-}
 
 export class VmService {
   private readonly locks = new KeyedMutex();
-  private readonly reservedPorts = new Set<number>();
+  private readonly sshPorts = new SshPortReservations();
   /** Capacity checks in a burst of creates share one recent reading of the host. */
   private hostCache: { at: number; info: Promise<HostInfo> } | null = null;
 
@@ -89,14 +48,16 @@ export class VmService {
     /** Told how long each lifecycle operation took (metrics). */
     private readonly onOperation: (op: string, ms: number, ok: boolean) => void = () => {},
     /** Per-project quotas; null = none. */
-    private readonly quotas: QuotaConfig | null = null,
-  ) {}
+    quotas: QuotaConfig | null = null,
+  ) {
+    this.quotaReservations = new QuotaReservations(quotas);
+  }
+
+  private readonly quotaReservations: QuotaReservations;
 
   /** VM id → name, from the last listing and from creates (a hint: always re-checked). */
   private readonly idToName = new Map<string, string>();
 
-  /** Creates past their quota check and not yet finished, by project then VM id. */
-  private readonly inflight = new Map<string, Map<string, { name: string; usage: Usage }>>();
 
   /** Lifecycle operations running now (graceful shutdown waits for them). */
   private running = 0;
@@ -209,55 +170,12 @@ export class VmService {
     const owner = projectForCreate(caller, req.project);
     const spec = await this.validateCreate(req, owner);
     return this.timed("create", async () => {
-      const release = owner !== null ? await this.reserveQuota(owner, spec) : () => {};
+      const release = owner !== null ? await this.quotaReservations.reserve(owner, spec, () => this.records()) : () => {};
       try {
         return await this.createLocked(spec);
       } finally {
         release();
       }
-    });
-  }
-
-  /**
-   * Checks the project's quota and reserves the new VM's share, atomically: one check at a
-   * time per project, counting the project's VMs from the driver plus creates still in flight.
-   * Returns the release to call when the create has finished (either way).
-   */
-  private async reserveQuota(project: string, spec: VmSpec): Promise<() => void> {
-    const quota = quotaFor(this.quotas, project);
-    if (quota === null) return () => {};
-    return this.locks.run(`quota:${project}`, async () => {
-      // Snapshot the creates in flight *before* listing: one that finishes during the list
-      // is then either in the list or in the snapshot, never in neither.
-      const pending = this.inflight.get(project) ?? new Map<string, { name: string; usage: Usage }>();
-      const inFlight = [...pending];
-      const records = (await this.records()).filter((r) => r.owner === project);
-      const usage: Usage = { vms: 0, vcpus: 0, memory_mb: 0, disk_gb: 0 };
-      const add = (u: Usage) => {
-        usage.vms += u.vms;
-        usage.vcpus += u.vcpus;
-        usage.memory_mb += u.memory_mb;
-        usage.disk_gb += u.disk_gb;
-      };
-      const seen = new Set(records.map((r) => r.id));
-      for (const r of records) {
-        const disk = r.disks.filter((d) => d.type === "root" || d.type === "data").reduce((n, d) => n + d.size_gb, 0);
-        add({ vms: 1, vcpus: r.vcpus, memory_mb: r.memoryMb, disk_gb: disk });
-      }
-      for (const [id, p] of inFlight) if (!seen.has(id)) add(p.usage);
-      const mine: Usage = {
-        vms: 1,
-        vcpus: spec.vcpus,
-        memory_mb: spec.memoryMb,
-        disk_gb: spec.rootDiskGb + spec.dataDisks.reduce((n, d) => n + d.sizeGb, 0),
-      };
-      checkQuota(project, quota, usage, mine);
-      pending.set(spec.id, { name: spec.name, usage: mine });
-      this.inflight.set(project, pending);
-      return () => {
-        pending.delete(spec.id);
-        if (pending.size === 0 && this.inflight.get(project) === pending) this.inflight.delete(project);
-      };
     });
   }
 
@@ -269,14 +187,14 @@ export class VmService {
       let port: number | null = null;
       try {
         if (spec.network.mode === "user") {
-          port = await this.allocatePort();
+          port = this.sshPorts.allocate(await this.guard(() => this.driver.usedSshPorts()));
           spec.network.sshPort = port;
         }
         const rec = await this.guard(() => this.driver.create(spec));
         this.idToName.set(rec.id, rec.name);
         return this.toApi(rec);
       } finally {
-        if (port !== null) this.reservedPorts.delete(port);
+        if (port !== null) this.sshPorts.release(port);
       }
     });
   }
@@ -371,18 +289,9 @@ export class VmService {
     }
   }
 
-  private async allocatePort(): Promise<number> {
-    const used = await this.guard(() => this.driver.usedSshPorts());
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-      const port = listener.port;
-      listener.stop(true);
-      if (!used.has(port) && !this.reservedPorts.has(port)) {
-        this.reservedPorts.add(port);
-        return port;
-      }
-    }
-    throw new ServiceError("internal_error", "could not find a free port on 127.0.0.1 for SSH forwarding");
+  /** Semantic validation of a create request (validate-create.ts) against a recent reading of the host. */
+  async validateCreate(req: CreateVmRequest, owner: string | null): Promise<VmSpec> {
+    return validateCreate(req, owner, { defaults: this.defaults, catalog: this.catalog, host: await this.recentHostInfo() });
   }
 
   private async toApi(r: VmRecord): Promise<ApiVm> {
@@ -417,147 +326,6 @@ export class VmService {
       updated_at: r.updatedAt,
       project: r.owner,
     };
-  }
-
-  /** Semantic validation of a create request; returns a complete spec or throws. */
-  async validateCreate(req: CreateVmRequest, owner: string | null): Promise<VmSpec> {
-    const d = this.defaults;
-    if (typeof req.name !== "string" || !NAME_RE.test(req.name)) {
-      throw invalid("name", "must be a DNS label: 1-63 lower-case letters, digits and '-', not starting or ending with '-'");
-    }
-    if (ID_RE.test(req.name)) throw invalid("name", "must not look like a VM id (vm-xxxxxxxx)");
-
-    const imageRef = req.image ?? req.base_image;
-    if (imageRef === undefined) throw invalid("image", "is required (an id, file name or alias from GET /api/v1/images)");
-    if (req.image !== undefined && req.base_image !== undefined && req.image !== req.base_image) {
-      throw invalid("image", "image and base_image disagree; give one of them");
-    }
-    const image = this.catalog.find(imageRef);
-    if (!image) {
-      const known = this.catalog.list().map((i) => i.alias ?? i.id);
-      throw new ServiceError("image_not_found", `no base image '${imageRef}'; available: ${known.join(", ") || "none"}`, { field: "image", available: known });
-    }
-
-    const host = await this.recentHostInfo();
-    const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
-    if (vcpus > host.cpus * d.vcpuOvercommit) {
-      throw new ServiceError(
-        "capacity_exceeded",
-        `vcpus: ${vcpus} is more than ${host.cpus * d.vcpuOvercommit} (${d.vcpuOvercommit} per host CPU, vm_defaults.vcpu_overcommit; the host has ${host.cpus})`,
-        { field: "vcpus", host_cpus: host.cpus },
-      );
-    }
-    if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
-    const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
-    checkMemoryFits(memoryMb, host.memoryMb, d.memoryOvercommit);
-    const minRoot = Math.ceil(image.virtualSizeBytes / GiB);
-    const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), 1, 65536);
-    if (rootDiskGb < minRoot) throw invalid("root_disk_gb", `must be at least ${minRoot} (the size of image ${image.id})`);
-
-    const extra = req.extra_disks ?? [];
-    if (!Array.isArray(extra)) throw invalid("extra_disks", "must be a list");
-    if (extra.length > d.maxExtraDisks) throw invalid("extra_disks", `at most ${d.maxExtraDisks} extra disks`);
-    const dataDisks = extra.map((x, i) => {
-      const bus = (x.type ?? d.diskDriver) as DiskBus;
-      if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
-      return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, 1, 65536), bus };
-    });
-    // Disks are thin qcow2 (kdevops hosts routinely give every VM 4 x 100 GiB data disks on
-    // smaller pools), so sizes may exceed the pool; a pool with no room left refuses new VMs.
-    const storage = host.storage;
-    if (storage && storage.capacityBytes > 0 && storage.availableBytes < MIN_FREE_POOL_BYTES) {
-      throw new ServiceError(
-        "capacity_exceeded",
-        `the storage pool ${storage.pool} has only ${Math.floor(storage.availableBytes / 1024 ** 2)} MiB free; free space or grow ${storage.path}`,
-        { field: "root_disk_gb" },
-      );
-    }
-
-    const mode = (req.network?.mode ?? d.networkMode) as NetworkMode;
-    if (!["bridge", "user", "none"].includes(mode)) throw invalid("network.mode", "must be bridge, user or none");
-    const bridge = mode === "bridge" ? (req.network?.bridge ?? d.networkBridge) : null;
-    if (bridge !== null && !BRIDGE_RE.test(bridge)) throw invalid("network.bridge", "must be a libvirt network or host bridge name ([A-Za-z0-9_.:-], up to 64)");
-    const restrict = req.network?.restrict ?? d.userNetworkRestrict;
-
-    // Everything the cloud-init seed builder would refuse is refused here, naming the field.
-    const sshUser = req.ssh_user ?? d.sshUser;
-    const userProblem = loginUserProblem(sshUser);
-    if (userProblem !== null) throw invalid("ssh_user", req.ssh_user === undefined ? `${userProblem} (the server's vm_defaults.ssh_user)` : userProblem);
-    const given = [...(req.ssh_public_key !== undefined ? [req.ssh_public_key] : []), ...(req.ssh_public_keys ?? [])];
-    if (given.length > MAX_SSH_KEYS) throw invalid("ssh_public_keys", `at most ${MAX_SSH_KEYS} SSH keys, got ${given.length}`);
-    const keyField = (i: number) => (req.ssh_public_key !== undefined ? (i === 0 ? "ssh_public_key" : `ssh_public_keys[${i - 1}]`) : `ssh_public_keys[${i}]`);
-    const keys = given.map((k, i) => {
-      if (typeof k !== "string") throw invalid(keyField(i), "must be a string");
-      const v = validateSshPublicKey(k.trim());
-      if (!v.ok) throw invalid(keyField(i), v.reason);
-      return k.trim();
-    });
-
-    let boot: VmSpec["boot"] = null;
-    if (req.kernel !== undefined || req.initrd !== undefined || req.cmdline !== undefined) {
-      if (req.kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given");
-      boot = {
-        kernel: this.bootFile("kernel", req.kernel),
-        initrd: req.initrd !== undefined ? this.bootFile("initrd", req.initrd) : null,
-        cmdline: req.cmdline ?? null,
-      };
-      if (boot.cmdline !== null && (boot.cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
-        throw invalid("cmdline", "must be at most 4096 printable characters");
-      }
-    }
-
-    const id = newId();
-    return {
-      id,
-      name: req.name,
-      vcpus,
-      memoryMb,
-      image,
-      rootDiskGb,
-      dataDisks,
-      network: { mode, bridge, restrict, sshPort: null },
-      ssh: { user: sshUser, authorizedKeys: keys },
-      // Without keys there is nothing for cloud-init to do that the image does not already.
-      seedIso: keys.length > 0 ? seedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys }) : null,
-      boot,
-      createdAt: new Date().toISOString(),
-      owner,
-      start: req.start ?? true,
-    };
-  }
-
-  /** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir. */
-  private bootFile(field: string, path: string): string {
-    const dir = this.defaults.kernelDir;
-    if (!dir) throw invalid(field, "direct kernel boot is disabled on this server (set vm_defaults.kernel_dir)");
-    if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
-    // Inside the directory first (by real path), with one answer for every path outside it,
-    // so callers cannot probe which host files exist.
-    const real = containedPath(dir, path);
-    if (real === null) throw invalid(field, `must be a file inside ${dir} (vm_defaults.kernel_dir)`);
-    if (!existsSync(real)) throw invalid(field, `${path} does not exist in ${dir}`);
-    if (!statSync(real).isFile()) throw invalid(field, "must be a regular file");
-    return real;
-  }
-}
-
-/** The request field each refusal of the seed builder is about. */
-const SEED_FIELDS: Record<Exclude<SeedErrorCode, "INTERNAL">, string> = {
-  BAD_INSTANCE_ID: "name",
-  BAD_HOSTNAME: "name",
-  BAD_USER: "ssh_user",
-  BAD_SSH_KEY: "ssh_public_keys",
-  NO_SSH_KEYS: "ssh_public_keys",
-  BAD_NETWORK_CONFIG: "network",
-};
-
-/** The NoCloud seed; validateCreate checks its inputs first, so this is a backstop for a new builder rule. */
-function seedIso(input: Parameters<typeof buildSeedIso>[0]): Uint8Array {
-  try {
-    return buildSeedIso(input);
-  } catch (e) {
-    if (e instanceof SeedError && e.code !== "INTERNAL") throw invalid(SEED_FIELDS[e.code], e.message);
-    throw e;
   }
 }
 
