@@ -1,5 +1,5 @@
 /**
- * Generates src/protocol/generated/*.ts from the XDR declarations in protocol/.
+ * Generates src/codecs/generated/*.ts from the XDR declarations in protocol/.
  *
  *   bun run gen:protocol            write the checked-in files
  *   bun scripts/gen-protocol.ts --out DIR   write elsewhere (the reproducibility test uses this)
@@ -24,7 +24,7 @@ export function generate(root: string): Map<string, string> {
 if (import.meta.main) {
   const root = resolve(import.meta.dir, "..");
   const outArg = process.argv.indexOf("--out");
-  const outDir = outArg > 0 ? resolve(process.argv[outArg + 1] ?? "") : join(root, "src/protocol/generated");
+  const outDir = outArg > 0 ? resolve(process.argv[outArg + 1] ?? "") : join(root, "src/codecs/generated");
   mkdirSync(outDir, { recursive: true });
   for (const [name, text] of generate(root)) {
     writeFileSync(join(outDir, name), text);

@@ -19,7 +19,7 @@ import {
   type RemoteDomainEventCallbackMetadataChangeMsg,
   type RemoteDomainEventCallbackRebootMsg,
   type RemoteNonnullDomain,
-} from "../protocol/generated/remote.ts";
+} from "../codecs/generated/remote.ts";
 import type { MessageDescriptor, ProcedureDescriptor } from "../xdr/index.ts";
 import { AsyncQueue } from "../util/async-queue.ts";
 import { RpcConnection, type CallObserver, type CallOptions, type ConnectionOptions } from "./connection.ts";

@@ -3,8 +3,8 @@
  * packets and keepalive, per-call deadlines and cancellation. Knows nothing about auth or
  * reconnecting; LibvirtClient builds those on top.
  */
-import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } from "../protocol/generated/keepalive.ts";
-import { decodeVirNetMessageError } from "../protocol/generated/virnet.ts";
+import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } from "../codecs/generated/keepalive.ts";
+import { decodeVirNetMessageError } from "../codecs/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
 import { DeadlineSweeper } from "../util/deadlines.ts";
 import { keepPolling } from "./busy-poll.ts";

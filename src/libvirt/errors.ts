@@ -2,7 +2,7 @@
  * Errors the libvirt client raises. Upper layers branch on `LibvirtError.code`
  * (libvirt's virErrorNumber) or on the class of connection-level failures.
  */
-import type { VirNetMessageError } from "../protocol/generated/virnet.ts";
+import type { VirNetMessageError } from "../codecs/generated/virnet.ts";
 
 /** virErrorNumber values a VM manager branches on (full list: libvirt-enums). */
 export const ErrorCode = {

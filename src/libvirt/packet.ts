@@ -12,7 +12,7 @@ import {
   virNetMessageStatusValues,
   virNetMessageTypeValues,
   type VirNetMessageHeader,
-} from "../protocol/generated/virnet.ts";
+} from "../codecs/generated/virnet.ts";
 import { XdrDecodeError, XdrWriter, type Encoder } from "../xdr/index.ts";
 
 export const MessageType = { CALL: 0, REPLY: 1, MESSAGE: 2, STREAM: 3, CALL_WITH_FDS: 4, REPLY_WITH_FDS: 5, STREAM_HOLE: 6 } as const;

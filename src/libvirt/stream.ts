@@ -8,7 +8,7 @@
  *   abort    client sends ERROR with an empty payload; server answers OK
  *   failure  server sends ERROR with a remote_error
  */
-import { VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX } from "../protocol/generated/virnet.ts";
+import { VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX } from "../codecs/generated/virnet.ts";
 import { MessageStatus } from "./packet.ts";
 
 /** What the stream needs from its connection. */

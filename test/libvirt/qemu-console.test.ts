@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import type { RemoteNonnullDomain } from "../../src/protocol/generated/remote.ts";
+import type { RemoteNonnullDomain } from "../../src/codecs/generated/remote.ts";
 import { ConsoleReader, tinyGuestXml } from "../helpers/guest.ts";
 import { tcpUri, uniqueName, unixUri } from "../helpers/rig.ts";
 

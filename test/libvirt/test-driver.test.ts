@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CallAbortedError, ErrorCode, LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import type { RemoteNonnullDomain } from "../../src/protocol/generated/remote.ts";
+import type { RemoteNonnullDomain } from "../../src/codecs/generated/remote.ts";
 import { installedLibvirtVersion, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
 
 const NS = "https://rcloud.dev/xmlns/rcloud/1";

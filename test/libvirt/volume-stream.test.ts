@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import type { RemoteNonnullStoragePool } from "../../src/protocol/generated/remote.ts";
+import type { RemoteNonnullStoragePool } from "../../src/codecs/generated/remote.ts";
 import { rig, tcpUri, uniqueName, unixUri } from "../helpers/rig.ts";
 
 const cleanup: (() => Promise<void>)[] = [];

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import type { RemoteNonnullNetwork } from "../../src/protocol/generated/remote.ts";
+import type { RemoteNonnullNetwork } from "../../src/codecs/generated/remote.ts";
 import { serveProvider, type ProviderServer } from "../../src/terraform/plugin.ts";
 import { removePool, rig, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";

@@ -11,9 +11,9 @@ import type { Socket, UnixSocketListener } from "bun";
 import { CallAbortedError, CallTimeoutError, ConnectError, ConnectionClosedError, LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { isPolling } from "../../src/libvirt/busy-poll.ts";
 import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "../../src/libvirt/packet.ts";
-import { encodeRemoteAuthListRet, encodeRemoteConnectGetHostnameRet, encodeRemoteConnectSupportsFeatureRet, encodeRemoteDomainEventCallbackLifecycleMsg, REMOTE_PROGRAM } from "../../src/protocol/generated/remote.ts";
-import { encodeVirNetMessageError } from "../../src/protocol/generated/virnet.ts";
-import { KEEPALIVE_PROGRAM } from "../../src/protocol/generated/keepalive.ts";
+import { encodeRemoteAuthListRet, encodeRemoteConnectGetHostnameRet, encodeRemoteConnectSupportsFeatureRet, encodeRemoteDomainEventCallbackLifecycleMsg, REMOTE_PROGRAM } from "../../src/codecs/generated/remote.ts";
+import { encodeVirNetMessageError } from "../../src/codecs/generated/virnet.ts";
+import { KEEPALIVE_PROGRAM } from "../../src/codecs/generated/keepalive.ts";
 import { XdrWriter } from "../../src/xdr/index.ts";
 
 type Reply = (p: Packet, sock: Socket<undefined>) => void;

@@ -5,8 +5,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { encodePacket, MessageStatus, MessageType, PacketParser } from "../../src/libvirt/packet.ts";
-import { remoteMessages, remoteProcedures } from "../../src/protocol/generated/remote.ts";
-import { decodeVirNetMessageError } from "../../src/protocol/generated/virnet.ts";
+import { remoteMessages, remoteProcedures } from "../../src/codecs/generated/remote.ts";
+import { decodeVirNetMessageError } from "../../src/codecs/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, XdrWriter, type Decoder } from "../../src/xdr/index.ts";
 
 /** Small deterministic PRNG so a failure can be replayed. */

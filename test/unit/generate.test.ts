@@ -8,7 +8,7 @@ const root = resolve(import.meta.dir, "../..");
 describe("bun run gen:protocol", () => {
   test("reproduces the checked-in generated files byte for byte", () => {
     const fresh = generate(root);
-    const dir = join(root, "src/protocol/generated");
+    const dir = join(root, "src/codecs/generated");
     expect(readdirSync(dir).sort()).toEqual([...fresh.keys()].sort());
     for (const [name, text] of fresh) {
       const onDisk = readFileSync(join(dir, name), "utf8");
@@ -25,7 +25,7 @@ describe("bun run gen:protocol", () => {
   });
 
   test("the procedure table matches libvirt's numbering", async () => {
-    const { remoteProcedures, remoteMessages } = await import("../../src/protocol/generated/remote.ts");
+    const { remoteProcedures, remoteMessages } = await import("../../src/codecs/generated/remote.ts");
     expect(remoteProcedures.connectOpen.proc).toBe(1);
     expect(remoteProcedures.domainLookupByName.proc).toBe(23);
     expect(remoteProcedures.connectListAllDomains.proc).toBe(273);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { encodePacket, MAX_PACKET, MessageStatus, MessageType, PacketParser, type Packet } from "../../src/libvirt/packet.ts";
-import { encodeRemoteDomainLookupByNameArgs, REMOTE_PROGRAM } from "../../src/protocol/generated/remote.ts";
+import { encodeRemoteDomainLookupByNameArgs, REMOTE_PROGRAM } from "../../src/codecs/generated/remote.ts";
 import { XdrDecodeError } from "../../src/xdr/index.ts";
 
 function collect(): { parser: PacketParser; got: { serial: number; payload: number[] }[] } {

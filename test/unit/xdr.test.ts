@@ -9,7 +9,7 @@ import {
   encodeRemoteTypedParam,
   encodeRemoteConnectOpenArgs,
   decodeRemoteConnectOpenArgs,
-} from "../../src/protocol/generated/remote.ts";
+} from "../../src/codecs/generated/remote.ts";
 
 function roundTrip<T>(enc: (w: XdrWriter, v: T) => void, dec: (r: XdrReader) => T, v: T): { bytes: Uint8Array; back: T } {
   const w = new XdrWriter(8);
