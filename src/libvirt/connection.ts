@@ -6,7 +6,7 @@
 import { KEEPALIVE_PROGRAM, KEEPALIVE_PROTOCOL_VERSION, KeepaliveProcedure } from "../codecs/generated/keepalive.ts";
 import { decodeVirNetMessageError } from "../codecs/generated/virnet.ts";
 import { XdrDecodeError, XdrReader, type MessageDescriptor, type ProcedureDescriptor } from "../xdr/index.ts";
-import { DeadlineSweeper } from "../util/deadlines.ts";
+import { PendingCalls } from "../util/pending-calls.ts";
 import { keepPolling } from "./busy-poll.ts";
 import { callDeadlineMs, type DeadlinePolicy } from "./deadline-policy.ts";
 import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
@@ -46,25 +46,21 @@ export interface ConnectionOptions {
   onCallComplete?: CallObserver;
 }
 
-interface PendingCall {
-  desc: AnyProcedure;
-  started: number;
-  resolve(v: unknown): void;
-  reject(e: unknown): void;
-  /** performance.now() deadline, or Infinity. */
-  deadline: number;
-  timeoutMs: number;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | null;
-}
-
 const UINT32 = 0x1_0000_0000;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- erased at the routing layer
 type AnyProcedure = ProcedureDescriptor<any, unknown>;
 
 export class RpcConnection {
   private nextSerial = 1;
-  private readonly pending = new Map<number, PendingCall>();
+  /** Calls awaiting their reply, by serial. */
+  private readonly pending: PendingCalls<number, AnyProcedure> = new PendingCalls<number, AnyProcedure>({
+    expired: (serial, call) => {
+      // Sent and unanswered: the daemon may still carry it out; tell whoever cleans up when it is done.
+      const finished = this.unanswered.has(serial) ? new Promise<void>((resolve) => this.abandoned.set(serial, resolve)) : undefined;
+      this.settle(serial, new CallTimeoutError(call.detail.name, call.timeoutMs, finished));
+    },
+    aborted: (serial, call, reason) => this.settle(serial, new CallAbortedError(call.detail.name, { cause: reason })),
+  });
   private readonly streams = new Map<number, LibvirtStream>();
   private readonly messageHandlers = new Map<number, (payload: Uint8Array) => void>();
   private readonly parser: PacketParser;
@@ -173,17 +169,9 @@ export class RpcConnection {
     } catch (e) {
       return Promise.reject(e); // bad arguments never reach the wire
     }
-    return new Promise((resolve, reject) => {
-      const timeoutMs = callDeadlineMs(desc.name, this.deadlinePolicy, opts.timeoutMs);
-      const started = performance.now();
-      const deadline = timeoutMs > 0 ? started + timeoutMs : Infinity;
-      const call: PendingCall = { desc, started, resolve, reject, deadline, timeoutMs, signal: opts.signal, onAbort: null };
-      if (deadline < Infinity) this.deadlines.arm(deadline);
-      if (opts.signal) {
-        call.onAbort = () => this.settle(serial, new CallAbortedError(desc.name, { cause: opts.signal?.reason }));
-        opts.signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-      this.pending.set(serial, call);
+    const timeoutMs = callDeadlineMs(desc.name, this.deadlinePolicy, opts.timeoutMs);
+    const reply = this.pending.add(serial, desc, { timeoutMs, signal: opts.signal });
+    try {
       if (streamHolder) {
         const stream = new LibvirtStream(desc.name, {
           send: (status, data) => this.sendStreamPacket(desc, serial, status, data),
@@ -195,19 +183,11 @@ export class RpcConnection {
       }
       if (this.opts.maxInFlight > 0 && this.unanswered.size >= this.opts.maxInFlight) this.backlog.push({ serial, packet });
       else this.send(serial, packet);
-    });
+    } catch (e) {
+      this.settle(serial, e);
+    }
+    return reply;
   }
-
-  private readonly deadlines = new DeadlineSweeper<number>(
-    () => this.pending,
-    (serial) => {
-      const call = this.pending.get(serial);
-      if (!call) return;
-      // Sent and unanswered: the daemon may still carry it out; tell whoever cleans up when it is done.
-      const finished = this.unanswered.has(serial) ? new Promise<void>((resolve) => this.abandoned.set(serial, resolve)) : undefined;
-      this.settle(serial, new CallTimeoutError(call.desc.name, call.timeoutMs, finished));
-    },
-  );
 
   private send(serial: number, packet: Uint8Array): void {
     this.unanswered.add(serial);
@@ -235,10 +215,8 @@ export class RpcConnection {
 
   /** Completes a pending call with a value or an error (first settle wins). */
   private settle(serial: number, error: unknown, value?: unknown): void {
-    const call = this.pending.get(serial);
+    const call = this.pending.settle(serial, error, value);
     if (!call) return;
-    this.pending.delete(serial);
-    if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
     if (error !== null) {
       // A failed stream-opening call leaves no stream behind.
       const stream = this.streams.get(serial);
@@ -247,9 +225,7 @@ export class RpcConnection {
         stream.onFailure(error instanceof Error ? error : new Error(String(error)));
       }
     }
-    this.opts.onCallComplete?.(call.desc.name, performance.now() - call.started, error);
-    if (error !== null) call.reject(error);
-    else call.resolve(value);
+    this.opts.onCallComplete?.(call.detail.name, performance.now() - call.started, error);
   }
 
   private sendStreamPacket(desc: AnyProcedure, serial: number, status: number, data?: Uint8Array): void {
@@ -301,7 +277,7 @@ export class RpcConnection {
       this.unroutedPackets++; // late reply to a call that timed out or was aborted
       return;
     }
-    const desc = call.desc;
+    const desc = call.detail;
     if (h.prog !== desc.program || h.proc !== desc.proc) {
       this.settle(h.serial, new XdrDecodeError("BAD_PACKET", `reply for ${h.prog}/${h.proc} does not match call ${desc.name}`, 0));
       return;
@@ -409,14 +385,14 @@ export class RpcConnection {
     if (this.closeError) return;
     this.closeError = error;
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    this.deadlines.stop();
+    this.pending.stop();
     this.backlog.length = 0;
     this.unanswered.clear();
     for (const done of this.abandoned.values()) done();
     this.abandoned.clear();
     for (const serial of [...this.pending.keys()]) {
       const call = this.pending.get(serial)!;
-      this.settle(serial, this.closedFor(call.desc.name));
+      this.settle(serial, this.closedFor(call.detail.name));
     }
     for (const [serial, stream] of [...this.streams]) {
       this.streams.delete(serial);

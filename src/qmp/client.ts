@@ -21,7 +21,7 @@
  *    The client closes; every pending command rejects with QmpProtocolError, later calls
  *    with QmpClosedError (reason "protocol"), and onClose listeners get the QmpProtocolError.
  */
-import { DeadlineSweeper } from "../util/deadlines.ts";
+import { PendingCalls } from "../util/pending-calls.ts";
 import type { Socket } from "bun";
 import { AsyncQueue } from "../util/async-queue.ts";
 import { QmpAbortedError, QmpClosedError, QmpConnectError, QmpError, QmpProtocolError, QmpTimeoutError } from "./errors.ts";
@@ -90,17 +90,6 @@ const MAX_NESTING = 1_024;
 /** Ids of abandoned commands remembered to tell late replies from unknown ones. */
 const MAX_ABANDONED = 4_096;
 
-interface PendingCommand {
-  command: string;
-  resolve(v: unknown): void;
-  reject(e: unknown): void;
-  /** performance.now() deadline, or Infinity. */
-  deadline: number;
-  timeoutMs: number;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | null;
-}
-
 interface Subscriber {
   filter: Set<string> | null;
   queue: AsyncQueue<QmpEvent>;
@@ -120,7 +109,11 @@ export class QmpClient {
   private _capabilities: string[] = [];
 
   private nextId = 1;
-  private readonly pending = new Map<string, PendingCommand>();
+  /** Commands awaiting their reply, by id; one that timed out or was aborted is abandoned (a reply may still come). */
+  private readonly pending: PendingCalls<string, string> = new PendingCalls<string, string>({
+    expired: (id, call) => this.settle(id, new QmpTimeoutError(call.detail, call.timeoutMs), undefined, true),
+    aborted: (id, call, reason) => this.settle(id, new QmpAbortedError(call.detail, { cause: reason }), undefined, true),
+  });
   private readonly abandoned = new Set<string>();
   private readonly subscribers = new Set<Subscriber>();
 
@@ -220,18 +213,9 @@ export class QmpClient {
     } catch (e) {
       return Promise.reject(new TypeError(`${command}: arguments are not JSON-serialisable: ${(e as Error).message}`, { cause: e }));
     }
-    return new Promise<T>((resolve, reject) => {
-      const timeoutMs = opts.timeoutMs ?? this.opts.commandTimeoutMs;
-      const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Infinity;
-      const call: PendingCommand = { command, resolve: resolve as (v: unknown) => void, reject, deadline, timeoutMs, signal, onAbort: null };
-      if (signal) {
-        call.onAbort = () => this.settle(id, new QmpAbortedError(command, { cause: signal.reason }), undefined, true);
-        signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-      this.pending.set(id, call);
-      if (deadline < Infinity) this.deadlines.arm(deadline);
-      this.write(line);
-    });
+    const reply = this.pending.add(id, command, { timeoutMs: opts.timeoutMs ?? this.opts.commandTimeoutMs, signal });
+    this.write(line);
+    return reply as Promise<T>;
   }
 
   /**
@@ -436,7 +420,7 @@ export class QmpClient {
     if (!hasReturn && !hasError) {
       // {"id": ...} alone: only worth more than a count when it names a pending command.
       this.counters.malformedLines++;
-      if (call) this.settle(id as string, new QmpProtocolError(`${call.command}: reply has neither "return" nor "error"`));
+      if (call) this.settle(id as string, new QmpProtocolError(`${call.detail}: reply has neither "return" nor "error"`));
       return;
     }
     if (typeof id !== "string") {
@@ -450,16 +434,16 @@ export class QmpClient {
     }
     if (hasReturn && hasError) {
       this.counters.malformedLines++;
-      this.settle(id, new QmpProtocolError(`${call.command}: reply has both "return" and "error"`));
+      this.settle(id, new QmpProtocolError(`${call.detail}: reply has both "return" and "error"`));
       return;
     }
     if (hasError) {
       const e = msg["error"];
       if (isObject(e) && typeof e["class"] === "string" && typeof e["desc"] === "string") {
-        this.settle(id, new QmpError(e["class"], e["desc"], call.command));
+        this.settle(id, new QmpError(e["class"], e["desc"], call.detail));
       } else {
         this.counters.malformedLines++;
-        this.settle(id, new QmpProtocolError(`${call.command}: malformed error reply (no string "class"/"desc")`));
+        this.settle(id, new QmpProtocolError(`${call.detail}: malformed error reply (no string "class"/"desc")`));
       }
       return;
     }
@@ -491,26 +475,11 @@ export class QmpClient {
 
   // ---- deadlines and completion -------------------------------------------------------
 
-  private readonly deadlines = new DeadlineSweeper<string>(
-    () => this.pending,
-    (id) => {
-      const call = this.pending.get(id);
-      if (call) this.settle(id, new QmpTimeoutError(call.command, call.timeoutMs), undefined, true);
-    },
-  );
-
   /** Completes a pending command (first settle wins). `abandon`: a reply may still come. */
   private settle(id: string, error: Error | null, value?: unknown, abandon = false): void {
-    const call = this.pending.get(id);
-    if (!call) return;
-    this.pending.delete(id);
-    if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
-    if (abandon) {
-      this.abandoned.add(id);
-      if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
-    }
-    if (error) call.reject(error);
-    else call.resolve(value);
+    if (this.pending.settle(id, error, value) === null || !abandon) return;
+    this.abandoned.add(id);
+    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value!);
   }
 
   private closedFor(command: string): QmpClosedError {
@@ -525,7 +494,7 @@ export class QmpClient {
     if (this.isClosed) return;
     this.isClosed = true;
     this.reason = reason;
-    this.deadlines.stop();
+    this.pending.stop();
     this.writeQueue = [];
     this.abandoned.clear();
     const socket = this.socket;
@@ -538,11 +507,9 @@ export class QmpClient {
     const w = this.greetingWaiter;
     this.greetingWaiter = null;
     w?.reject(reason ?? new QmpClosedError(`the QMP client for ${this.path} was closed during the handshake`, "closed"));
-    for (const [id, call] of [...this.pending]) {
-      const err =
-        reason instanceof QmpProtocolError
-          ? new QmpProtocolError(`${call.command}: ${reason.message}`, { cause: reason })
-          : this.closedFor(call.command);
+    for (const id of this.pending.keys()) {
+      const command = this.pending.get(id)!.detail;
+      const err = reason instanceof QmpProtocolError ? new QmpProtocolError(`${command}: ${reason.message}`, { cause: reason }) : this.closedFor(command);
       this.settle(id, err);
     }
     for (const sub of this.subscribers) {
