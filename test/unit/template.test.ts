@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
 import { pickDomainType, readCapabilities } from "../../src/drivers/libvirt/capabilities.ts";
-import { loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, qemuArgs, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 
 function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
   return {
@@ -52,8 +52,7 @@ describe("vm-q35 template", () => {
         nvme_disks: [nvmeDisk(1, "kdevops1", "/p,x/vm-abcd1234-data1.qcow2", "qcow2")],
       }),
     );
-    const args = [...xml.matchAll(/<qemu:arg value='([^']*)'\/>/g)].map((m) => m[1]);
-    expect(args).toEqual([
+    expect(qemuArgs(xml)).toEqual([
       "-drive",
       "file=/p,,x/vm-abcd1234-data1.qcow2,format=qcow2,if=none,id=rcloud-nvme1,discard=unmap",
       "-device",

@@ -8,7 +8,7 @@ import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
-import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
+import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 import type { Networks } from "./networks.ts";
 import { GiB, type Sessions, type VmStorage } from "./storage.ts";
 
@@ -91,7 +91,8 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     console_log: `${b.consoleLogDir}/${spec.id}-serial.log`,
   });
   // An operator's template written before NVMe disks existed would drop them silently.
-  const lost = nvmeDisks.filter((d) => !xml.includes(d.device_arg)); // plain ASCII: escaping leaves it as is
+  const args = qemuArgs(xml);
+  const lost = nvmeDisks.filter((d) => !args.includes(d.device_arg));
   if (lost.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} has no nvme_disks block: cannot attach ${lost.map((d) => d.serial).join(", ")} as NVMe (copy that block from the embedded template)`);
   const unplaced = missingDiskPlacement(xml, disks);
   if (unplaced.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} lacks ${unplaced.join(", ")} (copy the disk block and the scsi controller from the embedded template)`);

@@ -217,6 +217,12 @@ export function parseDomainXml(xml: string): ParsedDomain {
  * written before drive addresses or the virtio-scsi controller existed would leave libvirt to
  * derive them (7 units per SCSI controller, further ones of its default model, lsilogic).
  */
+/** The values of the domain's `<qemu:commandline>` arguments, in order. */
+export function qemuArgs(xml: string): string[] {
+  const cmd = obj(obj(parser.parse(xml).domain).commandline);
+  return ((cmd.arg as unknown[] | undefined) ?? []).map((a) => str(obj(a).value) ?? "");
+}
+
 export function missingDiskPlacement(xml: string, wanted: readonly TemplateDisk[]): string[] {
   const devices = obj(obj(parser.parse(xml).domain).devices);
   const rendered = new Map<string, Node>();
