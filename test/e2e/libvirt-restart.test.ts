@@ -4,38 +4,23 @@
  * half-created VM or volume remains — every create either fully exists or left nothing.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { removePool, rig, rigCommand, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { rig, rigCommand, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { faultDaemonServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 
-const diskImage = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 const poolName = `rctest-fault-${process.pid}`;
 let server: TestServer;
+let stopServer: () => Promise<void>;
 
 beforeAll(async () => {
-  if (!existsSync(diskImage)) throw new Error(`${diskImage} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
-  const base = join(rig().rigDir, "fault-images");
-  mkdirSync(base, { recursive: true });
-  copyFileSync(diskImage, join(base, "rcloud-tiny.qcow2"));
-  server = await startTestServer({
-    libvirt: { uri: unixUri("qemu", "fault"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu" },
-    images: { base_images_dir: base },
-    vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1 },
-  });
+  ({ server, stop: stopServer } = await faultDaemonServer(poolName));
   await waitHealthy(server);
 });
 
 afterAll(async () => {
   if (!rig().instances.fault.libvirtdPid) rigCommand("start-instance", "fault");
   await waitHealthy(server, 20_000).catch(() => {});
-  const list = await server.req("GET", "/api/v1/vms");
-  for (const vm of list.json?.vms ?? []) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
-  await server.stop();
-  const lv = await LibvirtClient.connect(unixUri("qemu", "fault"));
-  await removePool(lv, poolName);
-  await lv.close();
+  await stopServer();
 });
 
 test("libvirtd killed during creates: 503 meanwhile, recovery, nothing half-created", async () => {

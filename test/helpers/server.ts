@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../../src/config/index.ts";
 import { startServer, type RunningServer } from "../../src/server.ts";
-import { unixUri } from "./rig.ts";
+import { LibvirtClient } from "../../src/libvirt/index.ts";
+import { tinyDiskImageDir } from "./guest.ts";
+import { removePool, rig, unixUri } from "./rig.ts";
 
 export interface TestServer extends RunningServer {
   req(method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }>;
@@ -60,4 +62,29 @@ export function testDriverConfig(poolName: string, vmDefaults: Record<string, un
     images: { base_images_dir: fakeImageDir() },
     vm_defaults: vmDefaults,
   };
+}
+
+/**
+ * An rcloud server on the rig's `fault` daemon (qemu:///system, TCG) with a storage pool of
+ * its own and the bootable test disk as image "rcloud-tiny". `stop` deletes its VMs, stops it
+ * and removes the pool.
+ */
+export async function faultDaemonServer(
+  poolName: string,
+  opts: { libvirt?: Record<string, unknown>; vmDefaults?: Record<string, unknown> } = {},
+): Promise<{ server: TestServer; stop: () => Promise<void> }> {
+  const server = await startTestServer({
+    libvirt: { uri: unixUri("qemu", "fault"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu", ...opts.libvirt },
+    images: { base_images_dir: tinyDiskImageDir(`${poolName}-images`) },
+    vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1, ...opts.vmDefaults },
+  });
+  const stop = async () => {
+    const list = await server.req("GET", "/api/v1/vms");
+    for (const vm of list.json?.vms ?? []) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
+    await server.stop();
+    const lv = await LibvirtClient.connect(unixUri("qemu", "fault"));
+    await removePool(lv, poolName);
+    await lv.close();
+  };
+  return { server, stop };
 }

@@ -6,12 +6,12 @@
  * guests on a loaded host). Quick calls keep a short deadline here so the test runs fast.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConnectionClosedError, ErrorCode, LibvirtClient, LibvirtError, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { tinyGuestXml } from "../helpers/guest.ts";
-import { removePool, rig, rigCommand, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
-import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
+import { rig, rigCommand, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { faultDaemonServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 
 const HOLD_MS = 3_000;
 const QUICK_DEADLINE_MS = 1_000;
@@ -132,31 +132,14 @@ describe("slow calls on a live daemon", () => {
 });
 
 describe("creates through rcloud whose start takes long", () => {
-  const diskImage = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
-
   /** An rcloud server on the fault daemon whose domains start through the gated emulator. */
   async function gatedServer(poolName: string, libvirt: Record<string, unknown>): Promise<TestServer> {
-    if (!existsSync(diskImage)) throw new Error(`${diskImage} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
-    const base = join(dir, "images");
-    mkdirSync(base, { recursive: true });
-    copyFileSync(diskImage, join(base, "rcloud-tiny.qcow2"));
     // The embedded template with an <emulator> element naming the wrapper (a test-controlled path).
     const template = join(dir, "gated.xml.liquid");
     const embedded = readFileSync(join(import.meta.dir, "../../templates/vm-q35.xml.liquid"), "utf8");
     writeFileSync(template, embedded.replace("<devices>", `<devices>\n    <emulator>${emulator}</emulator>`));
-    const server = await startTestServer({
-      libvirt: { uri: unixUri("qemu", "fault"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu", ...libvirt },
-      images: { base_images_dir: base },
-      vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1, template },
-    });
-    cleanups.push(async () => {
-      const list = await server.req("GET", "/api/v1/vms");
-      for (const vm of list.json?.vms ?? []) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
-      await server.stop();
-      const lv = await LibvirtClient.connect(unixUri("qemu", "fault"));
-      await removePool(lv, poolName);
-      await lv.close();
-    });
+    const { server, stop } = await faultDaemonServer(poolName, { libvirt, vmDefaults: { template } });
+    cleanups.push(stop);
     await waitHealthy(server, 30_000);
     return server;
   }
