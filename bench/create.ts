@@ -226,6 +226,7 @@ try {
       image: "rcloud-tiny",
       created_at: new Date().toISOString(),
       owner: "",
+      placement_group: "",
       ssh_user: "kdevops",
       root_disk_gb: 1,
       memory_mb: 128,

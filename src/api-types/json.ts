@@ -3,7 +3,7 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
+import type { DiskBus, HostState, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
 
 export interface ApiDisk {
   type: "root" | "data";
@@ -34,6 +34,12 @@ export interface ApiVm {
   updated_at: string;
   /** The project that owns the VM (null: created without a project). */
   project?: string | null;
+  /** The host that runs the VM (a name from GET /hosts). */
+  host: string;
+  /** The host's state: a VM on an `offline` host is reported with `state: "unknown"` from the last listing. */
+  host_state: HostState;
+  /** The placement group given at create (VMs of one group go to different hosts), or null. */
+  placement_group: string | null;
 }
 
 export interface ApiImage {
@@ -44,6 +50,39 @@ export interface ApiImage {
   format: string;
   virtual_size_gb: number;
   disk_size_mb: number;
+  /** The hosts that hold this image (an image is the same everywhere when its id is). */
+  hosts: string[];
+}
+
+/** GET /hosts, GET /hosts/{name}: one hypervisor host of the fleet. Never carries credentials. */
+export interface ApiHost {
+  name: string;
+  /** The libvirt URI without user info or client-side parameters (key files, paths). */
+  uri: string;
+  driver: "libvirt" | "qemu";
+  state: HostState;
+  labels: Record<string, string>;
+  /** From the last successful contact; null before the first. */
+  hostname: string | null;
+  cpus: number | null;
+  memory_mb: number | null;
+  available_memory_mb: number | null;
+  /** What rcloud's VMs on the host are given (stopped VMs count too: they may be started). */
+  allocated: { vcpus: number; memory_mb: number };
+  /** What placement allows: cpus × vcpu_overcommit, memory × memory_overcommit. */
+  capacity: { vcpus: number | null; memory_mb: number | null };
+  vms: number;
+  versions: { hypervisor: string | null; libvirt: string | null };
+  /** ISO 8601 time of the last answer from the host; null if it never answered. */
+  last_contact: string | null;
+  last_error: string | null;
+}
+
+/** POST /images/{id}/copy. */
+export interface CopyImageRequest {
+  to: string;
+  /** The host to copy from; default: any online host that has the image. */
+  from?: string;
 }
 
 /** POST /vms. The server validates every field again; unknown fields are refused. */
@@ -67,6 +106,10 @@ export interface CreateVmRequest {
   start?: boolean;
   /** The project the VM belongs to: admins may choose; a user token's project is forced. */
   project?: string;
+  /** Pin the VM to this host (a name from GET /hosts). */
+  host?: string;
+  /** VMs of one group go to different hosts while there are hosts left. */
+  placement_group?: string;
 }
 
 /** GET /vms/{id}/console. */

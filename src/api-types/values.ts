@@ -41,3 +41,16 @@ export const VM_ID_PATTERN = "^vm-[a-z0-9]{8}$";
 export const BRIDGE_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$";
 /** QMP commands the read-only passthrough accepts. */
 export const QMP_QUERY_PATTERN = "^query-[a-z0-9-]{1,60}$";
+
+/** Host names in `hosts:` and the API: DNS labels, like VM names. */
+export const HOST_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/** Placement group names (VMs of one group go to different hosts while hosts are left). */
+export const PLACEMENT_GROUP_PATTERN = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$";
+
+/** A host's state: answering, not answering, or answering but taking no new VMs. */
+export const HOST_STATES = ["online", "offline", "cordoned"] as const;
+export type HostState = (typeof HOST_STATES)[number];
+
+/** How rcloud picks a host when a create does not name one. */
+export const PLACEMENT_POLICIES = ["spread", "pack"] as const;
+export type PlacementPolicy = (typeof PLACEMENT_POLICIES)[number];

@@ -12,8 +12,9 @@
  */
 import { homedir } from "node:os";
 import { posix } from "node:path";
+import { Value } from "@sinclair/typebox/value";
 import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, NETWORK_MODES } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, PLACEMENT_POLICIES } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
@@ -72,6 +73,52 @@ function checkQuotas(v: unknown): string | null {
   return null;
 }
 
+/**
+ * One libvirt host of the fleet (`hosts:`); a missing key takes the top-level default
+ * (libvirt.storage_pool_path, images.base_images_dir, vm_defaults.kernel_dir and overcommits).
+ * Paths are paths on that host: rcloud never assumes it shares a file system with it.
+ */
+const HostEntry = Type.Object(
+  {
+    name: Type.String({ pattern: HOST_NAME_PATTERN }),
+    uri: Type.String({ pattern: LIBVIRT_URI_RE.source }),
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    storage_pool_path: Type.Optional(Type.String({ format: ABSOLUTE_PATH })),
+    base_images_dir: Type.Optional(Type.String({ format: ABSOLUTE_PATH })),
+    kernel_dir: Type.Optional(Type.Union([Type.String({ format: ABSOLUTE_PATH }), Type.Null()])),
+    ssh_forward_address: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 253 }), Type.Null()])),
+    vcpu_overcommit: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    memory_overcommit: Type.Optional(Type.Number({ minimum: 0.1, maximum: 64 })),
+  },
+  { additionalProperties: false },
+);
+export type HostConfig = Static<typeof HostEntry>;
+const HOST_KEYS = Object.keys(HostEntry.properties);
+
+/** Says what is wrong with a `hosts:` list: each entry, then names and URIs unique. */
+function checkHosts(v: unknown): string | null {
+  if (!Array.isArray(v)) return `must be a list of hosts (name, uri, ...), got ${describeValue(v)}`;
+  const names = new Set<string>();
+  const uris = new Set<string>();
+  for (const [i, h] of v.entries()) {
+    const at = `hosts[${i}]`;
+    if (typeof h !== "object" || h === null || Array.isArray(h)) return `${at} must be a mapping with name and uri, got ${describeValue(h)}`;
+    const entry = h as Record<string, unknown>;
+    for (const k of Object.keys(entry)) if (!HOST_KEYS.includes(k)) return `${at}: unknown key ${JSON.stringify(k)} (known: ${HOST_KEYS.join(", ")})`;
+    if (typeof entry.name !== "string" || !new RegExp(HOST_NAME_PATTERN).test(entry.name)) {
+      return `${at}.name must be a DNS label (lower-case letters, digits and '-', up to 63), got ${describeValue(entry.name)}`;
+    }
+    if (typeof entry.uri !== "string" || !LIBVIRT_URI_RE.test(entry.uri)) return `${at}.uri must be a libvirt URI such as qemu+tls://host/system, got ${describeValue(entry.uri)}`;
+    if (names.has(entry.name)) return `${at}.name ${JSON.stringify(entry.name)} is used twice`;
+    if (uris.has(entry.uri)) return `${at}.uri ${JSON.stringify(entry.uri)} is used twice (two names for one host)`;
+    names.add(entry.name);
+    uris.add(entry.uri);
+    const error = Value.Errors(HostEntry, entry).First();
+    if (error) return `${at}${error.path.replaceAll("/", ".")}: ${error.message}, got ${describeValue(error.value)}`;
+  }
+  return null;
+}
+
 export const CONFIG_SCHEMA = Section({
   server: Section({
     bind_address: Str({
@@ -96,6 +143,11 @@ export const CONFIG_SCHEMA = Section({
       description: "origins of web pages other than rcloud's own that may call the API",
     }),
     max_body_bytes: Int(1024, 128 * 1024 * 1024, { default: 1024 * 1024, description: "largest request body accepted, in bytes; a larger one is answered 413 unread" }),
+    state_dir: Path({
+      defaultFrom: defaultStateDir,
+      defaultText: '`"/var/lib/rcloud"` when running as root, else `"$HOME/.local/share/rcloud"`',
+      description: "directory where rcloud keeps what libvirt cannot hold for it (cordoned hosts)",
+    }),
     tls: Section({
       cert_file: Path({ nullable: true, default: null, description: "HTTPS certificate (PEM); null = plain HTTP" }),
       key_file: Path({ nullable: true, default: null, description: "HTTPS private key (PEM); null = plain HTTP" }),
@@ -149,6 +201,15 @@ export const CONFIG_SCHEMA = Section({
     }),
     keepalive_interval_s: Int(0, 3600, { default: 5, description: "ping libvirtd after this many idle seconds; 0 = no keepalive of our own" }),
     keepalive_count: Int(1, 100, { default: 3, description: "libvirtd is declared dead after keepalive_interval_s × keepalive_count seconds without a packet" }),
+  }),
+  hosts: List(HostEntry, {
+    default: [],
+    check: checkHosts,
+    expected: "a list of hosts, each a mapping with name and uri (and optional labels, storage_pool_path, base_images_dir, kernel_dir, ssh_forward_address, vcpu_overcommit, memory_overcommit)",
+    description: "libvirt hosts rcloud places VMs on; empty = the one host of libvirt.uri",
+  }),
+  placement: Section({
+    policy: OneOf(PLACEMENT_POLICIES, { default: "spread", env: "RCLOUD_PLACEMENT_POLICY", description: "how a host is chosen: spread (least memory allocated, as a fraction) or pack (most)" }),
   }),
   images: Section({
     base_images_dir: Path({

@@ -29,6 +29,8 @@ export interface VmSpec {
   boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
   createdAt: string;
   owner: string | null;
+  /** Placement group from the request (kept in the VM's metadata), or null. */
+  placementGroup: string | null;
   /** Start the VM after defining it. */
   start: boolean;
 }
@@ -58,6 +60,7 @@ export interface VmRecord {
   createdAt: string;
   updatedAt: string;
   owner: string | null;
+  placementGroup: string | null;
   /** CPU time consumed, nanoseconds (0 when stopped). */
   cpuTimeNs: bigint;
 }
@@ -116,6 +119,25 @@ export class DriverError extends Error {
   }
 }
 
+/** What happened to a VM, as the hypervisor tells it (libvirt domain events, QMP events). */
+export interface DriverEvent {
+  vmName: string;
+  /** rcloud's VM id when the driver knows it without asking the hypervisor; else null. */
+  vmId: string | null;
+  action: "vm-started" | "vm-stopped" | "vm-shutdown" | "vm-crashed" | "vm-paused" | "vm-resumed" | "vm-rebooted" | "vm-defined" | "vm-undefined";
+  /** The hypervisor's own word for it (libvirt's event detail: "destroyed", "shutdown", "failed", ...). */
+  detail: string;
+}
+
+/** An image's bytes, read from the host that has it (image copy between hosts). */
+export interface ImageReader {
+  image: ImageInfo;
+  /** The file's bytes as stored (qcow2 stays qcow2). */
+  data: ReadableStream<Uint8Array>;
+  /** Bytes the stream will deliver. */
+  sizeBytes: number;
+}
+
 export interface VmDriver {
   readonly kind: "libvirt" | "qemu";
   /** Prepares storage and checks the hypervisor; called once at start. */
@@ -146,4 +168,16 @@ export interface VmDriver {
   slowCalls?(): { inFlight: number; waiting: number; window: number } | null;
   /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */
   usedSshPorts(): Promise<Set<number>>;
+  /**
+   * A direct-boot file on this host: the path as QEMU will open it, after checking it is a
+   * regular file inside the host's kernel directory. DriverError("not_found") with a message
+   * naming the directory otherwise; DriverError("unsupported") when the host has none.
+   */
+  bootFile(kind: "kernel" | "initrd", path: string): Promise<string>;
+  /** Opens an image for reading (image copy). */
+  readImage(id: string): Promise<ImageReader>;
+  /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */
+  writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo>;
+  /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
+  subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

@@ -325,6 +325,9 @@ export class VmService {
       created_at: r.createdAt,
       updated_at: r.updatedAt,
       project: r.owner,
+      host: "local",
+      host_state: "online",
+      placement_group: r.placementGroup,
     };
   }
 }
@@ -338,5 +341,6 @@ function toApiImage(i: ImageInfo): ApiImage {
     format: i.format,
     virtual_size_gb: Math.round((i.virtualSizeBytes / GiB) * 100) / 100,
     disk_size_mb: Math.round((i.diskSizeBytes / 1024 ** 2) * 10) / 10,
+    hosts: ["local"],
   };
 }

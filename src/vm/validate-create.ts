@@ -174,6 +174,7 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     boot,
     createdAt: new Date().toISOString(),
     owner,
+    placementGroup: null,
     start: req.start ?? true,
   };
 }

@@ -28,6 +28,7 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     image: "debian-13",
     created_at: new Date().toISOString(),
     owner: "team-a",
+    placement_group: "group-a",
     ssh_user: "kdevops",
     root_disk_gb: 20,
     memory_mb: 256,

@@ -30,6 +30,9 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     cmdline: null,
     created_at: "2026-01-01T00:00:00.000Z",
     updated_at: "2026-01-01T00:00:00.000Z",
+    host: "local",
+    host_state: "online",
+    placement_group: null,
     ...over,
   };
 }

@@ -13,6 +13,7 @@ function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
     image: "debian-13",
     created_at: "2026-11-25T12:00:00.000Z",
     owner: "",
+    placement_group: "",
     ssh_user: "kdevops",
     root_disk_gb: 20,
     memory_mb: 2048,

@@ -79,6 +79,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     image: spec.image.id,
     created_at: spec.createdAt,
     owner: spec.owner ?? "",
+    placement_group: spec.placementGroup ?? "",
     ssh_user: spec.ssh.user,
     root_disk_gb: spec.rootDiskGb,
     memory_mb: spec.memoryMb,
@@ -124,6 +125,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     createdAt: spec.createdAt,
     updatedAt: spec.createdAt,
     owner: spec.owner,
+    placementGroup: spec.placementGroup,
     cpuTimeNs: 0n,
   };
 }

@@ -68,6 +68,7 @@ export interface DomainTemplateVars {
   image: string;
   created_at: string;
   owner: string;
+  placement_group: string;
   ssh_user: string;
   root_disk_gb: number;
   memory_mb: number;
@@ -119,6 +120,7 @@ export interface ParsedDomain {
     createdAt: string;
     updatedAt: string;
     owner: string | null;
+    placementGroup: string | null;
     sshUser: string;
     network: { mode: NetworkMode; bridge: string | null; sshPort: number | null; restrict: boolean };
     rootDiskGb: number | null;
@@ -193,6 +195,7 @@ export function parseDomainXml(xml: string): ParsedDomain {
           createdAt: str(meta.created_at) ?? "",
           updatedAt: str(meta.updated_at) ?? str(meta.created_at) ?? "",
           owner: str(meta.owner) || null,
+          placementGroup: str(meta.placement_group) || null,
           sshUser: str(meta.ssh_user) ?? "",
           network: {
             mode: mode === "user" || mode === "bridge" || mode === "none" ? mode : "none",

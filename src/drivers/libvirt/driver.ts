@@ -20,7 +20,7 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DiskInfo, type HostInfo, type ImageInfo, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DiskInfo, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { DomainState, stateName, UNDEFINE_ALL, uuidString } from "./domain-state.ts";
@@ -223,6 +223,7 @@ export class LibvirtDriver implements VmDriver {
       createdAt: m.createdAt,
       updatedAt: m.updatedAt,
       owner: m.owner,
+      placementGroup: m.placementGroup,
       cpuTimeNs: info.cpuTime,
     };
   }
@@ -421,5 +422,18 @@ export class LibvirtDriver implements VmDriver {
     } catch (e) {
       translate(e, `QMP ${command} on ${name}`);
     }
+  }
+
+  // Filled in by the many-hosts work (issue 14): per-host kernels and image copies.
+  bootFile(_kind: "kernel" | "initrd", _path: string): Promise<string> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  }
+
+  readImage(_id: string): Promise<ImageReader> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  }
+
+  writeImage(_fileName: string, _format: string, _sizeBytes: number, _data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
   }
 }

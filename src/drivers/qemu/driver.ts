@@ -17,6 +17,7 @@ import {
   type DiskInfo,
   type HostInfo,
   type ImageInfo,
+  type ImageReader,
   type VmDriver,
   type VmRecord,
   type VmSpec,
@@ -444,6 +445,7 @@ export class QemuDriver implements VmDriver {
       createdAt: vm.created_at,
       updatedAt: vm.updated_at,
       owner: vm.owner,
+      placementGroup: vm.placement_group ?? null,
       cpuTimeNs: pid !== null && state !== "stopped" ? cpuTimeNs(pid) : 0n,
     };
   }
@@ -533,6 +535,7 @@ export class QemuDriver implements VmDriver {
         created_at: spec.createdAt,
         updated_at: spec.createdAt,
         owner: spec.owner,
+        placement_group: spec.placementGroup,
       };
       if (spec.start) pid = await this.launch(vm);
       writeVm(this.opts.stateDir, vm); // the commit point: without vm.json the directory is an orphan
@@ -713,5 +716,18 @@ export class QemuDriver implements VmDriver {
     } catch (e) {
       translate(e, `QMP ${command} on ${name}`);
     }
+  }
+
+  // Filled in by the many-hosts work (issue 14): per-host kernels and image copies.
+  bootFile(_kind: "kernel" | "initrd", _path: string): Promise<string> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  }
+
+  readImage(_id: string): Promise<ImageReader> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  }
+
+  writeImage(_fileName: string, _format: string, _sizeBytes: number, _data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
+    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
   }
 }

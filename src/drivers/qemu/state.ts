@@ -44,6 +44,8 @@ export interface StoredVm {
   created_at: string;
   updated_at: string;
   owner: string | null;
+  /** Absent in files written before placement groups existed. */
+  placement_group?: string | null;
 }
 
 export interface VmPaths {
