@@ -11,12 +11,14 @@ import { RequestGuard } from "./api/request-guard.ts";
 import { loadConfig, type RcloudConfig } from "./config/index.ts";
 import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
 import { QemuDriver } from "./drivers/qemu/driver.ts";
-import type { VmDriver } from "./drivers/types.ts";
+import { join } from "node:path";
+import type { HostConfig } from "./config/schema.ts";
 import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { currentRequestId } from "./util/request-context.ts";
 import { VERSION } from "./util/version.ts";
 import { ImageCatalog } from "./vm/images.ts";
+import { Host, HostRegistry } from "./vm/hosts.ts";
 import { VmService } from "./vm/service.ts";
 
 export interface RunningServer {
@@ -26,9 +28,49 @@ export interface RunningServer {
   stop(opts?: { drainMs?: number }): Promise<void>;
 }
 
-function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, onRpc: CallObserver): VmDriver {
+/** A host name for the one host of libvirt.uri: the URI's host as a DNS label, or "local". */
+function hostNameOfUri(uri: string): string {
+  let host: string;
+  try {
+    host = new URL(uri).hostname;
+  } catch {
+    return "local";
+  }
+  const label = host.toLowerCase().replace(/^\[|\]$/g, "").replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
+  return label === "" ? "local" : label;
+}
+
+/** The URI as the API shows it: no user info, no client-side parameters (key files, paths). */
+function displayUri(uri: string): string {
+  return uri.replace(/^([^:]+:\/\/)[^@/]*@/, "$1").replace(/\?.*$/, "");
+}
+
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1"]);
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/**
+ * Where a host's user-mode SSH forwards listen and how clients reach them: 127.0.0.1 for a
+ * local or loopback host; else ssh_forward_address (default the URI's host), bound as is when
+ * it is an IPv4 address, on every address of that host when it is a name.
+ */
+function sshForwardOf(uri: string, given: string | null): { bind: string; address: string } {
+  let host = "";
+  try {
+    host = new URL(uri).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    host = "";
+  }
+  const address = given ?? (host === "" || LOOPBACK.has(host) ? "127.0.0.1" : host);
+  return { bind: IPV4.test(address) ? address : "0.0.0.0", address };
+}
+
+/** The hosts of the config: `hosts:`, or the one host of libvirt.uri, or the QEMU driver's own. */
+function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, onRpc: CallObserver): Host[] {
+  const d = config.vm_defaults;
+  const overcommit = { vcpuOvercommit: d.vcpu_overcommit, memoryOvercommit: d.memory_overcommit };
   if (config.driver === "qemu") {
-    return new QemuDriver({
+    if (config.hosts.length > 0) throw new Error("config: hosts: lists libvirt hosts, but driver is qemu; set driver: libvirt (or remove hosts:)");
+    const driver = new QemuDriver({
       binary: config.qemu.binary,
       stateDir: config.qemu.state_dir,
       accel: config.qemu.accel,
@@ -36,42 +78,39 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, o
       listImages: async () => catalog.list(),
       log,
     });
+    return [new Host(driver, { name: "local", displayUri: `qemu+direct://${config.qemu.state_dir}`, labels: {}, ...overcommit })];
   }
-  return new LibvirtDriver({
-    uri: config.libvirt.uri,
-    poolName: config.libvirt.storage_pool_name,
-    poolPath: config.libvirt.storage_pool_path,
-    templatePath: config.vm_defaults.template,
-    domainType: config.libvirt.domain_type,
-    consoleLogDir: config.libvirt.console_log_dir,
-    listImages: async () => catalog.list(),
-    client: {
-      onCallComplete: onRpc,
-      busyPollUs: config.libvirt.busy_poll_us,
-      slowCallSpacingMs: config.libvirt.slow_call_spacing_ms,
-      maxSlowCalls: config.libvirt.max_slow_calls,
-      callTimeoutMs: config.libvirt.call_timeout_s * 1000,
-      slowCallTimeoutMs: config.libvirt.slow_call_timeout_s * 1000,
-      keepaliveIntervalMs: config.libvirt.keepalive_interval_s * 1000,
-      keepaliveCount: config.libvirt.keepalive_count,
-    },
+  const entries = config.hosts.length > 0 ? config.hosts : [{ name: hostNameOfUri(config.libvirt.uri), uri: config.libvirt.uri }];
+  return entries.map((e: HostConfig) => {
+    const lv = config.libvirt;
+    const driver = new LibvirtDriver({
+      uri: e.uri,
+      poolName: lv.storage_pool_name,
+      poolPath: e.storage_pool_path ?? lv.storage_pool_path,
+      templatePath: d.template,
+      domainType: lv.domain_type,
+      consoleLogDir: lv.console_log_dir,
+      sshForward: sshForwardOf(e.uri, e.ssh_forward_address ?? null),
+      listImages: async () => catalog.list(),
+      client: {
+        onCallComplete: onRpc,
+        busyPollUs: lv.busy_poll_us,
+        slowCallSpacingMs: lv.slow_call_spacing_ms,
+        maxSlowCalls: lv.max_slow_calls,
+        callTimeoutMs: lv.call_timeout_s * 1000,
+        slowCallTimeoutMs: lv.slow_call_timeout_s * 1000,
+        keepaliveIntervalMs: lv.keepalive_interval_s * 1000,
+        keepaliveCount: lv.keepalive_count,
+      },
+    });
+    return new Host(driver, {
+      name: e.name,
+      displayUri: displayUri(e.uri),
+      labels: e.labels ?? {},
+      vcpuOvercommit: e.vcpu_overcommit ?? d.vcpu_overcommit,
+      memoryOvercommit: e.memory_overcommit ?? d.memory_overcommit,
+    });
   });
-}
-
-async function initWithRetry(driver: VmDriver, log: Logger, signal: AbortSignal): Promise<void> {
-  let delay = 500;
-  for (;;) {
-    try {
-      await driver.init();
-      log("info", "hypervisor connected", { driver: driver.kind });
-      return;
-    } catch (e) {
-      if (signal.aborted) return;
-      log("warn", "hypervisor not reachable yet; retrying", { error: (e as Error).message, retry_ms: delay });
-      await Bun.sleep(delay);
-      delay = Math.min(delay * 2, 10_000);
-    }
-  }
 }
 
 export async function startServer(opts: { config?: RcloudConfig; configFile?: string | null; port?: number } = {}): Promise<RunningServer> {
@@ -80,12 +119,11 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const catalog = new ImageCatalog(config.images.base_images_dir);
   // The metrics object needs the service; the driver reports RPC timings to it later.
   let metrics: Metrics | null = null;
-  const driver = buildDriver(config, catalog, log, (p, ms, e) => metrics?.observeRpc(p, ms, e));
+  const hosts = buildHosts(config, catalog, log, (p, ms, e) => metrics?.observeRpc(p, ms, e));
+  const registry = new HostRegistry(hosts, join(config.server.state_dir, "hosts.json"), log);
   const d = config.vm_defaults;
-  const service = new VmService(
-    driver,
-    catalog,
-    {
+  const service = new VmService(registry, {
+    defaults: {
       vcpus: d.vcpus,
       memoryMb: d.memory_mb,
       rootDiskGb: d.root_disk_gb,
@@ -100,15 +138,15 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       vcpuOvercommit: d.vcpu_overcommit,
       memoryOvercommit: d.memory_overcommit,
     },
-    (op, ms, ok) => {
+    onOperation: (op, ms, ok) => {
       metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000);
       log(ok ? "info" : "warn", "vm operation", { op, outcome: ok ? "ok" : "error", duration_ms: Math.round(ms), request_id: currentRequestId() });
     },
-    { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
-  );
+    quotas: { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
+    placement: config.placement.policy,
+  });
   metrics = new Metrics(service);
-  const abort = new AbortController();
-  const ready = initWithRetry(driver, log, abort.signal);
+  registry.start();
 
   const bind = config.server.bind_address;
   const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(bind);
@@ -132,7 +170,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     port: actualPort,
     driver: config.driver,
     auth: authOn ? "on" : "off",
-    ...(config.driver === "libvirt" ? { libvirt_uri: config.libvirt.uri } : { state_dir: config.qemu.state_dir }),
+    hosts: hosts.map((h) => `${h.name}=${h.displayUri}`).join(" "),
   });
   return {
     url: `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
@@ -140,13 +178,11 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     service,
     /** Graceful: stop accepting, let operations in flight finish (bounded), then disconnect. */
     async stop(opts: { drainMs?: number } = {}) {
-      abort.abort();
       const stopping = app.stop(); // no new connections; requests in flight continue
       const drained = await service.drain(opts.drainMs ?? 30_000);
       if (!drained) log("warn", "shutting down with VM operations still running");
       await Promise.race([stopping, Bun.sleep(5_000)]);
-      await ready.catch(() => {});
-      await driver.close();
+      await registry.close();
       log("info", "rcloud stopped");
     },
   };

@@ -19,6 +19,7 @@ export const ERROR_STATUS = {
   invalid_state: 409,
   conflict: 409,
   hypervisor_unavailable: 503,
+  host_unavailable: 503,
   unsupported: 501,
   internal_error: 500,
 } as const;

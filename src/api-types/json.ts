@@ -67,7 +67,7 @@ export interface ApiHost {
   cpus: number | null;
   memory_mb: number | null;
   available_memory_mb: number | null;
-  /** What rcloud's VMs on the host are given (stopped VMs count too: they may be started). */
+  /** What rcloud's VMs on the host are given: VMs not stopped, and creates in flight. */
   allocated: { vcpus: number; memory_mb: number };
   /** What placement allows: cpus × vcpu_overcommit, memory × memory_overcommit. */
   capacity: { vcpus: number | null; memory_mb: number | null };
@@ -123,8 +123,10 @@ export interface ApiConsole {
 }
 
 /**
- * GET /status: the host's capacity and what the caller's VMs use of it. A project token
- * sees its own VMs only and no host layout (uri, hostname, free memory, storage are null).
+ * GET /status: the fleet's capacity and what the caller's VMs use of it. With one host, uri,
+ * hostname and storage are that host's; with several they are null (GET /hosts has each).
+ * A project token sees its own VMs only and no host layout (uri, hostname, free memory,
+ * storage are null).
  */
 export interface ApiStatus {
   status: string;
@@ -142,5 +144,7 @@ export interface ApiStatus {
   free_memory_mb: number | null;
   allocated: { vcpus: number; memory_mb: number; vms: number };
   vms_by_state: Record<string, number>;
+  /** The fleet's hosts by state; cpus, memory and free memory above are the online hosts' sums. */
+  hosts: { total: number; online: number; offline: number; cordoned: number };
   storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
 }

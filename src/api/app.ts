@@ -9,11 +9,11 @@ import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiStatus, CreateVmRequest } from "../api-types/json.ts";
-import type { ConsoleSession, VmService } from "../vm/service.ts";
+import type { ConsoleSession, HostInfo, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CreateVmBody, DeleteResult, ErrorBody, Image, QmpBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -37,6 +37,12 @@ function isOpen(path: string, metricsOpen: boolean): boolean {
 
 const errors = (...codes: number[]) => Object.fromEntries([401, ...codes].map((c) => [c, ErrorBody]));
 const Ref = t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }) });
+const HostRef = t.Object({ name: t.String({ description: "Host name (GET /hosts)" }) });
+
+/** Hosts show the whole fleet's layout and load: admin tokens only (or auth off). */
+function requireAdmin(caller: Caller | null, what: string): void {
+  if (caller !== null && caller.role !== "admin") throw new ServiceError("forbidden", `${what} needs an admin token: hosts show every project's load`);
+}
 
 function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
@@ -180,6 +186,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           tags: [
             { name: "vms", description: "Virtual machines" },
             { name: "images", description: "Base images" },
+            { name: "hosts", description: "Hypervisor hosts of the fleet" },
             { name: "system", description: "Health and capacity" },
           ],
           // Lets the reference page send a token ("Authorize") when auth is on.
@@ -209,28 +216,33 @@ export function createApp(service: VmService, opts: AppOptions) {
           "/status",
           async ({ caller }) => {
             const s = await service.status(caller);
-            const h = s.host;
+            const infos = s.hosts.map((x) => x.info).filter((i): i is HostInfo => i !== null);
+            const h = infos[0]!; // status() answers 503 when no host does
+            const one = s.hosts.length === 1 ? h : null;
+            const sum = (f: (i: HostInfo) => number | null) => infos.reduce<number | null>((n, i) => (n === null || f(i) === null ? null : n + f(i)!), 0);
+            const count = (state: string) => s.hosts.filter((x) => x.state === state).length;
             const full: ApiStatus = {
               status: "operational",
               version: opts.version,
               driver: h.driver,
-              uri: h.uri,
-              hostname: h.hostname,
+              uri: one?.uri ?? null,
+              hostname: one?.hostname ?? null,
               hypervisor: h.hypervisor,
               hypervisor_version: h.hypervisorVersion,
               libvirt_version: h.libvirtVersion,
-              cpus: h.cpus,
-              memory_mb: h.memoryMb,
-              free_memory_mb: h.freeMemoryMb,
+              cpus: sum((i) => i.cpus) ?? 0,
+              memory_mb: sum((i) => i.memoryMb) ?? 0,
+              free_memory_mb: sum((i) => i.freeMemoryMb),
               allocated: s.allocated,
               vms_by_state: s.vms,
-              storage: h.storage
+              hosts: { total: s.hosts.length, online: count("online"), offline: count("offline"), cordoned: count("cordoned") },
+              storage: one?.storage
                 ? {
-                    pool: h.storage.pool,
-                    path: h.storage.path,
-                    capacity_bytes: h.storage.capacityBytes,
-                    allocation_bytes: h.storage.allocationBytes,
-                    available_bytes: h.storage.availableBytes,
+                    pool: one.storage.pool,
+                    path: one.storage.path,
+                    capacity_bytes: one.storage.capacityBytes,
+                    allocation_bytes: one.storage.allocationBytes,
+                    available_bytes: one.storage.availableBytes,
                   }
                 : null,
             };
@@ -240,10 +252,41 @@ export function createApp(service: VmService, opts: AppOptions) {
             // whose usage shows the other projects' load.
             return { ...full, project: caller.project, uri: null, hostname: null, free_memory_mb: null, storage: null };
           },
-          { detail: { tags: ["system"], summary: "Host capacity and usage" }, response: { 503: ErrorBody } },
+          { detail: { tags: ["system"], summary: "Fleet capacity and usage" }, response: { 503: ErrorBody } },
         )
-        .get("/images", () => ({ images: service.images() }), {
-          detail: { tags: ["images"], summary: "List base images" },
+        .get("/hosts", async ({ caller }) => {
+          requireAdmin(caller, "listing hosts");
+          return { hosts: await service.hosts() };
+        }, {
+          detail: { tags: ["hosts"], summary: "The hypervisor hosts: state, capacity, allocation" },
+          response: { 200: t.Object({ hosts: t.Array(Host) }), ...errors(403) },
+        })
+        .get("/hosts/:name", ({ params, caller }) => {
+          requireAdmin(caller, "reading hosts");
+          return service.host(params.name);
+        }, {
+          params: HostRef,
+          detail: { tags: ["hosts"], summary: "One host" },
+          response: { 200: Host, ...errors(403, 404) },
+        })
+        .post("/hosts/:name/cordon", ({ params, caller }) => {
+          requireAdmin(caller, "cordoning hosts");
+          return service.cordon(params.name, true);
+        }, {
+          params: HostRef,
+          detail: { tags: ["hosts"], summary: "Cordon a host: it takes no new VMs (kept across restarts)" },
+          response: { 200: Host, ...errors(403, 404) },
+        })
+        .post("/hosts/:name/uncordon", ({ params, caller }) => {
+          requireAdmin(caller, "uncordoning hosts");
+          return service.cordon(params.name, false);
+        }, {
+          params: HostRef,
+          detail: { tags: ["hosts"], summary: "Uncordon a host: it takes new VMs again" },
+          response: { 200: Host, ...errors(403, 404) },
+        })
+        .get("/images", async () => ({ images: await service.images() }), {
+          detail: { tags: ["images"], summary: "List base images, with the hosts that hold each" },
           response: { 200: t.Object({ images: t.Array(Image) }) },
         })
         .get("/images/:id", ({ params }) => service.image(params.id), {
@@ -251,9 +294,16 @@ export function createApp(service: VmService, opts: AppOptions) {
           detail: { tags: ["images"], summary: "One base image, by id, file name or alias" },
           response: { 200: Image, ...errors(404) },
         })
-        .get("/vms", async ({ caller }) => ({ vms: await service.list(caller) }), {
-          detail: { tags: ["vms"], summary: "List VMs" },
-          response: { 200: VmList, ...errors(503) },
+        .post("/images/:id/copy", ({ params, body, caller }) => service.copyImage(params.id, body.to, body.from, caller), {
+          params: Ref,
+          body: CopyImageBody,
+          detail: { tags: ["images"], summary: "Copy a base image to another host (streamed between the hosts' pools)" },
+          response: { 200: Image, ...errors(403, 404, 409, 422, 503) },
+        })
+        .get("/vms", async ({ query, caller }) => ({ vms: await service.list(caller, { host: query.host }) }), {
+          query: t.Object({ host: t.Optional(t.String({ maxLength: 63, description: "only the VMs of this host" })) }),
+          detail: { tags: ["vms"], summary: "List VMs (a host that does not answer within 1.5 s shows its VMs as unknown)" },
+          response: { 200: VmList, ...errors(404, 503) },
         })
         .post(
           "/vms",

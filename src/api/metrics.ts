@@ -54,7 +54,7 @@ export class Metrics {
     const reconnects = new Counter({ name: "rcloud_hypervisor_reconnects_total", help: "Times rcloud reconnected to the hypervisor since it started", registers: reg });
     this.refresh = async () => {
       const g = this.gauges;
-      for (const k of ["vms", "vmMem"] as const) g[k].reset();
+      for (const k of ["vms", "vmMem", "hostUp", "hostCpus", "hostMem", "capCpus", "capMem", "allocCpus", "allocMem", "hostVms"] as const) g[k].reset();
       this.vmCpu.reset();
       reconnects.reset();
       const { reconnects: reconnected, slowCalls: slow } = service.connectionStats();
@@ -64,44 +64,59 @@ export class Metrics {
         g.slowCalls.set({ state: "waiting" }, slow.waiting);
         g.slowWindow.set(slow.window);
       }
-      try {
-        const { host, records } = await service.snapshot();
-        g.up.set(1);
-        g.hostCpus.set(host.cpus);
-        g.hostMem.set(host.memoryMb * 1024 * 1024);
+      const MiB = 1024 * 1024;
+      const snap = await service.snapshot();
+      let anyUp = false;
+      for (const { host, info, records, fresh } of snap.hosts) {
+        const h = { host: host.name };
+        g.hostUp.set(h, fresh ? 1 : 0);
+        anyUp ||= fresh;
+        if (info) {
+          g.hostCpus.set(h, info.cpus);
+          g.hostMem.set(h, info.memoryMb * MiB);
+          g.capCpus.set(h, info.cpus * host.vcpuOvercommit);
+          g.capMem.set(h, Math.floor(info.memoryMb * host.memoryOvercommit) * MiB);
+        }
         let cpus = 0;
         let mem = 0;
         for (const r of records) {
-          g.vms.inc({ state: r.state });
+          g.vms.inc({ state: fresh ? r.state : "unknown" });
           // A counter read from the hypervisor: reset and set to the current total each scrape.
-          this.vmCpu.inc({ vm: r.name }, Number(r.cpuTimeNs) / 1e9);
-          g.vmMem.set({ vm: r.name }, r.memoryMb * 1024 * 1024);
+          if (fresh) this.vmCpu.inc({ vm: r.name }, Number(r.cpuTimeNs) / 1e9);
+          g.vmMem.set({ vm: r.name }, r.memoryMb * MiB);
           if (r.state !== "stopped") {
             cpus += r.vcpus;
-            mem += r.memoryMb * 1024 * 1024;
+            mem += r.memoryMb * MiB;
           }
         }
-        g.allocCpus.set(cpus);
-        g.allocMem.set(mem);
-      } catch {
-        g.up.set(0);
+        g.hostVms.set(h, records.length);
+        g.allocCpus.set(h, cpus);
+        g.allocMem.set(h, mem);
       }
+      g.up.set(anyUp ? 1 : 0);
     };
     this.vmCpu = new Counter({ name: "rcloud_vm_cpu_seconds_total", help: "CPU time used by each VM", labelNames: ["vm"], registers: reg });
     this.gauges = {
-      up: new Gauge({ name: "rcloud_hypervisor_up", help: "1 when the hypervisor answers", registers: reg }),
-      vms: new Gauge({ name: "rcloud_vms", help: "VMs by state", labelNames: ["state"], registers: reg }),
-      hostCpus: new Gauge({ name: "rcloud_host_vcpus", help: "CPUs of the host", registers: reg }),
-      hostMem: new Gauge({ name: "rcloud_host_memory_bytes", help: "Memory of the host", registers: reg }),
-      allocCpus: new Gauge({ name: "rcloud_allocated_vcpus", help: "vCPUs of VMs that are not stopped", registers: reg }),
-      allocMem: new Gauge({ name: "rcloud_allocated_memory_bytes", help: "Memory of VMs that are not stopped", registers: reg }),
+      up: new Gauge({ name: "rcloud_hypervisor_up", help: "1 when some host answers", registers: reg }),
+      vms: new Gauge({ name: "rcloud_vms", help: "VMs by state (unknown: on a host that does not answer)", labelNames: ["state"], registers: reg }),
+      hostUp: new Gauge({ name: "rcloud_host_up", help: "1 when the host answered its listing in time", labelNames: ["host"], registers: reg }),
+      hostCpus: new Gauge({ name: "rcloud_host_vcpus", help: "CPUs of the host", labelNames: ["host"], registers: reg }),
+      hostMem: new Gauge({ name: "rcloud_host_memory_bytes", help: "Memory of the host", labelNames: ["host"], registers: reg }),
+      capCpus: new Gauge({ name: "rcloud_host_capacity_vcpus", help: "vCPUs placement may give out on the host (CPUs × vcpu_overcommit)", labelNames: ["host"], registers: reg }),
+      capMem: new Gauge({ name: "rcloud_host_capacity_memory_bytes", help: "Memory placement may give out on the host (memory × memory_overcommit)", labelNames: ["host"], registers: reg }),
+      hostVms: new Gauge({ name: "rcloud_host_vms", help: "rcloud VMs on the host", labelNames: ["host"], registers: reg }),
+      allocCpus: new Gauge({ name: "rcloud_allocated_vcpus", help: "vCPUs of VMs that are not stopped, per host", labelNames: ["host"], registers: reg }),
+      allocMem: new Gauge({ name: "rcloud_allocated_memory_bytes", help: "Memory of VMs that are not stopped, per host", labelNames: ["host"], registers: reg }),
       vmMem: new Gauge({ name: "rcloud_vm_memory_bytes", help: "Memory assigned to each VM", labelNames: ["vm"], registers: reg }),
       slowCalls: new Gauge({ name: "rcloud_libvirt_slow_calls", help: "libvirt calls that hold a daemon worker for long (starts, volume creation), in flight or waiting for the window", labelNames: ["state"], registers: reg }),
       slowWindow: new Gauge({ name: "rcloud_libvirt_slow_call_window", help: "How many such calls rcloud lets run at once; grows with libvirtd's worker pool", registers: reg }),
     };
   }
 
-  private readonly gauges: Record<"up" | "vms" | "hostCpus" | "hostMem" | "allocCpus" | "allocMem" | "vmMem" | "slowCalls" | "slowWindow", Gauge>;
+  private readonly gauges: Record<
+    "up" | "vms" | "hostUp" | "hostCpus" | "hostMem" | "capCpus" | "capMem" | "hostVms" | "allocCpus" | "allocMem" | "vmMem" | "slowCalls" | "slowWindow",
+    Gauge
+  >;
   private readonly vmCpu: Counter;
 
   /** Reads the driver once and updates the VM and host gauges (call before each scrape). */

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, QMP_QUERY_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, HOST_NAME_PATTERN, HOST_STATES, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -63,8 +63,17 @@ export const CreateVmBody = t.Object(
     project: t.Optional(
       t.String({ maxLength: 64, pattern: PROJECT_RE.source, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
     ),
+    host: t.Optional(t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "Pin the VM to this host (a name from GET /hosts); default: placement chooses" })),
+    placement_group: t.Optional(
+      t.String({ maxLength: 63, pattern: PLACEMENT_GROUP_PATTERN, description: "VMs of one group go to different hosts while there are hosts left" }),
+    ),
   },
   { additionalProperties: false },
+);
+
+const HostStateSchema = t.Union(
+  [t.Literal(HOST_STATES[0]), t.Literal(HOST_STATES[1]), t.Literal(HOST_STATES[2])],
+  { description: "online, offline (not answering: its VMs are shown from the last listing with state unknown) or cordoned (takes no new VMs)" },
 );
 
 export const Vm = t.Object({
@@ -94,6 +103,9 @@ export const Vm = t.Object({
   created_at: t.String(),
   updated_at: t.String(),
   project: t.Optional(t.Nullable(t.String({ description: "Project that owns the VM (null: none)" }))),
+  host: t.String({ description: "The host that runs the VM" }),
+  host_state: HostStateSchema,
+  placement_group: t.Nullable(t.String()),
 });
 
 export const VmList = t.Object({ vms: t.Array(Vm) });
@@ -106,7 +118,34 @@ export const Image = t.Object({
   format: t.String(),
   virtual_size_gb: t.Number(),
   disk_size_mb: t.Number(),
+  hosts: t.Array(t.String(), { description: "The hosts that hold the image" }),
 });
+
+export const Host = t.Object({
+  name: t.String(),
+  uri: t.String({ description: "libvirt URI without credentials or client-side parameters" }),
+  driver: t.String(),
+  state: HostStateSchema,
+  labels: t.Record(t.String(), t.String()),
+  hostname: t.Nullable(t.String()),
+  cpus: t.Nullable(t.Integer()),
+  memory_mb: t.Nullable(t.Integer()),
+  available_memory_mb: t.Nullable(t.Integer()),
+  allocated: t.Object({ vcpus: t.Integer(), memory_mb: t.Integer() }, { description: "VMs not stopped, and creates in flight" }),
+  capacity: t.Object({ vcpus: t.Nullable(t.Integer()), memory_mb: t.Nullable(t.Integer()) }, { description: "cpus × vcpu_overcommit, memory × memory_overcommit" }),
+  vms: t.Integer(),
+  versions: t.Object({ hypervisor: t.Nullable(t.String()), libvirt: t.Nullable(t.String()) }),
+  last_contact: t.Nullable(t.String()),
+  last_error: t.Nullable(t.String()),
+});
+
+export const CopyImageBody = t.Object(
+  {
+    to: t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "The host to copy the image to" }),
+    from: t.Optional(t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "The host to copy from (default: an online host that has it)" })),
+  },
+  { additionalProperties: false },
+);
 
 export const DeleteResult = t.Object({ id: t.String(), name: t.String(), status: t.Literal("destroyed") });
 

@@ -265,8 +265,8 @@ export const CONFIG_SCHEMA = Section({
     }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
     max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
-    vcpu_overcommit: Int(1, 64, { default: 4, description: "vCPUs one VM may have per host CPU" }),
-    memory_overcommit: Num(0.1, 64, { default: 1, description: "a VM's memory may be up to the host's memory times this (a ratio)" }),
+    vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),
+    memory_overcommit: Num(0.1, 64, { default: 1, description: "a host's VMs may have its memory times this in all (a ratio; VMs not stopped)" }),
   }),
   logging: Section({
     level: OneOf(["debug", "info", "warn", "error"], { default: "info", env: "RCLOUD_LOG_LEVEL", description: "log level: debug, info, warn or error" }),

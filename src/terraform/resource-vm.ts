@@ -13,6 +13,7 @@ import { ApiError } from "./client.ts";
 import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
+import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -331,18 +332,6 @@ function createBody(p: CtyObject): CreateVmRequest {
     if (v !== undefined) body[k] = v;
   }
   return body;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Until the VM runs and, if it has networking, its address (or SSH port) is known. */

@@ -1,63 +1,75 @@
 /**
- * The VM service: naming, access, quotas, per-VM locking and the API's view of a VM; create
- * requests are validated by validate-create.ts. It talks to one VmDriver and knows nothing
- * about libvirt or QEMU.
+ * The VM service: naming, access, quotas, placement, per-VM locking and the API's view of a
+ * VM, over a fleet of hosts (fleet.ts), each behind one VmDriver; create requests are
+ * validated by validate-create.ts and placed by placement.ts. It knows nothing about libvirt
+ * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiDisk, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
-import { QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
+import type { ApiDisk, ApiHost, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
-import { fromDriver } from "./errors.ts";
-import type { ImageCatalog } from "./images.ts";
+import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
+import { type FleetImage, findImage } from "./fleet-images.ts";
+import type { Host, HostRegistry } from "./hosts.ts";
+import { place, type PlacementCandidate, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
-import { invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { checkPoolRoom, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 
 export type { ServiceDefaults };
 
 /** Re-exported for the adapters, which talk to the service only. */
-export type { ConsoleSession };
+export type { ConsoleSession, HostInfo };
 
 const ID_RE = new RegExp(VM_ID_PATTERN);
 const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
 const GiB = 1024 ** 3;
 
+/** A VM and the host it lives on. */
+interface Located {
+  host: Host;
+  rec: VmRecord;
+}
+
+export interface ServiceOptions {
+  defaults: ServiceDefaults;
+  /** Told how long each lifecycle operation took (metrics). */
+  onOperation?: (op: string, ms: number, ok: boolean) => void;
+  /** Per-project quotas; null = none. */
+  quotas?: QuotaConfig | null;
+  placement?: PlacementPolicy;
+}
+
 export class VmService {
   private readonly locks = new KeyedMutex();
   private readonly sshPorts = new SshPortReservations();
-  /** Capacity checks in a burst of creates share one recent reading of the host. */
-  private hostCache: { at: number; info: Promise<HostInfo> } | null = null;
-
-  private recentHostInfo(): Promise<HostInfo> {
-    const now = Date.now();
-    if (!this.hostCache || now - this.hostCache.at > 2000) {
-      const info = this.guard(() => this.driver.hostInfo());
-      this.hostCache = { at: now, info };
-      info.catch(() => (this.hostCache = null));
-    }
-    return this.hostCache.info;
-  }
+  private readonly quotaReservations: QuotaReservations;
+  private readonly fleet: Fleet;
+  private readonly defaults: ServiceDefaults;
+  private readonly onOperation: (op: string, ms: number, ok: boolean) => void;
+  private readonly policy: PlacementPolicy;
+  /** VM id → where it was last seen (a hint: always re-checked). */
+  private readonly byId = new Map<string, { host: string; name: string }>();
+  /** VM name → the host it was last seen on (a hint). */
+  private readonly byName = new Map<string, string>();
 
   constructor(
-    /** For tests that reach into the driver; adapters use the service's own methods. */
-    readonly driver: VmDriver,
-    private readonly catalog: ImageCatalog,
-    private readonly defaults: ServiceDefaults,
-    /** Told how long each lifecycle operation took (metrics). */
-    private readonly onOperation: (op: string, ms: number, ok: boolean) => void = () => {},
-    /** Per-project quotas; null = none. */
-    quotas: QuotaConfig | null = null,
+    readonly registry: HostRegistry,
+    opts: ServiceOptions,
   ) {
-    this.quotaReservations = new QuotaReservations(quotas);
+    this.fleet = new Fleet(registry);
+    this.defaults = opts.defaults;
+    this.onOperation = opts.onOperation ?? (() => {});
+    this.quotaReservations = new QuotaReservations(opts.quotas ?? null);
+    this.policy = opts.placement ?? "spread";
   }
 
-  private readonly quotaReservations: QuotaReservations;
-
-  /** VM id → name, from the last listing and from creates (a hint: always re-checked). */
-  private readonly idToName = new Map<string, string>();
-
+  /** The first host's driver: for tests that reach into a one-host server's driver. */
+  get driver(): VmDriver {
+    return this.registry.hosts[0]!.driver;
+  }
 
   /** Lifecycle operations running now (graceful shutdown waits for them). */
   private running = 0;
@@ -87,136 +99,296 @@ export class VmService {
     }
   }
 
-  // ---- the hypervisor ----
+  // ---- the hosts ----
 
   /** Which driver runs the VMs (libvirt or qemu). */
   get driverKind(): VmDriver["kind"] {
     return this.driver.kind;
   }
 
-  /** Whether the hypervisor answers (GET /health). */
-  health(): Promise<{ ok: boolean; detail: string }> {
-    return this.driver.health();
+  /** Whether rcloud can run VMs (GET /health): some host is online. One host: its own words. */
+  health(): { ok: boolean; detail: string } {
+    const hosts = this.registry.hosts;
+    const online = hosts.filter((h) => h.online);
+    if (hosts.length === 1) {
+      const h = hosts[0]!;
+      return h.online ? { ok: true, detail: `connected to ${h.displayUri}` } : { ok: false, detail: h.lastError ?? `connecting to ${h.displayUri}` };
+    }
+    const down = hosts.filter((h) => !h.online).map((h) => `${h.name} (${h.lastError ?? "connecting"})`);
+    return { ok: online.length > 0, detail: `${online.length} of ${hosts.length} hosts online${down.length ? `; offline: ${down.join(", ")}` : ""}` };
   }
 
-  /** The driver's connection figures for /metrics: reconnects so far, and the slow-call window (libvirt). */
+  /** The drivers' connection figures for /metrics, summed over the hosts. */
   connectionStats(): { reconnects: number; slowCalls: { inFlight: number; waiting: number; window: number } | null } {
-    return { reconnects: this.driver.reconnects?.() ?? 0, slowCalls: this.driver.slowCalls?.() ?? null };
+    let reconnects = 0;
+    let slowCalls: { inFlight: number; waiting: number; window: number } | null = null;
+    for (const h of this.registry.hosts) {
+      reconnects += h.driver.reconnects?.() ?? 0;
+      const s = h.driver.slowCalls?.() ?? null;
+      if (s) slowCalls = slowCalls ? { inFlight: slowCalls.inFlight + s.inFlight, waiting: slowCalls.waiting + s.waiting, window: slowCalls.window + s.window } : s;
+    }
+    return { reconnects, slowCalls };
+  }
+
+  async hosts(): Promise<ApiHost[]> {
+    return Promise.all(this.registry.hosts.map((h) => this.fleet.describe(h)));
+  }
+
+  host(name: string): Promise<ApiHost> {
+    return this.fleet.describe(this.fleet.mustHost(name));
+  }
+
+  /** Cordons (no new VMs) or uncordons a host; kept across restarts. */
+  async cordon(name: string, on: boolean): Promise<ApiHost> {
+    const h = this.fleet.mustHost(name);
+    await this.registry.cordon(h.name, on);
+    return this.fleet.describe(h);
   }
 
   // ---- reads ----
 
-  /** Every VM the caller may see: a user token's project only; all for admins (or with auth off). */
-  async list(caller: Caller | null = null): Promise<ApiVm[]> {
-    const records = (await this.records()).filter((r) => canAccess(caller, r.owner));
-    return Promise.all(records.map((r) => this.toApi(r)));
+  /** Every VM the caller may see (a user token's project only; all for admins), optionally of one host. */
+  async list(caller: Caller | null = null, opts: { host?: string } = {}): Promise<ApiVm[]> {
+    const hosts = opts.host === undefined ? this.registry.hosts : [this.fleet.mustHost(opts.host)];
+    const listings = await this.listings(hosts);
+    const vms = await Promise.all(listings.flatMap((l) => l.records.filter((r) => canAccess(caller, r.owner)).map((r) => this.toApi(r, l.host, l.fresh))));
+    return vms.sort((a, b) => a.created_at.localeCompare(b.created_at));
+  }
+
+  /** The listings of `hosts`; 503 when none of them answered (nothing current to show). */
+  private async listings(hosts: Host[]): Promise<HostListing[]> {
+    const listings = await Promise.all(hosts.map((h) => this.fleet.list(h)));
+    if (listings.length > 0 && listings.every((l) => !l.fresh)) {
+      const why = listings.map((l) => (hosts.length === 1 ? l.error : `${l.host.name}: ${l.error}`)).join("; ");
+      throw new ServiceError("hypervisor_unavailable", hosts.length === 1 ? why : `no host answered: ${why}`);
+    }
+    for (const l of listings) this.remember(l.host, l.records);
+    return listings;
   }
 
   async get(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.toApi(await this.resolve(ref, caller));
+    const { host, rec } = await this.resolve(ref, caller);
+    return this.toApi(rec, host, true);
   }
 
-  images(): ApiImage[] {
-    return this.catalog.list().map(toApiImage);
+  async images(): Promise<ApiImage[]> {
+    return (await this.fleet.fleetImages()).map(toApiImage);
   }
 
-  image(ref: string): ApiImage {
-    const img = this.catalog.find(ref);
-    if (!img) throw new ServiceError("not_found", `no image '${ref}'; GET /api/v1/images lists the available ones`);
+  async image(ref: string): Promise<ApiImage> {
+    const img = findImage(await this.fleet.fleetImages(), ref);
+    if (!img) throw new ServiceError("not_found", `no image '${String(ref).slice(0, 64)}'; GET /api/v1/images lists the available ones`);
     return toApiImage(img);
   }
 
-  /** The host and every VM record, read once (status, metrics). */
-  async snapshot(): Promise<{ host: HostInfo; records: VmRecord[] }> {
-    const [host, records] = await Promise.all([this.guard(() => this.driver.hostInfo()), this.records()]);
-    return { host, records };
+  /** Copies a base image to another host through the hosts' volume streams. */
+  async copyImage(ref: string, to: string, from: string | undefined, caller: Caller | null = null): Promise<ApiImage> {
+    if (caller !== null && caller.role !== "admin") throw new ServiceError("forbidden", "copying images between hosts needs an admin token");
+    const img = findImage(await this.fleet.fleetImages(), ref);
+    if (!img) throw new ServiceError("not_found", `no image '${String(ref).slice(0, 64)}'; GET /api/v1/images lists the available ones`);
+    const dst = this.fleet.mustHost(to);
+    if (img.hosts.includes(dst.name)) throw new ServiceError("conflict", `host ${dst.name} already has image ${img.info.id}`);
+    const srcName = from ?? img.hosts.find((n) => this.registry.get(n)?.online);
+    if (srcName === undefined) throw new ServiceError("host_unavailable", `no online host has image ${img.info.id} (it is on ${img.hosts.join(", ")})`);
+    const src = this.fleet.mustHost(srcName);
+    if (!img.hosts.includes(src.name)) throw invalid("from", `host ${src.name} does not have image ${img.info.id} (it is on ${img.hosts.join(", ")})`);
+    return this.locks.run(`image:${img.info.id}@${dst.name}`, () =>
+      this.timed("image_copy", async () => {
+        const reader = await this.fleet.onHost(src, () => src.driver.readImage(img.info.id));
+        await this.fleet.onHost(dst, () => dst.driver.writeImage(reader.image.fileName, reader.image.format, reader.sizeBytes, reader.data)).catch(async (e: unknown) => {
+          await reader.data.cancel().catch(() => {});
+          throw e;
+        });
+        this.fleet.forgetImages(dst);
+        const after = findImage(await this.fleet.fleetImages(), img.info.id);
+        return toApiImage(after ?? img);
+      }),
+    );
   }
 
-  /** Host facts and VM counts; the counts are of the VMs the caller may see (its project's for a user token). */
-  async status(caller: Caller | null = null): Promise<{ host: HostInfo; vms: Record<string, number>; allocated: { vcpus: number; memory_mb: number; vms: number } }> {
+  /** Every host's VM records with the host each lives on (status, metrics). */
+  async snapshot(): Promise<{ hosts: { host: Host; info: HostInfo | null; records: VmRecord[]; fresh: boolean }[] }> {
+    const hosts = this.registry.hosts;
+    const [listings, infos] = await Promise.all([
+      Promise.all(hosts.map((h) => this.fleet.list(h))),
+      Promise.all(hosts.map((h) => (h.online ? this.fleet.within(h, () => this.fleet.facts(h), h.facts?.info ?? null).catch(() => null) : Promise.resolve(null)))),
+    ]);
+    return { hosts: listings.map((l, i) => ({ host: l.host, info: infos[i] ?? null, records: l.records, fresh: l.fresh })) };
+  }
+
+  /**
+   * The fleet's capacity and the caller's VMs: counts of the VMs the caller may see (its
+   * project's for a user token); 503 when no host answers.
+   */
+  async status(caller: Caller | null = null): Promise<{
+    hosts: { name: string; state: HostState; info: HostInfo | null }[];
+    vms: Record<string, number>;
+    allocated: { vcpus: number; memory_mb: number; vms: number };
+  }> {
     const snap = await this.snapshot();
-    const host = snap.host;
-    const records = snap.records.filter((r) => canAccess(caller, r.owner));
+    if (!snap.hosts.some((h) => h.info !== null)) {
+      const why = snap.hosts.map((h) => (snap.hosts.length === 1 ? h.host.lastError : `${h.host.name}: ${h.host.lastError}`)).join("; ");
+      throw new ServiceError("hypervisor_unavailable", why || "no host is answering");
+    }
     const byState: Record<string, number> = {};
     let vcpus = 0;
     let memory = 0;
-    for (const r of records) {
-      byState[r.state] = (byState[r.state] ?? 0) + 1;
-      if (r.state !== "stopped") {
-        vcpus += r.vcpus;
-        memory += r.memoryMb;
+    let count = 0;
+    for (const h of snap.hosts) {
+      for (const r of h.records) {
+        if (!canAccess(caller, r.owner)) continue;
+        const state = h.fresh ? r.state : "unknown";
+        byState[state] = (byState[state] ?? 0) + 1;
+        count++;
+        if (countsOnHost(r)) {
+          vcpus += r.vcpus;
+          memory += r.memoryMb;
+        }
       }
     }
-    return { host, vms: byState, allocated: { vcpus, memory_mb: memory, vms: records.length } };
+    return { hosts: snap.hosts.map((h) => ({ name: h.host.name, state: h.host.state, info: h.info })), vms: byState, allocated: { vcpus, memory_mb: memory, vms: count } };
   }
 
   /** An interactive console session on a running VM (the caller must own the VM). */
   async openConsole(ref: string, caller: Caller | null = null): Promise<ConsoleSession> {
-    const rec = await this.resolve(ref, caller);
+    const { host, rec } = await this.resolve(ref, caller);
     if (rec.state !== "running" && rec.state !== "paused") {
       throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; start it to use its console`);
     }
-    return this.guard(() => this.driver.openConsole(rec.name));
+    return this.fleet.onHost(host, () => host.driver.openConsole(rec.name));
   }
 
   async console(ref: string, caller: Caller | null = null): Promise<ConsoleInfo> {
-    const rec = await this.resolve(ref, caller);
-    return this.guard(() => this.driver.console(rec.name));
+    const { host, rec } = await this.resolve(ref, caller);
+    return this.fleet.onHost(host, () => host.driver.console(rec.name));
   }
 
   // ---- lifecycle ----
 
   async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
     const owner = projectForCreate(caller, req.project);
-    const spec = await this.validateCreate(req, owner);
+    const images = await this.fleet.fleetImages();
+    const spec = validateCreate(req, owner, {
+      defaults: this.defaults,
+      findImage: (ref) => findImage(images, ref)?.info ?? null,
+      imageNames: () => images.map((i) => i.info.alias ?? i.info.id),
+    });
+    const image = findImage(images, spec.image.id)!;
+    if (req.host !== undefined) this.pinnedHost(req.host);
     return this.timed("create", async () => {
-      const release = owner !== null ? await this.quotaReservations.reserve(owner, spec, () => this.records()) : () => {};
+      const release = owner !== null ? await this.quotaReservations.reserve(owner, spec, () => this.allRecords()) : () => {};
       try {
-        return await this.createLocked(spec);
+        return await this.createLocked(spec, image, req.host ?? null);
       } finally {
         release();
       }
     });
   }
 
-  private createLocked(spec: VmSpec): Promise<ApiVm> {
+  /** A create's `host`: 422 naming the field when no such host. */
+  private pinnedHost(name: string): Host {
+    const h = this.registry.get(name);
+    if (!h) throw invalid("host", `no host '${name}'; known: ${this.registry.hosts.map((x) => x.name).join(", ")}`);
+    return h;
+  }
+
+  private createLocked(spec: VmSpec, image: FleetImage, pinned: string | null): Promise<ApiVm> {
     return this.locks.run(`name:${spec.name}`, async () => {
-      if (await this.guard(() => this.driver.get(spec.name))) {
-        throw new ServiceError("name_taken", `a VM named '${spec.name}' already exists; pick another name or delete it first`);
-      }
+      await this.checkNameFree(spec.name);
+      const candidates = await this.candidates(image, spec.placementGroup);
+      // From here to reserve() nothing awaits: concurrent creates see each other's choices.
+      const placed = place(candidates, { vcpus: spec.vcpus, memoryMb: spec.memoryMb, image: image.info.id, pinned }, this.policy);
+      if ("refusals" in placed) throw refusalError(placed.refusals, pinned, this.registry.hosts.length);
+      const host = this.registry.get(placed.host)!;
+      const done = this.fleet.reserve(host, spec.id, { vcpus: spec.vcpus, memoryMb: spec.memoryMb, group: spec.placementGroup });
       let port: number | null = null;
+      let created: VmRecord | null = null;
       try {
+        const onHost = (await this.fleet.hostImages(host)).find((i) => i.id === image.info.id);
+        if (!onHost) throw new ServiceError("image_not_found", `host ${host.name} no longer has image ${image.info.id}`, { field: "image" });
+        spec.image = onHost;
+        checkPoolRoom(host.name, await this.fleet.facts(host));
         if (spec.network.mode === "user") {
-          port = this.sshPorts.allocate(await this.guard(() => this.driver.usedSshPorts()));
+          port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
           spec.network.sshPort = port;
         }
-        const rec = await this.guard(() => this.driver.create(spec));
-        this.idToName.set(rec.id, rec.name);
-        return this.toApi(rec);
+        const call = host.driver.create(spec);
+        created = await this.fleet.onHost(host, () => call).catch((e: unknown) => {
+          // The caller was told it failed: if the frozen host finishes the create later, undo it.
+          if (e instanceof ServiceError && e.code === "host_unavailable") void call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
+          throw e;
+        });
+        this.remember(host, [created]);
+        return await this.toApi(created, host, true);
       } finally {
+        done(created);
         if (port !== null) this.sshPorts.release(port);
       }
     });
   }
 
+  /** Every host is asked (an offline one answers from its last listing): names are unique across the fleet. */
+  private async checkNameFree(name: string): Promise<void> {
+    const found = await Promise.all(
+      this.registry.hosts.map(async (h) => {
+        const cached = h.records?.some((r) => r.name === name) ? h : null;
+        if (!h.online) return cached;
+        // A host that does not answer in time is judged by its last listing.
+        const rec = await this.fleet.within(h, () => h.driver.get(name), "late" as const);
+        return rec === "late" ? cached : rec ? h : null;
+      }),
+    );
+    const on = found.find((h) => h !== null);
+    if (on) {
+      const where = this.registry.hosts.length > 1 ? ` (on host ${on.name})` : "";
+      throw new ServiceError("name_taken", `a VM named '${name}' already exists${where}; pick another name or delete it first`);
+    }
+  }
+
+  /** Every host as placement sees it; online hosts' facts and listings are read if missing or old. */
+  private async candidates(image: FleetImage, group: string | null): Promise<PlacementCandidate[]> {
+    const hosts = this.registry.hosts;
+    await Promise.all(
+      hosts.map(async (h) => {
+        if (!h.online) return;
+        await this.fleet.within(h, () => this.fleet.facts(h), null).catch(() => null);
+        if (h.records === null) await this.fleet.list(h);
+      }),
+    );
+    return hosts.map((h) => ({
+      name: h.name,
+      state: h.state,
+      hasImage: image.hosts.includes(h.name),
+      cpus: h.facts?.info.cpus ?? null,
+      memoryMb: h.facts?.info.memoryMb ?? null,
+      vcpuOvercommit: h.vcpuOvercommit,
+      memoryOvercommit: h.memoryOvercommit,
+      allocated: this.fleet.allocated(h),
+      groupMembers: this.fleet.groupMembers(h, group),
+    }));
+  }
+
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.timed("start", () => this.mutate(ref, caller, (name) => this.driver.start(name)));
+    return this.timed("start", () => this.mutate(ref, caller, (h, name) => h.driver.start(name)));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
     const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
     if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-    return this.timed("stop", () => this.mutate(ref, caller, (name) => this.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+    return this.timed("stop", () => this.mutate(ref, caller, (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
   }
 
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.timed("reboot", () => this.mutate(ref, caller, (name) => this.driver.reboot(name)));
+    return this.timed("reboot", () => this.mutate(ref, caller, (h, name) => h.driver.reboot(name)));
   }
 
   async delete(ref: string, caller: Caller | null = null): Promise<{ id: string; name: string; status: "destroyed" }> {
-    const rec = await this.resolve(ref, caller);
+    const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
-      await this.timed("delete", () => this.guard(() => this.driver.delete(rec.name)));
+      await this.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name)));
+      this.fleet.forget(host, rec.id);
+      this.byId.delete(rec.id);
+      this.byName.delete(rec.name);
       return { id: rec.id, name: rec.name, status: "destroyed" as const };
     });
   }
@@ -225,80 +397,87 @@ export class VmService {
     if (!QMP_QUERY_RE.test(command)) {
       throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
     }
-    const rec = await this.resolve(ref, caller);
+    const { host, rec } = await this.resolve(ref, caller);
     if (rec.state !== "running" && rec.state !== "paused") throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; QMP needs a running VM`);
-    return this.guard(() => this.driver.qmp(rec.name, command, args));
+    return this.fleet.onHost(host, () => host.driver.qmp(rec.name, command, args));
   }
 
   // ---- helpers ----
 
-  private async mutate(ref: string, caller: Caller | null, op: (name: string) => Promise<void>): Promise<ApiVm> {
-    const rec = await this.resolve(ref, caller);
+  private async mutate(ref: string, caller: Caller | null, op: (h: Host, name: string) => Promise<void>): Promise<ApiVm> {
+    const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
-      await this.guard(() => op(rec.name));
-      const after = await this.guard(() => this.driver.get(rec.name));
+      await this.fleet.onHost(host, () => op(host, rec.name));
+      const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
       if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-      return this.toApi(after);
+      this.remember(host, [after]);
+      return this.toApi(after, host, true);
     });
   }
 
   /**
-   * `{id}` in the API may be the id (vm-xxxxxxxx) or the name. A VM of another project than
-   * the caller's is 403 forbidden (after the lookup, so a missing VM is still 404).
+   * `{id}` in the API may be the id (vm-xxxxxxxx) or the name, on any host. A VM of another
+   * project than the caller's is 403 forbidden (after the lookup, so a missing VM is still 404).
    */
-  async resolve(ref: string, caller: Caller | null = null): Promise<VmRecord> {
-    const rec = await this.lookup(ref);
-    assertAccess(caller, rec.owner, rec.name);
-    return rec;
+  async resolve(ref: string, caller: Caller | null = null): Promise<Located> {
+    const found = await this.lookup(ref);
+    assertAccess(caller, found.rec.owner, found.rec.name);
+    return found;
   }
 
-  private async lookup(ref: string): Promise<VmRecord> {
+  private async lookup(ref: string): Promise<Located> {
     if (typeof ref !== "string" || ref.length === 0 || ref.length > 64 || !/^[A-Za-z0-9._-]+$/.test(ref)) {
       throw new ServiceError("not_found", `no VM '${String(ref).slice(0, 64)}'`);
     }
-    if (ID_RE.test(ref)) {
-      // By id: the name remembered for it, checked (names are reused after deletes); a full
-      // listing only for ids not seen yet.
-      const known = this.idToName.get(ref);
-      if (known) {
-        const rec = await this.guard(() => this.driver.get(known));
-        if (rec?.id === ref) return rec;
-        this.idToName.delete(ref);
-      }
-      const rec = (await this.records()).find((r) => r.id === ref);
-      if (rec) return rec;
+    const byId = ID_RE.test(ref);
+    // Where it was last seen, checked there (names are reused after deletes).
+    const hint = byId ? this.byId.get(ref) : this.byName.has(ref) ? { host: this.byName.get(ref)!, name: ref } : undefined;
+    const hinted = hint ? this.registry.get(hint.host) : undefined;
+    if (hint && hinted) {
+      const rec = await this.fleet.onHost(hinted, () => hinted.driver.get(hint.name));
+      if (rec && (byId ? rec.id === ref : true)) return { host: hinted, rec };
+      if (byId) this.byId.delete(ref);
+      else this.byName.delete(ref);
     }
-    const rec = await this.guard(() => this.driver.get(ref));
-    if (!rec) throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
-    return rec;
+    // Not known where: every online host is asked; the first that has it answers.
+    const online = this.registry.hosts.filter((h) => h.online);
+    const found = await firstFound(
+      online.map(async (h): Promise<Located | null> => {
+        const rec = byId ? (await this.fleet.onHost(h, () => h.driver.list())).find((r) => r.id === ref) : await this.fleet.onHost(h, () => h.driver.get(ref));
+        return rec ? { host: h, rec } : null;
+      }),
+    );
+    if (found) {
+      this.remember(found.host, [found.rec]);
+      return found;
+    }
+    const onDownHost = this.registry.hosts.find((h) => !h.online && h.records?.some((r) => r.id === ref || r.name === ref));
+    if (onDownHost) throw new ServiceError("host_unavailable", `VM '${ref}' is on host ${onDownHost.name}, which is not answering (${onDownHost.lastError ?? "offline"})`, { host: onDownHost.name });
+    if (online.length === 0) {
+      const why = this.registry.hosts.map((h) => h.lastError).filter(Boolean).join("; ");
+      throw new ServiceError("hypervisor_unavailable", why || "no host is answering");
+    }
+    throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
   }
 
-  /** Every VM from the driver, remembering each id's name for lookups by id. */
-  private async records(): Promise<VmRecord[]> {
-    const records = await this.guard(() => this.driver.list());
-    this.idToName.clear();
-    for (const r of records) this.idToName.set(r.id, r.name);
-    return records;
-  }
-
-  private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      throw fromDriver(e);
+  private remember(h: Host, records: VmRecord[]): void {
+    for (const r of records) {
+      this.byId.set(r.id, { host: h.name, name: r.name });
+      this.byName.set(r.name, h.name);
     }
   }
 
-  /** Semantic validation of a create request (validate-create.ts) against a recent reading of the host. */
-  async validateCreate(req: CreateVmRequest, owner: string | null): Promise<VmSpec> {
-    return validateCreate(req, owner, { defaults: this.defaults, catalog: this.catalog, host: await this.recentHostInfo() });
+  /** Every VM on every host (offline hosts: their last listing), for quota checks. */
+  private async allRecords(): Promise<VmRecord[]> {
+    const listings = await this.listings(this.registry.hosts);
+    return listings.flatMap((l) => l.records);
   }
 
-  private async toApi(r: VmRecord): Promise<ApiVm> {
+  private async toApi(r: VmRecord, h: Host, fresh: boolean): Promise<ApiVm> {
     let ip: string | null = null;
-    if (r.state === "running") {
+    if (fresh && r.state === "running") {
       try {
-        ip = await this.driver.ipAddress(r);
+        ip = await h.driver.ipAddress(r);
       } catch {
         ip = null; // address discovery is best effort
       }
@@ -310,7 +489,7 @@ export class VmService {
       id: r.id,
       name: r.name,
       uuid: r.uuid,
-      state: r.state,
+      state: fresh ? r.state : "unknown",
       vcpus: r.vcpus,
       memory_mb: r.memoryMb,
       disks,
@@ -325,14 +504,53 @@ export class VmService {
       created_at: r.createdAt,
       updated_at: r.updatedAt,
       project: r.owner,
-      host: "local",
-      host_state: "online",
+      host: h.name,
+      host_state: fresh ? h.state : "offline",
       placement_group: r.placementGroup,
     };
   }
 }
 
-function toApiImage(i: ImageInfo): ApiImage {
+/** The first task to find something; null when none does; the first error when one failed and none found. */
+function firstFound<T>(tasks: Promise<T | null>[]): Promise<T | null> {
+  if (tasks.length === 0) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    let left = tasks.length;
+    let error: unknown = null;
+    for (const t of tasks) {
+      t.then(
+        (v) => {
+          if (v !== null) resolve(v);
+          else if (--left === 0) (error === null ? resolve(null) : reject(error));
+        },
+        (e: unknown) => {
+          error ??= e;
+          if (--left === 0) reject(error);
+        },
+      );
+    }
+  });
+}
+
+/** Why no host took the VM, as one API error naming every host. */
+function refusalError(refusals: Refusal[], pinned: string | null, hostCount: number): ServiceError {
+  const offline = refusals.filter((r) => r.resource === "host" && r.reason.startsWith("offline"));
+  if (offline.length === refusals.length) {
+    const names = offline.map((r) => r.host).join(", ");
+    return pinned !== null
+      ? new ServiceError("host_unavailable", `host ${pinned} is not answering; pick another host or wait until it is back`, { field: "host" })
+      : new ServiceError("hypervisor_unavailable", hostCount === 1 ? `host ${names} is not answering` : `no host is answering (${names})`);
+  }
+  const resources = new Set(refusals.map((r) => r.resource));
+  const only = resources.size === 1 ? [...resources][0]! : null;
+  const field = only === "host" ? (pinned !== null ? "host" : undefined) : (only ?? undefined);
+  const message = refusals.length === 1 ? `${hostCount > 1 ? `host ${refusals[0]!.host}: ` : ""}${refusals[0]!.reason}` : `no host can take this VM: ${refusals.map((r) => `${r.host}: ${r.reason}`).join("; ")}`;
+  if (only === "image") return new ServiceError("image_not_found", message, { field: "image" });
+  return new ServiceError("capacity_exceeded", message, { ...(field ? { field } : {}), hosts: refusals.map((r) => ({ host: r.host, reason: r.reason })) });
+}
+
+function toApiImage(f: FleetImage): ApiImage {
+  const i: ImageInfo = f.info;
   return {
     id: i.id,
     name: i.alias ?? i.id,
@@ -341,6 +559,6 @@ function toApiImage(i: ImageInfo): ApiImage {
     format: i.format,
     virtual_size_gb: Math.round((i.virtualSizeBytes / GiB) * 100) / 100,
     disk_size_mb: Math.round((i.diskSizeBytes / 1024 ** 2) * 10) / 10,
-    hosts: ["local"],
+    hosts: f.hosts,
   };
 }

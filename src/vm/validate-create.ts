@@ -8,17 +8,17 @@ import { existsSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
-import type { DiskBus, HostInfo, NetworkMode, VmSpec } from "../drivers/types.ts";
+import type { DiskBus, HostInfo, ImageInfo, NetworkMode, VmSpec } from "../drivers/types.ts";
 import { containedPath } from "../util/contained-path.ts";
 import { loginUserProblem } from "../util/login-user.ts";
-import { checkMemoryFits } from "./capacity.ts";
-import type { ImageCatalog } from "./images.ts";
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
 const ID_RE = new RegExp(VM_ID_PATTERN);
 const BRIDGE_RE = new RegExp(BRIDGE_PATTERN);
+const HOST_RE = new RegExp(HOST_NAME_PATTERN);
+const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 const GiB = 1024 ** 3;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
 const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
@@ -47,9 +47,10 @@ export interface ServiceDefaults {
 
 export interface CreateContext {
   defaults: ServiceDefaults;
-  catalog: ImageCatalog;
-  /** A recent reading of the host (capacity checks). */
-  host: HostInfo;
+  /** Finds a base image by id, file name or alias on any host (images.ts FleetImages). */
+  findImage(ref: string): ImageInfo | null;
+  /** Every image's name, for the refusal of an unknown one. */
+  imageNames(): string[];
 }
 
 function newId(): string {
@@ -84,24 +85,20 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
   if (req.image !== undefined && req.base_image !== undefined && req.image !== req.base_image) {
     throw invalid("image", "image and base_image disagree; give one of them");
   }
-  const image = ctx.catalog.find(imageRef);
+  const image = typeof imageRef === "string" ? ctx.findImage(imageRef) : null;
   if (!image) {
-    const known = ctx.catalog.list().map((i) => i.alias ?? i.id);
-    throw new ServiceError("image_not_found", `no base image '${imageRef}'; available: ${known.join(", ") || "none"}`, { field: "image", available: known });
+    const known = ctx.imageNames();
+    throw new ServiceError("image_not_found", `no base image '${String(imageRef)}'; available: ${known.join(", ") || "none"}`, { field: "image", available: known });
   }
 
-  const host = ctx.host;
+  // What fits on which host is placement's business (placement.ts); these are the bounds.
   const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
-  if (vcpus > host.cpus * d.vcpuOvercommit) {
-    throw new ServiceError(
-      "capacity_exceeded",
-      `vcpus: ${vcpus} is more than ${host.cpus * d.vcpuOvercommit} (${d.vcpuOvercommit} per host CPU, vm_defaults.vcpu_overcommit; the host has ${host.cpus})`,
-      { field: "vcpus", host_cpus: host.cpus },
-    );
-  }
   if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
   const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
-  checkMemoryFits(memoryMb, host.memoryMb, d.memoryOvercommit);
+  if (req.host !== undefined && (typeof req.host !== "string" || !HOST_RE.test(req.host))) throw invalid("host", "must be a host name from GET /api/v1/hosts");
+  if (req.placement_group !== undefined && (typeof req.placement_group !== "string" || !GROUP_RE.test(req.placement_group))) {
+    throw invalid("placement_group", "must be 1-63 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit");
+  }
   const minRoot = Math.ceil(image.virtualSizeBytes / GiB);
   const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), 1, 65536);
   if (rootDiskGb < minRoot) throw invalid("root_disk_gb", `must be at least ${minRoot} (the size of image ${image.id})`);
@@ -114,17 +111,6 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
     return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, 1, 65536), bus };
   });
-  // Disks are thin qcow2 (kdevops hosts routinely give every VM 4 x 100 GiB data disks on
-  // smaller pools), so sizes may exceed the pool; a pool with no room left refuses new VMs.
-  const storage = host.storage;
-  if (storage && storage.capacityBytes > 0 && storage.availableBytes < MIN_FREE_POOL_BYTES) {
-    throw new ServiceError(
-      "capacity_exceeded",
-      `the storage pool ${storage.pool} has only ${Math.floor(storage.availableBytes / 1024 ** 2)} MiB free; free space or grow ${storage.path}`,
-      { field: "root_disk_gb" },
-    );
-  }
-
   const mode = (req.network?.mode ?? d.networkMode) as NetworkMode;
   if (!["bridge", "user", "none"].includes(mode)) throw invalid("network.mode", "must be bridge, user or none");
   const bridge = mode === "bridge" ? (req.network?.bridge ?? d.networkBridge) : null;
@@ -174,9 +160,24 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     boot,
     createdAt: new Date().toISOString(),
     owner,
-    placementGroup: null,
+    placementGroup: req.placement_group ?? null,
     start: req.start ?? true,
   };
+}
+
+/**
+ * Disks are thin qcow2 (kdevops hosts routinely give every VM 4 x 100 GiB data disks on
+ * smaller pools), so sizes may exceed the pool; a pool with no room left refuses new VMs.
+ */
+export function checkPoolRoom(host: string, info: HostInfo): void {
+  const storage = info.storage;
+  if (storage && storage.capacityBytes > 0 && storage.availableBytes < MIN_FREE_POOL_BYTES) {
+    throw new ServiceError(
+      "capacity_exceeded",
+      `the storage pool ${storage.pool} on host ${host} has only ${Math.floor(storage.availableBytes / 1024 ** 2)} MiB free; free space or grow ${storage.path}`,
+      { field: "root_disk_gb" },
+    );
+  }
 }
 
 /** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir. */

@@ -40,7 +40,8 @@ test("metrics cover API requests, libvirt RPCs, operations and VMs by state", as
   expect(text).toContain('rcloud_libvirt_slow_calls{state="in_flight"} 0');
   expect(text).toContain('rcloud_libvirt_slow_calls{state="waiting"} 0');
   expect(text).toMatch(/rcloud_libvirt_slow_call_window 5\n/);
-  expect(text).toMatch(/rcloud_host_vcpus [1-9]/);
+  expect(text).toMatch(/rcloud_host_vcpus\{host="[a-z0-9-]+"\} [1-9]/);
+  expect(text).toMatch(/rcloud_host_up\{host="[a-z0-9-]+"\} 1/);
   expect(text).toContain(`rcloud_vm_memory_bytes{vm="${name}"} ${256 * 1024 * 1024}`);
   expect(text).toMatch(/rcloud_process_resident_memory_bytes \d+/);
   await server.req("DELETE", `/api/v1/vms/${name}`);

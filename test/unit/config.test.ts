@@ -87,7 +87,7 @@ describe("defaults", () => {
         kernel_dir: null,
         stop_timeout_s: 60,
         max_extra_disks: 8,
-        vcpu_overcommit: 4,
+        vcpu_overcommit: 16,
         memory_overcommit: 1,
       },
       auth: { enabled: "auto", tokens_file: "/etc/rcloud/tokens.json", metrics_open: false, quotas: {}, default_quota: null },

@@ -25,6 +25,8 @@ export interface VmBuilder {
   /** Owner for volumes QEMU opens itself (NVMe disks are QEMU arguments, unlabelled by libvirt). */
   qemuOwner: { uid: number; gid: number } | null;
   consoleLogDir: string;
+  /** The host address user-mode SSH forwards listen on (an IPv4 address; 0.0.0.0 = all). */
+  sshForwardBind: string;
 }
 
 /** Makes the VM `spec` with domain UUID `uuid`, pushing each volume it creates onto `made`. */
@@ -70,7 +72,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   if (netMode === "bridge" && spec.network.bridge) interfaceType = await b.networks.interfaceType(spec.network.bridge);
   const sshPort = netMode === "user" ? spec.network.sshPort ?? 0 : "";
   if (netMode === "user" && !sshPort) throw new DriverError("failed", "user networking needs an SSH port");
-  const netdev = netMode === "user" ? `user,id=net0,hostfwd=tcp:127.0.0.1:${sshPort}-:22${spec.network.restrict ? ",restrict=on" : ""}` : "";
+  const netdev = netMode === "user" ? `user,id=net0,hostfwd=tcp:${b.sshForwardBind}:${sshPort}-:22${spec.network.restrict ? ",restrict=on" : ""}` : "";
   const xml = renderDomainXml(b.template, {
     domain_type: b.domainType,
     name: spec.name,

@@ -41,6 +41,11 @@ export interface LibvirtDriverOptions {
   domainType: "auto" | "kvm" | "qemu";
   /** Directory on the host for serial console logs; null = the pool directory. */
   consoleLogDir: string | null;
+  /**
+   * User-mode SSH forwards: the IPv4 address they listen on at the host (0.0.0.0 = all) and
+   * the address clients reach them by. Default 127.0.0.1 for both (a local host).
+   */
+  sshForward?: { bind: string; address: string };
   /** Session options (busy polling, the slow-call window, call metrics); sizes are set below. */
   client?: Omit<PoolOptions, "minSessions" | "maxSessions">;
   /** Most sessions to libvirtd (see LibvirtPool); default 16. */
@@ -74,7 +79,10 @@ export class LibvirtDriver implements VmDriver {
   /** Reconnects counted by session pools this driver has since replaced (init retries). */
   private droppedReconnects = 0;
 
+  private readonly sshForward: { bind: string; address: string };
+
   constructor(private readonly opts: LibvirtDriverOptions) {
+    this.sshForward = opts.sshForward ?? { bind: "127.0.0.1", address: "127.0.0.1" };
     const sessions = () => this.sessions();
     this.storage = new VmStorage(sessions, opts.poolName, opts.poolPath);
     this.host = new HostFacts(sessions, opts.uri, this.storage);
@@ -277,6 +285,7 @@ export class LibvirtDriver implements VmDriver {
           domainType: this.domainType,
           qemuOwner: this.qemuOwner,
           consoleLogDir: this.opts.consoleLogDir ?? this.opts.poolPath,
+          sshForwardBind: this.sshForward.bind,
         },
         spec,
         uuid,
@@ -395,7 +404,7 @@ export class LibvirtDriver implements VmDriver {
       type: "serial",
       logFile: log,
       command: `virsh -c ${this.opts.uri} console ${name}`,
-      ssh: rec.network.sshPort ? { host: "127.0.0.1", port: rec.network.sshPort, user: rec.sshUser } : null,
+      ssh: rec.network.sshPort ? { host: this.sshForward.address, port: rec.network.sshPort, user: rec.sshUser } : null,
     };
   }
 
@@ -410,7 +419,7 @@ export class LibvirtDriver implements VmDriver {
   }
 
   ipAddress(rec: VmRecord): Promise<string | null> {
-    return this.networks.ipAddress(rec, () => this.mustLookup(rec.name));
+    return this.networks.ipAddress(rec, this.sshForward.address, () => this.mustLookup(rec.name));
   }
 
   async qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown> {

@@ -48,10 +48,10 @@ export class Networks {
     }
   }
 
-  /** Where to reach a running VM: 127.0.0.1 in user mode, else its IPv4 address if one is known. */
-  async ipAddress(rec: VmRecord, domain: () => Promise<RemoteNonnullDomain>): Promise<string | null> {
+  /** Where to reach a running VM: the host's forward address in user mode, else its IPv4 address if one is known. */
+  async ipAddress(rec: VmRecord, forwardAddress: string, domain: () => Promise<RemoteNonnullDomain>): Promise<string | null> {
     if (rec.state !== "running") return null;
-    if (rec.network.mode === "user") return "127.0.0.1";
+    if (rec.network.mode === "user") return forwardAddress;
     if (rec.network.mode !== "bridge" || !rec.network.mac) return null;
     const c = this.sessions();
     const mac = rec.network.mac.toLowerCase();

@@ -1,0 +1,251 @@
+/**
+ * The service's view of the hosts: listings with a deadline (a host that does not answer in
+ * time is shown from its last listing, never waited for), recent facts and image lists, the
+ * capacity each host has given away (VMs placed plus creates in flight), and calls that fail
+ * fast when their host is offline. No VM rules here: service.ts has those.
+ */
+import { ServiceError } from "../api-types/errors.ts";
+import type { ApiHost } from "../api-types/json.ts";
+import type { HostInfo, ImageInfo, VmRecord } from "../drivers/types.ts";
+import { fromDriver } from "./errors.ts";
+import { type FleetImage, mergeImages } from "./fleet-images.ts";
+import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
+import { memoryLimitMb } from "./capacity.ts";
+
+/** GET /vms answers within 2 s: a host's listing is waited for this long at most. */
+export const LIST_DEADLINE_MS = 1500;
+/** Facts (CPUs, memory, pool space) are re-read at most this often per host. */
+const FACTS_MAX_AGE_MS = 2000;
+/** Image lists are re-read at most this often per host. */
+const IMAGES_MAX_AGE_MS = 3000;
+/** An offline host's driver is asked for its images this long at most. */
+const OFFLINE_IMAGES_WAIT_MS = 300;
+/** A finished create counts on its host until a listing shows it, or this long. */
+const PLACED_GRACE_MS = 60_000;
+
+export interface HostListing {
+  host: Host;
+  records: VmRecord[];
+  /** false: the host did not answer in time; `records` are its last listing. */
+  fresh: boolean;
+  error: string | null;
+}
+
+interface Usage {
+  vcpus: number;
+  memoryMb: number;
+  group: string | null;
+  /** null while the create runs; then when the entry stops counting. */
+  until: number | null;
+}
+
+/** Whether a VM takes its share of the host: stopped VMs give theirs back. */
+export function countsOnHost(r: VmRecord): boolean {
+  return r.state !== "stopped";
+}
+
+export class Fleet {
+  private readonly images = new Map<string, { at: number; list: Promise<ImageInfo[]>; last: ImageInfo[] | null }>();
+  /** Creates in flight and just finished, by host then VM id. */
+  private readonly usage = new Map<string, Map<string, Usage>>();
+  private readonly factsInFlight = new Map<string, Promise<HostInfo>>();
+
+  constructor(readonly registry: HostRegistry) {}
+
+  get hosts(): Host[] {
+    return this.registry.hosts;
+  }
+
+  /** The host named so, or 404 naming the known ones. */
+  mustHost(name: string): Host {
+    const h = typeof name === "string" ? this.registry.get(name) : undefined;
+    if (!h) throw new ServiceError("not_found", `no host '${String(name).slice(0, 64)}'; known: ${this.hosts.map((x) => x.name).join(", ")}`);
+    return h;
+  }
+
+  /**
+   * A call on `h`: 503 host_unavailable at once when the host is offline or goes offline
+   * under it; driver errors mapped to the API's codes; success counts as contact.
+   */
+  async onHost<T>(h: Host, call: () => Promise<T>): Promise<T> {
+    try {
+      const v = await h.whileUp(call);
+      h.markContact();
+      return v;
+    } catch (e) {
+      if (e instanceof HostDownError) throw new ServiceError("host_unavailable", e.message, { host: h.name });
+      throw fromDriver(e);
+    }
+  }
+
+  /**
+   * `call` on `h` if it answers within LIST_DEADLINE_MS, else `fallback` (for reads a create
+   * or a listing must not wait on a frozen host for); errors propagate.
+   */
+  async within<T, F>(h: Host, call: () => Promise<T>, fallback: F): Promise<T | F> {
+    const p = this.onHost(h, call);
+    p.catch(() => {}); // a late failure is nobody's business
+    return Promise.race([p, Bun.sleep(LIST_DEADLINE_MS).then(() => fallback)]);
+  }
+
+  /** Every listed VM of the host, or its last listing when it does not answer within LIST_DEADLINE_MS. */
+  async list(h: Host): Promise<HostListing> {
+    if (!h.online) return { host: h, records: h.records ?? [], fresh: false, error: h.lastError ?? "offline" };
+    const call = h.driver.list().then((records) => {
+      h.records = records;
+      h.markContact();
+      this.settle(h, records);
+      return records;
+    });
+    let error: string | null = null;
+    const records = await Promise.race([
+      call.catch((e: unknown) => {
+        error = fromDriver(e).message;
+        return null;
+      }),
+      Bun.sleep(LIST_DEADLINE_MS).then(() => null),
+    ]);
+    if (records) return { host: h, records, fresh: true, error: null };
+    return { host: h, records: h.records ?? [], fresh: false, error: error ?? `no answer within ${LIST_DEADLINE_MS} ms` };
+  }
+
+  /** The host's facts, at most FACTS_MAX_AGE_MS old (one reading shared by a burst of creates). */
+  async facts(h: Host): Promise<HostInfo> {
+    if (h.facts && Date.now() - h.facts.at < FACTS_MAX_AGE_MS) return h.facts.info;
+    let p = this.factsInFlight.get(h.name);
+    if (!p) {
+      p = this.onHost(h, () => h.driver.hostInfo()).then((info) => {
+        h.facts = { at: Date.now(), info };
+        return info;
+      });
+      this.factsInFlight.set(h.name, p);
+      void p.finally(() => this.factsInFlight.delete(h.name)).catch(() => {});
+    }
+    return p;
+  }
+
+  /** The host's images, at most IMAGES_MAX_AGE_MS old; an offline host's last list. */
+  async hostImages(h: Host): Promise<ImageInfo[]> {
+    const hit = this.images.get(h.name);
+    if (!h.online) {
+      // Its driver may still know (the QEMU driver's directory is local); a frozen host is not waited for.
+      const now = await Promise.race([h.driver.images().catch(() => null), Bun.sleep(OFFLINE_IMAGES_WAIT_MS).then(() => null)]);
+      return now ?? hit?.last ?? [];
+    }
+    if (hit && Date.now() - hit.at < IMAGES_MAX_AGE_MS) return hit.list;
+    const list = this.onHost(h, () => h.driver.images());
+    const entry = { at: Date.now(), list, last: hit?.last ?? null };
+    this.images.set(h.name, entry);
+    list.then(
+      (l) => (entry.last = l),
+      () => this.images.delete(h.name),
+    );
+    return list.catch(() => entry.last ?? []);
+  }
+
+  forgetImages(h: Host): void {
+    this.images.delete(h.name);
+  }
+
+  /** The union of every host's images, with the hosts that hold each. */
+  async fleetImages(): Promise<FleetImage[]> {
+    const perHost = await Promise.all(this.hosts.map(async (h) => ({ host: h.name, images: await this.hostImages(h) })));
+    return mergeImages(perHost);
+  }
+
+  // ---- capacity given away ----
+
+  private usageOf(h: Host): Map<string, Usage> {
+    let m = this.usage.get(h.name);
+    if (!m) this.usage.set(h.name, (m = new Map()));
+    const now = Date.now();
+    for (const [id, u] of m) if (u.until !== null && u.until < now) m.delete(id);
+    return m;
+  }
+
+  /** Counts a create on `h` from now (placement decisions see it); returns its end. */
+  reserve(h: Host, id: string, u: { vcpus: number; memoryMb: number; group: string | null }): (created: VmRecord | null) => void {
+    this.usageOf(h).set(id, { ...u, until: null });
+    return (created) => {
+      const m = this.usageOf(h);
+      if (!created) {
+        m.delete(id);
+        return;
+      }
+      // Until a listing shows it, the new VM still counts from here.
+      m.set(id, { ...u, until: Date.now() + PLACED_GRACE_MS });
+      if (h.records && !h.records.some((r) => r.id === created.id)) h.records = [...h.records, created];
+    };
+  }
+
+  /** A listing shows what is placed: entries it covers stop counting separately. */
+  private settle(h: Host, records: VmRecord[]): void {
+    const m = this.usageOf(h);
+    for (const r of records) if (m.get(r.id)?.until !== null) m.delete(r.id);
+  }
+
+  /** The VM is gone from `h`: it no longer counts. */
+  forget(h: Host, id: string): void {
+    this.usageOf(h).delete(id);
+    if (h.records) h.records = h.records.filter((r) => r.id !== id);
+  }
+
+  /** vCPUs and memory of the VMs that count on `h`, creates in flight included. */
+  allocated(h: Host): { vcpus: number; memoryMb: number } {
+    let vcpus = 0;
+    let memoryMb = 0;
+    const seen = new Set<string>();
+    for (const r of h.records ?? []) {
+      seen.add(r.id);
+      if (!countsOnHost(r)) continue;
+      vcpus += r.vcpus;
+      memoryMb += r.memoryMb;
+    }
+    for (const [id, u] of this.usageOf(h)) {
+      if (seen.has(id)) continue;
+      vcpus += u.vcpus;
+      memoryMb += u.memoryMb;
+    }
+    return { vcpus, memoryMb };
+  }
+
+  /** VMs of placement group `group` on `h`, creates in flight included. */
+  groupMembers(h: Host, group: string | null): number {
+    if (group === null) return 0;
+    const seen = new Set<string>();
+    let n = 0;
+    for (const r of h.records ?? []) {
+      seen.add(r.id);
+      if (r.placementGroup === group) n++;
+    }
+    for (const [id, u] of this.usageOf(h)) if (!seen.has(id) && u.group === group) n++;
+    return n;
+  }
+
+  /** GET /hosts: reads each online host's facts and VMs (each within its deadline). */
+  async describe(h: Host): Promise<ApiHost> {
+    if (h.online) await Promise.all([this.within(h, () => this.facts(h), null).catch(() => null), this.list(h)]);
+    const info = h.facts?.info ?? null;
+    const alloc = this.allocated(h);
+    return {
+      name: h.name,
+      uri: h.displayUri,
+      driver: h.driver.kind,
+      state: h.state,
+      labels: h.labels,
+      hostname: info?.hostname ?? null,
+      cpus: info?.cpus ?? null,
+      memory_mb: info?.memoryMb ?? null,
+      available_memory_mb: info?.freeMemoryMb ?? null,
+      allocated: { vcpus: alloc.vcpus, memory_mb: alloc.memoryMb },
+      capacity: {
+        vcpus: info ? info.cpus * h.vcpuOvercommit : null,
+        memory_mb: info ? memoryLimitMb(info.memoryMb, h.memoryOvercommit) : null,
+      },
+      vms: (h.records ?? []).length,
+      versions: { hypervisor: info ? `${info.hypervisor} ${info.hypervisorVersion}` : null, libvirt: info?.libvirtVersion ?? null },
+      last_contact: h.lastContact?.toISOString() ?? null,
+      last_error: h.lastError,
+    };
+  }
+}

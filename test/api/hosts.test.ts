@@ -1,0 +1,191 @@
+/**
+ * Many hosts through the API, on three real libvirtd daemons of the rig serving libvirt's test
+ * driver (cheap domains, so placement can be tested with dozens of VMs): GET /hosts, placement
+ * (spread, pinning, groups, cordon kept across restarts), names unique across hosts, listing
+ * by host, and a host frozen with SIGSTOP during creates (the others go on, listing stays
+ * under 2 s, the host goes offline and comes back). test/e2e/hosts.test.ts boots real guests
+ * on hosts reached over TLS, SSH and TCP.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LibvirtClient } from "../../src/libvirt/index.ts";
+import { removePool, rig, tcpUri, unixUri, waitFor } from "../helpers/rig.ts";
+import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
+
+const pool = `rctest-fleet-${process.pid}`;
+const HOSTS = [
+  { name: "alpha", uri: () => unixUri("test", "main") },
+  { name: "beta", uri: () => tcpUri("test", "remote") },
+  { name: "gamma", uri: () => unixUri("test", "fault") },
+];
+const stateDir = mkdtempSync(join(tmpdir(), "rcloud-fleet-state-"));
+const imagesDir = fakeImageDir();
+let server: TestServer;
+
+function fleetConfig(extra: Record<string, unknown> = {}) {
+  return {
+    driver: "libvirt",
+    server: { state_dir: stateDir },
+    hosts: HOSTS.map((h) => ({ name: h.name, uri: h.uri(), labels: { rack: h.name === "alpha" ? "a" : "b" } })),
+    libvirt: { storage_pool_name: pool, storage_pool_path: `/rctest/${pool}` },
+    images: { base_images_dir: imagesDir },
+    vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 2, vcpu_overcommit: 64 },
+    ...extra,
+  };
+}
+
+async function deleteAll(s: TestServer): Promise<void> {
+  const vms = (await s.req("GET", "/api/v1/vms")).json?.vms ?? [];
+  await Promise.all(vms.map((vm: { id: string }) => s.req("DELETE", `/api/v1/vms/${vm.id}`)));
+}
+
+function perHost(vms: { host: string }[]): Record<string, number> {
+  const n: Record<string, number> = { alpha: 0, beta: 0, gamma: 0 };
+  for (const vm of vms) n[vm.host] = (n[vm.host] ?? 0) + 1;
+  return n;
+}
+
+beforeAll(async () => {
+  server = await startTestServer(fleetConfig());
+  await waitHealthy(server);
+  await waitFor("all three hosts online", async () => (await server.req("GET", "/api/v1/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"));
+});
+
+afterAll(async () => {
+  await deleteAll(server);
+  await server.stop();
+  for (const h of HOSTS) {
+    const lv = await LibvirtClient.connect(h.uri());
+    await removePool(lv, pool);
+    await lv.close();
+  }
+});
+
+describe("hosts", () => {
+  test("GET /hosts lists every host with its facts; the URI carries no credentials", async () => {
+    const r = await server.req("GET", "/api/v1/hosts");
+    expect(r.status).toBe(200);
+    expect(r.json.hosts.map((h: { name: string }) => h.name)).toEqual(["alpha", "beta", "gamma"]);
+    for (const h of r.json.hosts) {
+      expect(h).toMatchObject({ driver: "libvirt", state: "online", last_error: null });
+      expect(h.cpus).toBeGreaterThan(0);
+      expect(h.memory_mb).toBeGreaterThan(0);
+      expect(h.capacity.vcpus).toBe(h.cpus * 64);
+      expect(h.uri).not.toContain("?");
+      expect(Date.parse(h.last_contact)).toBeGreaterThan(Date.now() - 60_000);
+      expect(h.versions.libvirt).toMatch(/^\d+\.\d+\.\d+$/);
+    }
+    expect(r.json.hosts[0].labels).toEqual({ rack: "a" });
+    const one = await server.req("GET", "/api/v1/hosts/beta");
+    expect(one.json).toMatchObject({ name: "beta", uri: tcpUri("test", "remote") });
+    const missing = await server.req("GET", "/api/v1/hosts/nope");
+    expect(missing.status).toBe(404);
+    expect(missing.json.error.message).toContain("alpha, beta, gamma");
+    const status = (await server.req("GET", "/api/v1/status")).json;
+    expect(status.hosts).toEqual({ total: 3, online: 3, offline: 0, cordoned: 0 });
+    expect(status.cpus).toBe(r.json.hosts.reduce((n: number, h: { cpus: number }) => n + h.cpus, 0));
+    expect(status.uri).toBeNull();
+  });
+
+  test("60 concurrent creates spread evenly over three equal hosts; ?host= lists one host's VMs", async () => {
+    const names = Array.from({ length: 60 }, (_, i) => `spread-${process.pid % 1000}-${i}`);
+    const results = await Promise.all(names.map((name) => server.req("POST", "/api/v1/vms", { name, image: "debian13" })));
+    expect(results.map((r) => r.status)).toEqual(names.map(() => 201));
+    const counts = perHost(results.map((r) => r.json));
+    expect(Math.max(...Object.values(counts)) - Math.min(...Object.values(counts))).toBeLessThanOrEqual(1);
+    const beta = (await server.req("GET", "/api/v1/vms?host=beta")).json.vms;
+    expect(beta.length).toBe(counts.beta);
+    expect(beta.every((vm: { host: string; host_state: string }) => vm.host === "beta" && vm.host_state === "online")).toBe(true);
+    expect((await server.req("GET", "/api/v1/vms?host=nope")).status).toBe(404);
+    const hosts = (await server.req("GET", "/api/v1/hosts")).json.hosts;
+    for (const h of hosts) expect(h.vms).toBe(counts[h.name]);
+    await deleteAll(server);
+  }, 120_000);
+
+  test("pinning, placement groups, and names unique across hosts", async () => {
+    const pinned = await server.req("POST", "/api/v1/vms", { name: "pin-one", image: "debian13", host: "gamma" });
+    expect(pinned.status).toBe(201);
+    expect(pinned.json.host).toBe("gamma");
+    const again = await server.req("POST", "/api/v1/vms", { name: "pin-one", image: "debian13", host: "alpha" });
+    expect(again.status).toBe(409);
+    expect(again.json.error.code).toBe("name_taken");
+    expect(again.json.error.message).toContain("gamma");
+    const unknown = await server.req("POST", "/api/v1/vms", { name: "pin-two", image: "debian13", host: "nope" });
+    expect(unknown.status).toBe(422);
+    expect(unknown.json.error.field).toBe("host");
+    // Pile VMs on alpha: spread alone would now avoid it, but a group fills hosts without members first.
+    await Promise.all([1, 2, 3].map((i) => server.req("POST", "/api/v1/vms", { name: `pile-${i}`, image: "debian13", host: "beta" })));
+    const group = await Promise.all([1, 2, 3].map((i) => server.req("POST", "/api/v1/vms", { name: `grp-${i}`, image: "debian13", placement_group: "ci" })));
+    expect(group.map((r) => r.status)).toEqual([201, 201, 201]);
+    expect(new Set(group.map((r) => r.json.host)).size).toBe(3);
+    expect(group.every((r) => r.json.placement_group === "ci")).toBe(true);
+    // Lookups by name and id find a VM on whichever host it is.
+    const byId = await server.req("GET", `/api/v1/vms/${pinned.json.id}`);
+    expect(byId.json).toMatchObject({ name: "pin-one", host: "gamma" });
+    await deleteAll(server);
+  }, 60_000);
+
+  test("a cordoned host takes no new VMs, also after rcloud restarts; uncordon gives it back", async () => {
+    const c = await server.req("POST", "/api/v1/hosts/alpha/cordon");
+    expect(c.json).toMatchObject({ name: "alpha", state: "cordoned" });
+    const created = await Promise.all([1, 2, 3, 4].map((i) => server.req("POST", "/api/v1/vms", { name: `cord-${i}`, image: "debian13" })));
+    expect(created.every((r) => r.status === 201 && r.json.host !== "alpha")).toBe(true);
+    const refused = await server.req("POST", "/api/v1/vms", { name: "cord-pin", image: "debian13", host: "alpha" });
+    expect(refused.status).toBe(422);
+    expect(refused.json.error.message).toContain("cordoned");
+    await server.stop();
+    server = await startTestServer(fleetConfig());
+    await waitHealthy(server);
+    expect((await server.req("GET", "/api/v1/hosts/alpha")).json.state).toBe("cordoned");
+    expect((await server.req("POST", "/api/v1/vms", { name: "cord-5", image: "debian13" })).json.host).not.toBe("alpha");
+    expect((await server.req("POST", "/api/v1/hosts/alpha/uncordon")).json.state).toBe("online");
+    expect((await server.req("POST", "/api/v1/vms", { name: "cord-6", image: "debian13", host: "alpha" })).status).toBe(201);
+    await deleteAll(server);
+  }, 60_000);
+});
+
+describe("a host that stops answering", () => {
+  test("SIGSTOP during 12 concurrent creates: the others succeed, listing stays under 2 s, the host goes offline and comes back", async () => {
+    const frozen = rig().instances.remote.libvirtdPid; // host beta
+    // A VM on beta before it freezes, to see how it is shown meanwhile.
+    const before = await server.req("POST", "/api/v1/vms", { name: "frozen-vm", image: "debian13", host: "beta" });
+    expect(before.status).toBe(201);
+    await server.req("GET", "/api/v1/vms"); // beta's listing is remembered
+    process.kill(frozen, "SIGSTOP");
+    try {
+      const results = await Promise.all(Array.from({ length: 12 }, (_, i) => server.req("POST", "/api/v1/vms", { name: `stop-${i}`, image: "debian13" })));
+      for (const r of results) {
+        // Placed on alpha or gamma: created; placed on beta before it was seen frozen: 503.
+        if (r.status === 201) expect(r.json.host).not.toBe("beta");
+        else expect({ status: r.status, code: r.json.error.code }).toEqual({ status: 503, code: "host_unavailable" });
+      }
+      expect(results.filter((r) => r.status === 201).length).toBeGreaterThanOrEqual(8);
+      const t0 = performance.now();
+      const list = await server.req("GET", "/api/v1/vms");
+      expect(performance.now() - t0).toBeLessThan(2000);
+      const shown = list.json.vms.find((vm: { name: string }) => vm.name === "frozen-vm");
+      expect(shown).toMatchObject({ host: "beta", state: "unknown", host_state: "offline" });
+      await waitFor("beta offline", async () => (await server.req("GET", "/api/v1/hosts/beta")).json.state === "offline", 20_000, 250);
+      const t1 = performance.now();
+      const op = await server.req("POST", "/api/v1/vms/frozen-vm/stop?force=true");
+      expect(performance.now() - t1).toBeLessThan(2000);
+      expect({ status: op.status, code: op.json.error.code }).toEqual({ status: 503, code: "host_unavailable" });
+      expect((await server.req("GET", "/api/v1/status")).json.hosts).toMatchObject({ online: 2, offline: 1 });
+      expect((await server.req("GET", "/metrics")).text).toContain('rcloud_host_up{host="beta"} 0');
+    } finally {
+      process.kill(frozen, "SIGCONT");
+    }
+    await waitFor("beta online again", async () => (await server.req("GET", "/api/v1/hosts/beta")).json.state === "online", 20_000, 250);
+    const back = (await server.req("GET", "/api/v1/vms/frozen-vm")).json;
+    expect(back).toMatchObject({ host: "beta", host_state: "online" });
+    expect(back.state).not.toBe("unknown");
+    // Creates given up on while beta was frozen are undone once it finishes them.
+    await waitFor("no VM of a refused create left on beta", async () => {
+      const vms = (await server.req("GET", "/api/v1/vms?host=beta")).json.vms as { name: string }[];
+      return vms.every((vm) => vm.name === "frozen-vm");
+    }, 20_000, 250);
+    await deleteAll(server);
+  }, 120_000);
+});
