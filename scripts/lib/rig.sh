@@ -4,7 +4,7 @@
 #   rig.sh up                        start main, remote, fault, hosta, hostb, hostc (idempotent)
 #   rig.sh down                      stop everything we started (by PID) and remove state
 #   rig.sh status                    show what runs
-#   rig.sh stop-instance NAME [--all]   stop NAME's libvirtd (--all: its guests and virtlogd too)
+#   rig.sh stop-instance NAME [--all]   stop NAME's libvirtd (--all: its guests, virtlogd and sshd too)
 #   rig.sh start-instance NAME       (re)start NAME on the same socket path and port
 #   rig.sh restart-instance NAME     stop-instance + start-instance; running guests survive
 #
@@ -706,5 +706,5 @@ case $cmd in
   stop-instance) lock; stop_instance "${1:?instance name}" "${2:-}"; write_env ;;
   start-instance) lock; start_instance "${1:?instance name}"; write_env ;;
   restart-instance) lock; stop_instance "${1:?instance name}" "${2:-}"; start_instance "$1"; write_env ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
