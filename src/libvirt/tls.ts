@@ -37,6 +37,11 @@ export function describeServerCertificateError(code: string | undefined, message
   return `the TLS certificate of ${where} was refused: ${message}${code ? ` (${code})` : ""}`;
 }
 
+/** Bun says "Failed to connect"; the errno name says why. */
+function socketErrorText(error: Error & { code?: string }): string {
+  return error.code && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
+}
+
 /** The host name the certificate must carry, as the URI spells it. */
 function serverName(host: string): string {
   return host.toLowerCase();
@@ -147,7 +152,7 @@ function tlsFactory(target: LibvirtTarget, handlers: TransportHandlers, connectT
         else fail(`TLS connection to libvirtd at ${where} failed: ${error.message}`, undefined, error);
       },
       connectError(_socket: Socket<undefined>, error: Error) {
-        fail(`cannot connect to libvirtd at ${where}: ${error.message}`, undefined, error);
+        fail(`cannot connect to libvirtd at ${where}: ${socketErrorText(error)}`, undefined, error);
       },
     };
     Bun.connect({
@@ -156,7 +161,7 @@ function tlsFactory(target: LibvirtTarget, handlers: TransportHandlers, connectT
       // Verification happens in handshake() so that no_verify can warn instead of refusing.
       tls: { ca: creds.ca, cert: creds.cert ?? undefined, key: creds.key ?? undefined, rejectUnauthorized: false, serverName: serverName(host) },
       socket: socketHandler,
-    }).catch((error: Error) => fail(`cannot connect to libvirtd at ${where}: ${error.message}`, undefined, error));
+    }).catch((error: Error) => fail(`cannot connect to libvirtd at ${where}: ${socketErrorText(error)}`, undefined, error));
   });
 }
 
