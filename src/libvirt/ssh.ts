@@ -203,7 +203,8 @@ async function sshFactory(target: LibvirtTarget, handlers: TransportHandlers, co
   }
   let proc: SshProcess;
   try {
-    proc = Bun.spawn(command.argv, { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    // ssh runs LocalCommand with $SHELL; a service account's nologin must not be that shell.
+    proc = Bun.spawn(command.argv, { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, SHELL: "/bin/sh" } });
   } catch (e) {
     throw new ConnectError(
       `cannot run '${command.argv[0]}' to reach libvirtd at ${command.destination}: ${(e as Error).message} (install openssh-client)`,
