@@ -47,7 +47,6 @@ function buildDriver(config: RcloudConfig, catalog: ImageCatalog, log: Logger, o
     listImages: async () => catalog.list(),
     client: {
       onCallComplete: onRpc,
-      onWarning: (message) => log("warn", message),
       busyPollUs: config.libvirt.busy_poll_us,
       slowCallSpacingMs: config.libvirt.slow_call_spacing_ms,
       maxSlowCalls: config.libvirt.max_slow_calls,
