@@ -45,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
     case "hv-info": {
       const uri = args[0] ?? process.env.RCLOUD_LIBVIRT_URI ?? "qemu:///system";
       const { LibvirtClient, formatVersion } = await import("./libvirt/index.ts");
-      const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
+      const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000, onWarning: (m) => console.error(`warning: ${m}`) });
       const info = await client.info();
       console.log(JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }));
       await client.close();
