@@ -6,7 +6,7 @@
  * bash completion of host names.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bashCompleter, type CliRun, runCliProcess } from "../helpers/cli.ts";
@@ -47,6 +47,7 @@ afterAll(async () => {
   for (const vm of (await api("/vms")).vms ?? []) await server.req("DELETE", `/api/v1/vms/${vm.id}`);
   await server.stop();
   await removeFleetPools(fleet);
+  rmSync(home, { recursive: true, force: true });
 });
 
 describe("host commands", () => {

@@ -3,7 +3,7 @@
  * (cheap domains): alpha (main, unix socket), beta (remote, TCP) and gamma (fault, unix
  * socket). Used by the API, CLI and Terraform tests of many hosts.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
@@ -44,8 +44,9 @@ export async function waitFleetOnline(server: TestServer): Promise<void> {
   await waitFor("all three hosts online", async () => (await server.req("GET", "/api/v1/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"));
 }
 
-/** Removes the fleet's storage pool from every host. */
+/** Removes the fleet's storage pool from every host, and its state directory. */
 export async function removeFleetPools(f: Fleet): Promise<void> {
+  rmSync(f.stateDir, { recursive: true, force: true });
   for (const h of FLEET_HOSTS) {
     const lv = await LibvirtClient.connect(h.uri());
     await removePool(lv, f.pool);
