@@ -101,6 +101,17 @@ describe("hosts", () => {
     await deleteAll(server);
   }, 60_000);
 
+  test("creates that arrive together while the hosts' facts are being re-read still see each other's choices", async () => {
+    // Facts are re-read after 2 s: every create then awaits the same reading and resumes in one tick.
+    for (const round of [1, 2]) {
+      await Bun.sleep(2500);
+      const group = await Promise.all([1, 2, 3].map((i) => server.req("POST", "/api/v1/vms", { name: `race-${round}-${i}`, image: "debian13", placement_group: `race-${round}` })));
+      expect(group.map((r) => r.status)).toEqual([201, 201, 201]);
+      expect(new Set(group.map((r) => r.json.host)).size).toBe(3);
+    }
+    await deleteAll(server);
+  }, 60_000);
+
   test("a cordoned host takes no new VMs, also after rcloud restarts; uncordon gives it back", async () => {
     const c = await server.req("POST", "/api/v1/hosts/alpha/cordon");
     expect(c.json).toMatchObject({ name: "alpha", state: "cordoned" });
