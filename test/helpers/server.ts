@@ -1,11 +1,13 @@
 /** Starts a real rcloud server (real Elysia, real libvirtd) on a free loopback port. */
-import { mkdtempSync, truncateSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdtempSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../../src/config/index.ts";
 import { startServer, type RunningServer } from "../../src/server.ts";
-import { LibvirtClient } from "../../src/libvirt/index.ts";
+import { poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
+import { scanImageDir } from "../../src/drivers/shared/image-files.ts";
+import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { tinyDiskImageDir } from "./guest.ts";
 import { removePool, rig, unixUri } from "./rig.ts";
 
@@ -55,11 +57,43 @@ export function fakeImageDir(): string {
   return dir;
 }
 
-/** An rcloud configuration on the rig's libvirt test driver, with a storage pool of its own. */
-export function testDriverConfig(poolName: string, vmDefaults: Record<string, unknown> = { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 }) {
+let testDriverKeeper: Promise<LibvirtClient> | null = null;
+
+/**
+ * libvirt's test driver sees no files: what rcloud lists through the pools `<pool>-images`
+ * and `<pool>-kernels` must be made there as volumes. This makes them from local directories
+ * (each image with its format and virtual size; each regular file of the kernel directory),
+ * at the same paths. The test driver forgets everything when its last connection closes, so
+ * a connection is held open for the whole test run.
+ */
+export async function mirrorToTestDriver(poolName: string, dirs: { imagesDir?: string; kernelDir?: string }): Promise<void> {
+  const lv = await (testDriverKeeper ??= LibvirtClient.connect(unixUri("test")));
+  const mirror = async (name: string, dir: string, volumes: { name: string; capacityBytes: number; format: "raw" | "qcow2" }[]) => {
+    const { pool } = await lv.call(P.storagePoolDefineXml, { xml: poolXml(name, dir), flags: 0 });
+    await lv.call(P.storagePoolCreate, { pool, flags: 0 });
+    for (const v of volumes) await lv.call(P.storageVolCreateXml, { pool, xml: volumeXml(v), flags: 0 });
+  };
+  if (dirs.imagesDir) {
+    const images = scanImageDir(dirs.imagesDir).map((i) => ({ name: i.fileName, capacityBytes: i.virtualSizeBytes, format: i.format === "qcow2" ? ("qcow2" as const) : ("raw" as const) }));
+    await mirror(`${poolName}-images`, dirs.imagesDir, images);
+  }
+  if (dirs.kernelDir) {
+    const dir = dirs.kernelDir;
+    const files = readdirSync(dir).filter((f) => lstatSync(join(dir, f)).isFile());
+    await mirror(`${poolName}-kernels`, dir, files.map((f) => ({ name: f, capacityBytes: lstatSync(join(dir, f)).size, format: "raw" as const })));
+  }
+}
+
+/**
+ * An rcloud configuration on the rig's libvirt test driver, with a storage pool of its own and
+ * one 1 GiB raw image (fakeImageDir) made in the test driver's `<pool>-images` too.
+ */
+export async function testDriverConfig(poolName: string, vmDefaults: Record<string, unknown> = { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 }) {
+  const imagesDir = fakeImageDir();
+  await mirrorToTestDriver(poolName, { imagesDir });
   return {
     libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-    images: { base_images_dir: fakeImageDir() },
+    images: { base_images_dir: imagesDir },
     vm_defaults: vmDefaults,
   };
 }
