@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../../src/config/index.ts";
 import { startServer, type RunningServer } from "../../src/server.ts";
-import { poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
+import { poolTargetPath, poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
 import { scanImageDir } from "../../src/drivers/shared/image-files.ts";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { tinyDiskImageDir } from "./guest.ts";
@@ -57,30 +57,42 @@ export function fakeImageDir(): string {
   return dir;
 }
 
-let testDriverKeeper: Promise<LibvirtClient> | null = null;
+/** One connection per test-driver daemon, open for the whole run (see mirrorToTestDriver). */
+const testDriverKeepers = new Map<string, Promise<LibvirtClient>>();
 
 /**
  * libvirt's test driver sees no files: what rcloud lists through the pools `<pool>-images`
  * and `<pool>-kernels` must be made there as volumes. This makes them from local directories
  * (each image with its format and virtual size; each regular file of the kernel directory),
- * at the same paths. The test driver forgets everything when its last connection closes, so
- * a connection is held open for the whole test run.
+ * at the same paths, on the test driver at `uri` (default: the rig's main daemon). The test
+ * driver forgets everything when its last connection closes, so a connection to it is held
+ * open for the whole test run.
  */
-export async function mirrorToTestDriver(poolName: string, dirs: { imagesDir?: string; kernelDir?: string }): Promise<void> {
-  const lv = await (testDriverKeeper ??= LibvirtClient.connect(unixUri("test")));
-  const mirror = async (name: string, dir: string, volumes: { name: string; capacityBytes: number; format: "raw" | "qcow2" }[]) => {
+export async function mirrorToTestDriver(poolName: string, dirs: { imagesDir?: string; kernelDir?: string }, uri = unixUri("test")): Promise<void> {
+  if (!testDriverKeepers.has(uri)) testDriverKeepers.set(uri, LibvirtClient.connect(uri));
+  const lv = await testDriverKeepers.get(uri)!;
+  const mirror = async (name: string, dir: string, volumes: { name: string; capacityBytes: number; allocationBytes: number; format: "raw" | "qcow2" }[]) => {
+    // One pool per directory (libvirt's rule, the test driver's too): rcloud uses the one there.
+    const { pools } = await lv.call(P.connectListAllStoragePools, { need_results: 1, flags: 0 });
+    for (const p of pools) if (poolTargetPath((await lv.call(P.storagePoolGetXmlDesc, { pool: p, flags: 0 })).xml) === dir) return;
     const { pool } = await lv.call(P.storagePoolDefineXml, { xml: poolXml(name, dir), flags: 0 });
     await lv.call(P.storagePoolCreate, { pool, flags: 0 });
     for (const v of volumes) await lv.call(P.storageVolCreateXml, { pool, xml: volumeXml(v), flags: 0 });
   };
   if (dirs.imagesDir) {
-    const images = scanImageDir(dirs.imagesDir).map((i) => ({ name: i.fileName, capacityBytes: i.virtualSizeBytes, format: i.format === "qcow2" ? ("qcow2" as const) : ("raw" as const) }));
+    const images = scanImageDir(dirs.imagesDir).map((i) => ({
+      name: i.fileName,
+      capacityBytes: i.virtualSizeBytes,
+      allocationBytes: i.diskSizeBytes,
+      format: i.format === "qcow2" ? ("qcow2" as const) : ("raw" as const),
+    }));
     await mirror(`${poolName}-images`, dirs.imagesDir, images);
   }
   if (dirs.kernelDir) {
     const dir = dirs.kernelDir;
     const files = readdirSync(dir).filter((f) => lstatSync(join(dir, f)).isFile());
-    await mirror(`${poolName}-kernels`, dir, files.map((f) => ({ name: f, capacityBytes: lstatSync(join(dir, f)).size, format: "raw" as const })));
+    const sizes = files.map((f) => lstatSync(join(dir, f)));
+    await mirror(`${poolName}-kernels`, dir, files.map((f, i) => ({ name: f, capacityBytes: sizes[i]!.size, allocationBytes: sizes[i]!.blocks * 512, format: "raw" as const })));
   }
 }
 

@@ -8,52 +8,21 @@
  * accepted only inside the kernel directory, with the right error codes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { join } from "node:path";
 import { LibvirtDriver } from "../../src/drivers/libvirt/driver.ts";
 import { QemuDriver } from "../../src/drivers/qemu/driver.ts";
 import { scanImageDir } from "../../src/drivers/shared/image-files.ts";
-import { DriverError, type VmDriver } from "../../src/drivers/types.ts";
+import type { VmDriver } from "../../src/drivers/types.ts";
 import { ErrorCode, LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { poolTargetPath, poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
 import { removePool, rig, tcpUri, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { byteSource, digest, driverRejection, sha256 } from "../helpers/image-streams.ts";
 import { mirrorToTestDriver, testDriverConfig } from "../helpers/server.ts";
 
 const DISK_IMAGE = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 const MiB = 1024 * 1024;
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-/** sha256 and length of a stream, read chunk by chunk (never held whole). */
-async function digest(data: ReadableStream<Uint8Array>): Promise<{ sha: string; bytes: number }> {
-  const h = createHash("sha256");
-  let bytes = 0;
-  for await (const chunk of data) {
-    h.update(chunk);
-    bytes += chunk.byteLength;
-  }
-  return { sha: h.digest("hex"), bytes };
-}
-
-/** A stream of `bytes` that fails after `failAfter` bytes (null: never); `cancelled` says whether it was cancelled. */
-function source(bytes: Uint8Array, failAfter: number | null = null): { stream: ReadableStream<Uint8Array>; cancelled: () => boolean } {
-  let off = 0;
-  let cancelled = false;
-  const stream = new ReadableStream<Uint8Array>({
-    pull(c) {
-      if (failAfter !== null && off >= failAfter) return c.error(new Error("source host went away"));
-      if (off >= bytes.byteLength) return c.close();
-      const n = Math.min(256 * 1024, bytes.byteLength - off);
-      c.enqueue(bytes.subarray(off, off + n));
-      off += n;
-    },
-    cancel() {
-      cancelled = true;
-    },
-  });
-  return { stream, cancelled: () => cancelled };
-}
 
 const root = join(rig().rigDir, uniqueName("himg"));
 const srcDir = join(root, "src-images");
@@ -89,11 +58,6 @@ async function volumeNames(lv: LibvirtClient, poolName: string): Promise<string[
   return vols.map((v) => v.name).sort();
 }
 
-async function rejection(p: Promise<unknown>): Promise<DriverError> {
-  const e = await p.then(() => null, (x) => x);
-  expect(e).toBeInstanceOf(DriverError);
-  return e as DriverError;
-}
 
 beforeAll(async () => {
   if (!existsSync(DISK_IMAGE)) throw new Error(`${DISK_IMAGE} missing: run scripts/lib/disk-image.sh (scripts/test does)`);
@@ -159,6 +123,14 @@ describe("base images through the pool <pool>-images", () => {
     rmSync(join(srcDir, "late-1.qcow2"));
   });
 
+  test("a pool stopped behind rcloud's back (virsh pool-destroy) is started again by the next listing", async () => {
+    const before = await a.images();
+    const { pool } = await lvMain.call(P.storagePoolLookupByName, { name: `${names.a}-images` });
+    await lvMain.call(P.storagePoolDestroy, { pool });
+    expect(await a.images()).toEqual(before);
+    expect((await lvMain.call(P.storagePoolIsActive, { pool })).active).toBe(1);
+  });
+
   test("a pool of rcloud's name at another directory is refused, naming both; one of another name at the directory is used", async () => {
     const name = uniqueName("hic");
     const elsewhere = join(root, "elsewhere");
@@ -167,7 +139,7 @@ describe("base images through the pool <pool>-images", () => {
     const c = libvirtDriver(unixUri("qemu"), name, srcDir, null);
     try {
       await c.init();
-      const e = await rejection(c.images());
+      const e = await driverRejection(c.images());
       expect(e.code).toBe("conflict");
       expect(e.message).toContain(elsewhere);
       expect(e.message).toContain(srcDir);
@@ -191,7 +163,7 @@ describe("base images through the pool <pool>-images", () => {
   });
 
   test("an image copied from one daemon's pool to another's (unix → TCP) is byte-identical, read back by download", async () => {
-    const local = sha(new Uint8Array(readFileSync(join(srcDir, "rcloud-tiny.qcow2"))));
+    const local = sha256(new Uint8Array(readFileSync(join(srcDir, "rcloud-tiny.qcow2"))));
     const from = await a.readImage("rcloud-tiny");
     expect(from.sizeBytes).toBe(readFileSync(join(srcDir, "rcloud-tiny.qcow2")).byteLength);
     const written = await b.writeImage(from.image.fileName, from.image.format, from.sizeBytes, from.data);
@@ -204,20 +176,20 @@ describe("base images through the pool <pool>-images", () => {
 
   test("a copy that fails half-way, ends short, or is not the format announced leaves no volume; an existing name is refused", async () => {
     const bytes = new Uint8Array(readFileSync(join(srcDir, "debian-13-generic-amd64.raw")));
-    const midway = source(bytes, 8 * MiB);
-    let e = await rejection(b.writeImage("broken-1.raw", "raw", bytes.byteLength, midway.stream));
+    const midway = byteSource(bytes, 8 * MiB);
+    let e = await driverRejection(b.writeImage("broken-1.raw", "raw", bytes.byteLength, midway.stream));
     expect(e.message).toContain("source host went away");
-    const short = source(bytes.subarray(0, 5 * MiB));
-    e = await rejection(b.writeImage("short-1.raw", "raw", bytes.byteLength, short.stream));
+    const short = byteSource(bytes.subarray(0, 5 * MiB));
+    e = await driverRejection(b.writeImage("short-1.raw", "raw", bytes.byteLength, short.stream));
     expect(e.message).toContain("ended after");
-    e = await rejection(b.writeImage("notqcow-1.qcow2", "qcow2", 2 * MiB, source(bytes.subarray(0, 2 * MiB)).stream));
+    e = await driverRejection(b.writeImage("notqcow-1.qcow2", "qcow2", 2 * MiB, byteSource(bytes.subarray(0, 2 * MiB)).stream));
     expect(e.message).toContain("libvirt reads it as raw");
     expect(await volumeNames(lvRemote, `${names.b}-images`)).toEqual(["rcloud-tiny.qcow2"]);
     expect(readdirSync(dstDir)).toEqual(["rcloud-tiny.qcow2"]);
     // The same name, or another file of the same image id: refused, and the source let go.
     for (const fileName of ["rcloud-tiny.qcow2", "rcloud-tiny.raw"]) {
-      const again = source(bytes);
-      e = await rejection(b.writeImage(fileName, "raw", bytes.byteLength, again.stream));
+      const again = byteSource(bytes);
+      e = await driverRejection(b.writeImage(fileName, "raw", bytes.byteLength, again.stream));
       expect(e.code).toBe("conflict");
       expect(again.cancelled()).toBe(true);
     }
@@ -241,7 +213,7 @@ describe("base images through the pool <pool>-images", () => {
     expect(last - start).toBeLessThan(24 * MiB);
     const written = await b.writeImage("debian-13-generic-amd64.raw", "raw", from.sizeBytes, resumed(first.value!, reader));
     expect(written).toMatchObject({ format: "raw", virtualSizeBytes: 64 * MiB });
-    const local = sha(new Uint8Array(readFileSync(join(srcDir, "debian-13-generic-amd64.raw"))));
+    const local = sha256(new Uint8Array(readFileSync(join(srcDir, "debian-13-generic-amd64.raw"))));
     expect((await digest((await b.readImage("debian-13-generic-amd64")).data)).sha).toBe(local);
   });
 
@@ -263,10 +235,10 @@ describe("base images through the pool <pool>-images", () => {
     const qemuDir = join(root, "qemu-images");
     mkdirSync(qemuDir, { recursive: true });
     const q: VmDriver = new QemuDriver({ binary: "qemu-system-x86_64", stateDir: join(root, "qemu-state"), accel: "tcg", runAs: null, baseImagesDir: qemuDir, kernelDir: null });
-    const local = sha(new Uint8Array(readFileSync(join(srcDir, "rcloud-tiny.qcow2"))));
+    const local = sha256(new Uint8Array(readFileSync(join(srcDir, "rcloud-tiny.qcow2"))));
     const toQemu = await a.readImage("rcloud-tiny");
     expect(await q.writeImage("rcloud-tiny.qcow2", "qcow2", toQemu.sizeBytes, toQemu.data)).toMatchObject({ format: "qcow2" });
-    expect(sha(new Uint8Array(readFileSync(join(qemuDir, "rcloud-tiny.qcow2"))))).toBe(local);
+    expect(sha256(new Uint8Array(readFileSync(join(qemuDir, "rcloud-tiny.qcow2"))))).toBe(local);
     const fromQemu = await q.readImage("rcloud-tiny");
     const name = uniqueName("hie");
     const c = libvirtDriver(unixUri("qemu"), name, join(root, "from-qemu"), null);
@@ -314,18 +286,18 @@ describe("boot files through the pool <pool>-kernels", () => {
     const outside = ["/etc/passwd", "/etc/rcloud-no-such-file", `${kernelDir}/../../etc/passwd`, join(kernelDir, "sub", "vmlinuz"), join(kernelDir, "no-such-dir", "x"), `${kernelDir}-other/vmlinuz`];
     const messages = new Set<string>();
     for (const path of outside) {
-      const e = await rejection(a.bootFile("kernel", path));
+      const e = await driverRejection(a.bootFile("kernel", path));
       expect(e.code).toBe("not_found");
       messages.add(e.message);
     }
     expect([...messages]).toEqual([`must be a file inside ${kernelDir} (kernel_dir)`]);
-    const missing = await rejection(a.bootFile("kernel", join(kernelDir, "no-such-kernel")));
+    const missing = await driverRejection(a.bootFile("kernel", join(kernelDir, "no-such-kernel")));
     expect(missing.code).toBe("not_found");
     expect(missing.message).toBe(`${join(kernelDir, "no-such-kernel")} does not exist in ${kernelDir}`);
-    const dir = await rejection(a.bootFile("kernel", join(kernelDir, "sub")));
+    const dir = await driverRejection(a.bootFile("kernel", join(kernelDir, "sub")));
     expect(dir.code).toBe("not_found");
     expect(dir.message).toContain("regular file");
-    const relative = await rejection(a.bootFile("kernel", "vmlinuz"));
+    const relative = await driverRejection(a.bootFile("kernel", "vmlinuz"));
     expect(relative.code).toBe("not_found");
     expect(relative.message).toContain(kernelDir);
   });
@@ -333,7 +305,7 @@ describe("boot files through the pool <pool>-kernels", () => {
   test("a kernel copied into kernel_dir is found within a second; a host without kernel_dir says unsupported", async () => {
     copyFileSync(rig().guest.kernel, join(kernelDir, "vmlinuz-new"));
     expect(await waitFor("the new kernel", () => a.bootFile("kernel", join(kernelDir, "vmlinuz-new")).catch(() => null), 5_000)).toBe(join(kernelDir, "vmlinuz-new"));
-    const e = await rejection(b.bootFile("kernel", join(kernelDir, "vmlinuz")));
+    const e = await driverRejection(b.bootFile("kernel", join(kernelDir, "vmlinuz")));
     expect(e.code).toBe("unsupported");
   });
 });
@@ -358,11 +330,11 @@ describe("on libvirt's test driver, through test/helpers/server.ts", () => {
           path: join(config.images.base_images_dir, "debian-13-generic-amd64.raw"),
           format: "raw",
           virtualSizeBytes: 1024 ** 3,
-          diskSizeBytes: 1024 ** 3, // the test driver allocates what it is asked for
+          diskSizeBytes: 0, // as the sparse file has
         },
       ]);
       expect(await d.bootFile("kernel", join(kernels, "vmlinuz"))).toBe(join(kernels, "vmlinuz"));
-      expect((await rejection(d.bootFile("kernel", join(kernels, "initrd.img")))).code).toBe("not_found");
+      expect((await driverRejection(d.bootFile("kernel", join(kernels, "initrd.img")))).code).toBe("not_found");
     } finally {
       await d.close();
       await removePool(lv, pool);

@@ -73,9 +73,15 @@ export class HostDir {
 
   /** Every volume of the pool as libvirt knows it (see fresh for how recent that is). */
   async volumes(maxAgeMs: number): Promise<{ pool: RemoteNonnullStoragePool; vols: RemoteNonnullStorageVol[] }> {
-    const pool = await this.fresh(maxAgeMs);
-    const { vols } = await this.sessions().call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
-    return { pool, vols };
+    const list = async (pool: RemoteNonnullStoragePool) => ({ pool, vols: (await this.sessions().call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols });
+    try {
+      return await list(await this.fresh(maxAgeMs));
+    } catch (e) {
+      // The remembered pool may be gone or stopped (libvirtd restarted, an operator's virsh): once more from scratch.
+      if (!(e instanceof LibvirtError) || maxAgeMs === 0) throw e;
+      this.forget();
+      return list(await this.fresh(0));
+    }
   }
 
   /** The pool if it exists already (nothing is defined); null otherwise. */
@@ -95,7 +101,10 @@ export class HostDir {
     if (pool) await this.checkTarget(pool);
     else pool = (await this.poolAtPath()) ?? (await this.define());
     const { active } = await c.call(P.storagePoolIsActive, { pool });
-    if (!active) await c.call(P.storagePoolCreate, { pool, flags: 0 });
+    if (!active) {
+      await c.call(P.storagePoolBuild, { pool, flags: 0 }).catch(() => {}); // its directory may have gone
+      await c.call(P.storagePoolCreate, { pool, flags: 0 });
+    }
     return pool;
   }
 

@@ -17,6 +17,8 @@ export interface VolumeXmlOptions {
   name: string;
   capacityBytes: number;
   format: "qcow2" | "raw";
+  /** Bytes allocated up front; default 0 for qcow2, all of it (libvirt's default) for raw. */
+  allocationBytes?: number;
   /** A qcow2 overlay's base image. */
   backing?: { path: string; format: string };
   /** Owner of the file (disks QEMU opens itself, outside libvirt's labelling); default: libvirt's. */
@@ -31,7 +33,7 @@ export function volumeXml(o: VolumeXmlOptions): string {
       capacity: { "@_unit": "bytes", "#text": o.capacityBytes },
       // Thin: without an explicit allocation libvirt assumes allocation = capacity and
       // refuses a disk larger than the pool's free space, even for qcow2.
-      ...(o.format === "qcow2" ? { allocation: { "@_unit": "bytes", "#text": 0 } } : {}),
+      ...(o.allocationBytes !== undefined || o.format === "qcow2" ? { allocation: { "@_unit": "bytes", "#text": o.allocationBytes ?? 0 } } : {}),
       target: { format: { "@_type": o.format }, permissions },
       ...(o.backing ? { backingStore: { path: o.backing.path, format: { "@_type": o.backing.format } } } : {}),
     },
