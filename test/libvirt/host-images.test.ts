@@ -5,7 +5,9 @@
  * local scan of the same directory), an image copied from one daemon's pool to the other's
  * through readImage → writeImage comes back byte for byte (sha256 of a download), a copy that
  * fails half-way leaves no volume, a slow reader holds the daemon back, and boot files are
- * accepted only inside the kernel directory, with the right error codes.
+ * accepted only inside the kernel directory, with the right error codes. Then the same on the
+ * rig's fleet hosts, whose directories exist only in their own mount namespaces, reached over
+ * TLS, SSH and TCP.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
@@ -17,7 +19,7 @@ import { scanImageDir } from "../../src/drivers/shared/image-files.ts";
 import type { VmDriver } from "../../src/drivers/types.ts";
 import { ErrorCode, LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { poolTargetPath, poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
-import { removePool, rig, tcpUri, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { type HostName, removePool, rig, tcpUri, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
 import { byteSource, digest, driverRejection, sha256 } from "../helpers/image-streams.ts";
 import { mirrorToTestDriver, testDriverConfig } from "../helpers/server.ts";
 
@@ -35,11 +37,11 @@ let b: LibvirtDriver;
 let lvMain: LibvirtClient;
 let lvRemote: LibvirtClient;
 
-function libvirtDriver(uri: string, poolName: string, baseImagesDir: string, kernels: string | null): LibvirtDriver {
+function libvirtDriver(uri: string, poolName: string, baseImagesDir: string, kernels: string | null, poolPath = join(root, "pools", poolName)): LibvirtDriver {
   return new LibvirtDriver({
     uri,
     poolName,
-    poolPath: join(root, "pools", poolName),
+    poolPath,
     templatePath: null,
     domainType: "qemu",
     consoleLogDir: null,
@@ -340,5 +342,87 @@ describe("on libvirt's test driver, through test/helpers/server.ts", () => {
       await removePool(lv, pool);
       await lv.close();
     }
+  });
+});
+
+/** Reads libvirtd's bytes read so far (/proc/PID/io) until it stops reading; returns the growth since `start`. */
+async function readUntilIdle(pid: number, start: number): Promise<number> {
+  const io = () => Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"))![1]);
+  let last = -1;
+  for (let now = io(); now - last > 256 * 1024; now = io()) {
+    last = now;
+    await Bun.sleep(500);
+  }
+  return last - start;
+}
+
+describe("on the rig's fleet hosts: directories only they see, reached over TLS, SSH and TCP", () => {
+  const fleetPool = uniqueName("hif");
+  const made: { lv: LibvirtClient; host: HostName }[] = [];
+  const drivers: LibvirtDriver[] = [];
+  const hostDriver = async (name: HostName, withKernels = false) => {
+    const h = rig().hosts[name];
+    const d = libvirtDriver(h.uri, fleetPool, h.paths.images, withKernels ? h.paths.kernels : null, join(h.paths.pool, fleetPool));
+    drivers.push(d);
+    await d.init();
+    if (!made.some((m) => m.host === name)) made.push({ lv: await LibvirtClient.connect(h.uri), host: name });
+    return d;
+  };
+  const big = `rctest-big-${process.pid}.raw`;
+
+  afterAll(async () => {
+    for (const d of drivers) await d.close();
+    for (const { lv, host } of made) {
+      const h = rig().hosts[host];
+      await removePool(lv, fleetPool);
+      await lv.close();
+      rmSync(join(h.rigPaths.pool, fleetPool), { recursive: true, force: true });
+    }
+    rmSync(join(rig().hosts.hostc.rigPaths.images, "rcloud-tiny.qcow2"), { force: true });
+    rmSync(join(rig().hosts.hostb.rigPaths.images, big), { force: true });
+  });
+
+  test("each host lists its own images at its own paths; hosta (TLS) → hostc (TCP) copies byte for byte", async () => {
+    const [ha, hc] = [rig().hosts.hosta, rig().hosts.hostc];
+    const a2 = await hostDriver("hosta");
+    const c2 = await hostDriver("hostc");
+    const listed = await a2.images();
+    expect(listed.map((i) => [i.fileName, i.path])).toEqual(ha.images.map((f) => [f, `${ha.paths.images}/${f}`]));
+    expect(existsSync(listed[0]!.path)).toBe(false); // a path on hosta, not here
+    expect(await c2.images()).toEqual([]);
+    const from = await a2.readImage("rcloud-tiny");
+    const written = await c2.writeImage(from.image.fileName, from.image.format, from.sizeBytes, from.data);
+    expect(written).toMatchObject({ id: "rcloud-tiny", format: "qcow2", path: `${hc.paths.images}/rcloud-tiny.qcow2`, virtualSizeBytes: from.image.virtualSizeBytes });
+    const local = sha256(new Uint8Array(readFileSync(join(ha.rigPaths.images, "rcloud-tiny.qcow2"))));
+    expect(await digest((await c2.readImage("rcloud-tiny")).data)).toEqual({ sha: local, bytes: from.sizeBytes });
+  });
+
+  test("a download over SSH (hostb) holds hostb's libvirtd back while its reader waits, and delivers every byte", async () => {
+    const hb = rig().hosts.hostb;
+    const file = join(hb.rigPaths.images, big);
+    writeFileSync(file, randomBytes(MiB));
+    truncateSync(file, 64 * MiB);
+    const fd = openSync(file, "r+");
+    writeSync(fd, randomBytes(MiB), 0, MiB, 63 * MiB);
+    closeSync(fd);
+    const b2 = await hostDriver("hostb");
+    const from = await b2.readImage(big.replace(/\.raw$/, ""));
+    const reader = from.data.getReader();
+    const start = Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${hb.libvirtdPid}/io`, "utf8"))![1]);
+    const first = await reader.read();
+    const read = await readUntilIdle(hb.libvirtdPid, start);
+    console.log(`hostb's libvirtd read ${(read / MiB).toFixed(1)} MiB of 64 while the reader waited (ssh)`);
+    expect(read).toBeLessThan(24 * MiB);
+    expect(await digest(resumed(first.value!, reader))).toEqual({ sha: sha256(new Uint8Array(readFileSync(file))), bytes: 64 * MiB });
+  });
+
+  test("boot files are checked on the host: hostc's kernel is accepted though no such file exists here", async () => {
+    const hc = rig().hosts.hostc;
+    const c3 = await hostDriver("hostc", true);
+    expect(existsSync(hc.guest.kernel)).toBe(false);
+    expect(await c3.bootFile("kernel", hc.guest.kernel)).toBe(hc.guest.kernel);
+    expect(await c3.bootFile("initrd", hc.guest.initrd)).toBe(hc.guest.initrd);
+    const e = await driverRejection(c3.bootFile("kernel", `${hc.paths.kernels}/no-such-kernel`));
+    expect(e).toMatchObject({ code: "not_found", message: `${hc.paths.kernels}/no-such-kernel does not exist in ${hc.paths.kernels}` });
   });
 });
