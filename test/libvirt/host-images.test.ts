@@ -21,7 +21,7 @@ import { ErrorCode, LibvirtClient, remoteProcedures as P } from "../../src/libvi
 import { poolTargetPath, poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
 import { type HostName, removePool, rig, tcpUri, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
 import { byteSource, digest, driverRejection, sha256 } from "../helpers/image-streams.ts";
-import { mirrorToTestDriver, testDriverConfig } from "../helpers/server.ts";
+import { mirrorToTestDriver, startTestServer, testDriverConfig, waitHealthy } from "../helpers/server.ts";
 
 const DISK_IMAGE = process.env.RCLOUD_TEST_DISK_IMAGE ?? "/var/cache/rcloud-test/disk/rcloud-tiny.qcow2";
 const MiB = 1024 * 1024;
@@ -395,6 +395,32 @@ describe("on the rig's fleet hosts: directories only they see, reached over TLS,
     expect(written).toMatchObject({ id: "rcloud-tiny", format: "qcow2", path: `${hc.paths.images}/rcloud-tiny.qcow2`, virtualSizeBytes: from.image.virtualSizeBytes });
     const local = sha256(new Uint8Array(readFileSync(join(ha.rigPaths.images, "rcloud-tiny.qcow2"))));
     expect(await digest((await c2.readImage("rcloud-tiny")).data)).toEqual({ sha: local, bytes: from.sizeBytes });
+    rmSync(join(hc.rigPaths.images, "rcloud-tiny.qcow2")); // hostc as it was, for the next test
+  });
+
+  test("POST /api/v1/images/{id}/copy: the service's copy between two of them, then listed on both", async () => {
+    const [ha, hc] = [rig().hosts.hosta, rig().hosts.hostc];
+    const host = (name: string, h: typeof ha) => ({ name, uri: h.uri, base_images_dir: h.paths.images, storage_pool_path: join(h.paths.pool, fleetPool) });
+    const server = await startTestServer({
+      driver: "libvirt",
+      server: { state_dir: join(root, "api-state") },
+      hosts: [host("hosta", ha), host("hostc", hc)],
+      libvirt: { storage_pool_name: fleetPool },
+      vm_defaults: { network_mode: "none" },
+    });
+    try {
+      await waitHealthy(server);
+      await waitFor("both hosts online", async () => (await server.req("GET", "/api/v1/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"));
+      expect((await server.req("GET", "/api/v1/images/rcloud-tiny")).json.hosts).toEqual(["hosta"]);
+      const copied = await server.req("POST", "/api/v1/images/rcloud-tiny/copy", { to: "hostc" });
+      expect(copied.status).toBe(200);
+      expect(copied.json).toMatchObject({ id: "rcloud-tiny", format: "qcow2", hosts: ["hosta", "hostc"] });
+      expect(sha256(new Uint8Array(readFileSync(join(hc.rigPaths.images, "rcloud-tiny.qcow2"))))).toBe(sha256(new Uint8Array(readFileSync(join(ha.rigPaths.images, "rcloud-tiny.qcow2")))));
+      const again = await server.req("POST", "/api/v1/images/rcloud-tiny/copy", { to: "hostc" });
+      expect(again.status).toBe(409);
+    } finally {
+      await server.stop();
+    }
   });
 
   test("a download over SSH (hostb) holds hostb's libvirtd back while its reader waits, and delivers every byte", async () => {
