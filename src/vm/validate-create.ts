@@ -4,14 +4,12 @@
  * for a request that cannot succeed.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
-import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
 import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
-import type { DiskBus, HostInfo, ImageInfo, NetworkMode, VmSpec } from "../drivers/types.ts";
-import { containedPath } from "../util/contained-path.ts";
+import { localBootFile } from "../drivers/qemu/boot-file.ts";
+import { type DiskBus, DriverError, type HostInfo, type ImageInfo, type NetworkMode, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
@@ -180,17 +178,14 @@ export function checkPoolRoom(host: string, info: HostInfo): void {
   }
 }
 
-/** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir. */
+/** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir (the driver side's check). */
 function bootFile(dir: string | null, field: string, path: string): string {
-  if (!dir) throw invalid(field, "direct kernel boot is disabled on this server (set vm_defaults.kernel_dir)");
-  if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
-  // Inside the directory first (by real path), with one answer for every path outside it,
-  // so callers cannot probe which host files exist.
-  const real = containedPath(dir, path);
-  if (real === null) throw invalid(field, `must be a file inside ${dir} (vm_defaults.kernel_dir)`);
-  if (!existsSync(real)) throw invalid(field, `${path} does not exist in ${dir}`);
-  if (!statSync(real).isFile()) throw invalid(field, "must be a regular file");
-  return real;
+  try {
+    return localBootFile(dir, path);
+  } catch (e) {
+    if (e instanceof DriverError) throw invalid(field, e.message);
+    throw e;
+  }
 }
 
 /** The request field each refusal of the seed builder is about. */

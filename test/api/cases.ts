@@ -20,8 +20,8 @@ export interface SuiteDirs {
 
 export interface ApiSuiteOptions {
   driver: "libvirt" | "qemu";
-  /** Before the server starts / after it stopped (connections, state directories). */
-  setup?: () => Promise<void>;
+  /** Before the server starts, with the image and kernel files in place / after it stopped (connections, state directories). */
+  setup?: (dirs: SuiteDirs) => Promise<void>;
   teardown?: () => Promise<void>;
   /** What the driver keeps on disk for VMs (volumes, files), each name starting with its VM's id. */
   artifacts: () => Promise<string[]>;
@@ -76,7 +76,7 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
     symlinkSync("/etc", join(kernelDir, "to-etc"));
     mkdirSync(join(kernelDir, "sub"));
     symlinkSync("../../../etc/passwd", join(kernelDir, "sub", "relative-out"));
-    await opts.setup?.();
+    await opts.setup?.(dirs);
     server = await startTestServer(config());
     await waitHealthy(server);
   });
