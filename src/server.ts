@@ -133,7 +133,6 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       userNetworkRestrict: d.user_network_restrict,
       diskDriver: d.disk_driver,
       sshUser: d.ssh_user,
-      kernelDir: d.kernel_dir,
       stopTimeoutS: d.stop_timeout_s,
       maxExtraDisks: d.max_extra_disks,
       vcpuOvercommit: d.vcpu_overcommit,

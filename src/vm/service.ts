@@ -268,11 +268,13 @@ export class VmService {
   async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
     const owner = projectForCreate(caller, req.project);
     const images = await this.fleet.fleetImages();
-    const spec = validateCreate(req, owner, {
-      defaults: this.defaults,
-      findImage: (ref) => findImage(images, ref)?.info ?? null,
-      imageNames: () => images.map((i) => i.info.alias ?? i.info.id),
-    });
+    const spec = this.unlessHostsDown(() =>
+      validateCreate(req, owner, {
+        defaults: this.defaults,
+        findImage: (ref) => findImage(images, ref)?.info ?? null,
+        imageNames: () => images.map((i) => i.info.alias ?? i.info.id),
+      }),
+    );
     const image = findImage(images, spec.image.id)!;
     if (req.host !== undefined) this.pinnedHost(req.host);
     return this.timed("create", async () => {
@@ -283,6 +285,18 @@ export class VmService {
         release();
       }
     });
+  }
+
+  /** An image no host lists may be on a host that does not answer: say that rather than "no such image". */
+  private unlessHostsDown<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      const down = this.registry.hosts.filter((h) => !h.online);
+      if (!(e instanceof ServiceError && e.code === "image_not_found") || down.length === 0) throw e;
+      const why = down.map((h) => (this.registry.hosts.length === 1 ? h.lastError : `${h.name}: ${h.lastError}`)).join("; ");
+      throw new ServiceError("hypervisor_unavailable", `${e.message}; ${down.length === this.registry.hosts.length ? "no host answers" : "some hosts do not answer"}, so their images are unknown: ${why || "connecting"}`);
+    }
   }
 
   /** A create's `host`: 422 naming the field when no such host. */
@@ -308,6 +322,10 @@ export class VmService {
         const onHost = (await this.fleet.hostImages(host)).find((i) => i.id === image.info.id);
         if (!onHost) throw new ServiceError("image_not_found", `host ${host.name} no longer has image ${image.info.id}`, { field: "image" });
         spec.image = onHost;
+        if (spec.boot) {
+          const { kernel, initrd, cmdline } = spec.boot;
+          spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
+        }
         checkPoolRoom(host.name, await this.fleet.facts(host));
         if (spec.network.mode === "user") {
           port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
@@ -326,6 +344,18 @@ export class VmService {
         if (port !== null) this.sshPorts.release(port);
       }
     });
+  }
+
+  /** A kernel or initrd as the VM's host has it (in its kernel_dir); 422 naming the field and the host otherwise. */
+  private async bootFile(h: Host, field: "kernel" | "initrd", path: string): Promise<string> {
+    try {
+      return await this.fleet.onHost(h, () => h.driver.bootFile(field, path));
+    } catch (e) {
+      if (e instanceof ServiceError && (e.code === "not_found" || e.code === "unsupported")) {
+        throw invalid(field, this.registry.hosts.length > 1 ? `${e.message} (on host ${h.name})` : e.message);
+      }
+      throw e;
+    }
   }
 
   /** Every host is asked (an offline one answers from its last listing): names are unique across the fleet. */
