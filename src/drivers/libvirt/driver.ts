@@ -22,13 +22,14 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DiskInfo, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DiskInfo, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { DomainState, stateName, UNDEFINE_ALL, uuidString } from "./domain-state.ts";
 import { type DomainType, loadTemplate, METADATA_NS, parseDomainXml } from "./domain-xml.ts";
 import { BootFiles } from "./boot-files.ts";
 import { translate } from "./errors.ts";
+import { DomainEvents } from "./events.ts";
 import { HostFacts } from "./host.ts";
 import { HostImages } from "./images.ts";
 import { withUpdatedAt } from "./metadata-xml.ts";
@@ -86,6 +87,8 @@ export class LibvirtDriver implements VmDriver {
   private readonly bootFiles: BootFiles;
   /** Reconnects counted by session pools this driver has since replaced (init retries). */
   private droppedReconnects = 0;
+  /** Domain events on a session of their own (events.ts). */
+  private readonly events: DomainEvents;
 
   private readonly sshForward: { bind: string; address: string };
 
@@ -100,6 +103,7 @@ export class LibvirtDriver implements VmDriver {
     const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
     this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
     this.bootFiles = new BootFiles(sessions, `${opts.poolName}-kernels`, opts.kernelDir);
+    this.events = new DomainEvents({ changed: () => {}, lost: () => {}, vmId: () => undefined });
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
@@ -117,6 +121,12 @@ export class LibvirtDriver implements VmDriver {
       await this.setup(pool);
     } catch (e) {
       this.sessionPool = null;
+      await pool.close();
+      throw e;
+    }
+    try {
+      await this.events.open(this.opts.uri, this.opts.client ?? {});
+    } catch (e) {
       await pool.close();
       throw e;
     }
@@ -163,7 +173,8 @@ export class LibvirtDriver implements VmDriver {
 
   async close(): Promise<void> {
     this.rollbacks.stop();
-    this.droppedReconnects += this.sessionPool?.reconnects ?? 0;
+    this.droppedReconnects += (this.sessionPool?.reconnects ?? 0) + this.events.reconnects;
+    await this.events.close();
     await this.sessionPool?.close();
     this.sessionPool = null;
   }
@@ -173,7 +184,12 @@ export class LibvirtDriver implements VmDriver {
   }
 
   reconnects(): number {
-    return (this.sessionPool?.reconnects ?? 0) + this.droppedReconnects;
+    return (this.sessionPool?.reconnects ?? 0) + (this.sessionPool ? this.events.reconnects : 0) + this.droppedReconnects;
+  }
+
+  /** VM events as libvirt reports them (events.ts has the mapping). */
+  subscribe(listener: (event: DriverEvent) => void): () => void {
+    return this.events.subscribe(listener);
   }
 
   async health(): Promise<{ ok: boolean; detail: string }> {
