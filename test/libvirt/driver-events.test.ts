@@ -3,20 +3,17 @@
  * driver's back by a bare LibvirtClient, and the DriverEvents the driver reports for them
  * (the mapping is in src/drivers/libvirt/events.ts).
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { LibvirtDriver } from "../../src/drivers/libvirt/driver.ts";
+import type { LibvirtDriver } from "../../src/drivers/libvirt/driver.ts";
 import type { DriverEvent } from "../../src/drivers/types.ts";
-import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { defineRcloudDomain, rcloudDomain, removeDomains } from "../helpers/domains.ts";
-import { removePool, rig, uniqueName, unixUri, waitFor } from "../helpers/rig.ts";
+import { remoteProcedures as P } from "../../src/libvirt/index.ts";
+import { defineRcloudDomain, rcloudDomain } from "../helpers/domains.ts";
+import { driverFixture } from "../helpers/driver-fixture.ts";
+import { rig, uniqueName, waitFor } from "../helpers/rig.ts";
 
 const DUMP_CRASH = 1; // VIR_DUMP_CRASH
-
-function driverOn(uri: string, poolName: string, poolPath: string): LibvirtDriver {
-  return new LibvirtDriver({ uri, poolName, poolPath, templatePath: null, domainType: "auto", consoleLogDir: null, baseImagesDir: `${poolPath}-images`, kernelDir: null });
-}
 
 /** Events for `name`, as [action, detail] pairs. */
 function recorder(driver: LibvirtDriver, name: string): { seen: DriverEvent[]; pairs: () => string[][]; off: () => void } {
@@ -27,31 +24,9 @@ function recorder(driver: LibvirtDriver, name: string): { seen: DriverEvent[]; p
   return { seen, pairs: () => seen.map((e) => [e.action, e.detail]), off };
 }
 
-/**
- * A driver on the rig's main daemon (libvirt driver `kind`) with a pool of its own, and a bare
- * client for changes behind its back; both set up for the enclosing describe block.
- */
-function fixture(kind: "test" | "qemu", prefix: string): { driver: () => LibvirtDriver; lv: () => LibvirtClient } {
-  const poolName = `${prefix}-pool`;
-  let driver: LibvirtDriver;
-  let lv: LibvirtClient;
-  beforeAll(async () => {
-    driver = driverOn(unixUri(kind), poolName, kind === "test" ? `/rctest/${poolName}` : join(rig().rigDir, "pools", poolName));
-    await driver.init();
-    lv = await LibvirtClient.connect(unixUri(kind));
-  });
-  afterAll(async () => {
-    await removeDomains(lv, prefix);
-    await driver.close();
-    await removePool(lv, poolName);
-    await lv.close();
-  });
-  return { driver: () => driver, lv: () => lv };
-}
-
 describe("libvirt driver events (test driver)", () => {
   const prefix = uniqueName("ev");
-  const f = fixture("test", prefix);
+  const f = driverFixture("test", "main", prefix);
 
   test("every lifecycle change made behind the driver's back is reported, in order, with libvirt's detail", async () => {
     const [driver, lv] = [f.driver(), f.lv()];
@@ -94,11 +69,44 @@ describe("libvirt driver events (test driver)", () => {
     other.off();
     expect(rec.seen.length).toBe(expected.length);
   });
+  test("events carry the VM id once the driver has seen the VM; domains that are not rcloud VMs are not reported once known", async () => {
+    const [driver, lv] = [f.driver(), f.lv()];
+    const d = rcloudDomain(`${prefix}-b`);
+    const foreign = `${prefix}-foreign`;
+    const seen: DriverEvent[] = [];
+    const off = driver.subscribe((e) => {
+      if (e.vmName === d.name || e.vmName === foreign) seen.push(e);
+    });
+    const dom = await defineRcloudDomain(lv, d);
+    const other = (await lv.call(P.domainDefineXml, { xml: `<domain type='test'><name>${foreign}</name><memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>` })).dom;
+    // Not seen yet: reported, without an id.
+    await waitFor("the defines", () => seen.length === 2, 10_000, 20);
+    expect(seen.map((e) => [e.vmName, e.vmId])).toEqual([
+      [d.name, null],
+      [foreign, null],
+    ]);
+    expect((await driver.list()).map((r) => r.name)).toContain(d.name);
+    seen.length = 0;
+    await lv.call(P.domainCreate, { dom });
+    await lv.call(P.domainCreate, { dom: other });
+    await lv.call(P.domainDestroy, { dom: other });
+    await lv.call(P.domainDestroy, { dom });
+    await lv.call(P.domainUndefine, { dom: other });
+    await lv.call(P.domainUndefine, { dom });
+    await waitFor("the last event", () => seen.some((e) => e.action === "vm-undefined"), 10_000, 20);
+    await Bun.sleep(200); // anything about the foreign domain would have come by now
+    off();
+    expect(seen.map((e) => [e.vmName, e.vmId, e.action])).toEqual([
+      [d.name, d.id, "vm-started"],
+      [d.name, d.id, "vm-stopped"],
+      [d.name, d.id, "vm-undefined"],
+    ]);
+  });
 });
 
 describe("libvirt driver events (qemu, TCG)", () => {
   const prefix = uniqueName("evq");
-  const f = fixture("qemu", prefix);
+  const f = driverFixture("qemu", "main", prefix);
 
   test("a guest started and destroyed behind the driver's back: started (booted), then stopped (destroyed)", async () => {
     const [driver, lv] = [f.driver(), f.lv()];
