@@ -11,7 +11,7 @@
  * never resizes a disk).
  */
 import type { RemoteNonnullDomain } from "../../libvirt/index.ts";
-import type { DiskInfo } from "../types.ts";
+import type { DiskInfo, VmRecord } from "../types.ts";
 import type { ParsedDomain } from "./domain-xml.ts";
 import type { EventSink } from "./events.ts";
 
@@ -20,6 +20,8 @@ export interface DomainFacts {
   parsed: ParsedDomain;
   rcloud: NonNullable<ParsedDomain["rcloud"]>;
   disks: DiskInfo[];
+  /** The record the last listing built from these facts (records.ts reuses it while nothing changed). */
+  last?: VmRecord;
 }
 
 /** Reads a domain's facts from libvirt; null for a domain that is not an rcloud VM. */
@@ -44,11 +46,11 @@ export class DomainCache implements EventSink {
 
   /** The facts of a domain if they are kept and loaded: the value (null: not rcloud's); else undefined. */
   known(uuid: string): DomainFacts | null | undefined {
-    return this.entries.get(uuid)?.value;
+    return this.tracking() ? this.entries.get(uuid)?.value : undefined;
   }
 
   facts(dom: RemoteNonnullDomain, uuid: string): Promise<DomainFacts | null> {
-    const hit = this.entries.get(uuid);
+    const hit = this.tracking() ? this.entries.get(uuid) : undefined;
     if (hit) return hit.loading;
     const entry: { loading: Promise<DomainFacts | null>; value?: DomainFacts | null } = {
       loading: this.load(dom).then((f) => {

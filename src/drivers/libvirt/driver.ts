@@ -111,7 +111,7 @@ export class LibvirtDriver implements VmDriver {
     this.bootFiles = new BootFiles(sessions, `${opts.poolName}-kernels`, opts.kernelDir);
     this.cache = new DomainCache((dom) => readFacts(sessions, this.storage, dom), () => this.events.tracking);
     this.events = new DomainEvents(this.cache);
-    this.records = new DomainRecords(this.events, this.cache);
+    this.records = new DomainRecords(sessions, this.events, this.cache);
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */

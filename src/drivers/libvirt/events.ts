@@ -72,8 +72,9 @@ export interface EventSink {
 const WATCHED = [DomainEventId.LIFECYCLE, DomainEventId.REBOOT, DomainEventId.DEVICE_ADDED, DomainEventId.DEVICE_REMOVED, DomainEventId.METADATA_CHANGE] as const;
 type Watched = (typeof WATCHED)[number];
 
-function domainOf(id: Watched, m: DomainEventMap[Watched]): RemoteNonnullDomain {
-  return "msg" in m ? m.msg.dom : (m as DomainEventMap[typeof DomainEventId.METADATA_CHANGE | typeof DomainEventId.DEVICE_ADDED]).dom;
+/** The domain an event is about: lifecycle, reboot and device-removed messages wrap it in `msg`. */
+function domainOf(m: DomainEventMap[Watched]): RemoteNonnullDomain {
+  return "msg" in m ? m.msg.dom : m.dom;
 }
 
 export class DomainEvents {
@@ -142,7 +143,7 @@ export class DomainEvents {
   }
 
   private handle(id: Watched, m: DomainEventMap[Watched]): void {
-    const dom = domainOf(id, m);
+    const dom = domainOf(m);
     const uuid = uuidString(dom.uuid);
     const vmId = this.sink.vmId(uuid);
     if (id !== DomainEventId.REBOOT) this.sink.changed(uuid);

@@ -13,14 +13,14 @@
 import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteDomainStatsRecord as DomainStats, RemoteNonnullDomain } from "../../libvirt/index.ts";
 import type { VmRecord } from "../types.ts";
-import { type DomainCache, type DomainFacts } from "./domain-cache.ts";
+import type { DomainCache, DomainFacts } from "./domain-cache.ts";
 import { DomainState, stateName, uuidString } from "./domain-state.ts";
 import { parseDomainXml } from "./domain-xml.ts";
 import type { DomainEvents } from "./events.ts";
 import type { Sessions, VmStorage } from "./storage.ts";
 
 /** VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL. */
-export const LISTING_STATS = 1 | 2;
+const LISTING_STATS = 1 | 2;
 
 /** Reads a domain's XML and its disks' sizes: the cache's loader. */
 export async function readFacts(sessions: Sessions, storage: VmStorage, dom: RemoteNonnullDomain): Promise<DomainFacts | null> {
@@ -34,20 +34,30 @@ export async function readFacts(sessions: Sessions, storage: VmStorage, dom: Rem
   return { parsed, rcloud, disks };
 }
 
+/**
+ * The record of a domain from its stats and facts. A VM whose name, state and CPU time are as
+ * in the last listing (a stopped VM, most of a large fleet) gets that listing's record again:
+ * records are shared, read-only.
+ */
 function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
-  let state: number = DomainState.NOSTATE;
+  let stateNumber: number = DomainState.NOSTATE;
   let cpuTime = 0n;
   for (const p of stats.params) {
     const v = p.value;
-    if (p.field === "state.state" && v.type === 1) state = v.i;
+    if (p.field === "state.state" && v.type === 1) stateNumber = v.i;
     else if (p.field === "cpu.time" && v.type === 4) cpuTime = v.ul;
   }
+  const state = stateName(stateNumber);
+  // libvirt 9.0's QEMU driver reports its own CPU time for a domain that is not running.
+  const cpuTimeNs = stateNumber === DomainState.SHUTOFF ? 0n : cpuTime;
+  const last = f.last;
+  if (last && last.name === stats.dom.name && last.state === state && last.cpuTimeNs === cpuTimeNs) return last;
   const m = f.rcloud;
-  return {
+  f.last = {
     id: m.id,
     name: stats.dom.name,
     uuid,
-    state: stateName(state),
+    state,
     vcpus: f.parsed.vcpus,
     memoryMb: f.parsed.memoryMb,
     image: m.image,
@@ -59,16 +69,27 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
     updatedAt: m.updatedAt,
     owner: m.owner,
     placementGroup: m.placementGroup,
-    // libvirt 9.0's QEMU driver reports its own CPU time for a domain that is not running.
-    cpuTimeNs: state === DomainState.SHUTOFF ? 0n : cpuTime,
+    cpuTimeNs,
   };
+  return f.last;
 }
 
 export class DomainRecords {
   constructor(
+    private readonly sessions: Sessions,
     private readonly events: DomainEvents,
     private readonly cache: DomainCache,
   ) {}
+
+  /**
+   * Stats of `doms` (all domains when empty). While events are tracked, over the events
+   * session (see events.ts); otherwise nothing is kept, so any session will do (a driver
+   * recovering after a reconnect lists before the events session is back).
+   */
+  private stats(doms: RemoteNonnullDomain[]): Promise<{ retStats: DomainStats[] }> {
+    const args = { doms, stats: LISTING_STATS, flags: 0 };
+    return this.events.tracking ? this.events.afterEvents(P.connectGetAllDomainStats, args) : this.sessions().call(P.connectGetAllDomainStats, args);
+  }
 
   /**
    * Records of the domains in `stats` that are rcloud VMs, in order; a domain gone meanwhile
@@ -101,7 +122,7 @@ export class DomainRecords {
 
   async list(): Promise<VmRecord[]> {
     const mark = this.cache.mark();
-    const { retStats } = await this.events.afterEvents(P.connectGetAllDomainStats, { doms: [], stats: LISTING_STATS, flags: 0 });
+    const { retStats } = await this.stats([]);
     const uuids = retStats.map((s) => uuidString(s.dom.uuid));
     const records = await this.records(retStats, uuids);
     this.cache.retain(new Set(uuids), mark);
@@ -111,7 +132,7 @@ export class DomainRecords {
 
   /** The record of one domain (looked up by the caller); null when it is gone or not rcloud's. */
   async get(dom: RemoteNonnullDomain): Promise<VmRecord | null> {
-    const { retStats } = await this.events.afterEvents(P.connectGetAllDomainStats, { doms: [dom], stats: LISTING_STATS, flags: 0 });
+    const { retStats } = await this.stats([dom]);
     return (await this.records(retStats, retStats.map((s) => uuidString(s.dom.uuid))))[0] ?? null;
   }
 
