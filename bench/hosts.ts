@@ -19,10 +19,11 @@
  * parameters. Everything it defined is removed.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
+import { poolXml, volumeXml } from "../src/drivers/libvirt/storage-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
 import { defineRcloudDomain, rcloudDomain, removeDomains } from "../test/helpers/domains.ts";
 
@@ -44,6 +45,8 @@ const LISTING_STATS = 1 | 2;
 const prefix = `rcbench-h${process.pid}-`;
 const poolName = `rcbench-hosts-${process.pid}`;
 const poolPath = `/rcbench/${poolName}`;
+/** The hosts' base_images_dir: a path on the test driver only (its pool `<pool>-images`). */
+const imagesPath = `/rcbench/${poolName}-images`;
 
 function sh(cmd: string[]): string {
   const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
@@ -70,17 +73,26 @@ const hosts = (["main", "remote", "fault"] as const).slice(0, hostCount).map((na
   return { name, uri, lv: null as LibvirtClient | null };
 });
 
-/** rcloud's pool on a host (made here so the VMs' root volumes can be in it), with --vms VMs. */
+/**
+ * On one host: rcloud's pool (made here so the VMs' root volumes can be in it), its image pool
+ * holding the image the creates use (the test driver sees no files: images are its volumes),
+ * and --vms VMs.
+ */
 async function populate(host: (typeof hosts)[number]): Promise<void> {
   const lv = (host.lv = await LibvirtClient.connect(host.uri));
-  const xml = `<pool type='dir'><name>${poolName}</name><target><path>${poolPath}</path></target></pool>`;
-  const { pool } = await lv.call(P.storagePoolDefineXml, { xml, flags: 0 });
-  await lv.call(P.storagePoolCreate, { pool, flags: 0 });
+  const makePool = async (name: string, path: string) => {
+    const { pool } = await lv.call(P.storagePoolDefineXml, { xml: poolXml(name, path), flags: 0 });
+    await lv.call(P.storagePoolCreate, { pool, flags: 0 });
+    return pool;
+  };
+  const images = await makePool(`${poolName}-images`, imagesPath);
+  await lv.call(P.storageVolCreateXml, { pool: images, xml: volumeXml({ name: "debian-13-generic-amd64.raw", capacityBytes: 1024 ** 3, allocationBytes: 0, format: "raw" }), flags: 0 });
+  const pool = await makePool(poolName, poolPath);
   const defined = [];
   for (let i = 0; i < vmsPerHost; i++) {
     const d = rcloudDomain(`${prefix}${host.name}-${i}`, { network: { mode: "bridge", bridge: "default", sshPort: null }, memoryMb: 256 });
-    const volXml = `<volume><name>${d.id}-root.qcow2</name><capacity unit='M'>10</capacity><target><format type='qcow2'/></target></volume>`;
-    const { vol } = await lv.call(P.storageVolCreateXml, { pool, xml: volXml, flags: 0 });
+    const xml = volumeXml({ name: `${d.id}-root.qcow2`, capacityBytes: 10 * 1024 ** 2, format: "qcow2" });
+    const { vol } = await lv.call(P.storageVolCreateXml, { pool, xml, flags: 0 });
     d.rootDisk = (await lv.call(P.storageVolGetPath, { vol })).name;
     defined.push(defineRcloudDomain(lv, d));
   }
@@ -93,14 +105,16 @@ async function cleanup(host: (typeof hosts)[number]): Promise<void> {
   if (!lv) return;
   await removeDomains(lv, prefix);
   await removeDomains(lv, "rcbench-c");
-  try {
-    const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
-    const { vols } = await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
-    await Promise.all(vols.map((vol) => lv.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {})));
-    await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
-    await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
-  } catch {
-    // never made
+  for (const name of [poolName, `${poolName}-images`, `${poolName}-kernels`]) {
+    try {
+      const { pool } = await lv.call(P.storagePoolLookupByName, { name });
+      const { vols } = await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 });
+      await Promise.all(vols.map((vol) => lv.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {})));
+      await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
+      await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
+    } catch {
+      // never made
+    }
   }
   await lv.close();
 }
@@ -112,10 +126,6 @@ try {
   const total = hostCount * vmsPerHost;
 
   const work = mkdtempSync(join(tmpdir(), "rcloud-bench-hosts-"));
-  const images = join(work, "images");
-  mkdirSync(images);
-  writeFileSync(join(images, "debian-13-generic-amd64.raw"), "");
-  truncateSync(join(images, "debian-13-generic-amd64.raw"), 1024 ** 3);
   const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = probe.port;
   probe.stop(true);
@@ -127,7 +137,7 @@ try {
       // The fleet; a build without the fleet layer uses libvirt.uri, the first host.
       hosts: hosts.map((h) => ({ name: h.name, uri: h.uri })),
       libvirt: { uri: hosts[0]!.uri, storage_pool_name: poolName, storage_pool_path: poolPath },
-      images: { base_images_dir: images },
+      images: { base_images_dir: imagesPath },
       // The test driver says its host has 3 GiB: let memory not be what limits placement here.
       vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 1, memory_overcommit: 64 },
       logging: { level: "warn", format: "text" },
