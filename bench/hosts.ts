@@ -19,7 +19,7 @@
  * parameters. Everything it defined is removed.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
@@ -121,11 +121,11 @@ async function cleanup(host: (typeof hosts)[number]): Promise<void> {
 
 let server: ReturnType<typeof Bun.spawn> | null = null;
 let result: Record<string, unknown> | null = null;
+const work = mkdtempSync(join(tmpdir(), "rcloud-bench-hosts-"));
 try {
   await Promise.all(hosts.map(populate));
   const total = hostCount * vmsPerHost;
 
-  const work = mkdtempSync(join(tmpdir(), "rcloud-bench-hosts-"));
   const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = probe.port;
   probe.stop(true);
@@ -252,6 +252,7 @@ try {
     await server.exited;
   }
   await Promise.all(hosts.map(cleanup));
+  rmSync(work, { recursive: true, force: true });
   if (startedRig) sh(["bash", "scripts/lib/rig.sh", "down"]);
 }
 console.log(JSON.stringify(result));

@@ -4,7 +4,7 @@
  * and that nothing kept between listings survives a daemon restart.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
@@ -19,7 +19,8 @@ describe("libvirt driver listing (test driver)", () => {
   test("virsh define with other memory and vCPUs, virsh start and destroy: the very next listing and get show it", async () => {
     const driver = f.driver();
     const d = rcloudDomain(`${prefix}-virsh`, { memoryMb: 256, vcpus: 1 });
-    const xmlFile = join(mkdtempSync(join(tmpdir(), "rcloud-ls-")), "vm.xml");
+    const dir = mkdtempSync(join(tmpdir(), "rcloud-ls-"));
+    const xmlFile = join(dir, "vm.xml");
     const virsh = (...args: string[]) => {
       const r = Bun.spawnSync(["virsh", "-q", "-c", unixUri("test"), ...args], { stdout: "pipe", stderr: "pipe" });
       if (r.exitCode !== 0) throw new Error(`virsh ${args.join(" ")} failed (install libvirt-clients): ${r.stderr.toString()}`);
@@ -46,6 +47,7 @@ describe("libvirt driver listing (test driver)", () => {
     expect(await driver.get(d.name)).toMatchObject({ state: "stopped", memoryMb: 1024 });
 
     virsh("undefine", d.name);
+    rmSync(dir, { recursive: true });
     expect(await listed()).toBeUndefined();
     expect(await driver.get(d.name)).toBeNull();
   });
