@@ -16,6 +16,7 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { renderDomainXml, loadTemplate, METADATA_NS } from "../src/drivers/libvirt/domain-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
+import { removeDomains } from "../test/helpers/domains.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
@@ -66,17 +67,7 @@ let rcloudS = 0;
 let virshS = 0;
 let peakRssMb = 0;
 
-async function cleanupDomains(prefix: string): Promise<void> {
-  const { domains } = await lv.call(P.connectListAllDomains, { need_results: 1, flags: 0 });
-  await Promise.all(
-    domains
-      .filter((d) => d.name.startsWith(prefix))
-      .map(async (dom) => {
-        await lv.call(P.domainDestroy, { dom }).catch(() => {});
-        await lv.call(P.domainUndefineFlags, { dom, flags: 0 }).catch(() => {});
-      }),
-  );
-}
+const cleanupDomains = (prefix: string) => removeDomains(lv, prefix);
 
 async function dropPool(name: string): Promise<void> {
   try {

@@ -25,7 +25,18 @@ export function stateName(s: number): VmState {
   }
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** 8-4-4-4-12 hex digits; a listing makes one per domain, so by table rather than through Buffer. */
 export function uuidString(u: Uint8Array): string {
-  const h = Buffer.from(u).toString("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  let s = "";
+  for (let i = 0; i < 16; i++) {
+    s += HEX[u[i]!];
+    if (i === 3 || i === 5 || i === 7 || i === 9) s += "-";
+  }
+  return s;
+}
+
+export function uuidBytes(u: string): Uint8Array {
+  return Buffer.from(u.replace(/-/g, ""), "hex");
 }

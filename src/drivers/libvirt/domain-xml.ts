@@ -143,7 +143,8 @@ export function parseDomainXml(xml: string): ParsedDomain {
   const memValue = Number(str(mem["#text"]) ?? str(dom.memory) ?? 0);
   const memoryMb = memUnit === "MiB" ? memValue : memUnit === "GiB" ? memValue * 1024 : Math.round(memValue / 1024);
   const vcpuNode = dom.vcpu;
-  const vcpus = Number(typeof vcpuNode === "object" ? str(obj(vcpuNode)["#text"]) : str(vcpuNode)) || 0;
+  // <vcpu current='N'>: the vCPUs online now (what domainGetInfo reports), else all of them.
+  const vcpus = Number(typeof vcpuNode === "object" ? (str(obj(vcpuNode).current) ?? str(obj(vcpuNode)["#text"])) : str(vcpuNode)) || 0;
   const os = obj(dom.os);
 
   const disks: Omit<DiskInfo, "size_gb">[] = [];

@@ -22,17 +22,20 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DiskInfo, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
-import { DomainState, stateName, UNDEFINE_ALL, uuidString } from "./domain-state.ts";
-import { type DomainType, loadTemplate, METADATA_NS, parseDomainXml } from "./domain-xml.ts";
 import { BootFiles } from "./boot-files.ts";
+import { DomainCache } from "./domain-cache.ts";
+import { DomainState, stateName, UNDEFINE_ALL, uuidBytes } from "./domain-state.ts";
+import { type DomainType, loadTemplate, METADATA_NS } from "./domain-xml.ts";
 import { translate } from "./errors.ts";
+import { DomainEvents } from "./events.ts";
 import { HostFacts } from "./host.ts";
 import { HostImages } from "./images.ts";
 import { withUpdatedAt } from "./metadata-xml.ts";
 import { Networks } from "./networks.ts";
+import { DomainRecords, readFacts } from "./records.ts";
 import { type PendingRollback, Rollbacks } from "./rollbacks.ts";
 import { VmStorage } from "./storage.ts";
 
@@ -86,6 +89,12 @@ export class LibvirtDriver implements VmDriver {
   private readonly bootFiles: BootFiles;
   /** Reconnects counted by session pools this driver has since replaced (init retries). */
   private droppedReconnects = 0;
+  /** Domain events on a session of their own (events.ts). */
+  private readonly events: DomainEvents;
+  /** What is kept of each domain between listings (domain-cache.ts). */
+  private readonly cache: DomainCache;
+  /** VM records at a few calls per listing (records.ts). */
+  private readonly records: DomainRecords;
 
   private readonly sshForward: { bind: string; address: string };
 
@@ -100,6 +109,9 @@ export class LibvirtDriver implements VmDriver {
     const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
     this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
     this.bootFiles = new BootFiles(sessions, `${opts.poolName}-kernels`, opts.kernelDir);
+    this.cache = new DomainCache((dom) => readFacts(sessions, this.storage, dom), () => this.events.tracking);
+    this.events = new DomainEvents(this.cache);
+    this.records = new DomainRecords(sessions, this.events, this.cache);
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
@@ -117,6 +129,12 @@ export class LibvirtDriver implements VmDriver {
       await this.setup(pool);
     } catch (e) {
       this.sessionPool = null;
+      await pool.close();
+      throw e;
+    }
+    try {
+      await this.events.open(this.opts.uri, this.opts.client ?? {});
+    } catch (e) {
       await pool.close();
       throw e;
     }
@@ -163,7 +181,8 @@ export class LibvirtDriver implements VmDriver {
 
   async close(): Promise<void> {
     this.rollbacks.stop();
-    this.droppedReconnects += this.sessionPool?.reconnects ?? 0;
+    this.droppedReconnects += (this.sessionPool?.reconnects ?? 0) + this.events.reconnects;
+    await this.events.close();
     await this.sessionPool?.close();
     this.sessionPool = null;
   }
@@ -173,7 +192,12 @@ export class LibvirtDriver implements VmDriver {
   }
 
   reconnects(): number {
-    return (this.sessionPool?.reconnects ?? 0) + this.droppedReconnects;
+    return (this.sessionPool?.reconnects ?? 0) + (this.sessionPool ? this.events.reconnects : 0) + this.droppedReconnects;
+  }
+
+  /** VM events as libvirt reports them (events.ts has the mapping). */
+  subscribe(listener: (event: DriverEvent) => void): () => void {
+    return this.events.subscribe(listener);
   }
 
   async health(): Promise<{ ok: boolean; detail: string }> {
@@ -222,50 +246,9 @@ export class LibvirtDriver implements VmDriver {
     return (await this.sessions().call(P.domainGetState, { dom, flags: 0 })).state;
   }
 
-  /** Builds the record of one domain; null when it is not an rcloud VM. */
-  private async record(dom: RemoteNonnullDomain): Promise<VmRecord | null> {
-    const c = this.sessions();
-    const [{ xml }, info] = await Promise.all([c.call(P.domainGetXmlDesc, { dom, flags: 0 }), c.call(P.domainGetInfo, { dom })]);
-    const parsed = parseDomainXml(xml);
-    const m = parsed.rcloud;
-    if (!m) return null;
-    const disks: DiskInfo[] = parsed.disks.map((d) => ({ ...d, size_gb: 0 }));
-    await Promise.all(disks.map(async (d) => (d.size_gb = await this.storage.sizeGb(d.path))));
-    const root = disks.find((d) => d.type === "root");
-    if (root && root.size_gb === 0 && m.rootDiskGb) root.size_gb = m.rootDiskGb;
-    return {
-      id: m.id,
-      name: dom.name,
-      uuid: uuidString(dom.uuid),
-      state: stateName(info.state),
-      vcpus: info.nrVirtCpu,
-      memoryMb: Number(info.maxMem / 1024n),
-      image: m.image,
-      disks,
-      network: { mode: m.network.mode, bridge: m.network.bridge, mac: parsed.mac, sshPort: m.network.sshPort, restrict: m.network.restrict },
-      sshUser: m.sshUser,
-      boot: parsed.boot,
-      createdAt: m.createdAt,
-      updatedAt: m.updatedAt,
-      owner: m.owner,
-      placementGroup: m.placementGroup,
-      cpuTimeNs: info.cpuTime,
-    };
-  }
-
   async list(): Promise<VmRecord[]> {
     try {
-      const { domains } = await this.sessions().call(P.connectListAllDomains, { need_results: 1, flags: 0 });
-      const records = await Promise.all(
-        domains.map((d) =>
-          this.record(d).catch((e) => {
-            // A domain undefined between the list and the lookup is simply gone.
-            if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
-            throw e;
-          }),
-        ),
-      );
-      return records.filter((r): r is VmRecord => r !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+      return await this.records.list();
     } catch (e) {
       translate(e, "listing VMs");
     }
@@ -274,7 +257,7 @@ export class LibvirtDriver implements VmDriver {
   async get(name: string): Promise<VmRecord | null> {
     try {
       const dom = await this.lookup(name);
-      return dom ? await this.record(dom) : null;
+      return dom ? await this.records.get(dom) : null;
     } catch (e) {
       if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
       translate(e, `reading ${name}`);
@@ -292,7 +275,7 @@ export class LibvirtDriver implements VmDriver {
     const uuid = randomUUID();
     this.creating.add(spec.id);
     try {
-      return await buildVm(
+      const rec = await buildVm(
         {
           sessions: () => this.sessions(),
           storage: this.storage,
@@ -308,9 +291,11 @@ export class LibvirtDriver implements VmDriver {
         uuid,
         made,
       );
+      this.cache.made(uuid, spec.id);
+      return rec;
     } catch (e) {
       // The define or start may have happened even if its reply was lost or came too late.
-      const undo: PendingRollback = { id: spec.id, domUuid: Buffer.from(uuid.replace(/-/g, ""), "hex"), vols: made };
+      const undo: PendingRollback = { id: spec.id, domUuid: uuidBytes(uuid), vols: made };
       await this.rollbacks.undo(undo);
       // A call given up on by its deadline may still take effect: undo again once libvirtd is done with it.
       if (e instanceof CallTimeoutError) void e.finished.then(() => this.rollbacks.undo(undo));
@@ -332,6 +317,10 @@ export class LibvirtDriver implements VmDriver {
       await this.sessions().call(P.domainSetMetadata, { dom, type: METADATA_ELEMENT, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
     } catch {
       // updated_at is informational; never fail an operation over it
+    } finally {
+      // Every operation ends here: what it changed is read again (the events say so too,
+      // unless the events session is down).
+      this.records.changed(dom);
     }
   }
 
@@ -391,7 +380,7 @@ export class LibvirtDriver implements VmDriver {
     try {
       const c = this.sessions();
       const dom = await this.mustLookup(name);
-      const rec = await this.record(dom);
+      const facts = await this.records.facts(dom);
       const s = await this.state(dom);
       if (s !== DomainState.SHUTOFF) {
         await c.call(P.domainDestroy, { dom }).catch((e) => {
@@ -401,9 +390,10 @@ export class LibvirtDriver implements VmDriver {
       await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
       // Volumes: everything in our pool that belongs to this VM (named after its id); the
       // console log appears in the pool only after a refresh.
-      if (rec) {
-        this.storage.forgetSizes(rec.disks.map((d) => d.path));
-        await this.storage.deleteVolumesOf(rec.id, "best-effort");
+      this.records.changed(dom);
+      if (facts) {
+        this.storage.forgetSizes(facts.disks.map((d) => d.path));
+        await this.storage.deleteVolumesOf(facts.rcloud.id, "best-effort");
       }
     } catch (e) {
       translate(e, `deleting ${name}`);
@@ -413,16 +403,19 @@ export class LibvirtDriver implements VmDriver {
   // ---- console, addresses, QMP ----
 
   async console(name: string): Promise<ConsoleInfo> {
-    const rec = await this.get(name);
-    if (!rec) throw new DriverError("not_found", `no VM named ${name}`);
-    const { xml } = await this.sessions().call(P.domainGetXmlDesc, { dom: (await this.mustLookup(name)), flags: 0 });
-    const log = parseDomainXml(xml).consoleLog;
-    return {
-      type: "serial",
-      logFile: log,
-      command: `virsh -c ${this.opts.uri} console ${name}`,
-      ssh: rec.network.sshPort ? { host: this.sshForward.address, port: rec.network.sshPort, user: rec.sshUser } : null,
-    };
+    try {
+      const facts = await this.records.facts(await this.mustLookup(name));
+      if (!facts) throw new DriverError("not_found", `no VM named ${name}`);
+      const m = facts.rcloud;
+      return {
+        type: "serial",
+        logFile: facts.parsed.consoleLog,
+        command: `virsh -c ${this.opts.uri} console ${name}`,
+        ssh: m.network.sshPort ? { host: this.sshForward.address, port: m.network.sshPort, user: m.sshUser } : null,
+      };
+    } catch (e) {
+      translate(e, `reading the console of ${name}`);
+    }
   }
 
   async openConsole(name: string): Promise<ConsoleSession> {
@@ -436,7 +429,7 @@ export class LibvirtDriver implements VmDriver {
   }
 
   ipAddress(rec: VmRecord): Promise<string | null> {
-    return this.networks.ipAddress(rec, this.sshForward.address, () => this.mustLookup(rec.name));
+    return this.networks.ipAddress(rec, this.sshForward.address);
   }
 
   async qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown> {

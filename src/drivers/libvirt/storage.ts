@@ -97,8 +97,8 @@ export class VmStorage {
 
   /**
    * A disk's size from its volume (0 when it is not a pool volume). rcloud never resizes a
-   * disk, so sizes are remembered for a minute: a listing then costs two calls per VM instead
-   * of two more per disk; a resize behind rcloud's back shows within that minute.
+   * disk, so sizes are remembered for a minute: a domain's facts are read again after each of
+   * its events (domain-cache.ts), and a burst of them should not ask for every size again.
    */
   async sizeGb(path: string): Promise<number> {
     const known = this.sizes.get(path);

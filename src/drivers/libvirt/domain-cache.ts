@@ -1,0 +1,103 @@
+/**
+ * What rcloud keeps of each domain between listings: its parsed XML (rcloud's metadata,
+ * disks, MAC, boot) and its disks' sizes, keyed by UUID. An entry is filled on first sight
+ * and forgotten when the domain's events say it may have changed (events.ts: any lifecycle
+ * event, a device added or removed, a metadata change), when the driver changes it itself,
+ * and all at once when events may have been missed (the events session lost, a queue
+ * overflow). While events are not tracked nothing is kept: every read goes to libvirt.
+ *
+ * The domain's state and CPU time are never cached: the listing reads them in bulk each time.
+ * A disk resized behind rcloud's back shows after the domain's next event (rcloud itself
+ * never resizes a disk).
+ */
+import type { RemoteNonnullDomain } from "../../libvirt/index.ts";
+import type { DiskInfo, VmRecord } from "../types.ts";
+import type { ParsedDomain } from "./domain-xml.ts";
+import type { EventSink } from "./events.ts";
+
+/** An rcloud VM's facts from its XML, with its disks' sizes. */
+export interface DomainFacts {
+  parsed: ParsedDomain;
+  rcloud: NonNullable<ParsedDomain["rcloud"]>;
+  disks: DiskInfo[];
+  /** The record the last listing built from these facts (records.ts reuses it while nothing changed). */
+  last?: VmRecord;
+}
+
+/** Reads a domain's facts from libvirt; null for a domain that is not an rcloud VM. */
+export type FactsLoader = (dom: RemoteNonnullDomain) => Promise<DomainFacts | null>;
+
+export class DomainCache implements EventSink {
+  /**
+   * UUID → facts (null: not an rcloud VM): the load, shared by concurrent readers, and once it
+   * is done its value, which a listing takes without a promise per domain.
+   */
+  private readonly entries = new Map<string, { loading: Promise<DomainFacts | null>; value?: DomainFacts | null }>();
+  /** UUID → VM id (null: not an rcloud VM) and when it was learnt; ids never change, so this outlives entries. */
+  private readonly ids = new Map<string, { id: string | null; at: number }>();
+  /** Counts id updates: a listing only prunes ids learnt before it began. */
+  private clock = 0;
+
+  constructor(
+    private readonly load: FactsLoader,
+    /** Whether every change reaches changed()/lost() (events.ts); else nothing is kept. */
+    private readonly tracking: () => boolean,
+  ) {}
+
+  /** The facts of a domain if they are kept and loaded: the value (null: not rcloud's); else undefined. */
+  known(uuid: string): DomainFacts | null | undefined {
+    return this.tracking() ? this.entries.get(uuid)?.value : undefined;
+  }
+
+  facts(dom: RemoteNonnullDomain, uuid: string): Promise<DomainFacts | null> {
+    const hit = this.tracking() ? this.entries.get(uuid) : undefined;
+    if (hit) return hit.loading;
+    const entry: { loading: Promise<DomainFacts | null>; value?: DomainFacts | null } = {
+      loading: this.load(dom).then((f) => {
+        entry.value = f;
+        this.ids.set(uuid, { id: f ? f.rcloud.id : null, at: ++this.clock });
+        return f;
+      }),
+    };
+    if (this.tracking()) {
+      // A change while loading deletes the entry, so what the load read is not kept.
+      this.entries.set(uuid, entry);
+      entry.loading.catch(() => {
+        if (this.entries.get(uuid) === entry) this.entries.delete(uuid);
+      });
+    }
+    return entry.loading;
+  }
+
+  changed(uuid: string): void {
+    this.entries.delete(uuid);
+  }
+
+  lost(): void {
+    this.entries.clear();
+  }
+
+  vmId(uuid: string): string | null | undefined {
+    return this.ids.get(uuid)?.id;
+  }
+
+  /** A VM the driver has just made: its id is known before anything is read back. */
+  made(uuid: string, id: string): void {
+    this.entries.delete(uuid);
+    this.ids.set(uuid, { id, at: ++this.clock });
+  }
+
+  /** A mark to pass to retain() when a full listing begins. */
+  mark(): number {
+    return this.clock;
+  }
+
+  /**
+   * Drops what is kept of domains that are gone: `present` holds every UUID of a full listing
+   * begun at `mark`. (A domain made meanwhile may be missing from it; its id is kept.)
+   */
+  retain(present: ReadonlySet<string>, mark: number): void {
+    for (const uuid of this.entries.keys()) if (!present.has(uuid)) this.entries.delete(uuid);
+    for (const [uuid, { at }] of this.ids) if (at <= mark && !present.has(uuid)) this.ids.delete(uuid);
+  }
+}
