@@ -74,7 +74,9 @@ export class Fleet {
       return v;
     } catch (e) {
       if (e instanceof HostDownError) throw new ServiceError("host_unavailable", e.message, { host: h.name });
-      throw fromDriver(e);
+      const mapped = fromDriver(e);
+      if (mapped.code === "hypervisor_unavailable") h.probeSoon();
+      throw mapped;
     }
   }
 
@@ -100,7 +102,9 @@ export class Fleet {
     let error: string | null = null;
     const records = await Promise.race([
       call.catch((e: unknown) => {
-        error = fromDriver(e).message;
+        const mapped = fromDriver(e);
+        if (mapped.code === "hypervisor_unavailable") h.probeSoon();
+        error = mapped.message;
         return null;
       }),
       Bun.sleep(LIST_DEADLINE_MS).then(() => null),
@@ -126,13 +130,20 @@ export class Fleet {
 
   /** The host's images, at most IMAGES_MAX_AGE_MS old; an offline host's last list. */
   async hostImages(h: Host): Promise<ImageInfo[]> {
+    const known = await this.knownImages(h);
+    if (known === null) throw new ServiceError(h.online ? "host_unavailable" : "hypervisor_unavailable", `the images of host ${h.name} cannot be listed now (${h.lastError ?? "it does not answer"})`, { host: h.name });
+    return known;
+  }
+
+  /** The host's images, or null when it cannot say now and never said (it is down). */
+  private async knownImages(h: Host): Promise<ImageInfo[] | null> {
     const hit = this.images.get(h.name);
     if (!h.online) {
       // Its driver may still know (the QEMU driver's directory is local); a frozen host is not waited for.
       const now = await Promise.race([h.driver.images().catch(() => null), Bun.sleep(OFFLINE_IMAGES_WAIT_MS).then(() => null)]);
-      return now ?? hit?.last ?? [];
+      return now ?? hit?.last ?? null;
     }
-    if (hit && Date.now() - hit.at < IMAGES_MAX_AGE_MS) return hit.list;
+    if (hit && Date.now() - hit.at < IMAGES_MAX_AGE_MS) return hit.list.catch(() => hit.last);
     const list = this.onHost(h, () => h.driver.images());
     const entry = { at: Date.now(), list, last: hit?.last ?? null };
     this.images.set(h.name, entry);
@@ -140,7 +151,7 @@ export class Fleet {
       (l) => (entry.last = l),
       () => this.images.delete(h.name),
     );
-    return list.catch(() => entry.last ?? []);
+    return list.catch(() => entry.last);
   }
 
   forgetImages(h: Host): void {
@@ -149,9 +160,13 @@ export class Fleet {
 
   /** The union of every host's images, with the hosts that hold each. */
   async fleetImages(): Promise<FleetImage[]> {
-    const perHost = await Promise.all(this.hosts.map(async (h) => ({ host: h.name, images: await this.hostImages(h) })));
-    return mergeImages(perHost);
+    const perHost = await Promise.all(this.hosts.map(async (h) => ({ host: h, images: await this.knownImages(h) })));
+    this.unlisted = new Set(perHost.filter((p) => p.images === null).map((p) => p.host.name));
+    return mergeImages(perHost.map((p) => ({ host: p.host.name, images: p.images ?? [] })));
   }
+
+  /** Hosts whose images the last fleetImages() could not list (down, or failing just now). */
+  unlisted = new Set<string>();
 
   // ---- capacity given away ----
 

@@ -57,6 +57,13 @@ export class Host {
   /** The last complete listing of the host's VMs: served (as unknown) while it does not answer. */
   records: VmRecord[] | null = null;
   private downListeners = new Set<() => void>();
+  /** Ends the probe loop's wait at once (set while it waits). */
+  wakeProbe: (() => void) | null = null;
+
+  /** A call failed as if the host were gone: probe now rather than at the next round. */
+  probeSoon(): void {
+    this.wakeProbe?.();
+  }
 
   constructor(
     readonly driver: VmDriver,
@@ -166,6 +173,8 @@ export class HostRegistry {
     while (!signal.aborted) {
       try {
         await h.driver.init();
+        // Placement needs the facts: read them now, not on the first create.
+        h.facts = { at: Date.now(), info: await h.driver.hostInfo() };
         h.markContact();
         this.log("info", "host connected", { host: h.name, driver: h.driver.kind });
         break;
@@ -178,17 +187,23 @@ export class HostRegistry {
       }
     }
     while (!signal.aborted) {
-      await sleep(PROBE_INTERVAL_MS, signal);
+      // Woken early when a call on the host failed as if it were gone (probeSoon).
+      const wake = new AbortController();
+      h.wakeProbe = () => wake.abort();
+      await sleep(PROBE_INTERVAL_MS, AbortSignal.any([signal, wake.signal]));
+      h.wakeProbe = null;
       if (signal.aborted) return;
       const t0 = Date.now();
       const result = await Promise.race([
         h.driver.health().catch((e: unknown) => ({ ok: false, detail: (e as Error).message })),
-        Bun.sleep(PROBE_TIMEOUT_MS).then(() => ({ ok: false, detail: `no answer within ${PROBE_TIMEOUT_MS} ms` })),
+        Bun.sleep(PROBE_TIMEOUT_MS).then(() => ({ ok: false, detail: `no answer within ${PROBE_TIMEOUT_MS} ms`, late: true })),
       ]);
+      // A probe refused at once (connection gone) is proof enough; a silent one may be a busy host.
+      const refused = !result.ok && !("late" in result);
       if (result.ok) {
         if (!h.online) this.log("info", "host answers again", { host: h.name });
         h.markContact();
-      } else if (h.markMiss(result.detail)) {
+      } else if (h.markMiss(result.detail, refused)) {
         this.log("warn", "host offline", { host: h.name, error: result.detail, probe_ms: Date.now() - t0 });
       }
     }

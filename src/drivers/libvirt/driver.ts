@@ -202,6 +202,9 @@ export class LibvirtDriver implements VmDriver {
 
   async health(): Promise<{ ok: boolean; detail: string }> {
     try {
+      // Calls wait for a reconnect; a session that is not open says at once that libvirtd went away.
+      const primary = this.sessions().primary;
+      if (primary.state !== "open") return { ok: false, detail: `lost the connection to libvirtd at ${this.opts.uri}; reconnecting` };
       await this.sessions().call(P.connectGetLibVersion, undefined, { timeoutMs: 3000 });
       return { ok: true, detail: `connected to ${this.opts.uri}` };
     } catch (e) {
