@@ -15,7 +15,11 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     uuid: "u",
     state: "running",
     vcpus: 4,
+    max_vcpus: 4,
     memory_mb: 8192,
+    max_memory_mb: 8192,
+    restart_required: false,
+    pending: null,
     disks: [
       { type: "root", size_gb: 100, driver: "virtio", format: "qcow2", serial: null },
       { type: "data", size_gb: 500, driver: "virtio", format: "qcow2", serial: "kdevops0" },

@@ -17,7 +17,10 @@ function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
     ssh_user: "kdevops",
     root_disk_gb: 20,
     memory_mb: 2048,
+    max_memory_mb: 2048,
     vcpus: 2,
+    max_vcpus: 2,
+    pcie_root_ports: 16,
     metadata_ns: METADATA_NS,
     boot: null,
     disks: [
