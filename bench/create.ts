@@ -138,7 +138,7 @@ try {
       server: { bind_address: `127.0.0.1:${port}` },
       libvirt: { uri, storage_pool_name: poolA, storage_pool_path: join(rigDir, "pools", poolA), domain_type: "qemu" },
       images: { base_images_dir: imagesDir },
-      vm_defaults: { network_mode: "none", vcpus: 1, memory_mb: 128, root_disk_gb: 1, kernel_dir: kernelDir },
+      vm_defaults: { network_mode: "none", vcpus: 1, memory_mb: 128, root_disk_gb: 1, kernel_dir: kernelDir, vcpu_overcommit: 64 }, // n VMs of 1 vCPU on a 2-CPU host
       logging: { level: "warn", format: "text" },
     }),
   );

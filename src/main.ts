@@ -3,7 +3,7 @@
  * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to),
  * `rcloud terraform-provider [--debug]` (the Terraform provider; also chosen when Terraform
  * launches this binary as terraform-provider-rcloud), and the command-line client
- * (`rcloud vm|image|status|completion|help`, src/cli; docs/cli.md). Commands load their
+ * (`rcloud vm|image|host|status|completion|help`, src/cli; docs/cli.md). Commands load their
  * modules lazily so the provider reaches its handshake fast and the client starts fast.
  */
 import { GIT_COMMIT, VERSION } from "./util/version.ts";
@@ -45,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
     case "hv-info": {
       const uri = args[0] ?? process.env.RCLOUD_LIBVIRT_URI ?? "qemu:///system";
       const { LibvirtClient, formatVersion } = await import("./libvirt/index.ts");
-      const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000 });
+      const client = await LibvirtClient.connect(uri, { connectTimeoutMs: 5000, onWarning: (m) => console.error(`warning: ${m}`) });
       const info = await client.info();
       console.log(JSON.stringify({ uri: info.uri, hypervisor: info.hvType, hypervisor_version: formatVersion(info.hvVersion), libvirt_version: formatVersion(info.libVersion) }));
       await client.close();
@@ -58,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
     // The command-line client (src/cli): REST API only, no server or libvirt code.
     case "vm":
     case "image":
+    case "host":
     case "token":
     case "status":
     case "completion":
@@ -67,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
       return await runCli(argv);
     default:
       if (/^(--endpoint|--token|--output|-o)(=|$)|^-o./.test(cmd)) return await runCli(argv); // global client flags first
-      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, token, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
+      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, host, token, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
       return 2;
   }
 }

@@ -101,6 +101,7 @@ function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, on
         slowCallTimeoutMs: lv.slow_call_timeout_s * 1000,
         keepaliveIntervalMs: lv.keepalive_interval_s * 1000,
         keepaliveCount: lv.keepalive_count,
+        onWarning: (message) => log("warn", message, { host: e.name }),
       },
     });
     return new Host(driver, {

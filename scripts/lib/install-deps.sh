@@ -12,6 +12,9 @@ PACKAGES=(
   # the bootable test disk image (scripts/lib/disk-image.sh)
   syslinux syslinux-common mtools dosfstools fdisk dropbear-bin
   openssh-client iproute2 procps
+  # the rig's extra hosts: qemu+ssh (an sshd per host namespace; virt-ssh-helper is in
+  # libvirt-daemon, nc -U the fallback) and qemu+tls (openssl makes the rig's CA and certs)
+  openssh-server netcat-openbsd openssl
   # libvirt networks (DHCP on the isolated test network)
   dnsmasq-base
   # promtool, to lint our /metrics output in tests

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Test rig: isolated libvirtd instances for rcloud's tests (docs/libvirt-rpc.md §10.3).
 #
-#   rig.sh up                        start main, remote, fault (idempotent)
+#   rig.sh up                        start main, remote, fault, hosta, hostb, hostc (idempotent)
 #   rig.sh down                      stop everything we started (by PID) and remove state
 #   rig.sh status                    show what runs
-#   rig.sh stop-instance NAME [--all]   stop NAME's libvirtd (--all: its guests and virtlogd too)
+#   rig.sh stop-instance NAME [--all]   stop NAME's libvirtd (--all: its guests, virtlogd and sshd too)
 #   rig.sh start-instance NAME       (re)start NAME on the same socket path and port
 #   rig.sh restart-instance NAME     stop-instance + start-instance; running guests survive
 #
@@ -13,6 +13,12 @@
 # /etc/libvirt are bind mounts of directories under $RCLOUD_RIG_DIR/<name>, so a
 # libvirtd the host may run is never touched. Everything is stopped by PID
 # (pidfiles plus the instance's mount namespace), never by process name.
+#
+# The hosts (hosta, hostb, hostc) stand for separate machines of a fleet: each also has its
+# own UTS namespace (hostname rcloud-<name>), is reached over qemu+tls (certificates of a
+# rig CA: rig_pki), qemu+ssh (an sshd inside its namespace on a loopback port, keys only:
+# prepare_host) and qemu+tcp, and sees /srv/rcloud/{pool,images,kernels}, which exist only
+# inside its namespace (bind mounts of $RCLOUD_RIG_DIR/<name>/srv/*).
 #
 # Outputs $RIG/env.json and $RIG/env.sh (see write_env) for tests.
 set -euo pipefail
@@ -26,6 +32,15 @@ WAIT_SECS="${RCLOUD_RIG_WAIT:-30}"
 # cache skips that. libvirt re-probes by itself when qemu/libvirt/kernel change.
 CAPS_CACHE="${RCLOUD_QEMU_CAPS_CACHE:-/var/cache/rcloud-test/qemu-caps}"
 INSTANCES=(main remote fault)
+# Fleet hosts, and the transport of the "uri" env.json gives each (all three work on each).
+HOSTS=(hosta hostb hostc)
+declare -A HOST_TRANSPORT=([hosta]=tls [hostb]=ssh [hostc]=tcp)
+ALL=("${INSTANCES[@]}" "${HOSTS[@]}")
+# Directories a host sees inside its namespace (bind mounts of $R/srv/<dir>).
+HOST_SRV=/srv/rcloud
+HOST_DIRS=(pool images kernels)
+# Hosts whose images directory starts with the tiny bootable disk (the others start empty).
+SEEDED_HOSTS=" hosta hostb "
 
 log() { echo "rig: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -36,28 +51,41 @@ die() { log "$*"; exit 1; }
 idir() { echo "$RIG/$1"; }
 # main and fault expose their unix socket outside the namespace; remote is TCP only.
 has_sock() { [[ $1 == main || $1 == fault ]]; }
+is_host() { [[ " ${HOSTS[*]} " == *" $1 "* ]]; }
 sock_path() { echo "$(idir "$1")/sock/libvirt-sock"; }
+host_name() { echo "rcloud-$1"; }
 
 # --- process helpers -------------------------------------------------------
 
 # Alive = exists and is not a zombie (a SIGKILLed daemon may linger unreaped).
+# (Builtins only: these run in loops, and every fork counts on a busy machine.)
 alive() {
-  local pid=$1 st
+  local pid=$1 stat st
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  st="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
+  { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || return 1
+  stat=${stat##*) } # the state follows the command name, which may hold spaces
+  st=${stat%% *}
   [[ -n $st && $st != Z && $st != X ]]
 }
-readpid() { [[ -s $1 ]] && tr -dc '0-9' <"$1" || true; }
+readpid() {
+  local v=""
+  [[ -s $1 ]] && { read -r v <"$1" || true; }
+  echo "${v//[^0-9]/}"
+}
 # PID from a pidfile, only if that process is alive and its command matches
 # (protects against a recycled PID).
 pid_of() {
-  local file=$1 comm_re=$2 pid
+  local file=$1 comm_re=$2 pid comm=""
   pid="$(readpid "$file")"
-  [[ -n $pid ]] && alive "$pid" && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" =~ $comm_re ]] && echo "$pid"
+  [[ -n $pid ]] && alive "$pid" && { read -r comm <"/proc/$pid/comm"; } 2>/dev/null && [[ $comm =~ $comm_re ]] && echo "$pid"
   return 0
 }
 libvirtd_pid() { pid_of "$(idir "$1")/libvirtd.pid" '^libvirtd$'; }
 virtlogd_pid() { pid_of "$(idir "$1")/virtlogd.pid" '^virtlogd$'; }
+sshd_pid() {
+  is_host "$1" && pid_of "$(idir "$1")/sshd.pid" '^sshd$'
+  return 0
+}
 qemu_pids() {
   local f
   for f in "$(idir "$1")"/run/qemu/*.pid; do
@@ -108,7 +136,15 @@ pids_in_ns() {
 
 # --- ports -----------------------------------------------------------------
 
-port_free() { [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+port_free() {
+  if [[ -n ${LISTENING:-} ]]; then [[ $LISTENING != *" $1 "* ]]; else [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; fi
+}
+# The TCP ports in use, once, for pick_port (set LISTENING="" again afterwards).
+snapshot_listening() {
+  local line
+  LISTENING=" "
+  while read -r _ _ _ line _; do LISTENING+="${line##*:} "; done < <(ss -Hltn 2>/dev/null)
+}
 pick_port() {
   local p=$1
   while ! port_free "$p" || [[ " ${TAKEN_PORTS:-} " == *" $p "* ]]; do
@@ -128,6 +164,7 @@ prepare_instance() {
   # qemu runs as libvirt-qemu and must traverse to files tests put under the rig.
   chmod 0755 "$R"
   echo "$port" >"$R/port"
+  is_host "$name" && prepare_host "$name"
 
   # Host config minus anything that would define or autostart guests/networks
   # (never start the NAT'd `default` network).
@@ -141,7 +178,15 @@ prepare_instance() {
 
   {
     echo "# rcloud test rig instance '$name' (docs §10.2)"
-    echo 'listen_tls = 0'
+    if is_host "$name"; then
+      echo 'listen_tls = 1'
+      echo "tls_port = \"$(cat "$R/tls_port")\""
+      echo "ca_file = \"$RIG/pki/ca/cacert.pem\""
+      echo "cert_file = \"$R/pki/servercert.pem\""
+      echo "key_file = \"$R/pki/serverkey.pem\""
+    else
+      echo 'listen_tls = 0'
+    fi
     echo 'listen_tcp = 1'
     echo 'listen_addr = "127.0.0.1"'
     echo "tcp_port = \"$port\""
@@ -154,11 +199,12 @@ prepare_instance() {
     echo 'log_outputs = "3:stderr"'
   } >"$R/libvirtd.conf"
 
-  # Runs inside `unshare -m --propagation private`.
+  # Runs inside `unshare -m --propagation private` (hosts: -m -u).
   cat >"$R/start.sh" <<EOF
 #!/usr/bin/env bash
 set -euo pipefail
 R='$R'
+IS_HOST='$(is_host "$name" && echo 1)'
 # A private /run hides the host's /run/libvirt, /run/systemd and D-Bus, so this
 # libvirtd neither meets a host daemon nor registers with systemd-machined.
 # (Skipped if the rig itself lives under /run.)
@@ -171,6 +217,25 @@ for pair in lib:/var/lib/libvirt cache:/var/cache/libvirt log:/var/log/libvirt e
   mkdir -p "\${pair#*:}"
   mount --bind "\$R/\${pair%%:*}" "\${pair#*:}"
 done
+if [[ -n "\$IS_HOST" ]]; then
+  hostname '$(host_name "$name")'
+  # A fresh machine's root: no dotfiles of this box's root run on ssh logins.
+  mount -t tmpfs -o mode=0700 rcloud-rig-root /root
+  # $HOST_SRV exists only in here: a tmpfs over /srv holds its mount points.
+  mount -t tmpfs -o mode=0755 rcloud-rig-srv /srv
+  for d in ${HOST_DIRS[*]}; do
+    mkdir -p "$HOST_SRV/\$d"
+    mount --bind "\$R/srv/\$d" "$HOST_SRV/\$d"
+  done
+  # sshd outlives a libvirtd restart, like virtlogd; it reaches the new socket through \$R/run.
+  spid="\$(cat "\$R/sshd.pid" 2>/dev/null || true)"
+  if [[ -z "\$spid" ]] || [[ "\$(cat /proc/\$spid/comm 2>/dev/null)" != sshd ]]; then
+    rm -f "\$R/sshd.pid"
+    mkdir -p /run/sshd
+    chmod 0755 /run/sshd
+    /usr/sbin/sshd -f "\$R/ssh/sshd_config" -E "\$R/sshd.log"
+  fi
+fi
 # virtlogd may still run from before a restart (it keeps guests' consoles logged).
 vpid="\$(cat "\$R/virtlogd.pid" 2>/dev/null || true)"
 if [[ -z "\$vpid" ]] || [[ "\$(cat /proc/\$vpid/comm 2>/dev/null)" != virtlogd ]]; then
@@ -180,6 +245,126 @@ fi
 exec libvirtd --listen -f "\$R/libvirtd.conf" -p "\$R/libvirtd.pid"
 EOF
   chmod 0755 "$R/start.sh"
+}
+
+# --- fleet hosts -------------------------------------------------------------
+
+# The TLS and SSH ports cmd_up chose for a host.
+host_ports() { echo "${PORTS[$1.tls]} ${PORTS[$1.ssh]}"; }
+
+# Ports, directories, certificate and sshd of one host (rig_pki and rig_ssh_keys ran before).
+prepare_host() {
+  local name=$1 R tls ssh d kernel initrd
+  R="$(idir "$name")"
+  read -r tls ssh <<<"$(host_ports "$name")"
+  echo "$tls" >"$R/tls_port"
+  echo "$ssh" >"$R/ssh_port"
+
+  for d in "${HOST_DIRS[@]}"; do mkdir -p "$R/srv/$d"; done
+  kernel="$(sed -n 1p "$RIG/guest.paths")"
+  initrd="$(sed -n 2p "$RIG/guest.paths")"
+  cp "$kernel" "$initrd" "$R/srv/kernels/"
+  [[ $SEEDED_HOSTS == *" $name "* ]] && cp "$(sed -n 1p "$RIG/disk.paths")" "$R/srv/images/"
+  chmod -R u=rwX,go=rX "$R/srv"
+
+  mkdir -p "$R/pki"
+  rig_cert "$R/pki/servercert.pem" "$R/pki/serverkey.pem" "/O=rcloud test rig/CN=$(host_name "$name")" ca serverAuth \
+    "subjectAltName=DNS:$(host_name "$name"),IP:127.0.0.1"
+
+  mkdir -p "$R/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C "$(host_name "$name") host key" -f "$R/ssh/host_ed25519_key"
+  cp "$RIG/ssh/id_ed25519.pub" "$R/ssh/authorized_keys"
+  # Everything explicit: nothing from /etc/ssh, no PAM, keys only, loopback only.
+  cat >"$R/ssh/sshd_config" <<EOF
+# rcloud test rig: the sshd of host $name (never the host's /etc/ssh config or port 22)
+Port $ssh
+ListenAddress 127.0.0.1
+HostKey $R/ssh/host_ed25519_key
+PidFile $R/sshd.pid
+AuthorizedKeysFile $R/ssh/authorized_keys
+AuthorizedPrincipalsFile none
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+PermitRootLogin prohibit-password
+AllowUsers root
+UsePAM no
+StrictModes no
+PrintMotd no
+PrintLastLog no
+X11Forwarding no
+AllowTcpForwarding no
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+PermitTunnel no
+PermitUserEnvironment no
+KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org
+LogLevel VERBOSE
+EOF
+  printf '[127.0.0.1]:%s %s\n' "$ssh" "$(cut -d' ' -f1-2 "$R/ssh/host_ed25519_key.pub")" >>"$RIG/ssh/known_hosts"
+}
+
+# rig_cert CERT KEY SUBJECT SIGNER PURPOSE [EXTENSION]: an EC key and a leaf certificate
+# signed by $RIG/pki/SIGNER, with what libvirt checks (not a CA, usage, purpose).
+rig_cert() {
+  local cert=$1 key=$2 subj=$3 signer=$4 purpose=$5 extra=${6:-}
+  local args=(-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "$subj"
+    -CA "$RIG/pki/$signer/cacert.pem" -CAkey "$RIG/pki/$signer/cakey.pem"
+    -addext "basicConstraints=critical,CA:FALSE"
+    -addext "keyUsage=critical,digitalSignature,keyEncipherment"
+    -addext "extendedKeyUsage=$purpose")
+  [[ -n $extra ]] && args+=(-addext "$extra")
+  openssl req "${args[@]}" -keyout "$key" -out "$cert" 2>/dev/null
+  chmod 0600 "$key"
+}
+
+# The rig's CA, a rogue CA, and client directories for pkipath=:
+#   client/        the rig CA and a client certificate it signed (the good case)
+#   rogue-ca/      the rogue CA and a client certificate of its own (the hosts are unknown to it)
+#   rogue-client/  the rig CA, but a client certificate the rogue CA signed
+#   no-client/     the rig CA only, no client certificate
+rig_pki() {
+  local P="$RIG/pki" ca d
+  for ca in ca rogue-ca; do
+    mkdir -p "$P/$ca"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -subj "/O=rcloud test rig/CN=rcloud rig $ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$P/$ca/cakey.pem" -out "$P/$ca/cacert.pem" 2>/dev/null
+    chmod 0600 "$P/$ca/cakey.pem"
+  done
+  for d in client rogue-client no-client; do
+    mkdir -p "$P/$d"
+    cp "$P/ca/cacert.pem" "$P/$d/"
+  done
+  rig_cert "$P/client/clientcert.pem" "$P/client/clientkey.pem" "/O=rcloud test rig/CN=rcloud client" ca clientAuth
+  rig_cert "$P/rogue-ca/clientcert.pem" "$P/rogue-ca/clientkey.pem" "/O=rogue/CN=rogue client" rogue-ca clientAuth
+  rig_cert "$P/rogue-client/clientcert.pem" "$P/rogue-client/clientkey.pem" "/O=rogue/CN=rogue client" rogue-ca clientAuth
+}
+
+# The client's SSH key and known_hosts files (prepare_host adds each host's key).
+rig_ssh_keys() {
+  mkdir -p "$RIG/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C "rcloud rig client" -f "$RIG/ssh/id_ed25519"
+  : >"$RIG/ssh/known_hosts"
+  : >"$RIG/ssh/empty_known_hosts"
+}
+
+# Ready = sshd wrote its pidfile and listens.
+wait_sshd() {
+  local name=$1 R port deadline
+  R="$(idir "$name")"
+  port="$(cat "$R/ssh_port")"
+  deadline=$((SECONDS + WAIT_SECS))
+  while ((SECONDS < deadline)); do
+    [[ -n "$(sshd_pid "$name")" ]] && ! port_free "$port" && return 0
+    sleep 0.1
+  done
+  log "sshd of '$name' did not come up within ${WAIT_SECS}s; its log:"
+  tail -n 20 "$R/sshd.log" >&2 || true
+  return 1
 }
 
 save_caps_cache() {
@@ -201,7 +386,9 @@ launch_instance() {
     cp -p "$CAPS_CACHE"/*.xml "$R/cache/qemu/capabilities/"
   fi
   # setsid detaches from our session; fd 9 (our lock) must not leak to daemons.
-  setsid unshare -m --propagation private "$R/start.sh" \
+  local ns=(-m)
+  is_host "$name" && ns+=(-u) # its own hostname
+  setsid unshare "${ns[@]}" --propagation private "$R/start.sh" \
     </dev/null >>"$R/libvirtd.log" 2>&1 9>&- &
   echo $! >"$R/launcher.pid"
 }
@@ -219,7 +406,11 @@ wait_instance() {
     fi
     if timeout 5 virsh -q -c "qemu+tcp://127.0.0.1:$port/system" version >/dev/null 2>&1 &&
       { ! has_sock "$name" || timeout 5 virsh -q -c "qemu+unix:///system?socket=$(sock_path "$name")" version >/dev/null 2>&1; }; then
-      [[ -n "$(libvirtd_pid "$name")" && -n "$(virtlogd_pid "$name")" ]] && return 0
+      if [[ -n "$(libvirtd_pid "$name")" && -n "$(virtlogd_pid "$name")" ]]; then
+        is_host "$name" || return 0
+        wait_sshd "$name" && return 0
+        break
+      fi
     fi
     sleep 0.2
   done
@@ -234,10 +425,64 @@ wait_instance() {
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 json_num() { [[ -n ${1:-} ]] && printf '%s' "$1" || printf 'null'; }
 
+# The URIs of a host over each transport, with the rig's credentials, into URI[tls|ssh|tcp].
+host_uris() {
+  local R tcp tls ssh
+  R="$(idir "$1")"
+  read -r tcp <"$R/port"
+  read -r tls <"$R/tls_port"
+  read -r ssh <"$R/ssh_port"
+  declare -gA URI=(
+    [tls]="qemu+tls://127.0.0.1:$tls/system?pkipath=$RIG/pki/client"
+    [ssh]="qemu+ssh://root@127.0.0.1:$ssh/system?keyfile=$RIG/ssh/id_ed25519&known_hosts=$RIG/ssh/known_hosts"
+    [tcp]="qemu+tcp://127.0.0.1:$tcp/system"
+  )
+  declare -gA HOST_PORT=([tcp]=$tcp [tls]=$tls [ssh]=$ssh)
+}
+
+# JSON object {"pool": "<prefix>/pool", ...} of the host directories.
+dirs_json() {
+  local d sep=""
+  printf '{'
+  for d in "${HOST_DIRS[@]}"; do
+    printf '%s"%s": ' "$sep" "$d"
+    json_str "$1/$d"
+    sep=", "
+  done
+  printf '}'
+}
+
+write_host_json() {
+  local name=$1 R f sep=""
+  R="$(idir "$name")"
+  host_uris "$name"
+  printf '    "%s": {\n      "hostname": "%s",\n      "transport": "%s",\n' "$name" "$(host_name "$name")" "${HOST_TRANSPORT[$name]}"
+  printf '      "uri": '; json_str "${URI[${HOST_TRANSPORT[$name]}]}"
+  printf ',\n      "uris": {"tls": '; json_str "${URI[tls]}"
+  printf ', "ssh": '; json_str "${URI[ssh]}"
+  printf ', "tcp": '; json_str "${URI[tcp]}"
+  printf '},\n      "tcpPort": %s, "tlsPort": %s, "sshPort": %s,\n' "${HOST_PORT[tcp]}" "${HOST_PORT[tls]}" "${HOST_PORT[ssh]}"
+  printf '      "libvirtdPid": %s, "virtlogdPid": %s, "sshdPid": %s,\n' "$(json_num "$(libvirtd_pid "$name")")" \
+    "$(json_num "$(virtlogd_pid "$name")")" "$(json_num "$(sshd_pid "$name")")"
+  printf '      "logFile": '; json_str "$R/libvirtd.log"
+  printf ', "sshdLogFile": '; json_str "$R/sshd.log"
+  printf ',\n      "paths": '; dirs_json "$HOST_SRV"
+  printf ',\n      "rigPaths": '; dirs_json "$R/srv"
+  printf ',\n      "guest": {"kernel": '; json_str "$HOST_SRV/kernels/${GUEST_KERNEL##*/}"
+  printf ', "initrd": '; json_str "$HOST_SRV/kernels/${GUEST_INITRD##*/}"
+  printf '},\n      "images": ['
+  for f in "$R"/srv/images/*; do
+    [[ -e $f ]] || continue
+    printf '%s' "$sep"; json_str "${f##*/}"
+    sep=", "
+  done
+  printf ']\n    }'
+}
+
 write_env() {
   local name R first=1 kernel initrd
-  kernel="$(sed -n 1p "$RIG/guest.paths")"
-  initrd="$(sed -n 2p "$RIG/guest.paths")"
+  { read -r kernel; read -r initrd; } <"$RIG/guest.paths"
+  GUEST_KERNEL=$kernel GUEST_INITRD=$initrd
   {
     printf '{\n  "rigDir": %s,\n  "instances": {\n' "$(json_str "$RIG")"
     for name in "${INSTANCES[@]}"; do
@@ -252,7 +497,19 @@ write_env() {
         "$(json_num "$(virtlogd_pid "$name")")" \
         "$(json_str "$R/libvirtd.log")"
     done
-    printf '\n  },\n  "guest": {"kernel": %s, "initrd": %s}\n}\n' "$(json_str "$kernel")" "$(json_str "$initrd")"
+    printf '\n  },\n  "hosts": {\n'
+    first=1
+    for name in "${HOSTS[@]}"; do
+      ((first)) || printf ',\n'
+      first=0
+      write_host_json "$name"
+    done
+    printf '\n  },\n  "tls": {"caFile": %s, "pkipath": %s, "rogueCaPkipath": %s, "rogueClientPkipath": %s, "noClientPkipath": %s},\n' \
+      "$(json_str "$RIG/pki/ca/cacert.pem")" "$(json_str "$RIG/pki/client")" "$(json_str "$RIG/pki/rogue-ca")" \
+      "$(json_str "$RIG/pki/rogue-client")" "$(json_str "$RIG/pki/no-client")"
+    printf '  "ssh": {"user": "root", "keyfile": %s, "knownHosts": %s, "emptyKnownHosts": %s},\n' \
+      "$(json_str "$RIG/ssh/id_ed25519")" "$(json_str "$RIG/ssh/known_hosts")" "$(json_str "$RIG/ssh/empty_known_hosts")"
+    printf '  "guest": {"kernel": %s, "initrd": %s}\n}\n' "$(json_str "$kernel")" "$(json_str "$initrd")"
   } >"$RIG/env.json.tmp"
   mv -f "$RIG/env.json.tmp" "$RIG/env.json"
 
@@ -266,18 +523,25 @@ write_env() {
     printf 'export RCLOUD_TEST_FAULT_TCP_PORT=%q\n' "$(cat "$(idir fault)/port")"
     printf 'export RCLOUD_TEST_GUEST_KERNEL=%q\n' "$kernel"
     printf 'export RCLOUD_TEST_GUEST_INITRD=%q\n' "$initrd"
+    for name in "${HOSTS[@]}"; do
+      host_uris "$name"
+      printf 'export RCLOUD_TEST_%s_URI=%q\n' "${name^^}" "${URI[${HOST_TRANSPORT[$name]}]}"
+    done
   } >"$RIG/env.sh.tmp"
   mv -f "$RIG/env.sh.tmp" "$RIG/env.sh"
 }
 
-instance_up() { [[ -f "$(idir "$1")/port" && -n "$(libvirtd_pid "$1")" && -n "$(virtlogd_pid "$1")" ]]; }
+instance_up() {
+  [[ -f "$(idir "$1")/port" && -n "$(libvirtd_pid "$1")" && -n "$(virtlogd_pid "$1")" ]] &&
+    { ! is_host "$1" || [[ -n "$(sshd_pid "$1")" ]]; }
+}
 
 # --- commands ----------------------------------------------------------------
 
 cmd_up() {
   local t0=$SECONDS name todo=() p
   if [[ -f $RIG/env.json ]]; then
-    for name in "${INSTANCES[@]}"; do instance_up "$name" || todo+=("$name"); done
+    for name in "${ALL[@]}"; do instance_up "$name" || todo+=("$name"); done
     if ((${#todo[@]} == 0)); then
       log "already up ($RIG/env.json)"
       return 0
@@ -297,28 +561,40 @@ cmd_up() {
   touch "$RIG/.rcloud-rig"
 
   "$HERE/guest-image.sh" >"$RIG/guest.paths"
+  # The hosts' images directories start with the tiny bootable disk.
+  if [[ -n ${RCLOUD_TEST_DISK_IMAGE:-} ]]; then echo "$RCLOUD_TEST_DISK_IMAGE" >"$RIG/disk.paths"; else "$HERE/disk-image.sh" >"$RIG/disk.paths"; fi
+  rig_pki
+  rig_ssh_keys
 
+  # Every port first (hosts take three: tcp, tls, ssh), then the instances.
   TAKEN_PORTS=""
+  declare -gA PORTS=()
+  snapshot_listening
   p=$PORT_BASE
-  for name in "${INSTANCES[@]}"; do
-    p="$(pick_port "$p")"
-    TAKEN_PORTS+=" $p"
-    prepare_instance "$name" "$p"
-    ((p++))
+  local k
+  for name in "${ALL[@]}"; do
+    for k in tcp $(is_host "$name" && echo tls ssh); do
+      p="$(pick_port "$p")"
+      TAKEN_PORTS+=" $p"
+      PORTS[$name.$k]=$p
+      ((p++))
+    done
   done
+  LISTENING=""
+  for name in "${ALL[@]}"; do prepare_instance "$name" "${PORTS[$name.tcp]}"; done
   local failed=0
   if compgen -G "$CAPS_CACHE/*.xml" >/dev/null; then
-    # Warm: start all three at once.
-    for name in "${INSTANCES[@]}"; do launch_instance "$name"; done
-    for name in "${INSTANCES[@]}"; do wait_instance "$name" || failed=1; done
+    # Warm: start all at once.
+    for name in "${ALL[@]}"; do launch_instance "$name"; done
+    for name in "${ALL[@]}"; do wait_instance "$name" || failed=1; done
   else
     # Cold: let main probe qemu alone, then seed the others with its cache
     # (probing in three daemons at once takes ~3x as long on 2 cores).
     launch_instance main
     if wait_instance main; then
       save_caps_cache
-      for name in remote fault; do launch_instance "$name"; done
-      for name in remote fault; do wait_instance "$name" || failed=1; done
+      for name in "${ALL[@]:1}"; do launch_instance "$name"; done
+      for name in "${ALL[@]:1}"; do wait_instance "$name" || failed=1; done
     else
       failed=1
     fi
@@ -353,17 +629,17 @@ stop_instance() {
   stop_pids $(libvirtd_pid "$name")
   if [[ $all == --all ]]; then
     stop_pids $(qemu_pids "$name")
-    stop_pids $(virtlogd_pid "$name")
+    stop_pids $(virtlogd_pid "$name") $(sshd_pid "$name")
   fi
 }
 
 cmd_down() {
   local name R pids=() ns=() p n
   [[ -d $RIG ]] || return 0
-  for name in "${INSTANCES[@]}"; do
+  for name in "${ALL[@]}"; do
     R="$(idir "$name")"
     [[ -d $R ]] || continue
-    for p in $(libvirtd_pid "$name") $(virtlogd_pid "$name") $(qemu_pids "$name") \
+    for p in $(libvirtd_pid "$name") $(virtlogd_pid "$name") $(sshd_pid "$name") $(qemu_pids "$name") \
       $(pid_of "$R/launcher.pid" '^(libvirtd|unshare|start\.sh|bash)$'); do
       pids+=("$p")
       n="$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" && ns+=("$n")
@@ -372,16 +648,18 @@ cmd_down() {
   # Order: daemons first so nothing restarts guests, then everything else that
   # lives in our namespaces (qemu, helpers).
   local daemons=() rest=()
-  for name in "${INSTANCES[@]}"; do daemons+=($(libvirtd_pid "$name")); done
+  for name in "${ALL[@]}"; do daemons+=($(libvirtd_pid "$name")); done
   stop_pids "${daemons[@]}"
   ((${#ns[@]})) && rest+=($(pids_in_ns "${ns[@]}"))
   stop_pids "${pids[@]}" "${rest[@]}"
   # Namespaces die with their last process, taking their mounts along.
-  for name in "${INSTANCES[@]}"; do
+  for name in "${ALL[@]}"; do
     R="$(idir "$name")"
     [[ -f $R/libvirtd.conf ]] && rm -rf "$R"
   done
-  rm -f "$RIG/env.json" "$RIG/env.sh" "$RIG/guest.paths"
+  rm -f "$RIG/env.json" "$RIG/env.sh" "$RIG/guest.paths" "$RIG/disk.paths"
+  [[ -f $RIG/pki/ca/cacert.pem ]] && rm -rf "$RIG/pki"
+  [[ -f $RIG/ssh/id_ed25519 ]] && rm -rf "$RIG/ssh"
   # Whatever tests left in the rig dir is transient too, but only wipe a
   # directory we created (RCLOUD_RIG_DIR might point somewhere precious).
   if [[ -f $RIG/.rcloud-rig ]]; then rm -rf "$RIG"; else rmdir "$RIG" 2>/dev/null || true; fi
@@ -395,7 +673,7 @@ cmd_status() {
     return 0
   fi
   echo "rig: $RIG"
-  for name in "${INSTANCES[@]}"; do
+  for name in "${ALL[@]}"; do
     R="$(idir "$name")"
     local lp vp
     lp="$(libvirtd_pid "$name")"
@@ -405,6 +683,10 @@ cmd_status() {
     printf '%-7s port=%s socket=%s libvirtd=%s%s virtlogd=%s qemu=[%s]\n' "$name" \
       "$(cat "$R/port" 2>/dev/null)" "$(has_sock "$name" && sock_path "$name" || echo -)" \
       "${lp:-dead}" "$st" "${vp:-dead}" "$(qemu_pids "$name" | xargs)"
+    if is_host "$name"; then
+      printf '        hostname=%s tls=%s ssh=%s sshd=%s\n' "$(host_name "$name")" "$(cat "$R/tls_port")" \
+        "$(cat "$R/ssh_port")" "$(sshd_pid "$name" | grep . || echo dead)"
+    fi
   done
 }
 
@@ -424,5 +706,5 @@ case $cmd in
   stop-instance) lock; stop_instance "${1:?instance name}" "${2:-}"; write_env ;;
   start-instance) lock; start_instance "${1:?instance name}"; write_env ;;
   restart-instance) lock; stop_instance "${1:?instance name}" "${2:-}"; start_instance "$1"; write_env ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

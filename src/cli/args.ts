@@ -1,6 +1,9 @@
 /** A small strict argument parser: long flags (--x v, --x=v), a few short aliases, `--`. */
 import { usageError } from "./errors.ts";
 
+/** Things whose names bash completion asks the server for (`rcloud KIND list -o names`). */
+export type NameKind = "vm" | "image" | "host";
+
 export interface FlagSpec {
   /** Long name without dashes, e.g. "memory". */
   name: string;
@@ -12,7 +15,7 @@ export interface FlagSpec {
   repeat?: boolean;
   help: string;
   /** What bash completion offers for the value. */
-  complete?: "file" | "vm" | "image" | readonly string[];
+  complete?: "file" | NameKind | readonly string[];
 }
 
 export interface Parsed {

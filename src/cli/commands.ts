@@ -1,12 +1,13 @@
-/** The CLI's commands: vm *, image *, status. Each talks to the REST API only. */
+/** The CLI's commands: vm *, image *, host *, status. Each talks to the REST API only. */
 import { createInterface } from "node:readline";
 import { list } from "./args.ts";
-import type { ApiConsole, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
+import type { ApiConsole, ApiImage, ApiStatus, ApiVm, CopyImageRequest } from "../api-types/json.ts";
 import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
-import { parseDataDisk, parseNetwork } from "./flags.ts";
+import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup } from "./flags.ts";
+import { HOST_COMMANDS } from "./host.ts";
 import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
@@ -81,6 +82,8 @@ export const COMMANDS: Command[] = [
       { name: "kernel", value: "PATH", help: "direct kernel boot: kernel path on the server (inside vm_defaults.kernel_dir)", complete: "file" },
       { name: "initrd", value: "PATH", help: "direct kernel boot: initrd path on the server", complete: "file" },
       { name: "cmdline", value: "STRING", help: "direct kernel boot: kernel command line" },
+      { name: "host", value: "HOST", help: "run it on this host (rcloud host list); default: the server places it", complete: "host" },
+      { name: "placement-group", value: "GROUP", help: "VMs of one group go to different hosts while there are hosts left" },
       { name: "no-start", help: "define the VM but do not start it" },
       { name: "wait", help: "wait until the VM runs and is reachable" },
       { name: "timeout", value: "DURATION", help: "how long --wait waits (default 10m), e.g. 90s, 10m" },
@@ -123,10 +126,14 @@ export const COMMANDS: Command[] = [
         const v = ctx.flag(f);
         if (v !== undefined) body[f] = v;
       }
+      const host = ctx.flag("host");
+      if (host !== undefined) body.host = parseHostName(host, "--host");
+      const group = ctx.flag("placement-group");
+      if (group !== undefined) body.placement_group = parsePlacementGroup(group);
       if (ctx.bool("no-start")) body.start = false;
 
       let vm = await ctx.api.request<ApiVm>("POST", "/vms", body);
-      if (ctx.output === "table") ctx.print(`Created VM ${vm.name} (${vm.id}), ${vm.state}`);
+      if (ctx.output === "table") ctx.print(`Created VM ${vm.name} (${vm.id}) on host ${vm.host}, ${vm.state}`);
       if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs);
       if (ctx.output !== "table") await ctx.emit(vm, () => "");
       return EXIT.ok;
@@ -136,12 +143,15 @@ export const COMMANDS: Command[] = [
     path: "vm list",
     args: "",
     summary: "List VMs",
-    flags: [],
+    description: "A VM on a host that does not answer is shown from the host's last listing with state unknown, and its host as 'NAME (offline)'.",
+    flags: [{ name: "host", value: "HOST", help: "only the VMs of this host", complete: "host" }],
     minArgs: 0,
     maxArgs: 0,
     names: true,
     async run(ctx) {
-      const res = await ctx.api.request<{ vms: ApiVm[] }>("GET", "/vms");
+      const host = ctx.flag("host");
+      const query = host === undefined ? "" : `?${new URLSearchParams({ host: parseHostName(host, "--host") })}`;
+      const res = await ctx.api.request<{ vms: ApiVm[] }>("GET", `/vms${query}`);
       const vms = [...res.vms].sort((a, b) => a.name.localeCompare(b.name));
       await ctx.emit(res, () => (vms.length ? vmTable(vms) : "No VMs."), () => vms.map((v) => v.name));
       return EXIT.ok;
@@ -351,9 +361,33 @@ export const COMMANDS: Command[] = [
     completeArg: "image",
     async run(ctx) {
       const img = await ctx.api.request<ApiImage>("GET", `/images/${encodeURIComponent(one(ctx))}`);
-      await ctx.emit(img, () =>
-        imageDetails(img),
-      );
+      await ctx.emit(img, () => imageDetails(img));
+      return EXIT.ok;
+    },
+  },
+  {
+    path: "image copy",
+    args: "IMG --to HOST",
+    summary: "Copy a base image to another host",
+    description:
+      "The server streams the image from a host that has it (--from, default any online one) into the base image pool of --to, so VMs can be placed there. Needs an admin token when the server checks tokens.",
+    flags: [
+      { name: "to", value: "HOST", help: "the host to copy to (required)", complete: "host" },
+      { name: "from", value: "HOST", help: "the host to copy from (default: any online host that has it)", complete: "host" },
+      { name: "timeout", value: "DURATION", help: "how long the copy may take (default 1h)" },
+    ],
+    minArgs: 1,
+    maxArgs: 1,
+    completeArg: "image",
+    async run(ctx) {
+      const to = ctx.flag("to");
+      if (to === undefined) throw usageError("image copy needs --to HOST (see 'rcloud host list')");
+      const body: CopyImageRequest = { to: parseHostName(to, "--to") };
+      const from = ctx.flag("from");
+      if (from !== undefined) body.from = parseHostName(from, "--from");
+      const timeoutMs = timeoutFlag(ctx, "1h");
+      const img = await ctx.api.request<ApiImage>("POST", `/images/${encodeURIComponent(one(ctx))}/copy`, body, timeoutMs);
+      await ctx.emit(img, () => `Copied image ${img.alias ?? img.id} to ${body.to}; it is on ${img.hosts.join(", ")}`);
       return EXIT.ok;
     },
   },
@@ -370,6 +404,7 @@ export const COMMANDS: Command[] = [
       return EXIT.ok;
     },
   },
+  ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];
 

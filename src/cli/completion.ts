@@ -12,8 +12,7 @@ function flagWords(flags: FlagSpec[]): string[] {
 function valueCompletion(f: FlagSpec): string {
   const c = f.complete;
   if (c === "file") return `COMPREPLY=($(compgen -f -- "$cur")); compopt -o filenames 2>/dev/null`;
-  if (c === "vm") return `COMPREPLY=($(compgen -W "$(_rcloud_names vm)" -- "$cur"))`;
-  if (c === "image") return `COMPREPLY=($(compgen -W "$(_rcloud_names image)" -- "$cur"))`;
+  if (c === "vm" || c === "image" || c === "host") return `COMPREPLY=($(compgen -W "$(_rcloud_names ${c})" -- "$cur"))`;
   if (Array.isArray(c)) return `COMPREPLY=($(compgen -W "${c.join(" ")}" -- "$cur"))`;
   return "COMPREPLY=()";
 }
@@ -58,7 +57,7 @@ export function bashCompletion(commands: Command[]): string {
 #   source <(rcloud completion bash)
 # or install it:  rcloud completion bash > /etc/bash_completion.d/rcloud
 
-# Names of VMs or images from the server, with the --endpoint/--token of the command line.
+# Names of VMs, images or hosts from the server, with the --endpoint/--token of the command line.
 _rcloud_names() {
   local -a api=()
   local i w

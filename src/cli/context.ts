@@ -1,5 +1,5 @@
 /** What a command gets: parsed flags, the API client, output helpers. */
-import { bool, type FlagSpec, type Parsed, str } from "./args.ts";
+import { bool, type FlagSpec, type NameKind, type Parsed, str } from "./args.ts";
 import { ApiClient, DEFAULT_ENDPOINT, normalizeEndpoint } from "./client.ts";
 import { usageError } from "./errors.ts";
 
@@ -19,7 +19,7 @@ export interface Command {
   /** Accepts `-o names`. */
   names?: boolean;
   /** What bash completion offers for the first positional. */
-  completeArg?: "vm" | "image";
+  completeArg?: NameKind;
   /** Takes extra words after `--` (vm ssh). */
   passthrough?: boolean;
   run(ctx: Context): Promise<number>;

@@ -1,5 +1,5 @@
-/** Parsing of the CLI's structured flag values (`--data-disk`, `--network`) into API request fields. */
-import { DISK_BUSES, isDiskBus } from "../api-types/values.ts";
+/** Parsing of the CLI's structured flag values (`--data-disk`, `--network`, host and group names) into API request fields. */
+import { DISK_BUSES, HOST_NAME_PATTERN, isDiskBus, PLACEMENT_GROUP_PATTERN } from "../api-types/values.ts";
 import { usageError } from "./errors.ts";
 import { parseDiskGiB } from "./units.ts";
 
@@ -22,4 +22,23 @@ export function parseNetwork(spec: string): { mode: string; bridge?: string } {
   const m = /^(bridge|user|none)(?:=(.+))?$/.exec(spec);
   if (!m || (m[2] !== undefined && m[1] !== "bridge")) throw usageError(`invalid --network '${spec}': expected bridge[=NAME], user or none`);
   return m[2] !== undefined ? { mode: "bridge", bridge: m[2] } : { mode: m[1] as string };
+}
+
+const HOST_NAME_RE = new RegExp(HOST_NAME_PATTERN);
+const PLACEMENT_GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
+
+/** A host name (`--host`, `--to`, `host show NAME`): checked here so a typo never reaches the server. */
+export function parseHostName(value: string, what: string): string {
+  if (!HOST_NAME_RE.test(value)) {
+    throw usageError(`invalid ${what} '${value}': a host name is 1-63 lower-case letters, digits and '-', not starting or ending with '-' (rcloud host list)`);
+  }
+  return value;
+}
+
+/** `--placement-group G` */
+export function parsePlacementGroup(value: string): string {
+  if (!PLACEMENT_GROUP_RE.test(value)) {
+    throw usageError(`invalid --placement-group '${value}': expected 1-63 lower-case letters, digits, '-' and '_', starting and ending with a letter or digit`);
+  }
+  return value;
 }

@@ -1,5 +1,5 @@
 /**
- * The rcloud command-line client: `rcloud vm|image|status|completion ...`. It talks to an
+ * The rcloud command-line client: `rcloud vm|image|host|status|completion ...`. It talks to an
  * rcloud server's REST API only (--endpoint / RCLOUD_ENDPOINT) and never loads server or
  * libvirt code, so it starts fast. Returns the process exit code (see EXIT).
  */
@@ -10,7 +10,12 @@ import { bashCompletion } from "./completion.ts";
 import { type Command, Context, GLOBAL_FLAGS, type Io } from "./context.ts";
 import { CliError, EXIT, EXIT_CODE_HELP, usageError } from "./errors.ts";
 
-const GROUPS: Record<string, string> = { vm: "Manage virtual machines", image: "Base images", token: "API tokens (edits the server's tokens file; no server needed)" };
+const GROUPS: Record<string, string> = {
+  vm: "Manage virtual machines",
+  image: "Base images",
+  host: "Hypervisor hosts of the fleet (admin token)",
+  token: "API tokens (edits the server's tokens file; no server needed)",
+};
 
 function flagLines(flags: FlagSpec[]): string {
   const left = flags.map((f) => `${f.short ? `-${f.short}, ` : "    "}--${f.name}${f.value ? ` ${f.value}` : ""}`);

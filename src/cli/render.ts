@@ -1,13 +1,19 @@
 /** How the CLI shows API objects to a person: tables and field lists (`-o table`). */
-import type { ApiConsole, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
+import type { ApiConsole, ApiHost, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
+import { HOST_STATES } from "../api-types/values.ts";
 import { formatFields, formatTable } from "./table.ts";
 import { formatAge, formatGiB, formatMiB } from "./units.ts";
 
 export function vmTable(vms: ApiVm[], now = Date.now()): string {
   return formatTable(
-    ["NAME", "ID", "STATE", "VCPUS", "MEMORY", "IP", "SSH", "IMAGE", "AGE"],
-    vms.map((v) => [v.name, v.id, v.state, v.vcpus, formatMiB(v.memory_mb), v.ip_address, sshColumn(v), v.image, formatAge(v.created_at, now)]),
+    ["NAME", "ID", "STATE", "HOST", "VCPUS", "MEMORY", "IP", "SSH", "IMAGE", "AGE"],
+    vms.map((v) => [v.name, v.id, v.state, hostColumn(v), v.vcpus, formatMiB(v.memory_mb), v.ip_address, sshColumn(v), v.image, formatAge(v.created_at, now)]),
   );
+}
+
+/** The VM's host, with the host's state when it is not plainly online (why a VM shows `unknown`). */
+function hostColumn(v: ApiVm): string {
+  return v.host_state === "online" ? v.host : `${v.host} (${v.host_state})`;
 }
 
 function sshColumn(v: ApiVm): string | null {
@@ -33,6 +39,8 @@ export function vmDetails(v: ApiVm, now = Date.now()): string {
     ["ID", v.id],
     ["UUID", v.uuid],
     ["State", v.state],
+    ["Host", hostColumn(v)],
+    ["Placement group", v.placement_group],
     ["vCPUs", v.vcpus],
     ["Memory", `${formatMiB(v.memory_mb)} (${v.memory_mb} MiB)`],
     ["Image", v.image],
@@ -55,8 +63,8 @@ export function vmDetails(v: ApiVm, now = Date.now()): string {
 
 export function imageTable(images: ApiImage[]): string {
   return formatTable(
-    ["NAME", "ID", "FILE", "FORMAT", "SIZE", "ON DISK"],
-    images.map((i) => [i.alias ?? i.name, i.id, i.file_name, i.format, `${i.virtual_size_gb}G`, formatMiB(Math.round(i.disk_size_mb))]),
+    ["NAME", "ID", "FILE", "FORMAT", "SIZE", "ON DISK", "HOSTS"],
+    images.map((i) => [i.alias ?? i.name, i.id, i.file_name, i.format, `${i.virtual_size_gb}G`, formatMiB(Math.round(i.disk_size_mb)), i.hosts.join(",")]),
   );
 }
 
@@ -69,6 +77,7 @@ export function imageDetails(img: ApiImage): string {
     ["Format", img.format],
     ["Virtual size", `${img.virtual_size_gb}G`],
     ["On disk", formatMiB(Math.round(img.disk_size_mb))],
+    ["Hosts", img.hosts.length ? img.hosts.join(", ") : "none"],
   ]);
 }
 
@@ -89,7 +98,8 @@ export function statusText(endpoint: string, s: ApiStatus): string {
     ["Project", s.project ?? null],
     ["Driver", s.uri !== null ? `${s.driver} ${s.uri}` : s.driver],
     ["Hypervisor", `${s.hypervisor} ${s.hypervisor_version}${s.libvirt_version ? ` (libvirt ${s.libvirt_version})` : ""}`],
-    ["Host", `${s.hostname !== null ? `${s.hostname}: ` : ""}${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory${s.free_memory_mb !== null ? `, ${formatMiB(s.free_memory_mb)} free` : ""}`],
+    [s.hosts.total > 1 ? "Fleet" : "Host", `${s.hostname !== null ? `${s.hostname}: ` : ""}${s.cpus} CPUs, ${formatMiB(s.memory_mb)} memory${s.free_memory_mb !== null ? `, ${formatMiB(s.free_memory_mb)} free` : ""}`],
+    ["Hosts", hostCounts(s.hosts)],
     ["Allocated", `${s.allocated.vms} VMs, ${s.allocated.vcpus} vCPUs, ${formatMiB(s.allocated.memory_mb)} memory`],
     ["VMs", states.length ? states.join(", ") : "none"],
     [
@@ -98,5 +108,54 @@ export function statusText(endpoint: string, s: ApiStatus): string {
         ? `pool ${s.storage.pool} (${s.storage.path}): ${formatGiB(s.storage.allocation_bytes)} of ${formatGiB(s.storage.capacity_bytes)} used, ${formatGiB(s.storage.available_bytes)} available`
         : null,
     ],
+  ]);
+}
+
+/** "3 (2 online, 1 offline)": only the states some host is in. */
+function hostCounts(h: ApiStatus["hosts"]): string {
+  const parts = HOST_STATES.filter((k) => h[k] > 0).map((k) => `${h[k]} ${k}`);
+  return `${h.total}${parts.length ? ` (${parts.join(", ")})` : ""}`;
+}
+
+/** Memory in MiB as GiB with one decimal (hosts: 7834 → "7.7G"); null stays null. */
+function hostMemory(mib: number | null): string | null {
+  return mib === null ? null : formatGiB(mib * 1024 ** 2);
+}
+
+/** What rcloud's VMs are given on the host: "3 vCPUs, 384M". */
+function allocation(h: ApiHost): string {
+  return `${h.allocated.vcpus} vCPU${h.allocated.vcpus === 1 ? "" : "s"}, ${formatMiB(h.allocated.memory_mb)}`;
+}
+
+function lastContact(h: ApiHost, now: number): string {
+  return h.last_contact === null ? "never" : `${formatAge(h.last_contact, now)} ago`;
+}
+
+export function hostTable(hosts: ApiHost[], now = Date.now()): string {
+  return formatTable(
+    ["NAME", "STATE", "CPUS", "MEMORY", "ALLOCATED", "VMS", "LAST-CONTACT", "URI"],
+    hosts.map((h) => [h.name, h.state, h.cpus, hostMemory(h.memory_mb), allocation(h), h.vms, lastContact(h, now), h.uri]),
+  );
+}
+
+export function hostDetails(h: ApiHost, now = Date.now()): string {
+  const labels = Object.entries(h.labels).map(([k, v]) => `${k}=${v}`);
+  const cap = h.capacity;
+  return formatFields([
+    ["Name", h.name],
+    ["State", h.state],
+    ["URI", h.uri],
+    ["Driver", h.driver],
+    ["Labels", labels.length ? labels.join(", ") : "none"],
+    ["Hostname", h.hostname],
+    ["CPUs", h.cpus],
+    ["Memory", h.memory_mb === null ? null : `${hostMemory(h.memory_mb)}${h.available_memory_mb !== null ? `, ${hostMemory(h.available_memory_mb)} available` : ""}`],
+    ["Allocated", allocation(h)],
+    ["Capacity", cap.vcpus === null || cap.memory_mb === null ? null : `${cap.vcpus} vCPUs, ${hostMemory(cap.memory_mb)} (with overcommit)`],
+    ["VMs", h.vms],
+    ["Hypervisor", h.versions.hypervisor],
+    ["libvirt", h.versions.libvirt],
+    ["Last contact", h.last_contact === null ? "never" : `${h.last_contact} (${lastContact(h, now)})`],
+    ["Last error", h.last_error],
   ]);
 }

@@ -26,6 +26,7 @@ import { RpcConnection, type CallObserver, type CallOptions, type ConnectionOpti
 import { ConnectError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import type { LibvirtStream } from "./stream.ts";
 import { parseLibvirtUri, type LibvirtTarget } from "./uri.ts";
+import { oncePerMessage } from "./warnings.ts";
 
 /** libvirt's version numbers (major * 1,000,000 + minor * 1,000 + micro) as "9.0.0". */
 export function formatVersion(v: bigint): string {
@@ -64,6 +65,11 @@ export interface LibvirtClientOptions {
   /** Background reconnection after an unexpected drop. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number } | false;
   onCallComplete?: CallObserver;
+  /**
+   * Security warnings (qemu+tcp to another host, no_verify=1), each distinct one once per
+   * client (once per pool for a LibvirtPool); route them to the logger.
+   */
+  onWarning?: (message: string) => void;
 }
 
 export type ClientState = "open" | "reconnecting" | "closed";
@@ -149,6 +155,7 @@ export class LibvirtClient {
       maxInFlight: opts.maxInFlight ?? 5,
       busyPollUs: opts.busyPollUs ?? 200,
       onCallComplete: opts.onCallComplete,
+      onWarning: oncePerMessage(opts.onWarning),
     };
     this.reconnectDelay = this.initialDelay;
   }

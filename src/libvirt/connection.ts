@@ -44,6 +44,8 @@ export interface ConnectionOptions {
   /** Busy-poll window after each call and reply while calls are outstanding (µs; 0 = never). */
   busyPollUs: number;
   onCallComplete?: CallObserver;
+  /** Security warnings from the transport (see warnings.ts). */
+  onWarning?: (message: string) => void;
 }
 
 const UINT32 = 0x1_0000_0000;
@@ -104,6 +106,7 @@ export class RpcConnection {
           ),
       },
       opts.connectTimeoutMs,
+      { onWarning: opts.onWarning },
     );
     conn.startKeepalive();
     return conn;

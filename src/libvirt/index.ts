@@ -1,3 +1,7 @@
+// The remote transports register themselves with transport.ts.
+import "./tls.ts";
+import "./ssh.ts";
+
 export { LibvirtClient, DomainEventId, Feature, formatVersion } from "./client.ts";
 export type { ClientState, DomainEventMap, DomainLifecycleEvent, HypervisorInfo, LibvirtClientOptions } from "./client.ts";
 export type { CallOptions } from "./connection.ts";
@@ -7,7 +11,7 @@ export { LibvirtPool, type PoolOptions } from "./pool.ts";
 export { parseLibvirtUri, UriError } from "./uri.ts";
 export type { LibvirtTarget, TransportKind } from "./uri.ts";
 export { registerTransport } from "./transport.ts";
-export type { Transport, TransportFactory, TransportHandlers } from "./transport.ts";
+export type { Transport, TransportFactory, TransportHandlers, TransportOptions } from "./transport.ts";
 export { remoteProcedures, remoteMessages } from "../codecs/generated/remote.ts";
 export { qemuProcedures } from "../codecs/generated/qemu.ts";
 export type { RemoteNonnullDomain, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../codecs/generated/remote.ts";

@@ -14,6 +14,7 @@ import type { CallOptions } from "./connection.ts";
 import type { LibvirtStream } from "./stream.ts";
 import type { ProcedureDescriptor } from "../xdr/index.ts";
 import { SlowCallGate, WORKER_HOLDING_PROCEDURES } from "./slow-calls.ts";
+import { oncePerMessage } from "./warnings.ts";
 
 export interface PoolOptions extends LibvirtClientOptions {
   /** Sessions opened at start (default 2). */
@@ -52,7 +53,9 @@ export class LibvirtPool {
     s.on("disconnect", () => this.slowCalls.reset());
   }
 
-  static async connect(uri: string, opts: PoolOptions = {}): Promise<LibvirtPool> {
+  static async connect(uri: string, givenOpts: PoolOptions = {}): Promise<LibvirtPool> {
+    // One warning per pool, not one per session.
+    const opts = { ...givenOpts, onWarning: oncePerMessage(givenOpts.onWarning) };
     const sessions: LibvirtClient[] = [];
     try {
       for (let i = 0; i < Math.max(1, opts.minSessions ?? 2); i++) sessions.push(await LibvirtClient.connect(uri, opts));

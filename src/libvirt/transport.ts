@@ -1,9 +1,11 @@
 /**
- * Byte transports under the RPC connection. unix and tcp are built in; TLS and SSH can be
- * added with `registerTransport` without touching the connection code.
+ * Byte transports under the RPC connection. unix and tcp are built in; TLS (tls.ts) and SSH
+ * (ssh.ts) register themselves with `registerTransport` without touching the connection code.
  */
 import type { Socket } from "bun";
+import { DrainWaiters } from "./drain-waiters.ts";
 import { ConnectError } from "./errors.ts";
+import { warnIfUnprotectedTcp } from "./warnings.ts";
 import type { LibvirtTarget, TransportKind } from "./uri.ts";
 
 export interface TransportHandlers {
@@ -23,7 +25,17 @@ export interface Transport {
   readonly description: string;
 }
 
-export type TransportFactory = (target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number) => Promise<Transport>;
+export interface TransportOptions {
+  /** Security warnings (plain TCP to another host, certificate checks turned off); the caller logs them. */
+  onWarning?: (message: string) => void;
+}
+
+export type TransportFactory = (
+  target: LibvirtTarget,
+  handlers: TransportHandlers,
+  connectTimeoutMs: number,
+  options: TransportOptions,
+) => Promise<Transport>;
 
 const factories = new Map<TransportKind, TransportFactory>();
 
@@ -31,17 +43,22 @@ export function registerTransport(kind: TransportKind, factory: TransportFactory
   factories.set(kind, factory);
 }
 
-export function openTransport(target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number): Promise<Transport> {
+export function openTransport(
+  target: LibvirtTarget,
+  handlers: TransportHandlers,
+  connectTimeoutMs: number,
+  options: TransportOptions = {},
+): Promise<Transport> {
   const factory = factories.get(target.transport);
   if (!factory) {
     return Promise.reject(
       new ConnectError(
-        `the '${target.transport}' transport is not supported yet; use qemu+unix:// (local) or qemu+tcp:// (remote, auth_tcp = "none")`,
+        `the '${target.transport}' transport is not supported; use qemu+unix:// (local), qemu+tls://, qemu+ssh:// or qemu+tcp:// (remote)`,
         target.uri,
       ),
     );
   }
-  return factory(target, handlers, connectTimeoutMs);
+  return factory(target, handlers, connectTimeoutMs, options);
 }
 
 /**
@@ -49,13 +66,13 @@ export function openTransport(target: LibvirtTarget, handlers: TransportHandlers
  * the rest is kept and flushed from the drain handler. Writes issued in the same tick are
  * coalesced into one syscall.
  */
-class BunSocketTransport implements Transport {
+export class BunSocketTransport implements Transport {
   private socket: Socket<undefined> | null = null;
   private queue: Uint8Array[] = [];
   private queued = 0;
   private flushScheduled = false;
   private closed = false;
-  private waiters: { threshold: number; resolve: () => void }[] = [];
+  private readonly waiters = new DrainWaiters();
 
   constructor(
     readonly description: string,
@@ -113,18 +130,12 @@ class BunSocketTransport implements Transport {
   }
 
   private notifyWaiters(): void {
-    if (this.waiters.length === 0) return;
-    const still: typeof this.waiters = [];
-    for (const w of this.waiters) {
-      if (this.queued <= w.threshold) w.resolve();
-      else still.push(w);
-    }
-    this.waiters = still;
+    this.waiters.notify(this.queued);
   }
 
   drained(threshold = 0): Promise<void> {
     if (this.queued <= threshold || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ threshold, resolve }));
+    return this.waiters.wait(threshold);
   }
 
   close(): void {
@@ -139,13 +150,13 @@ class BunSocketTransport implements Transport {
     this.closed = true;
     this.queue = [];
     this.queued = 0;
-    for (const w of this.waiters) w.resolve();
-    this.waiters = [];
+    this.waiters.release();
     this.handlers.onClose(error);
   }
 }
 
-function bunSocketFactory(target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number): Promise<Transport> {
+function bunSocketFactory(target: LibvirtTarget, handlers: TransportHandlers, connectTimeoutMs: number, options: TransportOptions): Promise<Transport> {
+  if (target.transport === "tcp") warnIfUnprotectedTcp(target, options.onWarning);
   const where = target.transport === "unix" ? `unix socket ${target.socketPath}` : `${target.host}:${target.port}`;
   const t = new BunSocketTransport(where, handlers);
   return new Promise<Transport>((resolve, reject) => {

@@ -14,6 +14,8 @@ export interface LibvirtTarget {
   user: string | null;
   host: string | null;
   port: number | null;
+  /** Whether the URI named the port (ssh passes -p only then, so ~/.ssh/config still applies). */
+  portGiven: boolean;
   /** Unix socket path (unix transport only). */
   socketPath: string | null;
   /** The name sent in CONNECT_OPEN. */
@@ -101,6 +103,7 @@ export function parseLibvirtUri(uri: string, env: Record<string, string | undefi
   if ((transport === "tcp" || transport === "tls" || transport.startsWith("ssh") || transport.startsWith("libssh")) && !host) {
     throw new UriError(`the ${transport} transport needs a host: '${uri}'`);
   }
+  const portGiven = port !== null;
   if (host && port === null) port = DEFAULT_PORTS[transport] ?? null;
 
   let socketPath: string | null = null;
@@ -123,5 +126,16 @@ export function parseLibvirtUri(uri: string, env: Record<string, string | undefi
     if (fragment !== undefined) name += `#${fragment}`;
   }
 
-  return { uri, driver, transport, user, host, port, socketPath, name, params };
+  return { uri, driver, transport, user, host, port, portGiven, socketPath, name, params };
+}
+
+/**
+ * A client-side switch such as `no_verify=1`, read as the C client does: an integer, any
+ * non-zero value means on; absent means off.
+ */
+export function flagParam(target: LibvirtTarget, key: string): boolean {
+  const raw = target.params.get(key);
+  if (raw === undefined) return false;
+  if (!/^[+-]?\d+$/.test(raw.trim())) throw new UriError(`'${key}=${raw}' in '${target.uri}' is not a number (use ${key}=1 or ${key}=0)`);
+  return Number(raw) !== 0;
 }

@@ -4,7 +4,7 @@
  * failures name the endpoint that was tried and how to change it.
  */
 import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
-import type { ApiImage, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiHost, ApiImage, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 
 export class ApiError extends Error {
   override readonly name = "ApiError";
@@ -113,6 +113,10 @@ export class RcloudClient {
 
   stopVm(ref: string): Promise<ApiVm> {
     return this.request<ApiVm>("POST", `/vms/${encodeURIComponent(ref)}/stop`);
+  }
+
+  async listHosts(): Promise<ApiHost[]> {
+    return (await this.request<{ hosts: ApiHost[] }>("GET", "/hosts")).hosts;
   }
 
   async listImages(): Promise<ApiImage[]> {

@@ -1,4 +1,4 @@
-/** Data sources `rcloud_vm` (one VM by id or name) and `rcloud_images` (the base images). */
+/** Data sources `rcloud_vm` (one VM by id or name) and `rcloud_images` (the base images); `rcloud_hosts` is in datasource-hosts.ts. */
 import { type CtyObject, isUnknown } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag } from "./diagnostics.ts";
 import { computedOut, type Ctx, diskAttrs, networkAttrs, vmToState } from "./resource-vm.ts";
@@ -23,6 +23,8 @@ export const vmDataSchema: BlockSchema = {
     { name: "kernel", type: "string", computed: true, description: "Direct-boot kernel path, if any." },
     { name: "initrd", type: "string", computed: true, description: "Direct-boot initrd path, if any." },
     { name: "cmdline", type: "string", computed: true, description: "Direct-boot kernel command line, if any." },
+    { name: "host", type: "string", computed: true, description: "The host that runs the VM." },
+    { name: "placement_group", type: "string", computed: true, description: "The VM's placement group, or null." },
     { name: "running", type: "bool", computed: true, description: "Whether the VM is running (or paused)." },
     ...computedOut,
   ],
@@ -36,6 +38,7 @@ const imageAttrs: Attr[] = [
   { name: "file_name", type: "string", computed: true, description: "File name in the server's base image directory." },
   { name: "format", type: "string", computed: true, description: "`raw` or `qcow2`." },
   { name: "virtual_size_gb", type: "number", computed: true, description: "Virtual size in GiB (the smallest possible `root_disk_gb`)." },
+  { name: "hosts", type: ["list", "string"], computed: true, description: "The hosts that hold the image." },
 ];
 
 export const imagesDataSchema: BlockSchema = {
@@ -45,6 +48,10 @@ export const imagesDataSchema: BlockSchema = {
 };
 export const IMAGES_DATA_TYPE = impliedType(imagesDataSchema);
 
+export function notConfigured(): { state: null; diagnostics: Diagnostic[] } {
+  return { state: null, diagnostics: [errorDiag("Provider not configured", "The rcloud provider configuration is not known yet; data sources need a configured provider.")] };
+}
+
 export function validateVmData(c: CtyObject): Diagnostic[] {
   const given = ["id", "name"].filter((k) => c[k] !== null);
   if (given.length === 1 || given.some((k) => isUnknown(c[k]))) return [];
@@ -52,7 +59,7 @@ export function validateVmData(c: CtyObject): Diagnostic[] {
 }
 
 export async function readVmData(ctx: Ctx, c: CtyObject): Promise<{ state: CtyObject | null; diagnostics: Diagnostic[] }> {
-  if (!ctx.client) return { state: null, diagnostics: [errorDiag("Provider not configured", "The rcloud provider configuration is not known yet; data sources need a configured provider.")] };
+  if (!ctx.client) return notConfigured();
   const ref = typeof c.id === "string" ? c.id : typeof c.name === "string" ? c.name : null;
   if (ref === null) return { state: null, diagnostics: validateVmData(c) };
   try {
@@ -71,12 +78,12 @@ export async function readVmData(ctx: Ctx, c: CtyObject): Promise<{ state: CtyOb
 }
 
 export async function readImagesData(ctx: Ctx): Promise<{ state: CtyObject | null; diagnostics: Diagnostic[] }> {
-  if (!ctx.client) return { state: null, diagnostics: [errorDiag("Provider not configured", "The rcloud provider configuration is not known yet; data sources need a configured provider.")] };
+  if (!ctx.client) return notConfigured();
   try {
     const images = (await ctx.client.listImages()).slice().sort((a, b) => a.id.localeCompare(b.id));
     return {
       state: {
-        images: images.map((i) => ({ id: i.id, name: i.name, alias: i.alias, file_name: i.file_name, format: i.format, virtual_size_gb: i.virtual_size_gb })),
+        images: images.map((i) => ({ id: i.id, name: i.name, alias: i.alias, file_name: i.file_name, format: i.format, virtual_size_gb: i.virtual_size_gb, hosts: i.hosts })),
       },
       diagnostics: [],
     };

@@ -5,6 +5,7 @@
 import { RcloudClient } from "./client.ts";
 import { type CtyObject, type CtyType, type CtyValue, decodeJson, decodeMsgpack, encodeMsgpack, isUnknown, isWhollyKnown } from "./cty.ts";
 import { IMAGES_DATA_TYPE, imagesDataSchema, readImagesData, readVmData, validateVmData, VM_DATA_TYPE, vmDataSchema } from "./datasources.ts";
+import { HOSTS_DATA_TYPE, hostsDataSchema, readHostsData } from "./datasource-hosts.ts";
 import { type Diagnostic, diagFromError, errorDiag, hasErrors, type PathStep, toProtoPath } from "./diagnostics.ts";
 import { applyVm, type Ctx, importVm, planVm, readVm, upgradeVmState, validateVm, VM_TYPE, type VmPrivate, vmSchema } from "./resource-vm.ts";
 import { type BlockSchema, impliedType, toProtoSchema } from "./schema.ts";
@@ -33,9 +34,11 @@ export const providerSchema: BlockSchema = {
 const PROVIDER_TYPE = impliedType(providerSchema);
 
 const resources: Record<string, { schema: BlockSchema; type: CtyType }> = { rcloud_vm: { schema: vmSchema, type: VM_TYPE } };
-const dataSources: Record<string, { schema: BlockSchema; type: CtyType }> = {
-  rcloud_vm: { schema: vmDataSchema, type: VM_DATA_TYPE },
-  rcloud_images: { schema: imagesDataSchema, type: IMAGES_DATA_TYPE },
+type DataRead = (ctx: Ctx, config: CtyObject) => Promise<{ state: CtyObject | null; diagnostics: Diagnostic[] }>;
+const dataSources: Record<string, { schema: BlockSchema; type: CtyType; read: DataRead }> = {
+  rcloud_vm: { schema: vmDataSchema, type: VM_DATA_TYPE, read: readVmData },
+  rcloud_images: { schema: imagesDataSchema, type: IMAGES_DATA_TYPE, read: readImagesData },
+  rcloud_hosts: { schema: hostsDataSchema, type: HOSTS_DATA_TYPE, read: readHostsData },
 };
 
 /** Go-style duration ("1h30m", "90s", "500ms") in milliseconds, or null. */
@@ -232,7 +235,7 @@ export function createProvider(opts: ProviderOptions = {}): { handlers: Record<s
       const r = dataSources[String(req.type_name)];
       if (!r) return { diagnostics: [unknownType("data source", req.type_name)] };
       const c = asObj(decodeDv(req.config, r.type)) ?? {};
-      const out = req.type_name === "rcloud_vm" ? await readVmData(ctx, c) : await readImagesData(ctx);
+      const out = await r.read(ctx, c);
       return { state: encodeDv(out.state, r.type), diagnostics: out.diagnostics };
     },
 

@@ -7,7 +7,19 @@
  * filled only when unset, values not known in advance are unknown, and apply returns
  * exactly the known planned values.
  */
-import { ACTIVE_STATES, DISK_BUSES, type DiskBus, isDiskBus, NETWORK_MODES, type NetworkMode, reportedBus, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import {
+  ACTIVE_STATES,
+  DISK_BUSES,
+  type DiskBus,
+  HOST_NAME_PATTERN,
+  isDiskBus,
+  NETWORK_MODES,
+  type NetworkMode,
+  PLACEMENT_GROUP_PATTERN,
+  reportedBus,
+  VM_ID_PATTERN,
+  VM_NAME_PATTERN,
+} from "../api-types/values.ts";
 import type { ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
@@ -35,6 +47,8 @@ export interface VmPrivate {
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
 const ID_RE = new RegExp(VM_ID_PATTERN);
 const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+const HOST_RE = new RegExp(HOST_NAME_PATTERN);
+const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 
 const replaceNote = " Changing it creates a new VM.";
 const inPlace = " Changed in place: live where the VM can take it, else at its next stop and start (see `restart_required`, `allow_restart`).";
@@ -75,6 +89,8 @@ export const vmSchema: BlockSchema = {
     { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`). Changed in place, for the next start." },
     { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`). Changed in place, for the next start." },
     { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`). Changed in place, for the next start." },
+    { name: "host", type: "string", optional: true, computed: true, description: "The host that runs the VM (a name from the `rcloud_hosts` data source). Default: the server places the VM." + replaceNote },
+    { name: "placement_group", type: "string", optional: true, description: "VMs of one placement group go to different hosts while there are hosts left." + replaceNote },
     { name: "running", type: "bool", optional: true, computed: true, description: "Whether the VM should run (default `true`). Changing it starts or stops the VM in place." },
     { name: "max_vcpus", type: "number", optional: true, computed: true, description: "vCPUs the VM can be given later without a restart (hot-plug). Default: `vcpus`, raised with it." },
     { name: "max_memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB the VM can be given later without a restart (balloon). Default: `memory_gb`, raised with it." },
@@ -86,7 +102,7 @@ export const vmSchema: BlockSchema = {
 
 export const VM_TYPE = impliedType(vmSchema);
 const ATTR_NAMES = vmSchema.attributes.map((a) => a.name);
-const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user"];
+const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"];
 
 // ---- small value helpers ----
 
@@ -151,6 +167,12 @@ export function validateVm(c: CtyObject): Diagnostic[] {
   if (user !== undefined && !USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
   for (const k of ["initrd", "cmdline"]) {
     if (isKnown(c[k]) && c.kernel === null) bad([k], `${k} needs kernel (direct kernel boot); set kernel or remove ${k}.`);
+  }
+  const host = str(c.host);
+  if (host !== undefined && !HOST_RE.test(host)) bad(["host"], `host "${host}" must be a host name: 1-63 lower-case letters, digits and '-', not starting or ending with '-' (see the rcloud_hosts data source).`);
+  const group = str(c.placement_group);
+  if (group !== undefined && !GROUP_RE.test(group)) {
+    bad(["placement_group"], `placement_group "${group}" must be 1-63 lower-case letters, digits, '-' and '_', starting and ending with a letter or digit.`);
   }
   return d;
 }
@@ -224,6 +246,8 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
     kernel: keep("kernel", boot.kernel),
     initrd: keep("initrd", boot.initrd),
     cmdline: boot.cmdline,
+    host: vm.host,
+    placement_group: vm.placement_group,
     running: isRunningState(vm.state),
     allow_restart: prior?.allow_restart ?? null,
     restart_required: vm.restart_required,
@@ -284,6 +308,8 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     kernel: c.kernel ?? null,
     initrd: c.initrd ?? null,
     cmdline: c.cmdline ?? null,
+    host: orPrior(c.host, prior, "host"),
+    placement_group: c.placement_group ?? null,
     running: c.running ?? true,
     allow_restart: c.allow_restart ?? null,
   };
@@ -357,7 +383,7 @@ function createBody(p: CtyObject): CreateVmRequest {
     const bridge = str(net.bridge);
     if (mode !== undefined || bridge !== undefined) body.network = { ...(mode !== undefined ? { mode } : {}), ...(bridge !== undefined ? { bridge } : {}) };
   }
-  for (const k of ["ssh_user", "ssh_public_key", "kernel", "initrd", "cmdline"] as const) {
+  for (const k of ["ssh_user", "ssh_public_key", "kernel", "initrd", "cmdline", "host", "placement_group"] as const) {
     const v = str(p[k]);
     if (v !== undefined) body[k] = v;
   }

@@ -296,7 +296,8 @@ export class VmService {
   private createLocked(spec: VmSpec, image: FleetImage, pinned: string | null): Promise<ApiVm> {
     return this.locks.run(`name:${spec.name}`, async () => {
       await this.checkNameFree(spec.name);
-      const candidates = await this.candidates(image, spec.placementGroup);
+      await this.refreshForPlacement();
+      const candidates = this.candidates(image, spec.placementGroup);
       // From here to reserve() nothing awaits: concurrent creates see each other's choices.
       const placed = place(candidates, { vcpus: spec.vcpus, memoryMb: spec.memoryMb, image: image.info.id, pinned }, this.policy);
       if ("refusals" in placed) throw refusalError(placed.refusals, pinned, this.registry.hosts.length);
@@ -346,16 +347,20 @@ export class VmService {
     }
   }
 
-  /** Every host as placement sees it; online hosts' facts and listings are read if missing or old. */
-  private async candidates(image: FleetImage, group: string | null): Promise<PlacementCandidate[]> {
-    const hosts = this.registry.hosts;
+  /** Online hosts' facts and listings are read if missing or old. */
+  private async refreshForPlacement(): Promise<void> {
     await Promise.all(
-      hosts.map(async (h) => {
+      this.registry.hosts.map(async (h) => {
         if (!h.online) return;
         await this.fleet.within(h, () => this.fleet.facts(h), null).catch(() => null);
         if (h.records === null) await this.fleet.list(h);
       }),
     );
+  }
+
+  /** Every host as placement sees it now: built in the same tick as place() and reserve(). */
+  private candidates(image: FleetImage, group: string | null): PlacementCandidate[] {
+    const hosts = this.registry.hosts;
     return hosts.map((h) => ({
       name: h.name,
       state: h.state,

@@ -7,34 +7,12 @@
  * on hosts reached over TLS, SSH and TCP.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { LibvirtClient } from "../../src/libvirt/index.ts";
-import { removePool, rig, tcpUri, unixUri, waitFor } from "../helpers/rig.ts";
+import { fleetConfig, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
+import { rig, tcpUri, waitFor } from "../helpers/rig.ts";
 import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
-const pool = `rctest-fleet-${process.pid}`;
-const HOSTS = [
-  { name: "alpha", uri: () => unixUri("test", "main") },
-  { name: "beta", uri: () => tcpUri("test", "remote") },
-  { name: "gamma", uri: () => unixUri("test", "fault") },
-];
-const stateDir = mkdtempSync(join(tmpdir(), "rcloud-fleet-state-"));
-const imagesDir = fakeImageDir();
+const fleet = newFleet(`rctest-fleet-${process.pid}`, fakeImageDir());
 let server: TestServer;
-
-function fleetConfig(extra: Record<string, unknown> = {}) {
-  return {
-    driver: "libvirt",
-    server: { state_dir: stateDir },
-    hosts: HOSTS.map((h) => ({ name: h.name, uri: h.uri(), labels: { rack: h.name === "alpha" ? "a" : "b" } })),
-    libvirt: { storage_pool_name: pool, storage_pool_path: `/rctest/${pool}` },
-    images: { base_images_dir: imagesDir },
-    vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 2, vcpu_overcommit: 64 },
-    ...extra,
-  };
-}
 
 async function deleteAll(s: TestServer): Promise<void> {
   const vms = (await s.req("GET", "/api/v1/vms")).json?.vms ?? [];
@@ -48,19 +26,15 @@ function perHost(vms: { host: string }[]): Record<string, number> {
 }
 
 beforeAll(async () => {
-  server = await startTestServer(fleetConfig());
+  server = await startTestServer(fleetConfig(fleet));
   await waitHealthy(server);
-  await waitFor("all three hosts online", async () => (await server.req("GET", "/api/v1/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"));
+  await waitFleetOnline(server);
 });
 
 afterAll(async () => {
   await deleteAll(server);
   await server.stop();
-  for (const h of HOSTS) {
-    const lv = await LibvirtClient.connect(h.uri());
-    await removePool(lv, pool);
-    await lv.close();
-  }
+  await removeFleetPools(fleet);
 });
 
 describe("hosts", () => {
@@ -127,6 +101,17 @@ describe("hosts", () => {
     await deleteAll(server);
   }, 60_000);
 
+  test("creates that arrive together while the hosts' facts are being re-read still see each other's choices", async () => {
+    // Facts are re-read after 2 s: every create then awaits the same reading and resumes in one tick.
+    for (const round of [1, 2]) {
+      await Bun.sleep(2500);
+      const group = await Promise.all([1, 2, 3].map((i) => server.req("POST", "/api/v1/vms", { name: `race-${round}-${i}`, image: "debian13", placement_group: `race-${round}` })));
+      expect(group.map((r) => r.status)).toEqual([201, 201, 201]);
+      expect(new Set(group.map((r) => r.json.host)).size).toBe(3);
+    }
+    await deleteAll(server);
+  }, 60_000);
+
   test("a cordoned host takes no new VMs, also after rcloud restarts; uncordon gives it back", async () => {
     const c = await server.req("POST", "/api/v1/hosts/alpha/cordon");
     expect(c.json).toMatchObject({ name: "alpha", state: "cordoned" });
@@ -136,7 +121,7 @@ describe("hosts", () => {
     expect(refused.status).toBe(422);
     expect(refused.json.error.message).toContain("cordoned");
     await server.stop();
-    server = await startTestServer(fleetConfig());
+    server = await startTestServer(fleetConfig(fleet));
     await waitHealthy(server);
     expect((await server.req("GET", "/api/v1/hosts/alpha")).json.state).toBe("cordoned");
     expect((await server.req("POST", "/api/v1/vms", { name: "cord-5", image: "debian13" })).json.host).not.toBe("alpha");

@@ -5,35 +5,19 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
+import { bashCompleter, type CliRun, runCliProcess } from "../helpers/cli.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
 import { startTestServer, testDriverConfig, waitHealthy, type TestServer } from "../helpers/server.ts";
 
-const repo = resolve(import.meta.dir, "../..");
 const poolName = `rctest-cli-${process.pid}`;
 let server: TestServer;
 let home: string;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI asynchronously (the server lives in this process's event loop). */
-async function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const childEnv: Record<string, string | undefined> = { ...process.env, RCLOUD_ENDPOINT: server?.url, HOME: home, RCLOUD_TOKEN: undefined, ...env };
-  const proc = Bun.spawn([process.execPath, join(repo, "src/main.ts"), ...args], {
-    cwd: repo,
-    env: childEnv as Record<string, string>,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, stdout, stderr };
+function cli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runCliProcess(args, { RCLOUD_ENDPOINT: server?.url, HOME: home, RCLOUD_TOKEN: undefined, ...env });
 }
 
 const name = (s: string) => `rctest-cli-${s}-${process.pid % 100000}`;
@@ -83,10 +67,11 @@ describe("vm lifecycle", () => {
     expect(t.code).toBe(0);
     const lines = t.stdout.trimEnd().split("\n");
     const header = lines[0] as string;
-    expect(header).toMatch(/^NAME +ID +STATE +VCPUS +MEMORY +IP +SSH +IMAGE +AGE$/);
+    expect(header).toMatch(/^NAME +ID +STATE +HOST +VCPUS +MEMORY +IP +SSH +IMAGE +AGE$/);
     const row = lines.find((l) => l.startsWith(`${vm} `)) as string;
     expect(row).toBeDefined();
     expect(row.indexOf("running")).toBe(header.indexOf("STATE"));
+    expect(row.slice(header.indexOf("HOST")).split(" ")[0]).toBe("local"); // the one host of libvirt.uri
     expect(row.indexOf("512M")).toBe(header.indexOf("MEMORY"));
     expect(row).toContain("kdevops@");
     expect(row).toContain("debian-13-generic-amd64");
@@ -241,7 +226,7 @@ describe("other commands", () => {
   test("image list / show, status", async () => {
     const l = await cli(["image", "list"]);
     expect(l.code).toBe(0);
-    expect(l.stdout).toMatch(/^NAME +ID +FILE +FORMAT +SIZE +ON DISK\ndebian13 +debian-13-generic-amd64 +debian-13-generic-amd64\.raw +raw +1G +0M\n$/);
+    expect(l.stdout).toMatch(/^NAME +ID +FILE +FORMAT +SIZE +ON DISK +HOSTS\ndebian13 +debian-13-generic-amd64 +debian-13-generic-amd64\.raw +raw +1G +0M +local\n$/);
     expect((await cli(["image", "list", "-o", "names"])).stdout).toBe("debian13\n");
     const s = await cli(["image", "show", "debian13", "-o", "json"]);
     expect(JSON.parse(s.stdout).file_name).toBe("debian-13-generic-amd64.raw");
@@ -256,7 +241,7 @@ describe("other commands", () => {
     const top = await cli(["--help"]);
     expect(top.code).toBe(0);
     expect(top.stdout).toContain("7  timeout (--wait)");
-    for (const c of ["vm create", "vm list", "vm show", "vm start", "vm stop", "vm reboot", "vm delete", "vm console", "vm ssh", "image list", "image show", "status", "completion"]) {
+    for (const c of ["vm create", "vm list", "vm show", "vm start", "vm stop", "vm reboot", "vm delete", "vm console", "vm ssh", "image list", "image show", "image copy", "host list", "host show", "host cordon", "host uncordon", "status", "completion"]) {
       const r = await cli([...c.split(" "), "--help"]);
       expect(r.code).toBe(0);
       expect(r.stdout).toStartWith(`Usage: rcloud ${c}`);
@@ -278,21 +263,10 @@ describe("other commands", () => {
     expect(syntax.stderr.toString()).toBe("");
     expect(syntax.exitCode).toBe(0);
 
-    // Drive the function like bash's completion would; `rcloud` is a wrapper around this checkout.
-    const bin = join(home, "bin");
-    mkdirSync(bin, { recursive: true });
-    writeFileSync(join(bin, "rcloud"), `#!/bin/sh\nexec "${process.execPath}" "${join(repo, "src/main.ts")}" "$@"\n`, { mode: 0o755 });
     const vm = name("compl");
     created.push(vm);
     expect((await server.req("POST", "/api/v1/vms", { name: vm, image: "debian13" })).status).toBe(201);
-    const complete = async (line: string) => {
-      const words = line.split(" ");
-      const script = `source ${file}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _rcloud; printf '%s\\n' "\${COMPREPLY[@]}"`;
-      const p = Bun.spawn(["bash", "-c", script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, RCLOUD_ENDPOINT: server.url, HOME: home }, stdout: "pipe" });
-      const out = await new Response(p.stdout).text();
-      await p.exited;
-      return out.trim().split("\n").filter(Boolean);
-    };
+    const complete = bashCompleter(r.stdout, home, server.url);
     expect((await complete("rcloud v")).sort()).toEqual(["version", "vm"]);
     expect(await complete("rcloud vm s")).toEqual(["show", "start", "stop", "ssh"]);
     expect(await complete("rcloud vm create x --ne")).toEqual(["--network"]);

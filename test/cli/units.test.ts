@@ -4,10 +4,10 @@ import { appendFileSync, mkdtempSync, renameSync, truncateSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "../../src/cli/args.ts";
-import type { ApiVm } from "../../src/api-types/json.ts";
+import type { ApiHost, ApiVm } from "../../src/api-types/json.ts";
 import { normalizeEndpoint } from "../../src/cli/client.ts";
-import { parseDataDisk, parseNetwork } from "../../src/cli/flags.ts";
-import { vmTable } from "../../src/cli/render.ts";
+import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup } from "../../src/cli/flags.ts";
+import { hostDetails, hostTable, imageDetails, imageTable, vmTable } from "../../src/cli/render.ts";
 import { CliError, EXIT, exitCodeForStatus } from "../../src/cli/errors.ts";
 import { followFile } from "../../src/cli/follow.ts";
 import { sshArgs } from "../../src/cli/ssh.ts";
@@ -113,14 +113,60 @@ describe("tables", () => {
 
   test("vm list table", () => {
     const now = Date.parse("2026-01-01T01:00:00Z");
-    const t = vmTable([vm({ name: "b", ip_address: "192.168.122.5" }), vm({ name: "a-long-name", state: "stopped", memory_mb: 512 })], now);
+    const t = vmTable(
+      [vm({ name: "b", ip_address: "192.168.122.5" }), vm({ name: "a-long-name", state: "stopped", memory_mb: 512 }), vm({ name: "c", state: "unknown", host: "beta", host_state: "offline" })],
+      now,
+    );
     expect(t).toBe(
       [
-        "NAME          ID            STATE     VCPUS   MEMORY   IP              SSH                     IMAGE      AGE",
-        "b             vm-aaaaaaaa   running   2       2G       192.168.122.5   kdevops@192.168.122.5   debian13   1h",
-        "a-long-name   vm-aaaaaaaa   stopped   2       512M     -               -                       debian13   1h",
+        "NAME          ID            STATE     HOST             VCPUS   MEMORY   IP              SSH                     IMAGE      AGE",
+        "b             vm-aaaaaaaa   running   local            2       2G       192.168.122.5   kdevops@192.168.122.5   debian13   1h",
+        "a-long-name   vm-aaaaaaaa   stopped   local            2       512M     -               -                       debian13   1h",
+        "c             vm-aaaaaaaa   unknown   beta (offline)   2       2G       -               -                       debian13   1h",
       ].join("\n"),
     );
+  });
+
+  test("host list table: an offline host that never answered shows '-' and 'never'", () => {
+    const now = Date.parse("2026-01-01T01:00:00Z");
+    const t = hostTable(
+      [
+        host({ name: "alpha", labels: { rack: "a" } }),
+        host({ name: "beta", state: "cordoned", allocated: { vcpus: 1, memory_mb: 128 }, vms: 1 }),
+        host({ name: "gamma", state: "offline", cpus: null, memory_mb: null, last_contact: null, last_error: "connection refused" }),
+      ],
+      now,
+    );
+    expect(t).toBe(
+      [
+        "NAME    STATE      CPUS   MEMORY   ALLOCATED       VMS   LAST-CONTACT   URI",
+        "alpha   online     8      15.5G    3 vCPUs, 1.5G   2     5s ago         qemu+tcp://alpha/system",
+        "beta    cordoned   8      15.5G    1 vCPU, 128M    1     5s ago         qemu+tcp://alpha/system",
+        "gamma   offline    -      -        3 vCPUs, 1.5G   2     never          qemu+tcp://alpha/system",
+      ].join("\n"),
+    );
+    const d = hostDetails(host({ labels: { rack: "a", room: "2" } }), now);
+    expect(d).toContain("Labels:        rack=a, room=2\n");
+    expect(d).toContain("Memory:        15.5G, 7.8G available\n");
+    expect(d).toContain("Capacity:      128 vCPUs, 15.5G (with overcommit)\n");
+    expect(d).toMatch(/^Last contact: {2}2026-01-01T00:59:55.000Z \(5s ago\)$/m);
+    expect(d).not.toContain("Last error");
+    expect(hostDetails(host({ state: "offline", last_error: "timed out" }), now)).toMatch(/^Last error: +timed out$/m);
+  });
+
+  test("image list names the hosts holding each image", () => {
+    const img = { id: "debian-13", name: "debian-13", file_name: "debian-13.raw", alias: "debian13", format: "raw", virtual_size_gb: 1, disk_size_mb: 0, hosts: ["alpha", "gamma"] };
+    expect(imageTable([img]).split("\n")[1]).toMatch(/ alpha,gamma$/);
+    expect(imageDetails({ ...img, hosts: [] })).toMatch(/^Hosts: +none$/m);
+  });
+});
+
+describe("host and placement group flags", () => {
+  test("names as the server's patterns allow; anything else is a usage error naming the flag", () => {
+    expect(parseHostName("alpha-2", "--host")).toBe("alpha-2");
+    expect(parsePlacementGroup("ci_runs-1")).toBe("ci_runs-1");
+    for (const bad of ["Alpha", "-a", "a-", "a_b", "a/b", "", "x".repeat(64)]) expect(usage(() => parseHostName(bad, "--host"))).toContain(`invalid --host '${bad}'`);
+    for (const bad of ["CI", "_ci", "ci-", "c i", "../x"]) expect(usage(() => parsePlacementGroup(bad))).toContain(`invalid --placement-group '${bad}'`);
   });
 });
 
@@ -252,6 +298,27 @@ function vm(over: Partial<ApiVm>): ApiVm {
     cmdline: null,
     created_at: "2026-01-01T00:00:00Z",
     updated_at: "2026-01-01T00:00:00Z",
+    ...over,
+  };
+}
+
+function host(over: Partial<ApiHost>): ApiHost {
+  return {
+    name: "alpha",
+    uri: "qemu+tcp://alpha/system",
+    driver: "libvirt",
+    state: "online",
+    labels: {},
+    hostname: "alpha.lab",
+    cpus: 8,
+    memory_mb: 15872,
+    available_memory_mb: 7936,
+    allocated: { vcpus: 3, memory_mb: 1536 },
+    capacity: { vcpus: 128, memory_mb: 15872 },
+    vms: 2,
+    versions: { hypervisor: "9.2.0", libvirt: "9.0.0" },
+    last_contact: "2026-01-01T00:59:55.000Z",
+    last_error: null,
     ...over,
   };
 }

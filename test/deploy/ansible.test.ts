@@ -92,6 +92,15 @@ describe("deploy/ansible", () => {
         "-e", "rcloud_storage_pool_path=/srv/pool/rcloud",
         // JSON, because key=value splits at spaces; the space checks the template's quoting.
         "-e", JSON.stringify({ rcloud_base_images_dir: "/srv/base images" }),
+        "-e",
+        JSON.stringify({
+          rcloud_hosts: [
+            { name: "hv1", uri: "qemu+ssh://hv1/system", labels: { rack: "a" } },
+            { name: "hv2", uri: "qemu+tls://hv2/system", memory_overcommit: 1.5 },
+          ],
+          rcloud_placement_policy: "pack",
+          rcloud_public_names: ["rcloud.lab.example"],
+        }),
       ];
       const r = ansible([...LOCAL, ...vars], work);
       if (r.code !== 0) console.error(r.output);
@@ -126,6 +135,12 @@ describe("deploy/ansible", () => {
       expect(cfg.libvirt.storage_pool_path).toBe("/srv/pool/rcloud");
       expect(cfg.images.base_images_dir).toBe("/srv/base images");
       expect(cfg.kdevops.config_path).toBeNull();
+      expect(cfg.hosts).toEqual([
+        { name: "hv1", uri: "qemu+ssh://hv1/system", labels: { rack: "a" } },
+        { name: "hv2", uri: "qemu+tls://hv2/system", memory_overcommit: 1.5 },
+      ]);
+      expect(cfg.placement.policy).toBe("pack");
+      expect(cfg.server.public_names).toEqual(["rcloud.lab.example"]);
 
       // Run again: nothing changes (idempotent).
       const again = ansible([...LOCAL, ...vars], work);

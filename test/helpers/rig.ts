@@ -14,9 +14,41 @@ export interface RigInstance {
   logFile: string;
 }
 
+export type HostTransport = "tls" | "ssh" | "tcp";
+export type HostDir = "pool" | "images" | "kernels";
+
+/** A fleet host: its own mount and UTS namespace, reached over TLS, SSH and TCP (scripts/lib/rig.sh). */
+export interface RigHost {
+  hostname: string;
+  /** The transport of `uri` (hosta tls, hostb ssh, hostc tcp). */
+  transport: HostTransport;
+  uri: string;
+  uris: Record<HostTransport, string>;
+  tcpPort: number;
+  tlsPort: number;
+  sshPort: number;
+  libvirtdPid: number;
+  virtlogdPid: number;
+  sshdPid: number;
+  logFile: string;
+  sshdLogFile: string;
+  /** As the host's libvirtd sees them (/srv/rcloud/…); they do not exist outside its namespace. */
+  paths: Record<HostDir, string>;
+  /** The same directories as seen from outside (rig-private). */
+  rigPaths: Record<HostDir, string>;
+  /** The test kernel and initrd inside the host's kernels directory. */
+  guest: { kernel: string; initrd: string };
+  /** Files the images directory started with. */
+  images: string[];
+}
+
 export interface Rig {
   rigDir: string;
   instances: { main: RigInstance; remote: RigInstance; fault: RigInstance };
+  hosts: { hosta: RigHost; hostb: RigHost; hostc: RigHost };
+  /** pkipath= directories: the good client, a CA the hosts do not use, a client cert that CA signed, no client cert. */
+  tls: { caFile: string; pkipath: string; rogueCaPkipath: string; rogueClientPkipath: string; noClientPkipath: string };
+  ssh: { user: string; keyfile: string; knownHosts: string; emptyKnownHosts: string };
   guest: { kernel: string; initrd: string };
 }
 
@@ -35,6 +67,8 @@ export function rig(): Rig {
 }
 
 export type InstanceName = keyof Rig["instances"];
+export type HostName = keyof Rig["hosts"];
+export const HOST_NAMES: HostName[] = ["hosta", "hostb", "hostc"];
 
 export function unixUri(driver: "qemu" | "test", name: InstanceName = "main"): string {
   const inst = rig().instances[name];

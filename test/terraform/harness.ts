@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { type ProviderServer, serveProvider } from "../../src/terraform/plugin.ts";
+import { fleetConfig, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
 import { startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
@@ -45,19 +46,29 @@ export interface Fixture {
   stop(): Promise<void>;
 }
 
-export async function startFixture(tag: string): Promise<Fixture> {
+/**
+ * `fleet`: the server drives the three test-driver hosts of test/helpers/fleet.ts (alpha, beta,
+ * gamma) instead of the one host of the rig's main daemon.
+ */
+export async function startFixture(tag: string, opts: { fleet?: boolean } = {}): Promise<Fixture> {
   const imagesDir = tempDir("rcloud-tf-images-");
   const image = join(imagesDir, "debian-13-generic-amd64-daily.raw");
   writeFileSync(image, "");
   truncateSync(image, 1024 ** 3); // sparse 1 GiB raw image, alias debian13
   const poolName = `rctest-tfpool-${tag}-${process.pid}`;
   const lv = await LibvirtClient.connect(unixUri("test")); // keeps the test driver's state alive
-  const server = await startTestServer({
-    libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-    images: { base_images_dir: imagesDir },
-    vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 },
-  });
+  const fleet = opts.fleet ? newFleet(poolName, imagesDir) : null;
+  const server = await startTestServer(
+    fleet
+      ? fleetConfig(fleet)
+      : {
+          libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
+          images: { base_images_dir: imagesDir },
+          vm_defaults: { network_mode: "bridge", network_bridge: "default", memory_mb: 256, vcpus: 1, root_disk_gb: 2 },
+        },
+  );
   await waitHealthy(server);
+  if (fleet) await waitFleetOnline(server);
   const provider = await serveProvider({ quiet: !process.env.RCLOUD_TF_DEBUG });
   const cliDir = tempDir("rcloud-tf-cli-");
   const cliConfig = join(cliDir, "empty.tfrc");
@@ -78,7 +89,8 @@ export async function startFixture(tag: string): Promise<Fixture> {
       }
       provider.stop();
       await server.stop();
-      await removePool(lv, poolName);
+      if (fleet) await removeFleetPools(fleet);
+      else await removePool(lv, poolName);
       await lv.close();
       if (!process.env.RCLOUD_TF_KEEP) for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
     },

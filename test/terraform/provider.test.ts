@@ -68,7 +68,14 @@ describe("schema", () => {
     expect(vm.ip_address.computed).toBe(true);
     expect(schema.resource_schemas.rcloud_vm.version).toBe(0);
     expect(schema.provider.block.attributes.token.sensitive).toBe(true);
-    expect(Object.keys(schema.data_source_schemas).sort()).toEqual(["rcloud_images", "rcloud_vm"]);
+    expect(vm.host).toMatchObject({ optional: true, computed: true });
+    expect(vm.placement_group.optional).toBe(true);
+    expect(vm.placement_group.computed).toBeUndefined();
+    expect(Object.keys(schema.data_source_schemas).sort()).toEqual(["rcloud_hosts", "rcloud_images", "rcloud_vm"]);
+    const hosts = schema.data_source_schemas.rcloud_hosts.block.attributes.hosts;
+    expect(hosts.nested_type.nesting_mode).toBe("list");
+    expect(hosts.nested_type.attributes.labels.type).toEqual(["map", "string"]);
+    expect(hosts.nested_type.attributes.allocated.nested_type.nesting_mode).toBe("single");
   });
 });
 
@@ -272,7 +279,7 @@ output "same" { value = data.rcloud_vm.by_id.name }
     await apply(dir, fx.env);
     const outputs = JSON.parse((await tfOk(dir, ["output", "-json"], fx.env)).stdout);
     expect(outputs.images.value).toEqual([
-      { id: "debian-13-generic-amd64-daily", name: "debian13", alias: "debian13", file_name: "debian-13-generic-amd64-daily.raw", format: "raw", virtual_size_gb: 1 },
+      { id: "debian-13-generic-amd64-daily", name: "debian13", alias: "debian13", file_name: "debian-13-generic-amd64-daily.raw", format: "raw", virtual_size_gb: 1, hosts: ["local"] },
     ]);
     expect(outputs.vm.value).toMatchObject({
       id: created.json.id,
@@ -283,6 +290,8 @@ output "same" { value = data.rcloud_vm.by_id.name }
       network: { mode: "bridge", bridge: "default" },
       running: true,
       state: "running",
+      host: "local", // the one host of libvirt.uri
+      placement_group: null,
     });
     expect(outputs.same.value).toBe(name);
     expect((await plan(dir, fx.env)).code).toBe(0);
@@ -329,7 +338,7 @@ describe("diagnostics", () => {
     const r = await tf(dir, ["apply", "-auto-approve", "-input=false", "-no-color"], fx.env);
     expect(r.code).toBe(1);
     expect(r.out).toContain("Error: Not enough capacity on the rcloud host");
-    expect(r.out).toContain("exceeds the host's");
+    expect(r.out.replace(/\s+/g, " ")).toMatch(/memory: 65536 MiB more would make 65536 MiB, over its \d+ MiB/); // the server's refusal, as it says it
     expect(r.out).toContain("memory_gb = 64"); // Terraform quotes the config line of the attribute path
     expect((await apiVms()).filter((v) => v.name.endsWith("-big"))).toEqual([]);
   });

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import type { ApiVm } from "../../src/api-types/json.ts";
 import type { RcloudClient } from "../../src/terraform/client.ts";
 import { type CtyObject, isUnknown, UNKNOWN } from "../../src/terraform/cty.ts";
-import { applyVm, type Ctx, planVm, vmSchema } from "../../src/terraform/resource-vm.ts";
+import { applyVm, type Ctx, planVm, validateVm, vmSchema } from "../../src/terraform/resource-vm.ts";
 
 function apiVm(over: Partial<ApiVm> = {}): ApiVm {
   return {
@@ -136,7 +136,7 @@ describe("plan", () => {
     };
     const grown = await planVm(ctx, prior, config({ vcpus: 6, memory_gb: 16, root_disk_gb: 200, extra_disks: [{ size_gb: 500, type: null }, { size_gb: 30, type: "ide" }, { size_gb: 40, type: "scsi" }] }), {});
     const g = grown.planned as CtyObject;
-    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user"]);
+    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"]);
     // The maxima follow values that outgrow them; kept disks keep their type; the plan warns about the deleted disk.
     expect({ max_vcpus: g.max_vcpus, max_memory_gb: g.max_memory_gb, extra_disks: g.extra_disks }).toEqual({
       max_vcpus: 6,
@@ -215,5 +215,43 @@ describe("apply", () => {
     const nvme = (await planVm(ctx, null, config({ extra_disks: [{ size_gb: 500, type: "nvme" }] }), {})).planned as CtyObject;
     const r2 = await applyVm(ctx, null, nvme);
     expect((r2.newState as CtyObject).extra_disks).toEqual([{ size_gb: 500, type: "virtio" }]);
+  });
+});
+
+describe("host and placement_group", () => {
+  test("plan: a configured host is planned as is, an unset one is unknown on create and the prior host after; both force replacement", async () => {
+    const ctx = ctxWith(() => null);
+    const pinned = (await planVm(ctx, null, config({ host: "gamma", placement_group: "ci" }), {})).planned as CtyObject;
+    expect(pinned).toMatchObject({ host: "gamma", placement_group: "ci" });
+    const placed = (await planVm(ctx, null, config(), {})).planned as CtyObject;
+    expect(isUnknown(placed.host)).toBe(true);
+    expect(placed.placement_group).toBeNull(); // optional, not computed: unset is no group
+    const prior: CtyObject = { ...config(), image: "debian-13-generic-amd64-daily", id: "vm-abcdefgh", host: "beta", placement_group: null, state: "running", ip_address: "10.0.0.5", mac_address: "m", ssh_port: null, created_at: "t", ssh_user: "kdevops", running: true, network: { bridge: "virbr0", mode: "bridge" } };
+    const kept = await planVm(ctx, prior, config(), {});
+    expect((kept.planned as CtyObject).host).toBe("beta");
+    expect(kept.requiresReplace).toContainEqual(["host"]);
+    expect(kept.requiresReplace).toContainEqual(["placement_group"]);
+  });
+
+  test("apply sends host and placement_group and records the host the server chose", async () => {
+    const ctx = ctxWith(() => apiVm({ host: "beta", placement_group: "ci" }));
+    const planned = (await planVm(ctx, null, config({ placement_group: "ci" }), {})).planned as CtyObject;
+    const r = await applyVm(ctx, null, planned);
+    expect(r.newState).toMatchObject({ host: "beta", placement_group: "ci" });
+    expect(ctx.created[0]).toMatchObject({ placement_group: "ci" });
+    expect(ctx.created[0]).not.toHaveProperty("host");
+    const pin = ctxWith(() => apiVm({ host: "gamma" }));
+    await applyVm(pin, null, (await planVm(pin, null, config({ host: "gamma" }), {})).planned as CtyObject);
+    expect(pin.created[0]).toMatchObject({ host: "gamma" });
+  });
+
+  test("validation against the API's patterns, pointing at the attribute; unknowns pass", () => {
+    expect(validateVm(config({ host: "alpha-2", placement_group: "ci_1" }))).toEqual([]);
+    expect(validateVm(config({ host: UNKNOWN, placement_group: UNKNOWN }))).toEqual([]);
+    const bad = validateVm(config({ host: "Alpha", placement_group: "ci group" }));
+    expect(bad.map((d) => d.attribute)).toEqual([{ steps: [{ attribute_name: "host" }] }, { steps: [{ attribute_name: "placement_group" }] }]);
+    expect(bad[0]?.detail).toContain(`host "Alpha" must be a host name`);
+    expect(validateVm(config({ host: "x".repeat(64) }))).toHaveLength(1);
+    expect(validateVm(config({ placement_group: "-ci" }))).toHaveLength(1);
   });
 });
