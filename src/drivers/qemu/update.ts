@@ -110,7 +110,8 @@ export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Pr
       note("removeDisks", qmp !== null);
     }
     if (change.addDisks?.length) {
-      let next = 1 + Math.max(-1, ...vm.disks.map((d) => serialNo(d.serial)));
+      // Serials continue from the highest the VM had, removed ones included (their files go last).
+      let next = 1 + Math.max(-1, ...ctx.vm.disks.map((d) => serialNo(d.serial)));
       for (const spec of change.addDisks) {
         const driver = spec.bus === "ide" ? "sata" : spec.bus;
         if (qmp) checkHotplugBus(vm.name, driver);
