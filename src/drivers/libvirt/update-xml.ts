@@ -7,6 +7,7 @@
  */
 import { XMLBuilder, XMLParser } from "fast-xml-parser";
 import { diskName, SATA_PORTS_PER_CONTROLLER } from "../shared/disk-slots.ts";
+import { optValue } from "../shared/qemu-opts.ts";
 import type { PendingChanges, VmBoot } from "../types.ts";
 import type { TemplateDisk, TemplateNvmeDisk } from "./domain-xml.ts";
 
@@ -297,7 +298,7 @@ function editCommandline(root: Node, add: TemplateNvmeDisk[], removePaths: strin
     const v = attr(a, "value") ?? "";
     for (const p of removePaths) {
       const id = /,id=(rcloud-nvme\d+),/.exec(v)?.[1];
-      if (id && v.startsWith(`file=${p.replace(/,/g, ",,")},`)) ids.add(id);
+      if (id && v.startsWith(`file=${optValue(p)},`)) ids.add(id);
     }
   }
   const kept: Node[] = [];
