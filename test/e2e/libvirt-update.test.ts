@@ -12,7 +12,7 @@ import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts
 import { tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
-import { GuestUnderTest, updateScenario } from "../helpers/update-scenario.ts";
+import { GuestUnderTest, scenarioVm, updateScenario } from "../helpers/update-scenario.ts";
 
 const poolName = `rctest-update-${process.pid}`;
 let server: TestServer;
@@ -38,14 +38,7 @@ afterAll(async () => {
 });
 
 test("a running VM changed in place: disks, root disk, memory, vCPUs; pending; restart", async () => {
-  const g = await GuestUnderTest.create(server, {
-    name: uniqueName("upd").slice(0, 40),
-    memory_mb: 256,
-    max_memory_mb: 384,
-    vcpus: 1,
-    max_vcpus: 2,
-    extra_disks: [{ size_gb: 1, type: "virtio" }],
-  });
+  const g = await GuestUnderTest.create(server, scenarioVm(uniqueName("upd").slice(0, 40)));
   const { pool } = await lv.call(P.storagePoolLookupByName, { name: poolName });
   const volumes = async () => (await lv.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols.map((v) => v.name).filter((n) => n.startsWith(`${g.vm.id}-data`));
   await updateScenario(g, async (serial) => {

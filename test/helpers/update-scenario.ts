@@ -7,6 +7,7 @@
  * `restart: true` change that must reboot it.
  */
 import { expect } from "bun:test";
+import { BLOCK_SERIAL_LINES } from "./guest.ts";
 import type { TestServer } from "./server.ts";
 import { makeSshKey, sshRun, waitForSsh } from "./ssh.ts";
 
@@ -15,10 +16,8 @@ const GiB = 1024 ** 3;
 /** Every block device as "name serial bytes" (serial "-" when none), then MemTotal (KiB), CPUs present, boot id, marker. */
 const PROBE = [
   "for d in /sys/block/*; do",
-  "  n=${d##*/}; s=''",
-  "  [ -r $d/serial ] && s=$(cat $d/serial)",
-  "  [ -z \"$s\" ] && [ -r $d/device/serial ] && s=$(cat $d/device/serial)",
-  "  [ -z \"$s\" ] && [ -r $d/device/vpd_pg80 ] && s=$(tail -c +5 $d/device/vpd_pg80 | tr -d '\\0')",
+  "  n=${d##*/}",
+  ...BLOCK_SERIAL_LINES,
   "  echo \"disk $n ${s:--} $(( $(cat $d/size) * 512 ))\"",
   "done",
   "echo \"mem $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)\"",
@@ -125,9 +124,13 @@ export function memTotalFits(kib: number, mb: number): boolean {
   return kib <= mb * 1024 && kib >= mb * 1024 - 96 * 1024;
 }
 
+/** The VM the scenario starts from: 256 MiB (max 384), 1 vCPU (max 2), one virtio data disk (kdevops0). */
+export function scenarioVm(name: string): Record<string, unknown> {
+  return { name, memory_mb: 256, max_memory_mb: 384, vcpus: 1, max_vcpus: 2, extra_disks: [{ size_gb: 1, type: "virtio" }] };
+}
+
 /**
- * The scenario, on a running VM created with 256 MiB (max 384), 1 vCPU (max 2) and one
- * virtio data disk (kdevops0): hot-plug, grow, balloon, hot-plug a vCPU, unplug, refusals,
+ * The scenario, on a running VM made from scenarioVm(): hot-plug, grow, balloon, hot-plug a vCPU, unplug, refusals,
  * pending changes, a change that fails midway, and `restart: true`.
  * `blockAddition(serial)` makes creating the volume of the data disk with that serial fail
  * (the driver's own files are the only way to fail a real hypervisor midway).

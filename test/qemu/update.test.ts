@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { uniqueName } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
-import { GuestUnderTest, updateScenario } from "../helpers/update-scenario.ts";
+import { GuestUnderTest, scenarioVm, updateScenario } from "../helpers/update-scenario.ts";
 import { cleanupState, DISK_IMAGE, stateFiles, tempDir } from "./helpers.ts";
 
 const root = tempDir("upd");
@@ -37,14 +37,7 @@ afterAll(async () => {
 });
 
 test("a running VM changed in place: disks, root disk, memory, vCPUs; pending; restart", async () => {
-  const g = await GuestUnderTest.create(server, {
-    name: uniqueName("upd").slice(0, 40),
-    memory_mb: 256,
-    max_memory_mb: 384,
-    vcpus: 1,
-    max_vcpus: 2,
-    extra_disks: [{ size_gb: 1, type: "virtio" }],
-  });
+  const g = await GuestUnderTest.create(server, scenarioVm(uniqueName("upd").slice(0, 40)));
   const dir = join(stateDir, "vms", g.vm.id);
   await updateScenario(g, async (serial) => {
     // A directory where the disk's file would go: the driver never writes over what is there.

@@ -5,7 +5,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
-import { parseDomainXml, loadTemplate, METADATA_NS, nvmeDisk, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { loadTemplate, METADATA_NS, nvmeDisk, parseDomainXml, renderDomainXml } from "../../src/drivers/libvirt/domain-xml.ts";
+import { templateVars } from "../helpers/template-vars.ts";
 import { domainFacts, editDomainXml, editMetadataXml, freeSataPort, freeTarget } from "../../src/drivers/libvirt/update-xml.ts";
 import type { VmRecord } from "../../src/drivers/types.ts";
 import { diskDiff, updateBody } from "../../src/terraform/vm-update.ts";
@@ -126,39 +127,24 @@ describe("planUpdate", () => {
   });
 });
 
-function vars(over: Partial<DomainTemplateVars> = {}): DomainTemplateVars {
-  return {
-    domain_type: "qemu",
-    name: "web-01",
-    uuid: "3e9d1f26-1f0e-4a53-9bd7-2d2a1f0b8c11",
-    id: "vm-abcd1234",
-    image: "debian-13",
-    created_at: "2026-11-25T12:00:00.000Z",
-    owner: "",
-    placement_group: "",
-    ssh_user: "kdevops",
-    root_disk_gb: 20,
-    memory_mb: 1024,
-    max_memory_mb: 2048,
-    vcpus: 2,
-    max_vcpus: 4,
-    pcie_root_ports: 4,
-    metadata_ns: METADATA_NS,
-    boot: null,
-    disks: [
-      { device: "disk", format: "qcow2", path: "/p/root.qcow2", target: "vda", bus: "virtio", readonly: false, serial: null, drive: null },
-      { device: "disk", format: "qcow2", path: "/p/data0.qcow2", target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0", drive: null },
-      { device: "disk", format: "qcow2", path: "/p/data1.qcow2", target: "sda", bus: "scsi", readonly: false, serial: "kdevops1", drive: { controller: 0, unit: 0 } },
-    ],
-    nvme_disks: [nvmeDisk(0, "kdevops2", "/p/da,ta2.qcow2", "qcow2")],
-    network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" },
-    console_log: null,
-    ...over,
-  };
-}
-
 describe("libvirt definition edits", () => {
-  const xml = renderDomainXml(loadTemplate(null), vars());
+  const xml = renderDomainXml(
+    loadTemplate(null),
+    templateVars({
+      memory_mb: 1024,
+      max_memory_mb: 2048,
+      max_vcpus: 4,
+      pcie_root_ports: 4,
+      disks: [
+        { device: "disk", format: "qcow2", path: "/p/root.qcow2", target: "vda", bus: "virtio", readonly: false, serial: null, drive: null },
+        { device: "disk", format: "qcow2", path: "/p/data0.qcow2", target: "vdb", bus: "virtio", readonly: false, serial: "kdevops0", drive: null },
+        { device: "disk", format: "qcow2", path: "/p/data1.qcow2", target: "sda", bus: "scsi", readonly: false, serial: "kdevops1", drive: { controller: 0, unit: 0 } },
+      ],
+      nvme_disks: [nvmeDisk(0, "kdevops2", "/p/da,ta2.qcow2", "qcow2")],
+      network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: "", restrict: false, netdev: "" },
+      console_log: null,
+    }),
+  );
 
   test("facts: sizes, targets, units, NVMe ordinals and serials", () => {
     const f = domainFacts(xml);
