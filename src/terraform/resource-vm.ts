@@ -336,7 +336,8 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     planned.state = UNKNOWN;
     planned.ip_address = UNKNOWN;
   }
-  if (updating) planned.restart_required = UNKNOWN;
+  // Known after apply: a change may wait for the next start; a stop or start applies what waited.
+  if (updating || planned.running !== prior.running) planned.restart_required = UNKNOWN;
   const priorImage = str(prior.image);
   if (image !== undefined && priorImage !== undefined && image !== priorImage && ctx.client) {
     try {

@@ -423,7 +423,8 @@ export class VmService {
       try {
         await on(() => driver.update(rec.name, plan.change));
       } catch (e) {
-        if (plan.stopFirst && plan.startAfter) await on(() => driver.start(rec.name)).catch(() => {});
+        // As it was: running again if this request stopped it.
+        if (plan.stopFirst) await on(() => driver.start(rec.name)).catch(() => {});
         throw e;
       }
     }

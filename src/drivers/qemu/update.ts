@@ -47,8 +47,10 @@ export interface QemuUpdate {
 export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Promise<QemuUpdate> {
   const vm: StoredVm = structuredClone(ctx.vm);
   const qmp = ctx.qmp;
-  // A QEMU launched before `live` existed has no balloon and no vCPU slots: its sizes change at the next launch.
-  const live = qmp && vm.live ? vm.live : null;
+  // What the running QEMU has. One launched before `live` existed has it from vm.json as it
+  // was, but no balloon and no vCPU slots: its sizes change at the next launch.
+  const live = qmp ? (vm.live ?? launchConfig(ctx.vm)) : null;
+  const sizesLive = qmp !== null && ctx.vm.live != null;
   const result: VmChangeResult = { live: [], pending: [] };
   const undo: Undo[] = [];
   const removedFiles: string[] = [];
@@ -65,7 +67,7 @@ export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Pr
     }
     if (change.memoryMb !== undefined) {
       vm.memory_mb = change.memoryMb;
-      const now = qmp !== null && live !== null && change.memoryMb <= live.max_memory_mb;
+      const now = sizesLive && live !== null && change.memoryMb <= live.max_memory_mb;
       if (now) {
         const before = live.memory_mb;
         await qmp.execute("balloon", { value: change.memoryMb * MiB });
@@ -77,7 +79,7 @@ export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Pr
     if (change.vcpus !== undefined) {
       vm.vcpus = change.vcpus;
       // More vCPUs are hot-plugged; fewer wait for the next launch (unplug needs the guest's consent).
-      const now = qmp !== null && live !== null && change.vcpus > live.vcpus && change.vcpus <= live.max_vcpus;
+      const now = sizesLive && live !== null && change.vcpus > live.vcpus && change.vcpus <= live.max_vcpus;
       if (now) {
         const added = await plugCpus(qmp, change.vcpus - live.vcpus);
         live.vcpus = change.vcpus;
