@@ -3,6 +3,7 @@ import type { ApiVm, UpdateVmRequest } from "../api-types/json.ts";
 import type { Command, Context } from "./context.ts";
 import { EXIT, usageError } from "./errors.ts";
 import { parseDataDisk } from "./flags.ts";
+import { pendingText } from "./render.ts";
 import { formatMiB, parseDiskGiB, parseMemoryMiB } from "./units.ts";
 
 /** A restart waits for a graceful stop (vm_defaults.stop_timeout_s) and a boot. */
@@ -24,16 +25,8 @@ async function patch(ctx: Context, ref: string, body: UpdateVmRequest, done: (vm
 
 /** What waits for the next stop and start, and how to apply it now. */
 function pendingNote(vm: ApiVm): string {
-  const p = vm.pending;
-  if (!vm.restart_required || !p) return "";
-  const parts = [
-    p.vcpus !== undefined ? `${p.vcpus} vCPUs` : null,
-    p.max_vcpus !== undefined ? `max ${p.max_vcpus} vCPUs` : null,
-    p.memory_mb !== undefined ? `${formatMiB(p.memory_mb)} memory` : null,
-    p.max_memory_mb !== undefined ? `max ${formatMiB(p.max_memory_mb)} memory` : null,
-    p.kernel !== undefined ? (p.kernel === null ? "boot from disk" : `kernel ${p.kernel}`) : null,
-  ].filter((x) => x !== null);
-  return `\nAt its next stop and start it gets: ${parts.join(", ")} (rcloud vm set ${vm.name} --restart applies it now)`;
+  if (!vm.restart_required || !vm.pending) return "";
+  return `\nAt its next stop and start it gets: ${pendingText(vm.pending)} (rcloud vm set ${vm.name} --restart applies it now)`;
 }
 
 export const UPDATE_COMMANDS: Command[] = [

@@ -122,6 +122,7 @@ describe("vm lifecycle", () => {
     const up = await cli(["vm", "set", vm, "--vcpus", "2"]);
     expect({ code: up.code, stderr: up.stderr }).toEqual({ code: 0, stderr: "" });
     expect(up.stdout).toBe(`Changed VM ${vm}: 1 vCPUs, 512M memory, running\nAt its next stop and start it gets: 2 vCPUs, max 2 vCPUs (rcloud vm set ${vm} --restart applies it now)\n`);
+    expect((await cli(["vm", "show", vm])).stdout).toMatch(/\nPending: +2 vCPUs, max 2 vCPUs at the next stop and start\n/);
     // Stopped: everything goes into its definition at once.
     expect((await cli(["vm", "stop", vm, "--force"])).code).toBe(0);
     const set = await cli(["vm", "set", vm, "--memory", "1G", "-o", "json"]);

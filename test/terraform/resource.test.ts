@@ -194,6 +194,31 @@ describe("apply", () => {
     });
   });
 
+  test("update: one PATCH; with allow_restart, what waits is applied by a restart; the state is the plan", async () => {
+    const prior = (await applyVm(ctxWith(() => apiVm()), null, (await planVm(ctxWith(() => apiVm()), null, config(), {})).planned as CtyObject)).newState as CtyObject;
+    let current = apiVm();
+    const patches: unknown[] = [];
+    const ctx = ctxWith(() => current);
+    (ctx.client as unknown as { updateVm: (id: string, body: Record<string, unknown>) => Promise<ApiVm> }).updateVm = async (_id, body) => {
+      patches.push(body);
+      current = body.restart
+        ? apiVm({ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 })
+        : apiVm({ restart_required: true, pending: { vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 } });
+      return current;
+    };
+    for (const allow of [false, true]) {
+      patches.length = 0;
+      current = apiVm();
+      const planned = (await planVm(ctx, prior, config({ vcpus: 8, memory_gb: 16, allow_restart: allow }), {})).planned as CtyObject;
+      const r = await applyVm(ctx, prior, planned);
+      expect(r.diagnostics).toEqual([]);
+      const s = r.newState as CtyObject;
+      for (const [k, v] of Object.entries(planned)) if (!isUnknown(v)) expect(s[k]).toEqual(v);
+      expect({ vcpus: s.vcpus, memory_gb: s.memory_gb, max_vcpus: s.max_vcpus, restart_required: s.restart_required }).toEqual({ vcpus: 8, memory_gb: 16, max_vcpus: 8, restart_required: !allow });
+      expect(patches).toEqual(allow ? [{ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 }, { restart: true }] : [{ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 }]);
+    }
+  });
+
   test("a VM that never gets an address fails after the timeout but stays in the state", async () => {
     const ctx = ctxWith(() => apiVm({ ip_address: null, network: { ...apiVm().network, ip_address: null } }), 300);
     const planned = (await planVm(ctx, null, config(), {})).planned as CtyObject;
