@@ -17,7 +17,6 @@ import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { currentRequestId } from "./util/request-context.ts";
 import { VERSION } from "./util/version.ts";
-import { ImageCatalog } from "./vm/images.ts";
 import { Host, HostRegistry } from "./vm/hosts.ts";
 import { VmService } from "./vm/service.ts";
 
@@ -65,7 +64,7 @@ function sshForwardOf(uri: string, given: string | null): { bind: string; addres
 }
 
 /** The hosts of the config: `hosts:`, or the one host of libvirt.uri, or the QEMU driver's own. */
-function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, onRpc: CallObserver): Host[] {
+function buildHosts(config: RcloudConfig, log: Logger, onRpc: CallObserver): Host[] {
   const d = config.vm_defaults;
   const overcommit = { vcpuOvercommit: d.vcpu_overcommit, memoryOvercommit: d.memory_overcommit };
   if (config.driver === "qemu") {
@@ -75,7 +74,8 @@ function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, on
       stateDir: config.qemu.state_dir,
       accel: config.qemu.accel,
       runAs: config.qemu.run_as,
-      listImages: async () => catalog.list(),
+      baseImagesDir: config.images.base_images_dir,
+      kernelDir: d.kernel_dir,
       log,
     });
     return [new Host(driver, { name: "local", displayUri: `qemu+direct://${config.qemu.state_dir}`, labels: {}, ...overcommit })];
@@ -91,7 +91,8 @@ function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, on
       domainType: lv.domain_type,
       consoleLogDir: lv.console_log_dir,
       sshForward: sshForwardOf(e.uri, e.ssh_forward_address ?? null),
-      listImages: async () => catalog.list(),
+      baseImagesDir: e.base_images_dir ?? config.images.base_images_dir,
+      kernelDir: e.kernel_dir !== undefined ? e.kernel_dir : d.kernel_dir,
       client: {
         onCallComplete: onRpc,
         busyPollUs: lv.busy_poll_us,
@@ -117,10 +118,9 @@ function buildHosts(config: RcloudConfig, catalog: ImageCatalog, log: Logger, on
 export async function startServer(opts: { config?: RcloudConfig; configFile?: string | null; port?: number } = {}): Promise<RunningServer> {
   const config = opts.config ?? loadConfig({ file: opts.configFile ?? null });
   const log = createLogger(config.logging);
-  const catalog = new ImageCatalog(config.images.base_images_dir);
   // The metrics object needs the service; the driver reports RPC timings to it later.
   let metrics: Metrics | null = null;
-  const hosts = buildHosts(config, catalog, log, (p, ms, e) => metrics?.observeRpc(p, ms, e));
+  const hosts = buildHosts(config, log, (p, ms, e) => metrics?.observeRpc(p, ms, e));
   const registry = new HostRegistry(hosts, join(config.server.state_dir, "hosts.json"), log);
   const d = config.vm_defaults;
   const service = new VmService(registry, {
@@ -133,7 +133,6 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       userNetworkRestrict: d.user_network_restrict,
       diskDriver: d.disk_driver,
       sshUser: d.ssh_user,
-      kernelDir: d.kernel_dir,
       stopTimeoutS: d.stop_timeout_s,
       maxExtraDisks: d.max_extra_disks,
       vcpuOvercommit: d.vcpu_overcommit,

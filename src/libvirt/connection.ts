@@ -19,6 +19,11 @@ export interface CallOptions {
   /** Deadline for the reply; defaults to the connection's deadline policy (deadline-policy.ts). 0 = none. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Stream-opening calls only: bytes received and unread above which the whole connection
+   * stops reading (LibvirtStream); for a connection of its own, such as an image download.
+   */
+  readHighWaterMark?: number;
 }
 
 export interface CallObserver {
@@ -69,6 +74,8 @@ export class RpcConnection {
   private transport: Transport | null = null;
   private closeError: ConnectionClosedError | null = null;
   private lastReceived = Date.now();
+  /** Streams that stopped reading the socket (read backpressure); keepalive waits meanwhile. */
+  private readPauses = 0;
   private keepaliveTimer: ReturnType<typeof setInterval> | null = null;
   private readonly closeListeners: ((e: ConnectionClosedError) => void)[] = [];
   /** Serials sent and not yet answered (abandoned calls included: the daemon still works on them). */
@@ -176,11 +183,21 @@ export class RpcConnection {
     const reply = this.pending.add(serial, desc, { timeoutMs, signal: opts.signal });
     try {
       if (streamHolder) {
-        const stream = new LibvirtStream(desc.name, {
-          send: (status, data) => this.sendStreamPacket(desc, serial, status, data),
-          drained: (threshold) => this.transport?.drained(threshold) ?? Promise.resolve(),
-          release: () => this.streams.delete(serial),
-        });
+        const channel = {
+          send: (status: number, data?: Uint8Array) => this.sendStreamPacket(desc, serial, status, data),
+          drained: (threshold: number) => this.transport?.drained(threshold) ?? Promise.resolve(),
+          release: () => void this.streams.delete(serial),
+          pauseReading: () => {
+            // Not before the opening call's reply, which may come after the first data.
+            if (this.pending.has(serial)) return false;
+            if (this.readPauses++ === 0) this.transport?.pause?.();
+            return true;
+          },
+          resumeReading: () => {
+            if (--this.readPauses === 0) this.transport?.resume?.();
+          },
+        };
+        const stream = new LibvirtStream(desc.name, channel, opts.readHighWaterMark ?? null);
         this.streams.set(serial, stream);
         streamHolder.stream = stream;
       }
@@ -361,6 +378,8 @@ export class RpcConnection {
     const interval = this.opts.keepaliveIntervalMs;
     if (interval <= 0) return;
     this.keepaliveTimer = setInterval(() => {
+      // Not reading by choice (a stream's reader is behind): silence is ours, not the daemon's.
+      if (this.readPauses > 0) this.lastReceived = Date.now();
       const idle = Date.now() - this.lastReceived;
       if (idle >= interval * this.opts.keepaliveCount) {
         this.shutdown(

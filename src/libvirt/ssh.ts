@@ -30,6 +30,8 @@ class SshTransport implements Transport {
   private state: "starting" | "open" | "closed" = "starting";
   private readonly waiters = new DrainWaiters();
   private stderrTail = "";
+  /** Set while reading is paused (read backpressure): stdout is not read until it resolves. */
+  private paused: { until: Promise<void>; resume: () => void } | null = null;
   private sessionUp!: () => void;
   private startFailed!: (e: Error) => void;
   /** Settles when ssh reports the session up, or fails before that. */
@@ -124,6 +126,8 @@ class SshTransport implements Transport {
       for await (const chunk of this.proc.stdout) {
         if (this.state === "closed") return;
         this.handlers.onData(chunk);
+        // Unread, the pipe fills and ssh stops reading the network: the daemon waits.
+        if (this.paused) await this.paused.until;
       }
     } catch (e) {
       this.finish(new Error(`reading from ${this.description} failed: ${(e as Error).message}`));
@@ -155,6 +159,19 @@ class SshTransport implements Transport {
     }
   }
 
+  pause(): void {
+    if (this.paused) return;
+    let resume!: () => void;
+    const until = new Promise<void>((r) => (resume = r));
+    this.paused = { until, resume };
+  }
+
+  resume(): void {
+    const p = this.paused;
+    this.paused = null;
+    p?.resume();
+  }
+
   close(): void {
     this.finish(null);
   }
@@ -169,6 +186,7 @@ class SshTransport implements Transport {
     if (this.state === "closed") return;
     const wasStarting = this.state === "starting";
     this.state = "closed";
+    this.resume();
     this.queue = [];
     this.queued = 0;
     this.waiters.release();

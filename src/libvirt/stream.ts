@@ -16,6 +16,12 @@ export interface StreamChannel {
   send(status: number, data?: Uint8Array): void;
   drained(threshold: number): Promise<void>;
   release(): void;
+  /**
+   * Stop / go on reading the connection's socket (read backpressure; the whole connection
+   * waits). pauseReading answers false when it cannot pause yet.
+   */
+  pauseReading(): boolean;
+  resumeReading(): void;
 }
 
 export type StreamState = "open" | "finishing" | "aborting" | "closed" | "failed";
@@ -28,30 +34,44 @@ export class LibvirtStream {
   readonly writable: WritableStream<Uint8Array>;
   private readController!: ReadableStreamDefaultController<Uint8Array>;
   private readClosed = false;
+  /** The connection's socket is paused for this stream's reader (readHighWaterMark). */
+  private paused = false;
   private state: StreamState = "open";
   private doneResolve!: () => void;
   private doneReject!: (e: unknown) => void;
   /** Settles when the stream is finished (resolves) or failed/aborted by the server (rejects). */
   readonly done: Promise<void>;
 
+  /**
+   * `readHighWaterMark`: bytes received and not yet read above which the connection stops
+   * reading its socket until the reader catches up, so the daemon is held back by TCP instead
+   * of the data piling up here. Only for a connection of its own: every call on it waits too.
+   * Without it, data is queued as it comes (console output must never stall other calls).
+   */
   constructor(
     readonly procedure: string,
     private readonly channel: StreamChannel,
+    private readonly readHighWaterMark: number | null = null,
   ) {
     this.done = new Promise<void>((resolve, reject) => {
       this.doneResolve = resolve;
       this.doneReject = reject;
     });
     this.done.catch(() => {}); // observed through readable/writable or by awaiting done
-    this.readable = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        this.readController = c;
+    this.readable = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.readController = c;
+        },
+        pull: () => this.resumeReading(),
+        cancel: async () => {
+          this.readClosed = true;
+          this.resumeReading(); // the daemon's answer to the abort must get through
+          if (this.state === "open") await this.abort();
+        },
       },
-      cancel: async () => {
-        this.readClosed = true;
-        if (this.state === "open") await this.abort();
-      },
-    });
+      { highWaterMark: readHighWaterMark ?? 1, size: (chunk) => (readHighWaterMark === null ? 1 : (chunk?.byteLength ?? 0)) },
+    );
     this.writable = new WritableStream<Uint8Array>({
       write: async (chunk) => this.write(chunk),
       close: async () => this.finish(),
@@ -85,6 +105,7 @@ export class LibvirtStream {
 
   /** Abandons the stream; the server confirms and drops its end. */
   async abort(): Promise<void> {
+    this.resumeReading(); // the daemon's confirmation must get through
     if (this.state === "open" || this.state === "finishing") {
       this.state = "aborting";
       this.channel.send(MessageStatus.ERROR);
@@ -98,10 +119,19 @@ export class LibvirtStream {
 
   // ---- called by the connection ----
 
+  private resumeReading(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.channel.resumeReading();
+  }
+
   /** @internal */
   onData(bytes: Uint8Array): void {
     if (this.readClosed) return;
     this.readController.enqueue(bytes);
+    if (this.readHighWaterMark !== null && !this.paused && (this.readController.desiredSize ?? 0) <= 0) {
+      this.paused = this.channel.pauseReading();
+    }
   }
 
   /** @internal Server end of data. Like the C client, answer with finish. */
@@ -135,6 +165,7 @@ export class LibvirtStream {
   }
 
   private closeReadable(): void {
+    this.resumeReading(); // no data follows: only the daemon's last word, which must be read
     if (this.readClosed) return;
     this.readClosed = true;
     this.readController.close();
@@ -142,6 +173,7 @@ export class LibvirtStream {
 
   private settle(error: Error | null): void {
     if (this.state === "closed" || this.state === "failed") return;
+    this.resumeReading();
     this.channel.release();
     if (error) {
       this.state = "failed";

@@ -21,6 +21,9 @@ export interface Transport {
   readonly buffered: number;
   /** Resolves once the queue has drained below `threshold` bytes. */
   drained(threshold?: number): Promise<void>;
+  /** Stop reading from the peer until resume() (it then sees TCP backpressure); optional. */
+  pause?(): void;
+  resume?(): void;
   close(): void;
   readonly description: string;
 }
@@ -136,6 +139,14 @@ export class BunSocketTransport implements Transport {
   drained(threshold = 0): Promise<void> {
     if (this.queued <= threshold || this.closed) return Promise.resolve();
     return this.waiters.wait(threshold);
+  }
+
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.socket?.resume();
   }
 
   close(): void {

@@ -16,7 +16,7 @@ import type { Host, HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
-import { diskGb, effective, isEmptyChange, planUpdate, type UpdatePlan, undoChange } from "./update.ts";
+import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
 import { checkPoolRoom, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 
 export type { ServiceDefaults };
@@ -269,11 +269,13 @@ export class VmService {
   async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
     const owner = projectForCreate(caller, req.project);
     const images = await this.fleet.fleetImages();
-    const spec = validateCreate(req, owner, {
-      defaults: this.defaults,
-      findImage: (ref) => findImage(images, ref)?.info ?? null,
-      imageNames: () => images.map((i) => i.info.alias ?? i.info.id),
-    });
+    const spec = this.unlessHostsDown(() =>
+      validateCreate(req, owner, {
+        defaults: this.defaults,
+        findImage: (ref) => findImage(images, ref)?.info ?? null,
+        imageNames: () => images.map((i) => i.info.alias ?? i.info.id),
+      }),
+    );
     const image = findImage(images, spec.image.id)!;
     if (req.host !== undefined) this.pinnedHost(req.host);
     return this.timed("create", async () => {
@@ -284,6 +286,18 @@ export class VmService {
         release();
       }
     });
+  }
+
+  /** An image no host lists may be on a host that does not answer: say that rather than "no such image". */
+  private unlessHostsDown<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      const down = this.registry.hosts.filter((h) => !h.online);
+      if (!(e instanceof ServiceError && e.code === "image_not_found") || down.length === 0) throw e;
+      const why = down.map((h) => (this.registry.hosts.length === 1 ? h.lastError : `${h.name}: ${h.lastError}`)).join("; ");
+      throw new ServiceError("hypervisor_unavailable", `${e.message}; ${down.length === this.registry.hosts.length ? "no host answers" : "some hosts do not answer"}, so their images are unknown: ${why || "connecting"}`);
+    }
   }
 
   /** A create's `host`: 422 naming the field when no such host. */
@@ -309,6 +323,10 @@ export class VmService {
         const onHost = (await this.fleet.hostImages(host)).find((i) => i.id === image.info.id);
         if (!onHost) throw new ServiceError("image_not_found", `host ${host.name} no longer has image ${image.info.id}`, { field: "image" });
         spec.image = onHost;
+        if (spec.boot) {
+          const { kernel, initrd, cmdline } = spec.boot;
+          spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
+        }
         checkPoolRoom(host.name, await this.fleet.facts(host));
         if (spec.network.mode === "user") {
           port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
@@ -327,6 +345,18 @@ export class VmService {
         if (port !== null) this.sshPorts.release(port);
       }
     });
+  }
+
+  /** A kernel or initrd as the VM's host has it (in its kernel_dir); 422 naming the field and the host otherwise. */
+  private async bootFile(h: Host, field: "kernel" | "initrd", path: string): Promise<string> {
+    try {
+      return await this.fleet.onHost(h, () => h.driver.bootFile(field, path));
+    } catch (e) {
+      if (e instanceof ServiceError && (e.code === "not_found" || e.code === "unsupported")) {
+        throw invalid(field, this.registry.hosts.length > 1 ? `${e.message} (on host ${h.name})` : e.message);
+      }
+      throw e;
+    }
   }
 
   /** Every host is asked (an offline one answers from its last listing): names are unique across the fleet. */
@@ -398,6 +428,7 @@ export class VmService {
         const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
         if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
         const plan = planUpdate(req, rec, this.defaults);
+        await this.resolveBoot(host, rec, plan);
         await this.checkGrowth(host, rec, plan);
         const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
         const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
@@ -442,6 +473,18 @@ export class VmService {
       const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
       throw new ServiceError(err.code, `${rec.name} did not start with the change: ${err.message}; ${undone}`, err.details, { cause: e });
     }
+  }
+
+  /** New kernel and initrd paths as the VM's host has them (its kernel_dir); unchanged files are no change. */
+  private async resolveBoot(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
+    const boot = plan.change.boot;
+    if (!boot) return;
+    const cur = effective(rec).boot;
+    const kernel = boot.kernel === cur?.kernel ? boot.kernel : await this.bootFile(host, "kernel", boot.kernel);
+    const initrd = boot.initrd === null || boot.initrd === cur?.initrd ? boot.initrd : await this.bootFile(host, "initrd", boot.initrd);
+    const resolved = { kernel, initrd, cmdline: boot.cmdline };
+    if (sameBoot(resolved, cur)) delete plan.change.boot;
+    else plan.change.boot = resolved;
   }
 
   /** What the VM grows to must fit its host by the placement rules (its own share counted once). */

@@ -2,13 +2,14 @@
  * Validation and planning of VM changes (PATCH /vms/{id}): every field is checked as on
  * create, against the VM as it is (and as its pending changes will make it), so nothing is
  * touched for a request that cannot succeed. The plan is a VmChange for the driver plus
- * what to do about the VM's run state; the service adds capacity and quota checks.
+ * what to do about the VM's run state; the service has the VM's host resolve boot files
+ * (its kernel_dir) and adds capacity and quota checks.
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
 import { DISK_BUSES, reportedBus } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
-import { bootFile, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
+import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
 
 /** Buses whose disks a running VM can gain or lose (PCIe hot-plug, SCSI LUNs); the others wait for a restart. */
 export const HOTPLUG_BUSES: readonly string[] = ["virtio", "scsi"];
@@ -117,7 +118,7 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
   if (added.length > 0) change.addDisks = added;
 
   // Direct kernel boot: given fields replace the current ones; kernel: null turns it off.
-  const boot = nextBoot(req, cur.boot, d);
+  const boot = nextBoot(req, cur.boot);
   if (!sameBoot(boot, cur.boot)) change.boot = boot;
 
   const dataGb = data.filter((x) => !removed.has(x.serial ?? "")).reduce((n, x) => n + x.size_gb, 0) + added.reduce((n, x) => n + x.sizeGb, 0);
@@ -128,21 +129,22 @@ function notHotPluggable(field: string, bus: string, name: string) {
   return invalid(field, `${bus} disks cannot be plugged into or out of a running VM (only ${HOTPLUG_BUSES.join(" and ")}); stop ${name} first or send "restart": true`);
 }
 
-function nextBoot(req: UpdateVmRequest, cur: VmBoot | null, d: ServiceDefaults): VmBoot | null {
+/** The boot settings asked for; the paths' shape only: the service has the VM's host resolve them (its kernel_dir). */
+function nextBoot(req: UpdateVmRequest, cur: VmBoot | null): VmBoot | null {
   if (req.kernel === undefined && req.initrd === undefined && req.cmdline === undefined) return cur;
   if (req.kernel === null) {
     if ((req.initrd ?? null) !== null || (req.cmdline ?? null) !== null) throw invalid("kernel", "initrd and cmdline need a kernel; kernel: null turns direct kernel boot off");
     return null;
   }
-  const kernel = req.kernel !== undefined ? bootFile(d.kernelDir, "kernel", req.kernel) : cur?.kernel;
+  const kernel = req.kernel !== undefined ? bootPath("kernel", req.kernel) : cur?.kernel;
   if (kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given (the VM boots from its disk)");
-  const initrd = req.initrd === undefined ? (cur?.initrd ?? null) : req.initrd === null ? null : bootFile(d.kernelDir, "initrd", req.initrd);
+  const initrd = req.initrd === undefined ? (cur?.initrd ?? null) : req.initrd === null ? null : bootPath("initrd", req.initrd);
   const cmdline = req.cmdline === undefined ? (cur?.cmdline ?? null) : req.cmdline;
   if (cmdline !== null && (typeof cmdline !== "string" || cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(cmdline))) throw invalid("cmdline", "must be at most 4096 printable characters");
   return { kernel, initrd, cmdline };
 }
 
-function sameBoot(a: VmBoot | null, b: VmBoot | null): boolean {
+export function sameBoot(a: VmBoot | null, b: VmBoot | null): boolean {
   if (a === null || b === null) return a === b;
   return a.kernel === b.kernel && a.initrd === b.initrd && a.cmdline === b.cmdline;
 }

@@ -4,14 +4,12 @@
  * for a request that cannot succeed.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
 import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
-import type { DiskBus, HostInfo, ImageInfo, NetworkMode, VmSpec } from "../drivers/types.ts";
-import { containedPath } from "../util/contained-path.ts";
+import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
@@ -33,7 +31,6 @@ export interface ServiceDefaults {
   userNetworkRestrict: boolean;
   diskDriver: DiskBus;
   sshUser: string;
-  kernelDir: string | null;
   stopTimeoutS: number;
   maxExtraDisks: number;
   /**
@@ -140,8 +137,8 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
   if (req.kernel !== undefined || req.initrd !== undefined || req.cmdline !== undefined) {
     if (req.kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given");
     boot = {
-      kernel: bootFile(d.kernelDir, "kernel", req.kernel),
-      initrd: req.initrd !== undefined ? bootFile(d.kernelDir, "initrd", req.initrd) : null,
+      kernel: bootPath("kernel", req.kernel),
+      initrd: req.initrd !== undefined ? bootPath("initrd", req.initrd) : null,
       cmdline: req.cmdline ?? null,
     };
     if (boot.cmdline !== null && (boot.cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
@@ -187,17 +184,10 @@ export function checkPoolRoom(host: string, info: HostInfo): void {
   }
 }
 
-/** Direct-kernel-boot files must be regular files inside vm_defaults.kernel_dir. */
-export function bootFile(dir: string | null, field: string, path: string): string {
-  if (!dir) throw invalid(field, "direct kernel boot is disabled on this server (set vm_defaults.kernel_dir)");
+/** A direct-boot path's shape; whether it is a file in the kernel directory is asked of the VM's host after placement. */
+export function bootPath(field: string, path: unknown): string {
   if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
-  // Inside the directory first (by real path), with one answer for every path outside it,
-  // so callers cannot probe which host files exist.
-  const real = containedPath(dir, path);
-  if (real === null) throw invalid(field, `must be a file inside ${dir} (vm_defaults.kernel_dir)`);
-  if (!existsSync(real)) throw invalid(field, `${path} does not exist in ${dir}`);
-  if (!statSync(real).isFile()) throw invalid(field, "must be a regular file");
-  return real;
+  return path;
 }
 
 /** The request field each refusal of the seed builder is about. */

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { installedLibvirtVersion, removePool, uniqueName, unixUri } from "../helpers/rig.ts";
-import { startTestServer, testDriverConfig, waitHealthy } from "../helpers/server.ts";
+import { mirrorToTestDriver, startTestServer, testDriverConfig, waitHealthy } from "../helpers/server.ts";
 import { apiSuite, type SuiteDirs } from "./cases.ts";
 
 const poolName = `rctest-pool-${process.pid}`;
@@ -33,8 +33,9 @@ async function poolVolumes(): Promise<string[]> {
 
 apiSuite("libvirt", config, {
   driver: "libvirt",
-  setup: async () => {
+  setup: async (dirs) => {
     lv = await LibvirtClient.connect(unixUri("test"));
+    await mirrorToTestDriver(poolName, dirs); // what the driver lists through its pools
   },
   teardown: async () => {
     await removePool(lv, poolName);
@@ -72,7 +73,7 @@ apiSuite("libvirt", config, {
 describe("libvirt: vm_defaults.vcpu_overcommit", () => {
   test("bounds a VM's vCPUs per host CPU", async () => {
     const pool = `rctest-overcommit-${process.pid}`;
-    const server = await startTestServer(testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, vcpu_overcommit: 1 }));
+    const server = await startTestServer(await testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, vcpu_overcommit: 1 }));
     try {
       await waitHealthy(server);
       const cpus = (await server.req("GET", "/api/v1/status")).json.cpus as number;
@@ -104,7 +105,7 @@ describe("libvirt: NVMe disks and operators' templates", () => {
     const stripped = embedded.replace(/\{%- for disk in nvme_disks %\}[\s\S]*?\{%- endfor %\}/g, "").replace(" or nvme_disks.size > 0", "");
     expect(stripped).not.toMatch(/for disk in nvme_disks|nvme_disks\.size/);
     writeFileSync(old, stripped);
-    const server = await startTestServer(testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, template: old }));
+    const server = await startTestServer(await testDriverConfig(pool, { network_mode: "none", memory_mb: 256, root_disk_gb: 2, template: old }));
     const lv = await LibvirtClient.connect(unixUri("test"));
     try {
       await waitHealthy(server);

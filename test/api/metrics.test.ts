@@ -8,7 +8,7 @@ const poolName = `rctest-metrics-${process.pid}`;
 let server: TestServer;
 
 beforeAll(async () => {
-  server = await startTestServer(testDriverConfig(poolName));
+  server = await startTestServer(await testDriverConfig(poolName));
   await waitHealthy(server);
 });
 

@@ -24,10 +24,10 @@ let token = "";
 const vm = uniqueName("guard").slice(0, 40);
 
 beforeAll(async () => {
-  open = await startTestServer({ ...testDriverConfig(pools[0] as string), server: { allowed_origins: [ALLOWED], idle_timeout_s: 2 } });
+  open = await startTestServer({ ...(await testDriverConfig(pools[0] as string)), server: { allowed_origins: [ALLOWED], idle_timeout_s: 2 } });
   const tokensFile = join(mkdtempSync(join(tmpdir(), "rcloud-guard-")), "tokens.json");
   token = createToken(tokensFile, { name: "guard", role: "admin", project: null }).token;
-  authed = await startTestServer({ ...testDriverConfig(pools[1] as string), auth: { enabled: true, tokens_file: tokensFile } });
+  authed = await startTestServer({ ...(await testDriverConfig(pools[1] as string)), auth: { enabled: true, tokens_file: tokensFile } });
   await waitHealthy(open);
   const created = await open.req("POST", "/api/v1/vms", { name: vm, image: "debian13" });
   expect(created.status).toBe(201);

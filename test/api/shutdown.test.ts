@@ -9,6 +9,7 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { removePool, uniqueName, unixUri } from "../helpers/rig.ts";
+import { mirrorToTestDriver } from "../helpers/server.ts";
 
 test("SIGTERM during a create: completed or rolled back, clean exit", async () => {
   const dir = mkdtempSync(join(tmpdir(), "rcloud-shutdown-"));
@@ -30,6 +31,7 @@ test("SIGTERM during a create: completed or rolled back, clean exit", async () =
     }),
   );
   const lv = await LibvirtClient.connect(unixUri("test")); // keeps the test driver's state alive
+  await mirrorToTestDriver(poolName, { imagesDir: dir });
   const child = Bun.spawn([process.execPath, resolve(import.meta.dir, "../../src/main.ts"), "serve", "--config", cfg], { stdout: "pipe", stderr: "pipe" });
   try {
     const base = `http://127.0.0.1:${port}/api/v1`;

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
-import { startTestServer, type TestServer } from "../helpers/server.ts";
+import { mirrorToTestDriver, startTestServer, type TestServer } from "../helpers/server.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "rcloud-tls-"));
 const poolName = `rctest-tls-${process.pid}`;
@@ -28,6 +28,7 @@ test("serves HTTPS with the configured certificate; plain HTTP is not spoken", a
   if (gen.exitCode !== 0) throw new Error(`openssl failed (apt-get install openssl): ${gen.stderr.toString()}`);
   writeFileSync(join(dir, "img.raw"), "");
   truncateSync(join(dir, "img.raw"), 1024 ** 3);
+  await mirrorToTestDriver(poolName, { imagesDir: dir });
   server = await startTestServer({
     server: { tls: { cert_file: cert, key_file: key } },
     libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },

@@ -12,6 +12,7 @@ import { loadConfig } from "../../src/config/index.ts";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { startServer, type RunningServer } from "../../src/server.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
+import { mirrorToTestDriver } from "../helpers/server.ts";
 
 const repo = resolve(import.meta.dir, "../..");
 const tag = `${process.pid % 100000}`;
@@ -67,6 +68,7 @@ async function serve(name: string, auth: Record<string, unknown> | null, server?
       ...(server ? { server } : {}),
     }),
   );
+  await mirrorToTestDriver(pool, { imagesDir: images });
   const s = await startServer({ config: loadConfig({ file, env: {} }), port: 0 });
   servers.push(s);
   const deadline = Date.now() + 15_000;

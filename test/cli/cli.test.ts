@@ -28,7 +28,7 @@ beforeAll(async () => {
   mkdirSync(join(home, ".ssh"), { mode: 0o700 });
   const kg = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cli-test", "-f", join(home, ".ssh", "id_ed25519")]);
   if (kg.exitCode !== 0) throw new Error(`ssh-keygen failed: ${kg.stderr.toString()}`);
-  server = await startTestServer(testDriverConfig(poolName));
+  server = await startTestServer(await testDriverConfig(poolName));
   await waitHealthy(server);
 });
 

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bashCompleter, type CliRun, runCliProcess } from "../helpers/cli.ts";
-import { fleetConfig, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
+import { fleetConfig, mirrorFleetImages, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
 import { rig, waitFor } from "../helpers/rig.ts";
 import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
@@ -38,6 +38,7 @@ function row(table: string, first: string): Record<string, string> {
 }
 
 beforeAll(async () => {
+  await mirrorFleetImages(fleet); // the base image on each host, where the driver lists it
   server = await startTestServer(fleetConfig(fleet));
   await waitHealthy(server);
   await waitFleetOnline(server);

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { removePool, tcpUri, unixUri, waitFor } from "./rig.ts";
-import type { TestServer } from "./server.ts";
+import { mirrorToTestDriver, type TestServer } from "./server.ts";
 
 export const FLEET_HOSTS = [
   { name: "alpha", uri: () => unixUri("test", "main") },
@@ -38,6 +38,11 @@ export function fleetConfig(f: Fleet, extra: Record<string, unknown> = {}) {
     vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 2, vcpu_overcommit: 64 },
     ...extra,
   };
+}
+
+/** Makes the fleet's base images on every host (the test driver sees no files: mirrorToTestDriver). */
+export async function mirrorFleetImages(f: Fleet): Promise<void> {
+  for (const h of FLEET_HOSTS) await mirrorToTestDriver(f.pool, { imagesDir: f.imagesDir }, h.uri());
 }
 
 export async function waitFleetOnline(server: TestServer): Promise<void> {

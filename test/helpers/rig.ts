@@ -121,13 +121,19 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
 }
 
-/** Stops and forgets a storage pool a test created (no error if it never existed). */
+/**
+ * Stops and forgets a storage pool a test created (no error if it never existed), and the
+ * pools rcloud derived from its name for the host's images and kernels (`-images`, `-kernels`).
+ * The directories and files stay.
+ */
 export async function removePool(lv: LibvirtClient, name: string): Promise<void> {
-  try {
-    const { pool } = await lv.call(P.storagePoolLookupByName, { name });
-    await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
-    await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
-  } catch {
-    // never created, or already gone
+  for (const n of [name, `${name}-images`, `${name}-kernels`]) {
+    try {
+      const { pool } = await lv.call(P.storagePoolLookupByName, { name: n });
+      await lv.call(P.storagePoolDestroy, { pool }).catch(() => {});
+      await lv.call(P.storagePoolUndefine, { pool }).catch(() => {});
+    } catch {
+      // never created, or already gone
+    }
   }
 }

@@ -267,7 +267,7 @@ describe("command line", () => {
   test("qemu.run_as naming a user that does not exist: the driver does not start, and says why", async () => {
     const { QemuDriver } = await import("../../src/drivers/qemu/driver.ts");
     const state = join(root, "state-nouser");
-    const d = new QemuDriver({ binary: "qemu-system-x86_64", stateDir: state, accel: "tcg", runAs: "rcloud-nosuchuser", listImages: async () => [] });
+    const d = new QemuDriver({ binary: "qemu-system-x86_64", stateDir: state, accel: "tcg", runAs: "rcloud-nosuchuser", baseImagesDir: join(root, "images"), kernelDir: null });
     const err = await d.init().then(() => null, (e) => e);
     expect(err).toBeInstanceOf(DriverError);
     expect(err.code).toBe("unavailable");

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { type ProviderServer, serveProvider } from "../../src/terraform/plugin.ts";
-import { fleetConfig, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
+import { fleetConfig, mirrorFleetImages, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
 import { removePool, unixUri } from "../helpers/rig.ts";
-import { startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
+import { mirrorToTestDriver, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
 export const TERRAFORM = process.env.TF_ACC_TERRAFORM_PATH ?? "/usr/local/bin/terraform";
 
@@ -58,6 +58,8 @@ export async function startFixture(tag: string, opts: { fleet?: boolean } = {}):
   const poolName = `rctest-tfpool-${tag}-${process.pid}`;
   const lv = await LibvirtClient.connect(unixUri("test")); // keeps the test driver's state alive
   const fleet = opts.fleet ? newFleet(poolName, imagesDir) : null;
+  if (fleet) await mirrorFleetImages(fleet);
+  else await mirrorToTestDriver(poolName, { imagesDir });
   const server = await startTestServer(
     fleet
       ? fleetConfig(fleet)

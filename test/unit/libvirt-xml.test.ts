@@ -3,7 +3,8 @@ import { describe, expect, test } from "bun:test";
 import { XMLParser } from "fast-xml-parser";
 import { readCapabilities } from "../../src/drivers/libvirt/capabilities.ts";
 import { withUpdatedAt } from "../../src/drivers/libvirt/metadata-xml.ts";
-import { poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
+import { normalDir } from "../../src/drivers/libvirt/host-dir.ts";
+import { parseVolumeXml, poolTargetPath, poolXml, volumeXml } from "../../src/drivers/libvirt/storage-xml.ts";
 
 const parse = (xml: string) => new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "@", parseTagValue: false }).parse(xml);
 
@@ -26,6 +27,53 @@ describe("storage XML", () => {
     const r = parse(volumeXml({ name: "b", capacityBytes: 10, format: "raw" })).volume;
     expect(r.allocation).toBeUndefined();
     expect(r.target.permissions).toEqual({ mode: "0640" });
+  });
+});
+
+describe("storage XML as libvirt answers it", () => {
+  // A dir pool's volume as libvirt 9 reports it (trimmed), the path with characters XML escapes.
+  const qcow = `<volume type='file'>
+  <name>a&amp;b.qcow2</name>
+  <key>/srv/img/a&amp;b.qcow2</key>
+  <capacity unit='bytes'>22020096</capacity>
+  <allocation unit='bytes'>12406784</allocation>
+  <physical unit='bytes'>12845056</physical>
+  <target>
+    <path>/srv/img/a&amp;b.qcow2</path>
+    <format type='qcow2'/>
+    <permissions><mode>0644</mode><owner>0</owner><group>0</group></permissions>
+  </target>
+</volume>`;
+
+  test("a volume: type, name, path, format and the three sizes", () => {
+    expect(parseVolumeXml(qcow)).toEqual({
+      type: "file",
+      name: "a&b.qcow2",
+      path: "/srv/img/a&b.qcow2",
+      format: "qcow2",
+      capacityBytes: 22020096,
+      allocationBytes: 12406784,
+      physicalBytes: 12845056,
+    });
+    // libvirt's test driver reports no physical size; a directory has no format.
+    const dir = parseVolumeXml("<volume type='dir'><name>sub</name><capacity unit='bytes'>0</capacity><allocation unit='bytes'>0</allocation><target><path>/srv/img/sub</path></target></volume>");
+    expect(dir).toMatchObject({ type: "dir", format: null, physicalBytes: null });
+  });
+
+  test("sizes in another unit than bytes, or no path, are refused rather than misread", () => {
+    expect(() => parseVolumeXml(qcow.replace("<capacity unit='bytes'>", "<capacity unit='KiB'>"))).toThrow("capacity");
+    expect(() => parseVolumeXml("<volume><name>x</name><target/></volume>")).toThrow("target path");
+  });
+
+  test("a pool's directory, compared as libvirt stores it", () => {
+    expect(poolTargetPath(poolXml("p", "/srv/a&b"))).toBe("/srv/a&b");
+    expect(poolTargetPath("<pool type='disk'><name>p</name><source/></pool>")).toBeNull();
+    expect(["/srv/img/", "/srv//img", "/srv/img/.", "/srv/x/../img"].map(normalDir)).toEqual(["/srv/img", "/srv/img", "/srv/img", "/srv/img"]);
+    expect(normalDir("/")).toBe("/");
+  });
+
+  test("an explicit allocation is written for raw volumes too", () => {
+    expect(parse(volumeXml({ name: "r", capacityBytes: 10, allocationBytes: 4096, format: "raw" })).volume.allocation).toEqual({ "#text": "4096", "@unit": "bytes" });
   });
 });
 

@@ -6,13 +6,15 @@
  *
  * This file holds the connection's life and the VM operations; the pieces live beside it:
  * storage.ts (pool and volumes), create.ts (making a VM), rollbacks.ts (undoing a failed
- * create), host.ts (host facts), networks.ts (networks and addresses), domain-xml.ts,
+ * create), host.ts (host facts), networks.ts (networks and addresses), images.ts and
+ * boot-files.ts (the host's base images and kernels, through pools of their own), domain-xml.ts,
  * capabilities.ts, storage-xml.ts and metadata-xml.ts (the XML documents).
  */
 import { randomUUID } from "node:crypto";
 import {
   CallTimeoutError,
   ErrorCode,
+  LibvirtClient,
   LibvirtError,
   LibvirtPool,
   qemuProcedures,
@@ -25,8 +27,10 @@ import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { DomainState, stateName, UNDEFINE_ALL, uuidString } from "./domain-state.ts";
 import { type DomainType, loadTemplate, METADATA_NS, parseDomainXml } from "./domain-xml.ts";
+import { BootFiles } from "./boot-files.ts";
 import { translate } from "./errors.ts";
 import { HostFacts } from "./host.ts";
+import { HostImages } from "./images.ts";
 import { withUpdatedAt } from "./metadata-xml.ts";
 import { Networks } from "./networks.ts";
 import { type PendingRollback, Rollbacks } from "./rollbacks.ts";
@@ -51,8 +55,10 @@ export interface LibvirtDriverOptions {
   client?: Omit<PoolOptions, "minSessions" | "maxSessions">;
   /** Most sessions to libvirtd (see LibvirtPool); default 16. */
   connections?: number;
-  /** Lists the base images (shared with other drivers). */
-  listImages: () => Promise<ImageInfo[]>;
+  /** The host's base-image directory (a path on that host), listed as the pool `<poolName>-images`. */
+  baseImagesDir: string;
+  /** The host's directory of direct-boot kernels and initrds (pool `<poolName>-kernels`); null = no direct boot. */
+  kernelDir: string | null;
 }
 
 const SHUTDOWN_ACPI = 1;
@@ -77,6 +83,8 @@ export class LibvirtDriver implements VmDriver {
   private readonly host: HostFacts;
   private readonly networks: Networks;
   private readonly rollbacks: Rollbacks;
+  private readonly baseImages: HostImages;
+  private readonly bootFiles: BootFiles;
   /** Reconnects counted by session pools this driver has since replaced (init retries). */
   private droppedReconnects = 0;
 
@@ -89,6 +97,10 @@ export class LibvirtDriver implements VmDriver {
     this.host = new HostFacts(sessions, opts.uri, this.storage);
     this.networks = new Networks(sessions);
     this.rollbacks = new Rollbacks(sessions, this.storage, () => void this.recover());
+    // Image transfers get a connection each: a download stops its connection while its reader is behind.
+    const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
+    this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
+    this.bootFiles = new BootFiles(sessions, `${opts.poolName}-kernels`, opts.kernelDir);
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
@@ -137,6 +149,7 @@ export class LibvirtDriver implements VmDriver {
       // retried with the rollbacks
     }
     await this.rollbacks.retry();
+    await this.baseImages.sweep().catch(() => {}); // copies cut off mid-way; tried again on the next reconnect
     try {
       const vols = await this.storage.volumes("best-effort");
       const live = new Set((await this.list()).map((r) => r.id));
@@ -181,8 +194,12 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
-  images(): Promise<ImageInfo[]> {
-    return this.opts.listImages();
+  async images(): Promise<ImageInfo[]> {
+    try {
+      return await this.baseImages.list();
+    } catch (e) {
+      translate(e, `listing the images of ${this.opts.baseImagesDir}`);
+    }
   }
 
   // ---- reading domains ----
@@ -451,16 +468,25 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
-  // Filled in by the many-hosts work (issue 14): per-host kernels and image copies.
-  bootFile(_kind: "kernel" | "initrd", _path: string): Promise<string> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  // ---- base images and boot files of this host ----
+
+  async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
+    try {
+      return await this.bootFiles.resolve(path);
+    } catch (e) {
+      translate(e, `looking up ${path} in ${this.opts.kernelDir ?? "kernel_dir"}`);
+    }
   }
 
-  readImage(_id: string): Promise<ImageReader> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  async readImage(id: string): Promise<ImageReader> {
+    try {
+      return await this.baseImages.read(id);
+    } catch (e) {
+      translate(e, `reading image ${id}`);
+    }
   }
 
-  writeImage(_fileName: string, _format: string, _sizeBytes: number, _data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
+    return this.baseImages.write(fileName, format, sizeBytes, data);
   }
 }

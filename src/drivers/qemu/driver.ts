@@ -26,7 +26,10 @@ import {
   type VmSpec,
   type VmState,
 } from "../types.ts";
+import { scanImageDir } from "../shared/image-files.ts";
+import { localBootFile } from "./boot-file.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
+import { readLocalImage, removePartialImages, writeLocalImage } from "./images.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
 import { randomMac } from "../shared/mac.ts";
 import { checkBridge } from "./net.ts";
@@ -47,8 +50,10 @@ export interface QemuDriverOptions {
   runAs: string | null;
   /** Where systemd keeps its runtime units; its existence means systemd is PID 1 (tests point it elsewhere). */
   systemdRunDir?: string;
-  /** Lists the base images (shared with other drivers). */
-  listImages: () => Promise<ImageInfo[]>;
+  /** The base-image directory (images.base_images_dir). */
+  baseImagesDir: string;
+  /** Where direct-boot kernels and initrds may be (vm_defaults.kernel_dir); null = no direct boot. */
+  kernelDir: string | null;
   /** Warnings about records that cannot be used, orphans removed, ... */
   log?: (level: "info" | "warn", msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -152,6 +157,8 @@ export class QemuDriver implements VmDriver {
         throw e;
       }
       this.lock = lock;
+      const partial = removePartialImages(this.opts.baseImagesDir);
+      if (partial.length > 0) this.log("info", "removed image copies a previous run never finished", { dir: this.opts.baseImagesDir, files: partial });
       this.initError = "";
       this.log("info", "qemu driver ready", {
         state_dir: dir,
@@ -294,8 +301,8 @@ export class QemuDriver implements VmDriver {
     }
   }
 
-  images(): Promise<ImageInfo[]> {
-    return this.opts.listImages();
+  async images(): Promise<ImageInfo[]> {
+    return scanImageDir(this.opts.baseImagesDir);
   }
 
   // ---- processes and QMP -----------------------------------------------------------
@@ -758,16 +765,17 @@ export class QemuDriver implements VmDriver {
     }
   }
 
-  // Filled in by the many-hosts work (issue 14): per-host kernels and image copies.
-  bootFile(_kind: "kernel" | "initrd", _path: string): Promise<string> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  // ---- base images and boot files of this host ----
+
+  async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
+    return localBootFile(this.opts.kernelDir, path);
   }
 
-  readImage(_id: string): Promise<ImageReader> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  readImage(id: string): Promise<ImageReader> {
+    return readLocalImage(this.opts.baseImagesDir, id);
   }
 
-  writeImage(_fileName: string, _format: string, _sizeBytes: number, _data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
-    return Promise.reject(new DriverError("unsupported", "not implemented yet"));
+  writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
+    return writeLocalImage(this.opts.baseImagesDir, fileName, format, sizeBytes, data);
   }
 }
