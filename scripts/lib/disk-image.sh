@@ -50,7 +50,7 @@ MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 # Drivers a q35/pc guest needs for its disks, CD-ROM (AHCI on q35, PIIX on pc),
 # NIC and ACPI power button. Dependencies are added from modules.dep.
 MODULES=(
-  virtio_pci virtio_blk virtio_net virtio_scsi nvme
+  virtio_pci virtio_blk virtio_net virtio_scsi virtio_balloon nvme
   ahci ata_piix sr_mod sd_mod isofs
   button evdev
 )

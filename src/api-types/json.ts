@@ -19,9 +19,19 @@ export interface ApiVm {
   name: string;
   uuid: string;
   state: VmState;
+  /** vCPUs the VM runs with now. */
   vcpus: number;
+  /** vCPUs it may grow to without a restart (hot-plug); equal to vcpus unless set at create. */
+  max_vcpus: number;
+  /** Memory the VM runs with now (the balloon's target when below max_memory_mb). */
   memory_mb: number;
+  /** Memory it may grow to without a restart (balloon); equal to memory_mb unless set at create. */
+  max_memory_mb: number;
   disks: ApiDisk[];
+  /** true: changes wait in `pending` for the next stop and start (PATCH with `restart: true` applies them at once). */
+  restart_required: boolean;
+  /** What the VM will have after its next stop and start; null when nothing waits. */
+  pending: ApiPendingChanges | null;
   network: { mode: NetworkMode; bridge: string | null; ip_address: string | null; mac_address: string | null; ssh_port: number | null };
   image: string;
   ip_address: string | null;
@@ -40,6 +50,17 @@ export interface ApiVm {
   host_state: HostState;
   /** The placement group given at create (VMs of one group go to different hosts), or null. */
   placement_group: string | null;
+}
+
+/** Changes made to a running VM that take effect at its next stop and start (only the fields that change). */
+export interface ApiPendingChanges {
+  vcpus?: number;
+  max_vcpus?: number;
+  memory_mb?: number;
+  max_memory_mb?: number;
+  kernel?: string | null;
+  initrd?: string | null;
+  cmdline?: string | null;
 }
 
 export interface ApiImage {
@@ -94,6 +115,10 @@ export interface CreateVmRequest {
   vcpus?: number;
   memory_mb?: number;
   memory_gb?: number;
+  /** vCPUs the VM may be given later without a restart (hot-plug); default vcpus. */
+  max_vcpus?: number;
+  /** Memory the VM may be given later without a restart (balloon); default memory_mb. */
+  max_memory_mb?: number;
   root_disk_gb?: number;
   extra_disks?: { size_gb: number; type?: DiskBus }[];
   network?: { mode?: NetworkMode; bridge?: string; restrict?: boolean };
@@ -110,6 +135,32 @@ export interface CreateVmRequest {
   host?: string;
   /** VMs of one group go to different hosts while there are hosts left. */
   placement_group?: string;
+}
+
+/**
+ * PATCH /vms/{id}: every field optional; what is left out stays. Changes a running VM live
+ * where the hypervisor can (data disks on virtio/SCSI, root disk growth, memory up to
+ * max_memory_mb, more vCPUs up to max_vcpus); the rest waits for the next stop and start
+ * (`pending`), or happens at once with `restart: true`.
+ */
+export interface UpdateVmRequest {
+  vcpus?: number;
+  max_vcpus?: number;
+  memory_mb?: number;
+  memory_gb?: number;
+  max_memory_mb?: number;
+  /** Grow only. */
+  root_disk_gb?: number;
+  /** Data disks: `add` go after the last one (serials continue from the highest), `remove` by serial. */
+  extra_disks?: { add?: { size_gb: number; type?: DiskBus }[]; remove?: string[] };
+  /** null: no direct kernel boot any more (boot from the root disk); also clears initrd and cmdline. */
+  kernel?: string | null;
+  initrd?: string | null;
+  cmdline?: string | null;
+  /** Start or stop the VM (after applying the changes, or before, when stopping). */
+  running?: boolean;
+  /** Stop the VM gracefully (vm_defaults.stop_timeout_s), apply, start; answer when it runs again. */
+  restart?: boolean;
 }
 
 /** GET /vms/{id}/console. */

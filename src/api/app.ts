@@ -8,12 +8,12 @@ import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiStatus, CreateVmRequest } from "../api-types/json.ts";
+import type { ApiStatus, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { ConsoleSession, HostInfo, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -322,6 +322,18 @@ export function createApp(service: VmService, opts: AppOptions) {
           params: Ref,
           detail: { tags: ["vms"], summary: "One VM, by id or name" },
           response: { 200: Vm, ...errors(403, 404, 503) },
+        })
+        .patch("/vms/:id", ({ params, body, caller }) => service.update(params.id, body as UpdateVmRequest, caller), {
+          params: Ref,
+          body: UpdateVmBody,
+          detail: {
+            tags: ["vms"],
+            summary: "Change a VM in place: sizes, data disks, direct boot, run state",
+            description:
+              "Live where the hypervisor can (data disks on virtio/SCSI, root disk growth, memory up to max_memory_mb, more vCPUs up to max_vcpus); " +
+              "the rest waits for the next stop and start (restart_required, pending), or happens at once with restart: true.",
+          },
+          response: { 200: Vm, ...errors(403, 404, 409, 422, 501, 503) },
         })
         .delete("/vms/:id", ({ params, caller }) => service.delete(params.id, caller), {
           params: Ref,

@@ -21,6 +21,10 @@ export const ErrorBody = t.Object(
 );
 
 const DiskType = t.Union([t.Literal("virtio"), t.Literal("nvme"), t.Literal("scsi"), t.Literal("ide")]);
+const DataDisk = t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), type: t.Optional(DiskType) }, { additionalProperties: false });
+const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
+const Initrd = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
+const Cmdline = t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
 
 export const CreateVmBody = t.Object(
   {
@@ -36,10 +40,12 @@ export const CreateVmBody = t.Object(
     vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512 })),
     memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304 })),
     memory_gb: t.Optional(t.Integer({ minimum: 1, maximum: 4096, description: "Alternative to memory_mb" })),
+    max_vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512, description: "vCPUs the VM may get later without a restart (hot-plug); default vcpus" })),
+    max_memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304, description: "Memory the VM may get later without a restart (balloon); default memory_mb" })),
     root_disk_gb: t.Optional(t.Integer({ minimum: 1, maximum: 65536 })),
     extra_disks: t.Optional(
       t.Array(
-        t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), type: t.Optional(DiskType) }, { additionalProperties: false }),
+        DataDisk,
         { maxItems: 32, description: "Data disks; guests see serials kdevops0..N. At most vm_defaults.max_extra_disks (default 8, never more than 32)" },
       ),
     ),
@@ -56,9 +62,9 @@ export const CreateVmBody = t.Object(
     ssh_user: t.Optional(t.String({ maxLength: 32, pattern: LOGIN_USER_RE.source, description: "Unix user name cloud-init gives the keys to" })),
     ssh_public_key: t.Optional(SshKey),
     ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: 64 })),
-    kernel: t.Optional(t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" })),
-    initrd: t.Optional(t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" })),
-    cmdline: t.Optional(t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" })),
+    kernel: t.Optional(Kernel),
+    initrd: t.Optional(Initrd),
+    cmdline: t.Optional(Cmdline),
     start: t.Optional(t.Boolean({ default: true })),
     project: t.Optional(
       t.String({ maxLength: 64, pattern: PROJECT_RE.source, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
@@ -82,9 +88,26 @@ export const Vm = t.Object({
   uuid: t.String(),
   state: t.String({ description: "running, paused, stopping, stopped, crashed, suspended or unknown" }),
   vcpus: t.Integer(),
+  max_vcpus: t.Integer({ description: "vCPUs the VM can get without a restart (hot-plug)" }),
   memory_mb: t.Integer(),
+  max_memory_mb: t.Integer({ description: "Memory the VM can get without a restart (balloon)" }),
   disks: t.Array(
     t.Object({ type: t.String(), size_gb: t.Number(), driver: t.String(), format: t.String(), serial: t.Nullable(t.String()) }),
+  ),
+  restart_required: t.Boolean({ description: "Changes wait in `pending` for the next stop and start" }),
+  pending: t.Nullable(
+    t.Object(
+      {
+        vcpus: t.Optional(t.Integer()),
+        max_vcpus: t.Optional(t.Integer()),
+        memory_mb: t.Optional(t.Integer()),
+        max_memory_mb: t.Optional(t.Integer()),
+        kernel: t.Optional(t.Nullable(t.String())),
+        initrd: t.Optional(t.Nullable(t.String())),
+        cmdline: t.Optional(t.Nullable(t.String())),
+      },
+      { description: "What the VM gets at its next stop and start; null when nothing waits" },
+    ),
   ),
   network: t.Object({
     mode: t.String(),
@@ -109,6 +132,32 @@ export const Vm = t.Object({
 });
 
 export const VmList = t.Object({ vms: t.Array(Vm) });
+
+export const UpdateVmBody = t.Object(
+  {
+    vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512 })),
+    max_vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512, description: "Takes effect at the next stop and start" })),
+    memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304 })),
+    memory_gb: t.Optional(t.Integer({ minimum: 1, maximum: 4096, description: "Alternative to memory_mb" })),
+    max_memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304, description: "Takes effect at the next stop and start" })),
+    root_disk_gb: t.Optional(t.Integer({ minimum: 1, maximum: 65536, description: "Grow only" })),
+    extra_disks: t.Optional(
+      t.Object(
+        {
+          add: t.Optional(t.Array(DataDisk, { maxItems: 32, description: "New data disks after the last one; serials continue from the highest kdevopsN" })),
+          remove: t.Optional(t.Array(t.String({ maxLength: 64, pattern: "^kdevops[0-9]{1,4}$" }), { maxItems: 32, description: "Serials of data disks to detach and delete" })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    kernel: t.Optional(t.Nullable(Kernel)),
+    initrd: t.Optional(t.Nullable(Initrd)),
+    cmdline: t.Optional(t.Nullable(Cmdline)),
+    running: t.Optional(t.Boolean({ description: "Start or stop the VM" })),
+    restart: t.Optional(t.Boolean({ description: "Stop gracefully (vm_defaults.stop_timeout_s), apply, start; answer when it runs again" })),
+  },
+  { additionalProperties: false },
+);
 
 export const Image = t.Object({
   id: t.String(),

@@ -10,6 +10,7 @@ import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup } from 
 import { HOST_COMMANDS } from "./host.ts";
 import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
+import { UPDATE_COMMANDS } from "./vm-update.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
 
@@ -404,6 +405,7 @@ export const COMMANDS: Command[] = [
       return EXIT.ok;
     },
   },
+  ...UPDATE_COMMANDS,
   ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];

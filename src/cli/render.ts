@@ -1,5 +1,5 @@
 /** How the CLI shows API objects to a person: tables and field lists (`-o table`). */
-import type { ApiConsole, ApiHost, ApiImage, ApiStatus, ApiVm } from "../api-types/json.ts";
+import type { ApiConsole, ApiHost, ApiImage, ApiPendingChanges, ApiStatus, ApiVm } from "../api-types/json.ts";
 import { HOST_STATES } from "../api-types/values.ts";
 import { formatFields, formatTable } from "./table.ts";
 import { formatAge, formatGiB, formatMiB } from "./units.ts";
@@ -41,8 +41,9 @@ export function vmDetails(v: ApiVm, now = Date.now()): string {
     ["State", v.state],
     ["Host", hostColumn(v)],
     ["Placement group", v.placement_group],
-    ["vCPUs", v.vcpus],
-    ["Memory", `${formatMiB(v.memory_mb)} (${v.memory_mb} MiB)`],
+    ["vCPUs", v.max_vcpus > v.vcpus ? `${v.vcpus} (up to ${v.max_vcpus} without a restart)` : v.vcpus],
+    ["Memory", `${formatMiB(v.memory_mb)} (${v.memory_mb} MiB)${v.max_memory_mb > v.memory_mb ? `, up to ${formatMiB(v.max_memory_mb)} without a restart` : ""}`],
+    ["Pending", v.pending ? `${pendingText(v.pending)} at the next stop and start` : null],
     ["Image", v.image],
     ["Network", netText],
     ["MAC", net.mac_address],
@@ -59,6 +60,20 @@ export function vmDetails(v: ApiVm, now = Date.now()): string {
     v.disks.map((d) => [d.type, `${d.size_gb}G`, d.driver, d.format, d.serial]),
   );
   return `${head}\nDisks:\n${disks.replace(/^/gm, "  ")}`;
+}
+
+/** What waits for a VM's next stop and start, in words. */
+export function pendingText(p: ApiPendingChanges): string {
+  return [
+    p.vcpus !== undefined ? `${p.vcpus} vCPUs` : null,
+    p.max_vcpus !== undefined ? `max ${p.max_vcpus} vCPUs` : null,
+    p.memory_mb !== undefined ? `${formatMiB(p.memory_mb)} memory` : null,
+    p.max_memory_mb !== undefined ? `max ${formatMiB(p.max_memory_mb)} memory` : null,
+    p.kernel !== undefined ? (p.kernel === null ? "boot from disk" : `kernel ${p.kernel}`) : null,
+    p.kernel !== undefined && p.kernel !== null && p.cmdline ? `cmdline ${p.cmdline}` : null,
+  ]
+    .filter((x) => x !== null)
+    .join(", ");
 }
 
 export function imageTable(images: ApiImage[]): string {

@@ -12,12 +12,56 @@ export interface DataDiskSpec {
   bus: DiskBus;
 }
 
+/** Direct kernel boot: host paths of the kernel and initrd, and the command line. */
+export interface VmBoot {
+  kernel: string;
+  initrd: string | null;
+  cmdline: string | null;
+}
+
+/**
+ * A change to an existing VM (PATCH), validated by the service: only what changes is set.
+ * `boot: null` turns direct kernel boot off.
+ */
+export interface VmChange {
+  vcpus?: number;
+  maxVcpus?: number;
+  memoryMb?: number;
+  maxMemoryMb?: number;
+  /** Grow only. */
+  rootDiskGb?: number;
+  /** New data disks, after the last one; their serials continue from the highest kdevopsN. */
+  addDisks?: DataDiskSpec[];
+  /** Serials of data disks to detach and delete. */
+  removeDisks?: string[];
+  boot?: VmBoot | null;
+}
+
+/** What the VM gets at its next start that it does not have now (only the fields that differ). */
+export interface PendingChanges {
+  vcpus?: number;
+  maxVcpus?: number;
+  memoryMb?: number;
+  maxMemoryMb?: number;
+  boot?: VmBoot | null;
+}
+
+/** Which parts of a VmChange took effect now and which wait for the next start. */
+export interface VmChangeResult {
+  live: (keyof VmChange)[];
+  pending: (keyof VmChange)[];
+}
+
 /** Everything a driver needs to create a VM; validated and resolved by the service. */
 export interface VmSpec {
   id: string;
   name: string;
   vcpus: number;
+  /** vCPUs the VM may grow to by hot-plug (>= vcpus). */
+  maxVcpus: number;
   memoryMb: number;
+  /** Memory the VM may grow to through the balloon (>= memoryMb). */
+  maxMemoryMb: number;
   image: ImageInfo;
   rootDiskGb: number;
   dataDisks: DataDiskSpec[];
@@ -26,7 +70,7 @@ export interface VmSpec {
   ssh: { user: string; authorizedKeys: string[] };
   /** cloud-init NoCloud seed image (ISO 9660, label cidata), attached read-only. */
   seedIso: Uint8Array | null;
-  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  boot: VmBoot | null;
   createdAt: string;
   owner: string | null;
   /** Placement group from the request (kept in the VM's metadata), or null. */
@@ -50,13 +94,18 @@ export interface VmRecord {
   name: string;
   uuid: string;
   state: VmState;
+  /** What the VM runs with now (or will at its next start, when stopped). */
   vcpus: number;
+  maxVcpus: number;
   memoryMb: number;
+  maxMemoryMb: number;
   image: string;
   disks: DiskInfo[];
+  /** Changes made while it ran that wait for its next start; null when none. */
+  pending: PendingChanges | null;
   network: { mode: NetworkMode; bridge: string | null; mac: string | null; sshPort: number | null; restrict: boolean };
   sshUser: string;
-  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+  boot: VmBoot | null;
   createdAt: string;
   updatedAt: string;
   owner: string | null;
@@ -178,6 +227,14 @@ export interface VmDriver {
   readImage(id: string): Promise<ImageReader>;
   /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */
   writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo>;
+  /**
+   * Changes a VM. Stopped: everything goes into its definition. Running: data disks on
+   * virtio/SCSI are hot-plugged or unplugged, the root disk grows online, memory up to
+   * maxMemoryMb goes through the balloon and more vCPUs up to maxVcpus are hot-plugged; the
+   * rest waits for the next start (`pending`); disks on other buses are refused
+   * (DriverError "unsupported"). On failure the VM is left as it was.
+   */
+  update(name: string, change: VmChange): Promise<VmChangeResult>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

@@ -4,7 +4,7 @@
  * failures name the endpoint that was tried and how to change it.
  */
 import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
-import type { ApiHost, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import type { ApiHost, ApiImage, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 
 export class ApiError extends Error {
   override readonly name = "ApiError";
@@ -101,6 +101,10 @@ export class RcloudClient {
       if (e instanceof ApiError && e.code === "not_found" && e.status === 404) return false;
       throw e;
     }
+  }
+
+  updateVm(ref: string, body: UpdateVmRequest): Promise<ApiVm> {
+    return this.request<ApiVm>("PATCH", `/vms/${encodeURIComponent(ref)}`, body);
   }
 
   startVm(ref: string): Promise<ApiVm> {

@@ -56,8 +56,10 @@ export function fieldToPath(field: string | null, known: readonly string[]): Pat
     .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
   const head = parts[0];
   // API-only spellings of the same setting.
-  const alias: Record<string, string> = { memory_mb: "memory_gb", base_image: "image", ssh_public_keys: "ssh_public_key" };
+  const alias: Record<string, string> = { memory_mb: "memory_gb", max_memory_mb: "max_memory_gb", base_image: "image", ssh_public_keys: "ssh_public_key" };
   if (typeof head === "string" && alias[head]) return [alias[head] as string];
+  // PATCH's extra_disks.add[i] / extra_disks.remove[i] are not positions in the resource's list.
+  if (head === "extra_disks" && (parts[1] === "add" || parts[1] === "remove")) return ["extra_disks"];
   return typeof head === "string" && known.includes(head) ? parts : undefined;
 }
 

@@ -1,6 +1,7 @@
 /**
  * Resource `rcloud_vm`: schema, validation, plan, apply, read, import and state upgrade.
- * The REST API cannot resize, so everything except `running` forces a new VM.
+ * Sizes, data disks and direct boot change in place (PATCH, vm-update.ts); the name, image,
+ * network, SSH settings and a root disk that would shrink force a new VM.
  * Plan rules we must keep (Terraform checks them): configured values are planned as
  * configured (or the prior value when semantically equal), Optional+Computed values are
  * filled only when unset, values not known in advance are unknown, and apply returns
@@ -19,13 +20,14 @@ import {
   VM_ID_PATTERN,
   VM_NAME_PATTERN,
 } from "../api-types/values.ts";
-import type { ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import type { ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
 import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
+import { planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -49,6 +51,7 @@ const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 
 const replaceNote = " Changing it creates a new VM.";
+const inPlace = " Changed in place: live where the VM can take it, else at its next stop and start (see `restart_required`, `allow_restart`).";
 
 export const diskAttrs: Attr[] = [
   { name: "size_gb", type: "number", required: true, description: "Size of the data disk in GiB." },
@@ -71,31 +74,35 @@ export const computedOut: Attr[] = [
 
 export const vmSchema: BlockSchema = {
   version: 0,
-  description: "A virtual machine on an rcloud server. The API cannot resize VMs, so every argument except `running` replaces the VM when changed.",
+  description: "A virtual machine on an rcloud server. Sizes, data disks and direct boot change in place; the name, image, network and SSH settings (and a shrinking root disk) replace the VM.",
   attributes: [
     { name: "id", type: "string", computed: true, description: "VM id (`vm-xxxxxxxx`)." },
     { name: "name", type: "string", required: true, description: "VM name: a DNS label (lower-case letters, digits, `-`; 1-63 characters)." + replaceNote },
-    { name: "vcpus", type: "number", optional: true, computed: true, description: "Number of virtual CPUs. Default: the server's `vm_defaults.vcpus`." + replaceNote },
-    { name: "memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB; fractions are allowed if they are a whole number of MiB (e.g. `0.5`). Default: the server's `vm_defaults.memory_mb`." + replaceNote },
+    { name: "vcpus", type: "number", optional: true, computed: true, description: "Number of virtual CPUs. Default: the server's `vm_defaults.vcpus`." + inPlace },
+    { name: "memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB; fractions are allowed if they are a whole number of MiB (e.g. `0.5`). Default: the server's `vm_defaults.memory_mb`." + inPlace },
     { name: "image", type: "string", required: true, description: "Base image: id, file name or alias (e.g. `debian13`); see the `rcloud_images` data source." + replaceNote },
-    { name: "root_disk_gb", type: "number", optional: true, computed: true, description: "Root disk size in GiB (at least the image's size). Default: the server's `vm_defaults.root_disk_gb`." + replaceNote },
-    { name: "extra_disks", nested: { nesting: "LIST", attributes: diskAttrs }, optional: true, computed: true, description: "Data disks, in order; guests see serials `kdevops0`..`N`." + replaceNote },
+    { name: "root_disk_gb", type: "number", optional: true, computed: true, description: "Root disk size in GiB (at least the image's size). Default: the server's `vm_defaults.root_disk_gb`. Grows in place (online); a smaller value creates a new VM." },
+    { name: "extra_disks", nested: { nesting: "LIST", attributes: diskAttrs }, optional: true, computed: true, description: "Data disks, in order; guests see serials `kdevops0`..`N`. Disks appended or removed change in place (virtio and SCSI disks are plugged in and out of a running VM; NVMe and IDE ones need a stop and start); a disk changed in the middle of the list is replaced with the ones after it." },
     { name: "network", nested: { nesting: "SINGLE", attributes: networkAttrs }, optional: true, computed: true, description: "Networking." + replaceNote },
     { name: "ssh_public_key", type: "string", optional: true, description: "An OpenSSH public key line installed for `ssh_user` by cloud-init." + replaceNote },
     { name: "ssh_user", type: "string", optional: true, computed: true, description: "Login user created by cloud-init. Default: the server's `vm_defaults.ssh_user` (`kdevops`)." + replaceNote },
-    { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`)." + replaceNote },
-    { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`)." + replaceNote },
-    { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`)." + replaceNote },
+    { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`). Changed in place, for the next start." },
+    { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`). Changed in place, for the next start." },
+    { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`). Changed in place, for the next start." },
     { name: "host", type: "string", optional: true, computed: true, description: "The host that runs the VM (a name from the `rcloud_hosts` data source). Default: the server places the VM." + replaceNote },
     { name: "placement_group", type: "string", optional: true, description: "VMs of one placement group go to different hosts while there are hosts left." + replaceNote },
     { name: "running", type: "bool", optional: true, computed: true, description: "Whether the VM should run (default `true`). Changing it starts or stops the VM in place." },
+    { name: "max_vcpus", type: "number", optional: true, computed: true, description: "vCPUs the VM can be given later without a restart (hot-plug). Default: `vcpus`, raised with it." },
+    { name: "max_memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB the VM can be given later without a restart (balloon). Default: `memory_gb`, raised with it." },
+    { name: "allow_restart", type: "bool", optional: true, description: "Whether applying a change that needs one may stop the VM gracefully and start it again (vCPUs or memory beyond the maxima, NVMe/IDE disks, direct boot). Default `false`: such changes wait for the VM's next stop and start (`restart_required`)." },
+    { name: "restart_required", type: "bool", computed: true, description: "Changes applied to the VM's definition wait for its next stop and start." },
     ...computedOut,
   ],
 };
 
 export const VM_TYPE = impliedType(vmSchema);
 const ATTR_NAMES = vmSchema.attributes.map((a) => a.name);
-const REPLACE_ATTRS = ["name", "vcpus", "memory_gb", "image", "root_disk_gb", "extra_disks", "network", "ssh_public_key", "ssh_user", "kernel", "initrd", "cmdline", "host", "placement_group"];
+const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"];
 
 // ---- small value helpers ----
 
@@ -129,11 +136,17 @@ export function validateVm(c: CtyObject): Diagnostic[] {
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) bad([k], `${k} must be a whole number between ${min} and ${max}, got ${v}.`);
   };
   intAttr("vcpus", 1, 512);
+  intAttr("max_vcpus", 1, 512);
   intAttr("root_disk_gb", 1, 65536);
-  const mem = num(c.memory_gb);
-  if (mem !== undefined && (!Number.isInteger(mem * 1024) || mem * 1024 < 64)) {
-    bad(["memory_gb"], `memory_gb must be at least 0.0625 (64 MiB) and a whole number of MiB (memory_gb × 1024), got ${mem}.`);
+  for (const k of ["memory_gb", "max_memory_gb"]) {
+    const mem = num(c[k]);
+    if (mem !== undefined && (!Number.isInteger(mem * 1024) || mem * 1024 < 64)) {
+      bad([k], `${k} must be at least 0.0625 (64 MiB) and a whole number of MiB (${k} × 1024), got ${mem}.`);
+    }
   }
+  const [vcpus, maxVcpus, memGb, maxMemGb] = [num(c.vcpus), num(c.max_vcpus), num(c.memory_gb), num(c.max_memory_gb)];
+  if (vcpus !== undefined && maxVcpus !== undefined && maxVcpus < vcpus) bad(["max_vcpus"], `max_vcpus (${maxVcpus}) must be at least vcpus (${vcpus}).`);
+  if (memGb !== undefined && maxMemGb !== undefined && maxMemGb < memGb) bad(["max_memory_gb"], `max_memory_gb (${maxMemGb}) must be at least memory_gb (${memGb}).`);
   if (Array.isArray(c.extra_disks)) {
     c.extra_disks.forEach((e, i) => {
       const disk = obj(e);
@@ -208,11 +221,17 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
   // The server stores the real path of boot files; keep the configured spelling.
   const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
   const priorDisks = (Array.isArray(prior?.extra_disks) ? prior.extra_disks : []).map(obj);
+  // What the VM is set to have: changes waiting for its next start count as made.
+  const p = vm.pending ?? {};
+  const bootPending = p.kernel !== undefined || p.initrd !== undefined || p.cmdline !== undefined;
+  const boot = bootPending ? { kernel: p.kernel ?? null, initrd: p.initrd ?? null, cmdline: p.cmdline ?? null } : { kernel: vm.kernel, initrd: vm.initrd, cmdline: vm.cmdline };
   return {
     id: vm.id,
     name: vm.name,
-    vcpus: vm.vcpus,
-    memory_gb: vm.memory_mb / 1024,
+    vcpus: p.vcpus ?? vm.vcpus,
+    max_vcpus: p.max_vcpus ?? vm.max_vcpus,
+    memory_gb: (p.memory_mb ?? vm.memory_mb) / 1024,
+    max_memory_gb: (p.max_memory_mb ?? vm.max_memory_mb) / 1024,
     image,
     root_disk_gb: root?.size_gb ?? null,
     extra_disks: vm.disks
@@ -224,12 +243,14 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
     network: { mode: vm.network.mode, bridge: vm.network.bridge },
     ssh_public_key: str(prior?.ssh_public_key) ?? null,
     ssh_user: vm.ssh_user,
-    kernel: keep("kernel", vm.kernel),
-    initrd: keep("initrd", vm.initrd),
-    cmdline: vm.cmdline,
+    kernel: keep("kernel", boot.kernel),
+    initrd: keep("initrd", boot.initrd),
+    cmdline: boot.cmdline,
     host: vm.host,
     placement_group: vm.placement_group,
     running: isRunningState(vm.state),
+    allow_restart: prior?.allow_restart ?? null,
+    restart_required: vm.restart_required,
     state: vm.state,
     ip_address: vm.ip_address,
     mac_address: vm.network.mac_address,
@@ -243,16 +264,8 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
 function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
   if (c === null || c === undefined) return prior ? (prior.extra_disks ?? []) : []; // unset: no data disks
   if (isUnknown(c) || !Array.isArray(c)) return UNKNOWN;
-  const priorDisks = prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : [];
-  return c.map((e, i) => {
-    const disk = obj(e);
-    if (!disk) return e;
-    const before = obj(priorDisks[i]);
-    const sameDisk = before !== null && before.size_gb === disk.size_gb;
-    let type: CtyValue = disk.type ?? (sameDisk ? (before.type ?? null) : UNKNOWN);
-    if (sameDisk && sameBus(disk.type, before.type)) type = before.type ?? null; // e.g. ide configured, sata reported
-    return { size_gb: disk.size_gb ?? null, type };
-  });
+  // Kept disks keep their reported type (ide configured, sata reported); new ones take the configured one.
+  return planDataDisks(c, prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : []);
 }
 
 function planNetwork(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
@@ -298,10 +311,14 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     host: orPrior(c.host, prior, "host"),
     placement_group: c.placement_group ?? null,
     running: c.running ?? true,
+    allow_restart: c.allow_restart ?? null,
   };
+  planned.max_vcpus = planMaximum(c.max_vcpus, planned.vcpus ?? null, prior, "max_vcpus");
+  planned.max_memory_gb = planMaximum(c.max_memory_gb, planned.memory_gb ?? null, prior, "max_memory_gb");
   const image = str(c.image);
   if (!prior) {
     for (const a of computedOut) planned[a.name] = UNKNOWN;
+    planned.restart_required = UNKNOWN;
     if (image !== undefined && ctx.client) {
       try {
         if ((await imageId(ctx, image)) === null) diagnostics.push(await missingImageDiag(ctx, image));
@@ -312,11 +329,15 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     return { planned, requiresReplace: [], diagnostics };
   }
   for (const a of computedOut) planned[a.name] = prior[a.name] ?? null;
-  if (planned.running !== prior.running) {
-    // Starting or stopping changes these; their new values are known only after apply.
+  planned.restart_required = prior.restart_required ?? null;
+  const updating = UPDATABLE.some((k) => !sameValue(planned[k], prior[k]));
+  if (planned.running !== prior.running || (updating && planned.allow_restart === true)) {
+    // Starting, stopping or restarting changes these; their new values are known only after apply.
     planned.state = UNKNOWN;
     planned.ip_address = UNKNOWN;
   }
+  // Known after apply: a change may wait for the next start; a stop or start applies what waited.
+  if (updating || planned.running !== prior.running) planned.restart_required = UNKNOWN;
   const priorImage = str(prior.image);
   if (image !== undefined && priorImage !== undefined && image !== priorImage && ctx.client) {
     try {
@@ -326,7 +347,12 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     }
   }
   const adoptKey = priv.imported === true && prior.ssh_public_key === null;
-  const requiresReplace = REPLACE_ATTRS.filter((k) => !(k === "ssh_public_key" && adoptKey)).map((k) => [k]);
+  const requiresReplace: PathStep[][] = REPLACE_ATTRS.filter((k) => !(k === "ssh_public_key" && adoptKey)).map((k) => [k]);
+  const shrink = rootShrink(prior, planned);
+  if (shrink) {
+    requiresReplace.push(["root_disk_gb"]);
+    diagnostics.push(shrink);
+  } else diagnostics.push(...updateWarnings(prior, planned));
   return { planned, requiresReplace, diagnostics };
 }
 
@@ -338,6 +364,11 @@ function createBody(p: CtyObject): CreateVmRequest {
   if (vcpus !== undefined) body.vcpus = vcpus;
   const mem = num(p.memory_gb);
   if (mem !== undefined) body.memory_mb = Math.round(mem * 1024);
+  // Maxima only when they leave room (the API's default is the value itself).
+  const maxVcpus = num(p.max_vcpus);
+  if (maxVcpus !== undefined && maxVcpus !== vcpus) body.max_vcpus = maxVcpus;
+  const maxMem = num(p.max_memory_gb);
+  if (maxMem !== undefined && maxMem !== mem) body.max_memory_mb = Math.round(maxMem * 1024);
   const root = num(p.root_disk_gb);
   if (root !== undefined) body.root_disk_gb = root;
   if (Array.isArray(p.extra_disks) && p.extra_disks.length > 0) {
@@ -422,12 +453,41 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     let vm = await client.getVm(id);
     if (!vm) return { newState: null, priv: {}, diagnostics: [errorDiag("VM deleted outside Terraform", `VM ${id} no longer exists on ${client.endpoint}; run terraform apply again to create it.`)] };
     const wantRunning = planned.running !== false;
-    if (wantRunning && !isRunningState(vm.state)) vm = await client.startVm(id);
+    const body = updateBody(prior, planned, vm);
+    let restarted = false;
+    if (Object.keys(body).length > 0) {
+      if (wantRunning !== isRunningState(vm.state)) body.running = wantRunning;
+      const r = await patchVm(client, id, body, planned.allow_restart === true);
+      vm = r.vm;
+      restarted = r.restarted;
+    } else if (wantRunning && !isRunningState(vm.state)) vm = await client.startVm(id);
     else if (!wantRunning && isRunningState(vm.state)) vm = await client.stopVm(id);
-    return finish(ctx, client, vm, planned, wantRunning && prior.running !== true);
+    return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted));
   } catch (e) {
     return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };
   }
+}
+
+/**
+ * PATCH; with allow_restart, a change the running VM cannot take live (a disk bus it cannot
+ * hot-plug: 422 on extra_disks) is sent again with restart, and pending changes are applied
+ * by a restart.
+ */
+async function patchVm(client: RcloudClient, id: string, body: UpdateVmRequest, allowRestart: boolean): Promise<{ vm: ApiVm; restarted: boolean }> {
+  try {
+    const vm = await client.updateVm(id, body);
+    if (!allowRestart || !vm.restart_required || body.running === false) return { vm, restarted: false };
+    return { vm: await client.updateVm(id, { restart: true }), restarted: true };
+  } catch (e) {
+    const liveOnlyRefusal = e instanceof ApiError && e.code === "validation_error" && (e.field ?? "").startsWith("extra_disks.") && /restart/.test(e.message);
+    if (!allowRestart || !liveOnlyRefusal) throw e;
+    return { vm: await client.updateVm(id, { ...body, restart: true }), restarted: true };
+  }
+}
+
+/** Equal as Terraform values (lists and objects by content). */
+function sameValue(a: CtyValue | undefined, b: CtyValue | undefined): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 }
 
 async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean): Promise<ApplyResult> {

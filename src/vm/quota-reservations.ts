@@ -1,7 +1,8 @@
 /**
- * Project quotas under concurrency: a create checks its project's quota and reserves its
- * share atomically (one check at a time per project), counting the project's VMs plus the
- * creates still in flight, and releases the reservation when it has finished either way.
+ * Project quotas under concurrency: a create (or a change that grows a VM) checks its
+ * project's quota and reserves its share atomically (one check at a time per project),
+ * counting the project's VMs plus the creates and changes still in flight, and releases the
+ * reservation when it has finished either way.
  */
 import { checkQuota, type QuotaConfig, quotaFor, type Usage } from "../auth/scope.ts";
 import type { VmRecord, VmSpec } from "../drivers/types.ts";
@@ -9,13 +10,31 @@ import { KeyedMutex } from "../util/mutex.ts";
 
 export class QuotaReservations {
   private readonly locks = new KeyedMutex();
-  /** Creates past their quota check and not yet finished, by project then VM id. */
+  /** Creates (by VM id) and changes (by `<id>:change`) past their quota check and not yet finished, by project. */
   private readonly inflight = new Map<string, Map<string, { name: string; usage: Usage }>>();
 
   constructor(private readonly quotas: QuotaConfig | null) {}
 
   /** Reserves `spec`'s share of `project`'s quota (or throws quota_exceeded); returns the release. */
-  async reserve(project: string, spec: VmSpec, listVms: () => Promise<VmRecord[]>): Promise<() => void> {
+  reserve(project: string, spec: VmSpec, listVms: () => Promise<VmRecord[]>): Promise<() => void> {
+    const mine: Usage = {
+      vms: 1,
+      vcpus: spec.vcpus,
+      memory_mb: spec.memoryMb,
+      disk_gb: spec.rootDiskGb + spec.dataDisks.reduce((n, d) => n + d.sizeGb, 0),
+    };
+    return this.hold(project, spec.id, spec.name, mine, listVms);
+  }
+
+  /**
+   * Reserves what a change adds to an existing VM (`add`: the differences, vms 0); the VM
+   * itself is counted from the listing as it is now.
+   */
+  reserveChange(project: string, vm: { id: string; name: string }, add: Usage, listVms: () => Promise<VmRecord[]>): Promise<() => void> {
+    return this.hold(project, `${vm.id}:change`, vm.name, add, listVms);
+  }
+
+  private async hold(project: string, key: string, name: string, mine: Usage, listVms: () => Promise<VmRecord[]>): Promise<() => void> {
     const quota = quotaFor(this.quotas, project);
     if (quota === null) return () => {};
     return this.locks.run(`quota:${project}`, async () => {
@@ -37,17 +56,11 @@ export class QuotaReservations {
         add({ vms: 1, vcpus: r.vcpus, memory_mb: r.memoryMb, disk_gb: disk });
       }
       for (const [id, p] of inFlight) if (!seen.has(id)) add(p.usage);
-      const mine: Usage = {
-        vms: 1,
-        vcpus: spec.vcpus,
-        memory_mb: spec.memoryMb,
-        disk_gb: spec.rootDiskGb + spec.dataDisks.reduce((n, d) => n + d.sizeGb, 0),
-      };
       checkQuota(project, quota, usage, mine);
-      pending.set(spec.id, { name: spec.name, usage: mine });
+      pending.set(key, { name, usage: mine });
       this.inflight.set(project, pending);
       return () => {
-        pending.delete(spec.id);
+        pending.delete(key);
         if (pending.size === 0 && this.inflight.get(project) === pending) this.inflight.delete(project);
       };
     });

@@ -5,17 +5,18 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiDisk, ApiHost, ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import type { ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
 import type { Host, HostRegistry } from "./hosts.ts";
-import { place, type PlacementCandidate, type Refusal } from "./placement.ts";
+import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
+import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
 import { checkPoolRoom, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 
 export type { ServiceDefaults };
@@ -414,6 +415,101 @@ export class VmService {
     return this.timed("stop", () => this.mutate(ref, caller, (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
   }
 
+  /**
+   * PATCH: changes a VM in place. update.ts validates and plans; the host's placement rules
+   * and the project's quota must allow what the VM grows to; the driver applies it live or
+   * for the next start. With `restart`, the VM is stopped gracefully first and started after;
+   * if it does not start with the change, the change is undone and it is started as it was.
+   */
+  async update(ref: string, req: UpdateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
+    const found = await this.resolve(ref, caller);
+    const { host } = found;
+    return this.timed("update", () =>
+      this.locks.run(`name:${found.rec.name}`, async () => {
+        const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
+        if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
+        const plan = planUpdate(req, rec, this.defaults);
+        await this.resolveBoot(host, rec, plan);
+        await this.checkGrowth(host, rec, plan);
+        const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
+        const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
+        const release = rec.owner !== null && grows ? await this.quotaReservations.reserveChange(rec.owner, rec, add, () => this.allRecords()) : () => {};
+        try {
+          await this.applyPlan(host, rec, plan);
+        } finally {
+          release();
+        }
+        const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
+        if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+        this.remember(host, [after]);
+        return this.toApi(after, host, true);
+      }),
+    );
+  }
+
+  private async applyPlan(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
+    const driver = host.driver;
+    const on = <T>(call: () => Promise<T>) => this.fleet.onHost(host, call);
+    if (plan.stopFirst) await on(() => driver.stop(rec.name, { force: false, timeoutMs: this.defaults.stopTimeoutS * 1000 }));
+    if (!isEmptyChange(plan.change)) {
+      try {
+        await on(() => driver.update(rec.name, plan.change));
+      } catch (e) {
+        // As it was: running again if this request stopped it.
+        if (plan.stopFirst) await on(() => driver.start(rec.name)).catch(() => {});
+        throw e;
+      }
+    }
+    if (!plan.startAfter) return;
+    try {
+      await on(() => driver.start(rec.name));
+    } catch (e) {
+      if (isEmptyChange(plan.change)) throw e;
+      // It does not start with the change: back to what it was (disks removed stay removed).
+      const changed = await on(() => driver.get(rec.name));
+      const undo = changed ? undoChange(rec, changed) : {};
+      const undone = await on(() => driver.update(rec.name, undo))
+        .then(() => on(() => driver.start(rec.name)))
+        .then(() => "the change was undone and the VM started as it was", (u: unknown) => `undoing the change failed too: ${(u as Error).message}`);
+      const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
+      throw new ServiceError(err.code, `${rec.name} did not start with the change: ${err.message}; ${undone}`, err.details, { cause: e });
+    }
+  }
+
+  /** New kernel and initrd paths as the VM's host has them (its kernel_dir); unchanged files are no change. */
+  private async resolveBoot(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
+    const boot = plan.change.boot;
+    if (!boot) return;
+    const cur = effective(rec).boot;
+    const kernel = boot.kernel === cur?.kernel ? boot.kernel : await this.bootFile(host, "kernel", boot.kernel);
+    const initrd = boot.initrd === null || boot.initrd === cur?.initrd ? boot.initrd : await this.bootFile(host, "initrd", boot.initrd);
+    const resolved = { kernel, initrd, cmdline: boot.cmdline };
+    if (sameBoot(resolved, cur)) delete plan.change.boot;
+    else plan.change.boot = resolved;
+  }
+
+  /** What the VM grows to must fit its host by the placement rules (its own share counted once). */
+  private async checkGrowth(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
+    const cur = effective(rec);
+    if (plan.next.vcpus <= cur.vcpus && plan.next.memoryMb <= cur.memoryMb) return;
+    const info = await this.fleet.facts(host);
+    const alloc = this.fleet.allocated(host);
+    const own = countsOnHost(rec) ? { vcpus: rec.vcpus, memoryMb: rec.memoryMb } : { vcpus: 0, memoryMb: 0 };
+    const candidate: PlacementCandidate = {
+      name: host.name,
+      state: "online", // a cordon keeps new VMs away, not growth of the ones there
+      hasImage: true,
+      cpus: info.cpus,
+      memoryMb: info.memoryMb,
+      vcpuOvercommit: host.vcpuOvercommit,
+      memoryOvercommit: host.memoryOvercommit,
+      allocated: { vcpus: alloc.vcpus - own.vcpus, memoryMb: alloc.memoryMb - own.memoryMb },
+      groupMembers: 0,
+    };
+    const no = refusal(candidate, { vcpus: plan.next.vcpus, memoryMb: plan.next.memoryMb, image: rec.image, pinned: host.name });
+    if (no) throw new ServiceError("capacity_exceeded", `host ${host.name}: ${no.reason}`, { field: no.resource === "vcpus" ? "vcpus" : "memory_mb", hosts: [{ host: no.host, reason: no.reason }] });
+  }
+
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
     return this.timed("reboot", () => this.mutate(ref, caller, (h, name) => h.driver.reboot(name)));
   }
@@ -527,8 +623,12 @@ export class VmService {
       uuid: r.uuid,
       state: fresh ? r.state : "unknown",
       vcpus: r.vcpus,
+      max_vcpus: r.maxVcpus,
       memory_mb: r.memoryMb,
+      max_memory_mb: r.maxMemoryMb,
       disks,
+      restart_required: r.pending !== null,
+      pending: r.pending ? toApiPending(r.pending) : null,
       network: { mode: r.network.mode, bridge: r.network.bridge, ip_address: ip, mac_address: r.network.mac, ssh_port: r.network.sshPort },
       image: r.image,
       ip_address: ip,
@@ -584,6 +684,20 @@ function refusalError(refusals: Refusal[], pinned: string | null, hostCount: num
   const message = refusals.length === 1 ? `${hostCount > 1 ? `host ${refusals[0]!.host}: ` : ""}${refusals[0]!.reason}` : `no host can take this VM: ${refusals.map((r) => `${r.host}: ${r.reason}`).join("; ")}`;
   if (only === "image") return new ServiceError("image_not_found", message, { field: "image" });
   return new ServiceError("capacity_exceeded", message, { ...(field ? { field } : {}), hosts: refusals.map((r) => ({ host: r.host, reason: r.reason })) });
+}
+
+function toApiPending(p: PendingChanges): ApiPendingChanges {
+  const out: ApiPendingChanges = {};
+  if (p.vcpus !== undefined) out.vcpus = p.vcpus;
+  if (p.maxVcpus !== undefined) out.max_vcpus = p.maxVcpus;
+  if (p.memoryMb !== undefined) out.memory_mb = p.memoryMb;
+  if (p.maxMemoryMb !== undefined) out.max_memory_mb = p.maxMemoryMb;
+  if (p.boot !== undefined) {
+    out.kernel = p.boot?.kernel ?? null;
+    out.initrd = p.boot?.initrd ?? null;
+    out.cmdline = p.boot?.cmdline ?? null;
+  }
+  return out;
 }
 
 function toApiImage(f: FleetImage): ApiImage {

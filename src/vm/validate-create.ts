@@ -60,7 +60,7 @@ export function invalid(field: string, message: string): ServiceError {
   return new ServiceError("validation_error", `${field}: ${message}`, { field });
 }
 
-function intIn(field: string, v: unknown, min: number, max: number): number {
+export function intIn(field: string, v: unknown, min: number, max: number): number {
   if (typeof v !== "number" || !Number.isInteger(v)) throw invalid(field, "must be an integer");
   if (v < min || v > max) throw invalid(field, `must be between ${min} and ${max}, got ${v}`);
   return v;
@@ -92,6 +92,11 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
   const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
   if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
   const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
+  // Headroom for later changes without a restart (vCPU hot-plug, the balloon).
+  const maxVcpus = intIn("max_vcpus", req.max_vcpus ?? vcpus, 1, 512);
+  if (maxVcpus < vcpus) throw invalid("max_vcpus", `must be at least vcpus (${vcpus})`);
+  const maxMemoryMb = intIn("max_memory_mb", req.max_memory_mb ?? memoryMb, 64, 4194304);
+  if (maxMemoryMb < memoryMb) throw invalid("max_memory_mb", `must be at least the memory (${memoryMb} MiB)`);
   if (req.host !== undefined && (typeof req.host !== "string" || !HOST_RE.test(req.host))) throw invalid("host", "must be a host name from GET /api/v1/hosts");
   if (req.placement_group !== undefined && (typeof req.placement_group !== "string" || !GROUP_RE.test(req.placement_group))) {
     throw invalid("placement_group", "must be 1-63 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit");
@@ -146,7 +151,9 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     id,
     name: req.name,
     vcpus,
+    maxVcpus,
     memoryMb,
+    maxMemoryMb,
     image,
     rootDiskGb,
     dataDisks,
@@ -178,7 +185,7 @@ export function checkPoolRoom(host: string, info: HostInfo): void {
 }
 
 /** A direct-boot path's shape; whether it is a file in the kernel directory is asked of the VM's host after placement. */
-function bootPath(field: string, path: unknown): string {
+export function bootPath(field: string, path: unknown): string {
   if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
   return path;
 }

@@ -256,6 +256,72 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
     });
   });
 
+  describe(`${name}: PATCH: changes in place`, () => {
+    test("stopped: everything at once; running: beyond the maxima pending until it stops; refusals name the field", async () => {
+      const name = uniqueName("patch").slice(0, 40);
+      const created = await server.req("POST", "/api/v1/vms", vmBody(name, { start: false, extra_disks: [{ size_gb: 1 }] }));
+      expect(created.status).toBe(201);
+      const vm = created.json;
+      expect({ max_vcpus: vm.max_vcpus, max_memory_mb: vm.max_memory_mb, restart_required: vm.restart_required, pending: vm.pending }).toEqual({ max_vcpus: 1, max_memory_mb: memoryMb, restart_required: false, pending: null });
+      const patch = (body: unknown, ref: string = vm.id) => server.req("PATCH", `/api/v1/vms/${ref}`, body);
+
+      const same = await patch({});
+      expect(same.status).toBe(200);
+      expect(same.json).toMatchObject({ id: vm.id, vcpus: 1, memory_mb: memoryMb, disks: vm.disks });
+
+      // Stopped: sizes, disks (any bus) and boot all go into its definition (root disk growth:
+      // test/e2e/libvirt-update.test.ts and test/qemu/update.test.ts; libvirt's test driver cannot resize).
+      const cmdline = "console=ttyS0 rcloud=patched";
+      const changed = await patch({ vcpus: 2, max_vcpus: 4, max_memory_mb: memoryMb * 2, extra_disks: { remove: ["kdevops0"], add: [{ size_gb: 2 }, { size_gb: 3, type: "nvme" }] }, cmdline, kernel: join(kernelDir, "vmlinuz") });
+      expect(changed.status).toBe(200);
+      expect(changed.json).toMatchObject({ state: "stopped", vcpus: 2, max_vcpus: 4, memory_mb: memoryMb, max_memory_mb: memoryMb * 2, restart_required: false, pending: null, cmdline });
+      expect(changed.json.disks.map((d: any) => [d.type, d.serial, d.driver, d.size_gb])).toEqual([
+        ["root", null, "virtio", 2],
+        ["data", "kdevops1", "virtio", 2],
+        ["data", "kdevops2", "nvme", 3],
+      ]);
+      expect((await opts.artifacts()).filter((v) => v.startsWith(`${vm.id}-data`)).sort()).toEqual([`${vm.id}-data1.qcow2`, `${vm.id}-data2.qcow2`]);
+      expect((await server.req("GET", `/api/v1/vms/${name}`)).json).toMatchObject({ vcpus: 2, max_vcpus: 4, cmdline, disks: changed.json.disks });
+
+      // running: true starts it with the change; more vCPUs than its maximum wait for the next start.
+      const started = await patch({ running: true, vcpus: 3 });
+      expect(started.json).toMatchObject({ state: "running", vcpus: 3, restart_required: false });
+      const beyond = await patch({ vcpus: 5 });
+      expect(beyond.status).toBe(200);
+      expect(beyond.json).toMatchObject({ vcpus: 3, max_vcpus: 4, restart_required: true, pending: { vcpus: 5, max_vcpus: 5 } });
+      expect((await server.req("GET", `/api/v1/vms/${vm.id}`)).json.pending).toEqual({ vcpus: 5, max_vcpus: 5 });
+      // A maximum follows a value up, never down: back to what it runs with, the raised maximum still waits.
+      const back = await patch({ vcpus: 3 });
+      expect(back.json).toMatchObject({ vcpus: 3, max_vcpus: 4, restart_required: true, pending: { max_vcpus: 5 } });
+      const undone = await patch({ max_vcpus: 4 });
+      expect(undone.json).toMatchObject({ vcpus: 3, max_vcpus: 4, restart_required: false, pending: null });
+      await patch({ vcpus: 5 });
+      const stopped = await patch({ running: false });
+      expect(stopped.json).toMatchObject({ state: "stopped", vcpus: 5, max_vcpus: 5, restart_required: false, pending: null });
+
+      expectError(await patch({ vcpus: 1 }, "rct-missing"), 404, "not_found");
+      for (const [body, code, field] of [
+        [{ colour: "red" }, "validation_error", undefined],
+        [{ extra_disks: { add: [{ size_gb: 1, type: "floppy" }] } }, "validation_error", undefined],
+        [{ root_disk_gb: 1 }, "validation_error", "root_disk_gb"],
+        [{ extra_disks: { remove: ["kdevops0"] } }, "validation_error", "extra_disks.remove[0]"],
+        [{ vcpus: 6, max_vcpus: 5 }, "validation_error", "max_vcpus"],
+        [{ memory_mb: memoryMb * 3, max_memory_mb: memoryMb * 2 }, "validation_error", "max_memory_mb"],
+        [{ memory_mb: 4194304 }, "capacity_exceeded", "memory_mb"],
+        [{ extra_disks: { add: Array.from({ length: 7 }, () => ({ size_gb: 1 })) } }, "validation_error", "extra_disks"],
+        [{ kernel: null, cmdline: "x" }, "validation_error", "kernel"],
+        [{ kernel: "/etc/passwd" }, "validation_error", "kernel"],
+        [{ restart: true, running: false }, "validation_error", "restart"],
+      ] as const) {
+        expectError(await patch(body), 422, code, field);
+      }
+      expect((await server.req("GET", `/api/v1/vms/${vm.id}`)).json).toMatchObject({ vcpus: 5, memory_mb: memoryMb, disks: changed.json.disks, cmdline });
+      const off = await patch({ kernel: null });
+      expect(off.json).toMatchObject({ kernel: null, initrd: null, cmdline: null });
+      await server.req("DELETE", `/api/v1/vms/${vm.id}`);
+    });
+  });
+
   describe(`${name}: validation: clear errors, nothing created`, () => {
     const cases: [string, unknown, number, string, string?][] = [
       ["upper-case name", { name: "Web01", image: "debian13" }, 422, "validation_error", "name"],

@@ -315,6 +315,18 @@ describe("quotas", () => {
     expect(more.json.error.code).toBe("quota_exceeded");
   });
 
+  test("PATCH: growing over the quota → 422 quota_exceeded, nothing changed; another project's VM → 403", async () => {
+    const name = `rctest-auth-v1-${tag}`; // the 2 vCPUs of the quota, from the test before
+    const grow = await call(srv, "PATCH", `/api/v1/vms/${name}`, userV.token, { vcpus: 3 });
+    expect({ status: grow.status, code: grow.json.error?.code }).toEqual({ status: 422, code: "quota_exceeded" });
+    expect(grow.json.error.message).toContain("vcpus");
+    expect((await call(srv, "GET", `/api/v1/vms/${name}`, userV.token)).json).toMatchObject({ vcpus: 2, pending: null });
+    const shrink = await call(srv, "PATCH", `/api/v1/vms/${name}`, userV.token, { vcpus: 1 });
+    expect(shrink.status).toBe(200);
+    expect(shrink.json.pending).toEqual({ vcpus: 1 });
+    expect((await call(srv, "PATCH", `/api/v1/vms/${name}`, userQ.token, { vcpus: 1 })).status).toBe(403);
+  });
+
   test("projects without a quota are unlimited", async () => {
     const name = `rctest-auth-a2-${tag}`;
     expect((await call(srv, "POST", "/api/v1/vms", userA.token, { name, image: "debian13", vcpus: 4 })).status).toBe(201);

@@ -117,6 +117,32 @@ describe("vm lifecycle", () => {
     expect(rb.stdout).toContain(`Rebooted VM ${vm}`);
   });
 
+  test("vm set and vm disk add/remove change the VM in place; what waits is said; bad input → 2 or 5", async () => {
+    // Running: more vCPUs than it was made for wait for the next stop and start.
+    const up = await cli(["vm", "set", vm, "--vcpus", "2"]);
+    expect({ code: up.code, stderr: up.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(up.stdout).toBe(`Changed VM ${vm}: 1 vCPUs, 512M memory, running\nAt its next stop and start it gets: 2 vCPUs, max 2 vCPUs (rcloud vm set ${vm} --restart applies it now)\n`);
+    expect((await cli(["vm", "show", vm])).stdout).toMatch(/\nPending: +2 vCPUs, max 2 vCPUs at the next stop and start\n/);
+    // Stopped: everything goes into its definition at once.
+    expect((await cli(["vm", "stop", vm, "--force"])).code).toBe(0);
+    const set = await cli(["vm", "set", vm, "--memory", "1G", "-o", "json"]);
+    expect(set.code).toBe(0);
+    const j = JSON.parse(set.stdout);
+    expect({ vcpus: j.vcpus, memory: j.memory_mb, restart: j.restart_required }).toEqual({ vcpus: 2, memory: 1024, restart: false });
+    const add = await cli(["vm", "disk", "add", vm, "1G", "3G,type=nvme"]);
+    expect(add.code).toBe(0);
+    expect(add.stdout).toBe(`Added 2 disks to VM ${vm}: kdevops0 (2G scsi), kdevops1 (1G virtio), kdevops2 (3G nvme)\n`);
+    const rm = await cli(["vm", "disk", "remove", vm, "kdevops0"]);
+    expect(rm.stdout).toBe(`Removed kdevops0 from VM ${vm}; its data disks: kdevops1 (1G virtio), kdevops2 (3G nvme)\n`);
+    const shrink = await cli(["vm", "set", vm, "--disk", "1G"]);
+    expect(shrink.code).toBe(5);
+    expect(shrink.stderr).toContain("root_disk_gb: the root disk cannot shrink");
+    expect((await cli(["vm", "disk", "remove", vm, "sda"])).code).toBe(2);
+    expect((await cli(["vm", "disk", "grow", vm, "1G"])).code).toBe(2);
+    expect((await cli(["vm", "set", vm])).code).toBe(2);
+    expect((await cli(["vm", "start", vm])).code).toBe(0);
+  });
+
   test("console prints the API's console information", async () => {
     const r = await cli(["vm", "console", vm]);
     expect(r.code).toBe(0);
@@ -241,7 +267,7 @@ describe("other commands", () => {
     const top = await cli(["--help"]);
     expect(top.code).toBe(0);
     expect(top.stdout).toContain("7  timeout (--wait)");
-    for (const c of ["vm create", "vm list", "vm show", "vm start", "vm stop", "vm reboot", "vm delete", "vm console", "vm ssh", "image list", "image show", "image copy", "host list", "host show", "host cordon", "host uncordon", "status", "completion"]) {
+    for (const c of ["vm create", "vm list", "vm show", "vm start", "vm stop", "vm reboot", "vm delete", "vm console", "vm ssh", "vm set", "vm disk", "image list", "image show", "image copy", "host list", "host show", "host cordon", "host uncordon", "status", "completion"]) {
       const r = await cli([...c.split(" "), "--help"]);
       expect(r.code).toBe(0);
       expect(r.stdout).toStartWith(`Usage: rcloud ${c}`);
@@ -268,7 +294,7 @@ describe("other commands", () => {
     expect((await server.req("POST", "/api/v1/vms", { name: vm, image: "debian13" })).status).toBe(201);
     const complete = bashCompleter(r.stdout, home, server.url);
     expect((await complete("rcloud v")).sort()).toEqual(["version", "vm"]);
-    expect(await complete("rcloud vm s")).toEqual(["show", "start", "stop", "ssh"]);
+    expect(await complete("rcloud vm s")).toEqual(["show", "start", "stop", "ssh", "set"]);
     expect(await complete("rcloud vm create x --ne")).toEqual(["--network"]);
     expect(await complete("rcloud vm create x --network ")).toEqual(["bridge", "user", "none"]);
     expect(await complete("rcloud vm create x --image ")).toEqual(["debian13"]);

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
-import { tinyDiskImageDir } from "../helpers/guest.ts";
+import { BLOCK_SERIAL_LINES, tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 import { makeSshKey, waitForSsh } from "../helpers/ssh.ts";
@@ -46,21 +46,8 @@ afterAll(async () => {
   await lv?.close();
 });
 
-/**
- * Every block device of the guest as "name serial sysfs-path". The serial comes from where
- * each bus puts it (busybox has no udev for /dev/disk/by-id): virtio-blk's own attribute,
- * the NVMe controller's, and for SCSI and SATA disks VPD page 0x80 (unit serial number,
- * after its 4-byte header; libata answers it from the ATA IDENTIFY serial).
- */
-const PROBE = [
-  "for d in /sys/block/*; do",
-  "  n=${d##*/}; s=''",
-  "  [ -r $d/serial ] && s=$(cat $d/serial)",
-  "  [ -z \"$s\" ] && [ -r $d/device/serial ] && s=$(cat $d/device/serial)",
-  "  [ -z \"$s\" ] && [ -r $d/device/vpd_pg80 ] && s=$(tail -c +5 $d/device/vpd_pg80 | tr -d '\\0')",
-  "  echo \"$n $(echo $s) $(readlink -f $d)\"",
-  "done",
-].join("\n");
+/** Every block device of the guest as "name serial sysfs-path" (the serial as BLOCK_SERIAL_LINES find it). */
+const PROBE = ["for d in /sys/block/*; do", "  n=${d##*/}", ...BLOCK_SERIAL_LINES, "  echo \"$n $(echo $s) $(readlink -f $d)\"", "done"].join("\n");
 
 interface GuestDisk {
   name: string;

@@ -73,3 +73,16 @@ export class ConsoleReader {
     });
   }
 }
+
+/**
+ * Shell lines (inside `for d in /sys/block/*`) that set `$s` to the block device's serial from
+ * where each bus puts it (busybox has no udev for /dev/disk/by-id): virtio-blk's own
+ * attribute, the NVMe controller's, and for SCSI and SATA disks VPD page 0x80 (unit serial
+ * number, after its 4-byte header; libata answers it from the ATA IDENTIFY serial).
+ */
+export const BLOCK_SERIAL_LINES = [
+  "  s=''",
+  "  [ -r $d/serial ] && s=$(cat $d/serial)",
+  "  [ -z \"$s\" ] && [ -r $d/device/serial ] && s=$(cat $d/device/serial)",
+  "  [ -z \"$s\" ] && [ -r $d/device/vpd_pg80 ] && s=$(tail -c +5 $d/device/vpd_pg80 | tr -d '\\0')",
+];

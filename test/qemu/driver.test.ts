@@ -234,15 +234,28 @@ describe("command line", () => {
     expect(after("-device")).toEqual(
       expect.arrayContaining([
         "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc,bus=pcie.0,addr=0x10",
-        "virtio-blk-pci,drive=data0,serial=kdevops0",
-        "nvme,drive=data1,serial=kdevops1",
+        "virtio-blk-pci,id=disk-data0,drive=data0,bus=port-data0,serial=kdevops0",
+        "nvme,id=disk-data1,drive=data1,serial=kdevops1",
         "ide-cd,drive=seed,bus=ide.0",
+        "virtio-balloon-pci,id=balloon0",
         "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
         "virtio-rng-pci,rng=rng0",
       ]),
     );
     expect(after("-drive")).toContain("if=none,id=seed,file=/st,,ate/vms/vm-abcd1234/seed.iso,format=raw,readonly=on");
     expect(args).not.toContain("-initrd");
+    // Room to grow without a restart: memory up to the maximum (the balloon takes it down), vCPU slots.
+    expect(after("-m")).toEqual(["256"]);
+    expect(after("-smp")).toEqual(["2,maxcpus=2"]);
+    const roomy = qemuArgs("q", "tcg", { ...vm, max_vcpus: 8, max_memory_mb: 1024 }, p);
+    expect([roomy[roomy.indexOf("-m") + 1], roomy[roomy.indexOf("-smp") + 1]]).toEqual(["1024", "2,maxcpus=8"]);
+    // PCIe root ports, before any device with an automatic address: the virtio data disk's, then the spares.
+    const ports = after("-device").filter((d) => d.startsWith("pcie-root-port"));
+    expect(ports).toEqual([
+      "pcie-root-port,id=port-data0,chassis=1,bus=pcie.0,addr=0x18.0,multifunction=on",
+      ...Array.from({ length: 8 }, (_, i) => `pcie-root-port,id=hotplug${i},chassis=${i + 2},bus=pcie.0,addr=0x${i + 1 < 8 ? "18" : "19"}.${(i + 1) % 8}${(i + 1) % 8 === 0 ? ",multifunction=on" : ""}`),
+    ]);
+    expect(args.indexOf(ports[0]!)).toBeLessThan(args.indexOf("virtio-blk-pci,drive=root,bootindex=1"));
     const none = qemuArgs("q", "kvm", { ...vm, network: { ...vm.network, mode: "none", mac: null, ssh_port: null } }, p);
     expect(none.filter((_, i) => none[i - 1] === "-nic")).toEqual(["none"]);
     expect(none).toContain("host"); // -cpu host under KVM
@@ -273,16 +286,16 @@ describe("command line", () => {
       "ich9-ahci,id=ahci1",
       "virtio-scsi-pci,id=scsi0",
       "virtio-blk-pci,drive=root,bootindex=1",
-      "scsi-hd,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=kdevops0",
-      "ide-hd,drive=data1,bus=ide.1,serial=kdevops1",
-      "virtio-blk-pci,drive=data2,serial=kdevops2",
-      "ide-hd,drive=data3,bus=ide.2,serial=kdevops3",
-      "nvme,drive=data4,serial=kdevops4",
-      "scsi-hd,drive=data5,bus=scsi0.0,channel=0,scsi-id=0,lun=1,serial=kdevops5",
-      "ide-hd,drive=data6,bus=ide.3,serial=kdevops6",
-      "ide-hd,drive=data7,bus=ide.4,serial=kdevops7",
-      "ide-hd,drive=data8,bus=ide.5,serial=kdevops8",
-      "ide-hd,drive=data9,bus=ahci1.0,serial=kdevops9",
+      "scsi-hd,id=disk-data0,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=kdevops0",
+      "ide-hd,id=disk-data1,drive=data1,bus=ide.1,serial=kdevops1",
+      "virtio-blk-pci,id=disk-data2,drive=data2,bus=port-data2,serial=kdevops2",
+      "ide-hd,id=disk-data3,drive=data3,bus=ide.2,serial=kdevops3",
+      "nvme,id=disk-data4,drive=data4,serial=kdevops4",
+      "scsi-hd,id=disk-data5,drive=data5,bus=scsi0.0,channel=0,scsi-id=0,lun=1,serial=kdevops5",
+      "ide-hd,id=disk-data6,drive=data6,bus=ide.3,serial=kdevops6",
+      "ide-hd,id=disk-data7,drive=data7,bus=ide.4,serial=kdevops7",
+      "ide-hd,id=disk-data8,drive=data8,bus=ide.5,serial=kdevops8",
+      "ide-hd,id=disk-data9,drive=data9,bus=ahci1.0,serial=kdevops9",
       "ide-cd,drive=seed,bus=ide.0",
     ]);
   });

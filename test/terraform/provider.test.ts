@@ -28,7 +28,7 @@ async function apiVms(): Promise<ApiVmLite[]> {
   return (r.json.vms as ApiVmLite[]).filter((v) => v.name.startsWith(fx.prefix));
 }
 
-function vmHcl(name: string, opts: { vcpus?: number; running?: boolean; image?: string } = {}): string {
+function vmHcl(name: string, opts: { vcpus?: number; running?: boolean; image?: string; rootDiskGb?: number } = {}): string {
   return `${fx.header()}
 resource "rcloud_vm" "web_server" {
   name      = "${name}"
@@ -36,7 +36,7 @@ resource "rcloud_vm" "web_server" {
   memory_gb = 0.5
   image     = "${opts.image ?? "debian13"}"
 
-  root_disk_gb = 4
+  root_disk_gb = ${opts.rootDiskGb ?? 4}
 
   extra_disks = [
     {
@@ -80,7 +80,7 @@ describe("schema", () => {
 });
 
 describe("rcloud_vm lifecycle", () => {
-  test("apply → clean plan → running in place → vcpus replaces → out-of-band delete → re-create → destroy", async () => {
+  test("apply → clean plan → running in place → vcpus in place → a shrinking root disk replaces → out-of-band delete → re-create → destroy", async () => {
     const name = `${fx.prefix}-web`;
     const dir = workdir(vmHcl(name));
 
@@ -130,18 +130,34 @@ describe("rcloud_vm lifecycle", () => {
     expect(await resourceValues(dir, fx.env, "rcloud_vm.web_server")).toMatchObject({ id: v1.id, running: true, state: "running" });
     expect((await plan(dir, fx.env)).code).toBe(0);
 
-    // vcpus: the API cannot resize, so the VM is replaced
+    // vcpus beyond what the running VM can hot-plug: in place, waiting for its next start
     writeMain(dir, vmHcl(name, { vcpus: 3 }));
     const p3 = await plan(dir, fx.env);
     expect(p3.code).toBe(2);
-    expect(p3.stdout).toContain("must be replaced");
-    expect(p3.stdout).toMatch(/vcpus\s+= 2 -> 3 # forces replacement/);
+    expect(p3.stdout).toContain("will be updated in-place");
+    expect(p3.stdout).not.toContain("must be replaced");
+    expect(p3.stdout).toMatch(/vcpus\s+= 2 -> 3\n/);
     await apply(dir, fx.env);
-    const v3 = await resourceValues(dir, fx.env, "rcloud_vm.web_server");
-    expect(v3.id).not.toBe(v1.id);
-    expect(v3.vcpus).toBe(3);
-    expect((await apiVms()).map((v) => v.id)).toEqual([v3.id as string]);
+    const v3a = await resourceValues(dir, fx.env, "rcloud_vm.web_server");
+    expect(v3a).toMatchObject({ id: v1.id, vcpus: 3, max_vcpus: 3, restart_required: true, running: true });
+    const pending = (await fx.server.req("GET", `/api/v1/vms/${v1.id}`)).json;
+    expect({ vcpus: pending.vcpus, pending: pending.pending }).toEqual({ vcpus: 2, pending: { vcpus: 3, max_vcpus: 3 } });
     expect((await plan(dir, fx.env)).code).toBe(0);
+
+    // a smaller root disk cannot be made in place: replaced, and the plan says why
+    writeMain(dir, vmHcl(name, { vcpus: 3, rootDiskGb: 3 }));
+    const shrink = await plan(dir, fx.env);
+    expect(shrink.code).toBe(2);
+    expect(shrink.stdout).toContain("must be replaced");
+    expect(shrink.stdout).toMatch(/root_disk_gb\s+= 4 -> 3 # forces replacement/);
+    expect(shrink.out).toContain("a root disk cannot shrink");
+    await apply(dir, fx.env);
+    const v3b = await resourceValues(dir, fx.env, "rcloud_vm.web_server");
+    expect(v3b.id).not.toBe(v1.id);
+    expect(v3b).toMatchObject({ vcpus: 3, root_disk_gb: 3, restart_required: false });
+    expect((await apiVms()).map((v) => v.id)).toEqual([v3b.id as string]);
+    expect((await plan(dir, fx.env)).code).toBe(0);
+    const v3 = v3b;
 
     // deleted behind Terraform's back: refresh drops it, plan creates it, apply re-creates it
     expect((await fx.server.req("DELETE", `/api/v1/vms/${v3.id}`)).status).toBe(200);
@@ -375,7 +391,7 @@ describe("examples/main.tf", () => {
     expect((await tfOk(dir, ["validate", "-no-color"], fx.env)).stdout).toContain("The configuration is valid");
     const p = await plan(dir, fx.env);
     if (p.code !== 2) throw new Error(`plan failed:\n${p.out}`);
-    for (const line of [/name\s+= "web-01"/, /vcpus\s+= 4/, /memory_gb\s+= 8/, /image\s+= "debian13"/, /root_disk_gb = 100/, /size_gb = 500/, /bridge = "virbr0"/, /mode\s+= "bridge"/]) {
+    for (const line of [/name\s+= "web-01"/, /vcpus\s+= 4/, /memory_gb\s+= 8/, /image\s+= "debian13"/, /root_disk_gb\s+= 100/, /size_gb = 500/, /bridge = "virbr0"/, /mode\s+= "bridge"/]) {
       expect(p.stdout).toMatch(line);
     }
   });

@@ -15,7 +15,11 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     uuid: "u",
     state: "running",
     vcpus: 4,
+    max_vcpus: 4,
     memory_mb: 8192,
+    max_memory_mb: 8192,
+    restart_required: false,
+    pending: null,
     disks: [
       { type: "root", size_gb: 100, driver: "virtio", format: "qcow2", serial: null },
       { type: "data", size_gb: 500, driver: "virtio", format: "qcow2", serial: "kdevops0" },
@@ -103,8 +107,53 @@ describe("plan", () => {
     expect(p.running).toBe(false);
     expect(isUnknown(p.state) && isUnknown(p.ip_address)).toBe(true);
     expect(p.mac_address).toBe("m");
-    expect(r.requiresReplace).toContainEqual(["vcpus"]);
+    expect(r.requiresReplace).toContainEqual(["image"]);
     expect(r.requiresReplace).not.toContainEqual(["running"]);
+    expect(r.requiresReplace).not.toContainEqual(["vcpus"]);
+  });
+
+  test("update: sizes, disks and boot in place; a shrinking root disk replaces, with the reason", async () => {
+    const ctx = ctxWith(() => null);
+    const prior: CtyObject = {
+      ...config(),
+      id: "vm-abcdefgh",
+      max_vcpus: 4,
+      max_memory_gb: 8,
+      restart_required: false,
+      running: true,
+      state: "running",
+      ip_address: "10.0.0.5",
+      mac_address: "m",
+      ssh_port: null,
+      created_at: "t",
+      ssh_user: "kdevops",
+      network: { bridge: "virbr0", mode: "bridge" },
+      extra_disks: [
+        { size_gb: 500, type: "virtio" },
+        { size_gb: 20, type: "nvme" },
+        { size_gb: 30, type: "ide" },
+      ],
+    };
+    const grown = await planVm(ctx, prior, config({ vcpus: 6, memory_gb: 16, root_disk_gb: 200, extra_disks: [{ size_gb: 500, type: null }, { size_gb: 30, type: "ide" }, { size_gb: 40, type: "scsi" }] }), {});
+    const g = grown.planned as CtyObject;
+    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"]);
+    // The maxima follow values that outgrow them; kept disks keep their type; the plan warns about the deleted disk.
+    expect({ max_vcpus: g.max_vcpus, max_memory_gb: g.max_memory_gb, extra_disks: g.extra_disks }).toEqual({
+      max_vcpus: 6,
+      max_memory_gb: 16,
+      extra_disks: [
+        { size_gb: 500, type: "virtio" },
+        { size_gb: 30, type: "ide" },
+        { size_gb: 40, type: "scsi" },
+      ],
+    });
+    expect(isUnknown(g.restart_required)).toBe(true);
+    expect(grown.diagnostics.map((d) => [d.severity, d.summary])).toEqual([["WARNING", "Data disks will be deleted"]]);
+    expect(grown.diagnostics[0]?.detail).toContain("extra_disks[1] (20 GiB, nvme)");
+
+    const shrunk = await planVm(ctx, prior, config({ root_disk_gb: 50 }), {});
+    expect(shrunk.requiresReplace).toContainEqual(["root_disk_gb"]);
+    expect(shrunk.diagnostics.map((d) => d.detail).join("\n")).toContain("root_disk_gb goes from 100 to 50: a root disk cannot shrink");
   });
 
   test("after import, ssh_public_key is not a replacement", async () => {
@@ -143,6 +192,31 @@ describe("apply", () => {
       extra_disks: [{ size_gb: 500, type: "virtio" }],
       network: { mode: "bridge", bridge: "virbr0" },
     });
+  });
+
+  test("update: one PATCH; with allow_restart, what waits is applied by a restart; the state is the plan", async () => {
+    const prior = (await applyVm(ctxWith(() => apiVm()), null, (await planVm(ctxWith(() => apiVm()), null, config(), {})).planned as CtyObject)).newState as CtyObject;
+    let current = apiVm();
+    const patches: unknown[] = [];
+    const ctx = ctxWith(() => current);
+    (ctx.client as unknown as { updateVm: (id: string, body: Record<string, unknown>) => Promise<ApiVm> }).updateVm = async (_id, body) => {
+      patches.push(body);
+      current = body.restart
+        ? apiVm({ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 })
+        : apiVm({ restart_required: true, pending: { vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 } });
+      return current;
+    };
+    for (const allow of [false, true]) {
+      patches.length = 0;
+      current = apiVm();
+      const planned = (await planVm(ctx, prior, config({ vcpus: 8, memory_gb: 16, allow_restart: allow }), {})).planned as CtyObject;
+      const r = await applyVm(ctx, prior, planned);
+      expect(r.diagnostics).toEqual([]);
+      const s = r.newState as CtyObject;
+      for (const [k, v] of Object.entries(planned)) if (!isUnknown(v)) expect(s[k]).toEqual(v);
+      expect({ vcpus: s.vcpus, memory_gb: s.memory_gb, max_vcpus: s.max_vcpus, restart_required: s.restart_required }).toEqual({ vcpus: 8, memory_gb: 16, max_vcpus: 8, restart_required: !allow });
+      expect(patches).toEqual(allow ? [{ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 }, { restart: true }] : [{ vcpus: 8, max_vcpus: 8, memory_mb: 16384, max_memory_mb: 16384 }]);
+    }
   });
 
   test("a VM that never gets an address fails after the timeout but stays in the state", async () => {

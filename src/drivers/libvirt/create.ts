@@ -13,6 +13,10 @@ import type { Networks } from "./networks.ts";
 import { GiB, type Sessions, type VmStorage } from "./storage.ts";
 
 const DEFINE_VALIDATE = 1;
+/** PCI devices of the template libvirt puts behind root ports besides virtio data disks (root disk, SCSI controller, NIC, USB, virtio-serial, balloon, RNG). */
+const PCI_DEVICES = 7;
+/** Root ports left free for disks plugged in while the VM runs. */
+const HOTPLUG_PORTS = 8;
 
 export interface VmBuilder {
   sessions: Sessions;
@@ -85,7 +89,10 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     ssh_user: spec.ssh.user,
     root_disk_gb: spec.rootDiskGb,
     memory_mb: spec.memoryMb,
+    max_memory_mb: spec.maxMemoryMb,
     vcpus: spec.vcpus,
+    max_vcpus: spec.maxVcpus,
+    pcie_root_ports: PCI_DEVICES + spec.dataDisks.length + HOTPLUG_PORTS,
     metadata_ns: METADATA_NS,
     boot: spec.boot,
     disks,
@@ -114,7 +121,10 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     uuid,
     state: spec.start ? "running" : "stopped",
     vcpus: spec.vcpus,
+    maxVcpus: spec.maxVcpus,
     memoryMb: spec.memoryMb,
+    maxMemoryMb: spec.maxMemoryMb,
+    pending: null,
     image: spec.image.id,
     disks: [
       { type: "root", size_gb: gb(rootBytes), driver: "virtio", format: "qcow2", serial: null, path: root.path },

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 // Embedded in the executable; operators override it with vm_defaults.template.
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
 import { optValue } from "../shared/qemu-opts.ts";
-import type { DiskInfo, NetworkMode, ReportedDiskBus } from "../types.ts";
+import type { DiskInfo, NetworkMode, PendingChanges, ReportedDiskBus } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
 
@@ -72,7 +72,11 @@ export interface DomainTemplateVars {
   ssh_user: string;
   root_disk_gb: number;
   memory_mb: number;
+  max_memory_mb: number;
   vcpus: number;
+  max_vcpus: number;
+  /** PCIe root ports: libvirt puts its PCI devices behind them; the ones left over take hot-plugged disks. */
+  pcie_root_ports: number;
   metadata_ns: string;
   boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
   disks: TemplateDisk[];
@@ -124,9 +128,17 @@ export interface ParsedDomain {
     sshUser: string;
     network: { mode: NetworkMode; bridge: string | null; sshPort: number | null; restrict: boolean };
     rootDiskGb: number | null;
+    /** The memory rcloud set (the balloon's target); null for VMs created before it was recorded. */
+    memoryMb: number | null;
+    /** Changes waiting for the next start (only in a running domain's metadata). */
+    pending: PendingChanges | null;
   } | null;
+  /** `<memory>`: the most the VM may have. */
   memoryMb: number;
+  /** `<vcpu current>`: the vCPUs online now (domainGetInfo's figure). */
   vcpus: number;
+  /** `<vcpu>`'s text: the most vCPUs the VM may have (hot-plug up to it). */
+  maxVcpus: number;
   disks: Omit<DiskInfo, "size_gb">[];
   mac: string | null;
   boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
@@ -144,7 +156,8 @@ export function parseDomainXml(xml: string): ParsedDomain {
   const memoryMb = memUnit === "MiB" ? memValue : memUnit === "GiB" ? memValue * 1024 : Math.round(memValue / 1024);
   const vcpuNode = dom.vcpu;
   // <vcpu current='N'>: the vCPUs online now (what domainGetInfo reports), else all of them.
-  const vcpus = Number(typeof vcpuNode === "object" ? (str(obj(vcpuNode).current) ?? str(obj(vcpuNode)["#text"])) : str(vcpuNode)) || 0;
+  const maxVcpus = Number(typeof vcpuNode === "object" ? str(obj(vcpuNode)["#text"]) : str(vcpuNode)) || 0;
+  const vcpus = Number(typeof vcpuNode === "object" ? str(obj(vcpuNode).current) : null) || maxVcpus;
   const os = obj(dom.os);
 
   const disks: Omit<DiskInfo, "size_gb">[] = [];
@@ -205,15 +218,43 @@ export function parseDomainXml(xml: string): ParsedDomain {
             restrict: str(net.restrict) === "true",
           },
           rootDiskGb: Number(str(meta.root_disk_gb)) || null,
+          memoryMb: Number(str(meta.memory_mb)) || null,
+          pending: parsePending(meta.pending),
         }
       : null,
     memoryMb,
     vcpus,
+    maxVcpus,
     disks,
     mac,
     boot: kernel ? { kernel, initrd: str(os.initrd), cmdline: str(os.cmdline) } : null,
     consoleLog: serialLog,
   };
+}
+
+/** `<rcloud:pending vcpus=… memory_mb=…><rcloud:boot kernel=… | off='true'/></rcloud:pending>`. */
+function parsePending(v: unknown): PendingChanges | null {
+  if (v === undefined || v === null) return null;
+  const p = obj(v);
+  const out: PendingChanges = {};
+  const num = (k: string) => {
+    const n = Number(str(p[k]));
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  };
+  const vcpus = num("vcpus");
+  if (vcpus !== undefined) out.vcpus = vcpus;
+  const maxVcpus = num("max_vcpus");
+  if (maxVcpus !== undefined) out.maxVcpus = maxVcpus;
+  const memoryMb = num("memory_mb");
+  if (memoryMb !== undefined) out.memoryMb = memoryMb;
+  const maxMemoryMb = num("max_memory_mb");
+  if (maxMemoryMb !== undefined) out.maxMemoryMb = maxMemoryMb;
+  if (p.boot !== undefined) {
+    const b = obj(p.boot);
+    const kernel = str(b.kernel);
+    out.boot = str(b.off) === "true" || !kernel ? null : { kernel, initrd: str(b.initrd), cmdline: str(b.cmdline) };
+  }
+  return Object.keys(out).length > 0 ? out : null;
 }
 
 /**

@@ -22,7 +22,7 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
@@ -37,6 +37,7 @@ import { withUpdatedAt } from "./metadata-xml.ts";
 import { Networks } from "./networks.ts";
 import { DomainRecords, readFacts } from "./records.ts";
 import { type PendingRollback, Rollbacks } from "./rollbacks.ts";
+import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
 
 export interface LibvirtDriverOptions {
@@ -311,13 +312,16 @@ export class LibvirtDriver implements VmDriver {
   // ---- lifecycle ----
 
   private async touch(dom: RemoteNonnullDomain): Promise<void> {
-    // updated_at lives in the metadata element; rewrite it in place.
+    // updated_at lives in the metadata element; rewrite it in place, in the definition and in
+    // the running domain each (the running one may hold pending changes the definition has not).
     try {
-      const { metadata } = await this.sessions().call(P.domainGetMetadata, { dom, type: METADATA_ELEMENT, uri: METADATA_NS, flags: AFFECT_CONFIG });
-      const updated = withUpdatedAt(metadata, new Date().toISOString());
-      if (!updated) return;
-      const flags = (await this.state(dom)) === DomainState.SHUTOFF ? AFFECT_CONFIG : AFFECT_CONFIG | AFFECT_LIVE;
-      await this.sessions().call(P.domainSetMetadata, { dom, type: METADATA_ELEMENT, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
+      const now = new Date().toISOString();
+      const running = (await this.state(dom)) !== DomainState.SHUTOFF;
+      for (const flags of running ? [AFFECT_CONFIG, AFFECT_LIVE] : [AFFECT_CONFIG]) {
+        const { metadata } = await this.sessions().call(P.domainGetMetadata, { dom, type: METADATA_ELEMENT, uri: METADATA_NS, flags });
+        const updated = withUpdatedAt(metadata, now);
+        if (updated) await this.sessions().call(P.domainSetMetadata, { dom, type: METADATA_ELEMENT, metadata: updated, key: "rcloud", uri: METADATA_NS, flags });
+      }
     } catch {
       // updated_at is informational; never fail an operation over it
     } finally {
@@ -400,6 +404,17 @@ export class LibvirtDriver implements VmDriver {
       }
     } catch (e) {
       translate(e, `deleting ${name}`);
+    }
+  }
+
+  async update(name: string, change: VmChange): Promise<VmChangeResult> {
+    try {
+      const dom = await this.mustLookup(name);
+      const result = await updateDomain({ sessions: () => this.sessions(), storage: this.storage, dom, qemuOwner: this.qemuOwner }, change);
+      await this.touch(dom);
+      return result;
+    } catch (e) {
+      translate(e, `changing ${name}`);
     }
   }
 

@@ -59,7 +59,12 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
     uuid,
     state,
     vcpus: f.parsed.vcpus,
-    memoryMb: f.parsed.memoryMb,
+    maxVcpus: Math.max(f.parsed.maxVcpus, f.parsed.vcpus),
+    // The balloon's target rcloud recorded; <memory> is the most the VM may have.
+    memoryMb: m.memoryMb ?? f.parsed.memoryMb,
+    maxMemoryMb: f.parsed.memoryMb,
+    // Changes waiting for the next start live in the running domain's metadata only.
+    pending: stateNumber === DomainState.SHUTOFF ? null : m.pending,
     image: m.image,
     disks: f.disks,
     network: { mode: m.network.mode, bridge: m.network.bridge, mac: f.parsed.mac, sshPort: m.network.sshPort, restrict: m.network.restrict },

@@ -20,6 +20,9 @@ import {
   type ImageReader,
   type VmDriver,
   type VmRecord,
+  type PendingChanges,
+  type VmChange,
+  type VmChangeResult,
   type VmSpec,
   type VmState,
 } from "../types.ts";
@@ -33,7 +36,8 @@ import { checkBridge } from "./net.ts";
 import { resolveRunAs, runAsPrefix, scopePrefix, systemdBooted, type RunAsUser } from "./confine.ts";
 import { cpuTimeNs, isOurQemu, qemuArgs, qemuLogTail, readPidfile, resolveAccel, startQemu, waitUntil, type Accel, type AccelChoice } from "./process.ts";
 import { StateLock } from "./lock.ts";
-import { checkSocketPaths, scanVms, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
+import { checkSocketPaths, maxima, scanVms, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
+import { launchConfig, pendingOf, updateQemuVm } from "./update.ts";
 
 export interface QemuDriverOptions {
   /** qemu-system-x86_64 (config.qemu.binary). */
@@ -407,7 +411,10 @@ export class QemuDriver implements VmDriver {
       this.adopt(rt, client);
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "prelaunch") throw new DriverError("failed", `${vm.name}: QEMU is ${status}, expected prelaunch`);
+      // Memory below the maximum: the balloon's target, taken as soon as the guest's driver loads.
+      if (vm.memory_mb < maxima(vm).maxMemoryMb) await client.execute("balloon", { value: vm.memory_mb * 1024 * 1024 });
       await client.execute("cont");
+      vm.live = launchConfig(vm); // the caller writes vm.json
       return pid;
     } catch (e) {
       rt.client?.close();
@@ -437,18 +444,23 @@ export class QemuDriver implements VmDriver {
 
   private toRecord(vm: StoredVm, state: VmState, pid: number | null): VmRecord {
     const p = this.paths(vm.id);
+    // A running VM is shown as it runs; what vm.json has beyond that is pending.
+    const now = pid !== null && state !== "stopped" ? (vm.live ?? launchConfig(vm)) : launchConfig(vm);
     return {
       id: vm.id,
       name: vm.name,
       uuid: vm.uuid,
       state,
-      vcpus: vm.vcpus,
-      memoryMb: vm.memory_mb,
+      vcpus: now.vcpus,
+      maxVcpus: now.max_vcpus,
+      memoryMb: now.memory_mb,
+      maxMemoryMb: now.max_memory_mb,
+      pending: pendingOf(launchConfig(vm), now),
       image: vm.image,
       disks: vm.disks.map((d): DiskInfo => ({ type: d.type, size_gb: d.size_gb, driver: d.driver, format: d.format, serial: d.serial, path: p.disk(d.file) })),
       network: { mode: vm.network.mode, bridge: vm.network.bridge, mac: vm.network.mac, sshPort: vm.network.ssh_port, restrict: vm.network.restrict },
       sshUser: vm.ssh_user,
-      boot: vm.boot,
+      boot: now.boot,
       createdAt: vm.created_at,
       updatedAt: vm.updated_at,
       owner: vm.owner,
@@ -531,7 +543,9 @@ export class QemuDriver implements VmDriver {
         name: spec.name,
         uuid: randomUUID(),
         vcpus: spec.vcpus,
+        max_vcpus: spec.maxVcpus,
         memory_mb: spec.memoryMb,
+        max_memory_mb: spec.maxMemoryMb,
         image: spec.image.id,
         image_path: spec.image.path,
         root_disk_gb: spec.rootDiskGb,
@@ -597,6 +611,7 @@ export class QemuDriver implements VmDriver {
       this.runtime.get(vm.id)?.client?.close();
       this.runtime.delete(vm.id);
       this.cleanupRuntimeFiles(p);
+      vm.live = null;
       this.touch(vm);
     } catch (e) {
       translate(e, `stopping ${name}`);
@@ -630,6 +645,31 @@ export class QemuDriver implements VmDriver {
       rmSync(p.dir, { recursive: true, force: true });
     } catch (e) {
       translate(e, `deleting ${name}`);
+    }
+  }
+
+  async update(name: string, change: VmChange): Promise<VmChangeResult> {
+    const vm = this.mustGet(name);
+    try {
+      const { state, pid } = await this.liveState(vm.id);
+      if (pid !== null && state !== "running" && state !== "paused") throw new DriverError("invalid_state", `${name} is ${state}; change it when it runs or is stopped`);
+      const qmp = pid !== null ? await this.monitor(vm.id) : null;
+      const own = (path: string) => {
+        if (this.runAs) chownSync(path, this.runAs.uid, this.runAs.gid);
+      };
+      const done = await updateQemuVm({ vm, paths: this.paths(vm.id), qemuImg: this.qemuImg, qmp, own }, change);
+      done.vm.updated_at = new Date().toISOString();
+      try {
+        writeVm(this.opts.stateDir, done.vm);
+      } catch (e) {
+        await done.undo();
+        throw e;
+      }
+      this.records.set(vm.id, done.vm);
+      done.removeFiles();
+      return done.result;
+    } catch (e) {
+      translate(e, `changing ${name}`);
     }
   }
 

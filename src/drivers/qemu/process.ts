@@ -5,7 +5,7 @@
  */
 import { closeSync, openSync, readFileSync, statSync } from "node:fs";
 import { DriverError } from "../types.ts";
-import type { StoredVm, VmPaths } from "./state.ts";
+import { dataDiskId, maxima, type StoredVm, type VmPaths } from "./state.ts";
 import { allocateDiskSlots, slotBus } from "../shared/disk-slots.ts";
 import { optValue } from "../shared/qemu-opts.ts";
 import { sandboxArgs } from "./confine.ts";
@@ -123,8 +123,11 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   add("-machine", "q35");
   add("-accel", accel);
   if (accel === "kvm") add("-cpu", "host");
-  add("-m", String(vm.memory_mb));
-  add("-smp", String(vm.vcpus));
+  // Memory up to the maximum, the balloon takes it down to memory_mb (set before the guest runs);
+  // vCPUs up to the maximum can be hot-plugged.
+  const { maxVcpus, maxMemoryMb } = maxima(vm);
+  add("-m", String(maxMemoryMb));
+  add("-smp", `${vm.vcpus},maxcpus=${maxVcpus}`);
   add("-nodefaults", "-no-user-config", "-display", "none");
   add("-S");
   add(...sandboxArgs(vm.network.mode === "bridge"));
@@ -143,16 +146,21 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   if (n.mode === "none") add("-nic", "none");
   else add("-device", `virtio-net-pci,netdev=net0,mac=${n.mac},bus=pcie.0,addr=0x10`);
 
+  // PCIe root ports, before any device takes an automatic slot: one per virtio data disk (a
+  // device on pcie.0 itself cannot be unplugged) and spares for disks plugged in later.
+  const data = vm.disks.filter((d) => d.type === "data");
+  const ports = [...data.filter((d) => d.driver === "virtio").map((d) => `port-${dataDiskId(d, vm.disks.indexOf(d))}`), ...hotplugPortIds()];
+  ports.forEach((id, i) => add("-device", rootPort(id, i)));
+
   // The same slots as the libvirt driver: the seed on SATA port 0, SCSI disks as LUNs of one
   // virtio-scsi controller, SATA ports on q35's AHCI (ide.0-5), then on added AHCI controllers.
-  const data = vm.disks.filter((d) => d.type === "data");
   const slots = allocateDiskSlots(data.map((d) => slotBus(d.driver === "sata" ? "ide" : d.driver)), { seed: vm.disks.some((d) => d.type === "seed") });
   const sataBus = ({ controller, unit }: { controller: number; unit: number }) => (controller === 0 ? `ide.${unit}` : `ahci${controller}.${unit}`);
   const ahciControllers = Math.max(0, ...slots.data.map((s) => (s.bus === "sata" ? s.drive!.controller : 0)));
   for (let c = 1; c <= ahciControllers; c++) add("-device", `ich9-ahci,id=ahci${c}`);
   if (slots.data.some((s) => s.bus === "scsi")) add("-device", "virtio-scsi-pci,id=scsi0");
   for (const [i, d] of vm.disks.entries()) {
-    const id = d.type === "seed" ? "seed" : d.type === "root" ? "root" : `data${i - 1}`;
+    const id = d.type === "seed" ? "seed" : d.type === "root" ? "root" : dataDiskId(d, i);
     const ro = d.type === "seed" ? ",readonly=on" : ",discard=unmap";
     add("-drive", `if=none,id=${id},file=${o(p.disk(d.file))},format=${d.format}${ro}`);
     const serial = d.serial ? `,serial=${d.serial}` : "";
@@ -160,16 +168,18 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
     else if (d.type === "root") add("-device", `virtio-blk-pci,drive=root,bootindex=1`);
     else {
       const slot = slots.data[data.indexOf(d)]!;
-      if (slot.bus === "virtio") add("-device", `virtio-blk-pci,drive=${id}${serial}`);
-      else if (slot.bus === "nvme") add("-device", `nvme,drive=${id}${serial}`);
-      else if (slot.bus === "scsi") add("-device", `scsi-hd,drive=${id},bus=scsi0.0,channel=0,scsi-id=0,lun=${slot.drive!.unit}${serial}`);
-      else add("-device", `ide-hd,drive=${id},bus=${sataBus(slot.drive!)}${serial}`);
+      const dev = `id=disk-${id},drive=${id}`;
+      if (slot.bus === "virtio") add("-device", `virtio-blk-pci,${dev},bus=port-${id}${serial}`);
+      else if (slot.bus === "nvme") add("-device", `nvme,${dev}${serial}`);
+      else if (slot.bus === "scsi") add("-device", `scsi-hd,${dev},bus=scsi0.0,channel=0,scsi-id=0,lun=${slot.drive!.unit}${serial}`);
+      else add("-device", `ide-hd,${dev},bus=${sataBus(slot.drive!)}${serial}`);
     }
   }
 
   add("-chardev", `socket,id=qga0,path=${o(p.qga)},server=on,wait=off`);
   add("-device", "virtio-serial-pci,id=vserial0", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0");
   add("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0");
+  add("-device", "virtio-balloon-pci,id=balloon0");
 
   if (vm.boot) {
     add("-kernel", vm.boot.kernel);
@@ -177,6 +187,21 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
     if (vm.boot.cmdline) add("-append", vm.boot.cmdline);
   }
   return args;
+}
+
+/** Spare PCIe root ports of every VM, for data disks plugged in while it runs. */
+export const HOTPLUG_PORTS = 8;
+
+export function hotplugPortIds(): string[] {
+  return Array.from({ length: HOTPLUG_PORTS }, (_, i) => `hotplug${i}`);
+}
+
+/** The `i`-th root port: 8 functions per slot from pcie.0 slot 0x18 up (56 ports fit in 0x18-0x1e). */
+function rootPort(id: string, i: number): string {
+  const slot = 0x18 + Math.floor(i / 8);
+  if (slot > 0x1e) throw new DriverError("unsupported", "too many PCIe root ports (data disks plus hot-plug spares)");
+  const fn = i % 8;
+  return `pcie-root-port,id=${id},chassis=${i + 1},bus=pcie.0,addr=0x${slot.toString(16)}.${fn}${fn === 0 ? ",multifunction=on" : ""}`;
 }
 
 /**

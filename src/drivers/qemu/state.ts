@@ -26,14 +26,28 @@ export interface StoredDisk {
   serial: string | null;
 }
 
+/** What a running QEMU was launched with (and changed to live since): the VM's pending changes are the difference. */
+export interface LiveConfig {
+  vcpus: number;
+  max_vcpus: number;
+  memory_mb: number;
+  max_memory_mb: number;
+  boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
+}
+
 /** vm.json: everything needed to (re)launch the VM and to answer the API. */
 export interface StoredVm {
   version: 1;
   id: string;
   name: string;
   uuid: string;
+  /** vCPUs and memory for the next launch; the maxima are absent in files written before PATCH existed. */
   vcpus: number;
+  max_vcpus?: number;
   memory_mb: number;
+  max_memory_mb?: number;
+  /** Set at launch while the VM runs; null or absent when stopped. */
+  live?: LiveConfig | null;
   image: string;
   image_path: string;
   root_disk_gb: number;
@@ -74,6 +88,17 @@ export function vmPaths(stateDir: string, id: string): VmPaths {
     qemuLog: join(dir, "qemu.log"),
     disk: (file) => join(dir, file),
   };
+}
+
+/** The vCPU and memory maxima of a record (files from before PATCH have none: the values themselves). */
+export function maxima(vm: StoredVm): { maxVcpus: number; maxMemoryMb: number } {
+  return { maxVcpus: vm.max_vcpus ?? vm.vcpus, maxMemoryMb: vm.max_memory_mb ?? vm.memory_mb };
+}
+
+/** The device-model name of a data disk: `data<N>` for serial kdevops<N> (stable while disks come and go). */
+export function dataDiskId(disk: StoredDisk, index: number): string {
+  const n = /^kdevops(\d+)$/.exec(disk.serial ?? "")?.[1];
+  return `data${n ?? `i${index}`}`;
 }
 
 /** Longest unix socket path we create must fit sun_path (108 bytes with the NUL). */
@@ -125,6 +150,9 @@ export function parseVm(text: string, id: string): { vm: StoredVm } | { error: s
   if (!isStr(v.name) || !NAME_RE.test(v.name)) return { error: "bad name" };
   if (!isStr(v.uuid) || !/^[0-9a-f-]{36}$/.test(v.uuid)) return { error: "bad uuid" };
   if (!isInt(v.vcpus) || v.vcpus < 1 || !isInt(v.memory_mb) || v.memory_mb < 1) return { error: "bad vcpus/memory" };
+  if ((v.max_vcpus !== undefined && !(isInt(v.max_vcpus) && v.max_vcpus >= v.vcpus)) || (v.max_memory_mb !== undefined && !(isInt(v.max_memory_mb) && v.max_memory_mb >= v.memory_mb))) {
+    return { error: "bad max_vcpus/max_memory_mb" };
+  }
   if (!Array.isArray(v.disks) || !v.disks.every((d: any) => d && isStr(d.file) && FILE_RE.test(d.file) && ["root", "data", "seed"].includes(d.type))) {
     return { error: "bad disks" };
   }
