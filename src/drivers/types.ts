@@ -178,6 +178,8 @@ export interface VmDriver {
   readImage(id: string): Promise<ImageReader>;
   /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */
   writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo>;
+  /** The last `maxBytes` of the VM's serial console log (empty before its first boot). */
+  consoleLog?(name: string, maxBytes: number): Promise<Uint8Array>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }
