@@ -101,8 +101,8 @@ export class EventBus implements EventSink {
   }
 
   /**
-   * A new subscriber. `since`: replay the held events after this id first (null: live events
-   * only). `follow: false` ends the subscription once it has caught up with the events
+   * A new subscriber. `since`: replay the held events after this id first (0: all held; null:
+   * live events only). `follow: false` ends the subscription once it has caught up with the events
    * published before it began.
    */
   subscribe(filter: EventFilter, opts: { since: number | null; follow: boolean }): Subscription {
@@ -147,7 +147,11 @@ export class Subscription {
     const last = bus.lastId;
     this.startedAt = last;
     const oldest = bus.firstHeldId;
-    if (since === null) {
+    if (since === 0) {
+      // "Everything held": no id is 0, so it cannot be a position from an earlier stream.
+      this.cursor = oldest - 1;
+      this.preface.push(bus.streamEvent("subscribed", `replaying the ${last - oldest + 1} events held, then live events after id ${last}`, oldest - 1));
+    } else if (since === null) {
       this.cursor = last;
       this.preface.push(bus.streamEvent("subscribed", `live events follow id ${last}`, last));
     } else if (since >= oldest - 1 && since <= last) {

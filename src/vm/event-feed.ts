@@ -170,9 +170,12 @@ export class VmEventFeed {
   /** An operation was refused or failed: who asked, what, and the API's answer. */
   failed(op: string, ref: string, caller: Caller | null, error: unknown, requestId: string | null): void {
     const err = error instanceof ServiceError ? error : null;
-    const vm = this.known.get(ref) ?? [...this.known.values()].find((v) => v.id === ref) ?? null;
-    // A project token's failure is its project's business; otherwise the VM's project's.
-    const project = caller !== null && caller.role !== "admin" ? caller.project : (vm?.owner ?? null);
+    const found = this.known.get(ref) ?? [...this.known.values()].find((v) => v.id === ref) ?? null;
+    // A project token's failure is its project's business (and it learns nothing of other
+    // projects' VMs); otherwise the VM's project's.
+    const confined = caller !== null && caller.role !== "admin";
+    const vm = confined && found?.owner !== caller.project ? null : found;
+    const project = confined ? caller.project : (vm?.owner ?? null);
     const subject = vm ? { id: vm.id, name: vm.name } : { id: null, name: ref.slice(0, 64) };
     this.enqueue(() => ({
       type: "operation",
