@@ -75,8 +75,9 @@ function validationMessage(error: unknown): { message: string; field?: string } 
 
 export function createApp(service: VmService, opts: AppOptions) {
   const log = opts.log ?? (() => {});
-  // Console sessions of open websockets, by socket id.
+  // Console sessions of open websockets, by socket id; and websockets whose session is being opened.
   const consoles = new Map<string, ConsoleSession>();
+  const opening = new Map<string, { closed: boolean }>();
   // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
   const started = new WeakMap<Request, { t0: number; id: string }>();
   // The caller of each request, established in onRequest (before any body is read).
@@ -441,9 +442,17 @@ export function createApp(service: VmService, opts: AppOptions) {
         .ws("/vms/:id/console/attach", {
           async open(ws) {
             const { params, caller, refusal } = ws.data as unknown as { params: { id: string }; caller: Caller | null; refusal: ServiceError | null };
+            const pending = { closed: false };
+            opening.set(ws.id, pending);
             try {
               if (refusal) throw refusal;
               const session = await service.openConsole(params.id, caller);
+              if (pending.closed) {
+                // The client left while the console was being opened: let go of it at once
+                // (QEMU's serial socket serves one client at a time).
+                await session.close().catch(() => {});
+                return;
+              }
               consoles.set(ws.id, session);
               void (async () => {
                 try {
@@ -458,6 +467,8 @@ export function createApp(service: VmService, opts: AppOptions) {
               const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
               ws.send(JSON.stringify(errorJson(err.code, err.message)));
               ws.close(4000 + err.status, err.code);
+            } finally {
+              opening.delete(ws.id);
             }
           },
           message(ws, message) {
@@ -474,6 +485,8 @@ export function createApp(service: VmService, opts: AppOptions) {
             void session.write(bytes).catch(() => {});
           },
           close(ws) {
+            const pending = opening.get(ws.id);
+            if (pending) pending.closed = true;
             const session = consoles.get(ws.id);
             consoles.delete(ws.id);
             void session?.close().catch(() => {});
