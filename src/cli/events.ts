@@ -94,8 +94,8 @@ export class EventFeed {
         continue;
       }
       if (this.ended || !this.reader) return null;
-      const left = deadline === null ? null : deadline - Date.now();
-      if (left !== null && left <= 0) return null;
+      // A timeout of 0 still takes what has already arrived.
+      const left = deadline === null ? null : Math.max(0, deadline - Date.now());
       const chunk = this.inFlight ?? this.reader.read();
       this.inFlight = null;
       const got = left === null ? await chunk : await Promise.race([chunk, Bun.sleep(left).then(() => "timeout" as const)]);

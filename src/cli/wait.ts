@@ -7,7 +7,7 @@
  * otherwise.
  */
 import { connect } from "node:net";
-import type { ApiVm } from "../api-types/json.ts";
+import type { ApiEvent, ApiVm } from "../api-types/json.ts";
 import type { ApiClient } from "./client.ts";
 import { CliError, EXIT } from "./errors.ts";
 import type { EventFeed } from "./events.ts";
@@ -118,6 +118,9 @@ export async function waitReady(api: ApiClient, ref: string, opts: WaitOptions):
       }
       if (vm.state === "crashed" || vm.state === "stopped") {
         opts.progress.stop();
+        // The event says why (its detail); it is on its way when the state changed just now.
+        const why = events ? await deadEnd(events, 2_000) : null;
+        if (why) throw deadEndError(why, vm.name);
         throw new CliError(`VM ${vm.name} is ${vm.state}; see 'rcloud vm console ${vm.name}'`, EXIT.conflict);
       }
       status = `${vm.name}: ${r.status}`;
@@ -136,15 +139,31 @@ export async function waitReady(api: ApiClient, ref: string, opts: WaitOptions):
       await Bun.sleep(Math.min(poll, wait));
       continue;
     }
-    const e = await events.next(probeAgain || vm === null ? Math.min(poll, wait) : wait);
-    if (e === null && events.done) await events.resume().catch(() => {}); // cut off or reconnected server: follow again
-    if (e && e.type !== "stream") {
+    // The next event, and every one already here: the latest word on the VM counts.
+    for (let e = await events.next(probeAgain || vm === null ? Math.min(poll, wait) : wait); e !== null; e = await events.next(0)) {
+      if (e.type === "stream") continue;
       read = true;
       if (DEAD_ENDS.has(e.action)) {
         opts.progress.stop();
-        throw new CliError(`VM ${e.vm?.name ?? label}: ${e.action} (${e.detail}); see 'rcloud vm console ${e.vm?.name ?? label}'`, EXIT.conflict);
+        throw deadEndError(e, label);
       }
     }
+    if (events.done) await events.resume().catch(() => {}); // cut off or reconnected server: follow again
+  }
+}
+
+function deadEndError(e: ApiEvent, fallbackName: string): CliError {
+  const name = e.vm?.name ?? fallbackName;
+  return new CliError(`VM ${name}: ${e.action} (${e.detail}); see 'rcloud vm console ${name}'`, EXIT.conflict);
+}
+
+/** The first event that ends the wait (stopped, crashed, deleted) within `ms`; null if none came. */
+async function deadEnd(events: EventFeed, ms: number): Promise<ApiEvent | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const e = await events.next(Math.max(0, deadline - Date.now()));
+    if (e === null) return null;
+    if (DEAD_ENDS.has(e.action)) return e;
   }
 }
 
