@@ -23,7 +23,8 @@ PACKAGES=(
   python3-yaml
   # tests of deploy/: ansible-playbook runs the role; systemd-analyze verifies the unit (not PID 1)
   ansible-core systemd
-  # tests: the API reference page in a real (headless) browser
+  # tests: the API reference page and the web page (/ui/, driven over the DevTools protocol)
+  # in a real (headless) browser
   chromium
 )
 
