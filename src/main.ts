@@ -3,7 +3,7 @@
  * `rcloud hv-info [URI]` (prints the hypervisor a libvirt URI leads to),
  * `rcloud terraform-provider [--debug]` (the Terraform provider; also chosen when Terraform
  * launches this binary as terraform-provider-rcloud), and the command-line client
- * (`rcloud vm|image|host|status|completion|help`, src/cli; docs/cli.md). Commands load their
+ * (`rcloud vm|image|host|events|status|completion|help`, src/cli; docs/cli.md). Commands load their
  * modules lazily so the provider reaches its handshake fast and the client starts fast.
  */
 import { GIT_COMMIT, VERSION } from "./util/version.ts";
@@ -61,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     case "host":
     case "token":
     case "status":
+    case "events":
     case "completion":
     case "help":
     case "--help":
@@ -68,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
       return await runCli(argv);
     default:
       if (/^(--endpoint|--token|--output|-o)(=|$)|^-o./.test(cmd)) return await runCli(argv); // global client flags first
-      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, host, token, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
+      console.error(`rcloud: unknown command '${cmd}'. Commands: vm, image, host, token, events, status, completion, serve [--config FILE], version, hv-info [URI], terraform-provider [--debug]; see 'rcloud --help'`);
       return 2;
   }
 }

@@ -13,6 +13,7 @@ import { LibvirtDriver } from "./drivers/libvirt/driver.ts";
 import { QemuDriver } from "./drivers/qemu/driver.ts";
 import { join } from "node:path";
 import type { HostConfig } from "./config/schema.ts";
+import { EventBus } from "./events/bus.ts";
 import type { CallObserver } from "./libvirt/connection.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { currentRequestId } from "./util/request-context.ts";
@@ -145,7 +146,10 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     quotas: { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
     placement: config.placement.policy,
   });
+  const events = new EventBus({ capacity: config.events.buffer, subscriberBuffer: config.events.subscriber_buffer });
+  service.attachEvents(events);
   metrics = new Metrics(service);
+  metrics.observeEvents(events);
   registry.start();
 
   const bind = config.server.bind_address;
@@ -161,7 +165,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const tls = config.server.tls.cert_file && config.server.tls.key_file ? { cert: Bun.file(config.server.tls.cert_file), key: Bun.file(config.server.tls.key_file) } : undefined;
   const scheme = tls ? "https" : "http";
   const guard = new RequestGuard({ bindHost: hostname, scheme, publicNames: config.server.public_names, allowedOrigins: config.server.allowed_origins });
-  const app = createApp(service, { version: VERSION, log, metrics, auth, guard, maxBodyBytes: config.server.max_body_bytes });
+  const app = createApp(service, { version: VERSION, log, metrics, auth, guard, maxBodyBytes: config.server.max_body_bytes, events: { bus: events } });
   // reusePort off: a second rcloud on the same port must fail, not silently share the traffic.
   app.listen({ hostname, port, idleTimeout: config.server.idle_timeout_s, reusePort: false, ...(tls ? { tls } : {}) });
   const actualPort = app.server?.port ?? port;

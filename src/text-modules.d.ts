@@ -12,3 +12,12 @@ declare module "swagger-ui-dist/swagger-ui.css" {
   const text: string;
   export default text;
 }
+// The web page's assets (src/api/ui-page.ts).
+declare module "@xterm/xterm/css/xterm.css" {
+  const text: string;
+  export default text;
+}
+declare module "*.css" {
+  const text: string;
+  export default text;
+}

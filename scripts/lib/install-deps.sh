@@ -23,7 +23,8 @@ PACKAGES=(
   python3-yaml
   # tests of deploy/: ansible-playbook runs the role; systemd-analyze verifies the unit (not PID 1)
   ansible-core systemd
-  # tests: the API reference page in a real (headless) browser
+  # tests: the API reference page and the web page (/ui/, driven over the DevTools protocol)
+  # in a real (headless) browser
   chromium
 )
 
@@ -82,6 +83,14 @@ fi
 # libvirtd and virtlogd refuse to start without this directory (docs §10.1).
 [[ -d /var/log/libvirt ]] || "${SUDO[@]}" mkdir -p /var/log/libvirt
 
+# A package.json dependency missing from node_modules (one added since the last install):
+# the first missing name, or nothing.
+missing_dep() {
+  [[ -d "$ROOT/node_modules" ]] && command -v node >/dev/null || return 0
+  node -e 'const fs = require("fs"), p = require(process.argv[1] + "/package.json");
+    for (const d of Object.keys({ ...p.dependencies, ...p.devDependencies }))
+      if (!fs.existsSync(`${process.argv[1]}/node_modules/${d}/package.json`)) { console.log(d); break; }' "$ROOT"
+}
 if [[ ! -x "$ROOT/node_modules/.bin/bun" ]]; then
   log "installing node dependencies (bun)"
   cd "$ROOT"
@@ -90,4 +99,9 @@ if [[ ! -x "$ROOT/node_modules/.bin/bun" ]]; then
   else
     SCARF_ANALYTICS=false npm install --no-audit --no-fund
   fi
+elif dep="$(missing_dep)" && [[ -n $dep ]]; then
+  # Added to the tree in place (npm ci would remove node_modules first).
+  log "installing node dependencies ($dep is missing)"
+  cd "$ROOT"
+  SCARF_ANALYTICS=false npm install --no-audit --no-fund
 fi

@@ -3,7 +3,7 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, HostState, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
+import type { DiskBus, EventType, HostState, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
 
 export interface ApiDisk {
   type: "root" | "data";
@@ -198,4 +198,47 @@ export interface ApiStatus {
   /** The fleet's hosts by state; cpus, memory and free memory above are the online hosts' sums. */
   hosts: { total: number; online: number; offline: number; cordoned: number };
   storage: { pool: string; path: string; capacity_bytes: number; allocation_bytes: number; available_bytes: number } | null;
+}
+
+/**
+ * One event of GET /events (a line of NDJSON, or the data of a Server-Sent Event). `id`
+ * increases across rcloud restarts; stream events (gap, cut-off) are about the stream and
+ * have none.
+ */
+export interface ApiEvent {
+  id: number | null;
+  /** ISO 8601. */
+  time: string;
+  type: EventType;
+  /** lifecycle: vm-started, vm-stopped, ...; operation: vm-created, vm-deleted, operation-failed; stream: gap, cut-off; host: host-*. */
+  action: string;
+  /** The VM, when the event is about one; id is null when rcloud did not know it (a refused reference). */
+  vm: { id: string | null; name: string } | null;
+  /** The project of the VM (null: none, or not about a VM). */
+  project: string | null;
+  /** The hypervisor's word for it ("destroyed", "shutdown", ...) or what went wrong. */
+  detail: string;
+  /** operation events: the X-Request-Id of the request that did it. */
+  request_id: string | null;
+  /** The host the VM is on, when known. */
+  host: string | null;
+  /** operation-failed: the error code the request was answered with. */
+  error_code?: string;
+  /** operation events: the operation (create, start, stop, reboot, delete). */
+  operation?: string;
+  /**
+   * stream events: where the stream stands. subscribed: the last id published when it began
+   * (live events follow it); gap: the id it continues after; cut-off: the last id delivered
+   * (resume with ?since=it).
+   */
+  last_id?: number | null;
+}
+
+/** POST /vms/{id}/console: a single-use ticket for the console websocket (browsers cannot send headers). */
+export interface ApiConsoleTicket {
+  /** The websocket URL to open, ticket included. */
+  url: string;
+  ticket: string;
+  /** ISO 8601; the ticket is refused after this and after its first use. */
+  expires_at: string;
 }

@@ -54,3 +54,25 @@ export type HostState = (typeof HOST_STATES)[number];
 /** How rcloud picks a host when a create does not name one. */
 export const PLACEMENT_POLICIES = ["spread", "pack"] as const;
 export type PlacementPolicy = (typeof PLACEMENT_POLICIES)[number];
+
+/**
+ * Kinds of event on GET /events: what happened to a VM (hypervisor events), what rcloud did
+ * (operations, with the request id), hosts, and notes about the stream itself (gap, cut-off).
+ */
+export const EVENT_TYPES = ["lifecycle", "operation", "host", "stream"] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** `action` of lifecycle events: as the hypervisor reports them. */
+export const LIFECYCLE_ACTIONS = ["vm-started", "vm-stopped", "vm-shutdown", "vm-crashed", "vm-paused", "vm-resumed", "vm-rebooted"] as const;
+export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
+
+/** `action` of operation events: rcloud's own changes, and refusals of them. */
+export const OPERATION_ACTIONS = ["vm-created", "vm-deleted", "operation-failed"] as const;
+export type OperationAction = (typeof OPERATION_ACTIONS)[number];
+
+/** `action` of stream events: the first line of a stream (subscribed, or gap when the ring no longer holds what was asked for), and the last when the consumer fell behind (cut-off). */
+export const STREAM_ACTIONS = ["subscribed", "gap", "cut-off"] as const;
+export type StreamAction = (typeof STREAM_ACTIONS)[number];
+
+/** Lifetime of a console ticket (POST /vms/{id}/console), seconds. */
+export const CONSOLE_TICKET_TTL_S = 30;

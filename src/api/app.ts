@@ -8,10 +8,14 @@ import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiStatus, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiConsoleTicket, ApiStatus, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { EventBus } from "../events/bus.ts";
 import type { ConsoleSession, HostInfo, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
+import { ConsoleTickets } from "./console-tickets.ts";
+import { eventRoutes } from "./events-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
+import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
 import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
@@ -25,13 +29,15 @@ export interface AppOptions {
   guard?: RequestGuard | null;
   /** server.max_body_bytes; default 1 MiB. */
   maxBodyBytes?: number;
+  /** The event bus behind GET /events; absent = no events route. */
+  events?: { bus: EventBus; heartbeatMs?: number } | null;
 }
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /** Routes answered without a token even when auth is on. */
 function isOpen(path: string, metricsOpen: boolean): boolean {
-  if (path === "/api/v1/health" || path === "/swagger" || path.startsWith("/swagger/")) return true;
+  if (path === "/api/v1/health" || path === "/swagger" || path.startsWith("/swagger/") || isUiPath(path)) return true;
   return path === "/metrics" && metricsOpen;
 }
 
@@ -43,6 +49,10 @@ const HostRef = t.Object({ name: t.String({ description: "Host name (GET /hosts)
 function requireAdmin(caller: Caller | null, what: string): void {
   if (caller !== null && caller.role !== "admin") throw new ServiceError("forbidden", `${what} needs an admin token: hosts show every project's load`);
 }
+/** The console websocket; with ?ticket= it is authenticated by the ticket instead of a header. */
+const ATTACH_PATH = /^\/api\/v1\/vms\/([^/]+)\/console\/attach$/;
+/** Largest console log tail handed out at once. */
+const MAX_CONSOLE_LOG_BYTES = 16 * 1024 * 1024;
 
 function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
@@ -65,19 +75,34 @@ function validationMessage(error: unknown): { message: string; field?: string } 
 
 export function createApp(service: VmService, opts: AppOptions) {
   const log = opts.log ?? (() => {});
-  // Console sessions of open websockets, by socket id.
+  // Console sessions of open websockets, by socket id; and websockets whose session is being opened.
   const consoles = new Map<string, ConsoleSession>();
+  const opening = new Map<string, { closed: boolean }>();
   // Per-request bookkeeping, keyed by the Request so it survives parse/validation errors.
   const started = new WeakMap<Request, { t0: number; id: string }>();
   // The caller of each request, established in onRequest (before any body is read).
   const callers = new WeakMap<Request, Caller | null>();
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const tickets = new ConsoleTickets();
+  // Console attaches whose ticket was refused: the websocket says why (a browser sees no HTTP status).
+  const refusals = new WeakMap<Request, ServiceError>();
 
   /** Who is calling; throws unauthorized. A request without a valid token learns nothing else. */
   const authenticate = (request: Request): Caller | null => {
+    const url = new URL(request.url);
+    const ticket = url.searchParams.get("ticket");
+    const attach = ticket !== null ? ATTACH_PATH.exec(url.pathname) : null;
+    if (ticket !== null && attach) {
+      const redeemed = tickets.redeem(ticket, decodeURIComponent(attach[1] ?? ""));
+      if (redeemed instanceof ServiceError) {
+        refusals.set(request, redeemed);
+        return null;
+      }
+      return redeemed.caller;
+    }
     const auth = opts.auth;
     if (!auth) return null;
-    if (isOpen(new URL(request.url).pathname, auth.metricsOpen)) return null;
+    if (isOpen(url.pathname, auth.metricsOpen)) return null;
     const token = bearerToken(request.headers.get("authorization"));
     const caller = token === null ? null : auth.tokens.verify(token);
     if (caller === null) {
@@ -161,7 +186,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           return errorJson("internal_error", "internal error; the server log has the details");
       }
     })
-    .derive(({ request }): { caller: Caller | null } => ({ caller: callers.get(request) ?? null }))
+    .derive(({ request }): { caller: Caller | null; refusal: ServiceError | null } => ({ caller: callers.get(request) ?? null, refusal: refusals.get(request) ?? null }))
     .get(
       "/metrics",
       async ({ set, caller }) => {
@@ -188,6 +213,7 @@ export function createApp(service: VmService, opts: AppOptions) {
             { name: "images", description: "Base images" },
             { name: "hosts", description: "Hypervisor hosts of the fleet" },
             { name: "system", description: "Health and capacity" },
+            { name: "events", description: "What happens to VMs, as it happens" },
           ],
           // Lets the reference page send a token ("Authorize") when auth is on.
           ...(opts.auth ? { components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } }, security: [{ bearer: [] }] } : {}),
@@ -195,8 +221,10 @@ export function createApp(service: VmService, opts: AppOptions) {
       }),
     )
     .use(apiReferencePage)
+    .use(uiPage)
     .group("/api/v1", (api) =>
       api
+        .use(opts.events ? eventRoutes({ bus: opts.events.bus, callerOf: (r) => callers.get(r) ?? null, heartbeatMs: opts.events.heartbeatMs }) : new Elysia())
         .get(
           "/health",
           async ({ set }) => {
@@ -384,13 +412,59 @@ export function createApp(service: VmService, opts: AppOptions) {
             ...errors(403, 404, 503),
           },
         })
+        .post(
+          "/vms/:id/console",
+          async ({ params, caller, request }): Promise<ApiConsoleTicket> => {
+            const vm = (await service.resolve(params.id, caller)).rec;
+            const { ticket, expiresAt } = tickets.issue({ id: vm.id, name: vm.name }, caller);
+            const url = new URL(`/api/v1/vms/${encodeURIComponent(vm.id)}/console/attach`, request.url);
+            url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+            url.searchParams.set("ticket", ticket);
+            return { url: url.href, ticket, expires_at: expiresAt.toISOString() };
+          },
+          {
+            params: Ref,
+            detail: {
+              tags: ["vms"],
+              summary: "A single-use console ticket for browsers (valid 30 s): open `url` as a websocket, no Authorization header needed",
+            },
+            response: { 200: t.Object({ url: t.String(), ticket: t.String(), expires_at: t.String() }), ...errors(403, 404, 503) },
+          },
+        )
+        .get(
+          "/vms/:id/console/log",
+          async ({ params, query, caller }) => {
+            const tail = query.tail === undefined ? MAX_CONSOLE_LOG_BYTES : Number(query.tail);
+            if (!Number.isInteger(tail) || tail < 0 || tail > MAX_CONSOLE_LOG_BYTES) {
+              throw new ServiceError("validation_error", `tail: expected a number of bytes between 0 and ${MAX_CONSOLE_LOG_BYTES}`, { field: "tail" });
+            }
+            const bytes = await service.consoleLog(params.id, tail, caller);
+            return new Response(bytes, { headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" } });
+          },
+          {
+            params: Ref,
+            query: t.Object({ tail: t.Optional(t.String({ description: "bytes from the end of the log (default and most: 16 MiB)" })) }),
+            detail: { tags: ["vms"], summary: "The end of the VM's serial console log, as text" },
+            response: { 200: t.String(), ...errors(403, 404, 422, 501, 503) },
+          },
+        )
         // Interactive serial console: binary frames both ways. Errors arrive as one text frame
-        // {"error": {...}} followed by a close with code 4000 + the HTTP status.
+        // {"error": {...}} followed by a close with code 4000 + the HTTP status. Browsers
+        // authenticate with ?ticket= (POST /vms/{id}/console), other clients with the header.
         .ws("/vms/:id/console/attach", {
           async open(ws) {
-            const { params, caller } = ws.data as unknown as { params: { id: string }; caller: Caller | null };
+            const { params, caller, refusal } = ws.data as unknown as { params: { id: string }; caller: Caller | null; refusal: ServiceError | null };
+            const pending = { closed: false };
+            opening.set(ws.id, pending);
             try {
+              if (refusal) throw refusal;
               const session = await service.openConsole(params.id, caller);
+              if (pending.closed) {
+                // The client left while the console was being opened: let go of it at once
+                // (QEMU's serial socket serves one client at a time).
+                await session.close().catch(() => {});
+                return;
+              }
               consoles.set(ws.id, session);
               void (async () => {
                 try {
@@ -405,6 +479,8 @@ export function createApp(service: VmService, opts: AppOptions) {
               const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
               ws.send(JSON.stringify(errorJson(err.code, err.message)));
               ws.close(4000 + err.status, err.code);
+            } finally {
+              opening.delete(ws.id);
             }
           },
           message(ws, message) {
@@ -421,6 +497,8 @@ export function createApp(service: VmService, opts: AppOptions) {
             void session.write(bytes).catch(() => {});
           },
           close(ws) {
+            const pending = opening.get(ws.id);
+            if (pending) pending.closed = true;
             const session = consoles.get(ws.id);
             consoles.delete(ws.id);
             void session?.close().catch(() => {});

@@ -4,6 +4,7 @@
  * and per-VM CPU time/memory. Names follow Prometheus conventions (base units, _total).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { EventBus } from "../events/bus.ts";
 import type { VmService } from "../vm/service.ts";
 
 export class Metrics {
@@ -126,6 +127,22 @@ export class Metrics {
   async scrape(): Promise<string> {
     await this.refresh();
     return this.registry.metrics();
+  }
+
+  /** Event stream figures, read from the bus at each scrape. */
+  observeEvents(bus: EventBus): void {
+    const reg = [this.registry];
+    new Gauge({ name: "rcloud_event_subscribers", help: "Open GET /events streams", registers: reg, collect() {
+      this.set(bus.subscriberCount);
+    } });
+    new Counter({ name: "rcloud_events_published_total", help: "Events published since rcloud started", registers: reg, collect() {
+      this.reset();
+      this.inc(bus.publishedCount);
+    } });
+    new Counter({ name: "rcloud_event_consumers_cut_off_total", help: "Event streams ended because their consumer fell behind (events.subscriber_buffer)", registers: reg, collect() {
+      this.reset();
+      this.inc(bus.cutOffs);
+    } });
   }
 
   /** Observer for the libvirt client (LibvirtClientOptions.onCallComplete). */

@@ -36,35 +36,68 @@ export class ApiClient {
     try {
       res = await apiRequest({ endpoint: this.endpoint, method, path, body, token: this.token, userAgent: `rcloud-cli/${VERSION}`, signal: AbortSignal.timeout(timeoutMs) });
     } catch (e) {
-      const err = e as Error;
-      const code = (err as { code?: unknown }).code;
-      const why =
-        err.name === "TimeoutError"
-          ? `no answer within ${Math.round(timeoutMs / 1000)} s`
-          : code === "ECONNREFUSED" || code === "ConnectionRefused"
-            ? "connection refused"
-            : err.message;
-      throw new CliError(
-        `cannot reach the rcloud server at ${this.endpoint} (${method} ${url}: ${why}); ` +
-          `is it running? Point the CLI elsewhere with --endpoint URL or RCLOUD_ENDPOINT`,
-        EXIT.unavailable,
-      );
+      throw this.unreachable(method, url, e as Error, timeoutMs);
     }
     const { text, json } = res;
-    if (!res.ok) {
-      const apiMsg = (json as { error?: { message?: unknown } } | null | undefined)?.error?.message;
-      const message =
-        typeof apiMsg === "string" && apiMsg !== ""
-          ? apiMsg
-          : res.status === 401 || res.status === 403
-            ? `the server refused the request (HTTP ${res.status}); check --token / RCLOUD_TOKEN`
-            : `${method} ${url} failed with HTTP ${res.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
-      throw new CliError(message, exitCodeForStatus(res.status));
-    }
+    if (!res.ok) throw this.refused(method, url, res.status, text, json);
     if (json === undefined) {
       throw new CliError(`unexpected answer from ${url} (HTTP ${res.status}, not JSON); is ${this.endpoint} an rcloud server?`, EXIT.error);
     }
     return json as T;
+  }
+
+  /**
+   * A long-lived GET (the event stream): the response body once the server answered 2xx.
+   * `signal` ends it.
+   */
+  async stream(path: string, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
+    const url = apiUrl(this.endpoint, path);
+    const headers: Record<string, string> = { accept: "application/x-ndjson", "user-agent": `rcloud-cli/${VERSION}` };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let res: Response;
+    try {
+      res = await fetch(url, { headers, signal });
+    } catch (e) {
+      throw this.unreachable("GET", url, e as Error, null);
+    }
+    if (!res.ok || res.body === null) {
+      const text = await res.text().catch(() => "");
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+      throw this.refused("GET", url, res.status, text, json);
+    }
+    return res.body;
+  }
+
+  private unreachable(method: string, url: string, err: Error, timeoutMs: number | null): CliError {
+    const code = (err as { code?: unknown }).code;
+    const why =
+      err.name === "TimeoutError" && timeoutMs !== null
+        ? `no answer within ${Math.round(timeoutMs / 1000)} s`
+        : code === "ECONNREFUSED" || code === "ConnectionRefused"
+          ? "connection refused"
+          : err.message;
+    return new CliError(
+      `cannot reach the rcloud server at ${this.endpoint} (${method} ${url}: ${why}); ` +
+        `is it running? Point the CLI elsewhere with --endpoint URL or RCLOUD_ENDPOINT`,
+      EXIT.unavailable,
+    );
+  }
+
+  /** The API's refusal in its own words (error.message), with the exit code for the status. */
+  private refused(method: string, url: string, status: number, text: string, json: unknown): CliError {
+    const apiMsg = (json as { error?: { message?: unknown } } | null | undefined)?.error?.message;
+    const message =
+      typeof apiMsg === "string" && apiMsg !== ""
+        ? apiMsg
+        : status === 401 || status === 403
+          ? `the server refused the request (HTTP ${status}); check --token / RCLOUD_TOKEN`
+          : `${method} ${url} failed with HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
+    return new CliError(message, exitCodeForStatus(status));
   }
 
   /** The token, for transports that set their own headers (the console websocket). */

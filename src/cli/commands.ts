@@ -4,6 +4,7 @@ import { list } from "./args.ts";
 import type { ApiConsole, ApiImage, ApiStatus, ApiVm, CopyImageRequest } from "../api-types/json.ts";
 import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
+import { EventFeed, eventLine } from "./events.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
 import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup } from "./flags.ts";
@@ -33,11 +34,24 @@ function endpointHost(ctx: Context): string {
   return new URL(ctx.endpoint).hostname.replace(/^\[|\]$/g, "");
 }
 
-async function waitAndReport(ctx: Context, vm: ApiVm, timeoutMs: number): Promise<ApiVm> {
+/**
+ * The VM's event stream, opened before the operation so none of its events is missed; null
+ * when the server has none (an older rcloud): --wait polls then.
+ */
+async function vmEvents(ctx: Context, name: string): Promise<EventFeed | null> {
+  try {
+    return await EventFeed.open(ctx.api, { vm: name, follow: true });
+  } catch (e) {
+    if (e instanceof CliError && (e.exitCode === EXIT.notFound || e.exitCode === EXIT.unavailable)) return null;
+    throw e;
+  }
+}
+
+async function waitAndReport(ctx: Context, vm: ApiVm, timeoutMs: number, events: EventFeed | null): Promise<ApiVm> {
   const write = ctx.output === "table" ? ctx.io.stdout : ctx.io.stderr;
   const progress = new Progress(write, ctx.output === "table" ? ctx.io.stdoutIsTTY : false);
   progress.update(`${vm.name}: waiting for it to run and be reachable`);
-  const ready = await waitReady(ctx.api, vm.id, { timeoutMs, endpointHost: endpointHost(ctx), progress });
+  const ready = await waitReady(ctx.api, vm.id, { timeoutMs, endpointHost: endpointHost(ctx), progress, events });
   const where = ready.ip_address ? ` at ${ready.ip_address}${ready.ssh_port !== null ? `:${ready.ssh_port}` : ""}` : "";
   ctx.note(`VM ${ready.name} is ready${where}${ready.ip_address ? `; connect with: rcloud vm ssh ${ready.name}` : ""}`);
   return ready;
@@ -133,10 +147,15 @@ export const COMMANDS: Command[] = [
       if (group !== undefined) body.placement_group = parsePlacementGroup(group);
       if (ctx.bool("no-start")) body.start = false;
 
-      let vm = await ctx.api.request<ApiVm>("POST", "/vms", body);
-      if (ctx.output === "table") ctx.print(`Created VM ${vm.name} (${vm.id}) on host ${vm.host}, ${vm.state}`);
-      if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs);
-      if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      const events = ctx.bool("wait") ? await vmEvents(ctx, one(ctx)) : null;
+      try {
+        let vm = await ctx.api.request<ApiVm>("POST", "/vms", body);
+        if (ctx.output === "table") ctx.print(`Created VM ${vm.name} (${vm.id}) on host ${vm.host}, ${vm.state}`);
+        if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs, events);
+        if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      } finally {
+        events?.close();
+      }
       return EXIT.ok;
     },
   },
@@ -181,10 +200,15 @@ export const COMMANDS: Command[] = [
     ...vmRef,
     async run(ctx) {
       const timeoutMs = timeoutFlag(ctx, "10m");
-      let vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), "/start"));
-      if (ctx.output === "table") ctx.print(`Started VM ${vm.name}, ${vm.state}`);
-      if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs);
-      if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      const events = ctx.bool("wait") ? await vmEvents(ctx, one(ctx)) : null;
+      try {
+        let vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), "/start"));
+        if (ctx.output === "table") ctx.print(`Started VM ${vm.name}, ${vm.state}`);
+        if (ctx.bool("wait")) vm = await waitAndReport(ctx, vm, timeoutMs, events);
+        if (ctx.output !== "table") await ctx.emit(vm, () => "");
+      } finally {
+        events?.close();
+      }
       return EXIT.ok;
     },
   },
@@ -192,9 +216,13 @@ export const COMMANDS: Command[] = [
     path: "vm stop",
     args: "NAME",
     summary: "Stop a VM: ACPI shutdown, forced off after the timeout",
+    description:
+      "The API answers once the VM is off. --wait also follows the VM's events until rcloud reports it stopped " +
+      "(vm-stopped, with how: shutdown when the guest powered off, destroyed when it was forced) and shows them as they come.",
     flags: [
       { name: "force", help: "power off at once (no ACPI shutdown)" },
       { name: "timeout", value: "SECONDS", help: "how long the guest gets to shut down before it is forced off (server default: vm_defaults.stop_timeout_s); 30, 30s, 2m" },
+      { name: "wait", help: "follow the VM's events until it is reported stopped" },
     ],
     ...vmRef,
     async run(ctx) {
@@ -207,8 +235,14 @@ export const COMMANDS: Command[] = [
         q.set("timeout", String(Math.ceil(timeoutMs / 1000)));
       }
       const qs = q.size ? `?${q}` : "";
-      const vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), `/stop${qs}`), undefined, 120_000 + timeoutMs);
-      await ctx.emit(vm, () => `Stopped VM ${vm.name}, ${vm.state}`);
+      const events = ctx.bool("wait") ? await vmEvents(ctx, one(ctx)) : null;
+      try {
+        const vm = await ctx.api.request<ApiVm>("POST", ctx.api.vmPath(one(ctx), `/stop${qs}`), undefined, 120_000 + timeoutMs);
+        const how = events ? await stoppedEvent(ctx, events, vm.name, 60_000) : null;
+        await ctx.emit(vm, () => `Stopped VM ${vm.name}, ${vm.state}${how ? ` (${how})` : ""}`);
+      } finally {
+        events?.close();
+      }
       return EXIT.ok;
     },
   },
@@ -339,6 +373,60 @@ export const COMMANDS: Command[] = [
     },
   },
   {
+    path: "events",
+    args: "",
+    summary: "Show what happened to VMs and hosts (--follow: as it happens)",
+    description:
+      "Without --follow: the events the server still holds (events.buffer), oldest first. With --follow: events from now on " +
+      "(or after --since ID), until Ctrl-C; a stream the server cut off is resumed after the last event shown. " +
+      "-o json prints one JSON object per line, as the API sends them.",
+    flags: [
+      { name: "follow", short: "f", help: "keep printing events as they happen" },
+      { name: "vm", value: "NAME", help: "only this VM's events (name or id)", complete: "vm" },
+      { name: "type", value: "TYPE", help: "only these types: lifecycle, operation, host (comma-separated)", complete: ["lifecycle", "operation", "host"] },
+      { name: "since", value: "ID", help: "start after this event id" },
+    ],
+    minArgs: 0,
+    maxArgs: 0,
+    async run(ctx) {
+      const since = ctx.flag("since");
+      if (since !== undefined && !/^\d{1,16}$/.test(since)) throw usageError(`invalid --since '${since}': expected an event id`);
+      const follow = ctx.bool("follow");
+      const feed = await EventFeed.open(ctx.api, {
+        vm: ctx.flag("vm"),
+        type: ctx.flag("type"),
+        since: since !== undefined ? Number(since) : follow ? null : 0,
+        follow,
+      });
+      const stop = () => feed.close();
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+      try {
+        for (;;) {
+          const e = await feed.next();
+          if (e === null) {
+            // Cut off, or the server went away: resume where we were, unless we were only reading what is held.
+            if (!follow || !feed.done) return EXIT.ok;
+            await Bun.sleep(500);
+            await feed.resume();
+            continue;
+          }
+          if (ctx.output === "json") ctx.print(JSON.stringify(e));
+          else if (ctx.output === "yaml") ctx.print(`---\n${(await import("yaml")).stringify(e)}`);
+          else if (e.type === "stream") {
+            if (e.action !== "subscribed") ctx.io.stderr(`rcloud: ${e.action}: ${e.detail}\n`);
+          } else ctx.print(eventLine(e));
+        }
+      } catch (e) {
+        if ((e as Error).name === "AbortError") return EXIT.ok; // Ctrl-C
+        throw e;
+      } finally {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+      }
+    },
+  },
+  {
     path: "image list",
     args: "",
     summary: "List base images",
@@ -409,6 +497,23 @@ export const COMMANDS: Command[] = [
   ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];
+
+/** Follows a VM's events until vm-stopped (shown as they come on stderr); its detail. */
+async function stoppedEvent(ctx: Context, events: EventFeed, name: string, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new CliError(`VM ${name} stopped, but no vm-stopped event came within ${Math.round(timeoutMs / 1000)} s`, EXIT.timeout);
+    const e = await events.next(left);
+    if (e === null) {
+      if (events.done) await events.resume();
+      continue;
+    }
+    if (e.type === "stream") continue;
+    ctx.io.stderr(`${eventLine(e)}\n`);
+    if (e.action === "vm-stopped") return e.detail;
+  }
+}
 
 function signalNumber(sig: string): number | undefined {
   return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Record<string, number>)[sig];

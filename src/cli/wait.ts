@@ -1,12 +1,16 @@
 /**
- * `--wait`: polls the VM until it runs and is reachable — its IP is known (bridge), its
+ * `--wait`: waits until the VM runs and is reachable — its IP is known (bridge), its
  * forwarded SSH port answers with an SSH banner (user networking), or it just runs (none).
- * Progress is a spinner line on a TTY and one plain line per change otherwise.
+ * Changes of state come from the VM's events (GET /events); the VM is read again when one
+ * arrives, and only reachability is probed on a timer. Against a server without events it
+ * polls the VM instead. Progress is a spinner line on a TTY and one plain line per change
+ * otherwise.
  */
 import { connect } from "node:net";
-import type { ApiVm } from "../api-types/json.ts";
+import type { ApiEvent, ApiVm } from "../api-types/json.ts";
 import type { ApiClient } from "./client.ts";
 import { CliError, EXIT } from "./errors.ts";
+import type { EventFeed } from "./events.ts";
 import { formatDuration } from "./units.ts";
 
 const FRAMES = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -78,7 +82,12 @@ export interface WaitOptions {
   /** Host part of the API endpoint: a forwarded port on 127.0.0.1 is only probed from the same host. */
   endpointHost: string;
   progress: Progress;
+  /** The VM's event stream, opened before the operation; null: poll. */
+  events?: EventFeed | null;
 }
+
+/** Lifecycle events after which a VM being waited for will not come up by itself. */
+const DEAD_ENDS = new Set(["vm-stopped", "vm-crashed", "vm-deleted"]);
 
 /** Waits until `ref` is running and reachable; returns the last VM seen. */
 export async function waitReady(api: ApiClient, ref: string, opts: WaitOptions): Promise<ApiVm> {
@@ -86,14 +95,20 @@ export async function waitReady(api: ApiClient, ref: string, opts: WaitOptions):
   const poll = opts.pollMs ?? 1000;
   let status = "waiting for the VM";
   let label = ref;
+  const events = opts.events ?? null;
+  let read = true;
+  let vm: ApiVm | null = null;
   for (;;) {
-    let vm: ApiVm | null = null;
-    try {
-      vm = await api.request<ApiVm>("GET", api.vmPath(ref), undefined, Math.max(1000, Math.min(30_000, deadline - Date.now())));
-    } catch (e) {
-      if (!(e instanceof CliError) || e.exitCode !== EXIT.unavailable) throw e;
-      status = "server unavailable, retrying";
+    if (read || vm === null) {
+      try {
+        vm = await api.request<ApiVm>("GET", api.vmPath(ref), undefined, Math.max(1000, Math.min(30_000, deadline - Date.now())));
+      } catch (e) {
+        if (!(e instanceof CliError) || e.exitCode !== EXIT.unavailable) throw e;
+        status = "server unavailable, retrying";
+      }
     }
+    read = events === null;
+    let probeAgain = true;
     if (vm) {
       label = vm.name;
       const r = await reachability(vm, opts.endpointHost);
@@ -103,16 +118,52 @@ export async function waitReady(api: ApiClient, ref: string, opts: WaitOptions):
       }
       if (vm.state === "crashed" || vm.state === "stopped") {
         opts.progress.stop();
+        // The event says why (its detail); it is on its way when the state changed just now.
+        const why = events ? await deadEnd(events, 2_000) : null;
+        if (why) throw deadEndError(why, vm.name);
         throw new CliError(`VM ${vm.name} is ${vm.state}; see 'rcloud vm console ${vm.name}'`, EXIT.conflict);
       }
       status = `${vm.name}: ${r.status}`;
+      // Not running yet: nothing to probe until an event says something changed.
+      probeAgain = vm.state === "running";
+      // Bridged guests get their address without an event: read the VM again.
+      if (vm.state === "running" && vm.network.mode === "bridge") read = true;
     }
     opts.progress.update(status);
     if (Date.now() >= deadline) {
       opts.progress.stop();
       throw new CliError(`timed out after ${formatDuration(opts.timeoutMs)} waiting for VM ${label} (${status.replace(/^[^:]*: /, "")})`, EXIT.timeout);
     }
-    await Bun.sleep(Math.max(0, Math.min(poll, deadline - Date.now())));
+    const wait = Math.max(0, deadline - Date.now());
+    if (events === null) {
+      await Bun.sleep(Math.min(poll, wait));
+      continue;
+    }
+    // The next event, and every one already here: the latest word on the VM counts.
+    for (let e = await events.next(probeAgain || vm === null ? Math.min(poll, wait) : wait); e !== null; e = await events.next(0)) {
+      if (e.type === "stream") continue;
+      read = true;
+      if (DEAD_ENDS.has(e.action)) {
+        opts.progress.stop();
+        throw deadEndError(e, label);
+      }
+    }
+    if (events.done) await events.resume().catch(() => {}); // cut off or reconnected server: follow again
+  }
+}
+
+function deadEndError(e: ApiEvent, fallbackName: string): CliError {
+  const name = e.vm?.name ?? fallbackName;
+  return new CliError(`VM ${name}: ${e.action} (${e.detail}); see 'rcloud vm console ${name}'`, EXIT.conflict);
+}
+
+/** The first event that ends the wait (stopped, crashed, deleted) within `ms`; null if none came. */
+async function deadEnd(events: EventFeed, ms: number): Promise<ApiEvent | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const e = await events.next(Math.max(0, deadline - Date.now()));
+    if (e === null) return null;
+    if (DEAD_ENDS.has(e.action)) return e;
   }
 }
 

@@ -268,6 +268,10 @@ export const CONFIG_SCHEMA = Section({
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),
     memory_overcommit: Num(0.1, 64, { default: 1, description: "a host's VMs may have its memory times this in all (a ratio; VMs not stopped)" }),
   }),
+  events: Section({
+    buffer: Int(100, 1_000_000, { default: 10_000, description: "events kept for resuming a stream (GET /events?since=ID, Last-Event-ID)" }),
+    subscriber_buffer: Int(10, 1_000_000, { default: 1_000, description: "events a stream consumer may fall behind before it is cut off" }),
+  }),
   logging: Section({
     level: OneOf(["debug", "info", "warn", "error"], { default: "info", env: "RCLOUD_LOG_LEVEL", description: "log level: debug, info, warn or error" }),
     format: OneOf(["json", "text"], { default: "json", env: "RCLOUD_LOG_FORMAT", description: "log format: json or text" }),

@@ -235,6 +235,8 @@ export interface VmDriver {
    * (DriverError "unsupported"). On failure the VM is left as it was.
    */
   update(name: string, change: VmChange): Promise<VmChangeResult>;
+  /** The last `maxBytes` of the VM's serial console log (empty before its first boot). */
+  consoleLog?(name: string, maxBytes: number): Promise<Uint8Array>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

@@ -134,6 +134,8 @@ export class HostRegistry {
   private readonly byName = new Map<string, Host>();
   private readonly abort = new AbortController();
   private readonly loops: Promise<void>[] = [];
+  /** Told when a host comes or goes or is (un)cordoned (the event stream). */
+  onChange: ((host: Host, action: "host-online" | "host-offline" | "host-cordoned" | "host-uncordoned", detail: string) => void) | null = null;
 
   constructor(
     readonly hosts: Host[],
@@ -177,6 +179,7 @@ export class HostRegistry {
         h.facts = { at: Date.now(), info: await h.driver.hostInfo() };
         h.markContact();
         this.log("info", "host connected", { host: h.name, driver: h.driver.kind });
+        this.onChange?.(h, "host-online", "connected");
         break;
       } catch (e) {
         if (signal.aborted) return;
@@ -201,10 +204,14 @@ export class HostRegistry {
       // A probe refused at once (connection gone) is proof enough; a silent one may be a busy host.
       const refused = !result.ok && !("late" in result);
       if (result.ok) {
-        if (!h.online) this.log("info", "host answers again", { host: h.name });
+        if (!h.online) {
+          this.log("info", "host answers again", { host: h.name });
+          this.onChange?.(h, "host-online", "answers again");
+        }
         h.markContact();
       } else if (h.markMiss(result.detail, refused)) {
         this.log("warn", "host offline", { host: h.name, error: result.detail, probe_ms: Date.now() - t0 });
+        this.onChange?.(h, "host-offline", result.detail);
       }
     }
   }
@@ -216,6 +223,7 @@ export class HostRegistry {
       h.cordoned = on;
       this.writeCordons();
       this.log("info", on ? "host cordoned" : "host uncordoned", { host: name });
+      this.onChange?.(h, on ? "host-cordoned" : "host-uncordoned", on ? "takes no new VMs" : "takes new VMs again");
     }
     return h;
   }

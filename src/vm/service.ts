@@ -9,7 +9,10 @@ import type { ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiVm, CreateVmRequ
 import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { EventSink } from "../events/bus.ts";
 import { KeyedMutex } from "../util/mutex.ts";
+import { currentRequestId } from "../util/request-context.ts";
+import { type KnownVm, VmEventFeed } from "./event-feed.ts";
 import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
 import type { Host, HostRegistry } from "./hosts.ts";
@@ -70,6 +73,33 @@ export class VmService {
   /** The first host's driver: for tests that reach into a one-host server's driver. */
   get driver(): VmDriver {
     return this.registry.hosts[0]!.driver;
+  }
+
+  /** Where VM and host events go (GET /events); null until attachEvents. */
+  private feed: VmEventFeed | null = null;
+
+  /** Publishes every host's lifecycle events, host changes and the service's own operations to `sink`. */
+  attachEvents(sink: EventSink): void {
+    this.feed?.stop();
+    const feed = new VmEventFeed(sink);
+    for (const h of this.registry.hosts) {
+      feed.watch(h.name, h.driver, async (name) => {
+        const rec = await h.driver.get(name);
+        return rec ? known(rec, h) : null;
+      });
+    }
+    this.registry.onChange = (h, action, detail) => feed.hostChanged(h.name, action, detail);
+    this.feed = feed;
+  }
+
+  /** Runs a lifecycle operation; a failure is published as operation-failed (with the request id). */
+  private async tracked<T>(op: string, ref: string, caller: Caller | null, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      this.feed?.failed(op, ref, caller, e, currentRequestId());
+      throw e;
+    }
   }
 
   /** Lifecycle operations running now (graceful shutdown waits for them). */
@@ -260,6 +290,16 @@ export class VmService {
     return this.fleet.onHost(host, () => host.driver.openConsole(rec.name));
   }
 
+  /** The last `maxBytes` of the VM's serial console log. */
+  async consoleLog(ref: string, maxBytes: number, caller: Caller | null = null): Promise<Uint8Array> {
+    const { host, rec } = await this.resolve(ref, caller);
+    const driver = host.driver;
+    if (!driver.consoleLog) {
+      throw new ServiceError("unsupported", `the ${driver.kind} driver does not hand out console logs; GET /api/v1/vms/${rec.name}/console names the log file on the host`);
+    }
+    return this.fleet.onHost(host, () => driver.consoleLog!(rec.name, maxBytes));
+  }
+
   async console(ref: string, caller: Caller | null = null): Promise<ConsoleInfo> {
     const { host, rec } = await this.resolve(ref, caller);
     return this.fleet.onHost(host, () => host.driver.console(rec.name));
@@ -268,6 +308,10 @@ export class VmService {
   // ---- lifecycle ----
 
   async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
+    return this.tracked("create", String(req?.name ?? ""), caller, () => this.createChecked(req, caller));
+  }
+
+  private async createChecked(req: CreateVmRequest, caller: Caller | null): Promise<ApiVm> {
     const owner = projectForCreate(caller, req.project);
     const images = await this.fleet.fleetImages();
     const spec = this.unlessHostsDown(() =>
@@ -333,12 +377,15 @@ export class VmService {
           port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
           spec.network.sshPort = port;
         }
+        this.feed?.beginCreate(spec.name);
         const call = host.driver.create(spec);
         created = await this.fleet.onHost(host, () => call).catch((e: unknown) => {
+          this.feed?.createFailed(spec.name);
           // The caller was told it failed: if the frozen host finishes the create later, undo it.
           if (e instanceof ServiceError && e.code === "host_unavailable") void call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
           throw e;
         });
+        this.feed?.created(known(created, host), currentRequestId(), spec.start);
         this.remember(host, [created]);
         return await this.toApi(created, host, true);
       } finally {
@@ -406,13 +453,15 @@ export class VmService {
   }
 
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.timed("start", () => this.mutate(ref, caller, (h, name) => h.driver.start(name)));
+    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", (h, name) => h.driver.start(name))));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
-    const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
-    if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-    return this.timed("stop", () => this.mutate(ref, caller, (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+    return this.tracked("stop", ref, caller, async () => {
+      const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
+      if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
+      return this.timed("stop", () => this.mutate(ref, caller, "stop", (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+    });
   }
 
   /**
@@ -511,13 +560,23 @@ export class VmService {
   }
 
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.timed("reboot", () => this.mutate(ref, caller, (h, name) => h.driver.reboot(name)));
+    return this.tracked("reboot", ref, caller, () => this.timed("reboot", () => this.mutate(ref, caller, "reboot", (h, name) => h.driver.reboot(name))));
   }
 
   async delete(ref: string, caller: Caller | null = null): Promise<{ id: string; name: string; status: "destroyed" }> {
+    return this.tracked("delete", ref, caller, () => this.deleteChecked(ref, caller));
+  }
+
+  private async deleteChecked(ref: string, caller: Caller | null): Promise<{ id: string; name: string; status: "destroyed" }> {
     const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
-      await this.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name)));
+      const vm = known(rec, host);
+      this.feed?.beginDelete(vm);
+      await this.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name))).catch((e: unknown) => {
+        this.feed?.deleteFailed(rec.name);
+        throw e;
+      });
+      this.feed?.deleted(vm, currentRequestId());
       this.fleet.forget(host, rec.id);
       this.byId.delete(rec.id);
       this.byName.delete(rec.name);
@@ -536,10 +595,11 @@ export class VmService {
 
   // ---- helpers ----
 
-  private async mutate(ref: string, caller: Caller | null, op: (h: Host, name: string) => Promise<void>): Promise<ApiVm> {
+  private async mutate(ref: string, caller: Caller | null, what: "start" | "stop" | "reboot", op: (h: Host, name: string) => Promise<void>): Promise<ApiVm> {
     const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
       await this.fleet.onHost(host, () => op(host, rec.name));
+      this.feed?.operated(what, known(rec, host));
       const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
       if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
       this.remember(host, [after]);
@@ -596,6 +656,7 @@ export class VmService {
     for (const r of records) {
       this.byId.set(r.id, { host: h.name, name: r.name });
       this.byName.set(r.name, h.name);
+      this.feed?.remember(known(r, h));
     }
   }
 
@@ -645,6 +706,11 @@ export class VmService {
       placement_group: r.placementGroup,
     };
   }
+}
+
+/** What the event feed keeps of a VM. */
+function known(r: VmRecord, h: Host): KnownVm {
+  return { id: r.id, name: r.name, owner: r.owner, host: h.name };
 }
 
 /** The first task to find something; null when none does; the first error when one failed and none found. */

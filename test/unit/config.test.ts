@@ -91,6 +91,7 @@ describe("defaults", () => {
         memory_overcommit: 1,
       },
       auth: { enabled: "auto", tokens_file: "/etc/rcloud/tokens.json", metrics_open: false, quotas: {}, default_quota: null },
+      events: { buffer: 10000, subscriber_buffer: 1000 },
       logging: { level: "info", format: "json" },
     });
   });

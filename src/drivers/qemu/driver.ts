@@ -6,13 +6,14 @@
  * state directory's lock and re-attaches to the QEMUs still running.
  */
 import { randomUUID } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
 import {
   DriverError,
   type ConsoleInfo,
+  type DriverEvent,
   type ConsoleSession,
   type DiskInfo,
   type HostInfo,
@@ -29,6 +30,7 @@ import {
 import { scanImageDir } from "../shared/image-files.ts";
 import { localBootFile } from "./boot-file.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
+import { DriverListeners, exitDetail, LIFECYCLE_QMP_EVENTS, qmpLifecycle } from "./events.ts";
 import { readLocalImage, removePartialImages, writeLocalImage } from "./images.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
 import { randomMac } from "../shared/mac.ts";
@@ -65,6 +67,31 @@ interface Runtime {
   pid: number;
   client: QmpClient | null;
   connecting: Promise<QmpClient> | null;
+  /** Events of this QEMU (QMP pumps, exit): see events.ts. */
+  events: RuntimeEvents;
+}
+
+interface RuntimeEvents {
+  /** Launching: the RESUME of the first `cont` is the start, not a resume. */
+  starting: boolean;
+  /** rcloud is stopping or deleting it: an exit without a SHUTDOWN reason is "destroyed". */
+  stopping: boolean;
+  /** The driver is closing: its QMP connections end, the VMs do not. */
+  detached: boolean;
+  exitReported: boolean;
+  shutdownReason: string | null;
+  panicked: boolean;
+  /** Resolves when the current QMP client's events are all handled. */
+  pumped: Promise<void>;
+}
+
+function newRuntime(pid: number): Runtime {
+  return {
+    pid,
+    client: null,
+    connecting: null,
+    events: { starting: false, stopping: false, detached: false, exitReported: false, shutdownReason: null, panicked: false, pumped: Promise.resolve() },
+  };
 }
 
 /** QEMU's RunState → ours. */
@@ -118,6 +145,9 @@ export class QemuDriver implements VmDriver {
   private readonly records = new Map<string, StoredVm>();
   private readonly runtime = new Map<string, Runtime>();
   private staticHost: Omit<HostInfo, "freeMemoryMb" | "storage"> | null = null;
+  private readonly listeners = new DriverListeners();
+  /** VMs whose create is running (not in `records` until vm.json is written), for their events. */
+  private readonly creating = new Map<string, StoredVm>();
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.qemuImg = qemuImgFor(opts.binary);
@@ -250,7 +280,7 @@ export class QemuDriver implements VmDriver {
       }
       this.records.set(id, vm);
       if (alive) {
-        this.runtime.set(id, { pid, client: null, connecting: null });
+        this.runtime.set(id, newRuntime(pid));
         attaches.push(this.monitor(id).catch((e) => this.log("warn", "cannot attach to a running VM's QMP socket", { vm: vm.name, error: (e as Error).message })));
       } else if (pid !== null) {
         this.log("info", "VM stopped while rcloud was away", { vm: vm.name });
@@ -261,7 +291,10 @@ export class QemuDriver implements VmDriver {
   }
 
   async close(): Promise<void> {
-    for (const rt of this.runtime.values()) rt.client?.close();
+    for (const rt of this.runtime.values()) {
+      rt.events.detached = true;
+      rt.client?.close();
+    }
     this.runtime.clear();
     this.records.clear();
     this.lock?.release();
@@ -313,12 +346,14 @@ export class QemuDriver implements VmDriver {
     const rt = this.runtime.get(id);
     const pid = rt?.pid ?? readPidfile(p.pidfile);
     if (pid !== null && isOurQemu(pid, p.qmp)) {
-      if (!rt) this.runtime.set(id, { pid, client: null, connecting: null });
+      if (!rt) this.runtime.set(id, newRuntime(pid));
       return pid;
     }
     if (rt) {
       rt.client?.close();
       this.runtime.delete(id);
+      const vm = this.records.get(id);
+      if (vm) this.reportExit(vm, rt);
     }
     return null;
   }
@@ -337,18 +372,70 @@ export class QemuDriver implements VmDriver {
         client.close();
         throw new DriverError("invalid_state", `VM ${id} stopped`);
       }
-      this.adopt(rt, client);
+      this.adopt(id, rt, client);
       return client;
     } finally {
       rt.connecting = null;
     }
   }
 
-  private adopt(rt: Runtime, client: QmpClient): void {
+  private adopt(id: string, rt: Runtime, client: QmpClient): void {
     rt.client = client;
+    rt.events.pumped = this.pump(id, rt, client);
     client.onClose(() => {
       if (rt.client === client) rt.client = null;
+      void this.watchExit(id, rt);
     });
+  }
+
+  // ---- events ----------------------------------------------------------------------
+
+  subscribe(listener: (event: DriverEvent) => void): () => void {
+    return this.listeners.add(listener);
+  }
+
+  private emit(vm: StoredVm, action: DriverEvent["action"], detail: string): void {
+    this.listeners.emit({ vmName: vm.name, vmId: vm.id, action, detail });
+  }
+
+  /** Turns one QMP connection's events into driver events, until it closes. */
+  private async pump(id: string, rt: Runtime, client: QmpClient): Promise<void> {
+    for await (const ev of client.events(LIFECYCLE_QMP_EVENTS)) {
+      if (ev.event === "SHUTDOWN" && typeof ev.data["reason"] === "string") rt.events.shutdownReason = ev.data["reason"];
+      if (ev.event === "GUEST_PANICKED") rt.events.panicked = true;
+      const vm = this.records.get(id) ?? this.creating.get(id);
+      const what = qmpLifecycle(ev);
+      if (vm && what && !rt.events.starting) this.emit(vm, what.action, what.detail);
+    }
+  }
+
+  /** QMP closed: if QEMU is gone too, the VM stopped (the reason from its last SHUTDOWN event). */
+  private async watchExit(id: string, rt: Runtime): Promise<void> {
+    if (rt.events.detached || rt.events.exitReported) return;
+    const p = this.paths(id);
+    if (!(await waitUntil(() => !isOurQemu(rt.pid, p.qmp), 5_000))) return; // alive: QMP reconnects on next use
+    const vm = this.records.get(id) ?? this.creating.get(id);
+    if (!vm) return;
+    await rt.events.pumped;
+    if (this.runtime.get(id) === rt) this.runtime.delete(id);
+    this.reportExit(vm, rt);
+  }
+
+  /** After rcloud stopped the QEMU: drops its runtime and reports the exit, after its last QMP events. */
+  private async forget(vm: StoredVm, rt: Runtime | undefined): Promise<void> {
+    if (!rt) return;
+    rt.client?.close();
+    if (this.runtime.get(vm.id) === rt) this.runtime.delete(vm.id);
+    await rt.events.pumped;
+    this.reportExit(vm, rt);
+  }
+
+  /** vm-stopped, once per QEMU process. */
+  private reportExit(vm: StoredVm, rt: Runtime): void {
+    const ev = rt.events;
+    if (ev.exitReported || ev.detached) return;
+    ev.exitReported = true;
+    this.emit(vm, "vm-stopped", exitDetail(ev.shutdownReason, ev.panicked, ev.stopping));
   }
 
   private async liveState(id: string): Promise<{ state: VmState; pid: number | null }> {
@@ -403,20 +490,25 @@ export class QemuDriver implements VmDriver {
     this.handOver(vm, p);
     const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
     const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p)], p);
-    const rt: Runtime = { pid, client: null, connecting: null };
+    const rt: Runtime = newRuntime(pid);
+    rt.events.starting = true;
     this.runtime.set(vm.id, rt);
     try {
       if (!isOurQemu(pid, p.qmp)) throw new DriverError("failed", `${vm.name}: QEMU exited right after starting (see ${p.qemuLog} and ${p.serialLog})`);
       const client = await this.firstConnect(pid, p);
-      this.adopt(rt, client);
+      this.adopt(vm.id, rt, client);
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "prelaunch") throw new DriverError("failed", `${vm.name}: QEMU is ${status}, expected prelaunch`);
       // Memory below the maximum: the balloon's target, taken as soon as the guest's driver loads.
       if (vm.memory_mb < maxima(vm).maxMemoryMb) await client.execute("balloon", { value: vm.memory_mb * 1024 * 1024 });
       await client.execute("cont");
       vm.live = launchConfig(vm); // the caller writes vm.json
+      rt.events.starting = false;
+      this.emit(vm, "vm-started", "booted");
       return pid;
     } catch (e) {
+      // Never started, as far as anyone listening knows.
+      rt.events.detached = true;
       rt.client?.close();
       this.runtime.delete(vm.id);
       // Died while setting up (a disk or backing file it may not open...): QEMU's words, not QMP's.
@@ -558,11 +650,14 @@ export class QemuDriver implements VmDriver {
         owner: spec.owner,
         placement_group: spec.placementGroup,
       };
+      this.creating.set(vm.id, vm);
       if (spec.start) pid = await this.launch(vm);
       writeVm(this.opts.stateDir, vm); // the commit point: without vm.json the directory is an orphan
       this.records.set(vm.id, vm);
+      this.creating.delete(vm.id);
       return this.toRecord(vm, spec.start ? "running" : "stopped", pid);
     } catch (e) {
+      this.creating.delete(spec.id);
       const rt = this.runtime.get(spec.id);
       rt?.client?.close();
       this.runtime.delete(spec.id);
@@ -595,6 +690,8 @@ export class QemuDriver implements VmDriver {
     try {
       const { state, pid } = await this.liveState(vm.id);
       if (pid === null) throw new DriverError("invalid_state", `${name} is already stopped`);
+      const rt = this.runtime.get(vm.id);
+      if (rt) rt.events.stopping = true;
       const gone = () => !isOurQemu(pid, p.qmp);
       const client = await this.monitor(vm.id).catch(() => null);
       let done = false;
@@ -608,8 +705,7 @@ export class QemuDriver implements VmDriver {
         done = await waitUntil(gone, 5_000);
       }
       if (!done) await this.kill(pid, p.qmp);
-      this.runtime.get(vm.id)?.client?.close();
-      this.runtime.delete(vm.id);
+      await this.forget(vm, rt);
       this.cleanupRuntimeFiles(p);
       vm.live = null;
       this.touch(vm);
@@ -635,13 +731,15 @@ export class QemuDriver implements VmDriver {
     const p = this.paths(vm.id);
     try {
       const pid = this.pidOf(vm.id);
-      this.runtime.get(vm.id)?.client?.close();
-      this.runtime.delete(vm.id);
+      const rt = this.runtime.get(vm.id);
+      if (rt) rt.events.stopping = true;
       if (pid !== null) await this.kill(pid, p.qmp);
+      await this.forget(vm, rt);
       // vm.json first: from here on the VM is gone even if removing the rest fails
       // (the next start removes a directory without vm.json).
       rmSync(p.json, { force: true });
       this.records.delete(vm.id);
+      this.emit(vm, "vm-undefined", "deleted");
       rmSync(p.dir, { recursive: true, force: true });
     } catch (e) {
       translate(e, `deleting ${name}`);
@@ -682,6 +780,15 @@ export class QemuDriver implements VmDriver {
       command: `socat -,raw,echo=0,escape=0x1d UNIX-CONNECT:${p.serial}`,
       ssh: vm.network.ssh_port ? { host: "127.0.0.1", port: vm.network.ssh_port, user: vm.ssh_user } : null,
     };
+  }
+
+  async consoleLog(name: string, maxBytes: number): Promise<Uint8Array> {
+    const vm = this.mustGet(name);
+    try {
+      return readTail(this.paths(vm.id).serialLog, maxBytes);
+    } catch (e) {
+      translate(e, `reading the console log of ${name}`);
+    }
   }
 
   async openConsole(name: string): Promise<ConsoleSession> {
@@ -777,5 +884,24 @@ export class QemuDriver implements VmDriver {
 
   writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
     return writeLocalImage(this.opts.baseImagesDir, fileName, format, sizeBytes, data);
+  }
+}
+
+/** The last `maxBytes` of a file; empty when it does not exist (yet). */
+function readTail(path: string, maxBytes: number): Uint8Array {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return new Uint8Array(0);
+    throw e;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const buf = new Uint8Array(Math.min(size, maxBytes));
+    const n = readSync(fd, buf, 0, buf.length, size - buf.length);
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
   }
 }
