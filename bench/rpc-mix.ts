@@ -1,7 +1,14 @@
 /** The call mix bench:rpc measures, shared with bench/rpc-loop.ts (the profiling driver). */
+import { readFileSync } from "node:fs";
 import { LibvirtClient, remoteProcedures as P, type RemoteNonnullDomain } from "../src/libvirt/index.ts";
 
 export type Caller = Pick<LibvirtClient, "call">;
+
+/** `--name N` from the command line, or `fallback`. */
+export function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
 
 /** Lookup by name + XML + info, round robin over `names`, until `stopAt`; returns the calls made. */
 export async function mix(client: Caller, names: string[], stopAt: number, offset: number): Promise<number> {
@@ -26,4 +33,14 @@ export async function defineDomains(client: Caller, prefix: string, count: numbe
     doms.push((await client.call(P.domainDefineXml, { xml })).dom);
   }
   return { names, doms };
+}
+
+const clockTicks = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
+
+/** A process's user + system CPU so far, µs (all its threads, from /proc/<pid>/stat). */
+export function daemonCpuUs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicks;
 }

@@ -18,15 +18,11 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P, type LibvirtClientOptions } from "../src/libvirt/index.ts";
-import { defineDomains, mix, type Caller } from "./rpc-mix.ts";
+import { arg, daemonCpuUs, defineDomains, mix, type Caller } from "./rpc-mix.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
 const pairs = Math.max(7, arg("pairs", 7));
 const roundSeconds = arg("round-seconds", 1);
 const concurrency = arg("concurrency", 8);
@@ -51,15 +47,6 @@ interface Round {
   seconds: number;
   cpuUs: number;
   daemonCpuUs: number;
-}
-
-/** libvirtd's user + system CPU so far, µs (all its threads, from /proc/<pid>/stat). */
-const clockTicks = Number(sh(["getconf", "CLK_TCK"]).trim()) || 100;
-function daemonCpuUs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicks;
 }
 
 function processCpuUs(): number {
