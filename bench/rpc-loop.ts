@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P } from "../src/libvirt/index.ts";
-import { arg, daemonCpuUs, defineDomains, mix } from "./rpc-mix.ts";
+import { arg, daemonMark, defineDomains, mix } from "./rpc-mix.ts";
 
 const callers = arg("callers", 1);
 const seconds = arg("seconds", 5);
@@ -26,7 +26,7 @@ const target = poolSessions > 0 ? await LibvirtPool.connect(uri, { busyPollUs, m
 const { names, doms } = await defineDomains(client, `rcloop-${process.pid}`, 16);
 
 let result: { calls: number; seconds: number; cpuUs: number };
-let d0 = daemonCpuUs(daemonPid);
+let daemon = daemonMark(daemonPid);
 let ru0: ReturnType<typeof process.resourceUsage> | null = null;
 if (process.argv.includes("--c")) {
   const py = Bun.spawn(["/usr/bin/python3", `${import.meta.dir}/rpc_c_client.py`, uri, ...names], {
@@ -41,7 +41,7 @@ if (process.argv.includes("--c")) {
   result = { calls: r.calls, seconds: r.seconds, cpuUs: r.cpu_us };
 } else {
   await mix(target, names, performance.now() + warmupSeconds * 1000, 0); // warm-up (JIT)
-  d0 = daemonCpuUs(daemonPid);
+  daemon = daemonMark(daemonPid);
   const cpu0 = process.cpuUsage();
   ru0 = process.resourceUsage();
   const t0 = performance.now();
@@ -49,7 +49,9 @@ if (process.argv.includes("--c")) {
   const cpu = process.cpuUsage(cpu0);
   result = { calls: perCaller.reduce((a, b) => a + b, 0), seconds: (performance.now() - t0) / 1000, cpuUs: cpu.user + cpu.system };
 }
-const daemonPerCall = Math.round(((daemonCpuUs(daemonPid) - d0) / result.calls) * 10) / 10;
+const { daemonCpuUs, daemonCsw } = daemon();
+const daemonCsPerCall = Math.round((daemonCsw / result.calls) * 100) / 100;
+const daemonPerCall = Math.round((daemonCpuUs / result.calls) * 10) / 10;
 const side = process.argv.includes("--c") ? "c" : "ours";
 const perCall = Math.round((result.cpuUs / result.calls) * 10) / 10;
 // Our process only: page faults and context switches per call (kernel work besides syscalls).
@@ -69,6 +71,7 @@ console.log(
     calls_s: Math.round(result.calls / result.seconds),
     cpu_us_per_call: perCall,
     daemon_cpu_us_per_call: daemonPerCall,
+    daemon_csw_per_call: daemonCsPerCall,
     ...counters,
   }),
 );

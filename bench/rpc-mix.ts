@@ -1,5 +1,5 @@
 /** The call mix bench:rpc measures, shared with bench/rpc-loop.ts (the profiling driver). */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { LibvirtClient, remoteProcedures as P, type RemoteNonnullDomain } from "../src/libvirt/index.ts";
 
 export type Caller = Pick<LibvirtClient, "call">;
@@ -38,9 +38,30 @@ export async function defineDomains(client: Caller, prefix: string, count: numbe
 const clockTicks = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 
 /** A process's user + system CPU so far, µs (all its threads, from /proc/<pid>/stat). */
-export function daemonCpuUs(pid: number): number {
+function daemonCpuUs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicks;
+}
+
+/** Context switches of all of a process's threads so far (voluntary + involuntary, /proc/<pid>/task/<tid>/status). */
+function contextSwitches(pid: number): number {
+  let n = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return n;
+}
+
+/** libvirtd's CPU and context switches from now until the returned function is called. */
+export function daemonMark(pid: number): () => { daemonCpuUs: number; daemonCsw: number } {
+  const cpu = daemonCpuUs(pid);
+  const csw = contextSwitches(pid);
+  return () => ({ daemonCpuUs: daemonCpuUs(pid) - cpu, daemonCsw: contextSwitches(pid) - csw });
 }

@@ -1,5 +1,5 @@
 /**
- * bun run bench:rpc [--pairs 7] [--round-seconds 1] [--concurrency 8] [--domains 16] [--busy-poll-us N] [--verbose]
+ * bun run bench:rpc [--pairs 7] [--round-seconds 1] [--concurrency 8] [--domains 16] [--busy-poll-us N] [--warmup-seconds 8] [--verbose]
  *
  * Throughput and CPU cost of a fixed call mix (lookup by name + get XML desc + get info,
  * round robin over test-driver domains) through our client and through libvirt's C client
@@ -18,7 +18,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P, type LibvirtClientOptions } from "../src/libvirt/index.ts";
-import { arg, daemonCpuUs, defineDomains, mix, type Caller } from "./rpc-mix.ts";
+import { arg, daemonMark, defineDomains, mix, type Caller } from "./rpc-mix.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
@@ -28,6 +28,7 @@ const roundSeconds = arg("round-seconds", 1);
 const concurrency = arg("concurrency", 8);
 const domainCount = arg("domains", 16);
 const busyPollArg = arg("busy-poll-us", -1);
+const warmupSeconds = arg("warmup-seconds", 8);
 const verbose = process.argv.includes("--verbose");
 const clientOpts: LibvirtClientOptions = busyPollArg >= 0 ? { busyPollUs: busyPollArg } : {};
 
@@ -47,6 +48,8 @@ interface Round {
   seconds: number;
   cpuUs: number;
   daemonCpuUs: number;
+  /** libvirtd's context switches (all threads). */
+  daemonCsw: number;
 }
 
 function processCpuUs(): number {
@@ -57,7 +60,7 @@ function processCpuUs(): number {
 /** `callers` concurrent mixes on one client (or pool) for `seconds`. */
 async function ourRound(client: Caller, names: string[], callers: number, seconds: number, daemonPid: number): Promise<Round> {
   const cpu0 = processCpuUs();
-  const d0 = daemonCpuUs(daemonPid);
+  const daemon = daemonMark(daemonPid);
   const t0 = performance.now();
   const stopAt = t0 + seconds * 1000;
   const per = await Promise.all(Array.from({ length: callers }, (_, k) => mix(client, names, stopAt, k)));
@@ -66,7 +69,7 @@ async function ourRound(client: Caller, names: string[], callers: number, second
     calls: per.reduce((a, b) => a + b, 0),
     seconds: elapsed,
     cpuUs: processCpuUs() - cpu0,
-    daemonCpuUs: daemonCpuUs(daemonPid) - d0,
+    ...daemon(),
   };
 }
 
@@ -96,7 +99,7 @@ class CClient {
   }
 
   async round(callers: number, sessions: number, seconds: number, daemonPid: number): Promise<Round> {
-    const d0 = daemonCpuUs(daemonPid);
+    const daemon = daemonMark(daemonPid);
     this.proc.stdin.write(JSON.stringify({ callers, sessions, seconds }) + "\n");
     await this.proc.stdin.flush();
     const r = await this.next();
@@ -104,7 +107,7 @@ class CClient {
       calls: r.calls as number,
       seconds: r.seconds as number,
       cpuUs: r.cpu_us as number,
-      daemonCpuUs: daemonCpuUs(daemonPid) - d0,
+      ...daemon(),
     };
   }
 
@@ -166,7 +169,7 @@ async function phase(name: string, ours: () => Promise<Round>, c: () => Promise<
 /** Medians of one phase: rates, the per-pair ratio with its range, and CPU per call. */
 function summarize(p: PhaseResult) {
   const ratios = p.ours.map((o, k) => rate(o) / rate(p.c[k]!));
-  const perCall = (rs: Round[], pick: (r: Round) => number) => r1(median(rs.map((r) => pick(r) / r.calls)));
+  const perCall = (rs: Round[], pick: (r: Round) => number, scale = 10) => Math.round(median(rs.map((r) => pick(r) / r.calls)) * scale) / scale;
   return {
     calls_s: r1(median(p.ours.map(rate))),
     c_calls_s: r1(median(p.c.map(rate))),
@@ -176,6 +179,8 @@ function summarize(p: PhaseResult) {
     c_cpu_us_per_call: perCall(p.c, (r) => r.cpuUs),
     daemon_cpu_us_per_call: perCall(p.ours, (r) => r.daemonCpuUs),
     c_daemon_cpu_us_per_call: perCall(p.c, (r) => r.daemonCpuUs),
+    daemon_csw_per_call: perCall(p.ours, (r) => r.daemonCsw, 100),
+    c_daemon_csw_per_call: perCall(p.c, (r) => r.daemonCsw, 100),
   };
 }
 
@@ -204,9 +209,15 @@ try {
   });
   try {
     await cside.ready();
-    // Warm-up (JIT, caches, the C side's extra connections).
-    await ourRound(client, names, concurrency, 0.5, daemonPid);
-    await ourRound(wide, names, concurrency * 4, 0.3, daemonPid);
+    // Warm-up. Our side runs each phase's shape untimed first, long enough for the JIT to
+    // finish its optimizing compiles (which take seconds of a background thread's CPU on a
+    // busy 2-core host): the figures are a warm server's, as rcloud runs for days. The C side
+    // has no JIT; it only opens its extra connections.
+    const w = warmupSeconds / 8;
+    await ourRound(client, names, 1, 2 * w, daemonPid);
+    await ourRound(client, names, concurrency, 4 * w, daemonPid);
+    await ourRound(pool, names, concurrency, w, daemonPid);
+    await ourRound(wide, names, concurrency * 4, w, daemonPid);
     await cside.round(concurrency, 1, 0.5, daemonPid);
     await cside.round(concurrency * 4, 8, 0.3, daemonPid);
 
@@ -264,6 +275,9 @@ try {
         c_cpu_us_per_call: byPhase("c_cpu_us_per_call"),
         daemon_cpu_us_per_call: byPhase("daemon_cpu_us_per_call"),
         c_daemon_cpu_us_per_call: byPhase("c_daemon_cpu_us_per_call"),
+        // libvirtd's context switches per call (all its threads): its thread hand-offs and wake-ups.
+        daemon_csw_per_call: byPhase("daemon_csw_per_call"),
+        c_daemon_csw_per_call: byPhase("c_daemon_csw_per_call"),
         // Per pair the most either side reached with 32 callers on 8 connections (median, range).
         daemon_ceiling_calls_s: r1(ceilingMedian),
         daemon_ceiling_range: [r1(Math.min(...ceilings)), r1(Math.max(...ceilings))],
@@ -274,6 +288,7 @@ try {
         busy_poll_us: clientOpts.busyPollUs ?? "default",
         pairs,
         round_seconds: roundSeconds,
+        warmup_seconds: warmupSeconds,
         concurrency,
         domains: domainCount,
       }),
