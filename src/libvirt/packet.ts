@@ -58,10 +58,23 @@ let packetWriter = new XdrWriter(WRITER_SIZE);
 
 /** Serializes one packet. `body` encodes the payload; raw bytes go in `raw` (stream data). */
 export function encodePacket<T>(header: VirNetMessageHeader, body?: { encode: Encoder<T>; value: T } | null, raw?: Uint8Array): Uint8Array {
+  if (raw && !body) return encodeDataPacket(header, raw);
   const w = startPacket(header.prog, header.vers, header.proc, header.type, header.serial, header.status);
   if (body) body.encode(w, body.value);
   if (raw) w.raw(raw);
   return finishPacket(w);
+}
+
+/** Stream data (up to 256 KiB a packet) is copied once, straight into a packet of its size. */
+function encodeDataPacket(header: VirNetMessageHeader, raw: Uint8Array): Uint8Array {
+  const length = MIN_PACKET + raw.byteLength;
+  if (length > MAX_PACKET) throw new XdrDecodeError("BAD_PACKET", `packet of ${length} bytes exceeds the protocol limit of ${MAX_PACKET}`, 0);
+  const w = startPacket(header.prog, header.vers, header.proc, header.type, header.serial, header.status);
+  w.patchUint(0, length);
+  const packet = new Uint8Array(length);
+  packet.set(w.bytes(), 0);
+  packet.set(raw, MIN_PACKET);
+  return packet;
 }
 
 /** Serializes a CALL of `desc` (the connection's hot path: no header or body objects on the way). */
