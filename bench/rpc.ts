@@ -3,11 +3,11 @@
  *
  * Throughput and CPU cost of a fixed call mix (lookup by name + get XML desc + get info,
  * round robin over test-driver domains) through our client and through libvirt's C client
- * (python3-libvirt), against the same libvirtd. The two alternate in short rounds — at
- * least 7 pairs per phase, which one goes first alternating from pair to pair — so that a
- * burst of load from elsewhere on the host hits both sides alike; each phase reports the
- * median of the per-pair ratios and their min–max. Per round it also takes the client's
- * own CPU time (user + system) and libvirtd's, per call.
+ * (python3-libvirt), against the same libvirtd. The two alternate in short rounds — at least
+ * 7 pairs per phase, which one goes first alternating from pair to pair, the phases taking
+ * turns — so that a burst of load from elsewhere on the host hits both sides alike; each
+ * phase reports the median of the per-pair ratios and their min–max. Per round it also takes
+ * the client's own CPU time (user + system) and libvirtd's, per call.
  *
  * Phases: seq (one caller), conc (8 callers on one connection), pool (8 callers on a
  * LibvirtPool, what the libvirt driver uses; the C side as in conc), ceiling (32 callers on 8
@@ -15,7 +15,7 @@
  * Prints one JSON line. Starts the test rig if it is not running, and stops it again if it
  * started it.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P, type LibvirtClientOptions } from "../src/libvirt/index.ts";
 import { arg, daemonMark, defineDomains, mix, type Caller } from "./rpc-mix.ts";
@@ -143,27 +143,40 @@ interface PhaseResult {
   c: Round[];
 }
 
-/** `pairs` pairs of rounds, ours first in even pairs and C first in odd ones. */
-async function phase(name: string, ours: () => Promise<Round>, c: () => Promise<Round>): Promise<PhaseResult> {
-  const result: PhaseResult = { ours: [], c: [] };
+interface Phase {
+  name: string;
+  ours: () => Promise<Round>;
+  c: () => Promise<Round>;
+}
+
+/**
+ * `pairs` pairs of rounds of every phase. The phases take turns (pair 1 of each, then pair 2
+ * of each, ...) so that a slow drift — the host's load, the JIT's last compiles — touches all
+ * of them alike; within a pair ours goes first in even pairs and C first in odd ones.
+ */
+async function runPhases(phases: Phase[]): Promise<PhaseResult[]> {
+  const results: PhaseResult[] = phases.map(() => ({ ours: [], c: [] }));
   for (let k = 0; k < pairs; k++) {
-    if (k % 2 === 0) {
-      result.ours.push(await ours());
-      result.c.push(await c());
-    } else {
-      result.c.push(await c());
-      result.ours.push(await ours());
-    }
-    if (verbose) {
-      const o = result.ours[k]!;
-      const x = result.c[k]!;
-      console.error(
-        `${name} ${k + 1}/${pairs}: ours ${r1(rate(o))}/s cpu ${r1(o.cpuUs / o.calls)} µs daemon ${r1(o.daemonCpuUs / o.calls)} µs | ` +
-          `C ${r1(rate(x))}/s cpu ${r1(x.cpuUs / x.calls)} µs daemon ${r1(x.daemonCpuUs / x.calls)} µs | ratio ${r2(rate(o) / rate(x))}`,
-      );
+    for (const [i, phase] of phases.entries()) {
+      const result = results[i]!;
+      if (k % 2 === 0) {
+        result.ours.push(await phase.ours());
+        result.c.push(await phase.c());
+      } else {
+        result.c.push(await phase.c());
+        result.ours.push(await phase.ours());
+      }
+      if (verbose) {
+        const o = result.ours[k]!;
+        const x = result.c[k]!;
+        console.error(
+          `${phase.name} ${k + 1}/${pairs}: ours ${r1(rate(o))}/s cpu ${r1(o.cpuUs / o.calls)} µs daemon ${r1(o.daemonCpuUs / o.calls)} µs | ` +
+            `C ${r1(rate(x))}/s cpu ${r1(x.cpuUs / x.calls)} µs daemon ${r1(x.daemonCpuUs / x.calls)} µs | ratio ${r2(rate(o) / rate(x))}`,
+        );
+      }
     }
   }
-  return result;
+  return results;
 }
 
 /** Medians of one phase: rates, the per-pair ratio with its range, and CPU per call. */
@@ -222,36 +235,20 @@ try {
     await cside.round(concurrency * 4, 8, 0.3, daemonPid);
 
     const s = roundSeconds;
-    const seq = summarize(
-      await phase(
-        "seq",
-        () => ourRound(client, names, 1, s, daemonPid),
-        () => cside.round(1, 1, s, daemonPid),
-      ),
-    );
-    const conc = summarize(
-      await phase(
-        "conc",
-        () => ourRound(client, names, concurrency, s, daemonPid),
-        () => cside.round(concurrency, 1, s, daemonPid),
-      ),
-    );
-    const poolConc = summarize(
-      await phase(
-        "pool",
-        () => ourRound(pool, names, concurrency, s, daemonPid),
-        () => cside.round(concurrency, 1, s, daemonPid),
-      ),
-    );
-    // The daemon's ceiling for the mix: 4x the callers over 8 connections, on both sides. No
-    // client can go faster than libvirtd serves; with the C conc figure it bounds conc_ratio.
-    const ceilingRounds = await phase(
-      "ceiling",
-      () => ourRound(wide, names, concurrency * 4, s, daemonPid),
-      () => cside.round(concurrency * 4, 8, s, daemonPid),
-    );
-    const ceiling = summarize(ceilingRounds);
-    const ceilings = ceilingRounds.ours.map((o, k) => Math.max(rate(o), rate(ceilingRounds.c[k]!)));
+    // The ceiling phase is the daemon's ceiling for the mix: 4x the callers over 8 connections,
+    // on both sides. No client can go faster than libvirtd serves; with the C conc figure it
+    // bounds conc_ratio.
+    const [seqRounds, concRounds, poolRounds, ceilingRounds] = await runPhases([
+      { name: "seq", ours: () => ourRound(client, names, 1, s, daemonPid), c: () => cside.round(1, 1, s, daemonPid) },
+      { name: "conc", ours: () => ourRound(client, names, concurrency, s, daemonPid), c: () => cside.round(concurrency, 1, s, daemonPid) },
+      { name: "pool", ours: () => ourRound(pool, names, concurrency, s, daemonPid), c: () => cside.round(concurrency, 1, s, daemonPid) },
+      { name: "ceiling", ours: () => ourRound(wide, names, concurrency * 4, s, daemonPid), c: () => cside.round(concurrency * 4, 8, s, daemonPid) },
+    ]);
+    const seq = summarize(seqRounds!);
+    const conc = summarize(concRounds!);
+    const poolConc = summarize(poolRounds!);
+    const ceiling = summarize(ceilingRounds!);
+    const ceilings = ceilingRounds!.ours.map((o, k) => Math.max(rate(o), rate(ceilingRounds!.c[k]!)));
     const ceilingMedian = median(ceilings);
 
     const phases = { seq, conc, pool_conc: poolConc, ceiling };
