@@ -114,7 +114,23 @@ async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
   const s = await waitSsh(vm.ssh_port, t0);
   if (i === 0) {
     // Once, untimed: the key really logs in.
-    sh(["ssh", "-i", keyFile, "-p", String(vm.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "kdevops@127.0.0.1", "true"]);
+    sh([
+      "ssh",
+      "-i",
+      keyFile,
+      "-p",
+      String(vm.ssh_port),
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "LogLevel=ERROR",
+      "kdevops@127.0.0.1",
+      "true",
+    ]);
   }
   await fetch(`${server.url}/api/v1/vms/${vm.id}`, { method: "DELETE" });
   return { s, postMs };
@@ -126,7 +142,10 @@ async function rawRound(i: number): Promise<number> {
   const port = freePort();
   const t0 = performance.now();
   // The same seed rcloud builds (cloud-init NoCloud, label cidata).
-  writeFileSync(join(dir, "seed.iso"), buildSeedIso({ instanceId: `raw-${i}`, hostname: `raw-${i}`, user: "kdevops", sshAuthorizedKeys: [publicKey] }));
+  writeFileSync(
+    join(dir, "seed.iso"),
+    buildSeedIso({ instanceId: `raw-${i}`, hostname: `raw-${i}`, user: "kdevops", sshAuthorizedKeys: [publicKey] }),
+  );
   sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", join(images, "rcloud-tiny.qcow2"), join(dir, "root.qcow2"), String(1024 ** 3)]);
   // prettier-ignore
   const qemu = Bun.spawn([

@@ -138,7 +138,10 @@ try {
   const api = `http://127.0.0.1:${port}/api/v1`;
   let healthy = false;
   for (let i = 0; i < 150 && !healthy; i++) {
-    healthy = await fetch(`${api}/health`).then((r) => r.ok, () => false);
+    healthy = await fetch(`${api}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (!healthy) await Bun.sleep(100);
   }
   if (!healthy) throw new Error(`rcloud did not become healthy on port ${port}`);
@@ -155,7 +158,8 @@ try {
     const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
     const out = new Map<string, number>();
     for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_count\{procedure="([^"]+)"\} (\d+)/gm)) out.set(m[1]!, Number(m[2]));
-    for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_sum\{procedure="([^"]+)"\} ([\d.e+-]+)/gm)) out.set(`${m[1]!}:ms`, Number(m[2]) * 1000);
+    for (const m of text.matchAll(/^rcloud_libvirt_rpc_duration_seconds_sum\{procedure="([^"]+)"\} ([\d.e+-]+)/gm))
+      out.set(`${m[1]!}:ms`, Number(m[2]) * 1000);
     return out;
   }
 
@@ -172,7 +176,13 @@ try {
         fetch(`${api}/vms`, {
           method: "POST",
           headers: { "content-type": "application/json" },
-          body: JSON.stringify({ name, image: "rcloud-tiny", kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" }),
+          body: JSON.stringify({
+            name,
+            image: "rcloud-tiny",
+            kernel: join(kernelDir, "vmlinuz"),
+            initrd: join(kernelDir, "initrd.img"),
+            cmdline: "console=ttyS0 quiet",
+          }),
           // Wait as long as virsh does: Bun's fetch gives up after 5 idle minutes by default,
           // which a loaded 2-core host reaches with 50 TCG starts.
           timeout: false,
@@ -184,7 +194,12 @@ try {
       ),
     );
     const s = (performance.now() - t0) / 1000;
-    if (timeline) console.error("rcloud", pct(results.map((r) => r.at)), `server cpu ${(procCpu(srv.pid) - cpu0).toFixed(2)} s, libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`);
+    if (timeline)
+      console.error(
+        "rcloud",
+        pct(results.map((r) => r.at)),
+        `server cpu ${(procCpu(srv.pid) - cpu0).toFixed(2)} s, libvirtd cpu ${(procCpu(libvirtdPid) - l0).toFixed(2)} s`,
+      );
     if (m0) {
       const m1 = await rpcCounts();
       const d = (k: string) => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
@@ -227,7 +242,18 @@ try {
       pcie_root_ports: 16,
       metadata_ns: METADATA_NS,
       boot: { kernel: join(kernelDir, "vmlinuz"), initrd: join(kernelDir, "initrd.img"), cmdline: "console=ttyS0 quiet" },
-      disks: [{ device: "disk", format: "qcow2", path: join(poolDir, `${name}.qcow2`), target: "vda", bus: "virtio", readonly: false, serial: null, drive: null }],
+      disks: [
+        {
+          device: "disk",
+          format: "qcow2",
+          path: join(poolDir, `${name}.qcow2`),
+          target: "vda",
+          bus: "virtio",
+          readonly: false,
+          serial: null,
+          drive: null,
+        },
+      ],
       nvme_disks: [],
       network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:00:00:01", ssh_port: "", restrict: false, netdev: "" },
       console_log: join(poolDir, `${name}-serial.log`),
@@ -293,7 +319,10 @@ try {
   await cleanupDomains("rcbench-");
   await dropPool(poolA);
   await dropPool(poolB);
-  await lv.call(P.storagePoolLookupByName, { name: poolImg }).then(({ pool }) => lv.call(P.storagePoolDestroy, { pool }), () => {});
+  await lv.call(P.storagePoolLookupByName, { name: poolImg }).then(
+    ({ pool }) => lv.call(P.storagePoolDestroy, { pool }),
+    () => {},
+  );
   await lv.close();
   if (startedRig) sh(["bash", "scripts/lib/rig.sh", "down"]);
 }

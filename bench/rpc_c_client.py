@@ -1,10 +1,17 @@
 #!/usr/bin/python3
 """Reference side of bench/rpc.ts: the same call mix through libvirt's C client
-(python3-libvirt), sequentially and with N threads sharing one connection.
+(python3-libvirt), run one short round at a time on request so that bench/rpc.ts can
+alternate it with rounds of its own client.
 
-usage: rpc_c_client.py URI SECONDS THREADS NAME...   -> prints one JSON line
+usage: rpc_c_client.py URI NAME...
+  prints {"ready": true} once connected, then reads one JSON command per line on stdin:
+    {"callers": N, "sessions": S, "seconds": T}
+  N threads (N = 1: the calling thread itself) share S connections (thread k uses
+  connection k % S) and run the mix for T seconds; prints one JSON line per round:
+    {"calls": ..., "seconds": ..., "cpu_us": ...}   (cpu_us: this process, user + system)
 """
 import json
+import resource
 import sys
 import threading
 import time
@@ -24,27 +31,43 @@ def mix(conn, names, stop_at, counter, offset):
     counter.append(calls)
 
 
-def run(uri, seconds, threads, names):
-    conn = libvirt.open(uri)
-    # warm-up, as on the TypeScript side
-    mix(conn, names, time.monotonic() + 0.5, [], 0)
-    seq = []
-    start = time.monotonic()
-    mix(conn, names, start + seconds, seq, 0)
-    seq_rate = seq[0] / (time.monotonic() - start)
+def cpu_us():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return (r.ru_utime + r.ru_stime) * 1e6
 
-    conc = []
+
+def round_(uri, conns, names, callers, sessions, seconds):
+    while len(conns) < sessions:
+        conns.append(libvirt.open(uri))
+    counts = []
+    cpu0 = cpu_us()
     start = time.monotonic()
     stop_at = start + seconds
-    workers = [threading.Thread(target=mix, args=(conn, names, stop_at, conc, k)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    conc_rate = sum(conc) / (time.monotonic() - start)
-    conn.close()
-    print(json.dumps({"c_seq_calls_s": round(seq_rate, 1), "c_conc_calls_s": round(conc_rate, 1)}))
+    if callers == 1:
+        mix(conns[0], names, stop_at, counts, 0)
+    else:
+        workers = [
+            threading.Thread(target=mix, args=(conns[k % sessions], names, stop_at, counts, k))
+            for k in range(callers)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    elapsed = time.monotonic() - start
+    return {"calls": sum(counts), "seconds": elapsed, "cpu_us": cpu_us() - cpu0}
+
+
+def main(uri, names):
+    conns = [libvirt.open(uri)]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        result = round_(uri, conns, names, int(cmd["callers"]), int(cmd.get("sessions", 1)), float(cmd["seconds"]))
+        print(json.dumps(result), flush=True)
+    for c in conns:
+        c.close()
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+    main(sys.argv[1], sys.argv[2:])

@@ -58,7 +58,8 @@ export interface LibvirtClientOptions {
   maxInFlight?: number;
   /**
    * After each call and reply, while calls are outstanding, keep the event loop polling
-   * this long instead of sleeping (see busy-poll.ts); 0 disables. Default 200 µs.
+   * this long instead of sleeping (see busy-poll.ts); 0 disables. Default 0: it buys
+   * latency with more CPU per call than libvirt's C client spends (docs/benchmarks.md).
    */
   busyPollUs?: number;
   readonly?: boolean;
@@ -153,7 +154,7 @@ export class LibvirtClient {
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 5_000,
       keepaliveCount: opts.keepaliveCount ?? 3,
       maxInFlight: opts.maxInFlight ?? 5,
-      busyPollUs: opts.busyPollUs ?? 200,
+      busyPollUs: opts.busyPollUs ?? 0,
       onCallComplete: opts.onCallComplete,
       onWarning: oncePerMessage(opts.onWarning),
     };

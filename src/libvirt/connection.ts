@@ -10,7 +10,7 @@ import { PendingCalls } from "../util/pending-calls.ts";
 import { keepPolling } from "./busy-poll.ts";
 import { callDeadlineMs, type DeadlinePolicy } from "./deadline-policy.ts";
 import { CallAbortedError, CallTimeoutError, ConnectionClosedError, LibvirtError } from "./errors.ts";
-import { encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
+import { encodeCall, encodePacket, MessageStatus, MessageType, PacketParser, type Packet } from "./packet.ts";
 import { LibvirtStream } from "./stream.ts";
 import { openTransport, type Transport } from "./transport.ts";
 import type { LibvirtTarget } from "./uri.ts";
@@ -59,6 +59,8 @@ type AnyProcedure = ProcedureDescriptor<any, unknown>;
 
 export class RpcConnection {
   private nextSerial = 1;
+  /** Set once serials have wrapped around: from then on a serial may still be in use. */
+  private serialsWrapped = false;
   /** Calls awaiting their reply, by serial. */
   private readonly pending: PendingCalls<number, AnyProcedure> = new PendingCalls<number, AnyProcedure>({
     expired: (serial, call) => {
@@ -69,7 +71,7 @@ export class RpcConnection {
     aborted: (serial, call, reason) => this.settle(serial, new CallAbortedError(call.detail.name, { cause: reason })),
   });
   private readonly streams = new Map<number, LibvirtStream>();
-  private readonly messageHandlers = new Map<number, (payload: Uint8Array) => void>();
+  private readonly messageHandlers = new Map<number, (payload: XdrReader) => void>();
   private readonly parser: PacketParser;
   private transport: Transport | null = null;
   private closeError: ConnectionClosedError | null = null;
@@ -138,8 +140,7 @@ export class RpcConnection {
 
   /** Registers the handler for one event message type (replaces an earlier one). */
   onMessage<M>(desc: MessageDescriptor<M>, handler: (msg: M) => void): void {
-    this.messageHandlers.set(messageKey(desc.program, desc.proc), (payload) => {
-      const r = new XdrReader(payload);
+    this.messageHandlers.set(messageKey(desc.program, desc.proc), (r) => {
       const msg = desc.decode(r);
       r.finish(desc.name);
       handler(msg);
@@ -172,15 +173,11 @@ export class RpcConnection {
     const serial = this.allocateSerial();
     let packet: Uint8Array;
     try {
-      packet = encodePacket(
-        { prog: desc.program, vers: desc.version, proc: desc.proc, type: MessageType.CALL, serial, status: MessageStatus.OK },
-        desc.encodeArgs ? { encode: desc.encodeArgs, value: args } : null,
-      );
+      packet = encodeCall(desc, serial, args);
     } catch (e) {
       return Promise.reject(e); // bad arguments never reach the wire
     }
-    const timeoutMs = callDeadlineMs(desc.name, this.deadlinePolicy, opts.timeoutMs);
-    const reply = this.pending.add(serial, desc, { timeoutMs, signal: opts.signal });
+    const reply = this.pending.add(serial, desc, callDeadlineMs(desc.name, this.deadlinePolicy, opts.timeoutMs), opts.signal);
     try {
       if (streamHolder) {
         const channel = {
@@ -215,6 +212,8 @@ export class RpcConnection {
     keepPolling(this.opts.busyPollUs);
   }
 
+  private readonly pumpBacklog = () => this.pump();
+
   /** A slot freed up: send queued calls that are still wanted. */
   private pump(): void {
     const max = this.opts.maxInFlight;
@@ -225,11 +224,15 @@ export class RpcConnection {
   }
 
   private allocateSerial(): number {
-    // Serials wrap at 2^32; skip any still in use by a long-lived call or stream.
+    // Serials wrap at 2^32; after that, skip any still in use by a long-lived call or stream.
     for (;;) {
       const s = this.nextSerial;
-      this.nextSerial = (this.nextSerial + 1) % UINT32;
-      if (!this.pending.has(s) && !this.streams.has(s) && !this.unanswered.has(s)) return s;
+      this.nextSerial = s + 1;
+      if (this.nextSerial === UINT32) {
+        this.nextSerial = 0;
+        this.serialsWrapped = true;
+      }
+      if (!this.serialsWrapped || (!this.pending.has(s) && !this.streams.has(s) && !this.unanswered.has(s))) return s;
     }
   }
 
@@ -289,7 +292,7 @@ export class RpcConnection {
 
   private routeReply(p: Packet): void {
     const h = p.header;
-    if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(() => this.pump());
+    if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(this.pumpBacklog);
     if (this.abandoned.size > 0) this.lateReply(h.serial);
     if (this.unanswered.size > 0) keepPolling(this.opts.busyPollUs);
     const call = this.pending.get(h.serial);
@@ -303,7 +306,7 @@ export class RpcConnection {
       return;
     }
     try {
-      const r = new XdrReader(p.payload);
+      const r = p.reader();
       if (h.status === MessageStatus.ERROR) {
         const err = decodeVirNetMessageError(r);
         this.settle(h.serial, new LibvirtError(err, desc.name));
@@ -331,7 +334,7 @@ export class RpcConnection {
       return;
     }
     try {
-      handler(p.payload);
+      handler(p.reader());
     } catch {
       // A malformed event or a throwing handler must not take the connection down.
       this.unroutedPackets++;
@@ -356,7 +359,7 @@ export class RpcConnection {
       case MessageStatus.ERROR: {
         let error: Error;
         try {
-          error = new LibvirtError(decodeVirNetMessageError(new XdrReader(p.payload)), stream.procedure);
+          error = new LibvirtError(decodeVirNetMessageError(p.reader()), stream.procedure);
         } catch (e) {
           error = e as Error;
         }

@@ -13,7 +13,7 @@ import {
   virNetMessageTypeValues,
   type VirNetMessageHeader,
 } from "../codecs/generated/virnet.ts";
-import { XdrDecodeError, XdrWriter, type Encoder } from "../xdr/index.ts";
+import { XdrDecodeError, XdrReader, XdrWriter, type Encoder, type ProcedureDescriptor } from "../xdr/index.ts";
 
 export const MessageType = { CALL: 0, REPLY: 1, MESSAGE: 2, STREAM: 3, CALL_WITH_FDS: 4, REPLY_WITH_FDS: 5, STREAM_HOLE: 6 } as const;
 export const MessageStatus = { OK: 0, ERROR: 1, CONTINUE: 2 } as const;
@@ -24,28 +24,86 @@ export const MIN_PACKET = VIR_NET_MESSAGE_LEN_MAX + VIR_NET_MESSAGE_HEADER_MAX;
 export const MAX_PACKET = VIR_NET_MESSAGE_LEN_MAX + VIR_NET_MESSAGE_MAX;
 
 export interface Packet {
-  header: VirNetMessageHeader;
+  readonly header: VirNetMessageHeader;
   /** A view into the parser's buffer: valid only during the callback. Copy to keep. */
-  payload: Uint8Array;
+  readonly payload: Uint8Array;
+  /** A reader over the payload, valid only during the callback (no view is made for it). */
+  reader(): XdrReader;
 }
+
+/** A packet in the parser's buffer; the payload view is made only if someone asks for it. */
+class BufferedPacket implements Packet {
+  constructor(
+    readonly header: VirNetMessageHeader,
+    private readonly bytes: Uint8Array,
+    private readonly start: number,
+    private readonly end: number,
+  ) {}
+
+  get payload(): Uint8Array {
+    return this.bytes.subarray(this.start, this.end);
+  }
+
+  reader(): XdrReader {
+    return new XdrReader(this.bytes, this.start, this.end);
+  }
+}
+
+/**
+ * One writer for every packet (encoding is synchronous, so two never share it): a call costs one
+ * allocation, its exact-size copy. A writer a large packet grew is replaced by the next one.
+ */
+const WRITER_SIZE = 64 * 1024;
+let packetWriter = new XdrWriter(WRITER_SIZE);
 
 /** Serializes one packet. `body` encodes the payload; raw bytes go in `raw` (stream data). */
 export function encodePacket<T>(header: VirNetMessageHeader, body?: { encode: Encoder<T>; value: T } | null, raw?: Uint8Array): Uint8Array {
-  const w = new XdrWriter(MIN_PACKET + (raw?.byteLength ?? 64));
-  w.uint(0); // length, patched below
-  w.uint(header.prog);
-  w.uint(header.vers);
-  w.int(header.proc);
-  w.int(header.type);
-  w.uint(header.serial);
-  w.int(header.status);
+  if (raw && !body) return encodeDataPacket(header, raw);
+  const w = startPacket(header.prog, header.vers, header.proc, header.type, header.serial, header.status);
   if (body) body.encode(w, body.value);
   if (raw) w.raw(raw);
+  return finishPacket(w);
+}
+
+/** Stream data (up to 256 KiB a packet) is copied once, straight into a packet of its size. */
+function encodeDataPacket(header: VirNetMessageHeader, raw: Uint8Array): Uint8Array {
+  const length = MIN_PACKET + raw.byteLength;
+  if (length > MAX_PACKET) throw new XdrDecodeError("BAD_PACKET", `packet of ${length} bytes exceeds the protocol limit of ${MAX_PACKET}`, 0);
+  const w = startPacket(header.prog, header.vers, header.proc, header.type, header.serial, header.status);
+  w.patchUint(0, length);
+  const packet = new Uint8Array(length);
+  packet.set(w.bytes(), 0);
+  packet.set(raw, MIN_PACKET);
+  return packet;
+}
+
+/** Serializes a CALL of `desc` (the connection's hot path: no header or body objects on the way). */
+export function encodeCall<A>(desc: ProcedureDescriptor<A, unknown>, serial: number, args: A): Uint8Array {
+  const w = startPacket(desc.program, desc.version, desc.proc, MessageType.CALL, serial, MessageStatus.OK);
+  if (desc.encodeArgs) desc.encodeArgs(w, args);
+  return finishPacket(w);
+}
+
+function startPacket(prog: number, vers: number, proc: number, type: number, serial: number, status: number): XdrWriter {
+  if (packetWriter.capacity > 16 * WRITER_SIZE) packetWriter = new XdrWriter(WRITER_SIZE);
+  const w = packetWriter;
+  w.reset();
+  w.uint(0); // length, patched by finishPacket
+  w.uint(prog);
+  w.uint(vers);
+  w.int(proc);
+  w.int(type);
+  w.uint(serial);
+  w.int(status);
+  return w;
+}
+
+function finishPacket(w: XdrWriter): Uint8Array {
   if (w.length > MAX_PACKET) {
     throw new XdrDecodeError("BAD_PACKET", `packet of ${w.length} bytes exceeds the protocol limit of ${MAX_PACKET}`, 0);
   }
   w.patchUint(0, w.length);
-  return w.bytes();
+  return w.copy();
 }
 
 /**
@@ -108,9 +166,9 @@ export class PacketParser {
         serial: u32(pos + 20),
         status,
       };
-      const payload = bytes.subarray(pos + MIN_PACKET, pos + len);
+      const at = pos;
       pos += len;
-      this.onPacket({ header, payload });
+      this.onPacket(new BufferedPacket(header, bytes, at + MIN_PACKET, at + len));
     }
     return pos;
   }

@@ -28,6 +28,9 @@ export interface Transport {
   readonly description: string;
 }
 
+/** Pending writes up to this size are gathered into one buffer for one syscall. */
+const COALESCE_MAX = 256 * 1024;
+
 export interface TransportOptions {
   /** Security warnings (plain TCP to another host, certificate checks turned off); the caller logs them. */
   onWarning?: (message: string) => void;
@@ -66,8 +69,9 @@ export function openTransport(
 
 /**
  * A Bun socket with a write queue. Bun's socket.write() may accept only part of a buffer;
- * the rest is kept and flushed from the drain handler. Writes issued in the same tick are
- * coalesced into one syscall.
+ * the rest is kept and flushed from the drain handler. Writes issued in the same tick (the
+ * calls of concurrent callers, a reply's follow-up calls) go out in one syscall, copied into
+ * one buffer that is kept for the next flush instead of allocated per flush.
  */
 export class BunSocketTransport implements Transport {
   private socket: Socket<undefined> | null = null;
@@ -76,6 +80,12 @@ export class BunSocketTransport implements Transport {
   private flushScheduled = false;
   private closed = false;
   private readonly waiters = new DrainWaiters();
+  /** Where small writes of one tick are gathered (grown on demand, up to COALESCE_MAX). */
+  private gather = new Uint8Array(4096);
+  private readonly flushNow = () => {
+    this.flushScheduled = false;
+    this.flush();
+  };
 
   constructor(
     readonly description: string,
@@ -96,10 +106,7 @@ export class BunSocketTransport implements Transport {
     this.queued += bytes.byteLength;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      queueMicrotask(() => {
-        this.flushScheduled = false;
-        this.flush();
-      });
+      queueMicrotask(this.flushNow);
     }
   }
 
@@ -107,21 +114,29 @@ export class BunSocketTransport implements Transport {
     const socket = this.socket;
     if (!socket || this.closed) return;
     while (this.queue.length > 0) {
-      let chunk: Uint8Array;
-      if (this.queue.length > 1 && this.queued <= 256 * 1024) {
-        // Coalesce small pending writes into one buffer.
-        chunk = new Uint8Array(this.queued);
+      if (this.queue.length > 1 && this.queued <= COALESCE_MAX) {
+        // Several small writes: one syscall for all of them, from the reused buffer.
+        const total = this.queued;
+        if (this.gather.byteLength < total) this.gather = new Uint8Array(Math.min(COALESCE_MAX, Math.max(total, this.gather.byteLength * 2)));
         let off = 0;
         for (const q of this.queue) {
-          chunk.set(q, off);
+          this.gather.set(q, off);
           off += q.byteLength;
         }
-        this.queue = [chunk];
-      } else {
-        chunk = this.queue[0]!;
+        const n = socket.write(this.gather, 0, total);
+        if (n < 0) return; // socket closing; close handler follows
+        this.queued -= n;
+        this.queue.length = 0;
+        if (n < total) {
+          // What the kernel did not take waits for drain, copied out of the reused buffer.
+          this.queue.push(this.gather.slice(n, total));
+          break;
+        }
+        continue;
       }
+      const chunk = this.queue[0]!;
       const n = socket.write(chunk);
-      if (n < 0) return; // socket closing; close handler follows
+      if (n < 0) return;
       this.queued -= n;
       if (n < chunk.byteLength) {
         this.queue[0] = chunk.subarray(n);
@@ -178,6 +193,8 @@ function bunSocketFactory(target: LibvirtTarget, handlers: TransportHandlers, co
       reject(new ConnectError(`timed out after ${connectTimeoutMs} ms connecting to libvirtd at ${where}`, target.uri));
     }, connectTimeoutMs);
     const socketHandler = {
+      // Plain Uint8Arrays: slicing one needs no Buffer subclass lookups.
+      binaryType: "uint8array" as const,
       open(socket: Socket<undefined>) {
         if (settled) {
           socket.end(); // timed out meanwhile

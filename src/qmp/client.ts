@@ -213,7 +213,7 @@ export class QmpClient {
     } catch (e) {
       return Promise.reject(new TypeError(`${command}: arguments are not JSON-serialisable: ${(e as Error).message}`, { cause: e }));
     }
-    const reply = this.pending.add(id, command, { timeoutMs: opts.timeoutMs ?? this.opts.commandTimeoutMs, signal });
+    const reply = this.pending.add(id, command, opts.timeoutMs ?? this.opts.commandTimeoutMs, signal);
     this.write(line);
     return reply as Promise<T>;
   }

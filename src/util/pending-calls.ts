@@ -45,19 +45,18 @@ export class PendingCalls<K, D> {
   }
 
   /** Registers a call under `key` (timeoutMs 0 = no deadline); the promise settles through settle(). */
-  add(key: K, detail: D, opts: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const started = performance.now();
-      const deadline = opts.timeoutMs > 0 ? started + opts.timeoutMs : Infinity;
-      const call: Entry<D> = { detail, started, timeoutMs: opts.timeoutMs, deadline, resolve, reject, signal: opts.signal, onAbort: null };
-      if (opts.signal) {
-        const signal = opts.signal;
-        call.onAbort = () => this.handlers.aborted(key, call, signal.reason);
-        signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-      this.calls.set(key, call);
-      if (deadline < Infinity) this.deadlines.arm(deadline);
-    });
+  add(key: K, detail: D, timeoutMs: number, signal?: AbortSignal): Promise<unknown> {
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    const started = performance.now();
+    const deadline = timeoutMs > 0 ? started + timeoutMs : Infinity;
+    const call: Entry<D> = { detail, started, timeoutMs, deadline, resolve, reject, signal, onAbort: null };
+    if (signal) {
+      call.onAbort = () => this.handlers.aborted(key, call, signal.reason);
+      signal.addEventListener("abort", call.onAbort, { once: true });
+    }
+    this.calls.set(key, call);
+    if (deadline < Infinity) this.deadlines.arm(deadline);
+    return promise;
   }
 
   /** Completes a call with an error, or (error null) with `value`; returns it, or null when it was settled already. */

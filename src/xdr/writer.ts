@@ -5,19 +5,47 @@ const INT32_MIN = -0x80000000;
 const INT32_MAX = 0x7fffffff;
 const UINT32_MAX = 0xffffffff;
 
-/** Growable XDR (RFC 4506) encoder. Values are range-checked so bad input never goes on the wire. */
+/** Floats go through this scratch word (integers are written byte-wise: no DataView per writer). */
+const scratch = new DataView(new ArrayBuffer(8));
+
+/**
+ * Growable XDR (RFC 4506) encoder. Values are range-checked so bad input never goes on the wire.
+ * Integers are written byte by byte: a DataView would need the array's `.buffer`, which makes
+ * the engine move a small array's storage out of the GC heap — per packet, on the call path.
+ */
 export class XdrWriter {
   private buf: Uint8Array;
-  private view: DataView;
   private pos = 0;
 
   constructor(initialSize = 256) {
     this.buf = new Uint8Array(initialSize);
-    this.view = new DataView(this.buf.buffer);
   }
 
   get length(): number {
     return this.pos;
+  }
+
+  /** Bytes the buffer holds before it has to grow. */
+  get capacity(): number {
+    return this.buf.byteLength;
+  }
+
+  /** Starts over, keeping the buffer (a writer reused for many messages). */
+  reset(): void {
+    this.pos = 0;
+  }
+
+  /** A copy of the encoded bytes, exactly as long as the message. */
+  copy(): Uint8Array {
+    return this.buf.slice(0, this.pos);
+  }
+
+  private put32(at: number, v: number): void {
+    const b = this.buf;
+    b[at] = v >>> 24;
+    b[at + 1] = v >>> 16;
+    b[at + 2] = v >>> 8;
+    b[at + 3] = v;
   }
 
   private ensure(n: number): void {
@@ -27,7 +55,6 @@ export class XdrWriter {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.view = new DataView(next.buffer);
   }
 
   int(v: number): void {
@@ -35,7 +62,7 @@ export class XdrWriter {
       throw new XdrEncodeError("BAD_VALUE", `int out of range: ${v}`);
     }
     this.ensure(4);
-    this.view.setInt32(this.pos, v);
+    this.put32(this.pos, v);
     this.pos += 4;
   }
 
@@ -44,34 +71,41 @@ export class XdrWriter {
       throw new XdrEncodeError("BAD_VALUE", `unsigned int out of range: ${v}`);
     }
     this.ensure(4);
-    this.view.setUint32(this.pos, v);
+    this.put32(this.pos, v);
     this.pos += 4;
   }
 
   hyper(v: bigint): void {
     if (typeof v !== "bigint") throw new XdrEncodeError("BAD_VALUE", "hyper must be a bigint");
-    this.ensure(8);
-    this.view.setBigInt64(this.pos, BigInt.asIntN(64, v));
-    this.pos += 8;
+    this.put64(BigInt.asUintN(64, v));
   }
 
   uhyper(v: bigint): void {
     if (typeof v !== "bigint" || v < 0n) throw new XdrEncodeError("BAD_VALUE", "unsigned hyper must be a non-negative bigint");
+    this.put64(BigInt.asUintN(64, v));
+  }
+
+  private put64(v: bigint): void {
     this.ensure(8);
-    this.view.setBigUint64(this.pos, BigInt.asUintN(64, v));
+    this.put32(this.pos, Number(v >> 32n));
+    this.put32(this.pos + 4, Number(v & 0xffffffffn));
     this.pos += 8;
   }
 
   float(v: number): void {
-    this.ensure(4);
-    this.view.setFloat32(this.pos, v);
-    this.pos += 4;
+    scratch.setFloat32(0, v);
+    this.putScratch(4);
   }
 
   double(v: number): void {
-    this.ensure(8);
-    this.view.setFloat64(this.pos, v);
-    this.pos += 8;
+    scratch.setFloat64(0, v);
+    this.putScratch(8);
+  }
+
+  private putScratch(n: 4 | 8): void {
+    this.ensure(n);
+    for (let i = 0; i < n; i++) this.buf[this.pos + i] = scratch.getUint8(i);
+    this.pos += n;
   }
 
   bool(v: boolean): void {
@@ -112,7 +146,7 @@ export class XdrWriter {
     this.pos += 4;
     const { written } = utf8.encodeInto(v, this.buf.subarray(this.pos));
     if (written > max) throw new XdrEncodeError("LENGTH_EXCEEDED", `string of ${written} bytes exceeds bound ${max}`);
-    this.view.setUint32(lenAt, written);
+    this.put32(lenAt, written);
     this.pos += written;
     this.pad(written);
   }
@@ -128,7 +162,7 @@ export class XdrWriter {
       this.buf[at + i] = c;
     }
     if (n > max) throw new XdrEncodeError("LENGTH_EXCEEDED", `string of ${n} bytes exceeds bound ${max}`);
-    this.view.setUint32(this.pos, n);
+    this.put32(this.pos, n);
     this.pos = at + n;
     this.pad(n);
     return true;
@@ -143,7 +177,7 @@ export class XdrWriter {
 
   /** Overwrites a big-endian u32 at an earlier offset (used for packet length words). */
   patchUint(at: number, v: number): void {
-    this.view.setUint32(at, v);
+    this.put32(at, v);
   }
 
   /** The encoded bytes (a view; copy it if the writer is reused). */

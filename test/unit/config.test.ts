@@ -68,7 +68,7 @@ describe("defaults", () => {
       },
       kdevops: { config_path: null, extra_vars_file: "extra_vars.yaml" },
       driver: "qemu",
-      libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null, busy_poll_us: 200, slow_call_spacing_ms: 10, max_slow_calls: 20, call_timeout_s: 60, slow_call_timeout_s: 0, keepalive_interval_s: 5, keepalive_count: 3 },
+      libvirt: { uri: "qemu:///system", storage_pool_name: "rcloud", storage_pool_path: "/var/lib/libvirt/images/rcloud", domain_type: "auto", console_log_dir: null, busy_poll_us: 0, slow_call_spacing_ms: 10, max_slow_calls: 20, call_timeout_s: 60, slow_call_timeout_s: 0, keepalive_interval_s: 5, keepalive_count: 3 },
       hosts: [],
       placement: { policy: "spread" },
       images: { base_images_dir: "/var/lib/libvirt/images/kdevops/guestfs/base_images" },
@@ -233,7 +233,7 @@ logging:
         KDEVOPS_ROOT: KDEVOPS,
       },
     });
-    expect(c.libvirt).toEqual({ uri: "qemu:///session", storage_pool_name: "envpool", storage_pool_path: "/srv/pool", domain_type: "qemu", console_log_dir: null, busy_poll_us: 200, slow_call_spacing_ms: 10, max_slow_calls: 20, call_timeout_s: 60, slow_call_timeout_s: 0, keepalive_interval_s: 5, keepalive_count: 3 });
+    expect(c.libvirt).toEqual({ uri: "qemu:///session", storage_pool_name: "envpool", storage_pool_path: "/srv/pool", domain_type: "qemu", console_log_dir: null, busy_poll_us: 0, slow_call_spacing_ms: 10, max_slow_calls: 20, call_timeout_s: 60, slow_call_timeout_s: 0, keepalive_interval_s: 5, keepalive_count: 3 });
     expect(c.images.base_images_dir).toBe("/srv/base");
     expect(c.server).toMatchObject({ bind_address: "0.0.0.0:1234", workers: 8 });
     expect(c.driver).toBe("qemu");

@@ -1,6 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { encodePacket, MAX_PACKET, MessageStatus, MessageType, PacketParser, type Packet } from "../../src/libvirt/packet.ts";
-import { encodeRemoteDomainLookupByNameArgs, REMOTE_PROGRAM } from "../../src/codecs/generated/remote.ts";
+import { encodeCall, encodePacket, MAX_PACKET, MessageStatus, MessageType, PacketParser, type Packet } from "../../src/libvirt/packet.ts";
+import {
+  decodeRemoteDomainLookupByNameArgs,
+  encodeRemoteDomainLookupByNameArgs,
+  REMOTE_PROGRAM,
+  remoteProcedures,
+} from "../../src/codecs/generated/remote.ts";
 import { XdrDecodeError } from "../../src/xdr/index.ts";
 
 function collect(): { parser: PacketParser; got: { serial: number; payload: number[] }[] } {
@@ -61,5 +66,39 @@ describe("packet framing", () => {
     const p = encodePacket(header(1));
     new DataView(p.buffer, p.byteOffset).setInt32(16, 9);
     expect(() => collect().parser.push(p)).toThrow(/message type/);
+  });
+
+  test("encodeCall writes what encodePacket writes, and every packet is its own copy", () => {
+    const desc = remoteProcedures.domainLookupByName;
+    const a = encodeCall(desc, 5, { name: "vm-a" });
+    const b = encodeCall(desc, 6, { name: "vm-bb" }); // the shared encoder must not change `a`
+    expect([...a]).toEqual([
+      ...encodePacket({ ...header(5), vers: desc.version }, { encode: encodeRemoteDomainLookupByNameArgs, value: { name: "vm-a" } }),
+    ]);
+    expect(a.byteLength).toBe(28 + 8);
+    expect(b.byteLength).toBe(28 + 12);
+    const got: Packet[] = [];
+    const parser = new PacketParser((p) => {
+      const r = p.reader();
+      expect(decodeRemoteDomainLookupByNameArgs(r).name).toBe(p.header.serial === 5 ? "vm-a" : "vm-bb");
+      r.finish("args");
+      got.push(p);
+    });
+    parser.push(a);
+    parser.push(b);
+    expect(got.map((p) => p.header.serial)).toEqual([5, 6]);
+  });
+
+  test("a stream data packet carries its bytes after the header, and a large one needs no bigger encoder", () => {
+    const data = new Uint8Array(256 * 1024).map((_, i) => i & 0xff);
+    const p = encodePacket({ ...header(9), type: MessageType.STREAM, status: MessageStatus.CONTINUE }, null, data);
+    expect(p.byteLength).toBe(28 + data.byteLength);
+    const { parser, got } = collect();
+    parser.push(p);
+    expect(got[0]!.serial).toBe(9);
+    expect(got[0]!.payload.length).toBe(data.byteLength);
+    expect(got[0]!.payload.every((b, i) => b === (i & 0xff))).toBe(true);
+    // A call encoded afterwards is unaffected.
+    expect(encodeCall(remoteProcedures.authList, 1, undefined).byteLength).toBe(28);
   });
 });

@@ -41,6 +41,24 @@ describe("XDR primitives", () => {
     r.finish("x");
   });
 
+  test("floats and doubles are IEEE 754 big-endian; a reset writer starts over", () => {
+    const w = new XdrWriter(2);
+    w.float(1.5);
+    w.double(-0.1);
+    w.hyper(-0x1_0000_0001n);
+    expect([...w.bytes().subarray(0, 4)]).toEqual([0x3f, 0xc0, 0, 0]);
+    expect([...w.bytes().subarray(4, 12)]).toEqual([0xbf, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a]);
+    expect([...w.bytes().subarray(12, 20)]).toEqual([0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff, 0xff]);
+    const r = new XdrReader(w.copy());
+    expect(r.float()).toBe(1.5);
+    expect(r.double()).toBe(-0.1);
+    expect(r.hyper()).toBe(-0x1_0000_0001n);
+    r.finish("x");
+    w.reset();
+    w.uint(7);
+    expect([...w.copy()]).toEqual([0, 0, 0, 7]);
+  });
+
   test("strings use UTF-8 byte length and zero padding", () => {
     const w = new XdrWriter();
     w.string("é", 100); // 2 bytes
