@@ -136,7 +136,13 @@ export function scenarioVm(name: string): Record<string, unknown> {
  * (the driver's own files are the only way to fail a real hypervisor midway).
  */
 export async function updateScenario(g: GuestUnderTest, blockAddition: (serial: string) => Promise<void>): Promise<void> {
-  const first = await g.look();
+  // The guest's balloon driver takes the 256 MiB target (below the 384 maximum) once it has
+  // loaded, which may be a moment after SSH answers on a busy host.
+  let first = await g.look();
+  for (let i = 0; i < 30 && !memTotalFits(first.memTotalKiB, 256); i++) {
+    await Bun.sleep(1000);
+    first = await g.look();
+  }
   expect(first.disks.get("kdevops0")?.bytes).toBe(1 * GiB);
   expect(memTotalFits(first.memTotalKiB, 256)).toBe(true);
   await g.run("echo kept > /tmp/rcloud-marker");
