@@ -145,6 +145,7 @@ export class Fleet {
     }
     if (hit && Date.now() - hit.at < IMAGES_MAX_AGE_MS) return hit.list.catch(() => hit.last);
     const list = this.onHost(h, () => h.driver.images());
+    list.catch((e: unknown) => this.imageErrors.set(h.name, (e as Error).message));
     const entry = { at: Date.now(), list, last: hit?.last ?? null };
     this.images.set(h.name, entry);
     list.then(
@@ -167,6 +168,8 @@ export class Fleet {
 
   /** Hosts whose images the last fleetImages() could not list (down, or failing just now). */
   unlisted = new Set<string>();
+  /** Why a host's image listing last failed. */
+  readonly imageErrors = new Map<string, string>();
 
   // ---- capacity given away ----
 

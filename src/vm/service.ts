@@ -340,8 +340,9 @@ export class VmService {
     } catch (e) {
       const down = this.registry.hosts.filter((h) => !h.online || this.fleet.unlisted.has(h.name));
       if (!(e instanceof ServiceError && e.code === "image_not_found") || down.length === 0) throw e;
-      const why = down.map((h) => (this.registry.hosts.length === 1 ? h.lastError : `${h.name}: ${h.lastError}`)).join("; ");
-      throw new ServiceError("hypervisor_unavailable", `${e.message}; ${down.length === this.registry.hosts.length ? "no host answers" : "some hosts do not answer"}, so their images are unknown: ${why || "connecting"}`);
+      const reason = (h: Host) => h.lastError ?? this.fleet.imageErrors.get(h.name) ?? "connecting";
+      const why = down.map((h) => (this.registry.hosts.length === 1 ? reason(h) : `${h.name}: ${reason(h)}`)).join("; ");
+      throw new ServiceError("hypervisor_unavailable", `${e.message}; the images of ${down.length === this.registry.hosts.length ? "every host" : "some hosts"} cannot be listed now: ${why}`);
     }
   }
 

@@ -12,7 +12,7 @@ import { posix } from "node:path";
 import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { DriverError } from "../types.ts";
-import type { Sessions } from "./storage.ts";
+import { type Sessions, startPool } from "./storage.ts";
 import { poolTargetPath, poolXml } from "./storage-xml.ts";
 
 /** `/a/b/` and `/a//b` → `/a/b`: how libvirt stores a pool's target path. */
@@ -103,7 +103,7 @@ export class HostDir {
     const { active } = await c.call(P.storagePoolIsActive, { pool });
     if (!active) {
       await c.call(P.storagePoolBuild, { pool, flags: 0 }).catch(() => {}); // its directory may have gone
-      await c.call(P.storagePoolCreate, { pool, flags: 0 });
+      await startPool(c, pool);
     }
     return pool;
   }

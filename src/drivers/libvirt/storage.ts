@@ -35,8 +35,7 @@ export class VmStorage {
       await c.call(P.storagePoolBuild, { pool, flags: 0 }).catch(() => {}); // the directory may exist already
       await c.call(P.storagePoolSetAutostart, { pool, autostart: 1 }).catch(() => {});
     }
-    const { active } = await c.call(P.storagePoolIsActive, { pool });
-    if (!active) await c.call(P.storagePoolCreate, { pool, flags: 0 });
+    await startPool(c, pool);
     return pool;
   }
 
@@ -119,5 +118,19 @@ export class VmStorage {
 
   forgetSizes(paths: string[]): void {
     for (const p of paths) this.sizes.delete(p);
+  }
+}
+
+/**
+ * Starts a pool unless it runs. Another rcloud (or its other sessions) may start it at the
+ * same moment: "already active" from libvirt is then success, not an error.
+ */
+export async function startPool(c: LibvirtPool, pool: RemoteNonnullStoragePool): Promise<void> {
+  if ((await c.call(P.storagePoolIsActive, { pool })).active) return;
+  try {
+    await c.call(P.storagePoolCreate, { pool, flags: 0 });
+  } catch (e) {
+    if (e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID && (await c.call(P.storagePoolIsActive, { pool })).active) return;
+    throw e;
   }
 }
