@@ -56,6 +56,11 @@ export class Fleet {
     return this.registry.hosts;
   }
 
+  /** A host that does not answer: with one host that is the hypervisor; in a fleet, one host of several. */
+  private downCode(): "host_unavailable" | "hypervisor_unavailable" {
+    return this.hosts.length === 1 ? "hypervisor_unavailable" : "host_unavailable";
+  }
+
   /** The host named so, or 404 naming the known ones. */
   mustHost(name: string): Host {
     const h = typeof name === "string" ? this.registry.get(name) : undefined;
@@ -73,7 +78,7 @@ export class Fleet {
       h.markContact();
       return v;
     } catch (e) {
-      if (e instanceof HostDownError) throw new ServiceError("host_unavailable", e.message, { host: h.name });
+      if (e instanceof HostDownError) throw new ServiceError(this.downCode(), e.message, { host: h.name }, { cause: e });
       const mapped = fromDriver(e);
       if (mapped.code === "hypervisor_unavailable") h.probeSoon();
       throw mapped;
@@ -131,7 +136,7 @@ export class Fleet {
   /** The host's images, at most IMAGES_MAX_AGE_MS old; an offline host's last list. */
   async hostImages(h: Host): Promise<ImageInfo[]> {
     const known = await this.knownImages(h);
-    if (known === null) throw new ServiceError(h.online ? "host_unavailable" : "hypervisor_unavailable", `the images of host ${h.name} cannot be listed now (${h.lastError ?? "it does not answer"})`, { host: h.name });
+    if (known === null) throw new ServiceError(this.downCode(), `the images of host ${h.name} cannot be listed now (${h.lastError ?? "it does not answer"})`, { host: h.name });
     return known;
   }
 

@@ -35,6 +35,8 @@ export interface Refusal {
   /** What did not fit, for the error's `field` when every host says the same. */
   resource: "host" | "image" | "vcpus" | "memory_mb";
   reason: string;
+  /** The host cannot be asked now (offline, or its facts could not be read): down, not full. */
+  down?: boolean;
 }
 
 export type Placement = { host: string } | { refusals: Refusal[] };
@@ -42,10 +44,10 @@ export type Placement = { host: string } | { refusals: Refusal[] };
 /** Why `c` cannot take the VM, or null if it can. */
 export function refusal(c: PlacementCandidate, req: PlacementRequest): Refusal | null {
   const no = (resource: Refusal["resource"], reason: string): Refusal => ({ host: c.name, resource, reason });
-  if (c.state === "offline") return no("host", "offline (not answering)");
+  if (c.state === "offline") return { ...no("host", "offline (not answering)"), down: true };
   if (c.state === "cordoned") return no("host", "cordoned (POST /api/v1/hosts/NAME/uncordon to use it)");
   if (!c.hasImage) return no("image", `does not have image ${req.image} (POST /api/v1/images/${req.image}/copy copies it there)`);
-  if (c.cpus === null || c.memoryMb === null) return no("host", "its capacity is not known yet");
+  if (c.cpus === null || c.memoryMb === null) return { ...no("host", "its capacity is not known yet"), down: true };
   const vcpuLimit = c.cpus * c.vcpuOvercommit;
   if (c.allocated.vcpus + req.vcpus > vcpuLimit) {
     return no(

@@ -15,7 +15,7 @@ import { currentRequestId } from "../util/request-context.ts";
 import { type KnownVm, VmEventFeed } from "./event-feed.ts";
 import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
-import type { Host, HostRegistry } from "./hosts.ts";
+import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
@@ -383,7 +383,7 @@ export class VmService {
         created = await this.fleet.onHost(host, () => call).catch((e: unknown) => {
           this.feed?.createFailed(spec.name);
           // The caller was told it failed: if the frozen host finishes the create later, undo it.
-          if (e instanceof ServiceError && e.code === "host_unavailable") void call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
+          if (e instanceof ServiceError && e.cause instanceof HostDownError) void call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
           throw e;
         });
         this.feed?.created(known(created, host), currentRequestId(), spec.start);
@@ -737,8 +737,7 @@ function firstFound<T>(tasks: Promise<T | null>[]): Promise<T | null> {
 
 /** Why no host took the VM, as one API error naming every host. */
 function refusalError(refusals: Refusal[], pinned: string | null, hostCount: number): ServiceError {
-  // A host that is offline, or whose facts could not be read (it failed just now), is down, not full.
-  const offline = refusals.filter((r) => r.resource === "host" && (r.reason.startsWith("offline") || r.reason.startsWith("its capacity is not known")));
+  const offline = refusals.filter((r) => r.down === true);
   if (offline.length === refusals.length) {
     const names = offline.map((r) => r.host).join(", ");
     return pinned !== null
