@@ -3,9 +3,11 @@
 #   rcloud-tiny.raw  MBR + syslinux, one FAT16 partition holding the host's newest
 #                    Debian kernel and a busybox-static initramfs (~21 MiB, 13 used)
 #   rcloud-tiny.qcow2  the same as qcow2
+#   vmlinuz, initrd.img  the image's own kernel and initramfs, for direct-boot tests
 # Its /init (scripts/lib/disk-image/init) prints on ttyS0, in order:
 #   RCLOUD-DISK-BOOTED <uname -r>
 #   RCLOUD-SEED user=<name> keys=<n> hostname=<h> dev=<dev>   (or RCLOUD-SEED none)
+#   RCLOUD-MOUNT <spec> <dir> <fstype> ok|failed: <why>     (one per `mounts:` item)
 #   RCLOUD-NET <iface> <ip>
 #   RCLOUD-SSH-READY
 # i.e. it reads a cloud-init NoCloud seed (iso9660 labelled cidata, as a CD-ROM or a
@@ -48,11 +50,13 @@ BUSYBOX=/bin/busybox
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 
 # Drivers a q35/pc guest needs for its disks, CD-ROM (AHCI on q35, PIIX on pc),
-# NIC and ACPI power button. Dependencies are added from modules.dep.
+# NIC and ACPI power button, shared directories (virtiofs, 9p) and the pvpanic
+# device (a guest panic reaches QEMU as GUEST_PANICKED). Dependencies are added from modules.dep.
 MODULES=(
   virtio_pci virtio_blk virtio_net virtio_scsi virtio_balloon nvme
   ahci ata_piix sr_mod sd_mod isofs
   button evdev
+  virtiofs 9p 9pnet_virtio pvpanic_pci pvpanic_mmio
 )
 # Synchronous SCSI scan: the CD-ROM exists as soon as ahci is loaded.
 declare -A MODULE_PARAMS=([scsi_mod]="scan=sync")
@@ -131,7 +135,7 @@ inputs=("$KERNEL_SRC" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "${LIBS[@]}" "$MBR_B
   "$(command -v syslinux)" "$SELF" "$FILES"/*)
 for m in "${LOAD_ORDER[@]}"; do inputs+=("$MODDIR/${MOD_PATH[$m]}"); done
 want="$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1) $KVER"
-if [[ -f "$STAMP" && -f "$RAW" && -f "$QCOW" && "$(cat "$STAMP")" == "$want" ]]; then
+if [[ -f "$STAMP" && -f "$RAW" && -f "$QCOW" && -f "$CACHE/initrd.img" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "$QCOW"
   echo "$RAW"
   exit 0
@@ -228,6 +232,8 @@ dd if="$fat" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
 qemu-img convert -f raw -O qcow2 "$disk" "$work/disk.qcow2"
 chmod 0644 "$disk" "$work/disk.qcow2"
 
+install -m 0644 "$KERNEL_SRC" "$CACHE/vmlinuz"
+install -m 0644 "$work/initrd.img" "$CACHE/initrd.img"
 mv -f "$work/disk.raw" "$RAW"
 mv -f "$work/disk.qcow2" "$QCOW"
 echo "$want" >"$STAMP"
