@@ -14,6 +14,8 @@ import { memoryLimitMb } from "./capacity.ts";
 
 /** GET /vms answers within 2 s: a host's listing is waited for this long at most. */
 export const LIST_DEADLINE_MS = 1500;
+/** When no host answered within LIST_DEADLINE_MS, how long a listing waits before 503. */
+export const LIST_PATIENCE_MS = 15_000;
 /** Facts (CPUs, memory, pool space) are re-read at most this often per host. */
 const FACTS_MAX_AGE_MS = 2000;
 /** Image lists are re-read at most this often per host. */
@@ -95,10 +97,11 @@ export class Fleet {
     return Promise.race([p, Bun.sleep(LIST_DEADLINE_MS).then(() => fallback)]);
   }
 
-  /** Every listed VM of the host, or its last listing when it does not answer within LIST_DEADLINE_MS. */
-  async list(h: Host): Promise<HostListing> {
+  /** Every listed VM of the host, or its last listing when it does not answer within `deadlineMs`. */
+  async list(h: Host, deadlineMs = LIST_DEADLINE_MS): Promise<HostListing> {
     if (!h.online) return { host: h, records: h.records ?? [], fresh: false, error: h.lastError ?? "offline" };
-    const call = h.driver.list().then((records) => {
+    // whileUp: a host that goes offline under the call ends the wait at once.
+    const call = h.whileUp(() => h.driver.list()).then((records) => {
       h.records = records;
       h.markContact();
       this.settle(h, records);
@@ -107,15 +110,19 @@ export class Fleet {
     let error: string | null = null;
     const records = await Promise.race([
       call.catch((e: unknown) => {
+        if (e instanceof HostDownError) {
+          error = e.message;
+          return null;
+        }
         const mapped = fromDriver(e);
         if (mapped.code === "hypervisor_unavailable") h.probeSoon();
         error = mapped.message;
         return null;
       }),
-      Bun.sleep(LIST_DEADLINE_MS).then(() => null),
+      Bun.sleep(deadlineMs).then(() => null),
     ]);
     if (records) return { host: h, records, fresh: true, error: null };
-    return { host: h, records: h.records ?? [], fresh: false, error: error ?? `no answer within ${LIST_DEADLINE_MS} ms` };
+    return { host: h, records: h.records ?? [], fresh: false, error: error ?? `no answer within ${deadlineMs} ms` };
   }
 
   /** The host's facts, at most FACTS_MAX_AGE_MS old (one reading shared by a burst of creates). */

@@ -13,7 +13,7 @@ import type { EventSink } from "../events/bus.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
 import { type KnownVm, VmEventFeed } from "./event-feed.ts";
-import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
+import { countsOnHost, Fleet, type HostListing, LIST_PATIENCE_MS } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
@@ -189,7 +189,12 @@ export class VmService {
 
   /** The listings of `hosts`; 503 when none of them answered (nothing current to show). */
   private async listings(hosts: Host[]): Promise<HostListing[]> {
-    const listings = await Promise.all(hosts.map((h) => this.fleet.list(h)));
+    let listings = await Promise.all(hosts.map((h) => this.fleet.list(h)));
+    // Nothing answered in time, but a host that is online is only busy: with nothing current
+    // to show, waiting for it beats a 503 (a loaded single host is not a dead one).
+    if (listings.every((l) => !l.fresh) && listings.some((l) => l.host.online)) {
+      listings = await Promise.all(hosts.map((h) => this.fleet.list(h, LIST_PATIENCE_MS)));
+    }
     if (listings.length > 0 && listings.every((l) => !l.fresh)) {
       const why = listings.map((l) => (hosts.length === 1 ? l.error : `${l.host.name}: ${l.error}`)).join("; ");
       throw new ServiceError("hypervisor_unavailable", hosts.length === 1 ? why : `no host answered: ${why}`);
