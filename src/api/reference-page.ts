@@ -8,6 +8,7 @@
 import { Elysia } from "elysia";
 import bundleJs from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "text" };
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "text" };
+import { asset, pageCsp } from "./static-assets.ts";
 
 // validatorUrl null: Swagger UI would otherwise fetch a badge from validator.swagger.io.
 const INIT_JS = `window.ui = SwaggerUIBundle({
@@ -34,22 +35,7 @@ const PAGE_HTML = `<!doctype html>
 </html>
 `;
 
-// Swagger UI sets inline styles (React style attributes) and shows data: images.
-const CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self' 'unsafe-inline'",
-  "img-src 'self' data:",
-  "font-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join("; ");
-
-function asset(body: string, contentType: string): () => Response {
-  return () => new Response(body, { headers: { "content-type": contentType, "cache-control": "no-cache", "x-content-type-options": "nosniff" } });
-}
+const CSP = pageCsp();
 
 /** Routes of the page and its assets; registered after the swagger plugin, whose CDN page at /swagger they replace. */
 export const apiReferencePage = new Elysia({ name: "rcloud-api-reference" })

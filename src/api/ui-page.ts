@@ -8,6 +8,7 @@ import { Elysia } from "elysia";
 import xtermCss from "@xterm/xterm/css/xterm.css" with { type: "text" };
 import pageHtml from "../ui/index.html" with { type: "text" };
 import pageCss from "../ui/style.css" with { type: "text" };
+import { asset, pageCsp } from "./static-assets.ts";
 import { uiScript } from "./ui-bundle.ts" with { type: "macro" };
 
 const SCRIPT = uiScript();
@@ -17,23 +18,7 @@ const CSS = `${xtermCss}\n${pageCss}`;
 
 /** The page's own origin for websockets too: 'self' covers ws: only in newer browsers. */
 function csp(host: string | null): string {
-  const ws = host ? ` ws://${host} wss://${host}` : "";
-  return [
-    "default-src 'none'",
-    "script-src 'self'",
-    // xterm.js styles its rows with <style> elements and style attributes.
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data:",
-    "font-src 'self' data:",
-    `connect-src 'self'${ws}`,
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-  ].join("; ");
-}
-
-function asset(body: string, contentType: string): () => Response {
-  return () => new Response(body, { headers: { "content-type": contentType, "cache-control": "no-cache", "x-content-type-options": "nosniff" } });
+  return pageCsp(host ? ` ws://${host} wss://${host}` : "");
 }
 
 /** Paths of the page: answered without a token. */

@@ -7,7 +7,7 @@
  * on hosts reached over TLS, SSH and TCP.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fleetConfig, mirrorFleetImages, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
+import { fleetConfig, newFleet, removeFleetPools, startFleetServer } from "../helpers/fleet.ts";
 import { rig, tcpUri, waitFor } from "../helpers/rig.ts";
 import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
@@ -26,10 +26,7 @@ function perHost(vms: { host: string }[]): Record<string, number> {
 }
 
 beforeAll(async () => {
-  await mirrorFleetImages(fleet); // the base image on each host, where the driver lists it
-  server = await startTestServer(fleetConfig(fleet));
-  await waitHealthy(server);
-  await waitFleetOnline(server);
+  server = await startFleetServer(fleet);
 });
 
 afterAll(async () => {

@@ -10,9 +10,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bashCompleter, type CliRun, runCliProcess } from "../helpers/cli.ts";
-import { fleetConfig, mirrorFleetImages, newFleet, removeFleetPools, waitFleetOnline } from "../helpers/fleet.ts";
+import { newFleet, removeFleetPools, startFleetServer } from "../helpers/fleet.ts";
 import { rig, waitFor } from "../helpers/rig.ts";
-import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
+import { fakeImageDir, type TestServer } from "../helpers/server.ts";
 
 const fleet = newFleet(`rctest-clifleet-${process.pid}`, fakeImageDir());
 const home = mkdtempSync(join(tmpdir(), "rcloud-cli-fleet-home-")); // no ~/.ssh: no key is sent
@@ -38,10 +38,7 @@ function row(table: string, first: string): Record<string, string> {
 }
 
 beforeAll(async () => {
-  await mirrorFleetImages(fleet); // the base image on each host, where the driver lists it
-  server = await startTestServer(fleetConfig(fleet));
-  await waitHealthy(server);
-  await waitFleetOnline(server);
+  server = await startFleetServer(fleet);
 });
 
 afterAll(async () => {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { removePool, tcpUri, unixUri, waitFor } from "./rig.ts";
-import { mirrorToTestDriver, type TestServer } from "./server.ts";
+import { mirrorToTestDriver, startTestServer, type TestServer, waitHealthy } from "./server.ts";
 
 export const FLEET_HOSTS = [
   { name: "alpha", uri: () => unixUri("test", "main") },
@@ -47,6 +47,15 @@ export async function mirrorFleetImages(f: Fleet): Promise<void> {
 
 export async function waitFleetOnline(server: TestServer): Promise<void> {
   await waitFor("all three hosts online", async () => (await server.req("GET", "/api/v1/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"));
+}
+
+/** A server on the fleet (fleetConfig), with its images on every host, once all three are online. */
+export async function startFleetServer(f: Fleet, extra: Record<string, unknown> = {}): Promise<TestServer> {
+  await mirrorFleetImages(f); // the base image on each host, where the driver lists it
+  const server = await startTestServer(fleetConfig(f, extra));
+  await waitHealthy(server);
+  await waitFleetOnline(server);
+  return server;
 }
 
 /** Removes the fleet's storage pool from every host, and its state directory. */
