@@ -332,7 +332,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           "/vms",
           async ({ query, caller }) => {
             // A Response, not the Blob: Elysia would answer Range requests for a Blob.
-            return new Response(await service.listJson(caller, { host: query.host }), { headers: { "content-type": "application/json" } });
+            return new Response(await service.listJson(caller, { host: query.host }), { headers: { "content-type": "application/json;charset=utf-8" } });
           },
           {
             query: t.Object({ host: t.Optional(t.String({ maxLength: 63, description: "only the VMs of this host" })) }),
