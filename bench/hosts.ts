@@ -19,13 +19,14 @@
  * parameters. Everything it defined is removed.
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { poolXml, volumeXml } from "../src/drivers/libvirt/storage-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
 import { defineRcloudDomain, rcloudDomain, removeDomains } from "../test/helpers/domains.ts";
+import { daemonCpuUs as processCpuUs } from "./rpc-mix.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const rigDir = process.env.RCLOUD_RIG_DIR ?? "/tmp/rcloud-rig";
@@ -65,12 +66,12 @@ if (startedRig) {
   sh(["bash", "scripts/lib/install-deps.sh"]);
   sh(["bash", "scripts/lib/rig.sh", "up"]);
 }
-type Instance = { socket: string | null; tcpPort: number };
+type Instance = { socket: string | null; tcpPort: number; libvirtdPid: number };
 const env = JSON.parse(readFileSync(join(rigDir, "env.json"), "utf8")) as { instances: Record<"main" | "remote" | "fault", Instance> };
 const hosts = (["main", "remote", "fault"] as const).slice(0, hostCount).map((name) => {
   const inst = env.instances[name];
   const uri = inst.socket ? `test+unix:///default?socket=${inst.socket}` : `test+tcp://127.0.0.1:${inst.tcpPort}/default`;
-  return { name, uri, lv: null as LibvirtClient | null };
+  return { name, uri, pid: inst.libvirtdPid, lv: null as LibvirtClient | null };
 });
 
 /**
@@ -143,7 +144,7 @@ try {
       logging: { level: "warn", format: "text" },
     }),
   );
-  const srv = Bun.spawn(["node_modules/.bin/bun", "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
+  const srv = Bun.spawn(["node_modules/.bin/bun", ...(process.env.BENCH_SERVER_BUN_ARGS?.split(" ").filter(Boolean) ?? []), "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "inherit", stderr: "inherit" });
   server = srv;
   const api = `http://127.0.0.1:${port}/api/v1`;
   let healthy = false;
@@ -183,22 +184,67 @@ try {
   if (warm === 3 && running !== hostCount * runningPerHost) throw new Error(`rcloud reports ${running} running VMs, ${hostCount * runningPerHost} were started`);
 
   const floorClients = hosts.map((h) => h.lv!);
+  /**
+   * complete() on the body's text: every VM named, none "unknown". Parsing 900 VMs' JSON (and
+   * collecting it later, inside some round) would be this process's work, not rcloud's.
+   */
+  const occurrences = (text: string, what: string) => {
+    let n = 0;
+    for (let at = text.indexOf(what); at >= 0; at = text.indexOf(what, at + what.length)) n++;
+    return n;
+  };
+  const completeText = (text: string) => occurrences(text, `"name":"${prefix}`) === total && occurrences(text, `"state":"unknown"`) === 0;
   /** Listings that were not complete (a host's last listing shown, or an error), over all rounds. */
   let incomplete = 0;
+  /**
+   * CPU time spent during each side's rounds, µs, summed over the rounds (the daemons' and the
+   * server's counters tick at 10 ms, too coarse for one round): this process's own, rcloud's,
+   * the libvirtds'. It does not depend on how busy the machine is, unlike the times.
+   */
+  const cpu = { ours: { client: 0, server: 0, daemons: 0 }, floor: { client: 0, server: 0, daemons: 0 } };
+  const daemonsCpuUs = () => hosts.reduce((sum, h) => sum + processCpuUs(h.pid), 0);
+  async function counted<T>(side: keyof typeof cpu, run: () => Promise<T>): Promise<T> {
+    const [c0, s0, d0] = [process.cpuUsage(), processCpuUs(srv.pid), daemonsCpuUs()];
+    const v = await run();
+    const c = process.cpuUsage(c0);
+    cpu[side].client += c.user + c.system;
+    cpu[side].server += processCpuUs(srv.pid) - s0;
+    cpu[side].daemons += daemonsCpuUs() - d0;
+    return v;
+  }
   async function ours(): Promise<number> {
+    let text = "";
+    let ok = false;
     const t0 = performance.now();
-    const r = await fetch(`${api}/vms`);
-    const text = await r.text();
-    const ms = performance.now() - t0;
-    if (!r.ok || !complete((JSON.parse(text) as { vms: Vm[] }).vms)) incomplete++;
+    const ms = await counted("ours", async () => {
+      const r = await fetch(`${api}/vms`);
+      text = await r.text();
+      ok = r.ok;
+      return performance.now() - t0;
+    });
+    if (!ok || !completeText(text)) incomplete++;
     return ms;
   }
   async function floor(): Promise<number> {
     const t0 = performance.now();
-    await Promise.all(floorClients.map((lv) => lv.call(P.connectGetAllDomainStats, { doms: [], stats: LISTING_STATS, flags: 0 })));
+    await counted("floor", () => Promise.all(floorClients.map((lv) => lv.call(P.connectGetAllDomainStats, { doms: [], stats: LISTING_STATS, flags: 0 }))));
     return performance.now() - t0;
   }
   for (let i = 0; i < 5; i++) await floor();
+  cpu.floor = { client: 0, server: 0, daemons: 0 };
+  const threads = () => {
+    const m = new Map<string, number>();
+    for (const tid of readdirSync(`/proc/${srv.pid}/task`)) {
+      try {
+        const st = readFileSync(`/proc/${srv.pid}/task/${tid}/stat`, "utf8");
+        const name = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        m.set(name, (m.get(name) ?? 0) + Number(f[11]) + Number(f[12]));
+      } catch {}
+    }
+    return m;
+  };
+  const th0 = threads();
   const oursMs: number[] = [];
   const floorMs: number[] = [];
   for (let r = 0; r < rounds; r++) {
@@ -211,6 +257,7 @@ try {
     }
   }
 
+  if (process.env.BENCH_THREADS) { const th1 = threads(); console.error(JSON.stringify([...th1].map(([k, v]) => [k, v - (th0.get(k) ?? 0)]))); }
   // Placement: concurrent creates, then VMs per host.
   const made = await Promise.all(
     Array.from({ length: creates }, (_, i) =>
@@ -230,12 +277,18 @@ try {
   await Promise.all(made.map((_, i) => fetch(`${api}/vms/rcbench-c${i}`, { method: "DELETE" }).catch(() => {})));
 
   const [l50, f50] = [percentile(oursMs, 0.5), percentile(floorMs, 0.5)];
+  const perRound = (us: number) => Math.round(us / rounds / 10) / 100;
   result = {
     list_p50_ms: ms(l50),
     list_p99_ms: ms(percentile(oursMs, 0.99)),
     floor_p50_ms: ms(f50),
     floor_p99_ms: ms(percentile(floorMs, 0.99)),
     list_ratio: Math.round((l50 / f50) * 100) / 100,
+    // CPU per listing, ms: rcloud's (server) and this process's fetch (client); the floor's
+    // client; each side's libvirtds; cpu_ratio = ours (all three) over the floor's (both).
+    list_cpu_ms: { server: perRound(cpu.ours.server), client: perRound(cpu.ours.client), daemons: perRound(cpu.ours.daemons) },
+    floor_cpu_ms: { client: perRound(cpu.floor.client), daemons: perRound(cpu.floor.daemons) },
+    cpu_ratio: Math.round(((cpu.ours.server + cpu.ours.client + cpu.ours.daemons) / (cpu.floor.client + cpu.floor.daemons)) * 100) / 100,
     spread,
     vms_per_host: Object.fromEntries(perHost),
     list_incomplete: incomplete,

@@ -38,7 +38,7 @@ export async function defineDomains(client: Caller, prefix: string, count: numbe
 const clockTicks = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 
 /** A process's user + system CPU so far, µs (all its threads, from /proc/<pid>/stat). */
-function daemonCpuUs(pid: number): number {
+export function daemonCpuUs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.

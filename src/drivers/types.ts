@@ -88,7 +88,11 @@ export interface DiskInfo {
   path: string;
 }
 
-/** What a driver knows about one VM it manages. */
+/**
+ * What a driver knows about one VM it manages. Never changed once handed out (the service keeps each VM's
+ * JSON by its record); a driver may hand out the same record again only while nothing in it
+ * changed.
+ */
 export interface VmRecord {
   id: string;
   name: string;
@@ -195,6 +199,7 @@ export interface VmDriver {
   health(): Promise<{ ok: boolean; detail: string }>;
   hostInfo(): Promise<HostInfo>;
   images(): Promise<ImageInfo[]>;
+  /** Every VM, oldest first (by createdAt). */
   list(): Promise<VmRecord[]>;
   get(name: string): Promise<VmRecord | null>;
   /** Creates everything for the VM; on failure removes whatever it created. */

@@ -211,6 +211,7 @@ export class Fleet {
   /** A listing shows what is placed: entries it covers stop counting separately. */
   private settle(h: Host, records: VmRecord[]): void {
     const m = this.usageOf(h);
+    if (m.size === 0) return; // most listings: no create in flight or just finished
     for (const r of records) if (m.get(r.id)?.until !== null) m.delete(r.id);
   }
 

@@ -44,9 +44,14 @@ export class DomainCache implements EventSink {
     private readonly tracking: () => boolean,
   ) {}
 
-  /** The facts of a domain if they are kept and loaded: the value (null: not rcloud's); else undefined. */
-  known(uuid: string): DomainFacts | null | undefined {
-    return this.tracking() ? this.entries.get(uuid)?.value : undefined;
+  /**
+   * What a listing may take without reading: uuid → the facts of a domain if they are kept and
+   * loaded (null: not rcloud's), else undefined. Asked once per listing, not per domain.
+   */
+  knownNow(): (uuid: string) => DomainFacts | null | undefined {
+    if (!this.tracking()) return () => undefined;
+    const entries = this.entries;
+    return (uuid) => entries.get(uuid)?.value;
   }
 
   facts(dom: RemoteNonnullDomain, uuid: string): Promise<DomainFacts | null> {
@@ -93,10 +98,19 @@ export class DomainCache implements EventSink {
   }
 
   /**
-   * Drops what is kept of domains that are gone: `present` holds every UUID of a full listing
+   * Drops what is kept of domains that are gone: `uuids` holds every UUID of a full listing
    * begun at `mark`. (A domain made meanwhile may be missing from it; its id is kept.)
    */
-  retain(present: ReadonlySet<string>, mark: number): void {
+  retain(uuids: readonly string[], mark: number): void {
+    // Most listings find nothing gone: everything kept is among the present.
+    let entries = 0;
+    let ids = 0;
+    for (const uuid of uuids) {
+      if (this.entries.has(uuid)) entries++;
+      if (this.ids.has(uuid)) ids++;
+    }
+    if (entries === this.entries.size && ids === this.ids.size) return;
+    const present = new Set(uuids);
     for (const uuid of this.entries.keys()) if (!present.has(uuid)) this.entries.delete(uuid);
     for (const [uuid, { at }] of this.ids) if (at <= mark && !present.has(uuid)) this.ids.delete(uuid);
   }

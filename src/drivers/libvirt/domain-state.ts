@@ -40,3 +40,31 @@ export function uuidString(u: Uint8Array): string {
 export function uuidBytes(u: string): Uint8Array {
   return Buffer.from(u.replace(/-/g, ""), "hex");
 }
+
+/** Texts kept by UuidTexts before it starts over (a host whose domains keep changing). */
+const MAX_UUID_TEXTS = 100_000;
+
+/**
+ * uuidString() with the texts kept: a listing meets the same UUIDs every time, and a string
+ * met before is cheaper to look up by in the maps keyed by it (the engine keeps a string's
+ * hash with it). Keyed by the UUID's first 6 bytes as a number, the rest compared.
+ */
+export class UuidTexts {
+  private readonly known = new Map<number, { bytes: Uint8Array; text: string }>();
+
+  of(u: Uint8Array): string {
+    const key = (((u[0]! << 24) | (u[1]! << 16) | (u[2]! << 8) | u[3]!) >>> 0) * 65536 + ((u[4]! << 8) | u[5]!);
+    const hit = this.known.get(key);
+    if (hit && sameBytes(hit.bytes, u)) return hit.text;
+    if (this.known.size >= MAX_UUID_TEXTS) this.known.clear();
+    const text = uuidString(u);
+    this.known.set(key, { bytes: u.slice(), text });
+    return text;
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

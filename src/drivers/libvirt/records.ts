@@ -14,7 +14,7 @@ import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/in
 import type { RemoteDomainStatsRecord as DomainStats, RemoteNonnullDomain } from "../../libvirt/index.ts";
 import type { VmRecord } from "../types.ts";
 import type { DomainCache, DomainFacts } from "./domain-cache.ts";
-import { DomainState, stateName, uuidString } from "./domain-state.ts";
+import { DomainState, stateName, UuidTexts } from "./domain-state.ts";
 import { parseDomainXml } from "./domain-xml.ts";
 import type { DomainEvents } from "./events.ts";
 import type { Sessions, VmStorage } from "./storage.ts";
@@ -80,6 +80,14 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
 }
 
 export class DomainRecords {
+  private readonly uuidTexts = new UuidTexts();
+  /**
+   * The creation times of the last listing's records in libvirt's order, and the order that
+   * sorts them: libvirt lists its domains in the same order while none comes or goes, so most
+   * listings need no sorting.
+   */
+  private lastOrder: { created: string[]; order: number[] } | null = null;
+
   constructor(
     private readonly sessions: Sessions,
     private readonly events: DomainEvents,
@@ -103,10 +111,11 @@ export class DomainRecords {
   private async records(stats: DomainStats[], uuids: string[]): Promise<VmRecord[]> {
     const out: (VmRecord | null)[] = new Array(stats.length).fill(null);
     const reads: Promise<void>[] = [];
+    const knownNow = this.cache.knownNow();
     for (let i = 0; i < stats.length; i++) {
       const s = stats[i]!;
       const uuid = uuids[i]!;
-      const known = this.cache.known(uuid);
+      const known = knownNow(uuid);
       if (known !== undefined) {
         out[i] = known && recordOf(s, uuid, known);
         continue;
@@ -128,26 +137,44 @@ export class DomainRecords {
   async list(): Promise<VmRecord[]> {
     const mark = this.cache.mark();
     const { retStats } = await this.stats([]);
-    const uuids = retStats.map((s) => uuidString(s.dom.uuid));
+    const uuids = retStats.map((s) => this.uuidTexts.of(s.dom.uuid));
     const records = await this.records(retStats, uuids);
-    this.cache.retain(new Set(uuids), mark);
-    // ISO 8601 times: their order as strings is their order in time.
-    return records.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+    this.cache.retain(uuids, mark);
+    return this.sorted(records);
+  }
+
+  /** `records` sorted by creation, ISO 8601 times being in time order as strings (a stable sort: equal times keep libvirt's order). */
+  private sorted(records: VmRecord[]): VmRecord[] {
+    const created = records.map((r) => r.createdAt);
+    const last = this.lastOrder;
+    let order: number[];
+    if (last && sameItems(last.created, created)) order = last.order;
+    else {
+      order = created.map((_, i) => i).sort((a, b) => (created[a]! < created[b]! ? -1 : created[a]! > created[b]! ? 1 : a - b));
+      this.lastOrder = { created, order };
+    }
+    return order.map((i) => records[i]!);
   }
 
   /** The record of one domain (looked up by the caller); null when it is gone or not rcloud's. */
   async get(dom: RemoteNonnullDomain): Promise<VmRecord | null> {
     const { retStats } = await this.stats([dom]);
-    return (await this.records(retStats, retStats.map((s) => uuidString(s.dom.uuid))))[0] ?? null;
+    return (await this.records(retStats, retStats.map((s) => this.uuidTexts.of(s.dom.uuid))))[0] ?? null;
   }
 
   /** The facts of one domain (cached), for operations that need its disks or console log. */
   facts(dom: RemoteNonnullDomain): Promise<DomainFacts | null> {
-    return this.cache.facts(dom, uuidString(dom.uuid));
+    return this.cache.facts(dom, this.uuidTexts.of(dom.uuid));
   }
 
   /** The driver changed this domain itself. */
   changed(dom: RemoteNonnullDomain): void {
-    this.cache.changed(uuidString(dom.uuid));
+    this.cache.changed(this.uuidTexts.of(dom.uuid));
   }
+}
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
