@@ -12,7 +12,7 @@
  *   ratio:        revert_ssh_s / boot_ssh_s.
  * Medians of `rounds`. Prints one JSON line. `benchRevert` is exported for bench:kernel.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../src/config/index.ts";
@@ -49,6 +49,7 @@ export async function benchRevert(opts: { rounds?: number } = {}): Promise<Rever
   const disk = process.env.RCLOUD_TEST_DISK_IMAGE ?? sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
   if (!existsSync(disk)) throw new Error(`${disk} missing: run scripts/lib/disk-image.sh`);
   const work = mkdtempSync("/tmp/rcb-revert-");
+  chmodSync(work, 0o755); // QEMU may run as qemu.run_as (rcloud-qemu when rcloud is root): it must reach the state directory
   const images = join(work, "images");
   mkdirSync(images);
   copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
