@@ -85,6 +85,10 @@ export async function benchRevert(opts: { rounds?: number } = {}): Promise<Rever
     const vm = await api("POST", "/vms", { name: "bench-revert", image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true } });
     vmId = vm.id;
     await waitSsh(vm.ssh_port, performance.now());
+    // A real login first, then a quiet moment: the snapshot holds no half-open connection
+    // (slirp's and the guest's TCP state are part of it).
+    sh(["ssh", "-i", keyFile, "-p", String(vm.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "root@127.0.0.1", "true"]);
+    await Bun.sleep(3000);
     const snap = await api("POST", `/vms/${vm.id}/snapshots`, { name: "warm", memory: true });
 
     const revert = async () => {

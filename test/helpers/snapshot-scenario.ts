@@ -8,6 +8,7 @@
  *   zeroed → revert → the same PID runs and the marker is back;
  *   stopped: marker, stop → snapshot (disk only) → start, marker zeroed → revert (the VM ends
  *   stopped) → start → the marker is back;
+ *   the memory snapshot again, from the stopped VM: it starts from it, the PID running again;
  *
  * and every refusal on the way (unknown VM or snapshot, bad name, duplicate, the wrong kind
  * for the VM's state), the CLI's list, the operation events, and a VM delete that takes its
@@ -101,6 +102,14 @@ export async function snapshotScenario(server: TestServer, leftovers: (vm: { id:
   await waitForSsh(guest, "true");
   expect(await readMarker()).toBe("RCLOUD-SNAP-DSK");
 
+  // ---- memory, reverted from a stopped VM: it starts from the snapshot ----
+  expect((await server.req("POST", `/api/v1/vms/${vm.id}/stop?force=true`)).json.state).toBe("stopped");
+  const fromStopped = await revert("mem-1");
+  expect(fromStopped.status).toBe(200);
+  expect(fromStopped.json.state).toBe("running");
+  expect((await waitForSsh(guest, `cat /proc/${pid}/cmdline | tr '\\000' ' '`)).trim()).toBe("sleep 86400");
+  expect(await readMarker()).toBe("RCLOUD-SNAP-MEM");
+
   // ---- the list, from the API and the CLI ----
   const list = (await snaps()).json.snapshots;
   expect(list.map((s: { name: string; memory: boolean; state: string }) => [s.name, s.memory, s.state])).toEqual([
@@ -134,7 +143,7 @@ export async function snapshotScenario(server: TestServer, leftovers: (vm: { id:
     .map((l) => JSON.parse(l) as { action: string; detail: string })
     .filter((e) => e.action.startsWith("snapshot-"))
     .map((e) => `${e.action} ${e.detail}`);
-  expect(ops).toEqual(["snapshot-created mem-1", "snapshot-reverted mem-1", "snapshot-created disk_1.a", "snapshot-reverted disk_1.a", "snapshot-deleted mem-1"]);
+  expect(ops).toEqual(["snapshot-created mem-1", "snapshot-reverted mem-1", "snapshot-created disk_1.a", "snapshot-reverted disk_1.a", "snapshot-reverted mem-1", "snapshot-deleted mem-1"]);
 
   // ---- the VM's delete takes the remaining snapshot along ----
   expect((await server.req("DELETE", `/api/v1/vms/${vm.id}`)).status).toBe(200);
