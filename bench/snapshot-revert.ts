@@ -21,6 +21,8 @@ import { waitSsh } from "./ssh-banner.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const MEMORY_MB = 512;
+/** TCG boots on a shared 2-core host can take minutes. */
+const SSH_DEADLINE_MS = 900_000;
 
 export interface RevertResult {
   revert_s: number;
@@ -84,7 +86,10 @@ export async function benchRevert(opts: { rounds?: number } = {}): Promise<Rever
     const publicKey = readFileSync(`${keyFile}.pub`, "utf8").trim();
     const vm = await api("POST", "/vms", { name: "bench-revert", image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true } });
     vmId = vm.id;
-    await waitSsh(vm.ssh_port, performance.now());
+    const booted = await waitSsh(vm.ssh_port, performance.now(), SSH_DEADLINE_MS).catch((e: Error) => {
+      throw new Error(`first boot: ${e.message}`);
+    });
+    console.error(`bench:revert: first boot answered SSH after ${booted.toFixed(1)} s`);
     // A real login first, then a quiet moment: the snapshot holds no half-open connection
     // (slirp's and the guest's TCP state are part of it).
     sh(["ssh", "-i", keyFile, "-p", String(vm.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "root@127.0.0.1", "true"]);
@@ -96,13 +101,18 @@ export async function benchRevert(opts: { rounds?: number } = {}): Promise<Rever
       const after = await api("POST", `/vms/${vm.id}/snapshots/warm/revert`);
       if (after.state !== "running") throw new Error(`after the revert the VM is ${after.state}`);
       const answered = (performance.now() - t0) / 1000;
-      return { answered, ssh: await waitSsh(vm.ssh_port, t0) };
+      const ssh = await waitSsh(vm.ssh_port, t0, SSH_DEADLINE_MS).catch((e: Error) => {
+        throw new Error(`after the revert (rcloud answered in ${answered.toFixed(1)} s): ${e.message}`);
+      });
+      return { answered, ssh };
     };
     const boot = async () => {
       await api("POST", `/vms/${vm.id}/stop?force=true`);
       const t0 = performance.now();
       await api("POST", `/vms/${vm.id}/start`);
-      return waitSsh(vm.ssh_port, t0);
+      return waitSsh(vm.ssh_port, t0, SSH_DEADLINE_MS).catch((e: Error) => {
+        throw new Error(`after a start: ${e.message}`);
+      });
     };
 
     const reverts: { answered: number; ssh: number }[] = [];
