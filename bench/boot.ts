@@ -17,6 +17,7 @@ import { buildSeedIso } from "../src/cloudinit/index.ts";
 import { loadConfig } from "../src/config/index.ts";
 import { startServer } from "../src/server.ts";
 import { stringify } from "yaml";
+import { waitSsh } from "./ssh-banner.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const argR = process.argv.indexOf("--rounds");
@@ -61,44 +62,6 @@ function freePort(): number {
   const p = l.port;
   l.stop(true);
   return p;
-}
-
-/** One attempt: connect and wait briefly for the SSH banner (slirp accepts before the guest listens). */
-function banner(port: number, timeoutMs = 1500): Promise<boolean> {
-  return new Promise((done) => {
-    let settled = false;
-    const finish = (ok: boolean, s?: { end(): void }) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      try {
-        s?.end();
-      } catch {
-        // closed
-      }
-      done(ok);
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        data: (s, d) => finish(Buffer.from(d).toString("latin1").startsWith("SSH-"), s),
-        close: () => finish(false),
-        end: () => finish(false),
-        error: () => finish(false),
-        connectError: () => finish(false),
-      },
-    }).catch(() => finish(false));
-  });
-}
-
-async function waitSsh(port: number, t0: number, deadlineMs = 300_000): Promise<number> {
-  while (performance.now() - t0 < deadlineMs) {
-    if (await banner(port)) return (performance.now() - t0) / 1000;
-    await Bun.sleep(50);
-  }
-  throw new Error(`no SSH banner on 127.0.0.1:${port} within ${deadlineMs} ms`);
 }
 
 async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {

@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   not_found: 404,
   name_taken: 409,
+  snapshot_exists: 409,
   invalid_state: 409,
   conflict: 409,
   hypervisor_unavailable: 503,

@@ -242,3 +242,34 @@ export interface ApiConsoleTicket {
   /** ISO 8601; the ticket is refused after this and after its first use. */
   expires_at: string;
 }
+
+/** POST /vms/{id}/snapshots. */
+export interface CreateSnapshotRequest {
+  /** SNAPSHOT_NAME_PATTERN; unique per VM. */
+  name: string;
+  /**
+   * true: the running VM's memory and device state too (a revert resumes it where it was);
+   * false: the disks of a stopped VM. Default: true when the VM runs, false when stopped.
+   */
+  memory?: boolean;
+}
+
+/** One snapshot of a VM (GET /vms/{id}/snapshots). */
+export interface ApiSnapshot {
+  name: string;
+  /** ISO 8601, to the second. */
+  created_at: string;
+  /** true: memory and disks (a revert leaves the VM running); false: disks only (a revert leaves it stopped). */
+  memory: boolean;
+  /** The VM's state when it was taken. */
+  state: "running" | "stopped";
+  /** Bytes of saved memory and device state, when the hypervisor says cheaply (QEMU driver); else null. */
+  vm_state_bytes: number | null;
+}
+
+/** DELETE /vms/{id}/snapshots/{name}. */
+export interface ApiSnapshotDeleted {
+  vm: string;
+  name: string;
+  status: "deleted";
+}

@@ -42,6 +42,12 @@ export const BRIDGE_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$";
 /** QMP commands the read-only passthrough accepts. */
 export const QMP_QUERY_PATTERN = "^query-[a-z0-9-]{1,60}$";
 
+/**
+ * Snapshot names: a letter or digit, then letters, digits, '.', '_' or '-', 1-63 characters
+ * (they go into qcow2 snapshot tables and libvirt XML, never into paths or shells).
+ */
+export const SNAPSHOT_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+
 /** Host names in `hosts:` and the API: DNS labels, like VM names. */
 export const HOST_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /** Placement group names (VMs of one group go to different hosts while hosts are left). */
@@ -67,7 +73,7 @@ export const LIFECYCLE_ACTIONS = ["vm-started", "vm-stopped", "vm-shutdown", "vm
 export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
 
 /** `action` of operation events: rcloud's own changes, and refusals of them. */
-export const OPERATION_ACTIONS = ["vm-created", "vm-deleted", "operation-failed"] as const;
+export const OPERATION_ACTIONS = ["vm-created", "vm-deleted", "snapshot-created", "snapshot-reverted", "snapshot-deleted", "operation-failed"] as const;
 export type OperationAction = (typeof OPERATION_ACTIONS)[number];
 
 /** `action` of stream events: the first line of a stream (subscribed, or gap when the ring no longer holds what was asked for), and the last when the consumer fell behind (cut-off). */

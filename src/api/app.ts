@@ -8,7 +8,7 @@ import { Elysia, t } from "elysia";
 import { bearerToken, type Caller, type TokenStore } from "../auth/index.ts";
 import { enterRequest } from "../util/request-context.ts";
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiConsoleTicket, ApiStatus, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiConsoleTicket, ApiStatus, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { ConsoleSession, HostInfo, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
@@ -17,7 +17,7 @@ import { eventRoutes } from "./events-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, UpdateVmBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -43,6 +43,7 @@ function isOpen(path: string, metricsOpen: boolean): boolean {
 
 const errors = (...codes: number[]) => Object.fromEntries([401, ...codes].map((c) => [c, ErrorBody]));
 const Ref = t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }) });
+const SnapshotRef = t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }), name: t.String({ description: "Snapshot name" }) });
 const HostRef = t.Object({ name: t.String({ description: "Host name (GET /hosts)" }) });
 
 /** Hosts show the whole fleet's layout and load: admin tokens only (or auth off). */
@@ -412,6 +413,43 @@ export function createApp(service: VmService, opts: AppOptions) {
           params: Ref,
           detail: { tags: ["vms"], summary: "Reboot a running VM" },
           response: { 200: Vm, ...errors(403, 404, 409, 503) },
+        })
+        .get("/vms/:id/snapshots", async ({ params, caller }) => ({ snapshots: await service.snapshots(params.id, caller) }), {
+          params: Ref,
+          detail: { tags: ["snapshots"], summary: "The VM's snapshots, oldest first" },
+          response: { 200: SnapshotList, ...errors(403, 404, 409, 503) },
+        })
+        .post(
+          "/vms/:id/snapshots",
+          async ({ params, body, set, caller }) => {
+            const snap = await service.createSnapshot(params.id, body as CreateSnapshotRequest, caller);
+            set.status = 201;
+            return snap;
+          },
+          {
+            params: Ref,
+            body: CreateSnapshotBody,
+            detail: {
+              tags: ["snapshots"],
+              summary: "Take a snapshot: of a running VM with its memory, of a stopped VM its disks",
+              description: "Internal qcow2 snapshots of every writable disk (the cloud-init seed CD-ROM is left out). 409 snapshot_exists when the name is taken, 409 invalid_state when memory does not fit the VM's state.",
+            },
+            response: { 201: Snapshot, ...errors(403, 404, 409, 422, 501, 503) },
+          },
+        )
+        .post("/vms/:id/snapshots/:name/revert", ({ params, caller }) => service.revertSnapshot(params.id, params.name, caller), {
+          params: SnapshotRef,
+          detail: {
+            tags: ["snapshots"],
+            summary: "Revert the VM to a snapshot",
+            description: "A memory snapshot leaves the VM running exactly where it was when taken; a disk-only one leaves it stopped with its disks as they were (what ran is powered off).",
+          },
+          response: { 200: Vm, ...errors(403, 404, 409, 422, 503) },
+        })
+        .delete("/vms/:id/snapshots/:name", ({ params, caller }) => service.deleteSnapshot(params.id, params.name, caller), {
+          params: SnapshotRef,
+          detail: { tags: ["snapshots"], summary: "Delete a snapshot (the VM stays as it is)" },
+          response: { 200: SnapshotDeleted, ...errors(403, 404, 409, 422, 503) },
         })
         .get("/vms/:id/console", ({ params, caller }) => service.console(params.id, caller), {
           params: Ref,

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, HOST_NAME_PATTERN, HOST_STATES, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, HOST_NAME_PATTERN, HOST_STATES, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -205,3 +205,33 @@ export const QmpBody = t.Object(
   },
   { additionalProperties: false },
 );
+
+const SnapshotName = t.String({
+  minLength: 1,
+  maxLength: 63,
+  pattern: SNAPSHOT_NAME_PATTERN,
+  description: "1-63 characters: a letter or digit, then letters, digits, '.', '_' or '-'; unique per VM",
+  examples: ["before-xfs-test"],
+});
+
+export const CreateSnapshotBody = t.Object(
+  {
+    name: SnapshotName,
+    memory: t.Optional(
+      t.Boolean({ description: "true: the running VM's memory too (a revert resumes it where it was); false: the stopped VM's disks. Default: true when the VM runs, false when stopped" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const Snapshot = t.Object({
+  name: t.String(),
+  created_at: t.String({ description: "ISO 8601, to the second" }),
+  memory: t.Boolean({ description: "memory and disks (a revert leaves the VM running) or disks only (a revert leaves it stopped)" }),
+  state: t.Union([t.Literal("running"), t.Literal("stopped")], { description: "the VM's state when it was taken" }),
+  vm_state_bytes: t.Nullable(t.Integer({ description: "bytes of saved memory and device state (QEMU driver); null when not known cheaply" })),
+});
+
+export const SnapshotList = t.Object({ snapshots: t.Array(Snapshot) });
+
+export const SnapshotDeleted = t.Object({ vm: t.String(), name: t.String(), status: t.Literal("deleted") });

@@ -151,6 +151,18 @@ export interface ConsoleInfo {
   ssh: { host: string; port: number; user: string } | null;
 }
 
+/** One internal (qcow2) snapshot of a VM, as the driver reads it. */
+export interface SnapshotInfo {
+  name: string;
+  /** ISO 8601. */
+  createdAt: string;
+  /** Memory and device state saved too (taken of a running VM). */
+  memory: boolean;
+  state: "running" | "stopped";
+  /** Bytes of saved memory/device state, when known cheaply; else null. */
+  vmStateBytes: number | null;
+}
+
 /** An interactive serial console session. */
 export interface ConsoleSession {
   /** Bytes from the guest's serial console. */
@@ -240,6 +252,16 @@ export interface VmDriver {
    * (DriverError "unsupported"). On failure the VM is left as it was.
    */
   update(name: string, change: VmChange): Promise<VmChangeResult>;
+  /**
+   * Internal snapshots, kept inside the VM's qcow2 disks (the seed CD-ROM excluded). With
+   * `memory` the running VM's RAM and device state too; without, the disks of the stopped VM.
+   * The service checks the VM's state, the name's shape and uniqueness first.
+   */
+  snapshots(name: string): Promise<SnapshotInfo[]>;
+  createSnapshot(name: string, snapshot: string, memory: boolean): Promise<SnapshotInfo>;
+  /** A memory snapshot leaves the VM running where it was; a disk-only one leaves it stopped. */
+  revertSnapshot(name: string, snapshot: string): Promise<void>;
+  deleteSnapshot(name: string, snapshot: string): Promise<void>;
   /** The last `maxBytes` of the VM's serial console log (empty before its first boot). */
   consoleLog?(name: string, maxBytes: number): Promise<Uint8Array>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */

@@ -39,6 +39,10 @@ export const WORKER_HOLDING_PROCEDURES: ReadonlySet<string> = new Set(
     "STORAGE_POOL_REFRESH",
     "STORAGE_POOL_CREATE",
     "STORAGE_POOL_BUILD",
+    // internal snapshots: qemu-img on each disk, or QEMU saving/loading the guest's memory
+    "DOMAIN_SNAPSHOT_CREATE_XML",
+    "DOMAIN_REVERT_TO_SNAPSHOT",
+    "DOMAIN_SNAPSHOT_DELETE",
   ].map((p) => `REMOTE_PROC_${p}`),
 );
 

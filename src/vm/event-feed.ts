@@ -157,6 +157,12 @@ export class VmEventFeed {
     };
   }
 
+  /** A snapshot was taken, reverted to or deleted: `detail` is the snapshot's name. */
+  snapshotted(action: "snapshot-created" | "snapshot-reverted" | "snapshot-deleted", vm: KnownVm, snapshot: string, requestId: string | null): void {
+    const operation = action === "snapshot-created" ? "snapshot-create" : action === "snapshot-reverted" ? "snapshot-revert" : "snapshot-delete";
+    this.enqueue(() => this.input("operation", action, vm, snapshot, { request_id: requestId, operation }));
+  }
+
   /** Called before a delete starts, so the driver's vm-undefined is recognised as ours. */
   beginDelete(vm: KnownVm): void {
     if (this.reporting.has(vm.host)) this.deleting.set(vm.name, { seen: false, resolve: null });

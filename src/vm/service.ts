@@ -5,7 +5,7 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiHost, ApiImage, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiHost, ApiImage, ApiSnapshot, ApiSnapshotDeleted, ApiVm, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
@@ -19,6 +19,7 @@ import { type FleetImage, findImage } from "./fleet-images.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
+import { checkSnapshotName, noSnapshot, snapshotKind, toApiSnapshot } from "./snapshots.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
 import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
 import { checkPoolRoom, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
@@ -613,6 +614,73 @@ export class VmService {
       this.byName.delete(rec.name);
       return { id: rec.id, name: rec.name, status: "destroyed" as const };
     });
+  }
+
+  // ---- snapshots (rules in snapshots.ts) ----
+
+  async snapshots(ref: string, caller: Caller | null = null): Promise<ApiSnapshot[]> {
+    const { host, rec } = await this.resolve(ref, caller);
+    return (await this.fleet.onHost(host, () => host.driver.snapshots(rec.name))).map(toApiSnapshot);
+  }
+
+  /** Takes a snapshot under the VM's lock: memory when it runs, its disks when stopped (snapshots.ts). */
+  async createSnapshot(ref: string, req: CreateSnapshotRequest, caller: Caller | null = null): Promise<ApiSnapshot> {
+    return this.tracked("snapshot-create", ref, caller, () =>
+      this.underLock(ref, caller, "snapshot_create", async (host, rec) => {
+        const name = checkSnapshotName(req?.name);
+        const memory = snapshotKind(rec, req?.memory);
+        const existing = await this.fleet.onHost(host, () => host.driver.snapshots(rec.name));
+        if (existing.some((s) => s.name === name)) throw new ServiceError("snapshot_exists", `${rec.name} already has a snapshot named '${name}'; delete it first or pick another name`, { field: "name" });
+        const made = await this.fleet.onHost(host, () => host.driver.createSnapshot(rec.name, name, memory));
+        this.feed?.snapshotted("snapshot-created", known(rec, host), name, currentRequestId());
+        return toApiSnapshot(made);
+      }),
+    );
+  }
+
+  /** Reverts to a snapshot: a memory snapshot leaves the VM running where it was, a disk-only one stopped. */
+  async revertSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiVm> {
+    return this.tracked("snapshot-revert", ref, caller, () =>
+      this.underLock(ref, caller, "snapshot_revert", async (host, rec) => {
+        const name = await this.mustHaveSnapshot(host, rec, snapshot);
+        await this.fleet.onHost(host, () => host.driver.revertSnapshot(rec.name, name));
+        this.feed?.snapshotted("snapshot-reverted", known(rec, host), name, currentRequestId());
+        const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
+        if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+        return this.toApi(after, host, true);
+      }),
+    );
+  }
+
+  async deleteSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiSnapshotDeleted> {
+    return this.tracked("snapshot-delete", ref, caller, () =>
+      this.underLock(ref, caller, "snapshot_delete", async (host, rec) => {
+        const name = await this.mustHaveSnapshot(host, rec, snapshot);
+        await this.fleet.onHost(host, () => host.driver.deleteSnapshot(rec.name, name));
+        this.feed?.snapshotted("snapshot-deleted", known(rec, host), name, currentRequestId());
+        return { vm: rec.name, name, status: "deleted" as const };
+      }),
+    );
+  }
+
+  private async mustHaveSnapshot(host: Host, rec: VmRecord, snapshot: string): Promise<string> {
+    const name = checkSnapshotName(snapshot);
+    const list = await this.fleet.onHost(host, () => host.driver.snapshots(rec.name));
+    if (!list.some((s) => s.name === name)) throw noSnapshot(rec.name, name, list);
+    return name;
+  }
+
+  /** Runs `fn` on the VM as it is now, holding the VM's lock like every change. */
+  private async underLock<T>(ref: string, caller: Caller | null, op: string, fn: (host: Host, rec: VmRecord) => Promise<T>): Promise<T> {
+    const found = await this.resolve(ref, caller);
+    const { host } = found;
+    return this.timed(op, () =>
+      this.locks.run(`name:${found.rec.name}`, async () => {
+        const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
+        if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
+        return fn(host, rec);
+      }),
+    );
   }
 
   async qmp(ref: string, command: string, args?: Record<string, unknown>, caller: Caller | null = null): Promise<unknown> {

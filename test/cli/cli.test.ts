@@ -294,7 +294,7 @@ describe("other commands", () => {
     expect((await server.req("POST", "/api/v1/vms", { name: vm, image: "debian13" })).status).toBe(201);
     const complete = bashCompleter(r.stdout, home, server.url);
     expect((await complete("rcloud v")).sort()).toEqual(["version", "vm"]);
-    expect(await complete("rcloud vm s")).toEqual(["show", "start", "stop", "ssh", "set"]);
+    expect(await complete("rcloud vm s")).toEqual(["show", "start", "stop", "ssh", "set", "snapshot"]);
     expect(await complete("rcloud vm create x --ne")).toEqual(["--network"]);
     expect(await complete("rcloud vm create x --network ")).toEqual(["bridge", "user", "none"]);
     expect(await complete("rcloud vm create x --image ")).toEqual(["debian13"]);

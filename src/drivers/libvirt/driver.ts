@@ -22,7 +22,7 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
@@ -37,6 +37,7 @@ import { withUpdatedAt } from "./metadata-xml.ts";
 import { Networks } from "./networks.ts";
 import { DomainRecords, readFacts } from "./records.ts";
 import { type PendingRollback, Rollbacks } from "./rollbacks.ts";
+import { DomainSnapshots } from "./snapshots.ts";
 import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
 
@@ -96,6 +97,7 @@ export class LibvirtDriver implements VmDriver {
   private readonly cache: DomainCache;
   /** VM records at a few calls per listing (records.ts). */
   private readonly records: DomainRecords;
+  private readonly snaps: DomainSnapshots;
 
   private readonly sshForward: { bind: string; address: string };
 
@@ -113,6 +115,7 @@ export class LibvirtDriver implements VmDriver {
     this.cache = new DomainCache((dom) => readFacts(sessions, this.storage, dom), () => this.events.tracking);
     this.events = new DomainEvents(this.cache);
     this.records = new DomainRecords(sessions, this.events, this.cache);
+    this.snaps = new DomainSnapshots(sessions);
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
@@ -415,6 +418,47 @@ export class LibvirtDriver implements VmDriver {
       return result;
     } catch (e) {
       translate(e, `changing ${name}`);
+    }
+  }
+
+  // ---- snapshots (snapshots.ts) ----
+
+  async snapshots(name: string): Promise<SnapshotInfo[]> {
+    try {
+      return await this.snaps.list(await this.mustLookup(name));
+    } catch (e) {
+      translate(e, `listing the snapshots of ${name}`);
+    }
+  }
+
+  async createSnapshot(name: string, snapshot: string, memory: boolean): Promise<SnapshotInfo> {
+    try {
+      const dom = await this.mustLookup(name);
+      const facts = await this.records.facts(dom);
+      if (!facts) throw new DriverError("not_found", `no VM named ${name}`);
+      const info = await this.snaps.create(dom, snapshot, memory, facts.disks);
+      await this.touch(dom);
+      return info;
+    } catch (e) {
+      translate(e, `taking snapshot ${snapshot} of ${name}`);
+    }
+  }
+
+  async revertSnapshot(name: string, snapshot: string): Promise<void> {
+    try {
+      const dom = await this.mustLookup(name);
+      await this.snaps.revert(dom, snapshot);
+      await this.touch(dom);
+    } catch (e) {
+      translate(e, `reverting ${name} to snapshot ${snapshot}`);
+    }
+  }
+
+  async deleteSnapshot(name: string, snapshot: string): Promise<void> {
+    try {
+      await this.snaps.delete(await this.mustLookup(name), snapshot);
+    } catch (e) {
+      translate(e, `deleting snapshot ${snapshot} of ${name}`);
     }
   }
 

@@ -22,6 +22,7 @@ import {
   type VmDriver,
   type VmRecord,
   type PendingChanges,
+  type SnapshotInfo,
   type VmChange,
   type VmChangeResult,
   type VmSpec,
@@ -40,6 +41,7 @@ import { cpuTimeNs, isOurQemu, qemuArgs, qemuLogTail, readPidfile, resolveAccel,
 import { StateLock } from "./lock.ts";
 import { checkSocketPaths, maxima, scanVms, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
 import { launchConfig, pendingOf, updateQemuVm } from "./update.ts";
+import * as snap from "./snapshots.ts";
 
 export interface QemuDriverOptions {
   /** qemu-system-x86_64 (config.qemu.binary). */
@@ -479,8 +481,8 @@ export class QemuDriver implements VmDriver {
     }
   }
 
-  /** Starts QEMU paused, checks it over QMP, then lets it run. */
-  private async launch(vm: StoredVm): Promise<number> {
+  /** Starts QEMU paused, checks it over QMP, then lets it run; `loadvm`: from that memory snapshot. */
+  private async launch(vm: StoredVm, loadvm: string | null = null): Promise<number> {
     const p = this.paths(vm.id);
     if (vm.network.mode === "bridge") checkBridge(vm.network.bridge);
     for (const f of [vm.boot?.kernel, vm.boot?.initrd]) {
@@ -489,7 +491,8 @@ export class QemuDriver implements VmDriver {
     this.cleanupRuntimeFiles(p);
     this.handOver(vm, p);
     const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
-    const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p)], p);
+    // -loadvm on the command line: QEMU 7.2 cannot load a snapshot over QMP in prelaunch.
+    const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p), ...(loadvm !== null ? ["-loadvm", loadvm] : [])], p);
     const rt: Runtime = newRuntime(pid);
     rt.events.starting = true;
     this.runtime.set(vm.id, rt);
@@ -504,7 +507,7 @@ export class QemuDriver implements VmDriver {
       await client.execute("cont");
       vm.live = launchConfig(vm); // the caller writes vm.json
       rt.events.starting = false;
-      this.emit(vm, "vm-started", "booted");
+      this.emit(vm, "vm-started", loadvm !== null ? "from-snapshot" : "booted");
       return pid;
     } catch (e) {
       // Never started, as far as anyone listening knows.
@@ -768,6 +771,74 @@ export class QemuDriver implements VmDriver {
       return done.result;
     } catch (e) {
       translate(e, `changing ${name}`);
+    }
+  }
+
+  // ---- snapshots (snapshots.ts) ---------------------------------------------------
+
+  /** The VM's QMP connection when QEMU runs it (running or paused); null when stopped. */
+  private async liveMonitor(vm: StoredVm): Promise<QmpClient | null> {
+    const { state, pid } = await this.liveState(vm.id);
+    if (pid === null) return null;
+    if (state !== "running" && state !== "paused") throw new DriverError("invalid_state", `${vm.name} is ${state}; snapshots need it running, paused or stopped`);
+    return this.monitor(vm.id);
+  }
+
+  private async listSnapshots(vm: StoredVm, qmp: QmpClient | null): Promise<SnapshotInfo[]> {
+    return qmp ? snap.listRunning(qmp) : snap.listStopped(this.qemuImg, this.paths(vm.id), vm.disks);
+  }
+
+  async snapshots(name: string): Promise<SnapshotInfo[]> {
+    const vm = this.mustGet(name);
+    try {
+      return await this.listSnapshots(vm, await this.liveMonitor(vm));
+    } catch (e) {
+      translate(e, `listing the snapshots of ${name}`);
+    }
+  }
+
+  async createSnapshot(name: string, snapshot: string, memory: boolean): Promise<SnapshotInfo> {
+    const vm = this.mustGet(name);
+    try {
+      const qmp = await this.liveMonitor(vm);
+      if (memory && !qmp) throw new DriverError("invalid_state", `${name} is stopped; a memory snapshot needs it running (or take one without memory)`);
+      if (!memory && qmp) throw new DriverError("invalid_state", `${name} is running; a disk-only snapshot needs it stopped (or take one with memory)`);
+      const info = qmp ? await snap.saveRunning(qmp, snapshot) : await snap.saveStopped(this.qemuImg, this.paths(vm.id), vm.disks, snapshot);
+      this.touch(vm);
+      return info;
+    } catch (e) {
+      translate(e, `taking snapshot ${snapshot} of ${name}`);
+    }
+  }
+
+  async revertSnapshot(name: string, snapshot: string): Promise<void> {
+    const vm = this.mustGet(name);
+    try {
+      const qmp = await this.liveMonitor(vm);
+      const target = snap.find(await this.listSnapshots(vm, qmp), name, snapshot);
+      if (target.memory) {
+        if (qmp) await snap.loadRunning(qmp, snapshot);
+        else await this.launch(vm, snapshot);
+      } else {
+        // Disks are reverted with QEMU gone; what runs now is thrown away, as the revert asks.
+        if (qmp) await this.stop(name, { force: true, timeoutMs: 0 });
+        await snap.applyStopped(this.qemuImg, this.paths(vm.id), vm.disks, snapshot);
+      }
+      this.touch(vm);
+    } catch (e) {
+      translate(e, `reverting ${name} to snapshot ${snapshot}`);
+    }
+  }
+
+  async deleteSnapshot(name: string, snapshot: string): Promise<void> {
+    const vm = this.mustGet(name);
+    try {
+      const qmp = await this.liveMonitor(vm);
+      snap.find(await this.listSnapshots(vm, qmp), name, snapshot);
+      if (qmp) await snap.deleteRunning(qmp, snapshot);
+      else await snap.deleteStopped(this.qemuImg, this.paths(vm.id), vm.disks, snapshot);
+    } catch (e) {
+      translate(e, `deleting snapshot ${snapshot} of ${name}`);
     }
   }
 
