@@ -14,6 +14,8 @@ export const ERROR_STATUS = {
   forbidden_origin: 403,
   forbidden_host: 403,
   payload_too_large: 413,
+  length_required: 411,
+  nothing_uploaded: 409,
   not_found: 404,
   name_taken: 409,
   invalid_state: 409,

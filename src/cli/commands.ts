@@ -12,6 +12,7 @@ import { HOST_COMMANDS } from "./host.ts";
 import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
 import { UPDATE_COMMANDS } from "./vm-update.ts";
+import { BOOT_COMMANDS } from "./vm-boot.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
 
@@ -494,6 +495,7 @@ export const COMMANDS: Command[] = [
     },
   },
   ...UPDATE_COMMANDS,
+  ...BOOT_COMMANDS,
   ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];
