@@ -17,6 +17,7 @@ import { buildSeedIso } from "../src/cloudinit/index.ts";
 import { loadConfig } from "../src/config/index.ts";
 import { startServer } from "../src/server.ts";
 import { stringify } from "yaml";
+import { freePort, median, r3, waitSsh } from "./ssh-wait.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const argR = process.argv.indexOf("--rounds");
@@ -54,51 +55,6 @@ for (let i = 0; ; i++) {
   if ((await fetch(`${server.url}/api/v1/health`)).status === 200) break;
   if (i > 100) throw new Error("rcloud did not become healthy");
   await Bun.sleep(100);
-}
-
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
-
-/** One attempt: connect and wait briefly for the SSH banner (slirp accepts before the guest listens). */
-function banner(port: number, timeoutMs = 1500): Promise<boolean> {
-  return new Promise((done) => {
-    let settled = false;
-    const finish = (ok: boolean, s?: { end(): void }) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      try {
-        s?.end();
-      } catch {
-        // closed
-      }
-      done(ok);
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        data: (s, d) => finish(Buffer.from(d).toString("latin1").startsWith("SSH-"), s),
-        close: () => finish(false),
-        end: () => finish(false),
-        error: () => finish(false),
-        connectError: () => finish(false),
-      },
-    }).catch(() => finish(false));
-  });
-}
-
-async function waitSsh(port: number, t0: number, deadlineMs = 300_000): Promise<number> {
-  while (performance.now() - t0 < deadlineMs) {
-    if (await banner(port)) return (performance.now() - t0) / 1000;
-    await Bun.sleep(50);
-  }
-  throw new Error(`no SSH banner on 127.0.0.1:${port} within ${deadlineMs} ms`);
 }
 
 async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
@@ -171,7 +127,6 @@ async function rawRound(i: number): Promise<number> {
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const rc: number[] = [];
 const raw: number[] = [];
 const post: number[] = [];
@@ -187,7 +142,6 @@ try {
       } else raw.push(await rawRound(i));
     }
   }
-  const r3 = (n: number) => Math.round(n * 1000) / 1000;
   console.log(
     JSON.stringify({
       rcloud_s: r3(median(rc)),

@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   length_required: 411,
   nothing_uploaded: 409,
+  boot_failed: 422,
   not_found: 404,
   name_taken: 409,
   invalid_state: 409,

@@ -642,9 +642,11 @@ export class VmService {
             await on(() => driver.start(rec.name));
           } catch (e) {
             const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
+            // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
+            const code = err.code === "internal_error" ? "boot_failed" : err.code;
             const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
             const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
-            throw new ServiceError(err.code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
+            throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
           }
           this.feed?.operated("start", known(rec, host));
           const after = await on(() => driver.get(rec.name));

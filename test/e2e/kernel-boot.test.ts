@@ -87,7 +87,8 @@ test("upload over TLS → boot to SSH → a kernel QEMU cannot load → back to 
   const elf = await upload(server.url, vm.id, "kernel", Bun.file("/bin/true"));
   expect(elf.status).toBe(200);
   const bad = await server.req("POST", `/api/v1/vms/${vm.id}/boot`, { force: true });
-  expect(bad.status).toBeGreaterThanOrEqual(400);
+  expect(bad.status).toBe(422);
+  expect(bad.json.error.code).toBe("boot_failed");
   expect(bad.json.error.message).toContain('{"kernel": "image"}');
   const after = (await server.req("GET", `/api/v1/vms/${vm.id}`)).json;
   expect(after).toMatchObject({ state: "stopped", kernel: elf.json.path });
