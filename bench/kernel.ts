@@ -12,7 +12,7 @@
  * Prints one JSON line of medians: {ours_s, raw_s, ratio, rounds, ...}. Each figure is one
  * entry of `figures` below: a further measurement adds its own key there.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { buildSeedIso } from "../src/cloudinit/index.ts";
@@ -38,6 +38,7 @@ const initrd = process.env.RCLOUD_TEST_DISK_INITRD ?? join(diskDir, "initrd.img"
 for (const f of [disk, kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} missing: run scripts/lib/disk-image.sh`);
 
 const work = mkdtempSync("/tmp/rckb-");
+chmodSync(work, 0o711); // QEMU runs as qemu.run_as (rcloud-qemu) when this runs as root: it must reach the state directory
 const images = join(work, "images");
 mkdirSync(images);
 copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
@@ -58,8 +59,9 @@ writeFileSync(
 );
 const server = await startServer({ config: loadConfig({ file: cfgFile, env: {} }), port: 0 });
 for (let i = 0; ; i++) {
-  if ((await fetch(`${server.url}/api/v1/health`)).status === 200) break;
-  if (i > 600) throw new Error("rcloud did not become healthy within 60 s");
+  const health = await fetch(`${server.url}/api/v1/health`);
+  if (health.status === 200) break;
+  if (i > 600) throw new Error(`rcloud did not become healthy within 60 s: ${await health.text()}`);
   await Bun.sleep(100);
 }
 
@@ -130,7 +132,13 @@ try {
   for (let i = 0; i < rounds; i++) {
     // Alternate which goes first, so neither always meets a warmer page cache.
     const order = i % 2 === 0 ? names : [...names].reverse();
-    for (const n of order) figures[n]!.runs.push(await figures[n]!.round());
+    for (const n of order) {
+      const v = await figures[n]!.round().catch((e: unknown) => {
+        throw new Error(`round ${i + 1}, ${n}: ${(e as Error).message}`);
+      });
+      figures[n]!.runs.push(v);
+      console.error(`round ${i + 1}: ${n} ${r3(v)}`);
+    }
   }
   const medians = Object.fromEntries(names.map((n) => [n, r3(median(figures[n]!.runs))]));
   const runs = Object.fromEntries(names.map((n) => [n.replace(/_s$/, "_runs_s"), figures[n]!.runs.map(r3)]));

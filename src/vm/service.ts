@@ -571,10 +571,11 @@ export class VmService {
     let body = data;
     try {
       return await this.tracked(`upload_${kind}`, ref, caller, async () => {
+        // Who may, then how much: nothing of the body is read before both.
+        const { host, rec } = await this.resolve(ref, caller);
         const limit = this.defaults.maxKernelBytes ?? DEFAULT_MAX_KERNEL_BYTES;
         if (sizeBytes === null) throw new ServiceError("length_required", `send the ${kind}'s size as Content-Length (a chunked body is not accepted here)`);
         if (sizeBytes > limit) throw new ServiceError("payload_too_large", `the ${kind} has ${sizeBytes} bytes; at most ${limit} are accepted (vm_defaults.max_kernel_bytes)`);
-        const { host, rec } = await this.resolve(ref, caller);
         if (sizeBytes === 0 || body === null) throw invalid("body", `is empty; send the ${kind} file as the request body`);
         const peeked = await peekHead(body);
         body = peeked.body;
