@@ -24,6 +24,8 @@ const repo = resolve(import.meta.dir, "..");
 const argR = process.argv.indexOf("--rounds");
 const rounds = argR > 0 ? Number(process.argv[argR + 1]) : 3;
 const CMDLINE = "console=ttyS0,115200";
+/** A TCG boot on a busy shared host can take minutes; this only stops a hang. */
+const SSH_DEADLINE_MS = 900_000;
 
 function sh(cmd: string[]): string {
   const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
@@ -85,7 +87,9 @@ async function oursRound(): Promise<number> {
     stderr: "inherit",
   });
   if ((await cli.exited) !== 0) throw new Error("rcloud vm boot failed");
-  const s = await waitSsh(vm.ssh_port, t0);
+  // The forwarded port as the running VM has it (cheap: a GET on the same host).
+  const running = await api("GET", `/vms/${vm.id}`);
+  const s = await waitSsh(running.ssh_port, t0, SSH_DEADLINE_MS);
   await api("POST", `/vms/${vm.id}/stop?force=true`);
   return s;
 }
@@ -114,7 +118,7 @@ async function rawRound(): Promise<number> {
     "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
   ], { stdin: "ignore", stdout: "ignore", stderr: "inherit" });
   try {
-    return await waitSsh(port, t0);
+    return await waitSsh(port, t0, SSH_DEADLINE_MS);
   } finally {
     qemu.kill("SIGKILL");
     await qemu.exited;
