@@ -17,7 +17,7 @@ import { buildSeedIso } from "../src/cloudinit/index.ts";
 import { loadConfig } from "../src/config/index.ts";
 import { startServer } from "../src/server.ts";
 import { stringify } from "yaml";
-import { waitSsh } from "./ssh-banner.ts";
+import { freePort, median, r3, waitSsh } from "./ssh-wait.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const argR = process.argv.indexOf("--rounds");
@@ -55,13 +55,6 @@ for (let i = 0; ; i++) {
   if ((await fetch(`${server.url}/api/v1/health`)).status === 200) break;
   if (i > 100) throw new Error("rcloud did not become healthy");
   await Bun.sleep(100);
-}
-
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
 }
 
 async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
@@ -134,7 +127,6 @@ async function rawRound(i: number): Promise<number> {
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const rc: number[] = [];
 const raw: number[] = [];
 const post: number[] = [];
@@ -150,7 +142,6 @@ try {
       } else raw.push(await rawRound(i));
     }
   }
-  const r3 = (n: number) => Math.round(n * 1000) / 1000;
   console.log(
     JSON.stringify({
       rcloud_s: r3(median(rc)),

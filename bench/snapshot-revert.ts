@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../src/config/index.ts";
 import { startServer } from "../src/server.ts";
-import { waitSsh } from "./ssh-banner.ts";
+import { median, r3, waitSsh } from "./ssh-wait.ts";
 
 const repo = resolve(import.meta.dir, "..");
 const MEMORY_MB = 512;
@@ -43,8 +43,6 @@ function sh(cmd: string[]): string {
   return r.stdout.toString();
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const r3 = (n: number) => Math.round(n * 1000) / 1000;
 
 export async function benchRevert(opts: { rounds?: number } = {}): Promise<RevertResult> {
   const rounds = opts.rounds ?? 3;

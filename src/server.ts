@@ -138,6 +138,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       maxExtraDisks: d.max_extra_disks,
       vcpuOvercommit: d.vcpu_overcommit,
       memoryOvercommit: d.memory_overcommit,
+      maxKernelBytes: d.max_kernel_bytes,
     },
     onOperation: (op, ms, ok) => {
       metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000);
@@ -167,7 +168,9 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   const guard = new RequestGuard({ bindHost: hostname, scheme, publicNames: config.server.public_names, allowedOrigins: config.server.allowed_origins });
   const app = createApp(service, { version: VERSION, log, metrics, auth, guard, maxBodyBytes: config.server.max_body_bytes, events: { bus: events } });
   // reusePort off: a second rcloud on the same port must fail, not silently share the traffic.
-  app.listen({ hostname, port, idleTimeout: config.server.idle_timeout_s, reusePort: false, ...(tls ? { tls } : {}) });
+  // Bun's own cap on bodies must let an uploaded kernel through (the routes enforce their limits).
+  const maxRequestBodySize = Math.max(config.server.max_body_bytes, d.max_kernel_bytes) + 1024 * 1024;
+  app.listen({ hostname, port, idleTimeout: config.server.idle_timeout_s, reusePort: false, maxRequestBodySize, ...(tls ? { tls } : {}) });
   const actualPort = app.server?.port ?? port;
   log("info", "rcloud listening", {
     url: `${scheme}://${bind}`,

@@ -163,6 +163,30 @@ export interface UpdateVmRequest {
   restart?: boolean;
 }
 
+/**
+ * POST /vms/{id}/boot: restart the VM on its uploaded kernel (PUT /vms/{id}/kernel, direct
+ * boot) or back on its image's own kernel (boot from the disk).
+ */
+export interface BootVmRequest {
+  /** Default "uploaded". */
+  kernel?: "uploaded" | "image";
+  /** With kernel "uploaded": the uploaded initrd (default, when there is one) or none. */
+  initrd?: "uploaded" | "none";
+  /** Kernel command line (kernel "uploaded" only); left out: the VM's current one. */
+  cmdline?: string | null;
+  /** Power the VM off at once instead of shutting it down gracefully. */
+  force?: boolean;
+}
+
+/** PUT /vms/{id}/kernel and /vms/{id}/initrd: what was stored. */
+export interface ApiBootFile {
+  vm: string;
+  kind: "kernel" | "initrd";
+  size_bytes: number;
+  /** Where the VM's host keeps it. */
+  path: string;
+}
+
 /** GET /vms/{id}/console. */
 export interface ApiConsole {
   type: "serial";

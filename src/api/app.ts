@@ -14,6 +14,7 @@ import type { ConsoleSession, HostInfo, VmService } from "../vm/service.ts";
 import type { Metrics } from "./metrics.ts";
 import { ConsoleTickets } from "./console-tickets.ts";
 import { eventRoutes } from "./events-routes.ts";
+import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
@@ -126,11 +127,14 @@ export function createApp(service: VmService, opts: AppOptions) {
       // then the declared size.
       opts.guard?.check(request);
       callers.set(request, authenticate(request));
-      checkContentLength(request, maxBody);
+      // Kernel uploads stream to the VM's host under their own limit (vm_defaults.max_kernel_bytes).
+      if (!isBootFileUpload(request)) checkContentLength(request, maxBody);
     })
     // Bodies without Content-Length (chunked) are counted as they arrive and cut off at the
     // limit; bodies with one were checked above and go to Elysia's own parsers.
     .onParse(async ({ request, contentType }) => {
+      // A kernel upload's body is the route's to stream: a value here (null) stops Elysia's parsers.
+      if (isBootFileUpload(request)) return null;
       if (request.body === null || request.headers.get("content-length") !== null) return;
       const text = new TextDecoder().decode(await readBodyLimited(request, maxBody));
       if (!/[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "")) return text;
@@ -145,7 +149,8 @@ export function createApp(service: VmService, opts: AppOptions) {
     // create or a graceful stop can take minutes, so requests that change VMs are exempt, once
     // authenticated and their body is read.
     .onBeforeHandle({ as: "global" }, ({ request, server }) => {
-      if (request.method !== "GET" && request.method !== "HEAD") server?.timeout(request, 0);
+      // Uploads: once their body is in (boot-routes.ts), so a client that stops sending is still cut off.
+      if (request.method !== "GET" && request.method !== "HEAD" && !isBootFileUpload(request)) server?.timeout(request, 0);
     })
     .onAfterResponse(({ request, route, set }) => {
       const s = started.get(request);
@@ -225,6 +230,7 @@ export function createApp(service: VmService, opts: AppOptions) {
     .use(uiPage)
     .group("/api/v1", (api) =>
       api
+        .use(bootRoutes({ service, callerOf: (r) => callers.get(r) ?? null }))
         .use(opts.events ? eventRoutes({ bus: opts.events.bus, callerOf: (r) => callers.get(r) ?? null, heartbeatMs: opts.events.heartbeatMs }) : new Elysia())
         .get(
           "/health",

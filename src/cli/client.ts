@@ -31,10 +31,19 @@ export class ApiClient {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.requestTimeoutMs): Promise<T> {
+    return this.send<T>(method, path, { body }, timeoutMs);
+  }
+
+  /** PUTs a file as the raw request body (kernel uploads), streamed from disk. */
+  async upload<T>(path: string, file: Blob, timeoutMs = this.requestTimeoutMs): Promise<T> {
+    return this.send<T>("PUT", path, { file }, timeoutMs);
+  }
+
+  private async send<T>(method: string, path: string, content: { body?: unknown; file?: Blob }, timeoutMs: number): Promise<T> {
     const url = apiUrl(this.endpoint, path);
     let res: ApiAnswer;
     try {
-      res = await apiRequest({ endpoint: this.endpoint, method, path, body, token: this.token, userAgent: `rcloud-cli/${VERSION}`, signal: AbortSignal.timeout(timeoutMs) });
+      res = await apiRequest({ endpoint: this.endpoint, method, path, ...content, token: this.token, userAgent: `rcloud-cli/${VERSION}`, signal: AbortSignal.timeout(timeoutMs) });
     } catch (e) {
       throw this.unreachable(method, url, e as Error, timeoutMs);
     }

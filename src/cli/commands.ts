@@ -13,6 +13,7 @@ import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTabl
 import { TOKEN_COMMANDS } from "./token.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot.ts";
 import { UPDATE_COMMANDS } from "./vm-update.ts";
+import { BOOT_COMMANDS } from "./vm-boot.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
 
@@ -496,6 +497,7 @@ export const COMMANDS: Command[] = [
   },
   ...UPDATE_COMMANDS,
   ...SNAPSHOT_COMMANDS,
+  ...BOOT_COMMANDS,
   ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];

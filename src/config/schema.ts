@@ -263,6 +263,10 @@ export const CONFIG_SCHEMA = Section({
       env: "RCLOUD_KERNEL_DIR",
       description: "directory direct-kernel-boot files must live under (absolute); enables the feature",
     }),
+    max_kernel_bytes: Int(1024 * 1024, 4 * 1024 * 1024 * 1024, {
+      default: 512 * 1024 * 1024,
+      description: "largest kernel or initrd a VM may be sent (PUT /vms/{id}/kernel, /initrd), bytes; server.max_body_bytes does not apply to these",
+    }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
     max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),

@@ -194,6 +194,14 @@ export interface DriverEvent {
   detail: string;
 }
 
+/** A kernel or initrd uploaded for one VM, stored with its disks on its host. */
+export interface UploadedBootFile {
+  kind: "kernel" | "initrd";
+  /** Where QEMU opens it on the VM's host. */
+  path: string;
+  sizeBytes: number;
+}
+
 /** An image's bytes, read from the host that has it (image copy between hosts). */
 export interface ImageReader {
   image: ImageInfo;
@@ -240,6 +248,15 @@ export interface VmDriver {
    * naming the directory otherwise; DriverError("unsupported") when the host has none.
    */
   bootFile(kind: "kernel" | "initrd", path: string): Promise<string>;
+  /**
+   * Stores `data` (exactly `sizeBytes`) as the VM's uploaded kernel or initrd, in its storage
+   * on its host. It replaces the previous upload only once complete; older uploads the VM's
+   * definition does not boot from are deleted. On failure `data` is cancelled and the previous
+   * upload stays. Everything uploaded goes with the VM on delete.
+   */
+  storeBootFile(name: string, kind: "kernel" | "initrd", sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<UploadedBootFile>;
+  /** The VM's current uploads (null for a kind never uploaded). */
+  uploadedBootFiles(name: string): Promise<{ kernel: UploadedBootFile | null; initrd: UploadedBootFile | null }>;
   /** Opens an image for reading (image copy). */
   readImage(id: string): Promise<ImageReader>;
   /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */

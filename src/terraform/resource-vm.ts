@@ -51,6 +51,8 @@ const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 
 const replaceNote = " Changing it creates a new VM.";
+/** Direct boot settings: a change restarts a running VM on them. */
+const BOOT_ATTRS = ["kernel", "initrd", "cmdline"] as const;
 const inPlace = " Changed in place: live where the VM can take it, else at its next stop and start (see `restart_required`, `allow_restart`).";
 
 export const diskAttrs: Attr[] = [
@@ -86,9 +88,9 @@ export const vmSchema: BlockSchema = {
     { name: "network", nested: { nesting: "SINGLE", attributes: networkAttrs }, optional: true, computed: true, description: "Networking." + replaceNote },
     { name: "ssh_public_key", type: "string", optional: true, description: "An OpenSSH public key line installed for `ssh_user` by cloud-init." + replaceNote },
     { name: "ssh_user", type: "string", optional: true, computed: true, description: "Login user created by cloud-init. Default: the server's `vm_defaults.ssh_user` (`kdevops`)." + replaceNote },
-    { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`). Changed in place, for the next start." },
-    { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`). Changed in place, for the next start." },
-    { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`). Changed in place, for the next start." },
+    { name: "kernel", type: "string", optional: true, description: "Host path of a kernel for direct boot (inside the server's `vm_defaults.kernel_dir`). Changed in place: a running VM is stopped gracefully, switched and started (whatever `allow_restart` says)." },
+    { name: "initrd", type: "string", optional: true, description: "Host path of an initrd for direct boot (needs `kernel`). Changed in place: a running VM is stopped gracefully, switched and started (whatever `allow_restart` says)." },
+    { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`). Changed in place: a running VM is stopped gracefully, switched and started (whatever `allow_restart` says)." },
     { name: "host", type: "string", optional: true, computed: true, description: "The host that runs the VM (a name from the `rcloud_hosts` data source). Default: the server places the VM." + replaceNote },
     { name: "placement_group", type: "string", optional: true, description: "VMs of one placement group go to different hosts while there are hosts left." + replaceNote },
     { name: "running", type: "bool", optional: true, computed: true, description: "Whether the VM should run (default `true`). Changing it starts or stops the VM in place." },
@@ -331,7 +333,9 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
   for (const a of computedOut) planned[a.name] = prior[a.name] ?? null;
   planned.restart_required = prior.restart_required ?? null;
   const updating = UPDATABLE.some((k) => !sameValue(planned[k], prior[k]));
-  if (planned.running !== prior.running || (updating && planned.allow_restart === true)) {
+  // A new kernel, initrd or command line is booted at once: the VM is stopped, switched, started.
+  const rebooting = BOOT_ATTRS.some((k) => !sameValue(planned[k], prior[k])) && planned.running !== false;
+  if (planned.running !== prior.running || (updating && planned.allow_restart === true) || rebooting) {
     // Starting, stopping or restarting changes these; their new values are known only after apply.
     planned.state = UNKNOWN;
     planned.ip_address = UNKNOWN;
@@ -457,6 +461,8 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     let restarted = false;
     if (Object.keys(body).length > 0) {
       if (wantRunning !== isRunningState(vm.state)) body.running = wantRunning;
+      // Direct boot changes in place by a restart (stop, switch, start), allow_restart or not.
+      else if (wantRunning && BOOT_ATTRS.some((k) => body[k] !== undefined)) body.restart = true;
       const r = await patchVm(client, id, body, planned.allow_restart === true);
       vm = r.vm;
       restarted = r.restarted;
@@ -476,6 +482,7 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
 async function patchVm(client: RcloudClient, id: string, body: UpdateVmRequest, allowRestart: boolean): Promise<{ vm: ApiVm; restarted: boolean }> {
   try {
     const vm = await client.updateVm(id, body);
+    if (body.restart === true) return { vm, restarted: true };
     if (!allowRestart || !vm.restart_required || body.running === false) return { vm, restarted: false };
     return { vm: await client.updateVm(id, { restart: true }), restarted: true };
   } catch (e) {

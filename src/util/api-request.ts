@@ -9,6 +9,8 @@ export interface ApiRequest {
   /** Under /api/v1, e.g. `/vms`. */
   path: string;
   body?: unknown;
+  /** A file sent as the raw body instead (kernel uploads); its size goes as Content-Length. */
+  file?: Blob;
   token: string | null;
   userAgent: string;
   signal: AbortSignal;
@@ -32,12 +34,13 @@ export function apiUrl(endpoint: string, path: string): string {
 export async function apiRequest(req: ApiRequest): Promise<ApiAnswer> {
   const url = apiUrl(req.endpoint, req.path);
   const headers: Record<string, string> = { accept: "application/json", "user-agent": req.userAgent };
-  if (req.body !== undefined) headers["content-type"] = "application/json";
+  if (req.file !== undefined) headers["content-type"] = "application/octet-stream";
+  else if (req.body !== undefined) headers["content-type"] = "application/json";
   if (req.token) headers.authorization = `Bearer ${req.token}`;
   const res = await fetch(url, {
     method: req.method,
     headers,
-    body: req.body === undefined ? undefined : JSON.stringify(req.body),
+    body: req.file ?? (req.body === undefined ? undefined : JSON.stringify(req.body)),
     signal: req.signal,
   });
   const text = await res.text();

@@ -5,10 +5,10 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiHost, ApiImage, ApiSnapshot, ApiSnapshotDeleted, ApiVm, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiBootFile, ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
@@ -22,7 +22,8 @@ import { QuotaReservations } from "./quota-reservations.ts";
 import { checkSnapshotName, noSnapshot, snapshotKind, toApiSnapshot } from "./snapshots.ts";
 import { SshPortReservations } from "./ssh-ports.ts";
 import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
-import { checkPoolRoom, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { bootFileProblem, cmdlineProblem, peekHead } from "./boot-upload-check.ts";
+import { checkPoolRoom, DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 
 export type { ServiceDefaults };
 
@@ -589,6 +590,104 @@ export class VmService {
     };
     const no = refusal(candidate, { vcpus: plan.next.vcpus, memoryMb: plan.next.memoryMb, image: rec.image, pinned: host.name });
     if (no) throw new ServiceError("capacity_exceeded", `host ${host.name}: ${no.reason}`, { field: no.resource === "vcpus" ? "vcpus" : "memory_mb", hosts: [{ host: no.host, reason: no.reason }] });
+  }
+
+  /**
+   * PUT /vms/{id}/kernel|initrd: stores the body (exactly `sizeBytes`, streamed, never held
+   * whole) as the VM's uploaded kernel or initrd on its host, after a look at its first
+   * bytes. The previous upload stays until this one is complete. `data` is cancelled on any
+   * refusal.
+   */
+  async storeBootFile(ref: string, kind: "kernel" | "initrd", sizeBytes: number | null, data: ReadableStream<Uint8Array> | null, caller: Caller | null = null): Promise<ApiBootFile> {
+    let body = data;
+    try {
+      return await this.tracked(`upload_${kind}`, ref, caller, async () => {
+        // Who may, then how much: nothing of the body is read before both.
+        const { host, rec } = await this.resolve(ref, caller);
+        const limit = this.defaults.maxKernelBytes ?? DEFAULT_MAX_KERNEL_BYTES;
+        if (sizeBytes === null) throw new ServiceError("length_required", `send the ${kind}'s size as Content-Length (a chunked body is not accepted here)`);
+        if (sizeBytes > limit) throw new ServiceError("payload_too_large", `the ${kind} has ${sizeBytes} bytes; at most ${limit} are accepted (vm_defaults.max_kernel_bytes)`);
+        if (sizeBytes === 0 || body === null) throw invalid("body", `is empty; send the ${kind} file as the request body`);
+        const peeked = await peekHead(body);
+        body = peeked.body;
+        const problem = bootFileProblem(kind, peeked.head);
+        if (problem) throw invalid("body", `the ${kind} ${problem}`);
+        const stream = body;
+        return this.locks.run(`name:${rec.name}`, () =>
+          this.timed(`upload_${kind}`, async () => {
+            const stored = await this.fleet.onHost(host, () => host.driver.storeBootFile(rec.name, kind, sizeBytes, stream));
+            return { vm: rec.id, kind, size_bytes: stored.sizeBytes, path: stored.path };
+          }),
+        );
+      });
+    } catch (e) {
+      await body?.cancel(e).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * POST /vms/{id}/boot: stops the VM (gracefully unless `force`), points its definition at
+   * its uploaded kernel (and initrd) with `cmdline`, or back at booting from its disk, and
+   * starts it. A VM that does not start that way is left stopped with that setting (the
+   * error says so); `kernel: "image"` takes it back to its disk.
+   */
+  async boot(ref: string, req: BootVmRequest, caller: Caller | null = null): Promise<ApiVm> {
+    return this.tracked("boot", ref, caller, async () => {
+      const which = req.kernel ?? "uploaded";
+      if (which !== "uploaded" && which !== "image") throw invalid("kernel", 'must be "uploaded" (the kernel sent with PUT /vms/{id}/kernel) or "image" (the image\'s own, from the disk)');
+      const initrd = req.initrd ?? "uploaded";
+      if (initrd !== "uploaded" && initrd !== "none") throw invalid("initrd", 'must be "uploaded" or "none"');
+      if (req.cmdline !== undefined && req.cmdline !== null) {
+        const problem = cmdlineProblem(req.cmdline);
+        if (problem) throw invalid("cmdline", problem);
+      }
+      if (which === "image" && ((req.cmdline ?? null) !== null || req.initrd !== undefined)) {
+        throw invalid(req.initrd !== undefined ? "initrd" : "cmdline", 'goes with kernel "uploaded" only: the image\'s kernel boots as its disk\'s boot loader says');
+      }
+      const found = await this.resolve(ref, caller);
+      const { host } = found;
+      const driver = host.driver;
+      const on = <T>(call: () => Promise<T>) => this.fleet.onHost(host, call);
+      return this.timed("boot", () =>
+        this.locks.run(`name:${found.rec.name}`, async () => {
+          const rec = await on(() => driver.get(found.rec.name));
+          if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
+          let boot: VmBoot | null = null;
+          if (which === "uploaded") {
+            const up = await on(() => driver.uploadedBootFiles(rec.name));
+            if (!up.kernel) {
+              throw new ServiceError("nothing_uploaded", `${rec.name} has no uploaded kernel; PUT it to /api/v1/vms/${rec.name}/kernel first (rcloud vm boot ${rec.name} --kernel FILE does both)`, { field: "kernel" });
+            }
+            const cmdline = req.cmdline !== undefined ? req.cmdline : (effective(rec).boot?.cmdline ?? null);
+            boot = { kernel: up.kernel.path, initrd: initrd === "uploaded" ? (up.initrd?.path ?? null) : null, cmdline: cmdline === "" ? null : cmdline };
+          }
+          if (rec.state !== "stopped") {
+            const force = req.force === true || rec.state === "crashed";
+            await on(() => driver.stop(rec.name, { force, timeoutMs: this.defaults.stopTimeoutS * 1000 }));
+            this.feed?.operated("stop", known(rec, host));
+          }
+          const stopped = await on(() => driver.get(rec.name));
+          if (!stopped) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+          if (!sameBoot(boot, effective(stopped).boot)) await on(() => driver.update(rec.name, { boot }));
+          try {
+            await on(() => driver.start(rec.name));
+          } catch (e) {
+            const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
+            // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
+            const code = err.code === "internal_error" ? "boot_failed" : err.code;
+            const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
+            const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
+            throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
+          }
+          this.feed?.operated("start", known(rec, host));
+          const after = await on(() => driver.get(rec.name));
+          if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+          this.remember(host, [after]);
+          return this.toApi(after, host, true);
+        }),
+      );
+    });
   }
 
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {

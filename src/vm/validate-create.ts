@@ -40,7 +40,12 @@ export interface ServiceDefaults {
   vcpuOvercommit: number;
   /** A VM's memory may be up to the host's times this: memory is not time-shared, so 1 by default. */
   memoryOvercommit: number;
+  /** Largest uploaded kernel or initrd (vm_defaults.max_kernel_bytes); default DEFAULT_MAX_KERNEL_BYTES. */
+  maxKernelBytes?: number;
 }
+
+/** vm_defaults.max_kernel_bytes's default: 512 MiB. */
+export const DEFAULT_MAX_KERNEL_BYTES = 512 * 1024 * 1024;
 
 export interface CreateContext {
   defaults: ServiceDefaults;

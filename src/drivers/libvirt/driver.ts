@@ -22,10 +22,11 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
+import { BootUploads } from "./boot-uploads.ts";
 import { DomainCache } from "./domain-cache.ts";
 import { DomainState, stateName, UNDEFINE_ALL, uuidBytes } from "./domain-state.ts";
 import { type DomainType, loadTemplate, METADATA_NS } from "./domain-xml.ts";
@@ -89,6 +90,7 @@ export class LibvirtDriver implements VmDriver {
   private readonly rollbacks: Rollbacks;
   private readonly baseImages: HostImages;
   private readonly bootFiles: BootFiles;
+  private readonly bootUploads: BootUploads;
   /** Reconnects counted by session pools this driver has since replaced (init retries). */
   private droppedReconnects = 0;
   /** Domain events on a session of their own (events.ts). */
@@ -112,6 +114,7 @@ export class LibvirtDriver implements VmDriver {
     const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
     this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
     this.bootFiles = new BootFiles(sessions, `${opts.poolName}-kernels`, opts.kernelDir);
+    this.bootUploads = new BootUploads(sessions, this.storage, transferSession);
     this.cache = new DomainCache((dom) => readFacts(sessions, this.storage, dom), () => this.events.tracking);
     this.events = new DomainEvents(this.cache);
     this.records = new DomainRecords(sessions, this.events, this.cache);
@@ -407,6 +410,30 @@ export class LibvirtDriver implements VmDriver {
       }
     } catch (e) {
       translate(e, `deleting ${name}`);
+    }
+  }
+
+  async storeBootFile(name: string, kind: "kernel" | "initrd", sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<UploadedBootFile> {
+    try {
+      const rec = await this.get(name);
+      if (!rec) throw new DriverError("not_found", `no VM named ${name}`);
+      // What the VM boots from now or at its next start stays.
+      const boots = [rec.boot, rec.pending?.boot ?? null];
+      const keep = new Set(boots.flatMap((b) => (b ? [b.kernel, b.initrd] : [])).filter((f): f is string => f !== null));
+      return await this.bootUploads.store(rec.id, kind, sizeBytes, data, keep);
+    } catch (e) {
+      await data.cancel(e).catch(() => {});
+      translate(e, `storing the ${kind} of ${name}`);
+    }
+  }
+
+  async uploadedBootFiles(name: string): Promise<{ kernel: UploadedBootFile | null; initrd: UploadedBootFile | null }> {
+    try {
+      const rec = await this.get(name);
+      if (!rec) throw new DriverError("not_found", `no VM named ${name}`);
+      return { kernel: await this.bootUploads.current(rec.id, "kernel"), initrd: await this.bootUploads.current(rec.id, "initrd") };
+    } catch (e) {
+      translate(e, `reading the uploads of ${name}`);
     }
   }
 

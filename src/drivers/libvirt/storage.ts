@@ -79,13 +79,15 @@ export class VmStorage {
   /**
    * Every volume of the pool, after a refresh (files libvirt did not create, such as a console
    * log, appear only then). `refresh: "required"` fails when the refresh does, for callers
-   * that must not miss a volume.
+   * that must not miss a volume; "none" lists what libvirt knows (every volume it made).
    */
-  async volumes(refresh: "required" | "best-effort"): Promise<RemoteNonnullStorageVol[]> {
+  async volumes(refresh: "required" | "best-effort" | "none"): Promise<RemoteNonnullStorageVol[]> {
     const c = this.sessions();
     const pool = await this.pool();
-    const refreshed = c.call(P.storagePoolRefresh, { pool, flags: 0 });
-    await (refresh === "required" ? refreshed : refreshed.catch(() => {}));
+    if (refresh !== "none") {
+      const refreshed = c.call(P.storagePoolRefresh, { pool, flags: 0 });
+      await (refresh === "required" ? refreshed : refreshed.catch(() => {}));
+    }
     return (await c.call(P.storagePoolListAllVolumes, { pool, need_results: 1, flags: 0 })).vols;
   }
 

@@ -25,11 +25,13 @@ import {
   type SnapshotInfo,
   type VmChange,
   type VmChangeResult,
+  type UploadedBootFile,
   type VmSpec,
   type VmState,
 } from "../types.ts";
 import { scanImageDir } from "../shared/image-files.ts";
 import { localBootFile } from "./boot-file.ts";
+import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
 import { DriverListeners, exitDetail, LIFECYCLE_QMP_EVENTS, qmpLifecycle } from "./events.ts";
 import { readLocalImage, removePartialImages, writeLocalImage } from "./images.ts";
@@ -947,6 +949,24 @@ export class QemuDriver implements VmDriver {
 
   async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
     return localBootFile(this.opts.kernelDir, path);
+  }
+
+  async storeBootFile(name: string, kind: "kernel" | "initrd", sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<UploadedBootFile> {
+    const vm = this.mustGet(name);
+    try {
+      // What the definition boots from stays (a running VM has its kernel in memory already).
+      const keep = new Set([vm.boot?.kernel, vm.boot?.initrd].filter((f): f is string => typeof f === "string"));
+      return await storeLocalUpload(this.paths(vm.id).dir, kind, sizeBytes, data, keep, (path) => {
+        if (this.runAs) chownSync(path, this.runAs.uid, this.runAs.gid);
+      });
+    } catch (e) {
+      translate(e, `storing the ${kind} of ${name}`);
+    }
+  }
+
+  async uploadedBootFiles(name: string): Promise<{ kernel: UploadedBootFile | null; initrd: UploadedBootFile | null }> {
+    const dir = this.paths(this.mustGet(name).id).dir;
+    return { kernel: localUpload(dir, "kernel"), initrd: localUpload(dir, "initrd") };
   }
 
   readImage(id: string): Promise<ImageReader> {
