@@ -54,6 +54,15 @@ const ATTACH_PATH = /^\/api\/v1\/vms\/([^/]+)\/console\/attach$/;
 /** Largest console log tail handed out at once. */
 const MAX_CONSOLE_LOG_BYTES = 16 * 1024 * 1024;
 
+/** A path's VM reference; a malformed escape (`%`, `%E0%A4%A`) names no VM, so it stays as sent. */
+function decodedRef(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
 function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
 }
@@ -93,7 +102,7 @@ export function createApp(service: VmService, opts: AppOptions) {
     const ticket = url.searchParams.get("ticket");
     const attach = ticket !== null ? ATTACH_PATH.exec(url.pathname) : null;
     if (ticket !== null && attach) {
-      const redeemed = tickets.redeem(ticket, decodeURIComponent(attach[1] ?? ""));
+      const redeemed = tickets.redeem(ticket, decodedRef(attach[1] ?? ""));
       if (redeemed instanceof ServiceError) {
         refusals.set(request, redeemed);
         return null;
