@@ -54,6 +54,8 @@ const PARALLEL = 8;
 const ANSWER_TIMEOUT_MS = 30_000;
 /** Health and RSS are checked every this many requests. */
 const CHECK_EVERY = 100;
+/** Requests generated at a time. */
+const BATCH = 200;
 
 /** Every (method, path) of the OpenAPI document, with its parameters and JSON body schema. */
 export function operationsOf(doc: { paths: Record<string, Record<string, { parameters?: unknown[]; requestBody?: { content?: Record<string, { schema?: Schema }> } }>> }): Operation[] {
@@ -246,7 +248,10 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   };
   await refreshKnown();
 
-  const requests = fc.sample(requestArbitrary(ops, () => known), { seed, numRuns: opts.requests });
+  // Made a batch at a time (a batch's seed follows from the run's): 20,000 requests with
+  // bodies of up to 300 kB are too much to hold at once.
+  const arbitrary = requestArbitrary(ops, () => known);
+  const batch = (i: number) => fc.sample(arbitrary, { seed: (seed + i * 7919) | 0, numRuns: Math.min(BATCH, opts.requests - i * BATCH) });
   const findings = new Map<string, string>();
   const finding = (key: string, text: string) => {
     if (!findings.has(key)) findings.set(key, text);
@@ -266,9 +271,20 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
     await refreshKnown();
   };
 
+  let current: FuzzRequest[] = [];
+  let batchNo = -1;
+  const take = (): FuzzRequest | null => {
+    if (next >= opts.requests) return null;
+    const b = Math.floor(next / BATCH);
+    if (b !== batchNo) {
+      current = batch(b);
+      batchNo = b;
+    }
+    return current[next++ % BATCH] ?? null;
+  };
+
   const worker = async () => {
-    while (next < requests.length) {
-      const req = requests[next++]!;
+    for (let req = take(); req !== null; req = take()) {
       const { url, init } = toFetch(req, opts.baseUrl, opts.token);
       try {
         const res = await fetch(url, { ...init, signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS) });
