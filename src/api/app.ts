@@ -16,7 +16,7 @@ import { ConsoleTickets } from "./console-tickets.ts";
 import { eventRoutes } from "./events-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
-import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
+import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
 import { CopyImageBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
@@ -137,12 +137,17 @@ export function createApp(service: VmService, opts: AppOptions) {
       checkContentLength(request, maxBody);
     })
     // Bodies without Content-Length (chunked) are counted as they arrive and cut off at the
-    // limit; bodies with one were checked above and go to Elysia's own parsers.
+    // limit; bodies with one were checked above. JSON is parsed here, once its nesting depth
+    // is known to be sane; other bodies with a length go to Elysia's own parsers.
     .onParse(async ({ request, contentType }) => {
-      if (request.body === null || request.headers.get("content-length") !== null) return;
-      const text = new TextDecoder().decode(await readBodyLimited(request, maxBody));
-      if (!/[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "")) return text;
+      if (request.body === null) return;
+      const json = /[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "");
+      const chunked = request.headers.get("content-length") === null;
+      if (!json && !chunked) return;
+      const text = chunked ? new TextDecoder().decode(await readBodyLimited(request, maxBody)) : await request.text();
+      if (!json) return text;
       if (text.trim() === "") return null;
+      checkJsonDepth(text);
       try {
         return JSON.parse(text) as unknown;
       } catch {
