@@ -30,26 +30,40 @@ function freePort(): number {
   return port;
 }
 
-/** Writes a config (extra merged over it, `extra.auth` into the auth section), starts `bun src/main.ts serve`, waits until healthy. */
+/** Writes a config (extra merged over it, `extra.auth` into the auth section), starts
+ * `bun src/main.ts serve` on the rig's test driver, waits until healthy. */
 export async function spawnTestDriverServer(poolName: string, extra: Record<string, unknown> = {}): Promise<ServerProcess> {
+  const imagesDir = fakeImageDir();
+  await mirrorToTestDriver(poolName, { imagesDir });
+  return spawnServer(
+    {
+      libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
+      images: { base_images_dir: imagesDir },
+      vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1, memory_overcommit: 64, vcpu_overcommit: 64 },
+      ...extra,
+    },
+    { uri: unixUri("test"), pool: poolName, dirs: [imagesDir] },
+  );
+}
+
+/**
+ * `rcloud serve` with `config` (its server and auth sections added: a free loopback port, a
+ * tokens file with one admin token); `stop` removes `pool` from libvirt at `uri` and `dirs`.
+ */
+export async function spawnServer(config: Record<string, unknown>, cleanup: { uri: string; pool: string; dirs: string[] }): Promise<ServerProcess> {
   const repo = resolve(import.meta.dir, "../..");
   const work = mkdtempSync(join(tmpdir(), "rcloud-serve-"));
   const tokensFile = join(work, "tokens.json");
   const { token } = createToken(tokensFile, { name: "fuzz-admin", role: "admin", project: null });
-  const imagesDir = fakeImageDir();
-  await mirrorToTestDriver(poolName, { imagesDir });
   const port = freePort();
   mkdirSync(join(work, "state"));
   const cfg = join(work, "rcloud.yaml");
-  const { auth: authExtra, ...rest } = extra;
+  const { auth: authExtra, ...rest } = config;
   await Bun.write(
     cfg,
     stringify({
       server: { bind_address: `127.0.0.1:${port}`, state_dir: join(work, "state") },
       auth: { enabled: true, tokens_file: tokensFile, ...(authExtra as Record<string, unknown> | undefined) },
-      libvirt: { uri: unixUri("test"), storage_pool_name: poolName, storage_pool_path: `/rctest/${poolName}` },
-      images: { base_images_dir: imagesDir },
-      vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1, memory_overcommit: 64, vcpu_overcommit: 64 },
       logging: { level: "error", format: "text" },
       ...rest,
     }),
@@ -69,20 +83,20 @@ export async function spawnTestDriverServer(poolName: string, extra: Record<stri
     baseUrl,
     token,
     pid: proc.pid,
-    pool: poolName,
+    pool: cleanup.pool,
     alive: () => proc.exitCode === null && proc.signalCode === null,
     stop: async () => {
       if (proc.exitCode === null) {
         const list = (await fetch(`${baseUrl}/api/v1/vms`, { headers: auth }).then((r) => r.json(), () => ({}))) as { vms?: { id: string }[] };
-        for (const vm of list.vms ?? []) await fetch(`${baseUrl}/api/v1/vms/${vm.id}?force=true`, { method: "DELETE", headers: auth }).catch(() => {});
+        for (const vm of list.vms ?? []) await fetch(`${baseUrl}/api/v1/vms/${vm.id}`, { method: "DELETE", headers: auth }).catch(() => {});
         proc.kill("SIGTERM");
         await proc.exited;
       }
-      const lv = await LibvirtClient.connect(unixUri("test"));
-      await removePool(lv, poolName);
+      const lv = await LibvirtClient.connect(cleanup.uri);
+      await removePool(lv, cleanup.pool);
       await lv.close();
       rmSync(work, { recursive: true, force: true });
-      rmSync(imagesDir, { recursive: true, force: true });
+      for (const d of cleanup.dirs) rmSync(d, { recursive: true, force: true });
     },
   };
 }
