@@ -17,7 +17,7 @@ import { eventRoutes } from "./events-routes.ts";
 import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
-import { checkContentLength, readBodyLimited, type RequestGuard } from "./request-guard.ts";
+import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
 import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
@@ -55,6 +55,15 @@ function requireAdmin(caller: Caller | null, what: string): void {
 const ATTACH_PATH = /^\/api\/v1\/vms\/([^/]+)\/console\/attach$/;
 /** Largest console log tail handed out at once. */
 const MAX_CONSOLE_LOG_BYTES = 16 * 1024 * 1024;
+
+/** A path's VM reference; a malformed escape (`%`, `%E0%A4%A`) names no VM, so it stays as sent. */
+function decodedRef(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
 
 function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
@@ -95,7 +104,7 @@ export function createApp(service: VmService, opts: AppOptions) {
     const ticket = url.searchParams.get("ticket");
     const attach = ticket !== null ? ATTACH_PATH.exec(url.pathname) : null;
     if (ticket !== null && attach) {
-      const redeemed = tickets.redeem(ticket, decodeURIComponent(attach[1] ?? ""));
+      const redeemed = tickets.redeem(ticket, decodedRef(attach[1] ?? ""));
       if (redeemed instanceof ServiceError) {
         refusals.set(request, redeemed);
         return null;
@@ -131,14 +140,19 @@ export function createApp(service: VmService, opts: AppOptions) {
       if (!isBootFileUpload(request)) checkContentLength(request, maxBody);
     })
     // Bodies without Content-Length (chunked) are counted as they arrive and cut off at the
-    // limit; bodies with one were checked above and go to Elysia's own parsers.
+    // limit; bodies with one were checked above. JSON is parsed here, once its nesting depth
+    // is known to be sane; other bodies with a length go to Elysia's own parsers.
     .onParse(async ({ request, contentType }) => {
       // A kernel upload's body is the route's to stream: a value here (null) stops Elysia's parsers.
       if (isBootFileUpload(request)) return null;
-      if (request.body === null || request.headers.get("content-length") !== null) return;
-      const text = new TextDecoder().decode(await readBodyLimited(request, maxBody));
-      if (!/[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "")) return text;
+      if (request.body === null) return;
+      const json = /[/+]json$/i.test(contentType.split(";")[0]?.trim() ?? "");
+      const chunked = request.headers.get("content-length") === null;
+      if (!json && !chunked) return;
+      const text = chunked ? new TextDecoder().decode(await readBodyLimited(request, maxBody)) : await request.text();
+      if (!json) return text;
       if (text.trim() === "") return null;
+      checkJsonDepth(text);
       try {
         return JSON.parse(text) as unknown;
       } catch {

@@ -5,7 +5,7 @@
  */
 import { type ApiAnswer, apiRequest, apiUrl } from "../util/api-request.ts";
 import { VERSION } from "../util/version.ts";
-import { CliError, EXIT, exitCodeForStatus } from "./errors.ts";
+import { CliError, EXIT, exitCodeForStatus, TOO_LARGE } from "./errors.ts";
 
 export const DEFAULT_ENDPOINT = "http://localhost:8765";
 
@@ -105,7 +105,9 @@ export class ApiClient {
         ? apiMsg
         : status === 401 || status === 403
           ? `the server refused the request (HTTP ${status}); check --token / RCLOUD_TOKEN`
-          : `${method} ${url} failed with HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
+          : TOO_LARGE.has(status)
+            ? `the server refused a request this large (HTTP ${status}): an argument or flag value is far longer than any valid one`
+            : `${method} ${url.length > 200 ? `${url.slice(0, 200)}…` : url} failed with HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
     return new CliError(message, exitCodeForStatus(status));
   }
 

@@ -35,11 +35,15 @@ export class CliError extends Error {
 
 export const usageError = (message: string): CliError => new CliError(message, EXIT.usage);
 
+/** Statuses of a request too large to be read (body, URL, headers): an argument far too long. */
+export const TOO_LARGE = new Set([413, 414, 431]);
+
 /** The exit code for an HTTP error status of the API. */
 export function exitCodeForStatus(status: number): ExitCode {
   if (status === 404) return EXIT.notFound;
   if (status === 409) return EXIT.conflict;
   if (status === 400 || status === 422) return EXIT.validation;
   if (status === 503) return EXIT.unavailable;
+  if (TOO_LARGE.has(status)) return EXIT.usage;
   return EXIT.error;
 }

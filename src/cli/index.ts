@@ -172,13 +172,18 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   return command.run(new Context(command, parsed, io));
 }
 
+/** Messages quote what was given: a 100 kB argument is shown by its start and its length. */
+function shortenWords(message: string): string {
+  return message.replace(/\S{257,}/g, (w) => `${w.slice(0, 64)}…(${w.length} characters)`);
+}
+
 /** Runs the CLI; errors become `rcloud: <message>` on stderr and their exit code. */
 export async function runCli(argv: string[], io: Io = defaultIo()): Promise<number> {
   try {
     return await dispatch(argv, io);
   } catch (e) {
     if (e instanceof CliError) {
-      io.stderr(`rcloud: ${e.message}\n`);
+      io.stderr(`rcloud: ${shortenWords(e.message)}\n`);
       return e.exitCode;
     }
     io.stderr(`rcloud: ${(e as Error)?.message ?? String(e)}\n`);

@@ -1,0 +1,169 @@
+/**
+ * bun run soak [--minutes M] [--vms N]
+ *
+ * Soak of rcloud's libvirt driver on the rig's `main` daemon (qemu:///system, TCG guests of
+ * the tiny test disk, restricted user networking with SSH forwarded to 127.0.0.1): N VMs
+ * (default 10) are created and logged in to by SSH; then, until M minutes (default 30) have
+ * passed, the oldest VM is stopped, started, logged in to again and deleted, and a new one is
+ * created and logged in to, so N stay alive. At the start (all N up) and at the end it reads
+ * rcloud's RSS and open file descriptors (/proc/<pid>), the libvirt sessions (clients of the
+ * daemon by `virt-admin srv-clients-list`, and the daemon's own open descriptors) and the
+ * event-loop lag (prom-client's rcloud_nodejs_eventloop_lag_seconds from /metrics; null
+ * when metrics are off), and the time GET /health takes to answer. Prints one
+ * JSON line {start, end, ratios, cycles, failures, minutes, vms}; flat = every ratio within
+ * 1 ± 0.10. The rig must be up (scripts/lib/rig.sh up).
+ */
+import { readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { rig, unixUri } from "../test/helpers/rig.ts";
+import { tinyDiskImageDir } from "../test/helpers/guest.ts";
+import { spawnServer } from "../test/helpers/serve-process.ts";
+import { makeSshKey, waitForSsh } from "../test/helpers/ssh.ts";
+import { rssMb } from "./fuzz.ts";
+
+const arg = (name: string, d: number) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : d;
+};
+const minutes = arg("--minutes", 30);
+const vmCount = arg("--vms", 10);
+
+interface Reading {
+  rss_mb: number;
+  fds: number;
+  libvirt_clients: number;
+  libvirtd_fds: number;
+  health_ms: number;
+  loop_lag_ms: number | null;
+}
+
+const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+function libvirtClients(): number {
+  const sock = join(dirname(rig().instances.main.socket!), "libvirt-admin-sock");
+  const r = Bun.spawnSync(["virt-admin", "-c", `libvirtd:///system?socket=${sock}`, "srv-clients-list", "libvirtd"], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`virt-admin failed (install libvirt-clients): ${r.stderr.toString()}`);
+  return r.stdout.toString().trim().split("\n").slice(2).filter((l) => l.trim() !== "").length;
+}
+
+/** nodejs_eventloop_lag_seconds from rcloud's /metrics (prom-client's default metric), if exported. */
+async function loopLagMs(base: string, token: string): Promise<number | null> {
+  const text = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } }).then((r) => (r.ok ? r.text() : ""), () => "");
+  const m = /^(?:rcloud_)?nodejs_eventloop_lag_seconds (\S+)$/m.exec(text);
+  return m ? Number(m[1]) * 1000 : null;
+}
+
+const poolName = `rcsoak-${process.pid}`;
+const imagesDir = tinyDiskImageDir(`${poolName}-images`);
+const server = await spawnServer(
+  {
+    libvirt: { uri: unixUri("qemu"), storage_pool_name: poolName, storage_pool_path: join(rig().rigDir, "pools", poolName), domain_type: "qemu" },
+    images: { base_images_dir: imagesDir },
+    vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 128, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 10, memory_overcommit: 8 },
+  },
+  { uri: unixUri("qemu"), pool: poolName, dirs: [imagesDir] },
+);
+const auth = { authorization: `Bearer ${server.token}`, "content-type": "application/json" };
+const key = makeSshKey();
+const libvirtdPid = rig().instances.main.libvirtdPid;
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${server.baseUrl}/api/v1${path}`, { method, headers: auth, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, json: await res.json().catch(() => null) };
+}
+
+async function reading(): Promise<Reading> {
+  const t0 = performance.now();
+  await fetch(`${server.baseUrl}/api/v1/health`);
+  const health = performance.now() - t0;
+  return {
+    rss_mb: Math.round(rssMb(server.pid)),
+    fds: fdCount(server.pid),
+    libvirt_clients: libvirtClients(),
+    libvirtd_fds: fdCount(libvirtdPid),
+    health_ms: Math.round(health * 10) / 10,
+    loop_lag_ms: await loopLagMs(server.baseUrl, server.token),
+  };
+}
+
+let serial = 0;
+let failures = 0;
+const errors: string[] = [];
+const fail = (what: string) => {
+  failures++;
+  if (errors.length < 20) errors.push(what);
+};
+
+/** Creates a VM and logs in to it by SSH; its name, or null when that failed. */
+async function createAndCheck(): Promise<string | null> {
+  const name = `rcsoak-${process.pid}-${serial++}`;
+  const r = await api("POST", "/vms", { name, image: "rcloud-tiny", ssh_public_key: key.publicKey, ssh_user: "kdevops" });
+  if (r.status !== 201) {
+    fail(`create ${name}: ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
+    return null;
+  }
+  if (!(await sshCheck(name))) return name;
+  return name;
+}
+
+async function sshCheck(name: string): Promise<boolean> {
+  const vm = (await api("GET", `/vms/${name}`)).json;
+  const port = vm?.network?.ssh_port;
+  if (!port) {
+    fail(`${name}: no ssh_port`);
+    return false;
+  }
+  try {
+    await waitForSsh({ port, user: vm.ssh?.user ?? "kdevops", key: key.privateKey }, "echo ok", 240_000);
+    return true;
+  } catch (e) {
+    fail(`${name}: ${(e as Error).message.slice(0, 200)}`);
+    return false;
+  }
+}
+
+async function cycle(name: string): Promise<void> {
+  const stop = await api("POST", `/vms/${name}/stop`);
+  if (stop.status !== 200) fail(`stop ${name}: ${stop.status}`);
+  const start = await api("POST", `/vms/${name}/start`);
+  if (start.status !== 200) fail(`start ${name}: ${start.status}`);
+  else await sshCheck(name);
+  const del = await api("DELETE", `/vms/${name}`);
+  if (del.status !== 200) fail(`delete ${name}: ${del.status}`);
+}
+
+let result: Record<string, unknown> = {};
+try {
+  const alive: string[] = [];
+  // The first N, a few at a time (TCG boots are CPU-bound).
+  for (let i = 0; i < vmCount; i += 3) {
+    const made = await Promise.all(Array.from({ length: Math.min(3, vmCount - i) }, createAndCheck));
+    for (const n of made) if (n) alive.push(n);
+  }
+  const start = await reading();
+  const t0 = Date.now();
+  let cycles = 0;
+  while (Date.now() - t0 < minutes * 60_000) {
+    const oldest = alive.shift();
+    if (oldest) await cycle(oldest);
+    const fresh = await createAndCheck();
+    if (fresh) alive.push(fresh);
+    cycles++;
+  }
+  const end = await reading();
+  const ratio = (k: keyof Reading) => (start[k] && end[k] ? Math.round(((end[k] as number) / (start[k] as number)) * 100) / 100 : null);
+  result = {
+    minutes,
+    vms: vmCount,
+    cycles,
+    failures,
+    errors,
+    start,
+    end,
+    ratios: { rss: ratio("rss_mb"), fds: ratio("fds"), libvirt_clients: ratio("libvirt_clients"), libvirtd_fds: ratio("libvirtd_fds") },
+  };
+} finally {
+  await server.stop();
+}
+console.log(JSON.stringify(result));
+process.exit(0);
