@@ -15,6 +15,7 @@ export const ERROR_STATUS = {
   forbidden_host: 403,
   payload_too_large: 413,
   not_found: 404,
+  dump_not_found: 404,
   name_taken: 409,
   invalid_state: 409,
   conflict: 409,

@@ -42,6 +42,9 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     nvme_disks: [],
     network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:12:34:56", ssh_port: "", restrict: false, netdev: "" },
     console_log: `/var/lib/rcloud/${name}-serial.log`,
+    on_panic: "preserve",
+    on_crash: "preserve",
+    gdb: null,
     ...over,
   };
 }

@@ -37,6 +37,9 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     host: "local",
     host_state: "online",
     placement_group: null,
+    gdb_port: null,
+    on_panic: "preserve",
+    crash_reason: null,
     ...over,
   };
 }
