@@ -86,7 +86,7 @@ test("gdb, pvpanic and every on_panic action on libvirt guests; delete leaves no
   const onCrash = { dump: "preserve", restart: "restart", stop: "destroy", preserve: "preserve" } as const;
   for (const vm of [dump, restart, stop, preserve]) {
     const xml = await domainXml(vm.name);
-    expect(xml).toContain("<panic model='isa'>");
+    expect(xml).toContain("<panic model='isa'/>");
     expect(xml).toContain(`<on_crash>${onCrash[vm.on_panic as keyof typeof onCrash]}</on_crash>`);
     if (vm === dump) expect(xml).toContain(`<qemu:arg value='tcp:127.0.0.1:${dump.gdb_port}'/>`);
     else expect(xml).not.toContain("-gdb");
