@@ -4,7 +4,7 @@
  */
 import { expect } from "bun:test";
 import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { sshRun } from "./ssh.ts";
+import { sshRun, waitForSsh } from "./ssh.ts";
 import type { TestServer } from "./server.ts";
 
 /** gdb, or a loud failure saying what to install. */
@@ -115,4 +115,39 @@ export async function checkDumpRefusals(server: TestServer, id: string): Promise
   const none = await server.req("GET", `/api/v1/vms/no-such-vm-x/dumps`);
   expect(none.status).toBe(404);
   expect(none.json.error.code).toBe("not_found");
+}
+
+/** The four VMs of the scenario, one per on_panic action (stop is vm_defaults.on_panic), the dump one with a gdbstub. */
+export async function createPanicVms(server: TestServer, publicKey: string): Promise<{ dump: any; restart: any; stop: any; preserve: any }> {
+  const create = async (suffix: string, extra: Record<string, unknown>) => {
+    const name = `rctest-dbg-${suffix}-${process.pid}-${Math.floor(Math.random() * 1e6)}`.slice(0, 40);
+    const r = await server.req("POST", "/api/v1/vms", { name, image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true }, ...extra });
+    expect(r.status).toBe(201);
+    return r.json;
+  };
+  const [dump, restart, stop, preserve] = await Promise.all([
+    create("dump", { debug: { gdb: true }, on_panic: "dump" }),
+    create("restart", { on_panic: "restart" }),
+    create("stop", {}),
+    create("keep", { on_panic: "preserve", debug: { gdb: false } }),
+  ]);
+  expect(dump.gdb_port).toBeGreaterThan(1023);
+  expect(dump.gdb_port).not.toBe(dump.ssh_port);
+  expect([dump.on_panic, restart.on_panic, stop.on_panic, preserve.on_panic]).toEqual(["dump", "restart", "stop", "preserve"]);
+  expect([restart.gdb_port, stop.gdb_port, preserve.gdb_port]).toEqual([null, null, null]);
+  expect(dump.crash_reason).toBeNull();
+  return { dump, restart, stop, preserve };
+}
+
+/** Crashed VMs (held or off) start afresh, the crash forgotten; then every VM is deleted. */
+export async function startCrashedThenDelete(server: TestServer, crashed: any[], all: any[], ssh: (vm: any) => { port: number; user: string; key: string }): Promise<void> {
+  for (const vm of crashed) expect((await server.req("GET", `/api/v1/vms/${vm.id}/dumps`)).json.dumps).toEqual([]);
+  for (const vm of crashed) {
+    const started = await server.req("POST", `/api/v1/vms/${vm.id}/start`);
+    expect(started.status).toBe(200);
+    expect(started.json.state).toBe("running");
+    expect(started.json.crash_reason).toBeNull();
+  }
+  for (const vm of crashed) await waitForSsh(ssh(vm), "true");
+  for (const vm of all) expect((await server.req("DELETE", `/api/v1/vms/${vm.id}`)).status).toBe(200);
 }

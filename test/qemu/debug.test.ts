@@ -10,7 +10,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { checkDump, checkDumpRefusals, gdbAttach, gdbBinary, panicGuest, waitVm } from "../helpers/debug-scenario.ts";
+import { checkDump, checkDumpRefusals, createPanicVms, gdbAttach, gdbBinary, panicGuest, startCrashedThenDelete, waitVm } from "../helpers/debug-scenario.ts";
+import { runCliProcess } from "../helpers/cli.ts";
 import { EventCollector } from "../helpers/events.ts";
 import { uniqueName } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
@@ -45,27 +46,11 @@ afterAll(async () => {
   await cleanupState(root);
 });
 
-async function create(suffix: string, extra: Record<string, unknown>): Promise<any> {
-  const name = uniqueName(`dbg-${suffix}`).slice(0, 40);
-  const r = await server.req("POST", "/api/v1/vms", { name, image: "rcloud-tiny", ssh_public_key: key.publicKey, network: { mode: "user", restrict: true }, ...extra });
-  expect(r.status).toBe(201);
-  return r.json;
-}
-
+const cli = (args: string[]) => runCliProcess(args, { RCLOUD_ENDPOINT: server.url, RCLOUD_TOKEN: undefined, HOME: root });
 const ssh = (vm: any) => ({ port: vm.ssh_port, user: "kdevops", key: key.privateKey });
 
 test("gdb, pvpanic and every on_panic action on real guests; delete leaves nothing", async () => {
-  const [dump, restart, stop, preserve] = await Promise.all([
-    create("dump", { debug: { gdb: true }, on_panic: "dump" }),
-    create("restart", { on_panic: "restart" }),
-    create("stop", {}), // vm_defaults.on_panic
-    create("keep", { on_panic: "preserve", debug: { gdb: false } }),
-  ]);
-  expect(dump.gdb_port).toBeGreaterThan(1023);
-  expect(dump.gdb_port).not.toBe(dump.ssh_port);
-  expect([dump.on_panic, restart.on_panic, stop.on_panic, preserve.on_panic]).toEqual(["dump", "restart", "stop", "preserve"]);
-  expect([restart.gdb_port, stop.gdb_port, preserve.gdb_port]).toEqual([null, null, null]);
-  expect(dump.crash_reason).toBeNull();
+  const { dump, restart, stop, preserve } = await createPanicVms(server, key.publicKey);
 
   // QEMU's command line: the ISA pvpanic with a held panic for all; the gdbstub on loopback only.
   const pids = qemuPids(stateDir);
@@ -103,6 +88,20 @@ test("gdb, pvpanic and every on_panic action on real guests; delete leaves nothi
   expect(dumped.detail).toBe(name);
   await checkDumpRefusals(server, dump.id);
 
+  // The CLI: vm show says why it crashed, vm dumps lists it, vm dump download streams the same bytes.
+  const show = await cli(["vm", "show", dump.name]);
+  expect(show.stdout).toMatch(new RegExp(`GDB port: +${dump.gdb_port}\n`));
+  expect(show.stdout).toMatch(/On panic: +dump\n/);
+  expect(show.stdout).toMatch(/Crash reason: +guest panicked\n/);
+  expect((await cli(["vm", "dumps", dump.name, "-o", "names"])).stdout).toBe(`${name}\n`);
+  expect((await cli(["vm", "dumps", dump.name])).stdout).toMatch(new RegExp(`^NAME +SIZE +CREATED\n${name.replace(".", "\\.")} +\\d+\\.\\dM +20`));
+  const saved = join(root, "cli.elf");
+  const dl = await cli(["vm", "dump", "download", dump.name, name, "-f", saved]);
+  expect(dl.code).toBe(0);
+  expect(Bun.spawnSync(["cmp", saved, join(root, "dump.elf")]).exitCode).toBe(0);
+  expect((await cli(["vm", "dump", "download", dump.name, "../vm.json"])).code).toBe(2);
+  expect((await cli(["vm", "dump", "download", dump.name, "dump-20990101T000000Z.elf", "-f", join(root, "none.elf")])).code).toBe(3);
+
   // restart: the guest boots again, SSH answers, it is running and no longer crashed.
   await events.next("vm-crashed", restart.name, 60_000);
   expect(await waitForSsh(ssh(restart), "cat /proc/sys/kernel/random/boot_id")).toMatch(/^[0-9a-f-]{36}\n$/);
@@ -117,21 +116,22 @@ test("gdb, pvpanic and every on_panic action on real guests; delete leaves nothi
   const held = await waitVm(server, preserve.id, (v) => v.state === "crashed", "preserved VM crashed");
   expect(held.crash_reason).toBe("guest panicked");
   expect(qemuPids(join(stateDir, "vms", preserve.id))).toHaveLength(1);
-  for (const vm of [stop, preserve, restart]) expect((await server.req("GET", `/api/v1/vms/${vm.id}/dumps`)).json.dumps).toEqual([]);
-
   // start brings a crashed VM back (stopped or held), the crash forgotten.
-  for (const vm of [stop, preserve]) {
-    const started = await server.req("POST", `/api/v1/vms/${vm.id}/start`);
-    expect(started.status).toBe(200);
-    expect(started.json.state).toBe("running");
-    expect(started.json.crash_reason).toBeNull();
-  }
-  await waitForSsh(ssh(preserve), "true");
-
-  for (const vm of [dump, restart, stop, preserve]) expect((await server.req("DELETE", `/api/v1/vms/${vm.id}`)).status).toBe(200);
+  await startCrashedThenDelete(server, [stop, preserve], [dump, restart, stop, preserve], ssh);
   expect(stateFiles(stateDir)).toEqual([]);
   expect(qemuPids(stateDir)).toEqual([]);
 }, 1_200_000);
+
+test("CLI: vm create --gdb --on-panic (defined, not started)", async () => {
+  const name = uniqueName("dbg-cli").slice(0, 40);
+  const r = await cli(["vm", "create", name, "--image", "rcloud-tiny", "--no-ssh-key", "--network", "none", "--gdb", "--on-panic", "dump", "--no-start", "-o", "json"]);
+  expect(r.code).toBe(0);
+  const vm = JSON.parse(r.stdout);
+  expect(vm).toMatchObject({ state: "stopped", on_panic: "dump", crash_reason: null });
+  expect(vm.gdb_port).toBeGreaterThan(1023);
+  expect((await cli(["vm", "create", "x", "--image", "rcloud-tiny", "--on-panic", "reboot"])).code).toBe(2);
+  expect((await server.req("DELETE", `/api/v1/vms/${vm.id}`)).status).toBe(200);
+});
 
 test("debug and on_panic are validated", async () => {
   const bad = [
