@@ -60,16 +60,16 @@ export const DEBUG_COMMANDS: Command[] = [
     },
   },
   {
-    path: "vm dump download",
-    args: "NAME DUMP",
+    path: "vm dump",
+    args: "download NAME DUMP",
     summary: "Download one guest memory dump (an ELF core: gdb, crash)",
     description: "Streams the dump to FILE (default ./NAME-DUMP; '-' for standard output) as it arrives.",
     flags: [{ name: "file", short: "f", value: "FILE", help: "where to write it (default ./NAME-DUMP; - for stdout)", complete: "file" }],
-    minArgs: 2,
-    maxArgs: 2,
-    completeArg: "vm",
+    minArgs: 3,
+    maxArgs: 3,
     async run(ctx) {
-      const [vm, dump] = ctx.args as [string, string];
+      const [action, vm, dump] = ctx.args as [string, string, string];
+      if (action !== "download") throw usageError(`unknown action '${action}': rcloud vm dump download NAME DUMP [-f FILE]`);
       if (!DUMP_RE.test(dump)) throw usageError(`invalid dump name '${dump}': expected a name from 'rcloud vm dumps ${vm}' (dump-<time>.elf)`);
       return download(ctx, vm, dump, ctx.flag("file") ?? `${vm}-${dump}`);
     },
