@@ -132,6 +132,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       networkMode: d.network_mode,
       networkBridge: d.network_bridge,
       userNetworkRestrict: d.user_network_restrict,
+      onPanic: d.on_panic,
       diskDriver: d.disk_driver,
       sshUser: d.ssh_user,
       stopTimeoutS: d.stop_timeout_s,

@@ -26,6 +26,9 @@ PACKAGES=(
   # tests: the API reference page and the web page (/ui/, driven over the DevTools protocol)
   # in a real (headless) browser
   chromium
+  # tests of debug.gdb and panic dumps: Debian's gdb attaches to a guest's gdbstub; file(1)
+  # recognises a dump as an ELF core
+  gdb file
 )
 
 log() { echo "install-deps: $*" >&2; }

@@ -18,6 +18,7 @@ export const ERROR_STATUS = {
   nothing_uploaded: 409,
   boot_failed: 422,
   not_found: 404,
+  dump_not_found: 404,
   name_taken: 409,
   snapshot_exists: 409,
   invalid_state: 409,

@@ -3,7 +3,7 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, EventType, HostState, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
+import type { DiskBus, EventType, HostState, NetworkMode, OnPanic, ReportedDiskBus, VmState } from "./values.ts";
 
 export interface ApiDisk {
   type: "root" | "data";
@@ -50,6 +50,20 @@ export interface ApiVm {
   host_state: HostState;
   /** The placement group given at create (VMs of one group go to different hosts), or null. */
   placement_group: string | null;
+  /** Host port of QEMU's gdbstub (`debug.gdb` at create), on ip_address's host; null when off. */
+  gdb_port: number | null;
+  /** What happens when the guest panics. */
+  on_panic: OnPanic;
+  /** Why the VM is `crashed` (e.g. "guest panicked"); null otherwise. */
+  crash_reason: string | null;
+}
+
+/** GET /vms/{id}/dumps: one guest memory dump (an ELF core), kept until the VM is deleted. */
+export interface ApiDump {
+  name: string;
+  size_bytes: number;
+  /** ISO 8601. */
+  created_at: string;
 }
 
 /** Changes made to a running VM that take effect at its next stop and start (only the fields that change). */
@@ -135,6 +149,10 @@ export interface CreateVmRequest {
   host?: string;
   /** VMs of one group go to different hosts while there are hosts left. */
   placement_group?: string;
+  /** gdb: expose QEMU's gdbstub on a free host port (gdb_port); default off. */
+  debug?: { gdb?: boolean };
+  /** What to do when the guest panics; default vm_defaults.on_panic. */
+  on_panic?: OnPanic;
 }
 
 /**

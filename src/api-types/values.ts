@@ -30,6 +30,18 @@ export type NetworkMode = (typeof NETWORK_MODES)[number];
 export const VM_STATES = ["running", "paused", "stopping", "stopped", "crashed", "suspended", "creating", "unknown"] as const;
 export type VmState = (typeof VM_STATES)[number];
 
+/**
+ * What rcloud does when a guest panics (its pvpanic device fires): `dump` saves the guest's
+ * memory as an ELF core next to its disks and leaves it halted, `restart` resets it,
+ * `stop` powers it off, `preserve` leaves it halted. All but `restart` leave the VM `crashed`.
+ */
+export const ON_PANIC_ACTIONS = ["dump", "restart", "stop", "preserve"] as const;
+export type OnPanic = (typeof ON_PANIC_ACTIONS)[number];
+export const isOnPanic = (v: unknown): v is OnPanic => typeof v === "string" && (ON_PANIC_ACTIONS as readonly string[]).includes(v);
+
+/** Guest memory dump names (GET /vms/{id}/dumps/{name}): rcloud's own, never a path. */
+export const DUMP_NAME_PATTERN = "^dump-[0-9]{8}T[0-9]{6}Z\\.elf$";
+
 /** States in which a VM counts as running for Terraform's `running` and for consoles. */
 export const ACTIVE_STATES: readonly VmState[] = ["running", "paused"];
 
@@ -69,7 +81,7 @@ export const EVENT_TYPES = ["lifecycle", "operation", "host", "stream"] as const
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** `action` of lifecycle events: as the hypervisor reports them. */
-export const LIFECYCLE_ACTIONS = ["vm-started", "vm-stopped", "vm-shutdown", "vm-crashed", "vm-paused", "vm-resumed", "vm-rebooted"] as const;
+export const LIFECYCLE_ACTIONS = ["vm-started", "vm-stopped", "vm-shutdown", "vm-crashed", "vm-paused", "vm-resumed", "vm-rebooted", "vm-dumped"] as const;
 export type LifecycleAction = (typeof LIFECYCLE_ACTIONS)[number];
 
 /** `action` of operation events: rcloud's own changes, and refusals of them. */

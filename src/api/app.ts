@@ -18,7 +18,7 @@ import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, ErrorBody, Host, Image, QmpBody, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Host, Image, QmpBody, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -501,6 +501,31 @@ export function createApp(service: VmService, opts: AppOptions) {
               summary: "A single-use console ticket for browsers (valid 30 s): open `url` as a websocket, no Authorization header needed",
             },
             response: { 200: t.Object({ url: t.String(), ticket: t.String(), expires_at: t.String() }), ...errors(403, 404, 503) },
+          },
+        )
+        .get("/vms/:id/dumps", async ({ params, caller }) => ({ dumps: await service.dumps(params.id, caller) }), {
+          params: Ref,
+          detail: { tags: ["vms"], summary: "The VM's guest memory dumps (on_panic: dump), oldest first; deleted with the VM" },
+          response: { 200: DumpList, ...errors(403, 404, 503) },
+        })
+        .get(
+          "/vms/:id/dumps/:dump",
+          async ({ params, caller }) => {
+            const d = await service.readDump(params.id, params.dump, caller);
+            // Streamed from the host as it is read: a dump is as large as the guest's memory.
+            return new Response(d.data, {
+              headers: {
+                "content-type": "application/octet-stream",
+                "content-length": String(d.sizeBytes),
+                "content-disposition": `attachment; filename="${d.vm}-${params.dump}"`,
+                "x-content-type-options": "nosniff",
+              },
+            });
+          },
+          {
+            params: t.Object({ id: t.String({ description: "VM id (vm-xxxxxxxx) or name" }), dump: t.String({ maxLength: 64, description: "A name from GET /vms/{id}/dumps" }) }),
+            detail: { tags: ["vms"], summary: "Download one guest memory dump (an ELF core); 404 dump_not_found for a name the VM has no dump by" },
+            response: { 200: t.Any({ description: "The dump's bytes (application/octet-stream)" }), ...errors(403, 404, 503) },
           },
         )
         .get(

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, HOST_NAME_PATTERN, HOST_STATES, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -20,6 +20,10 @@ export const ErrorBody = t.Object(
   { description: "Every error answer has this shape" },
 );
 
+const OnPanicSchema = t.Union(
+  [t.Literal(ON_PANIC_ACTIONS[0]), t.Literal(ON_PANIC_ACTIONS[1]), t.Literal(ON_PANIC_ACTIONS[2]), t.Literal(ON_PANIC_ACTIONS[3])],
+  { description: "What a guest panic (pvpanic) does: dump (guest memory saved as an ELF core, VM kept halted), restart, stop (powered off), preserve (kept halted)" },
+);
 const DiskType = t.Union([t.Literal("virtio"), t.Literal("nvme"), t.Literal("scsi"), t.Literal("ide")]);
 const DataDisk = t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), type: t.Optional(DiskType) }, { additionalProperties: false });
 const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
@@ -73,6 +77,13 @@ export const CreateVmBody = t.Object(
     placement_group: t.Optional(
       t.String({ maxLength: 63, pattern: PLACEMENT_GROUP_PATTERN, description: "VMs of one group go to different hosts while there are hosts left" }),
     ),
+    debug: t.Optional(
+      t.Object(
+        { gdb: t.Optional(t.Boolean({ default: false, description: "Expose QEMU's gdbstub on a free host port (gdb_port), on 127.0.0.1 of the host (ssh_forward_address on remote hosts)" })) },
+        { additionalProperties: false },
+      ),
+    ),
+    on_panic: t.Optional(OnPanicSchema),
   },
   { additionalProperties: false },
 );
@@ -129,7 +140,17 @@ export const Vm = t.Object({
   host: t.String({ description: "The host that runs the VM" }),
   host_state: HostStateSchema,
   placement_group: t.Nullable(t.String()),
+  gdb_port: t.Nullable(t.Integer({ description: "Host port of QEMU's gdbstub (gdb: target remote <ip_address or the host>:<gdb_port>); null when off" })),
+  on_panic: OnPanicSchema,
+  crash_reason: t.Nullable(t.String({ description: "Why the VM is crashed (e.g. guest panicked); null otherwise" })),
 });
+
+export const Dump = t.Object({
+  name: t.String({ pattern: DUMP_NAME_PATTERN }),
+  size_bytes: t.Integer(),
+  created_at: t.String(),
+});
+export const DumpList = t.Object({ dumps: t.Array(Dump) });
 
 export const VmList = t.Object({ vms: t.Array(Vm) });
 

@@ -13,6 +13,7 @@ import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTabl
 import { TOKEN_COMMANDS } from "./token.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot.ts";
 import { UPDATE_COMMANDS } from "./vm-update.ts";
+import { DEBUG_COMMANDS, parseOnPanic } from "./debug.ts";
 import { BOOT_COMMANDS } from "./vm-boot.ts";
 import { parseDiskGiB, parseDurationMs, parseMemoryMiB } from "./units.ts";
 import { Progress, waitReady } from "./wait.ts";
@@ -101,6 +102,8 @@ export const COMMANDS: Command[] = [
       { name: "cmdline", value: "STRING", help: "direct kernel boot: kernel command line" },
       { name: "host", value: "HOST", help: "run it on this host (rcloud host list); default: the server places it", complete: "host" },
       { name: "placement-group", value: "GROUP", help: "VMs of one group go to different hosts while there are hosts left" },
+      { name: "gdb", help: "expose QEMU's gdbstub on a host port (shown as GDB port; gdb: target remote HOST:PORT)" },
+      { name: "on-panic", value: "ACTION", help: "when the guest panics: dump, restart, stop or preserve (server default: vm_defaults.on_panic)", complete: ["dump", "restart", "stop", "preserve"] },
       { name: "no-start", help: "define the VM but do not start it" },
       { name: "wait", help: "wait until the VM runs and is reachable" },
       { name: "timeout", value: "DURATION", help: "how long --wait waits (default 10m), e.g. 90s, 10m" },
@@ -148,6 +151,9 @@ export const COMMANDS: Command[] = [
       const group = ctx.flag("placement-group");
       if (group !== undefined) body.placement_group = parsePlacementGroup(group);
       if (ctx.bool("no-start")) body.start = false;
+      if (ctx.bool("gdb")) body.debug = { gdb: true };
+      const onPanic = ctx.flag("on-panic");
+      if (onPanic !== undefined) body.on_panic = parseOnPanic(onPanic);
 
       const events = ctx.bool("wait") ? await vmEvents(ctx, one(ctx)) : null;
       try {
@@ -498,6 +504,7 @@ export const COMMANDS: Command[] = [
   ...UPDATE_COMMANDS,
   ...SNAPSHOT_COMMANDS,
   ...BOOT_COMMANDS,
+  ...DEBUG_COMMANDS,
   ...HOST_COMMANDS,
   ...TOKEN_COMMANDS,
 ];

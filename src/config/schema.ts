@@ -14,7 +14,7 @@ import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, PLACEMENT_POLICIES } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_PANIC_ACTIONS, PLACEMENT_POLICIES } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
@@ -246,6 +246,10 @@ export const CONFIG_SCHEMA = Section({
       default: false,
       env: "RCLOUD_USER_NET_RESTRICT",
       description: "restrict user-mode networking to the host (no outbound traffic)",
+    }),
+    on_panic: OneOf(ON_PANIC_ACTIONS, {
+      default: "preserve",
+      description: "what a guest panic (pvpanic) does to a VM whose create leaves on_panic out: dump (memory saved as an ELF core next to its disks, VM kept halted), restart, stop, preserve (kept halted)",
     }),
     disk_format: OneOf(["qcow2", "raw"], { default: "qcow2", description: "root disk format: a qcow2 overlay on the base image, or a raw copy" }),
     disk_driver: OneOf(DISK_BUSES, { default: "virtio", description: "disk bus" }),

@@ -3,9 +3,9 @@
  * The VM service talks only to this; it never knows which driver it has.
  */
 
-import type { DiskBus, DiskRole, NetworkMode, ReportedDiskBus, VmState } from "../api-types/values.ts";
+import type { DiskBus, DiskRole, NetworkMode, OnPanic, ReportedDiskBus, VmState } from "../api-types/values.ts";
 
-export type { DiskBus, NetworkMode, ReportedDiskBus, VmState };
+export type { DiskBus, NetworkMode, OnPanic, ReportedDiskBus, VmState };
 
 export interface DataDiskSpec {
   sizeGb: number;
@@ -77,6 +77,9 @@ export interface VmSpec {
   placementGroup: string | null;
   /** Start the VM after defining it. */
   start: boolean;
+  /** Host port of QEMU's gdbstub (on the address SSH forwards use), or null for none. */
+  gdbPort: number | null;
+  onPanic: OnPanic;
 }
 
 export interface DiskInfo {
@@ -116,6 +119,24 @@ export interface VmRecord {
   placementGroup: string | null;
   /** CPU time consumed, nanoseconds (0 when stopped). */
   cpuTimeNs: bigint;
+  gdbPort: number | null;
+  onPanic: OnPanic;
+  /** Why the VM is crashed (state "crashed"); null when it is not. */
+  crashReason: string | null;
+}
+
+/** A guest memory dump kept next to the VM's disks. */
+export interface DumpInfo {
+  /** `dump-<UTC time>.elf` (DUMP_NAME_PATTERN). */
+  name: string;
+  sizeBytes: number;
+  createdAt: string;
+}
+
+/** A dump's bytes, streamed from the host that has it. */
+export interface DumpReader {
+  data: ReadableStream<Uint8Array>;
+  sizeBytes: number;
 }
 
 export interface ImageInfo {
@@ -189,7 +210,7 @@ export interface DriverEvent {
   vmName: string;
   /** rcloud's VM id when the driver knows it without asking the hypervisor; else null. */
   vmId: string | null;
-  action: "vm-started" | "vm-stopped" | "vm-shutdown" | "vm-crashed" | "vm-paused" | "vm-resumed" | "vm-rebooted" | "vm-defined" | "vm-undefined";
+  action: "vm-started" | "vm-stopped" | "vm-shutdown" | "vm-crashed" | "vm-paused" | "vm-resumed" | "vm-rebooted" | "vm-dumped" | "vm-defined" | "vm-undefined";
   /** The hypervisor's own word for it (libvirt's event detail: "destroyed", "shutdown", "failed", ...). */
   detail: string;
 }
@@ -240,7 +261,7 @@ export interface VmDriver {
   reconnects?(): number;
   /** Calls that hold a hypervisor worker for long: in flight, waiting, and the window (libvirt). */
   slowCalls?(): { inFlight: number; waiting: number; window: number } | null;
-  /** Host ports already promised to VMs (user-mode SSH forwards), to avoid collisions. */
+  /** Host ports already promised to VMs (user-mode SSH forwards and gdbstubs), to avoid collisions. */
   usedSshPorts(): Promise<Set<number>>;
   /**
    * A direct-boot file on this host: the path as QEMU will open it, after checking it is a
@@ -281,6 +302,10 @@ export interface VmDriver {
   deleteSnapshot(name: string, snapshot: string): Promise<void>;
   /** The last `maxBytes` of the VM's serial console log (empty before its first boot). */
   consoleLog?(name: string, maxBytes: number): Promise<Uint8Array>;
+  /** The VM's guest memory dumps (on_panic: dump), oldest first. */
+  dumps(name: string): Promise<DumpInfo[]>;
+  /** Opens one dump for reading; DriverError("not_found") when the VM has no such dump. */
+  readDump(name: string, dump: string): Promise<DumpReader>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

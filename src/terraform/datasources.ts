@@ -26,6 +26,7 @@ export const vmDataSchema: BlockSchema = {
     { name: "host", type: "string", computed: true, description: "The host that runs the VM." },
     { name: "placement_group", type: "string", computed: true, description: "The VM's placement group, or null." },
     { name: "running", type: "bool", computed: true, description: "Whether the VM is running (or paused)." },
+    { name: "on_panic", type: "string", computed: true, description: "What a guest panic does: dump, restart, stop or preserve." },
     ...computedOut,
   ],
 };

@@ -15,6 +15,8 @@ import {
   isDiskBus,
   NETWORK_MODES,
   type NetworkMode,
+  isOnPanic,
+  ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
   reportedBus,
   VM_ID_PATTERN,
@@ -71,6 +73,7 @@ export const computedOut: Attr[] = [
   { name: "ip_address", type: "string", computed: true, description: "Where to reach the VM: its DHCP address in bridge mode, `127.0.0.1` in user mode (with `ssh_port`). Null while stopped." },
   { name: "mac_address", type: "string", computed: true, description: "MAC address of the VM's network interface." },
   { name: "ssh_port", type: "number", computed: true, description: "Host port forwarded to the guest's SSH (user-mode networking only)." },
+  { name: "gdb_port", type: "number", computed: true, description: "Host port of QEMU's gdbstub when `gdb` is on (`target remote <host>:<gdb_port>`; 127.0.0.1 of a local host), else null." },
   { name: "created_at", type: "string", computed: true, description: "Creation time (RFC 3339)." },
 ];
 
@@ -97,6 +100,8 @@ export const vmSchema: BlockSchema = {
     { name: "max_vcpus", type: "number", optional: true, computed: true, description: "vCPUs the VM can be given later without a restart (hot-plug). Default: `vcpus`, raised with it." },
     { name: "max_memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB the VM can be given later without a restart (balloon). Default: `memory_gb`, raised with it." },
     { name: "allow_restart", type: "bool", optional: true, description: "Whether applying a change that needs one may stop the VM gracefully and start it again (vCPUs or memory beyond the maxima, NVMe/IDE disks, direct boot). Default `false`: such changes wait for the VM's next stop and start (`restart_required`)." },
+    { name: "gdb", type: "bool", optional: true, computed: true, description: "Expose QEMU's gdbstub on a free host port (`gdb_port`). Default `false`." + replaceNote },
+    { name: "on_panic", type: "string", optional: true, computed: true, description: "What a guest panic does: `dump` (guest memory saved as an ELF core, listed by `rcloud vm dumps`; VM kept halted), `restart`, `stop` or `preserve` (kept halted). Default: the server's `vm_defaults.on_panic`." + replaceNote },
     { name: "restart_required", type: "bool", computed: true, description: "Changes applied to the VM's definition wait for its next stop and start." },
     ...computedOut,
   ],
@@ -104,7 +109,7 @@ export const vmSchema: BlockSchema = {
 
 export const VM_TYPE = impliedType(vmSchema);
 const ATTR_NAMES = vmSchema.attributes.map((a) => a.name);
-const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"];
+const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic"];
 
 // ---- small value helpers ----
 
@@ -176,6 +181,8 @@ export function validateVm(c: CtyObject): Diagnostic[] {
   if (group !== undefined && !GROUP_RE.test(group)) {
     bad(["placement_group"], `placement_group "${group}" must be 1-63 lower-case letters, digits, '-' and '_', starting and ending with a letter or digit.`);
   }
+  const onPanic = str(c.on_panic);
+  if (onPanic !== undefined && !isOnPanic(onPanic)) bad(["on_panic"], `on_panic must be one of ${ON_PANIC_ACTIONS.join(", ")}, got "${onPanic}".`);
   return d;
 }
 
@@ -252,6 +259,9 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
     placement_group: vm.placement_group,
     running: isRunningState(vm.state),
     allow_restart: prior?.allow_restart ?? null,
+    gdb: vm.gdb_port !== null,
+    on_panic: vm.on_panic,
+    gdb_port: vm.gdb_port,
     restart_required: vm.restart_required,
     state: vm.state,
     ip_address: vm.ip_address,
@@ -314,6 +324,8 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     placement_group: c.placement_group ?? null,
     running: c.running ?? true,
     allow_restart: c.allow_restart ?? null,
+    gdb: orPrior(c.gdb, prior, "gdb"),
+    on_panic: orPrior(c.on_panic, prior, "on_panic"),
   };
   planned.max_vcpus = planMaximum(c.max_vcpus, planned.vcpus ?? null, prior, "max_vcpus");
   planned.max_memory_gb = planMaximum(c.max_memory_gb, planned.memory_gb ?? null, prior, "max_memory_gb");
@@ -388,6 +400,9 @@ function createBody(p: CtyObject): CreateVmRequest {
     const bridge = str(net.bridge);
     if (mode !== undefined || bridge !== undefined) body.network = { ...(mode !== undefined ? { mode } : {}), ...(bridge !== undefined ? { bridge } : {}) };
   }
+  if (p.gdb === true) body.debug = { gdb: true };
+  const onPanic = str(p.on_panic);
+  if (onPanic !== undefined && isOnPanic(onPanic)) body.on_panic = onPanic;
   for (const k of ["ssh_user", "ssh_public_key", "kernel", "initrd", "cmdline", "host", "placement_group"] as const) {
     const v = str(p[k]);
     if (v !== undefined) body[k] = v;

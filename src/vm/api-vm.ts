@@ -50,6 +50,9 @@ export function toApiVm(v: ListedVm): ApiVm {
     host: v.host,
     host_state: v.fresh ? v.hostState : "offline",
     placement_group: r.placementGroup,
+    gdb_port: r.gdbPort,
+    on_panic: r.onPanic,
+    crash_reason: r.crashReason,
   };
 }
 

@@ -5,10 +5,10 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiBootFile, ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
-import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
+import type { ApiBootFile, ApiDisk, ApiDump, ApiHost, ApiImage, ApiPendingChanges, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import { DUMP_NAME_PATTERN, type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
@@ -32,6 +32,7 @@ export type { ConsoleSession, HostInfo };
 
 const ID_RE = new RegExp(VM_ID_PATTERN);
 const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
+const DUMP_NAME_RE = new RegExp(DUMP_NAME_PATTERN);
 const GiB = 1024 ** 3;
 
 /** A VM and the host it lives on. */
@@ -358,7 +359,7 @@ export class VmService {
     return this.timed("create", async () => {
       const release = owner !== null ? await this.quotaReservations.reserve(owner, spec, () => this.allRecords()) : () => {};
       try {
-        return await this.createLocked(spec, image, req.host ?? null);
+        return await this.createLocked(spec, image, req.host ?? null, req.debug?.gdb === true);
       } finally {
         release();
       }
@@ -385,7 +386,7 @@ export class VmService {
     return h;
   }
 
-  private createLocked(spec: VmSpec, image: FleetImage, pinned: string | null): Promise<ApiVm> {
+  private createLocked(spec: VmSpec, image: FleetImage, pinned: string | null, gdb: boolean): Promise<ApiVm> {
     return this.locks.run(`name:${spec.name}`, async () => {
       await this.checkNameFree(spec.name);
       await this.refreshForPlacement();
@@ -395,7 +396,7 @@ export class VmService {
       if ("refusals" in placed) throw refusalError(placed.refusals, pinned, this.registry.hosts.length);
       const host = this.registry.get(placed.host)!;
       const done = this.fleet.reserve(host, spec.id, { vcpus: spec.vcpus, memoryMb: spec.memoryMb, group: spec.placementGroup });
-      let port: number | null = null;
+      const ports: number[] = [];
       let created: VmRecord | null = null;
       try {
         const onHost = (await this.fleet.hostImages(host)).find((i) => i.id === image.info.id);
@@ -406,9 +407,16 @@ export class VmService {
           spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
         }
         checkPoolRoom(host.name, await this.fleet.facts(host));
-        if (spec.network.mode === "user") {
-          port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
-          spec.network.sshPort = port;
+        if (spec.network.mode === "user" || gdb) {
+          // SSH forwards and gdbstubs share the host's ports: one reservation set for both.
+          const used = await this.fleet.onHost(host, () => host.driver.usedSshPorts());
+          const take = () => {
+            const port = this.sshPorts.allocate(used);
+            ports.push(port);
+            return port;
+          };
+          if (spec.network.mode === "user") spec.network.sshPort = take();
+          if (gdb) spec.gdbPort = take();
         }
         this.feed?.beginCreate(spec.name);
         const call = host.driver.create(spec);
@@ -423,7 +431,7 @@ export class VmService {
         return await this.toApi(created, host, true);
       } finally {
         done(created);
-        if (port !== null) this.sshPorts.release(port);
+        for (const port of ports) this.sshPorts.release(port);
       }
     });
   }
@@ -875,6 +883,33 @@ export class VmService {
       return await h.driver.ipAddress(rec);
     } catch {
       return null;
+    }
+  }
+
+  // ---- guest memory dumps ----
+
+  /** The VM's guest memory dumps (on_panic: dump), oldest first. */
+  async dumps(ref: string, caller: Caller | null = null): Promise<ApiDump[]> {
+    const { host, rec } = await this.resolve(ref, caller);
+    const list = await this.fleet.onHost(host, () => host.driver.dumps(rec.name));
+    return list.map((d) => ({ name: d.name, size_bytes: d.sizeBytes, created_at: d.createdAt }));
+  }
+
+  /** One dump's bytes, streamed from its host; 404 dump_not_found for a name the VM has no dump by. */
+  async readDump(ref: string, dump: string, caller: Caller | null = null): Promise<DumpReader & { vm: string }> {
+    const { host, rec } = await this.resolve(ref, caller);
+    // Names are rcloud's own: anything else (a path, '..') is refused before any host is asked.
+    if (typeof dump !== "string" || !DUMP_NAME_RE.test(dump)) {
+      throw new ServiceError("dump_not_found", `${rec.name} has no dump '${String(dump).slice(0, 64)}'; GET /api/v1/vms/${rec.name}/dumps lists them`);
+    }
+    try {
+      const reader = await this.fleet.onHost(host, () => host.driver.readDump(rec.name, dump));
+      return { ...reader, vm: rec.name };
+    } catch (e) {
+      if (e instanceof ServiceError && e.code === "not_found") {
+        throw new ServiceError("dump_not_found", `${rec.name} has no dump '${dump}'; GET /api/v1/vms/${rec.name}/dumps lists them`);
+      }
+      throw e;
     }
   }
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
 import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
@@ -29,6 +29,8 @@ export interface ServiceDefaults {
   networkMode: NetworkMode;
   networkBridge: string;
   userNetworkRestrict: boolean;
+  /** vm_defaults.on_panic. */
+  onPanic: OnPanic;
   diskDriver: DiskBus;
   sshUser: string;
   stopTimeoutS: number;
@@ -151,6 +153,11 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     }
   }
 
+  if (req.debug !== undefined && (typeof req.debug !== "object" || req.debug === null || (req.debug.gdb !== undefined && typeof req.debug.gdb !== "boolean"))) {
+    throw invalid("debug.gdb", "must be true or false");
+  }
+  if (req.on_panic !== undefined && !isOnPanic(req.on_panic)) throw invalid("on_panic", `must be one of ${ON_PANIC_ACTIONS.join(", ")}`);
+
   const id = newId();
   return {
     id,
@@ -171,6 +178,9 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     owner,
     placementGroup: req.placement_group ?? null,
     start: req.start ?? true,
+    // The port is picked with the SSH forward's, after placement (service.ts).
+    gdbPort: null,
+    onPanic: req.on_panic ?? d.onPanic,
   };
 }
 

@@ -42,6 +42,9 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     nvme_disks: [],
     network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:12:34:56", ssh_port: "", restrict: false, netdev: "" },
     console_log: `/var/lib/rcloud/${name}-serial.log`,
+    on_panic: "preserve",
+    on_crash: "preserve",
+    gdb: null,
     ...over,
   };
 }
@@ -94,6 +97,16 @@ const variants: [string, (name: string) => Partial<DomainTemplateVars>][] = [
   // The kvm variant adds host-passthrough CPU; the schema is the same for both types, and a
   // TCG-only host cannot define type='kvm', so it is validated as qemu.
   ["kvm CPU model (validated as qemu)", () => ({ domain_type: "kvm" })],
+  ["gdbstub alone in qemu:commandline, on_panic stop (<on_crash>destroy)", () => ({ gdb: { port: 40123, arg: "tcp:127.0.0.1:40123" }, on_panic: "stop", on_crash: "destroy" })],
+  [
+    "gdbstub after the user NIC, on_panic restart",
+    () => ({
+      network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cd", ssh_port: 2223, restrict: false, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2223-:22" },
+      gdb: { port: 40124, arg: "tcp:127.0.0.1:40124" },
+      on_panic: "restart",
+      on_crash: "restart",
+    }),
+  ],
 ];
 
 describe("embedded domain template vs libvirt's schema", () => {

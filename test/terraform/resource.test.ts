@@ -37,6 +37,9 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     host: "local",
     host_state: "online",
     placement_group: null,
+    gdb_port: null,
+    on_panic: "preserve",
+    crash_reason: null,
     ...over,
   };
 }
@@ -136,7 +139,7 @@ describe("plan", () => {
     };
     const grown = await planVm(ctx, prior, config({ vcpus: 6, memory_gb: 16, root_disk_gb: 200, extra_disks: [{ size_gb: 500, type: null }, { size_gb: 30, type: "ide" }, { size_gb: 40, type: "scsi" }] }), {});
     const g = grown.planned as CtyObject;
-    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group"]);
+    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic"]);
     // The maxima follow values that outgrow them; kept disks keep their type; the plan warns about the deleted disk.
     expect({ max_vcpus: g.max_vcpus, max_memory_gb: g.max_memory_gb, extra_disks: g.extra_disks }).toEqual({
       max_vcpus: 6,
@@ -278,5 +281,37 @@ describe("host and placement_group", () => {
     expect(bad[0]?.detail).toContain(`host "Alpha" must be a host name`);
     expect(validateVm(config({ host: "x".repeat(64) }))).toHaveLength(1);
     expect(validateVm(config({ placement_group: "-ci" }))).toHaveLength(1);
+  });
+});
+
+describe("gdb and on_panic", () => {
+  test("apply sends debug.gdb and on_panic and records gdb_port; unset they are unknown on create, the server's after", async () => {
+    const ctx = ctxWith(() => apiVm({ gdb_port: 40123, on_panic: "dump" }));
+    const planned = (await planVm(ctx, null, config({ gdb: true, on_panic: "dump" }), {})).planned as CtyObject;
+    expect(planned).toMatchObject({ gdb: true, on_panic: "dump" });
+    expect(isUnknown(planned.gdb_port)).toBe(true);
+    const r = await applyVm(ctx, null, planned);
+    expect(r.newState).toMatchObject({ gdb: true, on_panic: "dump", gdb_port: 40123 });
+    expect(ctx.created[0]).toMatchObject({ debug: { gdb: true }, on_panic: "dump" });
+
+    const plain = ctxWith(() => apiVm());
+    const unset = (await planVm(plain, null, config(), {})).planned as CtyObject;
+    expect(isUnknown(unset.gdb) && isUnknown(unset.on_panic)).toBe(true);
+    const made = await applyVm(plain, null, unset);
+    expect(made.newState).toMatchObject({ gdb: false, on_panic: "preserve", gdb_port: null });
+    expect(plain.created[0]).not.toHaveProperty("debug");
+    expect(plain.created[0]).not.toHaveProperty("on_panic");
+  });
+
+  test("both force replacement; an unknown on_panic is refused at plan time", async () => {
+    const ctx = ctxWith(() => null);
+    const prior: CtyObject = { ...config(), image: "debian-13-generic-amd64-daily", id: "vm-abcdefgh", host: "local", state: "running", ip_address: "10.0.0.5", mac_address: "m", ssh_port: null, gdb_port: null, gdb: false, on_panic: "preserve", created_at: "t", ssh_user: "kdevops", running: true, network: { bridge: "virbr0", mode: "bridge" } };
+    const kept = await planVm(ctx, prior, config(), {});
+    expect(kept.planned).toMatchObject({ gdb: false, on_panic: "preserve" });
+    expect(kept.requiresReplace).toContainEqual(["gdb"]);
+    expect(kept.requiresReplace).toContainEqual(["on_panic"]);
+    const bad = validateVm(config({ on_panic: "reboot" }));
+    expect(bad.map((d) => d.attribute)).toEqual([{ steps: [{ attribute_name: "on_panic" }] }]);
+    expect(validateVm(config({ on_panic: UNKNOWN }))).toEqual([]);
   });
 });

@@ -27,6 +27,9 @@ function rec(n: number, over: Partial<VmRecord> = {}): VmRecord {
     updatedAt: "2026-12-02T10:00:00.000Z",
     owner: null,
     placementGroup: null,
+    gdbPort: null,
+    onPanic: "preserve",
+    crashReason: null,
     cpuTimeNs: 0n,
     ...over,
   };

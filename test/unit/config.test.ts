@@ -80,6 +80,7 @@ describe("defaults", () => {
         network_mode: "bridge",
         network_bridge: "default",
         user_network_restrict: false,
+        on_panic: "preserve",
         disk_format: "qcow2",
         disk_driver: "virtio",
         ssh_user: "kdevops",

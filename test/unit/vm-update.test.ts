@@ -28,6 +28,7 @@ const defaults: ServiceDefaults = {
   maxExtraDisks: 4,
   vcpuOvercommit: 4,
   memoryOvercommit: 1,
+  onPanic: "preserve",
 };
 
 function rec(over: Partial<VmRecord> = {}): VmRecord {
@@ -56,6 +57,9 @@ function rec(over: Partial<VmRecord> = {}): VmRecord {
     owner: null,
     placementGroup: null,
     cpuTimeNs: 0n,
+    gdbPort: null,
+    onPanic: "preserve",
+    crashReason: null,
     ...over,
   };
 }

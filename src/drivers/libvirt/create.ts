@@ -8,7 +8,7 @@ import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
-import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
+import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, onCrashFor, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 import type { Networks } from "./networks.ts";
 import { GiB, type Sessions, type VmStorage } from "./storage.ts";
 
@@ -99,11 +99,16 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     nvme_disks: nvmeDisks,
     network: { mode: netMode, bridge: spec.network.bridge ?? "", interface_type: interfaceType, mac, ssh_port: sshPort, restrict: spec.network.restrict, netdev },
     console_log: `${b.consoleLogDir}/${spec.id}-serial.log`,
+    on_panic: spec.onPanic,
+    on_crash: onCrashFor(spec.onPanic),
+    // The gdbstub listens where the SSH forwards do: 127.0.0.1 of a local host.
+    gdb: spec.gdbPort ? { port: spec.gdbPort, arg: `tcp:${b.sshForwardBind}:${spec.gdbPort}` } : null,
   });
   // An operator's template written before NVMe disks existed would drop them silently.
   const args = qemuArgs(xml);
   const lost = nvmeDisks.filter((d) => !args.includes(d.device_arg));
   if (lost.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} has no nvme_disks block: cannot attach ${lost.map((d) => d.serial).join(", ")} as NVMe (copy that block from the embedded template)`);
+  if (spec.gdbPort && !args.includes("-gdb")) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} has no gdb block: cannot expose a gdbstub (copy it from the embedded template's qemu:commandline)`);
   const unplaced = missingDiskPlacement(xml, disks);
   if (unplaced.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} lacks ${unplaced.join(", ")} (copy the disk block and the scsi controller from the embedded template)`);
   // An operator's own template is checked against libvirt's schema on every define (a
@@ -139,5 +144,8 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     owner: spec.owner,
     placementGroup: spec.placementGroup,
     cpuTimeNs: 0n,
+    gdbPort: spec.gdbPort,
+    onPanic: spec.onPanic,
+    crashReason: null,
   };
 }

@@ -8,7 +8,8 @@ import { readFileSync } from "node:fs";
 // Embedded in the executable; operators override it with vm_defaults.template.
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
 import { optValue } from "../shared/qemu-opts.ts";
-import type { DiskInfo, NetworkMode, PendingChanges, ReportedDiskBus } from "../types.ts";
+import { isOnPanic } from "../../api-types/values.ts";
+import type { DiskInfo, NetworkMode, OnPanic, PendingChanges, ReportedDiskBus } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
 
@@ -91,6 +92,20 @@ export interface DomainTemplateVars {
     netdev: string;
   };
   console_log: string | null;
+  on_panic: OnPanic;
+  /** libvirt's <on_crash> for on_panic (see onCrashFor). */
+  on_crash: "preserve" | "restart" | "destroy";
+  /** The gdbstub: its port and QEMU's `-gdb` value; null when off. */
+  gdb: { port: number; arg: string } | null;
+}
+
+/**
+ * libvirt's own handling of a guest panic for each on_panic: it holds, resets or powers off
+ * the guest without rcloud (also while rcloud is down); `dump` holds it and rcloud saves the
+ * memory on the crash event (libvirt's coredump-* actions write outside the VM's pool).
+ */
+export function onCrashFor(onPanic: OnPanic): DomainTemplateVars["on_crash"] {
+  return onPanic === "restart" ? "restart" : onPanic === "stop" ? "destroy" : "preserve";
 }
 
 export function loadTemplate(path: string | null): string {
@@ -132,6 +147,9 @@ export interface ParsedDomain {
     memoryMb: number | null;
     /** Changes waiting for the next start (only in a running domain's metadata). */
     pending: PendingChanges | null;
+    /** VMs created before panics were handled: preserve. */
+    onPanic: OnPanic;
+    gdbPort: number | null;
   } | null;
   /** `<memory>`: the most the VM may have. */
   memoryMb: number;
@@ -220,6 +238,8 @@ export function parseDomainXml(xml: string): ParsedDomain {
           rootDiskGb: Number(str(meta.root_disk_gb)) || null,
           memoryMb: Number(str(meta.memory_mb)) || null,
           pending: parsePending(meta.pending),
+          onPanic: isOnPanic(str(meta.on_panic)) ? (str(meta.on_panic) as OnPanic) : "preserve",
+          gdbPort: Number(str(obj(meta.gdb).port)) || null,
         }
       : null,
     memoryMb,

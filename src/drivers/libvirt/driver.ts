@@ -22,7 +22,7 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type DumpInfo, type DumpReader, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
@@ -41,6 +41,8 @@ import { type PendingRollback, Rollbacks } from "./rollbacks.ts";
 import { DomainSnapshots } from "./snapshots.ts";
 import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
+import { downloadVolume } from "./volume-streams.ts";
+import { dumpName, isDumpName } from "../shared/crash.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -70,6 +72,11 @@ const SHUTDOWN_ACPI = 1;
 const METADATA_ELEMENT = 2; // VIR_DOMAIN_METADATA_ELEMENT
 const AFFECT_LIVE = 1;
 const AFFECT_CONFIG = 2;
+/** VIR_DUMP_MEMORY_ONLY; with VIR_DOMAIN_CORE_DUMP_FORMAT_RAW (0) an ELF core of the guest's memory. */
+const DUMP_MEMORY_ONLY = 16;
+const DUMP_FORMAT_ELF = 0;
+/** A guest's memory written out; generous, a dump is as large as the guest's memory. */
+const DUMP_TIMEOUT_MS = 30 * 60_000;
 
 export class LibvirtDriver implements VmDriver {
   readonly kind = "libvirt" as const;
@@ -102,6 +109,8 @@ export class LibvirtDriver implements VmDriver {
   private readonly snaps: DomainSnapshots;
 
   private readonly sshForward: { bind: string; address: string };
+  /** Volume names of dumps being written (not listed until complete). */
+  private readonly dumping = new Set<string>();
 
   constructor(private readonly opts: LibvirtDriverOptions) {
     this.sshForward = opts.sshForward ?? { bind: "127.0.0.1", address: "127.0.0.1" };
@@ -119,6 +128,9 @@ export class LibvirtDriver implements VmDriver {
     this.events = new DomainEvents(this.cache);
     this.records = new DomainRecords(sessions, this.events, this.cache);
     this.snaps = new DomainSnapshots(sessions);
+    this.events.subscribe((e) => {
+      if (e.action === "vm-crashed" && e.detail === "panicked") void this.onPanic(e.vmName);
+    });
   }
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
@@ -148,6 +160,29 @@ export class LibvirtDriver implements VmDriver {
     this.sessionPool = pool;
     pool.primary.on("connect", () => void this.recover());
     await this.recover();
+  }
+
+  /**
+   * A guest panicked: libvirt already held it, reset it or powered it off (<on_crash>, see
+   * domain-xml.ts onCrashFor); for on_panic dump rcloud saves the held guest's memory into
+   * the pool as `<id>-dump-<time>.elf`. A failure is reported as an event.
+   */
+  private async onPanic(name: string): Promise<void> {
+    let vol = "";
+    try {
+      const dom = await this.lookup(name);
+      const facts = dom && (await this.records.facts(dom));
+      if (!dom || !facts || facts.rcloud.onPanic !== "dump") return;
+      const dump = dumpName(new Date());
+      vol = `${facts.rcloud.id}-${dump}`;
+      this.dumping.add(vol);
+      await this.sessions().call(P.domainCoreDumpWithFormat, { dom, to: `${this.opts.poolPath}/${vol}`, dumpformat: DUMP_FORMAT_ELF, flags: DUMP_MEMORY_ONLY }, { timeoutMs: DUMP_TIMEOUT_MS });
+      this.events.emit({ vmName: name, vmId: facts.rcloud.id, action: "vm-dumped", detail: dump });
+    } catch (e) {
+      this.events.emit({ vmName: name, vmId: null, action: "vm-crashed", detail: `on_panic dump failed: ${(e as Error).message}` });
+    } finally {
+      this.dumping.delete(vol);
+    }
   }
 
   private async setup(pool: LibvirtPool): Promise<void> {
@@ -276,7 +311,10 @@ export class LibvirtDriver implements VmDriver {
 
   async usedSshPorts(): Promise<Set<number>> {
     const ports = new Set<number>();
-    for (const r of await this.list()) if (r.network.sshPort) ports.add(r.network.sshPort);
+    for (const r of await this.list()) {
+      if (r.network.sshPort) ports.add(r.network.sshPort);
+      if (r.gdbPort) ports.add(r.gdbPort);
+    }
     return ports;
   }
 
@@ -342,7 +380,12 @@ export class LibvirtDriver implements VmDriver {
       const dom = await this.mustLookup(name);
       const s = await this.state(dom);
       if (s === DomainState.PAUSED) await this.sessions().call(P.domainResume, { dom });
-      else if (s === DomainState.SHUTOFF || s === DomainState.CRASHED) await this.sessions().call(P.domainCreate, { dom });
+      else if (s === DomainState.SHUTOFF) await this.sessions().call(P.domainCreate, { dom });
+      else if (s === DomainState.CRASHED) {
+        // Held after a panic: its QEMU still runs; a fresh boot.
+        await this.sessions().call(P.domainDestroy, { dom });
+        await this.sessions().call(P.domainCreate, { dom });
+      }
       else throw new DriverError("invalid_state", `${name} is already ${stateName(s)}`);
       await this.touch(dom);
     } catch (e) {
@@ -532,6 +575,44 @@ export class LibvirtDriver implements VmDriver {
     }
   }
 
+  // ---- guest memory dumps: volumes `<id>-dump-<time>.elf` of the pool, deleted with the VM ----
+
+  private async dumpVolumes(name: string): Promise<{ dump: string; vol: RemoteNonnullStorageVol }[]> {
+    const facts = await this.records.facts(await this.mustLookup(name));
+    if (!facts) throw new DriverError("not_found", `no VM named ${name}`);
+    const prefix = `${facts.rcloud.id}-`;
+    return (await this.storage.volumes("required"))
+      .filter((v) => v.name.startsWith(prefix) && isDumpName(v.name.slice(prefix.length)) && !this.dumping.has(v.name))
+      .map((vol) => ({ dump: vol.name.slice(prefix.length), vol }))
+      .sort((a, b) => (a.dump < b.dump ? -1 : 1));
+  }
+
+  private async volumeBytes(vol: RemoteNonnullStorageVol): Promise<number> {
+    return Number((await this.sessions().call(P.storageVolGetInfo, { vol })).capacity);
+  }
+
+  async dumps(name: string): Promise<DumpInfo[]> {
+    try {
+      const found = await this.dumpVolumes(name);
+      return await Promise.all(found.map(async ({ dump, vol }) => ({ name: dump, sizeBytes: await this.volumeBytes(vol), createdAt: dumpTime(dump) })));
+    } catch (e) {
+      translate(e, `listing the dumps of ${name}`);
+    }
+  }
+
+  async readDump(name: string, dump: string): Promise<DumpReader> {
+    try {
+      const found = (await this.dumpVolumes(name)).find((d) => d.dump === dump);
+      if (!found) throw new DriverError("not_found", `${name} has no dump ${dump}`);
+      const sizeBytes = await this.volumeBytes(found.vol);
+      // Its own connection: a slow reader holds that one back, not the VM calls.
+      const session = await LibvirtClient.connect(this.opts.uri, { ...this.opts.client, reconnect: false });
+      return { sizeBytes, data: await downloadVolume(session, found.vol, sizeBytes) };
+    } catch (e) {
+      translate(e, `reading dump ${dump} of ${name}`);
+    }
+  }
+
   // ---- base images and boot files of this host ----
 
   async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
@@ -553,4 +634,10 @@ export class LibvirtDriver implements VmDriver {
   writeImage(fileName: string, format: string, sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<ImageInfo> {
     return this.baseImages.write(fileName, format, sizeBytes, data);
   }
+}
+
+/** When a dump was taken, from its name (dump-20261202T160501Z.elf → 2026-12-02T16:05:01.000Z). */
+function dumpTime(dump: string): string {
+  const m = /^dump-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(dump);
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z` : "";
 }

@@ -156,7 +156,11 @@ export class DomainEvents {
     }
     // Domains known not to be rcloud VMs are not reported.
     if (!mapped || vmId === null) return;
-    const event: DriverEvent = { vmName: dom.name, vmId: vmId ?? null, ...mapped };
+    this.emit({ vmName: dom.name, vmId: vmId ?? null, ...mapped });
+  }
+
+  /** Tells subscribers about something the driver did itself (a dump saved after a panic). */
+  emit(event: DriverEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);

@@ -14,7 +14,8 @@ import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/in
 import type { RemoteDomainStatsRecord as DomainStats, RemoteNonnullDomain } from "../../libvirt/index.ts";
 import type { VmRecord } from "../types.ts";
 import type { DomainCache, DomainFacts } from "./domain-cache.ts";
-import { DomainState, stateName, UuidTexts } from "./domain-state.ts";
+import { crashReasonOf, DomainState, stateName, UuidTexts } from "./domain-state.ts";
+import { crashState } from "../shared/crash.ts";
 import { parseDomainXml } from "./domain-xml.ts";
 import type { DomainEvents } from "./events.ts";
 import type { Sessions, VmStorage } from "./storage.ts";
@@ -41,17 +42,19 @@ export async function readFacts(sessions: Sessions, storage: VmStorage, dom: Rem
  */
 function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
   let stateNumber: number = DomainState.NOSTATE;
+  let reasonNumber = 0;
   let cpuTime = 0n;
   for (const p of stats.params) {
     const v = p.value;
     if (p.field === "state.state" && v.type === 1) stateNumber = v.i;
+    else if (p.field === "state.reason" && v.type === 1) reasonNumber = v.i;
     else if (p.field === "cpu.time" && v.type === 4) cpuTime = v.ul;
   }
-  const state = stateName(stateNumber);
+  const { state, crashReason } = crashState(stateName(stateNumber), crashReasonOf(stateNumber, reasonNumber));
   // libvirt 9.0's QEMU driver reports its own CPU time for a domain that is not running.
   const cpuTimeNs = stateNumber === DomainState.SHUTOFF ? 0n : cpuTime;
   const last = f.last;
-  if (last && last.name === stats.dom.name && last.state === state && last.cpuTimeNs === cpuTimeNs) return last;
+  if (last && last.name === stats.dom.name && last.state === state && last.crashReason === crashReason && last.cpuTimeNs === cpuTimeNs) return last;
   const m = f.rcloud;
   f.last = {
     id: m.id,
@@ -75,6 +78,9 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
     owner: m.owner,
     placementGroup: m.placementGroup,
     cpuTimeNs,
+    gdbPort: m.gdbPort,
+    onPanic: m.onPanic,
+    crashReason,
   };
   return f.last;
 }

@@ -6,7 +6,7 @@
  * state directory's lock and re-attaches to the QEMUs still running.
  */
 import { randomUUID } from "node:crypto";
-import { chmodSync, chownSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
@@ -16,6 +16,8 @@ import {
   type DriverEvent,
   type ConsoleSession,
   type DiskInfo,
+  type DumpInfo,
+  type DumpReader,
   type HostInfo,
   type ImageInfo,
   type ImageReader,
@@ -34,6 +36,7 @@ import { localBootFile } from "./boot-file.ts";
 import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
 import { DriverListeners, exitDetail, LIFECYCLE_QMP_EVENTS, qmpLifecycle } from "./events.ts";
+import { crashState, dumpName, GUEST_PANICKED, isDumpName } from "../shared/crash.ts";
 import { readLocalImage, removePartialImages, writeLocalImage } from "./images.ts";
 import { meminfo, qemuVersion, storage } from "./host.ts";
 import { randomMac } from "../shared/mac.ts";
@@ -406,10 +409,15 @@ export class QemuDriver implements VmDriver {
   private async pump(id: string, rt: Runtime, client: QmpClient): Promise<void> {
     for await (const ev of client.events(LIFECYCLE_QMP_EVENTS)) {
       if (ev.event === "SHUTDOWN" && typeof ev.data["reason"] === "string") rt.events.shutdownReason = ev.data["reason"];
-      if (ev.event === "GUEST_PANICKED") rt.events.panicked = true;
       const vm = this.records.get(id) ?? this.creating.get(id);
       const what = qmpLifecycle(ev);
       if (vm && what && !rt.events.starting) this.emit(vm, what.action, what.detail);
+      // Once per panic: QEMU sends GUEST_PANICKED again on every vCPU that reaches it.
+      if (ev.event === "GUEST_PANICKED" && !rt.events.panicked && vm) {
+        rt.events.panicked = true;
+        void this.onPanic(vm, rt);
+      }
+      if (ev.event === "RESUME" || ev.event === "RESET") rt.events.panicked = false;
     }
   }
 
@@ -440,6 +448,54 @@ export class QemuDriver implements VmDriver {
     if (ev.exitReported || ev.detached) return;
     ev.exitReported = true;
     this.emit(vm, "vm-stopped", exitDetail(ev.shutdownReason, ev.panicked, ev.stopping));
+  }
+
+  /**
+   * Records that the VM crashed (vm.json, shown as state `crashed` with `crash_reason` until
+   * its next launch, also once QEMU is gone): the one place crashes are recorded.
+   */
+  recordCrash(vm: StoredVm, reason: string): void {
+    vm.crash = { reason, at: new Date().toISOString() };
+    this.touch(vm);
+  }
+
+  /**
+   * The guest panicked: QEMU holds it (-action panic=pause); on_panic says what next. A
+   * failure is reported as an event, the VM stays crashed.
+   */
+  private async onPanic(vm: StoredVm, rt: Runtime): Promise<void> {
+    this.recordCrash(vm, GUEST_PANICKED);
+    const action = vm.on_panic ?? "preserve";
+    try {
+      if (action === "preserve") return;
+      if (action === "stop") return void (await this.stop(vm.name, { force: true, timeoutMs: 0 }));
+      const client = await this.monitor(vm.id);
+      if (action === "dump") {
+        const name = dumpName(new Date());
+        const p = this.paths(vm.id);
+        const part = `${p.dump(name)}.part`;
+        // Written under a name the listing skips, renamed once complete.
+        await client.execute("dump-guest-memory", { paging: false, protocol: `file:${part}`, format: "elf" }, { timeoutMs: 30 * 60_000 });
+        renameSync(part, p.dump(name));
+        this.emit(vm, "vm-dumped", name);
+        return;
+      }
+      // restart: a reset takes the guest out of guest-panicked (to prelaunch), then it runs.
+      await client.execute("system_reset");
+      const status = async () => (await client.execute<{ status: string }>("query-status")).status;
+      const deadline = Date.now() + 10_000;
+      while ((await status()) === "guest-panicked") {
+        if (Date.now() > deadline) throw new DriverError("failed", "QEMU stayed in guest-panicked after system_reset");
+        await Bun.sleep(50);
+      }
+      if ((await status()) !== "running") await client.execute("cont");
+      vm.crash = null;
+      this.touch(vm);
+    } catch (e) {
+      if (this.runtime.get(vm.id) !== rt) return; // stopped or deleted meanwhile
+      this.emit(vm, "vm-crashed", `on_panic ${action} failed: ${(e as Error).message}`);
+      this.log("warn", "on_panic action failed", { vm: vm.name, action, error: (e as Error).message });
+    }
   }
 
   private async liveState(id: string): Promise<{ state: VmState; pid: number | null }> {
@@ -508,6 +564,7 @@ export class QemuDriver implements VmDriver {
       if (vm.memory_mb < maxima(vm).maxMemoryMb) await client.execute("balloon", { value: vm.memory_mb * 1024 * 1024 });
       await client.execute("cont");
       vm.live = launchConfig(vm); // the caller writes vm.json
+      vm.crash = null;
       rt.events.starting = false;
       this.emit(vm, "vm-started", loadvm !== null ? "from-snapshot" : "booted");
       return pid;
@@ -539,8 +596,9 @@ export class QemuDriver implements VmDriver {
     return vm;
   }
 
-  private toRecord(vm: StoredVm, state: VmState, pid: number | null): VmRecord {
+  private toRecord(vm: StoredVm, live: VmState, pid: number | null): VmRecord {
     const p = this.paths(vm.id);
+    const { state, crashReason } = crashState(live, vm.crash?.reason ?? null);
     // A running VM is shown as it runs; what vm.json has beyond that is pending.
     const now = pid !== null && state !== "stopped" ? (vm.live ?? launchConfig(vm)) : launchConfig(vm);
     return {
@@ -563,6 +621,9 @@ export class QemuDriver implements VmDriver {
       owner: vm.owner,
       placementGroup: vm.placement_group ?? null,
       cpuTimeNs: pid !== null && state !== "stopped" ? cpuTimeNs(pid) : 0n,
+      gdbPort: vm.gdb_port ?? null,
+      onPanic: vm.on_panic ?? "preserve",
+      crashReason,
     };
   }
 
@@ -595,7 +656,10 @@ export class QemuDriver implements VmDriver {
   async usedSshPorts(): Promise<Set<number>> {
     this.need();
     const ports = new Set<number>();
-    for (const vm of this.records.values()) if (vm.network.ssh_port) ports.add(vm.network.ssh_port);
+    for (const vm of [...this.records.values(), ...this.creating.values()]) {
+      if (vm.network.ssh_port) ports.add(vm.network.ssh_port);
+      if (vm.gdb_port) ports.add(vm.gdb_port);
+    }
     return ports;
   }
 
@@ -654,6 +718,9 @@ export class QemuDriver implements VmDriver {
         updated_at: spec.createdAt,
         owner: spec.owner,
         placement_group: spec.placementGroup,
+        gdb_port: spec.gdbPort,
+        on_panic: spec.onPanic,
+        crash: null,
       };
       this.creating.set(vm.id, vm);
       if (spec.start) pid = await this.launch(vm);
@@ -943,6 +1010,32 @@ export class QemuDriver implements VmDriver {
     } catch (e) {
       translate(e, `QMP ${command} on ${name}`);
     }
+  }
+
+  // ---- guest memory dumps (in the VM's directory, removed with it) ----
+
+  async dumps(name: string): Promise<DumpInfo[]> {
+    const vm = this.mustGet(name);
+    const p = this.paths(vm.id);
+    try {
+      const out: DumpInfo[] = [];
+      for (const f of readdirSync(p.dir).filter(isDumpName).sort()) {
+        const st = statSync(p.dump(f), { throwIfNoEntry: false });
+        if (st?.isFile()) out.push({ name: f, sizeBytes: st.size, createdAt: st.mtime.toISOString() });
+      }
+      return out;
+    } catch (e) {
+      translate(e, `listing the dumps of ${name}`);
+    }
+  }
+
+  async readDump(name: string, dump: string): Promise<DumpReader> {
+    const vm = this.mustGet(name);
+    if (!isDumpName(dump)) throw new DriverError("not_found", `${name} has no dump ${dump}`);
+    const path = this.paths(vm.id).dump(dump);
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st?.isFile()) throw new DriverError("not_found", `${name} has no dump ${dump}`);
+    return { data: Bun.file(path).stream(), sizeBytes: st.size };
   }
 
   // ---- base images and boot files of this host ----

@@ -180,6 +180,10 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   add("-device", "virtio-serial-pci,id=vserial0", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0");
   add("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0");
   add("-device", "virtio-balloon-pci,id=balloon0");
+  // pvpanic on the ISA bus (what libvirt 9.0's <panic model='isa'/> gives, so both drivers
+  // show guests the same device); a panic halts the guest and rcloud applies on_panic.
+  add("-device", "pvpanic", "-action", "panic=pause");
+  if (vm.gdb_port) add("-gdb", `tcp:127.0.0.1:${vm.gdb_port}`);
 
   if (vm.boot) {
     add("-kernel", vm.boot.kernel);

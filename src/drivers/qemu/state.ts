@@ -9,7 +9,7 @@
  */
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { DriverError, type NetworkMode, type ReportedDiskBus } from "../types.ts";
+import { DriverError, type NetworkMode, type OnPanic, type ReportedDiskBus } from "../types.ts";
 
 export const ID_RE = /^vm-[a-z0-9]{8}$/;
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -60,6 +60,12 @@ export interface StoredVm {
   owner: string | null;
   /** Absent in files written before placement groups existed. */
   placement_group?: string | null;
+  /** Host port of the gdbstub on 127.0.0.1; absent or null: none. */
+  gdb_port?: number | null;
+  /** Absent in files written before panics were handled: preserve. */
+  on_panic?: OnPanic;
+  /** Set when the guest crashed (driver.ts recordCrash), cleared by the next launch. */
+  crash?: { reason: string; at: string } | null;
 }
 
 export interface VmPaths {
@@ -73,6 +79,8 @@ export interface VmPaths {
   /** QEMU's stdout and stderr. */
   qemuLog: string;
   disk(file: string): string;
+  /** A guest memory dump (a DUMP_NAME_PATTERN name, checked by the caller). */
+  dump(name: string): string;
 }
 
 export function vmPaths(stateDir: string, id: string): VmPaths {
@@ -87,6 +95,7 @@ export function vmPaths(stateDir: string, id: string): VmPaths {
     pidfile: join(dir, "qemu.pid"),
     qemuLog: join(dir, "qemu.log"),
     disk: (file) => join(dir, file),
+    dump: (name) => join(dir, name),
   };
 }
 
@@ -160,6 +169,7 @@ export function parseVm(text: string, id: string): { vm: StoredVm } | { error: s
   if (!n || !["bridge", "user", "none"].includes(n.mode)) return { error: "bad network" };
   if (n.mac !== null && !(isStr(n.mac) && MAC_RE.test(n.mac))) return { error: "bad mac" };
   if (n.ssh_port !== null && !(isInt(n.ssh_port) && n.ssh_port > 0 && n.ssh_port < 65536)) return { error: "bad ssh_port" };
+  if (v.gdb_port != null && !(isInt(v.gdb_port) && v.gdb_port > 0 && v.gdb_port < 65536)) return { error: "bad gdb_port" };
   if (n.bridge !== null && !(isStr(n.bridge) && /^[A-Za-z0-9_.:-]{1,64}$/.test(n.bridge))) return { error: "bad bridge" };
   if (v.boot !== null && !(v.boot && isStr(v.boot.kernel) && v.boot.kernel.startsWith("/"))) return { error: "bad boot" };
   return { vm: v as StoredVm };
