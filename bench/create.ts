@@ -257,6 +257,7 @@ try {
       nvme_disks: [],
       network: { mode: "none", bridge: "", interface_type: "network", mac: "52:54:00:00:00:01", ssh_port: "", restrict: false, netdev: "" },
       console_log: join(poolDir, `${name}-serial.log`),
+      shares: [],
     });
     const file = join(work, `${name}.xml`);
     writeFileSync(file, xml);

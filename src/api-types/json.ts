@@ -3,7 +3,7 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, EventType, HostState, NetworkMode, ReportedDiskBus, VmState } from "./values.ts";
+import type { DiskBus, EventType, HostState, NetworkMode, ReportedDiskBus, ShareTransport, VmState } from "./values.ts";
 
 export interface ApiDisk {
   type: "root" | "data";
@@ -12,6 +12,15 @@ export interface ApiDisk {
   driver: ReportedDiskBus;
   format: string;
   serial: string | null;
+}
+
+/** A host directory shared with the guest, mounted there at /mnt/<tag> by cloud-init. */
+export interface ApiShare {
+  /** The directory on the VM's host (its real path, inside vm_defaults.share_dirs). */
+  host_path: string;
+  tag: string;
+  readonly: boolean;
+  transport: ShareTransport;
 }
 
 export interface ApiVm {
@@ -50,6 +59,8 @@ export interface ApiVm {
   host_state: HostState;
   /** The placement group given at create (VMs of one group go to different hosts), or null. */
   placement_group: string | null;
+  /** Host directories shared with the guest (set at create). */
+  shares: ApiShare[];
 }
 
 /** Changes made to a running VM that take effect at its next stop and start (only the fields that change). */
@@ -135,6 +146,8 @@ export interface CreateVmRequest {
   host?: string;
   /** VMs of one group go to different hosts while there are hosts left. */
   placement_group?: string;
+  /** Host directories to share (inside vm_defaults.share_dirs); cloud-init mounts each at /mnt/<tag>. */
+  shares?: { host_path: string; tag: string; readonly?: boolean; transport?: ShareTransport }[];
 }
 
 /**

@@ -3,9 +3,17 @@
  * The VM service talks only to this; it never knows which driver it has.
  */
 
-import type { DiskBus, DiskRole, NetworkMode, ReportedDiskBus, VmState } from "../api-types/values.ts";
+import type { DiskBus, DiskRole, NetworkMode, ReportedDiskBus, ShareTransport, VmState } from "../api-types/values.ts";
 
-export type { DiskBus, NetworkMode, ReportedDiskBus, VmState };
+export type { DiskBus, NetworkMode, ReportedDiskBus, ShareTransport, VmState };
+
+/** A host directory shared with the guest; hostPath is the real path the host resolved. */
+export interface ShareSpec {
+  hostPath: string;
+  tag: string;
+  readonly: boolean;
+  transport: ShareTransport;
+}
 
 export interface DataDiskSpec {
   sizeGb: number;
@@ -77,6 +85,8 @@ export interface VmSpec {
   placementGroup: string | null;
   /** Start the VM after defining it. */
   start: boolean;
+  /** Host directories shared with the guest (resolved by the host's shareDir). */
+  shares: ShareSpec[];
 }
 
 export interface DiskInfo {
@@ -112,6 +122,7 @@ export interface VmRecord {
   placementGroup: string | null;
   /** CPU time consumed, nanoseconds (0 when stopped). */
   cpuTimeNs: bigint;
+  shares: ShareSpec[];
 }
 
 export interface ImageInfo {
@@ -223,6 +234,14 @@ export interface VmDriver {
    * naming the directory otherwise; DriverError("unsupported") when the host has none.
    */
   bootFile(kind: "kernel" | "initrd", path: string): Promise<string>;
+  /**
+   * A directory to share with a guest: its real path on this host, after checking it is a
+   * directory inside one of vm_defaults.share_dirs. DriverError("not_found") when the path
+   * is outside the directories or there are none (the service answers share_not_allowed),
+   * ("invalid_state") when it is inside but missing or not a directory, ("unsupported") when
+   * the host's paths cannot be checked.
+   */
+  shareDir(path: string): Promise<string>;
   /** Opens an image for reading (image copy). */
   readImage(id: string): Promise<ImageReader>;
   /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */

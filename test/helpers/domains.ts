@@ -82,6 +82,7 @@ export function rcloudDomainXml(d: RcloudDomain): string {
       netdev: user ? `user,id=net0,hostfwd=tcp:127.0.0.1:${d.network.sshPort}-:22,restrict=on` : "",
     },
     console_log: null,
+    shares: [],
   });
 }
 

@@ -27,6 +27,7 @@ export function templateVars(over: Partial<DomainTemplateVars> = {}): DomainTemp
     nvme_disks: [],
     network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cc", ssh_port: 2222, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,restrict=on" },
     console_log: "/p/vm-abcd1234-serial.log",
+    shares: [],
     ...over,
   };
 }

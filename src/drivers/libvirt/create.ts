@@ -8,7 +8,7 @@ import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
-import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
+import { type DomainType, filesystemTags, METADATA_NS, missingDiskPlacement, nvmeDisk, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 import type { Networks } from "./networks.ts";
 import { GiB, type Sessions, type VmStorage } from "./storage.ts";
 
@@ -92,14 +92,18 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     max_memory_mb: spec.maxMemoryMb,
     vcpus: spec.vcpus,
     max_vcpus: spec.maxVcpus,
-    pcie_root_ports: PCI_DEVICES + spec.dataDisks.length + HOTPLUG_PORTS,
+    pcie_root_ports: PCI_DEVICES + spec.dataDisks.length + spec.shares.length + HOTPLUG_PORTS,
     metadata_ns: METADATA_NS,
     boot: spec.boot,
     disks,
     nvme_disks: nvmeDisks,
     network: { mode: netMode, bridge: spec.network.bridge ?? "", interface_type: interfaceType, mac, ssh_port: sshPort, restrict: spec.network.restrict, netdev },
     console_log: `${b.consoleLogDir}/${spec.id}-serial.log`,
+    shares: spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })),
   });
+  const tags = filesystemTags(xml);
+  const unshared = spec.shares.filter((s) => !tags.includes(s.tag));
+  if (unshared.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} has no filesystem block: cannot share ${unshared.map((s) => s.tag).join(", ")} (copy the shares blocks from the embedded template)`);
   // An operator's template written before NVMe disks existed would drop them silently.
   const args = qemuArgs(xml);
   const lost = nvmeDisks.filter((d) => !args.includes(d.device_arg));
@@ -139,5 +143,6 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     owner: spec.owner,
     placementGroup: spec.placementGroup,
     cpuTimeNs: 0n,
+    shares: spec.shares,
   };
 }

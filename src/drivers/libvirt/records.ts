@@ -75,6 +75,7 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
     owner: m.owner,
     placementGroup: m.placementGroup,
     cpuTimeNs,
+    shares: f.parsed.shares,
   };
   return f.last;
 }

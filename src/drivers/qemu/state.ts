@@ -5,7 +5,8 @@
  *
  *   <state_dir>/rcloud.lock
  *   <state_dir>/vms/<id>/{vm.json, root.qcow2, data<N>.qcow2, seed.iso,
- *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log}
+ *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log,
+ *                         fs<N>.sock, fs<N>.pid, fs<N>.log (virtiofsd of the N-th share)}
  */
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -60,6 +61,15 @@ export interface StoredVm {
   owner: string | null;
   /** Absent in files written before placement groups existed. */
   placement_group?: string | null;
+  /** Shared host directories (real paths); absent in files written before shares existed. */
+  shares?: StoredShare[];
+}
+
+export interface StoredShare {
+  host_path: string;
+  tag: string;
+  readonly: boolean;
+  transport: "virtiofs" | "9p";
 }
 
 export interface VmPaths {
@@ -73,6 +83,8 @@ export interface VmPaths {
   /** QEMU's stdout and stderr. */
   qemuLog: string;
   disk(file: string): string;
+  /** The virtiofsd of the `i`-th share: its vhost-user socket, pidfile and log. */
+  share(i: number): { socket: string; pidfile: string; log: string };
 }
 
 export function vmPaths(stateDir: string, id: string): VmPaths {
@@ -87,6 +99,7 @@ export function vmPaths(stateDir: string, id: string): VmPaths {
     pidfile: join(dir, "qemu.pid"),
     qemuLog: join(dir, "qemu.log"),
     disk: (file) => join(dir, file),
+    share: (i) => ({ socket: join(dir, `fs${i}.sock`), pidfile: join(dir, `fs${i}.pid`), log: join(dir, `fs${i}.log`) }),
   };
 }
 
@@ -160,6 +173,9 @@ export function parseVm(text: string, id: string): { vm: StoredVm } | { error: s
   if (!n || !["bridge", "user", "none"].includes(n.mode)) return { error: "bad network" };
   if (n.mac !== null && !(isStr(n.mac) && MAC_RE.test(n.mac))) return { error: "bad mac" };
   if (n.ssh_port !== null && !(isInt(n.ssh_port) && n.ssh_port > 0 && n.ssh_port < 65536)) return { error: "bad ssh_port" };
+  // Shares go onto QEMU's command line: tags and paths as validated at create.
+  const goodShare = (x: any) => x && isStr(x.host_path) && x.host_path.startsWith("/") && isStr(x.tag) && /^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$/.test(x.tag) && typeof x.readonly === "boolean" && ["virtiofs", "9p"].includes(x.transport);
+  if (v.shares !== undefined && !(Array.isArray(v.shares) && v.shares.every(goodShare))) return { error: "bad shares" };
   if (n.bridge !== null && !(isStr(n.bridge) && /^[A-Za-z0-9_.:-]{1,64}$/.test(n.bridge))) return { error: "bad bridge" };
   if (v.boot !== null && !(v.boot && isStr(v.boot.kernel) && v.boot.kernel.startsWith("/"))) return { error: "bad boot" };
   return { vm: v as StoredVm };
