@@ -1,0 +1,158 @@
+/**
+ * Shares on a real guest, the same on both drivers (test/qemu/shares.test.ts,
+ * test/e2e/libvirt-shares.test.ts): the refusals first (no guest), then one TCG guest with four
+ * shares — virtiofs read-write and read-only, 9p read-write and read-only — mounted by the
+ * test disk's /init from cloud-init's `mounts:`; files cross both ways over SSH, a
+ * `make modules_install`-style tree written in the guest lands on the host, read-only shares
+ * refuse writes, and after delete no virtiofsd serves the directories any more.
+ */
+import { expect } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { uniqueName } from "./rig.ts";
+import type { TestServer } from "./server.ts";
+import { makeSshKey, sshRun, waitForSsh } from "./ssh.ts";
+
+/** The directories a share test uses: `root` is vm_defaults.share_dirs; `outside` is not in it. */
+export interface ShareDirs {
+  root: string;
+  outside: string;
+}
+
+/** Makes the share directory tree under `base` (writable for QEMU's and virtiofsd's users: 9p writes as QEMU's). */
+export function makeShareDirs(base: string): ShareDirs {
+  const root = join(base, "shared");
+  const outside = join(base, "outside");
+  for (const d of [root, outside, join(root, "linux"), join(root, "ref"), join(root, "p9"), join(root, "p9ro")]) {
+    mkdirSync(d, { recursive: true });
+    chmodSync(d, 0o777);
+  }
+  chmodSync(base, 0o755);
+  writeFileSync(join(root, "linux", "from-host.txt"), "written on the host\n");
+  writeFileSync(join(root, "ref", "README"), "reference tree\n");
+  writeFileSync(join(root, "p9", "from-host.txt"), "9p from the host\n");
+  writeFileSync(join(root, "p9ro", "README"), "9p reference\n");
+  // A link inside the share directory that leads out of it.
+  symlinkSync("/etc", join(root, "escape"));
+  return { root, outside };
+}
+
+/** PIDs of virtiofsd processes whose command line names `path` (rcloud's or libvirt's). */
+export function virtiofsdsServing(path: string): number[] {
+  const pids: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const args = readFileSync(`/proc/${e}/cmdline`, "utf8").split("\0");
+      if (args.some((a) => a.endsWith("virtiofsd")) && args.some((a) => a.includes(path))) pids.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/** Every refusal answers before anything is made, with a stable code and the field. */
+export async function shareRefusals(server: TestServer, dirs: ShareDirs, image: string): Promise<void> {
+  const name = uniqueName("shr").slice(0, 40);
+  const create = (shares: unknown[]) => server.req("POST", "/api/v1/vms", { name, image, network: { mode: "none" }, shares });
+  const cases: [unknown[], number, string, string, RegExp][] = [
+    [[{ host_path: dirs.outside, tag: "x" }], 422, "share_not_allowed", "shares[0].host_path", /share_dirs/],
+    [[{ host_path: join(dirs.root, "escape"), tag: "x" }], 422, "share_not_allowed", "shares[0].host_path", /share_dirs/],
+    [[{ host_path: join(dirs.root, "escape", "ssh"), tag: "x" }], 422, "share_not_allowed", "shares[0].host_path", /share_dirs/],
+    [[{ host_path: `${dirs.root}/linux/../../outside`, tag: "x" }], 422, "validation_error", "shares[0].host_path", /'\.\.'/],
+    [[{ host_path: join(dirs.root, "missing"), tag: "x" }], 422, "validation_error", "shares[0].host_path", /does not exist/],
+    [[{ host_path: join(dirs.root, "linux", "from-host.txt"), tag: "x" }], 422, "validation_error", "shares[0].host_path", /not a directory/],
+    [[{ host_path: join(dirs.root, "linux"), tag: "a" }, { host_path: join(dirs.root, "ref"), tag: "a" }], 422, "validation_error", "shares[1].tag", /unique/],
+    [[{ host_path: join(dirs.root, "linux"), tag: "a".repeat(32), transport: "9p" }], 422, "validation_error", "shares[0].tag", /31/],
+  ];
+  for (const [shares, status, code, field, message] of cases) {
+    const r = await server.req("POST", "/api/v1/vms", { name, image, network: { mode: "none" }, shares });
+    expect({ shares, status: r.status, code: r.json?.error?.code, field: r.json?.error?.field }).toEqual({ shares, status, code, field });
+    expect(r.json.error.message).toMatch(message);
+  }
+  // A tag that is no safe name never reaches the service (the body's schema), still 422.
+  const bad = await create([{ host_path: join(dirs.root, "linux"), tag: "../x" }]);
+  expect(bad.status).toBe(422);
+  const list = await server.req("GET", "/api/v1/vms");
+  expect(list.json.vms.map((v: { name: string }) => v.name)).not.toContain(name);
+}
+
+/** One guest with four shares: both directions, a module tree, read-only refusals, nothing left after delete. */
+export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image: string, opts: { hostEnforcesReadOnly: string[] }): Promise<void> {
+  const key = makeSshKey();
+  const name = uniqueName("shr").slice(0, 40);
+  const p = (d: string) => join(dirs.root, d);
+  const created = await server.req("POST", "/api/v1/vms", {
+    name,
+    image,
+    ssh_public_key: key.publicKey,
+    network: { mode: "user", restrict: true },
+    shares: [
+      { host_path: p("linux"), tag: "linux" },
+      { host_path: p("ref"), tag: "ref", readonly: true },
+      { host_path: p("p9"), tag: "p9", transport: "9p" },
+      { host_path: p("p9ro"), tag: "p9ro", readonly: true, transport: "9p" },
+    ],
+  });
+  expect(created.status).toBe(201);
+  const vm = created.json;
+  const wantShares = [
+    { host_path: p("linux"), tag: "linux", readonly: false, transport: "virtiofs" },
+    { host_path: p("ref"), tag: "ref", readonly: true, transport: "virtiofs" },
+    { host_path: p("p9"), tag: "p9", readonly: false, transport: "9p" },
+    { host_path: p("p9ro"), tag: "p9ro", readonly: true, transport: "9p" },
+  ];
+  expect(vm.shares).toEqual(wantShares);
+  expect((await server.req("GET", `/api/v1/vms/${vm.id}`)).json.shares).toEqual(wantShares);
+  try {
+    expect(virtiofsdsServing(p("linux")).length).toBeGreaterThan(0);
+    expect(virtiofsdsServing(p("ref")).length).toBeGreaterThan(0);
+    const ssh = { port: vm.ssh_port, user: "root", key: key.privateKey };
+    await waitForSsh(ssh, "true");
+    const log = (await server.req("GET", `/api/v1/vms/${vm.id}/console/log`)).text;
+    for (const [tag, fstype] of [["linux", "virtiofs"], ["ref", "virtiofs"], ["p9", "9p"], ["p9ro", "9p"]]) {
+      expect(log).toContain(`RCLOUD-MOUNT ${tag} /mnt/${tag} ${fstype} ok`);
+    }
+    // Host → guest.
+    expect(await sshRun(ssh, "cat /mnt/linux/from-host.txt /mnt/ref/README /mnt/p9/from-host.txt /mnt/p9ro/README", 30)).toBe(
+      "written on the host\nreference tree\n9p from the host\n9p reference\n",
+    );
+    // Guest → host: a file, and a modules_install-like tree, on both read-write shares.
+    const install = (dir: string) =>
+      `echo from-guest > ${dir}/from-guest.txt && mkdir -p ${dir}/lib/modules/6.1.0-test/kernel/fs && cp /proc/version ${dir}/lib/modules/6.1.0-test/kernel/fs/version.ko && ln -sf kernel ${dir}/lib/modules/6.1.0-test/build && sync`;
+    await sshRun(ssh, `${install("/mnt/linux")} && ${install("/mnt/p9")}`, 60);
+    const guestVersion = await sshRun(ssh, "cat /proc/version", 30);
+    for (const d of ["linux", "p9"]) {
+      expect(readFileSync(join(p(d), "from-guest.txt"), "utf8")).toBe("from-guest\n");
+      expect(readFileSync(join(p(d), "lib/modules/6.1.0-test/kernel/fs/version.ko"), "utf8")).toBe(guestVersion);
+      expect(existsSync(join(p(d), "lib/modules/6.1.0-test/build/fs/version.ko"))).toBe(true);
+    }
+    // A file the host writes now is seen by the running guest.
+    writeFileSync(join(p("linux"), "later.txt"), "later\n");
+    writeFileSync(join(p("p9"), "later.txt"), "later 9p\n");
+    expect(await sshRun(ssh, "cat /mnt/linux/later.txt /mnt/p9/later.txt", 30)).toBe("later\nlater 9p\n");
+    // Read-only shares refuse writes (EROFS), and nothing appears on the host.
+    for (const d of ["ref", "p9ro"]) {
+      const out = await sshRun(ssh, `touch /mnt/${d}/nope 2>&1; echo "rc=$?"`, 30);
+      expect(out).toMatch(/Read-only file system/);
+      expect(out).toContain("rc=1");
+      expect(existsSync(join(p(d), "nope"))).toBe(false);
+    }
+    // Remounted read-write by the guest's root: the host still refuses where it enforces it.
+    for (const d of opts.hostEnforcesReadOnly) {
+      const out = await sshRun(ssh, `mount -o remount,rw /mnt/${d}; touch /mnt/${d}/nope 2>&1; echo "rc=$?"`, 30);
+      expect(out).toMatch(/Read-only file system/);
+      expect(out).toContain("rc=1");
+      expect(existsSync(join(p(d), "nope"))).toBe(false);
+    }
+  } finally {
+    const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
+    expect(del.status).toBe(200);
+  }
+  // Nothing left behind: no virtiofsd serves the directories (libvirt's stop with the domain too).
+  const deadline = Date.now() + 30_000;
+  while ((virtiofsdsServing(p("linux")).length > 0 || virtiofsdsServing(p("ref")).length > 0) && Date.now() < deadline) await Bun.sleep(200);
+  expect(virtiofsdsServing(p("linux"))).toEqual([]);
+  expect(virtiofsdsServing(p("ref"))).toEqual([]);
+}
