@@ -52,6 +52,7 @@ test("virtiofs and 9p, read-write and read-only, both ways; libvirt's virtiofsd 
 test("a remote libvirt host refuses shares (its paths cannot be checked from here)", async () => {
   const hosta = rig().hosts.hosta;
   const remote = await startTestServer({
+    driver: "libvirt",
     hosts: [{ name: "hosta", uri: hosta.uris.tcp }],
     libvirt: { storage_pool_name: `${poolName}-r`, storage_pool_path: hosta.paths.pool, domain_type: "qemu" },
     images: { base_images_dir: hosta.paths.images },

@@ -95,7 +95,7 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
       { host_path: p("p9ro"), tag: "p9ro", readonly: true, transport: "9p" },
     ],
   });
-  expect(created.status).toBe(201);
+  expect({ status: created.status, error: created.json?.error ?? null }).toEqual({ status: 201, error: null });
   const vm = created.json;
   const wantShares = [
     { host_path: p("linux"), tag: "linux", readonly: false, transport: "virtiofs" },
