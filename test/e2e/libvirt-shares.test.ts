@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
@@ -23,6 +23,7 @@ let lv: LibvirtClient;
 let dirs: ShareDirs;
 
 beforeAll(async () => {
+  chmodSync(base, 0o711); // QEMU (libvirt's user) opens the 9p directories below it
   const images = tinyDiskImageDir("shares-images");
   dirs = makeShareDirs(join(base, "data"));
   lv = await LibvirtClient.connect(unixUri("qemu"));

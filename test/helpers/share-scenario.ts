@@ -110,9 +110,13 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
     expect(virtiofsdsServing(p("ref")).length).toBeGreaterThan(0);
     const ssh = { port: vm.ssh_port, user: "root", key: key.privateKey };
     await waitForSsh(ssh, "true");
-    const log = (await server.req("GET", `/api/v1/vms/${vm.id}/console/log`)).text;
-    for (const [tag, fstype] of [["linux", "virtiofs"], ["ref", "virtiofs"], ["p9", "9p"], ["p9ro", "9p"]]) {
+    // The guest's /init mounted every `mounts:` row of the seed, read-only ones read-only.
+    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json.logFile;
+    const log = readFileSync(logFile, "utf8");
+    const mounts = await sshRun(ssh, "cat /proc/mounts", 30);
+    for (const [tag, fstype, access] of [["linux", "virtiofs", "rw"], ["ref", "virtiofs", "ro"], ["p9", "9p", "rw"], ["p9ro", "9p", "ro"]]) {
       expect(log).toContain(`RCLOUD-MOUNT ${tag} /mnt/${tag} ${fstype} ok`);
+      expect(mounts).toMatch(new RegExp(`^${tag} /mnt/${tag} ${fstype} ${access},`, "m"));
     }
     // Host → guest.
     expect(await sshRun(ssh, "cat /mnt/linux/from-host.txt /mnt/ref/README /mnt/p9/from-host.txt /mnt/p9ro/README", 30)).toBe(
