@@ -108,25 +108,42 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
   try {
     expect(virtiofsdsServing(p("linux")).length).toBeGreaterThan(0);
     expect(virtiofsdsServing(p("ref")).length).toBeGreaterThan(0);
-    const ssh = { port: vm.ssh_port, user: "root", key: key.privateKey };
-    await waitForSsh(ssh, "true");
+    const login = { port: vm.ssh_port, user: "root", key: key.privateKey };
+    await waitForSsh(login, "true");
+    // The machine is shared and slow: a login that fails at the SSH level (exit 255, before
+    // the command ran) is tried again; every command here can run twice.
+    const run = async (command: string): Promise<string> => {
+      console.error(`[${new Date().toISOString()}] guest: ${command.slice(0, 80)}`);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await sshRun(login, command, 60);
+        } catch (e) {
+          if (attempt >= 3 || !/ssh exited 255/.test((e as Error).message)) throw e;
+        }
+      }
+    };
     // The guest's /init mounted every `mounts:` row of the seed, read-only ones read-only.
     const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json.logFile;
     const log = readFileSync(logFile, "utf8");
-    const mounts = await sshRun(ssh, "cat /proc/mounts", 30);
+    const mounts = await run("cat /proc/mounts");
     for (const [tag, fstype, access] of [["linux", "virtiofs", "rw"], ["ref", "virtiofs", "ro"], ["p9", "9p", "rw"], ["p9ro", "9p", "ro"]]) {
       expect(log).toContain(`RCLOUD-MOUNT ${tag} /mnt/${tag} ${fstype} ok`);
       expect(mounts).toMatch(new RegExp(`^${tag} /mnt/${tag} ${fstype} ${access},`, "m"));
     }
     // Host → guest.
-    expect(await sshRun(ssh, "cat /mnt/linux/from-host.txt /mnt/ref/README /mnt/p9/from-host.txt /mnt/p9ro/README", 30)).toBe(
-      "written on the host\nreference tree\n9p from the host\n9p reference\n",
-    );
+    // One file a login, each through a pipe (busybox cat would sendfile(2) straight to the socket).
+    const read = async (f: string) => (await run(`cat ${f} | cat; echo "rc=$?"`)).trim();
+    expect([await read("/mnt/linux/from-host.txt"), await read("/mnt/ref/README"), await read("/mnt/p9/from-host.txt"), await read("/mnt/p9ro/README")]).toEqual([
+      "written on the host\nrc=0",
+      "reference tree\nrc=0",
+      "9p from the host\nrc=0",
+      "9p reference\nrc=0",
+    ]);
     // Guest → host: a file, and a modules_install-like tree, on both read-write shares.
     const install = (dir: string) =>
       `echo from-guest > ${dir}/from-guest.txt && mkdir -p ${dir}/lib/modules/6.1.0-test/kernel/fs && cp /proc/version ${dir}/lib/modules/6.1.0-test/kernel/fs/version.ko && ln -sf kernel ${dir}/lib/modules/6.1.0-test/build && sync`;
-    await sshRun(ssh, `${install("/mnt/linux")} && ${install("/mnt/p9")}`, 60);
-    const guestVersion = await sshRun(ssh, "cat /proc/version", 30);
+    await run(`${install("/mnt/linux")} && ${install("/mnt/p9")}`);
+    const guestVersion = await run("cat /proc/version");
     for (const d of ["linux", "p9"]) {
       expect(readFileSync(join(p(d), "from-guest.txt"), "utf8")).toBe("from-guest\n");
       expect(readFileSync(join(p(d), "lib/modules/6.1.0-test/kernel/fs/version.ko"), "utf8")).toBe(guestVersion);
@@ -135,21 +152,26 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
     // A file the host writes now is seen by the running guest.
     writeFileSync(join(p("linux"), "later.txt"), "later\n");
     writeFileSync(join(p("p9"), "later.txt"), "later 9p\n");
-    expect(await sshRun(ssh, "cat /mnt/linux/later.txt /mnt/p9/later.txt", 30)).toBe("later\nlater 9p\n");
+    expect(await run("cat /mnt/linux/later.txt /mnt/p9/later.txt")).toBe("later\nlater 9p\n");
     // Read-only shares refuse writes (EROFS), and nothing appears on the host.
     for (const d of ["ref", "p9ro"]) {
-      const out = await sshRun(ssh, `touch /mnt/${d}/nope 2>&1; echo "rc=$?"`, 30);
+      const out = await run(`touch /mnt/${d}/nope 2>&1; echo "rc=$?"`);
       expect(out).toMatch(/Read-only file system/);
       expect(out).toContain("rc=1");
       expect(existsSync(join(p(d), "nope"))).toBe(false);
     }
     // Remounted read-write by the guest's root: the host still refuses where it enforces it.
     for (const d of opts.hostEnforcesReadOnly) {
-      const out = await sshRun(ssh, `mount -o remount,rw /mnt/${d}; touch /mnt/${d}/nope 2>&1; echo "rc=$?"`, 30);
+      const out = await run(`mount -o remount,rw /mnt/${d}; touch /mnt/${d}/nope 2>&1; echo "rc=$?"`);
       expect(out).toMatch(/Read-only file system/);
       expect(out).toContain("rc=1");
       expect(existsSync(join(p(d), "nope"))).toBe(false);
     }
+  } catch (e) {
+    // What the guest said last, for the failure's report.
+    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json?.logFile;
+    if (logFile && existsSync(logFile)) console.error(`--- ${vm.name} console (last 3000 bytes) ---\n${readFileSync(logFile, "utf8").slice(-3000)}`);
+    throw e;
   } finally {
     const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
     expect(del.status).toBe(200);
