@@ -260,6 +260,7 @@ try {
       on_panic: "preserve",
       on_crash: "preserve",
       gdb: null,
+      shares: [],
     });
     const file = join(work, `${name}.xml`);
     writeFileSync(file, xml);

@@ -77,6 +77,7 @@ function buildHosts(config: RcloudConfig, log: Logger, onRpc: CallObserver): Hos
       runAs: config.qemu.run_as,
       baseImagesDir: config.images.base_images_dir,
       kernelDir: d.kernel_dir,
+      shareDirs: d.share_dirs,
       log,
     });
     return [new Host(driver, { name: "local", displayUri: `qemu+direct://${config.qemu.state_dir}`, labels: {}, ...overcommit })];
@@ -94,6 +95,7 @@ function buildHosts(config: RcloudConfig, log: Logger, onRpc: CallObserver): Hos
       sshForward: sshForwardOf(e.uri, e.ssh_forward_address ?? null),
       baseImagesDir: e.base_images_dir ?? config.images.base_images_dir,
       kernelDir: e.kernel_dir !== undefined ? e.kernel_dir : d.kernel_dir,
+      shareDirs: d.share_dirs,
       client: {
         onCallComplete: onRpc,
         busyPollUs: lv.busy_poll_us,

@@ -9,6 +9,7 @@ export const ERROR_STATUS = {
   image_not_found: 422,
   capacity_exceeded: 422,
   quota_exceeded: 422,
+  share_not_allowed: 422,
   unauthorized: 401,
   forbidden: 403,
   forbidden_origin: 403,

@@ -3,7 +3,7 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, EventType, HostState, NetworkMode, OnPanic, ReportedDiskBus, VmState } from "./values.ts";
+import type { DiskBus, EventType, HostState, NetworkMode, OnPanic, ReportedDiskBus, ShareTransport, VmState } from "./values.ts";
 
 export interface ApiDisk {
   type: "root" | "data";
@@ -12,6 +12,15 @@ export interface ApiDisk {
   driver: ReportedDiskBus;
   format: string;
   serial: string | null;
+}
+
+/** A host directory shared with the guest, mounted there at /mnt/<tag> by cloud-init. */
+export interface ApiShare {
+  /** The directory on the VM's host (its real path, inside vm_defaults.share_dirs). */
+  host_path: string;
+  tag: string;
+  readonly: boolean;
+  transport: ShareTransport;
 }
 
 export interface ApiVm {
@@ -56,6 +65,8 @@ export interface ApiVm {
   on_panic: OnPanic;
   /** Why the VM is `crashed` (e.g. "guest panicked"); null otherwise. */
   crash_reason: string | null;
+  /** Host directories shared with the guest (set at create). */
+  shares: ApiShare[];
 }
 
 /** GET /vms/{id}/dumps: one guest memory dump (an ELF core), kept until the VM is deleted. */
@@ -153,6 +164,8 @@ export interface CreateVmRequest {
   debug?: { gdb?: boolean };
   /** What to do when the guest panics; default vm_defaults.on_panic. */
   on_panic?: OnPanic;
+  /** Host directories to share (inside vm_defaults.share_dirs); cloud-init mounts each at /mnt/<tag>. */
+  shares?: { host_path: string; tag: string; readonly?: boolean; transport?: ShareTransport }[];
 }
 
 /**

@@ -24,6 +24,19 @@ export function reportedBus(bus: DiskBus): ReportedDiskBus {
 export const DISK_ROLES = ["root", "data", "seed"] as const;
 export type DiskRole = (typeof DISK_ROLES)[number];
 
+/** How a host directory is shared with a guest (`shares[].transport`): virtiofs, or 9p where virtiofs cannot run. */
+export const SHARE_TRANSPORTS = ["virtiofs", "9p"] as const;
+export type ShareTransport = (typeof SHARE_TRANSPORTS)[number];
+/**
+ * A share's tag (the guest mounts it at /mnt/<tag>): a letter or digit, then letters, digits,
+ * '_' or '-'. virtiofs tags are at most 36 bytes (the virtio-fs config space), 9p mount tags
+ * at most 31 (QEMU's limit).
+ */
+export const SHARE_TAG_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$";
+export const SHARE_TAG_MAX: Record<ShareTransport, number> = { virtiofs: 36, "9p": 31 };
+/** Most shares one VM may have. */
+export const MAX_SHARES = 16;
+
 export const NETWORK_MODES = ["bridge", "user", "none"] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
 

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -29,6 +29,17 @@ const DataDisk = t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), 
 const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
 const Initrd = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
 const Cmdline = t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
+
+const ShareTransport = t.Union([t.Literal("virtiofs"), t.Literal("9p")], { description: "virtiofs (default), or 9p where virtiofs cannot run" });
+const Share = t.Object(
+  {
+    host_path: t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute directory on the VM's host, inside vm_defaults.share_dirs (judged by its real path)" }),
+    tag: t.String({ maxLength: 36, pattern: SHARE_TAG_PATTERN, description: "Mount tag, unique per VM; the guest mounts the share at /mnt/<tag> (at most 36 characters for virtiofs, 31 for 9p)" }),
+    readonly: t.Optional(t.Boolean({ default: false })),
+    transport: t.Optional(ShareTransport),
+  },
+  { additionalProperties: false },
+);
 
 export const CreateVmBody = t.Object(
   {
@@ -84,6 +95,7 @@ export const CreateVmBody = t.Object(
       ),
     ),
     on_panic: t.Optional(OnPanicSchema),
+    shares: t.Optional(t.Array(Share, { maxItems: MAX_SHARES, description: "Host directories shared with the guest; cloud-init mounts each at /mnt/<tag>" })),
   },
   { additionalProperties: false },
 );
@@ -143,6 +155,10 @@ export const Vm = t.Object({
   gdb_port: t.Nullable(t.Integer({ description: "Host port of QEMU's gdbstub (gdb: target remote <ip_address or the host>:<gdb_port>); null when off" })),
   on_panic: OnPanicSchema,
   crash_reason: t.Nullable(t.String({ description: "Why the VM is crashed (e.g. guest panicked); null otherwise" })),
+  shares: t.Array(
+    t.Object({ host_path: t.String(), tag: t.String(), readonly: t.Boolean(), transport: ShareTransport }),
+    { description: "Host directories shared with the guest (set at create)" },
+  ),
 });
 
 export const Dump = t.Object({

@@ -7,7 +7,7 @@ import { CliError, EXIT, usageError } from "./errors.ts";
 import { EventFeed, eventLine } from "./events.ts";
 import { followFile } from "./follow.ts";
 import { defaultPublicKey, privateKeyFor, readPublicKeys, sshArgs } from "./ssh.ts";
-import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup } from "./flags.ts";
+import { parseDataDisk, parseHostName, parseNetwork, parsePlacementGroup, parseShare } from "./flags.ts";
 import { HOST_COMMANDS } from "./host.ts";
 import { consoleDetails, imageDetails, imageTable, statusText, vmDetails, vmTable } from "./render.ts";
 import { TOKEN_COMMANDS } from "./token.ts";
@@ -94,6 +94,13 @@ export const COMMANDS: Command[] = [
       { name: "data-disk", value: "SIZE[,type=T]", repeat: true, help: "add a data disk (repeatable); T: virtio, nvme, scsi, ide" },
       { name: "network", value: "MODE", help: "bridge[=NAME], user or none", complete: ["bridge", "user", "none"] },
       { name: "restrict", help: "user networking: the guest reaches nothing but its forwarded ports" },
+      {
+        name: "share",
+        value: "HOST_PATH:TAG[:ro][:9p]",
+        repeat: true,
+        help: "share a server directory (inside vm_defaults.share_dirs) with the guest, mounted at /mnt/TAG (repeatable); ro: read-only; 9p instead of virtiofs",
+        complete: "file",
+      },
       { name: "ssh-key", value: "FILE", help: "public key to install (default ~/.ssh/id_ed25519.pub or id_rsa.pub)", complete: "file" },
       { name: "no-ssh-key", help: "install no SSH key" },
       { name: "ssh-user", value: "USER", help: "user to create in the guest (server default: kdevops)" },
@@ -127,6 +134,8 @@ export const COMMANDS: Command[] = [
       if (disk !== undefined) body.root_disk_gb = parseDiskGiB(disk, "--disk size");
       const data = list(ctx.parsed, "data-disk");
       if (data.length) body.extra_disks = data.map(parseDataDisk);
+      const shares = list(ctx.parsed, "share");
+      if (shares.length) body.shares = shares.map(parseShare);
       const network: Record<string, unknown> = {};
       const net = ctx.flag("network");
       if (net !== undefined) Object.assign(network, parseNetwork(net));

@@ -1,5 +1,5 @@
-/** Parsing of the CLI's structured flag values (`--data-disk`, `--network`, host and group names) into API request fields. */
-import { DISK_BUSES, HOST_NAME_PATTERN, isDiskBus, PLACEMENT_GROUP_PATTERN } from "../api-types/values.ts";
+/** Parsing of the CLI's structured flag values (`--data-disk`, `--network`, `--share`, host and group names) into API request fields. */
+import { DISK_BUSES, HOST_NAME_PATTERN, isDiskBus, PLACEMENT_GROUP_PATTERN, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, type ShareTransport } from "../api-types/values.ts";
 import { usageError } from "./errors.ts";
 import { parseDiskGiB } from "./units.ts";
 
@@ -15,6 +15,32 @@ export function parseDataDisk(spec: string): { size_gb: number; type?: string } 
     disk.type = m[1];
   }
   return disk;
+}
+
+const SHARE_TAG_RE = new RegExp(SHARE_TAG_PATTERN);
+
+/**
+ * `--share HOST_PATH:TAG[:ro|:rw][:9p|:virtiofs]`: the options are taken off the end, so a
+ * host path may itself contain ':'. The server checks the path (inside vm_defaults.share_dirs).
+ */
+export function parseShare(spec: string): { host_path: string; tag: string; readonly?: boolean; transport?: ShareTransport } {
+  const parts = spec.split(":");
+  const share: { host_path: string; tag: string; readonly?: boolean; transport?: ShareTransport } = { host_path: "", tag: "" };
+  while (parts.length > 2) {
+    const last = parts[parts.length - 1]!;
+    if ((last === "ro" || last === "rw") && share.readonly === undefined) share.readonly = last === "ro";
+    else if ((SHARE_TRANSPORTS as readonly string[]).includes(last) && share.transport === undefined) share.transport = last as ShareTransport;
+    else break;
+    parts.pop();
+  }
+  const tag = parts.pop() ?? "";
+  const path = parts.join(":");
+  if (!path.startsWith("/") || !SHARE_TAG_RE.test(tag)) {
+    throw usageError(`invalid --share '${spec}': expected HOST_PATH:TAG[:ro][:9p] with an absolute path on the server and a tag of letters, digits, '_' or '-'`);
+  }
+  share.host_path = path;
+  share.tag = tag;
+  return share;
 }
 
 /** `--network bridge[=NAME]|user|none` */

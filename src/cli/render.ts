@@ -62,7 +62,11 @@ export function vmDetails(v: ApiVm, now = Date.now()): string {
     ["DISK", "SIZE", "BUS", "FORMAT", "SERIAL"],
     v.disks.map((d) => [d.type, `${d.size_gb}G`, d.driver, d.format, d.serial]),
   );
-  return `${head}\nDisks:\n${disks.replace(/^/gm, "  ")}`;
+  // Old servers send no shares.
+  const shares = (v.shares ?? []).length
+    ? formatTable(["TAG", "HOST PATH", "TRANSPORT", "ACCESS", "GUEST"], (v.shares ?? []).map((s) => [s.tag, s.host_path, s.transport, s.readonly ? "ro" : "rw", `/mnt/${s.tag}`]))
+    : null;
+  return `${head}\nDisks:\n${disks.replace(/^/gm, "  ")}${shares ? `\nShares:\n${shares.replace(/^/gm, "  ")}` : ""}`;
 }
 
 /** What waits for a VM's next stop and start, in words. */

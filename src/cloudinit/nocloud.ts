@@ -11,11 +11,11 @@
  * controls, non-characters) are rejected up front. Each document is parsed back and
  * compared with its source object before it is used.
  */
-import { Document, Scalar, parse, visit, type Tags } from "yaml";
+import { Document, isSeq, Scalar, parse, visit, type Tags } from "yaml";
 import { loginUserProblem } from "../util/login-user.ts";
 import { buildIso } from "./iso9660.ts";
 
-export type SeedErrorCode = "BAD_INSTANCE_ID" | "BAD_HOSTNAME" | "BAD_USER" | "BAD_SSH_KEY" | "NO_SSH_KEYS" | "BAD_NETWORK_CONFIG" | "INTERNAL";
+export type SeedErrorCode = "BAD_INSTANCE_ID" | "BAD_HOSTNAME" | "BAD_USER" | "BAD_SSH_KEY" | "NO_SSH_KEYS" | "BAD_NETWORK_CONFIG" | "BAD_MOUNT" | "INTERNAL";
 
 export class SeedError extends Error {
   override readonly name = "SeedError";
@@ -38,7 +38,22 @@ export interface SeedInput {
   sshAuthorizedKeys: string[];
   /** Optional network-config version 2 object (netplan schema), written as the network-config file. */
   networkConfig?: unknown | null;
+  /** Shared directories to mount (cloud-init `mounts:`); with mounts, the keys may be empty (no user is made). */
+  mounts?: SeedMount[];
 }
+
+/** One cloud-init `mounts:` item: what, where, file system type and mount options. */
+export interface SeedMount {
+  /** The share's tag (virtiofs, 9p). */
+  spec: string;
+  dir: string;
+  fstype: "virtiofs" | "9p";
+  options: string[];
+}
+
+const MOUNT_SPEC_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$/;
+const MOUNT_DIR_RE = /^\/mnt\/[A-Za-z0-9][A-Za-z0-9_-]{0,35}$/;
+const MOUNT_OPTION_RE = /^[A-Za-z0-9_.=-]{1,64}$/;
 
 const INSTANCE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const HOSTNAME_RE = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
@@ -53,21 +68,29 @@ export function renderMetaData(s: SeedInput): string {
 
 export function renderUserData(s: SeedInput): string {
   checkIdentity(s);
-  const keys = checkKeys(s.sshAuthorizedKeys);
-  const config = {
+  const mounts = checkMounts(s.mounts ?? []);
+  // A seed made only for its mounts makes no user: the image's own stay as they are.
+  const keys = mounts.length > 0 && s.sshAuthorizedKeys.length === 0 ? [] : checkKeys(s.sshAuthorizedKeys);
+  const config: Record<string, unknown> = {
     hostname: s.hostname,
     preserve_hostname: false,
-    users: [
-      {
-        name: s.user,
-        sudo: "ALL=(ALL) NOPASSWD:ALL",
-        shell: "/bin/bash",
-        lock_passwd: true,
-        ssh_authorized_keys: keys,
-      },
-    ],
+    ...(keys.length > 0
+      ? {
+          users: [
+            {
+              name: s.user,
+              sudo: "ALL=(ALL) NOPASSWD:ALL",
+              shell: "/bin/bash",
+              lock_passwd: true,
+              ssh_authorized_keys: keys,
+            },
+          ],
+        }
+      : {}),
     ssh_pwauth: false,
     disable_root: true,
+    // Six fields as in fstab (cloud-init fills missing ones), one flow sequence per mount.
+    ...(mounts.length > 0 ? { mounts: mounts.map((m) => [m.spec, m.dir, m.fstype, m.options.join(","), "0", "0"]) } : {}),
   };
   // cloud-init picks the user-data handler from the first line; "#cloud-config" is required.
   return "#cloud-config\n" + toYaml(config);
@@ -233,6 +256,15 @@ function checkKeys(keys: unknown): string[] {
   });
 }
 
+function checkMounts(mounts: SeedMount[]): SeedMount[] {
+  if (!Array.isArray(mounts)) throw new SeedError("BAD_MOUNT", "mounts must be a list");
+  for (const [i, m] of mounts.entries()) {
+    const ok = MOUNT_SPEC_RE.test(m.spec) && MOUNT_DIR_RE.test(m.dir) && (m.fstype === "virtiofs" || m.fstype === "9p") && m.options.length > 0 && m.options.every((o) => MOUNT_OPTION_RE.test(o));
+    if (!ok) throw new SeedError("BAD_MOUNT", `mount #${i + 1} must be a tag, /mnt/<tag>, virtiofs or 9p and plain options, got ${JSON.stringify(m).slice(0, 200)}`);
+  }
+  return mounts;
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
   const proto: unknown = Object.getPrototypeOf(v);
@@ -311,6 +343,11 @@ function toYaml(value: Record<string, unknown>): string {
   // &anchor/*alias pair.
   const doc = new Document(value, { ...yaml11Options, aliasDuplicateObjects: false });
   visit(doc, {
+    // A list directly in a list (a `mounts:` item) is written in flow style, as fstab-like
+    // rows are by convention: `- [ "tag", "/mnt/tag", "virtiofs", "rw,nofail", "0", "0" ]`.
+    Seq(_key, node, path) {
+      if (isSeq(path[path.length - 1])) node.flow = true;
+    },
     Scalar(key, node) {
       if (typeof node.value !== "string") return;
       const plainKey = key === "key" && SAFE_KEY_RE.test(node.value) && !YAML11_WORD_RE.test(node.value);

@@ -271,6 +271,11 @@ export const CONFIG_SCHEMA = Section({
       default: 512 * 1024 * 1024,
       description: "largest kernel or initrd a VM may be sent (PUT /vms/{id}/kernel, /initrd), bytes; server.max_body_bytes does not apply to these",
     }),
+    share_dirs: List(Type.String({ format: ABSOLUTE_PATH }), {
+      default: [],
+      expected: "a list of absolute directory paths",
+      description: "directories whose subdirectories VMs may share (shares[].host_path); empty: sharing is off",
+    }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
     max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),

@@ -3,9 +3,17 @@
  * The VM service talks only to this; it never knows which driver it has.
  */
 
-import type { DiskBus, DiskRole, NetworkMode, OnPanic, ReportedDiskBus, VmState } from "../api-types/values.ts";
+import type { DiskBus, DiskRole, NetworkMode, OnPanic, ReportedDiskBus, ShareTransport, VmState } from "../api-types/values.ts";
 
-export type { DiskBus, NetworkMode, OnPanic, ReportedDiskBus, VmState };
+export type { DiskBus, NetworkMode, OnPanic, ReportedDiskBus, ShareTransport, VmState };
+
+/** A host directory shared with the guest; hostPath is the real path the host resolved. */
+export interface ShareSpec {
+  hostPath: string;
+  tag: string;
+  readonly: boolean;
+  transport: ShareTransport;
+}
 
 export interface DataDiskSpec {
   sizeGb: number;
@@ -80,6 +88,8 @@ export interface VmSpec {
   /** Host port of QEMU's gdbstub (on the address SSH forwards use), or null for none. */
   gdbPort: number | null;
   onPanic: OnPanic;
+  /** Host directories shared with the guest (resolved by the host's shareDir). */
+  shares: ShareSpec[];
 }
 
 export interface DiskInfo {
@@ -119,6 +129,7 @@ export interface VmRecord {
   placementGroup: string | null;
   /** CPU time consumed, nanoseconds (0 when stopped). */
   cpuTimeNs: bigint;
+  shares: ShareSpec[];
   gdbPort: number | null;
   onPanic: OnPanic;
   /** Why the VM is crashed (state "crashed"); null when it is not. */
@@ -278,6 +289,14 @@ export interface VmDriver {
   storeBootFile(name: string, kind: "kernel" | "initrd", sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<UploadedBootFile>;
   /** The VM's current uploads (null for a kind never uploaded). */
   uploadedBootFiles(name: string): Promise<{ kernel: UploadedBootFile | null; initrd: UploadedBootFile | null }>;
+  /**
+   * A directory to share with a guest: its real path on this host, after checking it is a
+   * directory inside one of vm_defaults.share_dirs. DriverError("not_found") when the path
+   * is outside the directories or there are none (the service answers share_not_allowed),
+   * ("invalid_state") when it is inside but missing or not a directory, ("unsupported") when
+   * the host's paths cannot be checked.
+   */
+  shareDir(path: string): Promise<string>;
   /** Opens an image for reading (image copy). */
   readImage(id: string): Promise<ImageReader>;
   /** Stores an image under `fileName` in the host's image directory; refuses to overwrite. */

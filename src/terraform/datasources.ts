@@ -1,7 +1,7 @@
 /** Data sources `rcloud_vm` (one VM by id or name) and `rcloud_images` (the base images); `rcloud_hosts` is in datasource-hosts.ts. */
 import { type CtyObject, isUnknown } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag } from "./diagnostics.ts";
-import { computedOut, type Ctx, diskAttrs, networkAttrs, vmToState } from "./resource-vm.ts";
+import { computedOut, type Ctx, diskAttrs, networkAttrs, shareAttrs, vmToState } from "./resource-vm.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 
 const computedCopy = (attrs: Attr[]): Attr[] =>
@@ -25,6 +25,7 @@ export const vmDataSchema: BlockSchema = {
     { name: "cmdline", type: "string", computed: true, description: "Direct-boot kernel command line, if any." },
     { name: "host", type: "string", computed: true, description: "The host that runs the VM." },
     { name: "placement_group", type: "string", computed: true, description: "The VM's placement group, or null." },
+    { name: "shares", nested: { nesting: "LIST", attributes: computedCopy(shareAttrs) }, computed: true, description: "Host directories shared with the guest." },
     { name: "running", type: "bool", computed: true, description: "Whether the VM is running (or paused)." },
     { name: "on_panic", type: "string", computed: true, description: "What a guest panic does: dump, restart, stop or preserve." },
     ...computedOut,

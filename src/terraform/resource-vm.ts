@@ -19,6 +19,10 @@ import {
   ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
   reportedBus,
+  SHARE_TAG_MAX,
+  SHARE_TAG_PATTERN,
+  SHARE_TRANSPORTS,
+  type ShareTransport,
   VM_ID_PATTERN,
   VM_NAME_PATTERN,
 } from "../api-types/values.ts";
@@ -51,6 +55,7 @@ const ID_RE = new RegExp(VM_ID_PATTERN);
 const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
+const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
 
 const replaceNote = " Changing it creates a new VM.";
 /** Direct boot settings: a change restarts a running VM on them. */
@@ -60,6 +65,13 @@ const inPlace = " Changed in place: live where the VM can take it, else at its n
 export const diskAttrs: Attr[] = [
   { name: "size_gb", type: "number", required: true, description: "Size of the data disk in GiB." },
   { name: "type", type: "string", optional: true, computed: true, description: "Disk bus: `virtio`, `nvme`, `scsi` or `ide`. Default: the server's `vm_defaults.disk_driver` (usually `virtio`)." },
+];
+
+export const shareAttrs: Attr[] = [
+  { name: "host_path", type: "string", required: true, description: "Directory on the VM's host to share (inside the server's `vm_defaults.share_dirs`)." },
+  { name: "tag", type: "string", required: true, description: "Mount tag, unique per VM: the guest mounts the share at `/mnt/<tag>` (cloud-init)." },
+  { name: "readonly", type: "bool", optional: true, computed: true, description: "Share read-only. Default `false`." },
+  { name: "transport", type: "string", optional: true, computed: true, description: "`virtiofs` (default) or `9p`." },
 ];
 
 export const networkAttrs: Attr[] = [
@@ -96,6 +108,7 @@ export const vmSchema: BlockSchema = {
     { name: "cmdline", type: "string", optional: true, description: "Kernel command line for direct boot (needs `kernel`). Changed in place: a running VM is stopped gracefully, switched and started (whatever `allow_restart` says)." },
     { name: "host", type: "string", optional: true, computed: true, description: "The host that runs the VM (a name from the `rcloud_hosts` data source). Default: the server places the VM." + replaceNote },
     { name: "placement_group", type: "string", optional: true, description: "VMs of one placement group go to different hosts while there are hosts left." + replaceNote },
+    { name: "shares", nested: { nesting: "LIST", attributes: shareAttrs }, optional: true, computed: true, description: "Host directories shared with the guest, each mounted at `/mnt/<tag>` by cloud-init." + replaceNote },
     { name: "running", type: "bool", optional: true, computed: true, description: "Whether the VM should run (default `true`). Changing it starts or stops the VM in place." },
     { name: "max_vcpus", type: "number", optional: true, computed: true, description: "vCPUs the VM can be given later without a restart (hot-plug). Default: `vcpus`, raised with it." },
     { name: "max_memory_gb", type: "number", optional: true, computed: true, description: "Memory in GiB the VM can be given later without a restart (balloon). Default: `memory_gb`, raised with it." },
@@ -109,7 +122,7 @@ export const vmSchema: BlockSchema = {
 
 export const VM_TYPE = impliedType(vmSchema);
 const ATTR_NAMES = vmSchema.attributes.map((a) => a.name);
-const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic"];
+const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic", "shares"];
 
 // ---- small value helpers ----
 
@@ -177,6 +190,23 @@ export function validateVm(c: CtyObject): Diagnostic[] {
   }
   const host = str(c.host);
   if (host !== undefined && !HOST_RE.test(host)) bad(["host"], `host "${host}" must be a host name: 1-63 lower-case letters, digits and '-', not starting or ending with '-' (see the rcloud_hosts data source).`);
+  if (Array.isArray(c.shares)) {
+    const tags = new Set<string>();
+    c.shares.forEach((e, i) => {
+      const sh = obj(e);
+      if (!sh) return;
+      const path = str(sh.host_path);
+      if (path !== undefined && !path.startsWith("/")) bad(["shares", i, "host_path"], `host_path must be an absolute path on the VM's host, got "${path}".`);
+      const transport = str(sh.transport);
+      if (transport !== undefined && !(SHARE_TRANSPORTS as readonly string[]).includes(transport)) bad(["shares", i, "transport"], `transport must be one of ${SHARE_TRANSPORTS.join(", ")}, got "${transport}".`);
+      const tag = str(sh.tag);
+      if (tag === undefined) return;
+      const max = SHARE_TAG_MAX[(transport ?? "virtiofs") as ShareTransport] ?? 36;
+      if (!TAG_RE.test(tag) || tag.length > max) bad(["shares", i, "tag"], `tag "${tag}" must be a letter or digit, then letters, digits, '_' or '-', at most ${max} characters.`);
+      else if (tags.has(tag)) bad(["shares", i, "tag"], `tag "${tag}" is used by another share; tags must be unique.`);
+      tags.add(tag);
+    });
+  }
   const group = str(c.placement_group);
   if (group !== undefined && !GROUP_RE.test(group)) {
     bad(["placement_group"], `placement_group "${group}" must be 1-63 lower-case letters, digits, '-' and '_', starting and ending with a letter or digit.`);
@@ -230,6 +260,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
   // The server stores the real path of boot files; keep the configured spelling.
   const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
   const priorDisks = (Array.isArray(prior?.extra_disks) ? prior.extra_disks : []).map(obj);
+  const priorShares = (Array.isArray(prior?.shares) ? prior.shares : []).map(obj);
   // What the VM is set to have: changes waiting for its next start count as made.
   const p = vm.pending ?? {};
   const bootPending = p.kernel !== undefined || p.initrd !== undefined || p.cmdline !== undefined;
@@ -257,6 +288,11 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
     cmdline: boot.cmdline,
     host: vm.host,
     placement_group: vm.placement_group,
+    // The server reports real paths; keep the configured spelling of the same directory's tag.
+    shares: vm.shares.map((sh) => {
+      const before = priorShares.find((b) => b !== null && b.tag === sh.tag);
+      return { host_path: str(before?.host_path) ?? sh.host_path, tag: sh.tag, readonly: sh.readonly, transport: sh.transport };
+    }),
     running: isRunningState(vm.state),
     allow_restart: prior?.allow_restart ?? null,
     gdb: vm.gdb_port !== null,
@@ -278,6 +314,17 @@ function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
   if (isUnknown(c) || !Array.isArray(c)) return UNKNOWN;
   // Kept disks keep their reported type (ide configured, sata reported); new ones take the configured one.
   return planDataDisks(c, prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : []);
+}
+
+/** Shares as configured with their defaults filled in; unset: none (or what the VM has). */
+function planShares(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
+  if (c === null || c === undefined) return prior ? (prior.shares ?? []) : [];
+  if (!Array.isArray(c)) return UNKNOWN;
+  return c.map((e) => {
+    const sh = obj(e);
+    if (!sh) return e;
+    return { host_path: sh.host_path ?? null, tag: sh.tag ?? null, readonly: sh.readonly ?? false, transport: sh.transport ?? "virtiofs" };
+  });
 }
 
 function planNetwork(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
@@ -322,6 +369,7 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
     cmdline: c.cmdline ?? null,
     host: orPrior(c.host, prior, "host"),
     placement_group: c.placement_group ?? null,
+    shares: planShares(c.shares, prior),
     running: c.running ?? true,
     allow_restart: c.allow_restart ?? null,
     gdb: orPrior(c.gdb, prior, "gdb"),
@@ -406,6 +454,13 @@ function createBody(p: CtyObject): CreateVmRequest {
   for (const k of ["ssh_user", "ssh_public_key", "kernel", "initrd", "cmdline", "host", "placement_group"] as const) {
     const v = str(p[k]);
     if (v !== undefined) body[k] = v;
+  }
+  if (Array.isArray(p.shares) && p.shares.length > 0) {
+    body.shares = p.shares.map((e) => {
+      const sh = obj(e) ?? {};
+      const transport = str(sh.transport) as ShareTransport | undefined;
+      return { host_path: str(sh.host_path) ?? "", tag: str(sh.tag) ?? "", readonly: sh.readonly === true, ...(transport !== undefined ? { transport } : {}) };
+    });
   }
   return body;
 }

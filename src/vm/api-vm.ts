@@ -53,6 +53,7 @@ export function toApiVm(v: ListedVm): ApiVm {
     gdb_port: r.gdbPort,
     on_panic: r.onPanic,
     crash_reason: r.crashReason,
+    shares: r.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })),
   };
 }
 

@@ -406,6 +406,7 @@ export class VmService {
           const { kernel, initrd, cmdline } = spec.boot;
           spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
         }
+        spec.shares = await this.shareDirs(host, spec.shares);
         checkPoolRoom(host.name, await this.fleet.facts(host));
         if (spec.network.mode === "user" || gdb) {
           // SSH forwards and gdbstubs share the host's ports: one reservation set for both.
@@ -446,6 +447,25 @@ export class VmService {
       }
       throw e;
     }
+  }
+
+  /** The shares' real paths as the VM's host has them (inside its share_dirs); refusals name the field. */
+  private async shareDirs(h: Host, shares: VmSpec["shares"]): Promise<VmSpec["shares"]> {
+    const out: VmSpec["shares"] = [];
+    for (const [i, s] of shares.entries()) {
+      const field = `shares[${i}].host_path`;
+      const where = this.registry.hosts.length > 1 ? ` (on host ${h.name})` : "";
+      try {
+        out.push({ ...s, hostPath: await this.fleet.onHost(h, () => h.driver.shareDir(s.hostPath)) });
+      } catch (e) {
+        if (!(e instanceof ServiceError)) throw e;
+        if (e.code === "not_found") throw new ServiceError("share_not_allowed", `${field}: ${e.message}${where}`, { field });
+        if (e.code === "invalid_state") throw invalid(field, `${e.message}${where}`);
+        if (e.code === "unsupported") throw new ServiceError("unsupported", `${field}: ${e.message}`, { field });
+        throw e;
+      }
+    }
+    return out;
   }
 
   /** Every host is asked (an offline one answers from its last listing): names are unique across the fleet. */

@@ -7,9 +7,9 @@ import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
-import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, validateSshPublicKey } from "../cloudinit/index.ts";
-import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type VmSpec } from "../drivers/types.ts";
+import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
+import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type ShareSpec, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
@@ -17,6 +17,7 @@ const ID_RE = new RegExp(VM_ID_PATTERN);
 const BRIDGE_RE = new RegExp(BRIDGE_PATTERN);
 const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
+const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
 const GiB = 1024 ** 3;
 /** Below this much free space in the pool, creating a VM's overlays is refused. */
 const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
@@ -157,8 +158,10 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     throw invalid("debug.gdb", "must be true or false");
   }
   if (req.on_panic !== undefined && !isOnPanic(req.on_panic)) throw invalid("on_panic", `must be one of ${ON_PANIC_ACTIONS.join(", ")}`);
+  const shares = validateShares(req.shares);
 
   const id = newId();
+  const mounts = shares.map(shareMount);
   return {
     id,
     name: req.name,
@@ -172,7 +175,7 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     network: { mode, bridge, restrict, sshPort: null },
     ssh: { user: sshUser, authorizedKeys: keys },
     // Without keys there is nothing for cloud-init to do that the image does not already.
-    seedIso: keys.length > 0 ? seedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys }) : null,
+    seedIso: keys.length > 0 || mounts.length > 0 ? seedIso({ instanceId: id, hostname: req.name, user: sshUser, sshAuthorizedKeys: keys, mounts }) : null,
     boot,
     createdAt: new Date().toISOString(),
     owner,
@@ -181,7 +184,42 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     // The port is picked with the SSH forward's, after placement (service.ts).
     gdbPort: null,
     onPanic: req.on_panic ?? d.onPanic,
+    shares,
   };
+}
+
+/**
+ * The shares' shape: host_path absolute and plain (no "." or ".." parts: what it names is
+ * judged by its real path on the VM's host, after placement), tags unique safe names,
+ * readonly default false, transport virtiofs (default) or 9p.
+ */
+export function validateShares(given: CreateVmRequest["shares"]): ShareSpec[] {
+  if (given === undefined) return [];
+  if (!Array.isArray(given)) throw invalid("shares", "must be a list");
+  if (given.length > MAX_SHARES) throw invalid("shares", `at most ${MAX_SHARES} shares`);
+  const tags = new Set<string>();
+  return given.map((x, i) => {
+    const at = `shares[${i}]`;
+    const transport = x.transport ?? "virtiofs";
+    if (!SHARE_TRANSPORTS.includes(transport)) throw invalid(`${at}.transport`, `must be one of ${SHARE_TRANSPORTS.join(", ")}`);
+    const path = x.host_path;
+    if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0") || path.length > 4096) throw invalid(`${at}.host_path`, "must be an absolute path");
+    if (path.split("/").some((p) => p === "." || p === "..")) throw invalid(`${at}.host_path`, "must not contain '.' or '..' components");
+    const tag = x.tag;
+    if (typeof tag !== "string" || !TAG_RE.test(tag)) throw invalid(`${at}.tag`, "must be a letter or digit, then letters, digits, '_' or '-' (the guest mounts it at /mnt/<tag>)");
+    if (tag.length > SHARE_TAG_MAX[transport]) throw invalid(`${at}.tag`, `must be at most ${SHARE_TAG_MAX[transport]} characters for ${transport}`);
+    if (tags.has(tag)) throw invalid(`${at}.tag`, `'${tag}' is used by another share of this VM; tags must be unique`);
+    tags.add(tag);
+    if (x.readonly !== undefined && typeof x.readonly !== "boolean") throw invalid(`${at}.readonly`, "must be true or false");
+    return { hostPath: path, tag, readonly: x.readonly ?? false, transport };
+  });
+}
+
+/** The cloud-init `mounts:` item of a share: at /mnt/<tag>, read-only as asked (nofail: a boot never hangs on it). */
+export function shareMount(s: ShareSpec): SeedMount {
+  const access = s.readonly ? "ro" : "rw";
+  const options = s.transport === "9p" ? ["trans=virtio", "version=9p2000.L", "msize=262144", access, "nofail"] : [access, "nofail"];
+  return { spec: s.tag, dir: `/mnt/${s.tag}`, fstype: s.transport, options };
 }
 
 /**
@@ -213,6 +251,7 @@ const SEED_FIELDS: Record<Exclude<SeedErrorCode, "INTERNAL">, string> = {
   BAD_SSH_KEY: "ssh_public_keys",
   NO_SSH_KEYS: "ssh_public_keys",
   BAD_NETWORK_CONFIG: "network",
+  BAD_MOUNT: "shares",
 };
 
 /** The NoCloud seed; validateCreate checks its inputs first, so this is a backstop for a new builder rule. */

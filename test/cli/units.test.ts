@@ -274,6 +274,7 @@ describe("follow (tail -f)", () => {
 
 function vm(over: Partial<ApiVm>): ApiVm {
   return {
+    shares: [],
     id: "vm-aaaaaaaa",
     name: "web",
     uuid: "u",

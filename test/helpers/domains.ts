@@ -85,6 +85,7 @@ export function rcloudDomainXml(d: RcloudDomain): string {
     on_panic: "preserve",
     on_crash: "preserve",
     gdb: null,
+    shares: [],
   });
 }
 

@@ -30,6 +30,7 @@ export function templateVars(over: Partial<DomainTemplateVars> = {}): DomainTemp
     on_panic: "preserve",
     on_crash: "preserve",
     gdb: null,
+    shares: [],
     ...over,
   };
 }

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { allocateDiskSlots, type DiskSlot, type SlotBus } from "../../src/drivers/shared/disk-slots.ts";
-import { loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
+import { filesystemTags, loadTemplate, METADATA_NS, missingDiskPlacement, nvmeDisk, parseDomainXml, renderDomainXml, type DomainTemplateVars } from "../../src/drivers/libvirt/domain-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../../src/libvirt/index.ts";
 import { uniqueName, unixUri } from "../helpers/rig.ts";
 
@@ -45,6 +45,7 @@ function vars(name: string, over: Partial<DomainTemplateVars> = {}): DomainTempl
     on_panic: "preserve",
     on_crash: "preserve",
     gdb: null,
+    shares: [],
     ...over,
   };
 }
@@ -107,6 +108,37 @@ const variants: [string, (name: string) => Partial<DomainTemplateVars>][] = [
       on_crash: "restart",
     }),
   ],
+  // virtiofs needs the guest's memory shared (memfd backing); libvirt refuses it without.
+  [
+    "virtiofs shares (read-write and read-only) with user networking and a seed",
+    (name) => ({
+      ...placedDisks(name, ["virtio"], true),
+      network: { mode: "user", bridge: "", interface_type: "network", mac: "52:54:00:aa:bb:cd", ssh_port: 2223, restrict: true, netdev: "user,id=net0,hostfwd=tcp:127.0.0.1:2223-:22,restrict=on" },
+      shares: [
+        { host_path: "/srv/linux", tag: "linux", readonly: false, transport: "virtiofs" },
+        { host_path: "/srv/ref, with comma & 'quote'", tag: "ref-tree_2", readonly: true, transport: "virtiofs" },
+      ],
+    }),
+  ],
+  [
+    "9p shares (read-write and read-only), no virtiofs: no shared memory",
+    () => ({
+      shares: [
+        { host_path: "/srv/linux", tag: "linux", readonly: false, transport: "9p" },
+        { host_path: "/srv/modules", tag: "modules", readonly: true, transport: "9p" },
+      ],
+    }),
+  ],
+  [
+    "virtiofs and 9p shares together, direct kernel boot",
+    () => ({
+      boot: { kernel: "/boot/vmlinuz", initrd: "/boot/initrd.img", cmdline: "console=ttyS0" },
+      shares: [
+        { host_path: "/srv/a", tag: "a", readonly: false, transport: "virtiofs" },
+        { host_path: "/srv/b", tag: "b", readonly: true, transport: "9p" },
+      ],
+    }),
+  ],
 ];
 
 describe("embedded domain template vs libvirt's schema", () => {
@@ -130,6 +162,11 @@ describe("embedded domain template vs libvirt's schema", () => {
           ...v.nvme_disks.map((d) => ({ type: "data", driver: "nvme", serial: d.serial })),
         ];
         const rank = (d: { type: string; serial: string | null }) => (d.type === "root" ? -1 : d.type === "seed" ? 1e9 : Number(d.serial!.slice("kdevops".length)));
+        // Shares read back from the metadata as given, one <filesystem> each, shared memory iff virtiofs.
+        const parsed = parseDomainXml(back);
+        expect(parsed.shares).toEqual(v.shares.map((x) => ({ hostPath: x.host_path, tag: x.tag, readonly: x.readonly, transport: x.transport as "virtiofs" | "9p" })));
+        expect(filesystemTags(back)).toEqual(v.shares.map((x) => x.tag));
+        expect(back.includes("<access mode='shared'/>")).toBe(v.shares.some((x) => x.transport === "virtiofs"));
         expect(parseDomainXml(back).disks.map((d): { type: string; driver: string; serial: string | null } => ({ type: d.type, driver: d.driver, serial: d.serial }))).toEqual(want.sort((a, b) => rank(a) - rank(b)));
       } finally {
         await lv.call(P.domainUndefineFlags, { dom, flags: 0 });

@@ -49,7 +49,7 @@ describe("objects", () => {
   test("the VM schema's implied type has every attribute", () => {
     const out = decode(encodeMsgpack({ id: "vm-1" }, VM_TYPE)) as Record<string, unknown>;
     expect(Object.keys(out).sort()).toEqual(vmSchema.attributes.map((a) => a.name).sort());
-    expect(Object.keys(out)).toHaveLength(28);
+    expect(Object.keys(out)).toHaveLength(29);
     expect(out.extra_disks).toBeNull();
   });
 

@@ -10,6 +10,7 @@ import { applyVm, type Ctx, planVm, validateVm, vmSchema } from "../../src/terra
 
 function apiVm(over: Partial<ApiVm> = {}): ApiVm {
   return {
+    shares: [],
     id: "vm-abcdefgh",
     name: "web-01",
     uuid: "u",
@@ -139,7 +140,7 @@ describe("plan", () => {
     };
     const grown = await planVm(ctx, prior, config({ vcpus: 6, memory_gb: 16, root_disk_gb: 200, extra_disks: [{ size_gb: 500, type: null }, { size_gb: 30, type: "ide" }, { size_gb: 40, type: "scsi" }] }), {});
     const g = grown.planned as CtyObject;
-    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic"]);
+    expect(grown.requiresReplace.map((x) => x.join("."))).toEqual(["name", "image", "network", "ssh_public_key", "ssh_user", "host", "placement_group", "gdb", "on_panic", "shares"]);
     // The maxima follow values that outgrow them; kept disks keep their type; the plan warns about the deleted disk.
     expect({ max_vcpus: g.max_vcpus, max_memory_gb: g.max_memory_gb, extra_disks: g.extra_disks }).toEqual({
       max_vcpus: 6,

@@ -30,6 +30,7 @@ function rec(n: number, over: Partial<VmRecord> = {}): VmRecord {
     gdbPort: null,
     onPanic: "preserve",
     crashReason: null,
+    shares: [],
     cpuTimeNs: 0n,
     ...over,
   };

@@ -87,6 +87,7 @@ describe("defaults", () => {
         template: null,
         kernel_dir: null,
         max_kernel_bytes: 512 * 1024 * 1024,
+        share_dirs: [],
         stop_timeout_s: 60,
         max_extra_disks: 8,
         vcpu_overcommit: 16,

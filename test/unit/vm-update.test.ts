@@ -33,6 +33,7 @@ const defaults: ServiceDefaults = {
 
 function rec(over: Partial<VmRecord> = {}): VmRecord {
   return {
+    shares: [],
     id: "vm-abcd1234",
     name: "web",
     uuid: "u",

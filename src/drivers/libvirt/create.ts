@@ -8,7 +8,7 @@ import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
-import { type DomainType, METADATA_NS, missingDiskPlacement, nvmeDisk, onCrashFor, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
+import { type DomainType, filesystemTags, METADATA_NS, missingDiskPlacement, nvmeDisk, onCrashFor, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
 import type { Networks } from "./networks.ts";
 import { GiB, type Sessions, type VmStorage } from "./storage.ts";
 
@@ -92,7 +92,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     max_memory_mb: spec.maxMemoryMb,
     vcpus: spec.vcpus,
     max_vcpus: spec.maxVcpus,
-    pcie_root_ports: PCI_DEVICES + spec.dataDisks.length + HOTPLUG_PORTS,
+    pcie_root_ports: PCI_DEVICES + spec.dataDisks.length + spec.shares.length + HOTPLUG_PORTS,
     metadata_ns: METADATA_NS,
     boot: spec.boot,
     disks,
@@ -103,7 +103,11 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     on_crash: onCrashFor(spec.onPanic),
     // The gdbstub listens where the SSH forwards do: 127.0.0.1 of a local host.
     gdb: spec.gdbPort ? { port: spec.gdbPort, arg: `tcp:${b.sshForwardBind}:${spec.gdbPort}` } : null,
+    shares: spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })),
   });
+  const tags = filesystemTags(xml);
+  const unshared = spec.shares.filter((s) => !tags.includes(s.tag));
+  if (unshared.length) throw new DriverError("unsupported", `the domain template ${b.templatePath ?? ""} has no filesystem block: cannot share ${unshared.map((s) => s.tag).join(", ")} (copy the shares blocks from the embedded template)`);
   // An operator's template written before NVMe disks existed would drop them silently.
   const args = qemuArgs(xml);
   const lost = nvmeDisks.filter((d) => !args.includes(d.device_arg));
@@ -147,5 +151,6 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     gdbPort: spec.gdbPort,
     onPanic: spec.onPanic,
     crashReason: null,
+    shares: spec.shares,
   };
 }

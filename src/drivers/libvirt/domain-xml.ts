@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import builtInTemplate from "../../../templates/vm-q35.xml.liquid" with { type: "text" };
 import { optValue } from "../shared/qemu-opts.ts";
 import { isOnPanic } from "../../api-types/values.ts";
-import type { DiskInfo, NetworkMode, OnPanic, PendingChanges, ReportedDiskBus } from "../types.ts";
+import type { DiskInfo, NetworkMode, OnPanic, PendingChanges, ReportedDiskBus, ShareSpec } from "../types.ts";
 
 export const METADATA_NS = "https://rcloud.dev/xmlns/vm/1";
 
@@ -92,6 +92,8 @@ export interface DomainTemplateVars {
     netdev: string;
   };
   console_log: string | null;
+  /** Shared host directories: <filesystem> devices, and rcloud:share in the metadata. */
+  shares: { host_path: string; tag: string; readonly: boolean; transport: string }[];
   on_panic: OnPanic;
   /** libvirt's <on_crash> for on_panic (see onCrashFor). */
   on_crash: "preserve" | "restart" | "destroy";
@@ -124,7 +126,7 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   htmlEntities: true, // numeric references such as &#39; (liquid escapes quotes that way)
   // Elements only: <address controller='0'> has an attribute of that name too.
-  isArray: (name, _path, _leaf, isAttribute) => !isAttribute && ["disk", "interface", "arg", "nvme_disk", "controller"].includes(name),
+  isArray: (name, _path, _leaf, isAttribute) => !isAttribute && ["disk", "interface", "arg", "nvme_disk", "controller", "share", "filesystem"].includes(name),
 });
 
 type Node = Record<string, unknown>;
@@ -161,6 +163,8 @@ export interface ParsedDomain {
   mac: string | null;
   boot: { kernel: string; initrd: string | null; cmdline: string | null } | null;
   consoleLog: string | null;
+  /** From rcloud's metadata (what was asked for: readonly virtiofs is not in the device XML). */
+  shares: ShareSpec[];
 }
 
 export function parseDomainXml(xml: string): ParsedDomain {
@@ -249,7 +253,27 @@ export function parseDomainXml(xml: string): ParsedDomain {
     mac,
     boot: kernel ? { kernel, initrd: str(os.initrd), cmdline: str(os.cmdline) } : null,
     consoleLog: serialLog,
+    shares: parseShares(meta.share),
   };
+}
+
+/** `<rcloud:share host_path=… tag=… readonly=… transport=…/>`, in order. */
+function parseShares(v: unknown): ShareSpec[] {
+  const out: ShareSpec[] = [];
+  for (const s of (v as unknown[] | undefined) ?? []) {
+    const n = obj(s);
+    const hostPath = str(n.host_path);
+    const tag = str(n.tag);
+    if (!hostPath || !tag) continue;
+    out.push({ hostPath, tag, readonly: str(n.readonly) === "true", transport: str(n.transport) === "9p" ? "9p" : "virtiofs" });
+  }
+  return out;
+}
+
+/** The tags of the domain's `<filesystem>` devices (an operator's template may lack the block). */
+export function filesystemTags(xml: string): string[] {
+  const devices = obj(obj(parser.parse(xml).domain).devices);
+  return ((devices.filesystem as unknown[] | undefined) ?? []).map((f) => str(obj(obj(f).target).dir) ?? "");
 }
 
 /** `<rcloud:pending vcpus=… memory_mb=…><rcloud:boot kernel=… | off='true'/></rcloud:pending>`. */

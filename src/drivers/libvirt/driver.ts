@@ -17,6 +17,7 @@ import {
   LibvirtClient,
   LibvirtError,
   LibvirtPool,
+  parseLibvirtUri,
   qemuProcedures,
   remoteProcedures as P,
   type PoolOptions,
@@ -43,6 +44,7 @@ import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
 import { downloadVolume } from "./volume-streams.ts";
 import { dumpName, isDumpName } from "../shared/crash.ts";
+import { localShareDir } from "../shared/share-dir.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -66,6 +68,8 @@ export interface LibvirtDriverOptions {
   baseImagesDir: string;
   /** The host's directory of direct-boot kernels and initrds (pool `<poolName>-kernels`); null = no direct boot. */
   kernelDir: string | null;
+  /** vm_defaults.share_dirs: directories guests may share (checked only when the host is this machine). */
+  shareDirs?: readonly string[];
 }
 
 const SHUTDOWN_ACPI = 1;
@@ -621,6 +625,20 @@ export class LibvirtDriver implements VmDriver {
     } catch (e) {
       translate(e, `looking up ${path} in ${this.opts.kernelDir ?? "kernel_dir"}`);
     }
+  }
+
+  /**
+   * A directory to share, checked where rcloud can see the host's files: a URI without a
+   * host (a local socket) is this machine. libvirt itself cannot tell a symbolic link out of
+   * a share directory from a directory in it (a dir pool lists both as directories), so on a
+   * remote host a share is refused rather than taken unchecked.
+   */
+  async shareDir(path: string): Promise<string> {
+    const dirs = this.opts.shareDirs ?? [];
+    if (dirs.length > 0 && parseLibvirtUri(this.opts.uri).transport !== "unix") {
+      throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? this.opts.uri}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
+    }
+    return localShareDir(dirs, path);
   }
 
   async readImage(id: string): Promise<ImageReader> {

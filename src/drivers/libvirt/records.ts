@@ -81,6 +81,7 @@ function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
     gdbPort: m.gdbPort,
     onPanic: m.onPanic,
     crashReason,
+    shares: f.parsed.shares,
   };
   return f.last;
 }

@@ -47,6 +47,8 @@ import { StateLock } from "./lock.ts";
 import { checkSocketPaths, maxima, scanVms, vmPaths, writeVm, type StoredDisk, type StoredVm, type VmPaths } from "./state.ts";
 import { launchConfig, pendingOf, updateQemuVm } from "./update.ts";
 import * as snap from "./snapshots.ts";
+import { startVirtiofsds, stopVirtiofsds } from "./virtiofsd.ts";
+import { localShareDir } from "../shared/share-dir.ts";
 
 export interface QemuDriverOptions {
   /** qemu-system-x86_64 (config.qemu.binary). */
@@ -63,6 +65,10 @@ export interface QemuDriverOptions {
   baseImagesDir: string;
   /** Where direct-boot kernels and initrds may be (vm_defaults.kernel_dir); null = no direct boot. */
   kernelDir: string | null;
+  /** vm_defaults.share_dirs: directories guests may share; empty = sharing off. */
+  shareDirs?: readonly string[];
+  /** The virtiofsd binary (tests may point elsewhere); default /usr/lib/qemu/virtiofsd. */
+  virtiofsd?: string;
   /** Warnings about records that cannot be used, orphans removed, ... */
   log?: (level: "info" | "warn", msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -293,6 +299,8 @@ export class QemuDriver implements VmDriver {
         this.log("info", "VM stopped while rcloud was away", { vm: vm.name });
         this.cleanupRuntimeFiles(p);
       }
+      // A virtiofsd outliving its QEMU serves nobody.
+      if (!alive) await stopVirtiofsds(vm.shares ?? [], p).catch((e) => this.log("warn", "cannot stop a stopped VM's virtiofsd", { vm: vm.name, error: (e as Error).message }));
     }
     await Promise.all(attaches);
   }
@@ -430,7 +438,13 @@ export class QemuDriver implements VmDriver {
     if (!vm) return;
     await rt.events.pumped;
     if (this.runtime.get(id) === rt) this.runtime.delete(id);
+    await this.stopShares(vm);
     this.reportExit(vm, rt);
+  }
+
+  /** The VM's virtiofsds, once its QEMU is gone (they would exit on their own when QEMU disconnects). */
+  private async stopShares(vm: StoredVm): Promise<void> {
+    await stopVirtiofsds(vm.shares ?? [], this.paths(vm.id)).catch((e) => this.log("warn", "cannot stop virtiofsd", { vm: vm.name, error: (e as Error).message }));
   }
 
   /** After rcloud stopped the QEMU: drops its runtime and reports the exit, after its last QMP events. */
@@ -549,8 +563,22 @@ export class QemuDriver implements VmDriver {
     this.cleanupRuntimeFiles(p);
     this.handOver(vm, p);
     const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
-    // -loadvm on the command line: QEMU 7.2 cannot load a snapshot over QMP in prelaunch.
-    const pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p), ...(loadvm !== null ? ["-loadvm", loadvm] : [])], p);
+    await stopVirtiofsds(vm.shares ?? [], p); // a leftover would hold the socket path
+    await startVirtiofsds(vm.shares ?? [], p, {
+      prefix: (i) => (this.scopes ? scopePrefix(`${vm.id}-fs${i}`, `${vm.name} share ${i}`) : []),
+      own: (path) => {
+        if (this.runAs) chownSync(path, this.runAs.uid, this.runAs.gid);
+      },
+      ...(this.opts.virtiofsd ? { binary: this.opts.virtiofsd } : {}),
+    });
+    let pid: number;
+    try {
+      // -loadvm on the command line: QEMU 7.2 cannot load a snapshot over QMP in prelaunch.
+      pid = await startQemu([...this.prefix(vm), ...qemuArgs(this.opts.binary, this.accel, vm, p), ...(loadvm !== null ? ["-loadvm", loadvm] : [])], p);
+    } catch (e) {
+      await this.stopShares(vm);
+      throw e;
+    }
     const rt: Runtime = newRuntime(pid);
     rt.events.starting = true;
     this.runtime.set(vm.id, rt);
@@ -576,6 +604,7 @@ export class QemuDriver implements VmDriver {
       // Died while setting up (a disk or backing file it may not open...): QEMU's words, not QMP's.
       const died = !isOurQemu(pid, p.qmp);
       await this.kill(pid, p.qmp).catch(() => {});
+      await this.stopShares(vm);
       const said = died ? qemuLogTail(p, logStart) : "";
       if (said) throw new DriverError("failed", `QEMU failed to start: ${said}`, { cause: e });
       throw e;
@@ -624,6 +653,7 @@ export class QemuDriver implements VmDriver {
       gdbPort: vm.gdb_port ?? null,
       onPanic: vm.on_panic ?? "preserve",
       crashReason,
+      shares: (vm.shares ?? []).map((s) => ({ hostPath: s.host_path, tag: s.tag, readonly: s.readonly, transport: s.transport })),
     };
   }
 
@@ -721,6 +751,7 @@ export class QemuDriver implements VmDriver {
         gdb_port: spec.gdbPort,
         on_panic: spec.onPanic,
         crash: null,
+        shares: spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })),
       };
       this.creating.set(vm.id, vm);
       if (spec.start) pid = await this.launch(vm);
@@ -735,6 +766,7 @@ export class QemuDriver implements VmDriver {
       this.runtime.delete(spec.id);
       const running = readPidfile(p.pidfile);
       if (running !== null) await this.kill(running, p.qmp).catch(() => {});
+      await stopVirtiofsds(spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })), p).catch(() => {});
       rmSync(p.dir, { recursive: true, force: true });
       translate(e, `creating ${spec.name}`);
     }
@@ -778,6 +810,7 @@ export class QemuDriver implements VmDriver {
       }
       if (!done) await this.kill(pid, p.qmp);
       await this.forget(vm, rt);
+      await stopVirtiofsds(vm.shares ?? [], p);
       this.cleanupRuntimeFiles(p);
       vm.live = null;
       this.touch(vm);
@@ -807,6 +840,7 @@ export class QemuDriver implements VmDriver {
       if (rt) rt.events.stopping = true;
       if (pid !== null) await this.kill(pid, p.qmp);
       await this.forget(vm, rt);
+      await stopVirtiofsds(vm.shares ?? [], p);
       // vm.json first: from here on the VM is gone even if removing the rest fails
       // (the next start removes a directory without vm.json).
       rmSync(p.json, { force: true });
@@ -1039,6 +1073,10 @@ export class QemuDriver implements VmDriver {
   }
 
   // ---- base images and boot files of this host ----
+
+  async shareDir(path: string): Promise<string> {
+    return localShareDir(this.opts.shareDirs ?? [], path);
+  }
 
   async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
     return localBootFile(this.opts.kernelDir, path);

@@ -120,13 +120,17 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
   const add = (...a: string[]) => args.push(...a);
   add("-name", `${vm.name},debug-threads=on`);
   add("-uuid", vm.uuid);
-  add("-machine", "q35");
+  const shares = vm.shares ?? [];
+  // virtiofsd reads and writes the guest's memory: it must be shared memory (memfd).
+  const virtiofs = shares.some((s) => s.transport === "virtiofs");
+  add("-machine", virtiofs ? "q35,memory-backend=mem" : "q35");
   add("-accel", accel);
   if (accel === "kvm") add("-cpu", "host");
   // Memory up to the maximum, the balloon takes it down to memory_mb (set before the guest runs);
   // vCPUs up to the maximum can be hot-plugged.
   const { maxVcpus, maxMemoryMb } = maxima(vm);
   add("-m", String(maxMemoryMb));
+  if (virtiofs) add("-object", `memory-backend-memfd,id=mem,size=${maxMemoryMb}M,share=on`);
   add("-smp", `${vm.vcpus},maxcpus=${maxVcpus}`);
   add("-nodefaults", "-no-user-config", "-display", "none");
   add("-S");
@@ -173,6 +177,17 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
       else if (slot.bus === "nvme") add("-device", `nvme,${dev}${serial}`);
       else if (slot.bus === "scsi") add("-device", `scsi-hd,${dev},bus=scsi0.0,channel=0,scsi-id=0,lun=${slot.drive!.unit}${serial}`);
       else add("-device", `ide-hd,${dev},bus=${sataBus(slot.drive!)}${serial}`);
+    }
+  }
+
+  // Shared directories: virtiofs through the share's virtiofsd (virtiofsd.ts), 9p served by QEMU.
+  for (const [i, s] of shares.entries()) {
+    if (s.transport === "virtiofs") {
+      add("-chardev", `socket,id=fs${i},path=${o(p.share(i).socket)}`);
+      add("-device", `vhost-user-fs-pci,chardev=fs${i},tag=${s.tag},queue-size=1024`);
+    } else {
+      add("-fsdev", `local,id=fs${i},path=${o(s.host_path)},security_model=none${s.readonly ? ",readonly=on" : ""}`);
+      add("-device", `virtio-9p-pci,fsdev=fs${i},mount_tag=${s.tag}`);
     }
   }
 

@@ -5,7 +5,8 @@
  *
  *   <state_dir>/rcloud.lock
  *   <state_dir>/vms/<id>/{vm.json, root.qcow2, data<N>.qcow2, seed.iso,
- *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log}
+ *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log,
+ *                         fs<N>.sock, fs<N>.pid, fs<N>.log (virtiofsd of the N-th share)}
  */
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -66,6 +67,15 @@ export interface StoredVm {
   on_panic?: OnPanic;
   /** Set when the guest crashed (driver.ts recordCrash), cleared by the next launch. */
   crash?: { reason: string; at: string } | null;
+  /** Shared host directories (real paths); absent in files written before shares existed. */
+  shares?: StoredShare[];
+}
+
+export interface StoredShare {
+  host_path: string;
+  tag: string;
+  readonly: boolean;
+  transport: "virtiofs" | "9p";
 }
 
 export interface VmPaths {
@@ -81,6 +91,8 @@ export interface VmPaths {
   disk(file: string): string;
   /** A guest memory dump (a DUMP_NAME_PATTERN name, checked by the caller). */
   dump(name: string): string;
+  /** The virtiofsd of the `i`-th share: its vhost-user socket, pidfile and log. */
+  share(i: number): { socket: string; pidfile: string; log: string };
 }
 
 export function vmPaths(stateDir: string, id: string): VmPaths {
@@ -96,6 +108,7 @@ export function vmPaths(stateDir: string, id: string): VmPaths {
     qemuLog: join(dir, "qemu.log"),
     disk: (file) => join(dir, file),
     dump: (name) => join(dir, name),
+    share: (i) => ({ socket: join(dir, `fs${i}.sock`), pidfile: join(dir, `fs${i}.pid`), log: join(dir, `fs${i}.log`) }),
   };
 }
 
@@ -170,6 +183,9 @@ export function parseVm(text: string, id: string): { vm: StoredVm } | { error: s
   if (n.mac !== null && !(isStr(n.mac) && MAC_RE.test(n.mac))) return { error: "bad mac" };
   if (n.ssh_port !== null && !(isInt(n.ssh_port) && n.ssh_port > 0 && n.ssh_port < 65536)) return { error: "bad ssh_port" };
   if (v.gdb_port != null && !(isInt(v.gdb_port) && v.gdb_port > 0 && v.gdb_port < 65536)) return { error: "bad gdb_port" };
+  // Shares go onto QEMU's command line: tags and paths as validated at create.
+  const goodShare = (x: any) => x && isStr(x.host_path) && x.host_path.startsWith("/") && isStr(x.tag) && /^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$/.test(x.tag) && typeof x.readonly === "boolean" && ["virtiofs", "9p"].includes(x.transport);
+  if (v.shares !== undefined && !(Array.isArray(v.shares) && v.shares.every(goodShare))) return { error: "bad shares" };
   if (n.bridge !== null && !(isStr(n.bridge) && /^[A-Za-z0-9_.:-]{1,64}$/.test(n.bridge))) return { error: "bad bridge" };
   if (v.boot !== null && !(v.boot && isStr(v.boot.kernel) && v.boot.kernel.startsWith("/"))) return { error: "bad boot" };
   return { vm: v as StoredVm };
