@@ -150,6 +150,13 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
   service.attachEvents(events);
   metrics = new Metrics(service);
   metrics.observeEvents(events);
+  // Reconcile each host as it connects: what a previous rcloud, killed midway, left behind.
+  registry.onConnected = (h) => {
+    void service.reconcileHost(h).then((r) => {
+      if (r.error) log("warn", "reconcile at start failed; POST /api/v1/reconcile runs it again", { host: h.name, error: r.error });
+      else log("info", "reconciled at start", { host: h.name, removed: r.removed.length, adopted: r.adopted.length, ...(r.removed.length ? { removed_names: r.removed.map((a) => a.name).join(" ") } : {}) });
+    });
+  };
   registry.start();
 
   const bind = config.server.bind_address;

@@ -75,6 +75,22 @@ export interface ApiImage {
   hosts: string[];
 }
 
+/** POST /reconcile: what one host's reconcile removed and adopted. */
+export interface ApiReconcileHost {
+  host: string;
+  /** Artefacts of no complete VM (creates or deletes cut short), removed. */
+  removed: { kind: "volume" | "domain" | "vm-directory" | "process"; name: string; vm_id: string }[];
+  /** Complete VMs whose create or delete was cut short, kept as they are. */
+  adopted: { id: string; name: string; state: VmState; why: string }[];
+  /** Why this host was not reconciled (offline, failed); null when it was. */
+  error: string | null;
+}
+
+/** POST /reconcile: one entry per host of the fleet. */
+export interface ApiReconcile {
+  hosts: ApiReconcileHost[];
+}
+
 /** GET /hosts, GET /hosts/{name}: one hypervisor host of the fleet. Never carries credentials. */
 export interface ApiHost {
   name: string;

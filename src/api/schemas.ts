@@ -188,6 +188,19 @@ export const Host = t.Object({
   last_error: t.Nullable(t.String()),
 });
 
+export const Reconcile = t.Object({
+  hosts: t.Array(
+    t.Object({
+      host: t.String(),
+      removed: t.Array(t.Object({ kind: t.String({ description: "volume, domain, vm-directory or process" }), name: t.String(), vm_id: t.String() }), {
+        description: "Artefacts of no complete VM (creates or deletes cut short), removed",
+      }),
+      adopted: t.Array(t.Object({ id: t.String(), name: t.String(), state: t.String(), why: t.String() }), { description: "Complete VMs whose create or delete was cut short, kept" }),
+      error: t.Nullable(t.String({ description: "Why this host was not reconciled (offline, failed)" })),
+    }),
+  ),
+});
+
 export const CopyImageBody = t.Object(
   {
     to: t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "The host to copy the image to" }),

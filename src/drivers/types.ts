@@ -178,6 +178,22 @@ export interface DriverEvent {
   detail: string;
 }
 
+/** Something reconcile removed: it belonged to no complete VM (a create or delete cut short). */
+export interface ReconciledArtefact {
+  kind: "volume" | "domain" | "vm-directory" | "process";
+  /** The volume's name, the domain's or the directory's path, or the process's PID. */
+  name: string;
+  /** The rcloud VM id the artefact was named after. */
+  vmId: string;
+}
+
+/** What one reconcile pass on one host did. */
+export interface ReconcileReport {
+  removed: ReconciledArtefact[];
+  /** Complete VMs whose create or delete was cut short, kept and listed as they are. */
+  adopted: { id: string; name: string; state: VmState; why: string }[];
+}
+
 /** An image's bytes, read from the host that has it (image copy between hosts). */
 export interface ImageReader {
   image: ImageInfo;
@@ -237,6 +253,13 @@ export interface VmDriver {
   update(name: string, change: VmChange): Promise<VmChangeResult>;
   /** The last `maxBytes` of the VM's serial console log (empty before its first boot). */
   consoleLog?(name: string, maxBytes: number): Promise<Uint8Array>;
+  /**
+   * Finishes or removes what creates and deletes cut short (rcloud killed midway) left on
+   * this host: every VM is afterwards complete and listed, or gone with all its files. Only
+   * rcloud's own artefacts are touched (its pool's volumes named after VM ids, its state
+   * directory), never those of a create still running.
+   */
+  reconcile(): Promise<ReconcileReport>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

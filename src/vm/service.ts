@@ -5,7 +5,7 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiReconcile, ApiReconcileHost, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
@@ -174,6 +174,30 @@ export class VmService {
     const h = this.fleet.mustHost(name);
     await this.registry.cordon(h.name, on);
     return this.fleet.describe(h);
+  }
+
+  // ---- reconcile ----
+
+  /**
+   * Reconciles every host that answers (docs/reliability.md): what creates and deletes cut
+   * short left (rcloud killed midway) is finished or removed by the host's driver, which
+   * leaves alone every VM whose create is still running. An offline host is reported, not
+   * waited for; it is reconciled when it connects again.
+   */
+  async reconcile(): Promise<ApiReconcile> {
+    return { hosts: await Promise.all(this.registry.hosts.map((h) => this.reconcileHost(h))) };
+  }
+
+  /** One host's reconcile (also run by the server each time a host connects). */
+  async reconcileHost(h: Host): Promise<ApiReconcileHost> {
+    const none = { host: h.name, removed: [], adopted: [] };
+    if (!h.online) return { ...none, error: `host ${h.name} is offline: ${h.lastError ?? "not connected yet"}` };
+    try {
+      const r = await this.fleet.onHost(h, () => h.driver.reconcile());
+      return { host: h.name, removed: r.removed.map((a) => ({ kind: a.kind, name: a.name, vm_id: a.vmId })), adopted: r.adopted, error: null };
+    } catch (e) {
+      return { ...none, error: (e as Error).message };
+    }
   }
 
   // ---- reads ----
