@@ -50,6 +50,8 @@ export interface ApiVm {
   host_state: HostState;
   /** The placement group given at create (VMs of one group go to different hosts), or null. */
   placement_group: string | null;
+  /** Why the VM last crashed (its QEMU died, the guest panicked), until it is started or deleted; null if it did not. */
+  crash_reason: string | null;
 }
 
 /** Changes made to a running VM that take effect at its next stop and start (only the fields that change). */

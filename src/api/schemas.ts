@@ -129,6 +129,7 @@ export const Vm = t.Object({
   host: t.String({ description: "The host that runs the VM" }),
   host_state: HostStateSchema,
   placement_group: t.Nullable(t.String()),
+  crash_reason: t.Nullable(t.String({ description: "Why the VM last crashed (QEMU died, guest panic) until it is started or deleted; null if it did not" })),
 });
 
 export const VmList = t.Object({ vms: t.Array(Vm) });

@@ -6,7 +6,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiDisk, ApiHost, ApiImage, ApiPendingChanges, ApiReconcile, ApiReconcileHost, ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
-import { type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
+import { type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, HostInfo, ImageInfo, PendingChanges, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
@@ -15,6 +15,7 @@ import { currentRequestId } from "../util/request-context.ts";
 import { type KnownVm, VmEventFeed } from "./event-feed.ts";
 import { countsOnHost, Fleet, type HostListing } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
+import { CrashRecords } from "./crashes.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
@@ -44,6 +45,10 @@ export interface ServiceOptions {
   /** Per-project quotas; null = none. */
   quotas?: QuotaConfig | null;
   placement?: PlacementPolicy;
+  /** What to do when a VM's QEMU dies under it (crashes.ts); default stop. */
+  onCrash?: OnCrash;
+  /** Told when on_crash: restart could not start a crashed VM again. */
+  onRestartFailed?: (host: string, vm: string, error: string) => void;
 }
 
 export class VmService {
@@ -68,6 +73,22 @@ export class VmService {
     this.onOperation = opts.onOperation ?? (() => {});
     this.quotaReservations = new QuotaReservations(opts.quotas ?? null);
     this.policy = opts.placement ?? "spread";
+    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name) => this.restartCrashed(host, name, opts.onRestartFailed));
+    for (const h of registry.hosts) h.driver.subscribe?.((e) => this.crashes.onDriverEvent(h.name, e));
+  }
+
+  /** Crashed VMs and on_crash (crashes.ts). */
+  readonly crashes: CrashRecords;
+
+  /** on_crash: restart: the VM is started again, under its name's lock like any start. */
+  private async restartCrashed(hostName: string, name: string, onFailed?: (host: string, vm: string, error: string) => void): Promise<void> {
+    const h = this.registry.get(hostName);
+    if (!h) return;
+    try {
+      await this.locks.run(`name:${name}`, () => this.fleet.onHost(h, () => h.driver.start(name)));
+    } catch (e) {
+      onFailed?.(hostName, name, (e as Error).message);
+    }
   }
 
   /** The first host's driver: for tests that reach into a one-host server's driver. */
@@ -478,7 +499,10 @@ export class VmService {
   }
 
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", (h, name) => h.driver.start(name))));
+    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", async (h, name) => {
+      await h.driver.start(name);
+      this.crashes.clear(h.name, name);
+    })));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
@@ -602,6 +626,7 @@ export class VmService {
         throw e;
       });
       this.feed?.deleted(vm, currentRequestId());
+      this.crashes.clear(host.name, rec.name);
       this.fleet.forget(host, rec.id);
       this.byId.delete(rec.id);
       this.byName.delete(rec.name);
@@ -703,11 +728,12 @@ export class VmService {
     const disks: ApiDisk[] = r.disks
       .filter((d) => d.type === "root" || d.type === "data")
       .map((d) => ({ type: d.type as "root" | "data", size_gb: d.size_gb, driver: d.driver, format: d.format, serial: d.serial }));
+    const crash = this.crashes.view(h.name, r.name, r.state);
     return {
       id: r.id,
       name: r.name,
       uuid: r.uuid,
-      state: fresh ? r.state : "unknown",
+      state: fresh ? crash.state : "unknown",
       vcpus: r.vcpus,
       max_vcpus: r.maxVcpus,
       memory_mb: r.memoryMb,
@@ -729,6 +755,7 @@ export class VmService {
       host: h.name,
       host_state: fresh ? h.state : "offline",
       placement_group: r.placementGroup,
+      crash_reason: crash.crashReason,
     };
   }
 }

@@ -290,6 +290,7 @@ function vm(over: Partial<ApiVm>): ApiVm {
     host: "local",
     host_state: "online",
     placement_group: null,
+    crash_reason: null,
     ip_address: null,
     ssh_port: null,
     ssh_user: "kdevops",

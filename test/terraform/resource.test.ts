@@ -37,6 +37,7 @@ function apiVm(over: Partial<ApiVm> = {}): ApiVm {
     host: "local",
     host_state: "online",
     placement_group: null,
+    crash_reason: null,
     ...over,
   };
 }

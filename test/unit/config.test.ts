@@ -85,6 +85,7 @@ describe("defaults", () => {
         ssh_user: "kdevops",
         template: null,
         kernel_dir: null,
+        on_crash: "stop",
         stop_timeout_s: 60,
         max_extra_disks: 8,
         vcpu_overcommit: 16,
