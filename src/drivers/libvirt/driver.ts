@@ -171,8 +171,12 @@ export class LibvirtDriver implements VmDriver {
     }
     await this.rollbacks.retry();
     await this.baseImages.sweep().catch(() => {}); // copies cut off mid-way; tried again on the next reconnect
-    await this.sweepOrphanVolumes().catch(() => {}); // libvirt went away again; the next reconnect runs this again
+    // Kept for the next reconcile's report. libvirt went away again: the next reconnect runs this again.
+    await this.sweepOrphanVolumes().then((r) => this.swept.push(...r), () => {});
   }
+
+  /** What recover() removed since the last reconcile (which reports it). */
+  private swept: ReconciledArtefact[] = [];
 
   /**
    * Volumes of VMs that do not exist: named `<id>-*` after an rcloud VM id (root, data
@@ -198,7 +202,8 @@ export class LibvirtDriver implements VmDriver {
     try {
       await this.storage.ensure();
       await this.rollbacks.retry();
-      return { removed: await this.sweepOrphanVolumes(), adopted: [] };
+      const removed = [...this.swept.splice(0), ...(await this.sweepOrphanVolumes())];
+      return { removed, adopted: [] };
     } catch (e) {
       translate(e, "reconciling");
     }

@@ -1,0 +1,102 @@
+/**
+ * Fault 3 of docs/reliability.md: the QEMU process under a running VM SIGKILLed (by PID, as
+ * the OOM killer would), on the libvirt driver (qemu:///system on the rig's `main` daemon)
+ * and on the QEMU driver, with each `vm_defaults.on_crash`: the VM shows the crash (state
+ * `crashed` with preserve, `stopped` with stop, running again with restart, each with its
+ * crash_reason), an event says QEMU died (`vm-stopped`/`failed` or `vm-crashed`), and a start
+ * by the user clears the crash.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { ChaosSite, type ChaosDriverKind, vmBody } from "../helpers/chaos.ts";
+import { waitFor } from "../helpers/rig.ts";
+
+/** The first event on `/events?vm=` (held ones included) that `pred` accepts, or null after `ms`. */
+async function firstEvent(site: ChaosSite, vm: string, pred: (e: { type: string; action: string; detail: string }) => boolean, ms: number) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  try {
+    const res = await fetch(`${site.url}/api/v1/events?vm=${vm}&since=0`, { signal: ctl.signal });
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return null;
+      buf += value;
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        const e = JSON.parse(line);
+        if (pred(e)) return e as { type: string; action: string; detail: string };
+      }
+    }
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+    ctl.abort();
+  }
+}
+
+const sites: ChaosSite[] = [];
+afterAll(async () => {
+  await Promise.all(sites.map((s) => s.cleanup()));
+}, 180_000);
+
+for (const kind of ["libvirt", "qemu"] as ChaosDriverKind[]) {
+  describe(`${kind} driver: QEMU SIGKILLed under a running VM`, () => {
+    for (const policy of ["preserve", "stop", "restart"] as const) {
+      test(`on_crash: ${policy}`, async () => {
+        const site = new ChaosSite(kind, { onCrash: policy });
+        sites.push(site);
+        await site.start();
+        const name = `crash-${policy}`;
+        const made = await site.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [] }));
+        expect(made?.status).toBe(201);
+        const id = made!.json.id as string;
+        const pid = (await site.artefacts()).processes.get(id);
+        expect(pid).toBeGreaterThan(1);
+
+        const t0 = Date.now();
+        process.kill(pid!, "SIGKILL");
+        const seen = await waitFor(
+          "the crash to show",
+          async () => {
+            const v = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
+            return v?.crash_reason ? v : null;
+          },
+          20_000,
+          50,
+        );
+        const detectMs = Date.now() - t0;
+        console.log(`${kind} on_crash=${policy}: ${seen.state} with crash_reason after ${detectMs} ms: ${seen.crash_reason}`);
+        expect(seen.crash_reason).toContain("QEMU");
+        const ev = await firstEvent(site, name, (e) => e.type === "lifecycle" && ((e.action === "vm-stopped" && e.detail === "failed") || e.action === "vm-crashed"), 10_000);
+        expect(ev).not.toBeNull();
+
+        if (policy === "restart") {
+          const again = await waitFor("the VM to run again", async () => {
+            const v = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
+            const p = (await site.artefacts()).processes.get(id);
+            return v?.state === "running" && p && p !== pid ? v : null;
+          }, 60_000, 200);
+          expect(again.crash_reason).toContain("QEMU");
+        } else {
+          expect(seen.state).toBe(policy === "preserve" ? "crashed" : "stopped");
+          await Bun.sleep(2_000);
+          const later = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
+          expect(later.state).toBe(policy === "preserve" ? "crashed" : "stopped");
+          expect((await site.artefacts()).processes.get(id)).toBeUndefined();
+          // A start by the user clears the crash.
+          const started = await site.req("POST", `/api/v1/vms/${id}/start`);
+          expect(started?.status).toBe(200);
+          expect(started?.json.state).toBe("running");
+          expect(started?.json.crash_reason).toBeNull();
+        }
+        expect((await site.req("DELETE", `/api/v1/vms/${id}`))?.status).toBe(200);
+        await site.stopChildren();
+      }, 180_000);
+    }
+  });
+}
