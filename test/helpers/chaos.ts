@@ -132,7 +132,7 @@ export class ChaosSite {
         const r = await fetch(`${this.url}/api/v1/health`, { signal: AbortSignal.timeout(3_000) }).catch(() => null);
         return r?.status === 200;
       },
-      60_000,
+      180_000,
       100,
     );
     return child;
@@ -187,9 +187,18 @@ export class ChaosSite {
     return { files, domains, processes: qemuProcessesUnder(this.dataDir) };
   }
 
+  /** Peak RSS (VmHWM) of the rcloud children stopped by stopChildren, MiB. */
+  peakRssMb = 0;
+
   /** Stops every rcloud child still running: SIGTERM (graceful), SIGKILL after 20 s. */
   async stopChildren(): Promise<void> {
     for (const c of this.children) {
+      try {
+        const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${c.pid}/status`, "utf8"))?.[1] ?? 0);
+        this.peakRssMb = Math.max(this.peakRssMb, Math.round(kb / 1024));
+      } catch {
+        // gone already
+      }
       if (c.exitCode === null && c.signalCode === null) c.kill("SIGTERM");
       const done = await Promise.race([c.exited.then(() => true), Bun.sleep(20_000).then(() => false)]);
       if (!done) c.kill("SIGKILL");
@@ -210,12 +219,15 @@ export class ChaosSite {
   /** Deletes every VM through a fresh rcloud, stops it, kills leftover QEMUs by PID, removes the pool and files. */
   async cleanup(): Promise<void> {
     await this.killChildren();
-    try {
-      await this.start();
-      const list = await this.req("GET", "/api/v1/vms");
-      for (const vm of list?.json?.vms ?? []) await this.req("DELETE", `/api/v1/vms/${vm.id}`);
-    } catch {
-      // cleaned up below as far as possible
+    const left = await this.artefacts().catch(() => null);
+    if (!left || left.files.size > 0 || left.domains.size > 0 || left.processes.size > 0) {
+      try {
+        await this.start();
+        const list = await this.req("GET", "/api/v1/vms");
+        for (const vm of list?.json?.vms ?? []) await this.req("DELETE", `/api/v1/vms/${vm.id}`);
+      } catch {
+        // cleaned up below as far as possible
+      }
     }
     await this.killChildren();
     for (const pid of qemuProcessesUnder(this.dataDir).values()) {
@@ -391,7 +403,7 @@ export async function libvirtdKilledDuringCreates(site: ChaosSite, n: number, de
   const t0 = Date.now();
   const pending = names.map(async (name) => {
     try {
-      const r = await site.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [], network_mode: "none" }), deadlineMs);
+      const r = await site.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [], network: { mode: "none" } }), deadlineMs);
       return { name, r, ms: Date.now() - t0, hung: false };
     } catch {
       return { name, r: null, ms: Date.now() - t0, hung: true };
