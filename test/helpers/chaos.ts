@@ -95,7 +95,8 @@ export class ChaosSite {
       logging: { level: "info", format: "text" },
       server: { bind_address: `127.0.0.1:${this.port}`, state_dir: join(this.root, "server") },
       images: { base_images_dir: images },
-      vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 128, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5, on_crash: opts.onCrash ?? "stop" },
+      // vcpu_overcommit: fault 2's 50 one-vCPU creates must fit a 2-core host (16 × 2 = 32 would refuse 18 with 422).
+      vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 128, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5, on_crash: opts.onCrash ?? "stop", vcpu_overcommit: 64 },
     };
     const config =
       kind === "libvirt"
@@ -346,9 +347,12 @@ export async function killAt(site: ChaosSite, point: FaultPoint, name: string, s
   if (hostErrors.length) throw new Error(`reconcile failed on a host: ${JSON.stringify(hostErrors)}`);
 
   lap("reconcile");
-  const vms = ((await site.req("GET", "/api/v1/vms"))?.json?.vms ?? []) as { id: string; name: string; state: string }[];
-  const listed = new Set(vms.map((v) => v.id));
   const a = await site.artefacts();
+  // rclouds sharing a libvirtd list each other's VMs: ours are those with files or a domain in
+  // our pool, and the ones this kill is about.
+  const all = ((await site.req("GET", "/api/v1/vms"))?.json?.vms ?? []) as { id: string; name: string; state: string }[];
+  const vms = all.filter((v) => a.files.has(v.id) || a.domains.has(v.id) || v.name === name || survivors.includes(v.name));
+  const listed = new Set(all.map((v) => v.id));
   const orphans = orphansOf(a, listed);
   for (const v of vms) orphans.push(...missingParts(site, a, v.id));
   const lost: string[] = [];
@@ -409,8 +413,9 @@ export async function libvirtdKilledDuringCreates(site: ChaosSite, n: number, de
       return { name, r: null, ms: Date.now() - t0, hung: true };
     }
   });
-  // Let some creates get halfway (volumes made, defines and starts running).
-  await Bun.sleep(1_500);
+  // Kill it while creates are in every phase: once the first VM is answered 201 (others are
+  // halfway then), or after 30 s.
+  await Promise.race([Promise.any(pending.map((p) => p.then((x) => (x.r?.status === 201 ? x : Promise.reject(new Error("not 201")))))).catch(() => null), Bun.sleep(30_000)]);
   process.kill(rig().instances.fault.libvirtdPid, "SIGKILL");
   const results = await Promise.all(pending);
   rigCommand("start-instance", "fault");
