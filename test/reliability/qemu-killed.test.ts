@@ -100,9 +100,13 @@ async function crashWith(kind: ChaosDriverKind, policy: "preserve" | "stop" | "r
   await site.stopChildren();
 }
 
-// The three policies of a driver run at once (each on an rcloud of its own): the suite stays short.
+// QEMU driver: the three policies at once, each on an rcloud of its own (the suite stays
+// short). libvirt: one after the other, as rclouds sharing one libvirtd hear each other's
+// domain events (an on_crash: restart rcloud would restart the others' VMs).
 for (const kind of ["libvirt", "qemu"] as ChaosDriverKind[]) {
   test(`${kind} driver: QEMU SIGKILLed under a running VM, on_crash preserve, stop and restart`, async () => {
-    await Promise.all((["preserve", "stop", "restart"] as const).map((policy) => crashWith(kind, policy)));
+    const policies = ["preserve", "stop", "restart"] as const;
+    if (kind === "qemu") await Promise.all(policies.map((policy) => crashWith(kind, policy)));
+    else for (const policy of policies) await crashWith(kind, policy);
   }, 300_000);
 }
