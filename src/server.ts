@@ -149,11 +149,20 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     },
     quotas: { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
     placement: config.placement.policy,
+    onCrash: d.on_crash,
+    onRestartFailed: (host, vm, error) => log("warn", "on_crash: restart could not start the VM again", { host, vm, error }),
   });
   const events = new EventBus({ capacity: config.events.buffer, subscriberBuffer: config.events.subscriber_buffer });
   service.attachEvents(events);
   metrics = new Metrics(service);
   metrics.observeEvents(events);
+  // Reconcile each host as it connects: what a previous rcloud, killed midway, left behind.
+  registry.onConnected = (h) => {
+    void service.reconcileHost(h).then((r) => {
+      if (r.error) log("warn", "reconcile at start failed; POST /api/v1/reconcile runs it again", { host: h.name, error: r.error });
+      else log("info", "reconciled at start", { host: h.name, removed: r.removed.length, adopted: r.adopted.length, ...(r.removed.length ? { removed_names: r.removed.map((a) => a.name).join(" ") } : {}) });
+    });
+  };
   registry.start();
 
   const bind = config.server.bind_address;

@@ -63,7 +63,7 @@ export interface ApiVm {
   gdb_port: number | null;
   /** What happens when the guest panics. */
   on_panic: OnPanic;
-  /** Why the VM is `crashed` (e.g. "guest panicked"); null otherwise. */
+  /** Why the VM last crashed (its QEMU died, the guest panicked), until it is started or deleted; null if it did not. */
   crash_reason: string | null;
   /** Host directories shared with the guest (set at create). */
   shares: ApiShare[];
@@ -98,6 +98,22 @@ export interface ApiImage {
   disk_size_mb: number;
   /** The hosts that hold this image (an image is the same everywhere when its id is). */
   hosts: string[];
+}
+
+/** POST /reconcile: what one host's reconcile removed and adopted. */
+export interface ApiReconcileHost {
+  host: string;
+  /** Artefacts of no complete VM (creates or deletes cut short), removed. */
+  removed: { kind: "volume" | "domain" | "vm-directory" | "process"; name: string; vm_id: string }[];
+  /** Complete VMs whose create or delete was cut short, kept as they are. */
+  adopted: { id: string; name: string; state: VmState; why: string }[];
+  /** Why this host was not reconciled (offline, failed); null when it was. */
+  error: string | null;
+}
+
+/** POST /reconcile: one entry per host of the fleet. */
+export interface ApiReconcile {
+  hosts: ApiReconcileHost[];
 }
 
 /** GET /hosts, GET /hosts/{name}: one hypervisor host of the fleet. Never carries credentials. */

@@ -83,6 +83,10 @@ export const HOST_STATES = ["online", "offline", "cordoned"] as const;
 export type HostState = (typeof HOST_STATES)[number];
 
 /** How rcloud picks a host when a create does not name one. */
+/** `vm_defaults.on_crash`: what rcloud does when a VM's QEMU process dies under it. */
+export const ON_CRASH = ["restart", "stop", "preserve"] as const;
+export type OnCrash = (typeof ON_CRASH)[number];
+
 export const PLACEMENT_POLICIES = ["spread", "pack"] as const;
 export type PlacementPolicy = (typeof PLACEMENT_POLICIES)[number];
 

@@ -18,7 +18,7 @@ import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Host, Image, QmpBody, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Host, Image, QmpBody, Reconcile, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -333,6 +333,13 @@ export function createApp(service: VmService, opts: AppOptions) {
           params: HostRef,
           detail: { tags: ["hosts"], summary: "Uncordon a host: it takes new VMs again" },
           response: { 200: Host, ...errors(403, 404) },
+        })
+        .post("/reconcile", ({ caller }) => {
+          if (caller !== null && caller.role !== "admin") throw new ServiceError("forbidden", "reconcile needs an admin token: it removes artefacts of every project's VMs");
+          return service.reconcile();
+        }, {
+          detail: { tags: ["system"], summary: "Finish or remove what creates and deletes cut short left, on every host that answers (also run at start)" },
+          response: { 200: Reconcile, ...errors(403) },
         })
         .get("/images", async () => ({ images: await service.images() }), {
           detail: { tags: ["images"], summary: "List base images, with the hosts that hold each" },

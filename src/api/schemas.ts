@@ -154,7 +154,7 @@ export const Vm = t.Object({
   placement_group: t.Nullable(t.String()),
   gdb_port: t.Nullable(t.Integer({ description: "Host port of QEMU's gdbstub (gdb: target remote <ip_address or the host>:<gdb_port>); null when off" })),
   on_panic: OnPanicSchema,
-  crash_reason: t.Nullable(t.String({ description: "Why the VM is crashed (e.g. guest panicked); null otherwise" })),
+  crash_reason: t.Nullable(t.String({ description: "Why the VM last crashed (QEMU died, guest panic) until it is started or deleted; null if it did not" })),
   shares: t.Array(
     t.Object({ host_path: t.String(), tag: t.String(), readonly: t.Boolean(), transport: ShareTransport }),
     { description: "Host directories shared with the guest (set at create)" },
@@ -223,6 +223,19 @@ export const Host = t.Object({
   versions: t.Object({ hypervisor: t.Nullable(t.String()), libvirt: t.Nullable(t.String()) }),
   last_contact: t.Nullable(t.String()),
   last_error: t.Nullable(t.String()),
+});
+
+export const Reconcile = t.Object({
+  hosts: t.Array(
+    t.Object({
+      host: t.String(),
+      removed: t.Array(t.Object({ kind: t.String({ description: "volume, domain, vm-directory or process" }), name: t.String(), vm_id: t.String() }), {
+        description: "Artefacts of no complete VM (creates or deletes cut short), removed",
+      }),
+      adopted: t.Array(t.Object({ id: t.String(), name: t.String(), state: t.String(), why: t.String() }), { description: "Complete VMs whose create or delete was cut short, kept" }),
+      error: t.Nullable(t.String({ description: "Why this host was not reconciled (offline, failed)" })),
+    }),
+  ),
 });
 
 export const CopyImageBody = t.Object(

@@ -14,7 +14,7 @@ import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_PANIC_ACTIONS, PLACEMENT_POLICIES } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
@@ -275,6 +275,10 @@ export const CONFIG_SCHEMA = Section({
       default: [],
       expected: "a list of absolute directory paths",
       description: "directories whose subdirectories VMs may share (shares[].host_path); empty: sharing is off",
+    }),
+    on_crash: OneOf(ON_CRASH, {
+      default: "stop",
+      description: "when a VM's QEMU process dies (killed, out of memory): restart it, leave it stopped, or preserve it as crashed (each with crash_reason)",
     }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
     max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),

@@ -226,6 +226,22 @@ export interface DriverEvent {
   detail: string;
 }
 
+/** Something reconcile removed: it belonged to no complete VM (a create or delete cut short). */
+export interface ReconciledArtefact {
+  kind: "volume" | "domain" | "vm-directory" | "process";
+  /** The volume's name, the domain's or the directory's path, or the process's PID. */
+  name: string;
+  /** The rcloud VM id the artefact was named after. */
+  vmId: string;
+}
+
+/** What one reconcile pass on one host did. */
+export interface ReconcileReport {
+  removed: ReconciledArtefact[];
+  /** Complete VMs whose create or delete was cut short, kept and listed as they are. */
+  adopted: { id: string; name: string; state: VmState; why: string }[];
+}
+
 /** A kernel or initrd uploaded for one VM, stored with its disks on its host. */
 export interface UploadedBootFile {
   kind: "kernel" | "initrd";
@@ -325,6 +341,13 @@ export interface VmDriver {
   dumps(name: string): Promise<DumpInfo[]>;
   /** Opens one dump for reading; DriverError("not_found") when the VM has no such dump. */
   readDump(name: string, dump: string): Promise<DumpReader>;
+  /**
+   * Finishes or removes what creates and deletes cut short (rcloud killed midway) left on
+   * this host: every VM is afterwards complete and listed, or gone with all its files. Only
+   * rcloud's own artefacts are touched (its pool's volumes named after VM ids, its state
+   * directory), never those of a create still running.
+   */
+  reconcile(): Promise<ReconcileReport>;
   /** Tells `listener` what happens to VMs, as it happens; returns the unsubscribe function. */
   subscribe?(listener: (event: DriverEvent) => void): () => void;
 }

@@ -135,6 +135,8 @@ export class HostRegistry {
   private readonly abort = new AbortController();
   private readonly loops: Promise<void>[] = [];
   /** Told when a host comes or goes or is (un)cordoned (the event stream). */
+  /** Called once per host when it first connects (the server reconciles it then). */
+  onConnected: ((host: Host) => void) | null = null;
   onChange: ((host: Host, action: "host-online" | "host-offline" | "host-cordoned" | "host-uncordoned", detail: string) => void) | null = null;
 
   constructor(
@@ -180,6 +182,7 @@ export class HostRegistry {
         h.markContact();
         this.log("info", "host connected", { host: h.name, driver: h.driver.kind });
         this.onChange?.(h, "host-online", "connected");
+        this.onConnected?.(h);
         break;
       } catch (e) {
         if (signal.aborted) return;

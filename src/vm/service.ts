@@ -5,8 +5,8 @@
  * or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiBootFile, ApiDisk, ApiDump, ApiHost, ApiImage, ApiPendingChanges, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
-import { DUMP_NAME_PATTERN, type HostState, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
+import type { ApiBootFile, ApiDisk, ApiDump, ApiHost, ApiImage, ApiPendingChanges, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import { DUMP_NAME_PATTERN, type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
@@ -16,6 +16,7 @@ import { byCreation, type ListedVm, toApiVm, VmJsonCache } from "./api-vm.ts";
 import { type KnownVm, VmEventFeed } from "./event-feed.ts";
 import { countsOnHost, Fleet, type HostListing, LIST_PATIENCE_MS } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
+import { type CrashRecord, CrashRecords } from "./crashes.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
 import { QuotaReservations } from "./quota-reservations.ts";
@@ -48,6 +49,10 @@ export interface ServiceOptions {
   /** Per-project quotas; null = none. */
   quotas?: QuotaConfig | null;
   placement?: PlacementPolicy;
+  /** What to do when a VM's QEMU dies under it (crashes.ts); default stop. */
+  onCrash?: OnCrash;
+  /** Told when on_crash: restart could not start a crashed VM again. */
+  onRestartFailed?: (host: string, vm: string, error: string) => void;
 }
 
 export class VmService {
@@ -74,6 +79,22 @@ export class VmService {
     this.onOperation = opts.onOperation ?? (() => {});
     this.quotaReservations = new QuotaReservations(opts.quotas ?? null);
     this.policy = opts.placement ?? "spread";
+    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name) => this.restartCrashed(host, name, opts.onRestartFailed));
+    for (const h of registry.hosts) h.driver.subscribe?.((e) => this.crashes.onDriverEvent(h.name, e));
+  }
+
+  /** Crashed VMs and on_crash (crashes.ts). */
+  readonly crashes: CrashRecords;
+
+  /** on_crash: restart: the VM is started again, under its name's lock like any start. */
+  private async restartCrashed(hostName: string, name: string, onFailed?: (host: string, vm: string, error: string) => void): Promise<void> {
+    const h = this.registry.get(hostName);
+    if (!h) return;
+    try {
+      await this.locks.run(`name:${name}`, () => this.fleet.onHost(h, () => h.driver.start(name)));
+    } catch (e) {
+      onFailed?.(hostName, name, (e as Error).message);
+    }
   }
 
   /** The first host's driver: for tests that reach into a one-host server's driver. */
@@ -182,6 +203,30 @@ export class VmService {
     return this.fleet.describe(h);
   }
 
+  // ---- reconcile ----
+
+  /**
+   * Reconciles every host that answers (docs/reliability.md): what creates and deletes cut
+   * short left (rcloud killed midway) is finished or removed by the host's driver, which
+   * leaves alone every VM whose create is still running. An offline host is reported, not
+   * waited for; it is reconciled when it connects again.
+   */
+  async reconcile(): Promise<ApiReconcile> {
+    return { hosts: await Promise.all(this.registry.hosts.map((h) => this.reconcileHost(h))) };
+  }
+
+  /** One host's reconcile (also run by the server each time a host connects). */
+  async reconcileHost(h: Host): Promise<ApiReconcileHost> {
+    const none = { host: h.name, removed: [], adopted: [] };
+    if (!h.online) return { ...none, error: `host ${h.name} is offline: ${h.lastError ?? "not connected yet"}` };
+    try {
+      const r = await this.fleet.onHost(h, () => h.driver.reconcile());
+      return { host: h.name, removed: r.removed.map((a) => ({ kind: a.kind, name: a.name, vm_id: a.vmId })), adopted: r.adopted, error: null };
+    } catch (e) {
+      return { ...none, error: (e as Error).message };
+    }
+  }
+
   // ---- reads ----
 
   /** Every VM the caller may see (a user token's project only; all for admins), optionally of one host. */
@@ -203,8 +248,9 @@ export class VmService {
       const host = l.host.name;
       const hostState = l.host.state;
       const vms: ListedVm[] = [];
-      for (const rec of l.records) {
-        if (!canAccess(caller, rec.owner)) continue;
+      for (const record of l.records) {
+        if (!canAccess(caller, record.owner)) continue;
+        const rec = this.withCrash(host, record);
         const v: ListedVm = { rec, host, hostState, fresh: l.fresh, ip: null };
         vms.push(v);
         if (l.fresh && rec.state === "running") addresses.push(this.address(l.host, rec).then((ip) => void (v.ip = ip)));
@@ -514,7 +560,10 @@ export class VmService {
   }
 
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", (h, name) => h.driver.start(name))));
+    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", async (h, name) => {
+      await h.driver.start(name);
+      this.crashes.clear(h.name, name);
+    })));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
@@ -736,6 +785,7 @@ export class VmService {
         throw e;
       });
       this.feed?.deleted(vm, currentRequestId());
+      this.crashes.clear(host.name, rec.name);
       this.fleet.forget(host, rec.id);
       this.byId.delete(rec.id);
       this.byName.delete(rec.name);
@@ -892,9 +942,29 @@ export class VmService {
     return listings.flatMap((l) => l.records);
   }
 
-  private async toApi(rec: VmRecord, h: Host, fresh: boolean): Promise<ApiVm> {
+  private async toApi(record: VmRecord, h: Host, fresh: boolean): Promise<ApiVm> {
+    const rec = this.withCrash(h.name, record);
     const ip = fresh && rec.state === "running" ? await this.address(h, rec) : null;
     return toApiVm({ rec, host: h.name, hostState: h.state, fresh, ip });
+  }
+
+  /** Overlays of records with a crash recorded here, kept per record and crash so the listing's kept JSON stays valid. */
+  private readonly crashOverlays = new WeakMap<VmRecord, { crash: CrashRecord; out: VmRecord }>();
+
+  /**
+   * The record as the API shows it: a QEMU that died (crashes.ts) adds its crash_reason, and
+   * `crashed` under on_crash preserve; a reason the driver reports itself (a guest panic) wins.
+   * Records are never changed in place (the listing keeps JSON by record), so this is a copy.
+   */
+  private withCrash(host: string, rec: VmRecord): VmRecord {
+    const crash = this.crashes.get(host, rec.name);
+    if (!crash) return rec;
+    const kept = this.crashOverlays.get(rec);
+    if (kept?.crash === crash) return kept.out;
+    const view = this.crashes.view(host, rec.name, rec.state);
+    const out: VmRecord = { ...rec, state: view.state, crashReason: rec.crashReason ?? view.crashReason };
+    this.crashOverlays.set(rec, { crash, out });
+    return out;
   }
 
   /** A running VM's address; discovery is best effort (null when the host cannot say). */

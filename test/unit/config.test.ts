@@ -88,6 +88,7 @@ describe("defaults", () => {
         kernel_dir: null,
         max_kernel_bytes: 512 * 1024 * 1024,
         share_dirs: [],
+        on_crash: "stop",
         stop_timeout_s: 60,
         max_extra_disks: 8,
         vcpu_overcommit: 16,

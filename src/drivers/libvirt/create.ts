@@ -5,6 +5,7 @@
  */
 import { remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
+import { faultPoint } from "../../util/fault-points.ts";
 import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
@@ -46,6 +47,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
   const root = await b.storage.create({ name: `${spec.id}-root.qcow2`, capacityBytes: rootBytes, format: "qcow2", backing: { path: spec.image.path, format: spec.image.format } }, pool);
   made.push(root.vol);
+  faultPoint("create.after-root-volume");
   disks.push({ device: "disk", format: "qcow2", path: root.path, ...placed(slots.root), readonly: false, serial: null });
 
   // Data disks with the serials kdevops workflows look for (kdevops0..N).
@@ -56,6 +58,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     const nvme = slot.bus === "nvme";
     const { vol, path } = await b.storage.create({ name: `${spec.id}-data${i}.qcow2`, capacityBytes: d.sizeGb * GiB, format: "qcow2", owner: nvme ? b.qemuOwner : null }, pool);
     made.push(vol);
+    faultPoint("create.after-data-volume");
     const serial = `kdevops${i}`;
     dataInfo.push({ type: "data", size_gb: d.sizeGb, driver: slot.bus, format: "qcow2", serial, path });
     if (nvme) nvmeDisks.push(nvmeDisk(slot.ordinal, serial, path, "qcow2"));
@@ -67,6 +70,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     const { vol, path } = await b.storage.create({ name: `${spec.id}-seed.iso`, capacityBytes: spec.seedIso.byteLength, format: "raw" }, pool);
     made.push(vol);
     await b.storage.upload(vol, spec.seedIso);
+    faultPoint("create.after-seed-upload");
     disks.push({ device: "cdrom", format: "raw", path, ...placed(slots.seed), readonly: true, serial: null });
   }
 
@@ -118,8 +122,14 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   // An operator's own template is checked against libvirt's schema on every define (a
   // clear error instead of a silently ignored element); the embedded one is checked by
   // the test suite in every variant, which saves libvirtd ~6 ms of CPU per create.
+  faultPoint("create.before-define");
   const { dom } = await c.call(P.domainDefineXmlFlags, { xml, flags: b.templatePath ? DEFINE_VALIDATE : 0 });
-  if (spec.start) await c.call(P.domainCreate, { dom });
+  faultPoint("create.after-define");
+  if (spec.start) {
+    faultPoint("create.before-start");
+    await c.call(P.domainCreate, { dom });
+    faultPoint("create.after-start");
+  }
   // Everything is known already: no need to read it back from a host that may be busy
   // starting many guests.
   const gb = (bytes: number) => Math.round((bytes / GiB) * 100) / 100;

@@ -23,7 +23,8 @@ import {
   type PoolOptions,
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type DumpInfo, type DumpReader, type HostInfo, type ImageInfo, type ImageReader, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { faultPoint } from "../../util/fault-points.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type DumpInfo, type DumpReader, type HostInfo, type ImageInfo, type ImageReader, type ReconciledArtefact, type ReconcileReport, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
@@ -73,6 +74,8 @@ export interface LibvirtDriverOptions {
 }
 
 const SHUTDOWN_ACPI = 1;
+/** A volume named after an rcloud VM id: `<id>-root.qcow2`, `<id>-data0.qcow2`, `<id>-seed.iso`, `<id>-serial.log`. */
+const VM_ID_PREFIX = /^(vm-[a-z0-9]{8})-/;
 const METADATA_ELEMENT = 2; // VIR_DOMAIN_METADATA_ELEMENT
 const AFFECT_LIVE = 1;
 const AFFECT_CONFIG = 2;
@@ -213,15 +216,41 @@ export class LibvirtDriver implements VmDriver {
     }
     await this.rollbacks.retry();
     await this.baseImages.sweep().catch(() => {}); // copies cut off mid-way; tried again on the next reconnect
+    // Kept for the next reconcile's report. libvirt went away again: the next reconnect runs this again.
+    await this.sweepOrphanVolumes().then((r) => this.swept.push(...r), () => {});
+  }
+
+  /** What recover() removed since the last reconcile (which reports it). */
+  private swept: ReconciledArtefact[] = [];
+
+  /**
+   * Volumes of VMs that do not exist: named `<id>-*` after an rcloud VM id (root, data
+   * disks, seed, console log) in rcloud's own pool, with no domain of that id and no create
+   * of it running. A domain is defined only after all its volumes exist, so a create cut
+   * short before its define left only such volumes, and a delete cut short after its
+   * undefine too.
+   */
+  private async sweepOrphanVolumes(): Promise<ReconciledArtefact[]> {
+    const removed: ReconciledArtefact[] = [];
+    const vols = await this.storage.volumes("best-effort");
+    const live = new Set((await this.list()).map((r) => r.id));
+    for (const vol of vols) {
+      const id = VM_ID_PREFIX.exec(vol.name)?.[1];
+      if (!id || live.has(id) || this.creating.has(id)) continue;
+      await this.storage.delete(vol);
+      removed.push({ kind: "volume", name: vol.name, vmId: id });
+    }
+    return removed;
+  }
+
+  async reconcile(): Promise<ReconcileReport> {
     try {
-      const vols = await this.storage.volumes("best-effort");
-      const live = new Set((await this.list()).map((r) => r.id));
-      for (const vol of vols) {
-        const id = /^(vm-[a-z0-9]{8})-/.exec(vol.name)?.[1];
-        if (id && !live.has(id) && !this.creating.has(id)) await this.storage.delete(vol).catch(() => {});
-      }
-    } catch {
-      // libvirt went away again; the next reconnect runs this again
+      await this.storage.ensure();
+      await this.rollbacks.retry();
+      const removed = [...this.swept.splice(0), ...(await this.sweepOrphanVolumes())];
+      return { removed, adopted: [] };
+    } catch (e) {
+      translate(e, "reconciling");
     }
   }
 
@@ -447,7 +476,9 @@ export class LibvirtDriver implements VmDriver {
           if (!(e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID)) throw e;
         });
       }
+      faultPoint("delete.after-destroy");
       await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
+      faultPoint("delete.after-undefine");
       // Volumes: everything in our pool that belongs to this VM (named after its id); the
       // console log appears in the pool only after a refresh.
       this.records.changed(dom);

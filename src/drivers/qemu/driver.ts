@@ -25,12 +25,15 @@ import {
   type VmRecord,
   type PendingChanges,
   type SnapshotInfo,
+  type ReconciledArtefact,
+  type ReconcileReport,
   type VmChange,
   type VmChangeResult,
   type UploadedBootFile,
   type VmSpec,
   type VmState,
 } from "../types.ts";
+import { faultPoint } from "../../util/fault-points.ts";
 import { scanImageDir } from "../shared/image-files.ts";
 import { localBootFile } from "./boot-file.ts";
 import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
@@ -161,6 +164,8 @@ export class QemuDriver implements VmDriver {
   private readonly listeners = new DriverListeners();
   /** VMs whose create is running (not in `records` until vm.json is written), for their events. */
   private readonly creating = new Map<string, StoredVm>();
+  /** VM ids whose create runs, from its first file on: their directories are not orphans. */
+  private readonly building = new Set<string>();
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.qemuImg = qemuImgFor(opts.binary);
@@ -285,10 +290,7 @@ export class QemuDriver implements VmDriver {
           this.log("warn", "ignoring a VM directory with an unusable vm.json", { dir: p.dir, error });
           continue;
         }
-        // A create that never completed: nothing was promised to anyone.
-        if (alive) await this.kill(pid, p.qmp);
-        rmSync(p.dir, { recursive: true, force: true });
-        this.log("info", "removed an incomplete VM", { id });
+        this.startReport.removed.push(...(await this.removeIncomplete(id, alive ? pid : null)));
         continue;
       }
       this.records.set(id, vm);
@@ -298,11 +300,52 @@ export class QemuDriver implements VmDriver {
       } else if (pid !== null) {
         this.log("info", "VM stopped while rcloud was away", { vm: vm.name });
         this.cleanupRuntimeFiles(p);
+        this.startReport.adopted.push({ id, name: vm.name, state: "stopped", why: "its QEMU ended while rcloud was away" });
       }
       // A virtiofsd outliving its QEMU serves nobody.
       if (!alive) await stopVirtiofsds(vm.shares ?? [], p).catch((e) => this.log("warn", "cannot stop a stopped VM's virtiofsd", { vm: vm.name, error: (e as Error).message }));
     }
     await Promise.all(attaches);
+  }
+
+  /**
+   * A VM directory without vm.json is a create that never completed (or a delete past its
+   * vm.json): nothing was promised to anyone. Its QEMU (which holds the SSH port forward)
+   * is killed and the directory (disks, seed, console log, sockets) removed.
+   */
+  private async removeIncomplete(id: string, pid: number | null): Promise<ReconciledArtefact[]> {
+    const p = this.paths(id);
+    const removed: ReconciledArtefact[] = [];
+    if (pid !== null) {
+      await this.kill(pid, p.qmp);
+      removed.push({ kind: "process", name: String(pid), vmId: id });
+    }
+    rmSync(p.dir, { recursive: true, force: true });
+    removed.push({ kind: "vm-directory", name: p.dir, vmId: id });
+    this.log("info", "removed an incomplete VM", { id, qemu_killed: pid });
+    return removed;
+  }
+
+  /** What the start's reattach removed and adopted, handed to the first reconcile. */
+  private startReport: ReconcileReport = { removed: [], adopted: [] };
+
+  async reconcile(): Promise<ReconcileReport> {
+    this.need();
+    const report = this.startReport;
+    this.startReport = { removed: [], adopted: [] };
+    try {
+      for (const { id, vm, error } of scanVms(this.opts.stateDir)) {
+        if (vm || error || this.building.has(id) || this.records.has(id)) continue;
+        const p = this.paths(id);
+        const pid = readPidfile(p.pidfile);
+        report.removed.push(...(await this.removeIncomplete(id, pid !== null && isOurQemu(pid, p.qmp) ? pid : null)));
+      }
+      // QEMUs that ended unseen: their sockets and pidfile go, the VM shows stopped.
+      for (const vm of this.records.values()) this.pidOf(vm.id);
+      return report;
+    } catch (e) {
+      translate(e, "reconciling");
+    }
   }
 
   async close(): Promise<void> {
@@ -699,9 +742,11 @@ export class QemuDriver implements VmDriver {
     this.need();
     if (this.byName(spec.name)) throw new DriverError("conflict", `a VM named ${spec.name} already exists`);
     const p = this.paths(spec.id);
+    this.building.add(spec.id);
     try {
       mkdirSync(p.dir, { mode: 0o755 });
     } catch (e) {
+      this.building.delete(spec.id);
       translate(e, `creating ${spec.name}`);
     }
     let pid: number | null = null;
@@ -722,10 +767,13 @@ export class QemuDriver implements VmDriver {
       const settled = await Promise.allSettled(jobs);
       const failed = settled.find((r) => r.status === "rejected");
       if (failed) throw (failed as PromiseRejectedResult).reason;
+      faultPoint("create.after-root-volume");
+      if (spec.dataDisks.length > 0) faultPoint("create.after-data-volume");
 
       if (spec.seedIso) {
         writeFileSync(p.disk("seed.iso"), spec.seedIso, { mode: 0o600 });
         disks.push({ type: "seed", file: "seed.iso", size_gb: round2(spec.seedIso.byteLength / GiB), driver: "sata", format: "raw", serial: null });
+        faultPoint("create.after-seed-upload");
       }
 
       const vm: StoredVm = {
@@ -754,8 +802,15 @@ export class QemuDriver implements VmDriver {
         shares: spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })),
       };
       this.creating.set(vm.id, vm);
-      if (spec.start) pid = await this.launch(vm);
+      if (spec.start) {
+        faultPoint("create.before-start");
+        pid = await this.launch(vm);
+        faultPoint("create.after-start");
+      }
+      // The define of this driver: vm.json, written last.
+      faultPoint("create.before-define");
       writeVm(this.opts.stateDir, vm); // the commit point: without vm.json the directory is an orphan
+      faultPoint("create.after-define");
       this.records.set(vm.id, vm);
       this.creating.delete(vm.id);
       return this.toRecord(vm, spec.start ? "running" : "stopped", pid);
@@ -769,6 +824,8 @@ export class QemuDriver implements VmDriver {
       await stopVirtiofsds(spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })), p).catch(() => {});
       rmSync(p.dir, { recursive: true, force: true });
       translate(e, `creating ${spec.name}`);
+    } finally {
+      this.building.delete(spec.id);
     }
   }
 
@@ -839,11 +896,13 @@ export class QemuDriver implements VmDriver {
       const rt = this.runtime.get(vm.id);
       if (rt) rt.events.stopping = true;
       if (pid !== null) await this.kill(pid, p.qmp);
+      faultPoint("delete.after-destroy");
       await this.forget(vm, rt);
       await stopVirtiofsds(vm.shares ?? [], p);
       // vm.json first: from here on the VM is gone even if removing the rest fails
       // (the next start removes a directory without vm.json).
       rmSync(p.json, { force: true });
+      faultPoint("delete.after-undefine");
       this.records.delete(vm.id);
       this.emit(vm, "vm-undefined", "deleted");
       rmSync(p.dir, { recursive: true, force: true });

@@ -1,0 +1,49 @@
+/**
+ * Named crash points for the reliability tests (docs/reliability.md): each marks a step of a
+ * create or delete where rcloud may die. They are armed only by the environment variable
+ * RCLOUD_FAULT_POINTS, read once when this module loads, e.g.
+ * `RCLOUD_FAULT_POINTS=create.after-define:kill` (several separated by commas). Unset, every
+ * point is one Set lookup on an empty set and does nothing.
+ *
+ * `kill` sends SIGKILL to rcloud itself at that point: no finally blocks, no rollbacks, just
+ * like a power cut or the OOM killer.
+ */
+
+/** Every point, in the order a create or delete passes them. */
+export const FAULT_POINTS = [
+  // create (both drivers)
+  "create.after-root-volume",
+  "create.after-data-volume",
+  "create.after-seed-upload",
+  "create.before-define",
+  "create.after-define",
+  "create.before-start",
+  "create.after-start",
+  // delete (both drivers)
+  "delete.after-destroy",
+  "delete.after-undefine",
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+const KNOWN = new Set<string>(FAULT_POINTS);
+
+/** Parses RCLOUD_FAULT_POINTS; an unknown name or action is an error (a typo must not arm nothing). */
+export function parseFaultPoints(spec: string | undefined): Set<FaultPoint> {
+  const armed = new Set<FaultPoint>();
+  for (const item of (spec ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
+    const [name, action = "kill"] = item.split(":");
+    if (!name || !KNOWN.has(name)) throw new Error(`RCLOUD_FAULT_POINTS: unknown fault point ${JSON.stringify(name)} (known: ${FAULT_POINTS.join(", ")})`);
+    if (action !== "kill") throw new Error(`RCLOUD_FAULT_POINTS: unknown action ${JSON.stringify(action)} for ${name} (known: kill)`);
+    armed.add(name as FaultPoint);
+  }
+  return armed;
+}
+
+const armed = parseFaultPoints(process.env["RCLOUD_FAULT_POINTS"]);
+
+/** Dies here (SIGKILL) if this point is armed; otherwise nothing. */
+export function faultPoint(name: FaultPoint): void {
+  if (armed.size === 0 || !armed.has(name)) return;
+  process.stderr.write(`rcloud: fault point ${name} reached: SIGKILL\n`);
+  process.kill(process.pid, "SIGKILL");
+}
