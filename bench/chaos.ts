@@ -1,5 +1,5 @@
 /**
- * bun run chaos [--rounds N] [--lanes L] [--creates C] [--fuzz-requests F] [--max-minutes M]
+ * bun run chaos [--rounds N] [--lanes L] [--creates C] [--fuzz-requests F (default 20,000)] [--max-minutes M]
  *
  * The reliability campaign of docs/reliability.md against the test rig (started if it is not
  * running, and stopped again then):
@@ -35,7 +35,7 @@ const arg = (name: string, def: number) => {
 const rounds = arg("--rounds", 6);
 const lanes = arg("--lanes", 2);
 const creates = arg("--creates", 50);
-const fuzzRequests = arg("--fuzz-requests", 2000);
+const fuzzRequests = arg("--fuzz-requests", 20_000);
 const maxMinutes = arg("--max-minutes", Infinity);
 
 function sh(cmd: string[]): void {

@@ -26,6 +26,9 @@ import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan
 import { bootFileProblem, cmdlineProblem, peekHead } from "./boot-upload-check.ts";
 import { checkPoolRoom, DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 
+/** How long POST /reconcile waits for abandoned creates to be undone (their host may stay away). */
+const ABANDONED_SETTLE_MS = 60_000;
+
 export type { ServiceDefaults };
 
 /** Re-exported for the adapters, which talk to the service only. */
@@ -69,6 +72,8 @@ export class VmService {
   private readonly byName = new Map<string, string>();
   /** Each listed VM's JSON, for GET /vms. */
   private readonly vmJson = new VmJsonCache();
+  /** Undoes of creates whose caller was told they failed while the driver call still ran. */
+  private readonly abandoned = new Set<Promise<void>>();
 
   constructor(
     readonly registry: HostRegistry,
@@ -212,6 +217,9 @@ export class VmService {
    * waited for; it is reconciled when it connects again.
    */
   async reconcile(): Promise<ApiReconcile> {
+    // Creates answered 503 while their host was down may still be carried out by it and are
+    // then undone (create below): let those settle first, so what reconcile reports is final.
+    if (this.abandoned.size > 0) await Promise.race([Promise.all(this.abandoned), Bun.sleep(ABANDONED_SETTLE_MS)]);
     return { hosts: await Promise.all(this.registry.hosts.map((h) => this.reconcileHost(h))) };
   }
 
@@ -470,7 +478,11 @@ export class VmService {
         created = await this.fleet.onHost(host, () => call).catch((e: unknown) => {
           this.feed?.createFailed(spec.name);
           // The caller was told it failed: if the frozen host finishes the create later, undo it.
-          if (e instanceof ServiceError && e.cause instanceof HostDownError) void call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
+          if (e instanceof ServiceError && e.cause instanceof HostDownError) {
+            const undo: Promise<void> = call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
+            this.abandoned.add(undo);
+            void undo.finally(() => this.abandoned.delete(undo));
+          }
           throw e;
         });
         this.feed?.created(known(created, host), currentRequestId(), spec.start);

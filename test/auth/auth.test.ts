@@ -191,7 +191,9 @@ describe("every route", () => {
     let vmRoutes = 0;
     for (const [method, path] of routes) {
       const concrete = path.replace(/\{id\}|:id/g, path.startsWith("/api/v1/images") ? "debian13" : vmA);
-      const body = method === "POST" ? (path.endsWith("/qmp") ? { execute: "query-status" } : path === "/api/v1/vms" ? { name: "rctest-x", image: "debian13" } : undefined) : undefined;
+      // A well-formed body where the route requires one: the access check is what is tested.
+      const bodies: Record<string, unknown> = { "/qmp": { execute: "query-status" }, "/snapshots": { name: "snap1" } };
+      const body = method === "POST" ? (path === "/api/v1/vms" ? { name: "rctest-x", image: "debian13" } : Object.entries(bodies).find(([end]) => path.endsWith(end))?.[1]) : undefined;
       const anon = await call(srv, method, concrete, null, body);
       if (path === "/api/v1/health") {
         expect(anon.status, `${method} ${path}`).toBe(200);

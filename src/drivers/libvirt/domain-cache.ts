@@ -37,6 +37,7 @@ export class DomainCache implements EventSink {
   private readonly ids = new Map<string, { id: string | null; at: number }>();
   /** Counts id updates: a listing only prunes ids learnt before it began. */
   private clock = 0;
+  private readonly forgetListeners: ((uuid: string | null) => void)[] = [];
 
   constructor(
     private readonly load: FactsLoader,
@@ -76,10 +77,17 @@ export class DomainCache implements EventSink {
 
   changed(uuid: string): void {
     this.entries.delete(uuid);
+    for (const f of this.forgetListeners) f(uuid);
   }
 
   lost(): void {
     this.entries.clear();
+    for (const f of this.forgetListeners) f(null);
+  }
+
+  /** Also called when a domain's facts are forgotten (null: all of them), for what else is kept per domain. */
+  onForget(f: (uuid: string | null) => void): void {
+    this.forgetListeners.push(f);
   }
 
   vmId(uuid: string): string | null | undefined {

@@ -133,6 +133,7 @@ export class LibvirtDriver implements VmDriver {
     this.bootUploads = new BootUploads(sessions, this.storage, transferSession);
     this.cache = new DomainCache((dom) => readFacts(sessions, this.storage, dom), () => this.events.tracking);
     this.events = new DomainEvents(this.cache);
+    this.cache.onForget((uuid) => this.networks.forget(uuid));
     this.records = new DomainRecords(sessions, this.events, this.cache);
     this.snaps = new DomainSnapshots(sessions);
     this.events.subscribe((e) => {

@@ -106,6 +106,16 @@ export class Networks {
     return null;
   }
 
+  /**
+   * Forgets the addresses kept for a domain that changed (a restart may bring a new one), and
+   * every network's leases; null: everything (events may have been missed).
+   */
+  forget(uuid: string | null): void {
+    this.leases.clear();
+    if (uuid === null) this.guestAddresses.clear();
+    else for (const k of this.guestAddresses.keys()) if (k.startsWith(`${uuid} `)) this.guestAddresses.delete(k);
+  }
+
   /** `read()`'s answer for `key`, shared by callers within ADDRESS_CACHE_MS of the first. */
   private recent<T>(cache: Map<string, { at: number; value: Promise<T> }>, key: string, read: () => Promise<T>): Promise<T> {
     const now = Date.now();
