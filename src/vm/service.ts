@@ -23,7 +23,8 @@ import { checkSnapshotName, noSnapshot, snapshotKind, toApiSnapshot } from "./sn
 import { SshPortReservations } from "./ssh-ports.ts";
 import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
 import { bootFileProblem, cmdlineProblem, peekHead } from "./boot-upload-check.ts";
-import { checkPoolRoom, DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { checkPoolRoom, DEFAULT_POOL_RESERVE_BYTES } from "./pool-room.ts";
 
 export type { ServiceDefaults };
 
@@ -405,7 +406,7 @@ export class VmService {
           const { kernel, initrd, cmdline } = spec.boot;
           spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
         }
-        checkPoolRoom(host.name, await this.fleet.facts(host));
+        checkPoolRoom(host.name, await this.fleet.facts(host), spec, this.defaults.poolReserveBytes ?? DEFAULT_POOL_RESERVE_BYTES);
         if (spec.network.mode === "user") {
           port = this.sshPorts.allocate(await this.fleet.onHost(host, () => host.driver.usedSshPorts()));
           spec.network.sshPort = port;

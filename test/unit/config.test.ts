@@ -87,6 +87,7 @@ describe("defaults", () => {
         kernel_dir: null,
         max_kernel_bytes: 512 * 1024 * 1024,
         stop_timeout_s: 60,
+        pool_reserve_mb: 512,
         max_extra_disks: 8,
         vcpu_overcommit: 16,
         memory_overcommit: 1,

@@ -30,6 +30,7 @@ import {
   type VmState,
 } from "../types.ts";
 import { scanImageDir } from "../shared/image-files.ts";
+import { isNoSpace } from "../shared/no-space.ts";
 import { localBootFile } from "./boot-file.ts";
 import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
@@ -128,7 +129,8 @@ function stateOf(status: string): VmState {
 }
 
 function translate(e: unknown, what: string): never {
-  if (e instanceof DriverError) throw e;
+  if (e instanceof DriverError && !(e.code === "failed" && isNoSpace(e))) throw e;
+  if (isNoSpace(e)) throw new DriverError("no_space", `${what}: the disk is full: ${(e as Error).message}`, { cause: e });
   if (e instanceof QmpClosedError) throw new DriverError("invalid_state", `${what}: QEMU closed its QMP socket (the VM stopped): ${e.message}`, { cause: e });
   if (e instanceof QmpTimeoutError) throw new DriverError("unavailable", `${what}: QEMU did not answer: ${e.message}`, { cause: e });
   if (e instanceof QmpConnectError) throw new DriverError("unavailable", `${what}: cannot reach QEMU: ${e.message}`, { cause: e });
