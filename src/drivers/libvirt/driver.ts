@@ -312,7 +312,7 @@ export class LibvirtDriver implements VmDriver {
       if (e instanceof CallTimeoutError) void e.finished.then(() => this.rollbacks.undo(undo));
       if (isNoSpace(e)) {
         const where = `the storage pool ${this.storage.name} (${this.storage.path})`;
-        throw new DriverError("no_space", `creating ${spec.name}: ${where} ran out of space (${(e as Error).message}); what the create had made was removed; free space in ${this.storage.path} or ask for a VM without an SSH key seed or with fewer disks`, { cause: e });
+        throw new DriverError("no_space", `creating ${spec.name}: ${where} ran out of space (${(e as Error).message.trim()}); what the create had made was removed; free space in ${this.storage.path} or ask for a VM without an SSH key seed or with fewer disks`, { cause: e });
       }
       translate(e, `creating ${spec.name}`);
     } finally {
