@@ -30,7 +30,7 @@ import {
   type VmState,
 } from "../types.ts";
 import { scanImageDir } from "../shared/image-files.ts";
-import { isNoSpace } from "../shared/no-space.ts";
+import { createNoSpace, isNoSpace } from "../shared/no-space.ts";
 import { localBootFile } from "./boot-file.ts";
 import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
@@ -671,6 +671,7 @@ export class QemuDriver implements VmDriver {
       const running = readPidfile(p.pidfile);
       if (running !== null) await this.kill(running, p.qmp).catch(() => {});
       rmSync(p.dir, { recursive: true, force: true });
+      if (isNoSpace(e)) throw createNoSpace(spec.name, `the state directory ${this.opts.stateDir}`, this.opts.stateDir, e);
       translate(e, `creating ${spec.name}`);
     }
   }
