@@ -1,9 +1,12 @@
 /** What a create needs from its pool (src/vm/pool-room.ts) and how ENOSPC is recognised (src/drivers/shared/no-space.ts). */
 import { describe, expect, test } from "bun:test";
-import { ServiceError } from "../../src/api-types/errors.ts";
+import { ERROR_STATUS, ServiceError } from "../../src/api-types/errors.ts";
+import { EXIT, exitCodeForStatus } from "../../src/cli/errors.ts";
 import { isNoSpace } from "../../src/drivers/shared/no-space.ts";
 import type { HostInfo } from "../../src/drivers/types.ts";
 import { LibvirtError } from "../../src/libvirt/index.ts";
+import { ApiError } from "../../src/terraform/client.ts";
+import { diagFromError } from "../../src/terraform/diagnostics.ts";
 import { checkPoolRoom, immediateBytes, qcow2MetadataBytes } from "../../src/vm/pool-room.ts";
 
 const MiB = 1024 ** 2;
@@ -59,5 +62,14 @@ describe("isNoSpace", () => {
     expect(isNoSpace(new Error("creating x", { cause: new Error("qemu-img: No space left on device") }))).toBe(true);
     expect(isNoSpace(new Error("Permission denied"))).toBe(false);
     expect(isNoSpace("No space left on device")).toBe(false);
+  });
+});
+
+describe("insufficient_storage in the adapters", () => {
+  test("HTTP 507; the CLI exits 5 as for the 422 it was; the provider says the pool is full", () => {
+    expect(ERROR_STATUS.insufficient_storage).toBe(507);
+    expect(exitCodeForStatus(507)).toBe(EXIT.validation);
+    const d = diagFromError(new ApiError("insufficient_storage", "the storage pool rcloud (/p) on host h1 has 1 MiB free", 507, null), "creating x");
+    expect([d.severity, d.summary, d.detail]).toEqual(["ERROR", "The storage pool on the rcloud host is full", "creating x: the storage pool rcloud (/p) on host h1 has 1 MiB free"]);
   });
 });
