@@ -142,6 +142,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
       vcpuOvercommit: d.vcpu_overcommit,
       memoryOvercommit: d.memory_overcommit,
       maxKernelBytes: d.max_kernel_bytes,
+      poolReserveBytes: d.pool_reserve_mb * 1024 * 1024,
     },
     onOperation: (op, ms, ok) => {
       metrics?.operations.observe({ operation: op, outcome: ok ? "ok" : "error" }, ms / 1000);

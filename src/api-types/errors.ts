@@ -27,6 +27,7 @@ export const ERROR_STATUS = {
   hypervisor_unavailable: 503,
   host_unavailable: 503,
   unsupported: 501,
+  insufficient_storage: 507,
   internal_error: 500,
 } as const;
 

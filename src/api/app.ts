@@ -184,7 +184,7 @@ export function createApp(service: VmService, opts: AppOptions) {
         set.status = error.status;
         if (error.code === "unauthorized") set.headers["www-authenticate"] = 'Bearer realm="rcloud"';
         if (error.status >= 500) {
-          log(error.status === 503 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
+          log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
         }
         return errorJson(error.code, error.message, error.details?.field);
       }
@@ -354,7 +354,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           params: Ref,
           body: CopyImageBody,
           detail: { tags: ["images"], summary: "Copy a base image to another host (streamed between the hosts' pools)" },
-          response: { 200: Image, ...errors(403, 404, 409, 422, 503) },
+          response: { 200: Image, ...errors(403, 404, 409, 422, 503, 507) },
         })
         .get(
           "/vms",
@@ -385,7 +385,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           {
             body: CreateVmBody,
             detail: { tags: ["vms"], summary: "Create (and by default start) a VM" },
-            response: { 201: Vm, ...errors(400, 403, 409, 422, 500, 503) },
+            response: { 201: Vm, ...errors(400, 403, 409, 422, 500, 503, 507) },
           },
         )
         .get("/vms/:id", ({ params, caller }) => service.get(params.id, caller), {
@@ -403,7 +403,7 @@ export function createApp(service: VmService, opts: AppOptions) {
               "Live where the hypervisor can (data disks on virtio/SCSI, root disk growth, memory up to max_memory_mb, more vCPUs up to max_vcpus); " +
               "the rest waits for the next stop and start (restart_required, pending), or happens at once with restart: true.",
           },
-          response: { 200: Vm, ...errors(403, 404, 409, 422, 501, 503) },
+          response: { 200: Vm, ...errors(403, 404, 409, 422, 501, 503, 507) },
         })
         .delete("/vms/:id", ({ params, caller }) => service.delete(params.id, caller), {
           params: Ref,
@@ -461,7 +461,7 @@ export function createApp(service: VmService, opts: AppOptions) {
               summary: "Take a snapshot: of a running VM with its memory, of a stopped VM its disks",
               description: "Internal qcow2 snapshots of every writable disk (the cloud-init seed CD-ROM is left out). 409 snapshot_exists when the name is taken, 409 invalid_state when memory does not fit the VM's state.",
             },
-            response: { 201: Snapshot, ...errors(403, 404, 409, 422, 501, 503) },
+            response: { 201: Snapshot, ...errors(403, 404, 409, 422, 501, 503, 507) },
           },
         )
         .post("/vms/:id/snapshots/:name/revert", ({ params, caller }) => service.revertSnapshot(params.id, params.name, caller), {

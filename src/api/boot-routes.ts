@@ -71,7 +71,7 @@ export function bootRoutes(opts: BootRoutesOptions) {
         `Streamed to the VM's host and stored with its disks; it replaces the previous upload once complete. ` +
         `POST /vms/{id}/boot boots it. ${kind === "kernel" ? "An x86 bzImage or an ELF vmlinux." : "A cpio archive, plain or compressed."}`,
     },
-    response: { 200: BootFile, ...errors(403, 404, 411, 413, 422, 503) },
+    response: { 200: BootFile, ...errors(403, 404, 411, 413, 422, 503, 507) },
   });
   return new Elysia({ name: "rcloud-boot" })
     .put("/vms/:id/kernel", ({ request, server, params }) => upload("kernel")(request, server, params.id), uploadDoc("kernel"))

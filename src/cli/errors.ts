@@ -19,7 +19,8 @@ export const EXIT_CODE_HELP = `Exit codes:
   2  usage error (unknown command or flag, bad value)
   3  not found (API 404)
   4  conflict or invalid state (API 409, e.g. name taken, VM not running)
-  5  validation error (API 400/422, e.g. unknown image, capacity exceeded)
+  5  validation error (API 400/422, e.g. unknown image, capacity exceeded) or storage
+     full (API 507)
   6  server unreachable or hypervisor unavailable (API 503)
   7  timeout (--wait)`;
 
@@ -42,7 +43,8 @@ export const TOO_LARGE = new Set([413, 414, 431]);
 export function exitCodeForStatus(status: number): ExitCode {
   if (status === 404) return EXIT.notFound;
   if (status === 409) return EXIT.conflict;
-  if (status === 400 || status === 422) return EXIT.validation;
+  // 507 (storage full) was a 422 capacity_exceeded before: scripts keep their exit code.
+  if (status === 400 || status === 422 || status === 507) return EXIT.validation;
   if (status === 503) return EXIT.unavailable;
   if (TOO_LARGE.has(status)) return EXIT.usage;
   return EXIT.error;

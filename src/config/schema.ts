@@ -281,6 +281,10 @@ export const CONFIG_SCHEMA = Section({
       description: "when a VM's QEMU process dies (killed, out of memory): restart it, leave it stopped, or preserve it as crashed (each with crash_reason)",
     }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
+    pool_reserve_mb: Int(0, 1048576, {
+      default: 512,
+      description: "free space a storage pool keeps for thin disks to grow into: a create that would leave less is refused (507 insufficient_storage), MiB",
+    }),
     max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),
     memory_overcommit: Num(0.1, 64, { default: 1, description: "a host's VMs may have its memory times this in all (a ratio; VMs not stopped)" }),

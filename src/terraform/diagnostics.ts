@@ -32,6 +32,7 @@ const SUMMARIES: Record<string, string> = {
   validation_error: "Invalid VM settings",
   image_not_found: "Image not found",
   capacity_exceeded: "Not enough capacity on the rcloud host",
+  insufficient_storage: "The storage pool on the rcloud host is full",
   name_taken: "VM name already in use",
   not_found: "Not found",
   invalid_state: "VM is in the wrong state for this operation",

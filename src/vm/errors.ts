@@ -21,6 +21,8 @@ export function fromDriver(e: unknown): ServiceError {
         return new ServiceError("hypervisor_unavailable", e.message, undefined, { cause: e });
       case "unsupported":
         return new ServiceError("unsupported", e.message, undefined, { cause: e });
+      case "no_space":
+        return new ServiceError("insufficient_storage", e.message, undefined, { cause: e });
       default:
         return new ServiceError("internal_error", e.message, undefined, { cause: e });
     }

@@ -24,7 +24,8 @@ import { checkSnapshotName, noSnapshot, snapshotKind, toApiSnapshot } from "./sn
 import { SshPortReservations } from "./ssh-ports.ts";
 import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
 import { bootFileProblem, cmdlineProblem, peekHead } from "./boot-upload-check.ts";
-import { checkPoolRoom, DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { checkPoolRoom, DEFAULT_POOL_RESERVE_BYTES } from "./pool-room.ts";
 
 /** How long POST /reconcile waits for abandoned creates to be undone (their host may stay away). */
 const ABANDONED_SETTLE_MS = 60_000;
@@ -461,7 +462,7 @@ export class VmService {
           spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
         }
         spec.shares = await this.shareDirs(host, spec.shares);
-        checkPoolRoom(host.name, await this.fleet.facts(host));
+        checkPoolRoom(host.name, await this.fleet.facts(host), spec, this.defaults.poolReserveBytes ?? DEFAULT_POOL_RESERVE_BYTES);
         if (spec.network.mode === "user" || gdb) {
           // SSH forwards and gdbstubs share the host's ports: one reservation set for both.
           const used = await this.fleet.onHost(host, () => host.driver.usedSshPorts());

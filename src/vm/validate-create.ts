@@ -19,8 +19,6 @@ const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
 const GiB = 1024 ** 3;
-/** Below this much free space in the pool, creating a VM's overlays is refused. */
-const MIN_FREE_POOL_BYTES = 512 * 1024 ** 2;
 
 /** The server's defaults for what a create request leaves out (vm_defaults), and its limits. */
 export interface ServiceDefaults {
@@ -45,6 +43,8 @@ export interface ServiceDefaults {
   memoryOvercommit: number;
   /** Largest uploaded kernel or initrd (vm_defaults.max_kernel_bytes); default DEFAULT_MAX_KERNEL_BYTES. */
   maxKernelBytes?: number;
+  /** Free space a storage pool keeps for thin disks to grow into (vm_defaults.pool_reserve_mb); default DEFAULT_POOL_RESERVE_BYTES. */
+  poolReserveBytes?: number;
 }
 
 /** vm_defaults.max_kernel_bytes's default: 512 MiB. */
@@ -220,21 +220,6 @@ export function shareMount(s: ShareSpec): SeedMount {
   const access = s.readonly ? "ro" : "rw";
   const options = s.transport === "9p" ? ["trans=virtio", "version=9p2000.L", "msize=262144", access, "nofail"] : [access, "nofail"];
   return { spec: s.tag, dir: `/mnt/${s.tag}`, fstype: s.transport, options };
-}
-
-/**
- * Disks are thin qcow2 (kdevops hosts routinely give every VM 4 x 100 GiB data disks on
- * smaller pools), so sizes may exceed the pool; a pool with no room left refuses new VMs.
- */
-export function checkPoolRoom(host: string, info: HostInfo): void {
-  const storage = info.storage;
-  if (storage && storage.capacityBytes > 0 && storage.availableBytes < MIN_FREE_POOL_BYTES) {
-    throw new ServiceError(
-      "capacity_exceeded",
-      `the storage pool ${storage.pool} on host ${host} has only ${Math.floor(storage.availableBytes / 1024 ** 2)} MiB free; free space or grow ${storage.path}`,
-      { field: "root_disk_gb" },
-    );
-  }
 }
 
 /** A direct-boot path's shape; whether it is a file in the kernel directory is asked of the VM's host after placement. */

@@ -90,6 +90,7 @@ describe("defaults", () => {
         share_dirs: [],
         on_crash: "stop",
         stop_timeout_s: 60,
+        pool_reserve_mb: 512,
         max_extra_disks: 8,
         vcpu_overcommit: 16,
         memory_overcommit: 1,

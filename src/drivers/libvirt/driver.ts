@@ -33,6 +33,7 @@ import { DomainCache } from "./domain-cache.ts";
 import { DomainState, stateName, UNDEFINE_ALL, uuidBytes } from "./domain-state.ts";
 import { type DomainType, loadTemplate, METADATA_NS } from "./domain-xml.ts";
 import { translate } from "./errors.ts";
+import { createNoSpace, isNoSpace } from "../shared/no-space.ts";
 import { DomainEvents } from "./events.ts";
 import { HostFacts } from "./host.ts";
 import { HostImages } from "./images.ts";
@@ -381,6 +382,7 @@ export class LibvirtDriver implements VmDriver {
       await this.rollbacks.undo(undo);
       // A call given up on by its deadline may still take effect: undo again once libvirtd is done with it.
       if (e instanceof CallTimeoutError) void e.finished.then(() => this.rollbacks.undo(undo));
+      if (isNoSpace(e)) throw createNoSpace(spec.name, `the storage pool ${this.storage.name} (${this.storage.path})`, this.storage.path, e);
       translate(e, `creating ${spec.name}`);
     } finally {
       this.creating.delete(spec.id);

@@ -35,6 +35,7 @@ import {
 } from "../types.ts";
 import { faultPoint } from "../../util/fault-points.ts";
 import { scanImageDir } from "../shared/image-files.ts";
+import { createNoSpace, isNoSpace } from "../shared/no-space.ts";
 import { localBootFile } from "./boot-file.ts";
 import { localUpload, storeLocalUpload } from "./boot-uploads.ts";
 import { createDisk, createOverlay, qemuImgFor } from "./disks.ts";
@@ -140,7 +141,8 @@ function stateOf(status: string): VmState {
 }
 
 function translate(e: unknown, what: string): never {
-  if (e instanceof DriverError) throw e;
+  if (e instanceof DriverError && !(e.code === "failed" && isNoSpace(e))) throw e;
+  if (isNoSpace(e)) throw new DriverError("no_space", `${what}: the disk is full: ${(e as Error).message}`, { cause: e });
   if (e instanceof QmpClosedError) throw new DriverError("invalid_state", `${what}: QEMU closed its QMP socket (the VM stopped): ${e.message}`, { cause: e });
   if (e instanceof QmpTimeoutError) throw new DriverError("unavailable", `${what}: QEMU did not answer: ${e.message}`, { cause: e });
   if (e instanceof QmpConnectError) throw new DriverError("unavailable", `${what}: cannot reach QEMU: ${e.message}`, { cause: e });
@@ -823,6 +825,7 @@ export class QemuDriver implements VmDriver {
       if (running !== null) await this.kill(running, p.qmp).catch(() => {});
       await stopVirtiofsds(spec.shares.map((s) => ({ host_path: s.hostPath, tag: s.tag, readonly: s.readonly, transport: s.transport })), p).catch(() => {});
       rmSync(p.dir, { recursive: true, force: true });
+      if (isNoSpace(e)) throw createNoSpace(spec.name, `the state directory ${this.opts.stateDir}`, this.opts.stateDir, e);
       translate(e, `creating ${spec.name}`);
     } finally {
       this.building.delete(spec.id);
