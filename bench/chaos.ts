@@ -13,13 +13,14 @@
  *   daemon, then restarted (libvirtdKilledDuringCreates), once;
  * - fault 3: the QEMU process of a running VM SIGKILLed on both drivers, once per round: the
  *   time until the API shows the crash;
- * - fault 4 and the fuzzer come from bench/fuzz.ts when it exists (another branch); until then
- *   their fields are null and `not_run` says so.
+ * - fault 4: a create on a nearly full pool (bench/storage-full.ts), libvirt and the QEMU driver;
+ * - the fuzzer (bench/fuzz.ts): F requests against a served rcloud.
  *
  * Prints one JSON line: kill_points, kills, orphans_after_reconcile, lost_vms, hung_requests,
  * fuzz_requests, fuzz_5xx, max_rss_mb, and the details (per-driver counts, fault 2's answers,
  * crash detection times, findings).
  */
+import { runStorageFull, runStorageFullQemu } from "./storage-full.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { FAULT_POINTS, type FaultPoint } from "../src/util/fault-points.ts";
@@ -114,6 +115,7 @@ async function lane(kind: ChaosDriverKind, index: number, myRounds: number): Pro
 }
 
 let fault2: Awaited<ReturnType<typeof libvirtdKilledDuringCreates>> | null = null;
+const storageFull: Record<string, { ok: boolean; orphans: number }> = {};
 let fuzz: { requests: number; fiveXx: number; maxRssMb: number; findings: string[] } | null = null;
 const notRun: string[] = [];
 const t0 = Date.now();
@@ -147,7 +149,19 @@ try {
 
   console.error(`chaos: fault 1 and 3 done after ${Math.round((Date.now() - t0) / 1000)} s: kills=${kills} points=${killed.size} orphans=${orphans} lost=${lost}`);
 
-  // Fault 4 and the fuzzer: bench/fuzz.ts from the reliability branch, when merged.
+  // Fault 4: a create that does not fit a nearly full pool (bench/storage-full.ts), both drivers.
+  for (const [kind, run] of [["libvirt", runStorageFull], ["qemu", runStorageFullQemu]] as const) {
+    try {
+      const r = await run();
+      storageFull[kind] = { ok: r.ok, orphans: r.orphans };
+      orphans += r.orphans;
+      if (!r.ok) findings.push(`storage full (${kind}): ${r.detail}`);
+    } catch (e) {
+      findings.push(`storage full (${kind}) failed: ${(e as Error).message}`);
+    }
+  }
+
+  // The fuzzer: bench/fuzz.ts.
   const fuzzModule = join(import.meta.dir, "fuzz.ts");
   if (existsSync(fuzzModule)) {
     const mod = (await import(fuzzModule)) as { runFuzz?: (o: { baseUrl: string; token: string; requests: number; pid?: number }) => Promise<typeof fuzz> };
@@ -157,7 +171,7 @@ try {
       if (fuzz) findings.push(...fuzz.findings);
       await site2.stopChildren();
     } else notRun.push("fuzzer: bench/fuzz.ts has no runFuzz");
-  } else notRun.push("fuzzer and fault 4 (storage full): bench/fuzz.ts is not on this branch");
+  } else notRun.push("fuzzer: bench/fuzz.ts is missing");
   await site2.stopChildren();
 } finally {
   for (const s of sites) await s.cleanup().catch((e: unknown) => findings.push(`cleanup: ${(e as Error).message}`));
@@ -179,6 +193,7 @@ console.log(
     name_reuse_failures: nameReuseFailures,
     unexpected_outcomes: unexpectedOutcome,
     per_driver: perDriver,
+    storage_full: storageFull,
     fault2: fault2 && { creates: fault2.creates, answered_201: fault2.created, answered_503: fault2.refused, other_answers: fault2.badAnswers.length, hung: fault2.hung, max_answer_ms: fault2.maxAnswerMs },
     crash_detect_ms_max: { libvirt: max(crashDetectMs.libvirt), qemu: max(crashDetectMs.qemu) },
     rounds,
