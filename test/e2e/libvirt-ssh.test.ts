@@ -84,6 +84,17 @@ test("create → SSH in → stop → start → delete leaves nothing behind", as
   // The serial console is logged to a file next to the disks (virtlogd writes it).
   expect(con.json.logFile).toBe(join(rig().rigDir, "pools", poolName, `${vm.id}-serial.log`));
   expect(readFileSync(con.json.logFile, "utf8")).toContain("RCLOUD-SSH-READY");
+  // The same log through the API, read by rcloud over RPC as a volume of the pool.
+  const whole = await server.req("GET", `/api/v1/vms/${vm.id}/console/log`);
+  const tail = await server.req("GET", `/api/v1/vms/${vm.id}/console/log?tail=64`);
+  const fileAfter = readFileSync(con.json.logFile, "utf8");
+  expect(whole.status).toBe(200);
+  expect(whole.text).toContain("RCLOUD-DISK-BOOTED");
+  expect(fileAfter.startsWith(whole.text)).toBe(true); // the file may only have grown since
+  expect(tail.status).toBe(200);
+  expect(Buffer.byteLength(tail.text, "latin1")).toBeLessThanOrEqual(64);
+  expect(tail.text.length).toBeGreaterThan(0);
+  expect(fileAfter).toContain(tail.text);
 
   const qmp = await server.req("POST", `/api/v1/vms/${vm.id}/qmp`, { execute: "query-status" });
   expect(qmp.status).toBe(200);

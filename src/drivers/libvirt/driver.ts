@@ -10,6 +10,7 @@
  * boot-files.ts (the host's base images and kernels, through pools of their own), domain-xml.ts,
  * capabilities.ts, storage-xml.ts and metadata-xml.ts (the XML documents).
  */
+import { posix } from "node:path";
 import { randomUUID } from "node:crypto";
 import {
   CallTimeoutError,
@@ -586,6 +587,47 @@ export class LibvirtDriver implements VmDriver {
     } catch (e) {
       translate(e, `reading the console of ${name}`);
     }
+  }
+
+  /**
+   * The end of the VM's serial log, read over RPC like any volume: virtlogd writes it into the
+   * VM's pool directory (`<id>-serial.log`), so it works on remote hosts too. A log kept
+   * elsewhere (console_log_dir outside the pool) cannot be reached through libvirt.
+   */
+  async consoleLog(name: string, maxBytes: number): Promise<Uint8Array> {
+    try {
+      const facts = await this.records.facts(await this.mustLookup(name));
+      if (!facts) throw new DriverError("not_found", `no VM named ${name}`);
+      const path = facts.parsed.consoleLog;
+      if (!path) throw new DriverError("not_found", `${name} has no console log (its definition logs no serial port)`);
+      const vol = await this.logVolume(path);
+      if (!vol) return new Uint8Array(0); // nothing written yet (never started)
+      const size = await this.volumeBytes(vol); // GetInfo re-reads the file's size
+      const length = Math.min(size, maxBytes);
+      if (length === 0) return new Uint8Array(0);
+      const session = await LibvirtClient.connect(this.opts.uri, { ...this.opts.client, reconnect: false });
+      return new Uint8Array(await new Response(await downloadVolume(session, vol, length, size - length)).arrayBuffer());
+    } catch (e) {
+      translate(e, `reading the console log of ${name}`);
+    }
+  }
+
+  /** The volume of a log file in the pool; null when the file does not exist (yet). */
+  private async logVolume(path: string): Promise<RemoteNonnullStorageVol | null> {
+    const inPool = posix.dirname(path) === posix.normalize(this.opts.poolPath);
+    if (!inPool) throw new DriverError("unsupported", `the console log ${path} is outside the storage pool ${this.opts.poolPath}, where libvirt cannot read it for rcloud; read it on the host`);
+    const lookup = () =>
+      this.sessions()
+        .call(P.storageVolLookupByPath, { path })
+        .then(
+          (r) => r.vol,
+          (e: unknown) => {
+            if (e instanceof LibvirtError && e.code === ErrorCode.NO_STORAGE_VOL) return null;
+            throw e;
+          },
+        );
+    // virtlogd made the file behind libvirt's back: the pool knows it after a refresh.
+    return (await lookup()) ?? (await this.storage.volumes("required").then(lookup));
   }
 
   async openConsole(name: string): Promise<ConsoleSession> {

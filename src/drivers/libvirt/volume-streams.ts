@@ -12,13 +12,15 @@ import { copyExactly } from "../shared/image-files.ts";
 const DOWNLOAD_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /**
- * The volume's bytes as a stream that delivers exactly `sizeBytes` (or fails). `session` is
- * the connection's own and is closed when the stream ends, fails or is cancelled.
+ * The volume's bytes from `offset` as a stream that delivers exactly `sizeBytes` (or fails).
+ * `session` is the connection's own and is closed when the stream ends, fails or is cancelled.
  */
-export async function downloadVolume(session: LibvirtClient, vol: RemoteNonnullStorageVol, sizeBytes: number): Promise<ReadableStream<Uint8Array>> {
+export async function downloadVolume(session: LibvirtClient, vol: RemoteNonnullStorageVol, sizeBytes: number, offset = 0): Promise<ReadableStream<Uint8Array>> {
   let down;
   try {
-    down = await session.openStream(P.storageVolDownload, { vol, offset: 0n, length: 0n, flags: 0 }, { readHighWaterMark: DOWNLOAD_BUFFER_BYTES });
+    // From `offset`, the whole rest (length 0) or, for a part, just that many bytes.
+    const length = offset > 0 ? BigInt(sizeBytes) : 0n;
+    down = await session.openStream(P.storageVolDownload, { vol, offset: BigInt(offset), length, flags: 0 }, { readHighWaterMark: DOWNLOAD_BUFFER_BYTES });
   } catch (e) {
     await session.close();
     throw e;
