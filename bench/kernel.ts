@@ -9,8 +9,9 @@
  *         rcloud, then the banner;
  *   raw:  `qemu-system-x86_64 -kernel K -initrd I -append S` with the same disk (a qcow2
  *         overlay on the same image), seed ISO and devices, then the banner.
- * Prints one JSON line of medians: {ours_s, raw_s, ratio, rounds, ...}. Each figure is one
- * entry of `figures` below: a further measurement adds its own key there.
+ * Then the revert of a memory snapshot of a 512 MiB guest (bench/snapshot-revert.ts).
+ * Prints one JSON line of medians: {ours_s, raw_s, ratio, rounds, ..., revert_s}. Each boot
+ * figure is one entry of `figures` below: a further measurement adds its own key there.
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -18,6 +19,7 @@ import { stringify } from "yaml";
 import { buildSeedIso } from "../src/cloudinit/index.ts";
 import { loadConfig } from "../src/config/index.ts";
 import { startServer } from "../src/server.ts";
+import { benchRevert } from "./snapshot-revert.ts";
 import { freePort, median, r3, waitSsh } from "./ssh-wait.ts";
 
 const repo = resolve(import.meta.dir, "..");
@@ -131,6 +133,7 @@ const figures: Record<string, { round: () => Promise<number>; runs: number[] }> 
   raw_s: { round: rawRound, runs: [] },
 };
 
+let result: Record<string, unknown> | null = null;
 try {
   const names = Object.keys(figures);
   for (let i = 0; i < rounds; i++) {
@@ -146,9 +149,13 @@ try {
   }
   const medians = Object.fromEntries(names.map((n) => [n, r3(median(figures[n]!.runs))]));
   const runs = Object.fromEntries(names.map((n) => [n.replace(/_s$/, "_runs_s"), figures[n]!.runs.map(r3)]));
-  console.log(JSON.stringify({ ...medians, ratio: r3(medians.ours_s! / medians.raw_s!), rounds, accel: "tcg", ...runs }));
+  result = { ...medians, ratio: r3(medians.ours_s! / medians.raw_s!), rounds, accel: "tcg", ...runs };
 } finally {
   await fetch(`${server.url}/api/v1/vms/${vm.id}`, { method: "DELETE" }).catch(() => {});
   await server.stop();
   rmSync(work, { recursive: true, force: true });
 }
+
+// The issue's second figure: reverting a memory snapshot of a 512 MiB guest (bench/snapshot-revert.ts).
+const revert = await benchRevert({ rounds });
+console.log(JSON.stringify({ ...result, revert_s: revert.revert_s, revert_ssh_s: revert.revert_ssh_s, revert_memory_mb: revert.memory_mb }));
