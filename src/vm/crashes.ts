@@ -17,7 +17,12 @@ import type { DriverEvent } from "../drivers/types.ts";
 export interface CrashRecord {
   reason: string;
   at: string;
+  /** qemu: the process died (on_crash applies); panic: the guest panicked (on_panic, the drivers' own). */
+  kind: "qemu" | "panic";
 }
+
+/** crash_reason of a guest panic, as the drivers say it (src/drivers/shared/crash.ts). */
+const GUEST_PANICKED = "guest panicked";
 
 /** Driver events that mean "the QEMU process ended without being told to". */
 export function qemuDied(e: DriverEvent): boolean {
@@ -36,7 +41,7 @@ export class CrashRecords {
 
   /** Records that the VM crashed, and applies the policy. */
   recordCrash(host: string, name: string, reason: string): void {
-    this.crashes.set(`${host}/${name}`, { reason, at: new Date().toISOString() });
+    this.crashes.set(`${host}/${name}`, { reason, at: new Date().toISOString(), kind: "qemu" });
     if (this.policy === "restart") void this.restart(host, name).catch(() => {});
   }
 
@@ -44,6 +49,9 @@ export class CrashRecords {
   onDriverEvent(host: string, e: DriverEvent): void {
     const key = `${host}/${e.vmName}`;
     if (qemuDied(e)) this.recordCrash(host, e.vmName, `QEMU exited unexpectedly (${e.detail})`);
+    // A panic's action is on_panic's (the drivers'); here it is only remembered, because libvirt
+    // reports a guest powered off after a panic just as it reports a QEMU that died.
+    else if (e.action === "vm-crashed" && e.detail === "panicked") this.crashes.set(key, { reason: GUEST_PANICKED, at: new Date().toISOString(), kind: "panic" });
     else if (e.action === "vm-undefined" || (e.action === "vm-started" && this.policy !== "restart")) this.crashes.delete(key);
   }
 
@@ -52,7 +60,7 @@ export class CrashRecords {
     this.crashes.delete(`${host}/${name}`);
   }
 
-  /** The VM's last crash as recorded here (QEMU died), if any. */
+  /** The VM's last crash as recorded here (QEMU died, or the guest panicked), if any. */
   get(host: string, name: string): CrashRecord | undefined {
     return this.crashes.get(`${host}/${name}`);
   }
@@ -61,6 +69,11 @@ export class CrashRecords {
   view(host: string, name: string, state: VmState): { state: VmState; crashReason: string | null } {
     const c = this.crashes.get(`${host}/${name}`);
     if (!c) return { state, crashReason: null };
+    if (c.kind === "panic") {
+      // Shown crashed until the next start, also when powered off after it (on_panic: stop).
+      if (state === "stopped" || state === "crashed") return { state: "crashed", crashReason: c.reason };
+      return { state, crashReason: null }; // restarted (on_panic: restart)
+    }
     if (state === "stopped" && this.policy === "preserve") return { state: "crashed", crashReason: c.reason };
     return { state, crashReason: c.reason };
   }

@@ -73,8 +73,11 @@ export class VmService {
   private readonly byName = new Map<string, string>();
   /** Each listed VM's JSON, for GET /vms. */
   private readonly vmJson = new VmJsonCache();
-  /** Undoes of creates whose caller was told they failed while the driver call still ran. */
-  private readonly abandoned = new Set<Promise<void>>();
+  /**
+   * Creates whose caller was told they failed (their host went away) while the driver call
+   * still ran, each with the undo that deletes the VM if the host carries the create out.
+   */
+  private readonly abandoned = new Map<{ host: Host; id: string; name: string; settled: boolean }, Promise<void>>();
 
   constructor(
     readonly registry: HostRegistry,
@@ -220,7 +223,18 @@ export class VmService {
   async reconcile(): Promise<ApiReconcile> {
     // Creates answered 503 while their host was down may still be carried out by it and are
     // then undone (create below): let those settle first, so what reconcile reports is final.
-    if (this.abandoned.size > 0) await Promise.race([Promise.all(this.abandoned), Bun.sleep(ABANDONED_SETTLE_MS)]);
+    if (this.abandoned.size > 0) await Promise.race([Promise.all(this.abandoned.values()), Bun.sleep(ABANDONED_SETTLE_MS)]);
+    // An undo that failed (the host was busy or away again): the VM, if it exists, goes now.
+    for (const a of [...this.abandoned.keys()]) {
+      if (!a.settled || !a.host.online) continue;
+      // Gone: no VM of that name, or one made since by another create (another id).
+      const gone = async () => {
+        const rec = await a.host.driver.get(a.name).catch(() => undefined); // undefined: cannot tell now
+        return rec === null || (rec !== undefined && rec.id !== a.id);
+      };
+      if (!(await gone())) await a.host.driver.delete(a.name).catch(() => {});
+      if (await gone()) this.abandoned.delete(a);
+    }
     return { hosts: await Promise.all(this.registry.hosts.map((h) => this.reconcileHost(h))) };
   }
 
@@ -480,9 +494,15 @@ export class VmService {
           this.feed?.createFailed(spec.name);
           // The caller was told it failed: if the frozen host finishes the create later, undo it.
           if (e instanceof ServiceError && e.cause instanceof HostDownError) {
-            const undo: Promise<void> = call.then((rec) => host.driver.delete(rec.name)).catch(() => {});
-            this.abandoned.add(undo);
-            void undo.finally(() => this.abandoned.delete(undo));
+            const entry = { host, id: spec.id, name: spec.name, settled: false };
+            const undo: Promise<void> = call
+              .then((rec) => host.driver.delete(rec.name))
+              .then(
+                () => void this.abandoned.delete(entry),
+                () => {}, // the create failed after all (the driver rolled it back), or the delete did: reconcile tries again
+              )
+              .finally(() => void (entry.settled = true));
+            this.abandoned.set(entry, undo);
           }
           throw e;
         });
@@ -965,8 +985,9 @@ export class VmService {
   private readonly crashOverlays = new WeakMap<VmRecord, { crash: CrashRecord; out: VmRecord }>();
 
   /**
-   * The record as the API shows it: a QEMU that died (crashes.ts) adds its crash_reason, and
-   * `crashed` under on_crash preserve; a reason the driver reports itself (a guest panic) wins.
+   * The record as the API shows it: a crash seen here (crashes.ts: QEMU died, or the guest
+   * panicked) sets state and crash_reason; else what the driver reports (a guest held after a
+   * panic, which libvirt keeps across rcloud restarts).
    * Records are never changed in place (the listing keeps JSON by record), so this is a copy.
    */
   private withCrash(host: string, rec: VmRecord): VmRecord {
@@ -975,7 +996,7 @@ export class VmService {
     const kept = this.crashOverlays.get(rec);
     if (kept?.crash === crash) return kept.out;
     const view = this.crashes.view(host, rec.name, rec.state);
-    const out: VmRecord = { ...rec, state: view.state, crashReason: rec.crashReason ?? view.crashReason };
+    const out: VmRecord = { ...rec, state: view.state, crashReason: view.crashReason ?? rec.crashReason };
     this.crashOverlays.set(rec, { crash, out });
     return out;
   }

@@ -62,7 +62,9 @@ async function crashWith(kind: ChaosDriverKind, policy: "preserve" | "stop" | "r
     "the crash to show",
     async () => {
       const v = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
-      return v?.crash_reason ? v : null;
+      // The crash's event may be seen a moment before the state the hypervisor reports: wait
+      // for both (restart: the reason alone, the VM may be running again at once).
+      return v?.crash_reason && (policy === "restart" || v.state !== "running") ? v : null;
     },
     30_000,
     50,

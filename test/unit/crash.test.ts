@@ -26,7 +26,7 @@ describe("dump names", () => {
 describe("libvirt", () => {
   test("crash reasons from state and reason; <on_crash> per on_panic", () => {
     expect(crashReasonOf(DomainState.CRASHED, 1)).toBe(GUEST_PANICKED);
-    expect(crashReasonOf(DomainState.SHUTOFF, 3)).toBe(GUEST_PANICKED);
+    expect(crashReasonOf(DomainState.SHUTOFF, 3)).toBeNull(); // powered off "crashed": a panic or a dead QEMU, the service tells which (crashes.ts)
     expect(crashReasonOf(DomainState.SHUTOFF, 2)).toBeNull(); // destroyed
     expect(crashReasonOf(DomainState.RUNNING, 1)).toBeNull();
     expect(crashReasonOf(DomainState.CRASHED, 2)).toContain("crashed");

@@ -26,17 +26,17 @@ export function stateName(s: number): VmState {
   }
 }
 
-/** VIR_DOMAIN_CRASHED_PANICKED, VIR_DOMAIN_SHUTOFF_CRASHED. */
+/** VIR_DOMAIN_CRASHED_PANICKED. */
 const CRASHED_PANICKED = 1;
-const SHUTOFF_CRASHED = 3;
 
 /**
- * Why a domain crashed, from its state and reason: held after a panic (on_crash preserve),
- * or powered off after one (on_crash destroy); null when it did not crash.
+ * Why a domain crashed, from its state and reason: held after a panic (on_crash preserve);
+ * null otherwise. Powered off with reason "crashed" is left to the service (src/vm/crashes.ts):
+ * libvirt says so both after a panic with on_crash destroy and when QEMU died, and only the
+ * event that came with it tells which.
  */
 export function crashReasonOf(state: number, reason: number): string | null {
   if (state === DomainState.CRASHED) return reason === CRASHED_PANICKED ? GUEST_PANICKED : `crashed (libvirt reason ${reason})`;
-  if (state === DomainState.SHUTOFF && reason === SHUTOFF_CRASHED) return GUEST_PANICKED;
   return null;
 }
 

@@ -233,9 +233,10 @@ export class LibvirtDriver implements VmDriver {
    * short before its define left only such volumes, and a delete cut short after its
    * undefine too.
    */
-  private async sweepOrphanVolumes(): Promise<ReconciledArtefact[]> {
+  private async sweepOrphanVolumes(refresh: "required" | "best-effort" = "best-effort"): Promise<ReconciledArtefact[]> {
     const removed: ReconciledArtefact[] = [];
-    const vols = await this.storage.volumes("best-effort");
+    // A refresh finds files libvirt did not make itself (a console log virtlogd opened late).
+    const vols = await this.storage.volumes(refresh);
     const live = new Set((await this.list()).map((r) => r.id));
     for (const vol of vols) {
       const id = VM_ID_PREFIX.exec(vol.name)?.[1];
@@ -250,7 +251,7 @@ export class LibvirtDriver implements VmDriver {
     try {
       await this.storage.ensure();
       await this.rollbacks.retry();
-      const removed = [...this.swept.splice(0), ...(await this.sweepOrphanVolumes())];
+      const removed = [...this.swept.splice(0), ...(await this.sweepOrphanVolumes("required"))];
       return { removed, adopted: [] };
     } catch (e) {
       translate(e, "reconciling");
