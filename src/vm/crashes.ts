@@ -48,7 +48,8 @@ export class CrashRecords {
   /** A driver event of `host`: QEMU's death is a crash; a start (not by restart) or an undefine clears it. */
   onDriverEvent(host: string, e: DriverEvent): void {
     const key = `${host}/${e.vmName}`;
-    if (qemuDied(e)) this.recordCrash(host, e.vmName, `QEMU exited unexpectedly (${e.detail})`);
+    // libvirt powers a panicked guest off (on_panic: stop) with "stopped, crashed": the panic's, not a dead QEMU.
+    if (qemuDied(e) && !(e.detail === "crashed" && this.crashes.get(key)?.kind === "panic")) this.recordCrash(host, e.vmName, `QEMU exited unexpectedly (${e.detail})`);
     // A panic's action is on_panic's (the drivers'); here it is only remembered, because libvirt
     // reports a guest powered off after a panic just as it reports a QEMU that died.
     else if (e.action === "vm-crashed" && e.detail === "panicked") this.crashes.set(key, { reason: GUEST_PANICKED, at: new Date().toISOString(), kind: "panic" });
