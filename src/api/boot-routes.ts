@@ -5,6 +5,7 @@
  * POST /vms/{id}/boot restarts the VM on it, or back on its image's own kernel.
  */
 import { Elysia, t } from "elysia";
+import { ServiceError } from "../api-types/errors.ts";
 import type { ApiBootFile, BootVmRequest } from "../api-types/json.ts";
 import type { Caller } from "../auth/index.ts";
 import type { VmService } from "../vm/service.ts";
@@ -59,8 +60,15 @@ type Server = { timeout(request: Request, seconds: number): void } | null;
 export function bootRoutes(opts: BootRoutesOptions) {
   // The idle timeout holds while the body arrives (a client that stops sending is cut off);
   // storing the last bytes on the host may take longer.
-  const upload = (kind: "kernel" | "initrd") => (request: Request, server: Server, id: string): Promise<ApiBootFile> =>
-    opts.service.storeBootFile(id, kind, declaredLength(request), onEnd(request.body, () => server?.timeout(request, 0)), opts.callerOf(request));
+  const upload = (kind: "kernel" | "initrd") => async (request: Request, server: Server, id: string): Promise<ApiBootFile> => {
+    try {
+      return await opts.service.storeBootFile(id, kind, declaredLength(request), onEnd(request.body, () => server?.timeout(request, 0)), opts.callerOf(request));
+    } catch (e) {
+      // The client went away mid-body: its fault, not the server's (logged as such, not as internal_error).
+      if (request.signal.aborted) throw new ServiceError("bad_request", `the ${kind} upload was cut off by the client before all its bytes arrived; the previous upload is kept`, { field: "body" });
+      throw e;
+    }
+  };
   const uploadDoc = (kind: "kernel" | "initrd") => ({
     params: Ref,
     parse: "none" as const,
