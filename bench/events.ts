@@ -17,11 +17,12 @@
  *
  * Starts the test rig if it is not running, and stops it again if it started it.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import type { ApiEvent } from "../src/api-types/json.ts";
+import { poolXml, volumeXml } from "../src/drivers/libvirt/storage-xml.ts";
 import { LibvirtClient, remoteProcedures as P } from "../src/libvirt/index.ts";
 
 const repo = resolve(import.meta.dir, "..");
@@ -96,14 +97,19 @@ const socket = env.instances.main.socket;
 const uri = driver === "test" ? `test+unix:///default?socket=${socket}` : `qemu+unix:///system?socket=${socket}`;
 
 const work = mkdtempSync(join(tmpdir(), "rcloud-bench-events-"));
-const images = join(rigDir, `bench-events-images-${process.pid}`);
-mkdirSync(images, { recursive: true });
-if (driver === "qemu") copyFileSync(sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!, join(images, "rcloud-tiny.qcow2"));
-else {
-  writeFileSync(join(images, "rcloud-tiny.raw"), "");
-  truncateSync(join(images, "rcloud-tiny.raw"), 1024 ** 2);
-}
 const pool = `rcbench-events-${process.pid}`;
+const lv = await LibvirtClient.connect(uri);
+// The base images: a directory with the test disk for QEMU; on the test driver, which sees no
+// files, a volume of the image pool rcloud would make (`<pool>-images`), made here first.
+const images = driver === "qemu" ? join(rigDir, `bench-events-images-${process.pid}`) : `/rcbench/${pool}-images`;
+if (driver === "qemu") {
+  mkdirSync(images, { recursive: true });
+  copyFileSync(sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!, join(images, "rcloud-tiny.qcow2"));
+} else {
+  const { pool: imagePool } = await lv.call(P.storagePoolDefineXml, { xml: poolXml(`${pool}-images`, images), flags: 0 });
+  await lv.call(P.storagePoolCreate, { pool: imagePool, flags: 0 });
+  await lv.call(P.storageVolCreateXml, { pool: imagePool, xml: volumeXml({ name: "rcloud-tiny.raw", capacityBytes: 1024 ** 2, format: "raw" }), flags: 0 });
+}
 const port = (() => {
   const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const p = l.port;
@@ -124,7 +130,6 @@ writeFileSync(
 );
 const rcloud = Bun.spawn([process.execPath, join(repo, "src/main.ts"), "serve", "--config", join(work, "rcloud.yaml")], { stdout: "inherit", stderr: "inherit" });
 const url = `http://127.0.0.1:${port}`;
-const lv = await LibvirtClient.connect(uri);
 const name = `rcbench-ev-${process.pid}`;
 
 function cpuMs(pid: number): number {
@@ -239,12 +244,16 @@ try {
   await fetch(`${url}/api/v1/vms/${name}`, { method: "DELETE" }).catch(() => {});
   rcloud.kill("SIGTERM");
   await rcloud.exited;
-  await lv.call(P.storagePoolLookupByName, { name: pool }).then(async ({ pool: p }) => {
-    await lv.call(P.storagePoolDestroy, { pool: p }).catch(() => {});
-    await lv.call(P.storagePoolUndefine, { pool: p }).catch(() => {});
-  }).catch(() => {});
+  for (const name of [pool, `${pool}-images`]) {
+    await lv.call(P.storagePoolLookupByName, { name }).then(async ({ pool: p }) => {
+      const { vols } = await lv.call(P.storagePoolListAllVolumes, { pool: p, need_results: 1, flags: 0 });
+      await Promise.all(vols.map((vol) => lv.call(P.storageVolDelete, { vol, flags: 0 }).catch(() => {})));
+      await lv.call(P.storagePoolDestroy, { pool: p }).catch(() => {});
+      await lv.call(P.storagePoolUndefine, { pool: p }).catch(() => {});
+    }).catch(() => {});
+  }
   await lv.close();
   rmSync(work, { recursive: true, force: true });
-  rmSync(images, { recursive: true, force: true });
+  if (driver === "qemu") rmSync(images, { recursive: true, force: true });
   if (startedRig) sh(["bash", "scripts/lib/rig.sh", "down"]);
 }

@@ -66,7 +66,7 @@ export class Metrics {
         g.slowWindow.set(slow.window);
       }
       const MiB = 1024 * 1024;
-      const snap = await service.snapshot();
+      const snap = await service.snapshot({ cpuTime: true });
       let anyUp = false;
       for (const { host, info, records, fresh } of snap.hosts) {
         const h = { host: host.name };

@@ -259,6 +259,12 @@ export interface ImageReader {
   sizeBytes: number;
 }
 
+/** How current a listing must be. */
+export interface ListOptions {
+  /** Every record's CPU time read now (metrics); otherwise it may be as old as the VM's last change. */
+  cpuTime?: boolean;
+}
+
 export interface VmDriver {
   readonly kind: "libvirt" | "qemu";
   /** Prepares storage and checks the hypervisor; called once at start. */
@@ -268,7 +274,7 @@ export interface VmDriver {
   hostInfo(): Promise<HostInfo>;
   images(): Promise<ImageInfo[]>;
   /** Every VM, oldest first (by createdAt). */
-  list(): Promise<VmRecord[]>;
+  list(opts?: ListOptions): Promise<VmRecord[]>;
   get(name: string): Promise<VmRecord | null>;
   /** Creates everything for the VM; on failure removes whatever it created. */
   create(spec: VmSpec): Promise<VmRecord>;

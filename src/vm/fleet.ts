@@ -6,7 +6,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiHost } from "../api-types/json.ts";
-import type { HostInfo, ImageInfo, VmRecord } from "../drivers/types.ts";
+import type { HostInfo, ImageInfo, ListOptions, VmRecord } from "../drivers/types.ts";
 import { fromDriver } from "./errors.ts";
 import { type FleetImage, mergeImages } from "./fleet-images.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
@@ -98,10 +98,10 @@ export class Fleet {
   }
 
   /** Every listed VM of the host, or its last listing when it does not answer within `deadlineMs`. */
-  async list(h: Host, deadlineMs = LIST_DEADLINE_MS): Promise<HostListing> {
+  async list(h: Host, deadlineMs = LIST_DEADLINE_MS, opts?: ListOptions): Promise<HostListing> {
     if (!h.online) return { host: h, records: h.records ?? [], fresh: false, error: h.lastError ?? "offline" };
     // whileUp: a host that goes offline under the call ends the wait at once.
-    const call = h.whileUp(() => h.driver.list()).then((records) => {
+    const call = h.whileUp(() => h.driver.list(opts)).then((records) => {
       h.records = records;
       h.markContact();
       this.settle(h, records);

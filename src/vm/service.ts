@@ -8,7 +8,7 @@ import { ServiceError } from "../api-types/errors.ts";
 import type { ApiBootFile, ApiDisk, ApiDump, ApiHost, ApiImage, ApiPendingChanges, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { DUMP_NAME_PATTERN, type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
 import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
 import { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
@@ -340,11 +340,11 @@ export class VmService {
     );
   }
 
-  /** Every host's VM records with the host each lives on (status, metrics). */
-  async snapshot(): Promise<{ hosts: { host: Host; info: HostInfo | null; records: VmRecord[]; fresh: boolean }[] }> {
+  /** Every host's VM records with the host each lives on (status; metrics, which show CPU time, with `cpuTime`). */
+  async snapshot(opts?: ListOptions): Promise<{ hosts: { host: Host; info: HostInfo | null; records: VmRecord[]; fresh: boolean }[] }> {
     const hosts = this.registry.hosts;
     const [listings, infos] = await Promise.all([
-      Promise.all(hosts.map((h) => this.fleet.list(h))),
+      Promise.all(hosts.map((h) => this.fleet.list(h, undefined, opts))),
       Promise.all(hosts.map((h) => (h.online ? this.fleet.within(h, () => this.fleet.facts(h), h.facts?.info ?? null).catch(() => null) : Promise.resolve(null)))),
     ]);
     return { hosts: listings.map((l, i) => ({ host: l.host, info: infos[i] ?? null, records: l.records, fresh: l.fresh })) };

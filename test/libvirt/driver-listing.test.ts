@@ -74,7 +74,34 @@ describe("libvirt driver listing (test driver)", () => {
     }
   });
 
-  test("a listing reads each domain's XML once: later listings are one stats call, and a change re-reads only that domain", async () => {
+  test("concurrent listings after changes to several domains each show every change made before them (20 rounds)", async () => {
+    const [driver, lv] = [f.driver(), f.lv()];
+    const doms = [];
+    for (let i = 0; i < 6; i++) doms.push(await defineRcloudDomain(lv, rcloudDomain(`${prefix}-c${i}`)));
+    const running = new Set<number>();
+    for (let round = 0; round < 20; round++) {
+      // Listings already under way while the domains change, then the changes, then listings that must see them all.
+      const early = [driver.list(), driver.list()];
+      for (let i = round % 2; i < doms.length; i += 2) {
+        if (running.has(i)) {
+          await lv.call(P.domainDestroy, { dom: doms[i]! });
+          running.delete(i);
+        } else {
+          await lv.call(P.domainCreate, { dom: doms[i]! });
+          running.add(i);
+        }
+      }
+      const late = await Promise.all([driver.list(), driver.list(), driver.list()]);
+      await Promise.all(early);
+      for (const list of late) {
+        const states = doms.map((_, i) => list.find((r) => r.name === `${prefix}-c${i}`)?.state);
+        expect(states).toEqual(doms.map((_, i) => (running.has(i) ? "running" : "stopped")));
+      }
+    }
+    for (const i of running) await lv.call(P.domainDestroy, { dom: doms[i]! });
+  });
+
+  test("a listing reads each domain's XML once: later listings are one barrier call, a state change re-reads only that domain, a new domain all stats", async () => {
     const [driver, lv] = [f.driver(), f.lv()];
     const doms = [];
     for (let i = 0; i < 20; i++) doms.push(await defineRcloudDomain(lv, rcloudDomain(`${prefix}-n${i}`)));
@@ -83,6 +110,19 @@ describe("libvirt driver listing (test driver)", () => {
     f.calls.clear();
     const mine = (await driver.list()).filter((r) => r.name.startsWith(`${prefix}-n`));
     expect(mine.length).toBe(20);
+    expect(Object.fromEntries(f.calls)).toEqual({ REMOTE_PROC_CONNECT_GET_LIB_VERSION: 1 });
+
+    // One domain started behind rcloud's back: its stats and XML only.
+    await lv.call(P.domainCreate, { dom: doms[7]! });
+    f.calls.clear();
+    expect((await driver.list()).find((r) => r.name === `${prefix}-n7`)).toMatchObject({ state: "running" });
+    expect(Object.fromEntries(f.calls)).toEqual({ REMOTE_PROC_CONNECT_GET_LIB_VERSION: 1, REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS: 1, REMOTE_PROC_DOMAIN_GET_XML_DESC: 1 });
+    await lv.call(P.domainDestroy, { dom: doms[7]! });
+    expect((await driver.list()).find((r) => r.name === `${prefix}-n7`)).toMatchObject({ state: "stopped" });
+
+    // Metrics ask for every CPU time now: all stats.
+    f.calls.clear();
+    expect((await driver.list({ cpuTime: true })).filter((r) => r.name.startsWith(`${prefix}-n`)).length).toBe(20);
     expect(Object.fromEntries(f.calls)).toEqual({ REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS: 1 });
 
     // One domain redefined behind rcloud's back (a new UUID: another domain of that name).
@@ -91,6 +131,7 @@ describe("libvirt driver listing (test driver)", () => {
     f.calls.clear();
     const again = await driver.list();
     expect(again.find((r) => r.name === d5.name)).toMatchObject({ id: d5.id, uuid: d5.uuid, memoryMb: 384 });
+    expect(again.filter((r) => r.name.startsWith(`${prefix}-n`)).length).toBe(20);
     expect(f.calls.get("REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS")).toBe(1);
     expect(f.calls.get("REMOTE_PROC_DOMAIN_GET_XML_DESC")).toBe(1);
 

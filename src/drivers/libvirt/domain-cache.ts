@@ -6,9 +6,10 @@
  * and all at once when events may have been missed (the events session lost, a queue
  * overflow). While events are not tracked nothing is kept: every read goes to libvirt.
  *
- * The domain's state and CPU time are never cached: the listing reads them in bulk each time.
- * A disk resized behind rcloud's back shows after the domain's next event (rcloud itself
- * never resizes a disk).
+ * The domain's state and CPU time are not kept here: the listing keeps its stats itself and
+ * reads again those of the domains this cache forgets (records.ts, via onForget). A disk
+ * resized behind rcloud's back shows after the domain's next event (rcloud itself resizes
+ * disks only through the driver, which marks the domain changed).
  */
 import type { RemoteNonnullDomain } from "../../libvirt/index.ts";
 import type { DiskInfo, VmRecord } from "../types.ts";

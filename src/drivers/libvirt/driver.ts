@@ -25,7 +25,7 @@ import {
 } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { faultPoint } from "../../util/fault-points.ts";
-import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type DumpInfo, type DumpReader, type HostInfo, type ImageInfo, type ImageReader, type ReconciledArtefact, type ReconcileReport, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
+import { DriverError, type ConsoleInfo, type ConsoleSession, type DriverEvent, type DumpInfo, type DumpReader, type HostInfo, type ImageInfo, type ImageReader, type ListOptions, type ReconciledArtefact, type ReconcileReport, type SnapshotInfo, type UploadedBootFile, type VmChange, type VmChangeResult, type VmDriver, type VmRecord, type VmSpec } from "../types.ts";
 import { pickDomainType, readCapabilities } from "./capabilities.ts";
 import { buildVm } from "./create.ts";
 import { BootFiles } from "./boot-files.ts";
@@ -328,9 +328,9 @@ export class LibvirtDriver implements VmDriver {
     return (await this.sessions().call(P.domainGetState, { dom, flags: 0 })).state;
   }
 
-  async list(): Promise<VmRecord[]> {
+  async list(opts?: ListOptions): Promise<VmRecord[]> {
     try {
-      return await this.records.list();
+      return await this.records.list(opts);
     } catch (e) {
       translate(e, "listing VMs");
     }

@@ -1,18 +1,25 @@
 /**
- * VM records from libvirt at a few calls per listing, whatever the number of VMs: one
- * CONNECT_GET_ALL_DOMAIN_STATS for every domain's state and CPU time (on the events session,
- * so every change made before it has reached the cache, see events.ts), and the rest of each
- * record (rcloud's metadata, vCPUs, memory, disks and their sizes, MAC, boot) from the domain
- * cache (domain-cache.ts), which reads a domain's XML only when it is new or has changed.
+ * VM records from libvirt at a few calls per listing, whatever the number of VMs. The first
+ * listing (and any after events may have been missed) reads every domain's state and CPU time
+ * with one CONNECT_GET_ALL_DOMAIN_STATS; later ones keep those stats and read again only the
+ * domains whose events said they changed, in one stats call for just those, after a cheap
+ * barrier call on the events session: libvirtd sends every event queued before a reply ahead
+ * of it on that socket (events.ts), so once the barrier's reply is in, every change made
+ * before the listing began has marked its domain. A listing of a fleet where nothing changed
+ * is one small round trip per host. The rest of each record (rcloud's metadata, vCPUs, memory,
+ * disks and their sizes, MAC, boot) comes from the domain cache (domain-cache.ts), which reads
+ * a domain's XML only when it is new or has changed.
  *
  * Only state and CPU time are asked for: neither needs the QEMU monitor, so libvirt takes no
  * domain job and the listing never waits behind a domain that is busy (starting, migrating).
  * vCPUs and memory come from the live XML (libvirt's test driver reports no vcpu/balloon
- * stats, and QEMU's need a monitor call per running domain).
+ * stats, and QEMU's need a monitor call per running domain). The CPU time of a domain without
+ * events since the last full read is as old as that read: a caller that shows CPU time
+ * (metrics) asks for a full read (`ListOptions.cpuTime`).
  */
 import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteDomainStatsRecord as DomainStats, RemoteNonnullDomain } from "../../libvirt/index.ts";
-import type { VmRecord } from "../types.ts";
+import type { ListOptions, VmRecord } from "../types.ts";
 import type { DomainCache, DomainFacts } from "./domain-cache.ts";
 import { crashReasonOf, DomainState, stateName, UuidTexts } from "./domain-state.ts";
 import { crashState } from "../shared/crash.ts";
@@ -94,12 +101,20 @@ export class DomainRecords {
    * listings need no sorting.
    */
   private lastOrder: { created: string[]; order: number[] } | null = null;
+  /** The last full read's stats in libvirt's order, their UUIDs, and UUID → position. */
+  private kept: { stats: DomainStats[]; uuids: string[]; index: Map<string, number> } | null = null;
+  /** UUIDs of kept domains marked changed since; "all": a full read is needed. */
+  private dirty: Set<string> | "all" = "all";
+  /** The stats read under way (oneAtATime). */
+  private reading: Promise<unknown> | null = null;
 
   constructor(
     private readonly sessions: Sessions,
     private readonly events: DomainEvents,
     private readonly cache: DomainCache,
-  ) {}
+  ) {
+    cache.onForget((uuid) => this.mark(uuid));
+  }
 
   /**
    * Stats of `doms` (all domains when empty). While events are tracked, over the events
@@ -141,13 +156,90 @@ export class DomainRecords {
     return out.filter((r): r is VmRecord => r !== null);
   }
 
-  async list(): Promise<VmRecord[]> {
+  async list(opts: ListOptions = {}): Promise<VmRecord[]> {
+    const useKept = !opts.cpuTime && this.keepable();
+    // Once its reply is in, every change made before this listing has marked its domain.
+    if (useKept) await this.events.afterEvents(P.connectGetLibVersion, undefined);
+    const read = await this.oneAtATime(async () => (useKept ? await this.refreshKept() : null) ?? (await this.fullRead()));
+    const records = await this.records(read.stats, read.uuids);
+    if (read.mark !== null) this.cache.retain(read.uuids, read.mark);
+    return this.sorted(records);
+  }
+
+  private keepable(): boolean {
+    return this.kept !== null && !this.fullReadNeeded() && this.events.tracking;
+  }
+
+  /** (A method, so that TypeScript does not narrow `dirty` across the awaits that change it.) */
+  private fullReadNeeded(): boolean {
+    return this.dirty === "all";
+  }
+
+  /**
+   * Reads of stats one after the other: a listing must not take the kept stats while another
+   * is bringing them up to date (it would miss the marks that one took).
+   */
+  private async oneAtATime<T>(read: () => Promise<T>): Promise<T> {
+    while (this.reading) await this.reading.catch(() => {});
+    const p = read();
+    this.reading = p;
+    try {
+      return await p;
+    } finally {
+      if (this.reading === p) this.reading = null;
+    }
+  }
+
+  /** Every domain's stats; kept if events were tracked all along, so no change went unmarked meanwhile. */
+  private async fullRead(): Promise<{ stats: DomainStats[]; uuids: string[]; mark: number }> {
     const mark = this.cache.mark();
+    const trackedBefore = this.events.tracking;
+    this.dirty = new Set();
     const { retStats } = await this.stats([]);
     const uuids = retStats.map((s) => this.uuidTexts.of(s.dom.uuid));
-    const records = await this.records(retStats, uuids);
-    this.cache.retain(uuids, mark);
-    return this.sorted(records);
+    this.kept = trackedBefore && this.events.tracking && !this.fullReadNeeded() ? { stats: retStats, uuids, index: indexOf(uuids) } : null;
+    return { stats: retStats, uuids, mark };
+  }
+
+  /**
+   * The kept stats brought up to date with the domains marked since, or null when a full read
+   * is needed: nothing kept, events not tracked, a domain come or gone (an event about a
+   * domain the kept read did not have), or one of the marked gone meanwhile.
+   */
+  private async refreshKept(): Promise<{ stats: DomainStats[]; uuids: string[]; mark: null } | null> {
+    const kept = this.kept;
+    const dirty = this.dirty;
+    if (!kept || dirty === "all" || !this.events.tracking) return null;
+    if (dirty.size === 0) return { stats: kept.stats, uuids: kept.uuids, mark: null };
+    const at = [...dirty].map((uuid) => kept.index.get(uuid));
+    if (at.some((i) => i === undefined)) return null;
+    // Marks from here on are for the next listing.
+    this.dirty = new Set();
+    let fresh: DomainStats[];
+    try {
+      fresh = (await this.stats(at.map((i) => kept.stats[i!]!.dom))).retStats;
+    } catch (e) {
+      // A domain undefined meanwhile: libvirt skips it or says it is not there.
+      if (e instanceof LibvirtError && e.code === ErrorCode.NO_DOMAIN) return null;
+      throw e;
+    }
+    if (this.kept !== kept) return null;
+    const byUuid = new Map(fresh.map((f) => [this.uuidTexts.of(f.dom.uuid), f]));
+    const stats = kept.stats.slice();
+    for (const i of at) {
+      const f = byUuid.get(kept.uuids[i!]!);
+      if (!f) return null;
+      stats[i!] = f;
+    }
+    this.kept = { ...kept, stats };
+    return { stats, uuids: kept.uuids, mark: null };
+  }
+
+  /** What the domain cache forgets (a domain's events, or all when some may have been missed) marks its stats as old. */
+  private mark(uuid: string | null): void {
+    if (this.dirty === "all") return;
+    if (uuid === null || !this.kept?.index.has(uuid)) this.dirty = "all";
+    else this.dirty.add(uuid);
   }
 
   /** `records` sorted by creation, ISO 8601 times being in time order as strings (a stable sort: equal times keep libvirt's order). */
@@ -178,6 +270,12 @@ export class DomainRecords {
   changed(dom: RemoteNonnullDomain): void {
     this.cache.changed(this.uuidTexts.of(dom.uuid));
   }
+}
+
+function indexOf(uuids: readonly string[]): Map<string, number> {
+  const index = new Map<string, number>();
+  uuids.forEach((u, i) => index.set(u, i));
+  return index;
 }
 
 function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
