@@ -63,6 +63,8 @@ export class CrashRecords {
 
   /** The VM's last crash as recorded here (QEMU died, or the guest panicked), if any. */
   get(host: string, name: string): CrashRecord | undefined {
+    // Asked for every VM of every listing, and there is rarely a crash: no key made for nothing.
+    if (this.crashes.size === 0) return undefined;
     return this.crashes.get(`${host}/${name}`);
   }
 

@@ -71,6 +71,8 @@ export class VmService {
   private readonly byId = new Map<string, { host: string; name: string }>();
   /** VM name → the host it was last seen on (a hint). */
   private readonly byName = new Map<string, string>();
+  /** Records remembered in byId/byName and the event feed, with their host. */
+  private readonly remembered = new WeakMap<VmRecord, string>();
   /** Each listed VM's JSON, for GET /vms. */
   private readonly vmJson = new VmJsonCache();
   /**
@@ -296,7 +298,7 @@ export class VmService {
       const why = listings.map((l) => (hosts.length === 1 ? l.error : `${l.host.name}: ${l.error}`)).join("; ");
       throw new ServiceError("hypervisor_unavailable", hosts.length === 1 ? why : `no host answered: ${why}`);
     }
-    for (const l of listings) this.remember(l.host, l.records);
+    for (const l of listings) this.remember(l.host, l.records, true);
     return listings;
   }
 
@@ -961,8 +963,12 @@ export class VmService {
     throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
   }
 
-  private remember(h: Host, records: VmRecord[]): void {
+  /** Where VMs are (hints for lookups, names for the event feed); `listing`: skip records remembered before. */
+  private remember(h: Host, records: VmRecord[], listing = false): void {
     for (const r of records) {
+      // A listing hands out most records again unchanged; a lookup that had to search writes its hints anew.
+      if (listing && this.remembered.get(r) === h.name) continue;
+      this.remembered.set(r, h.name);
       this.byId.set(r.id, { host: h.name, name: r.name });
       this.byName.set(r.name, h.name);
       this.feed?.remember(known(r, h));

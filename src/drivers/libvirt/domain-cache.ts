@@ -23,6 +23,8 @@ export interface DomainFacts {
   disks: DiskInfo[];
   /** The record the last listing built from these facts (records.ts reuses it while nothing changed). */
   last?: VmRecord;
+  /** The stats `last` was built from: the same stats again (kept between listings) give `last` at once. */
+  lastStats?: object;
 }
 
 /** Reads a domain's facts from libvirt; null for a domain that is not an rcloud VM. */

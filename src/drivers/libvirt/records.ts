@@ -48,6 +48,8 @@ export async function readFacts(sessions: Sessions, storage: VmStorage, dom: Rem
  * records are shared, read-only.
  */
 function recordOf(stats: DomainStats, uuid: string, f: DomainFacts): VmRecord {
+  if (f.last && f.lastStats === stats) return f.last;
+  f.lastStats = stats;
   let stateNumber: number = DomainState.NOSTATE;
   let reasonNumber = 0;
   let cpuTime = 0n;
@@ -105,6 +107,8 @@ export class DomainRecords {
   private kept: { stats: DomainStats[]; uuids: string[]; index: Map<string, number> } | null = null;
   /** UUIDs of kept domains marked changed since; "all": a full read is needed. */
   private dirty: Set<string> | "all" = "all";
+  /** Whether a full read is under way: its marks are sorted out once it is in (fullRead). */
+  private fullReading = false;
   /** The stats read under way (oneAtATime). */
   private reading: Promise<unknown> | null = null;
 
@@ -195,9 +199,20 @@ export class DomainRecords {
     const mark = this.cache.mark();
     const trackedBefore = this.events.tracking;
     this.dirty = new Set();
-    const { retStats } = await this.stats([]);
+    this.fullReading = true;
+    let retStats: DomainStats[];
+    try {
+      retStats = (await this.stats([])).retStats;
+    } finally {
+      this.fullReading = false;
+    }
     const uuids = retStats.map((s) => this.uuidTexts.of(s.dom.uuid));
-    this.kept = trackedBefore && this.events.tracking && !this.fullReadNeeded() ? { stats: retStats, uuids, index: indexOf(uuids) } : null;
+    const index = indexOf(uuids);
+    // Domains marked while the read was under way are read again next time (the read may
+    // predate their change); one it did not find (made or gone since) needs another full read.
+    const dirty = this.dirty as Set<string> | "all";
+    if (dirty !== "all" && [...dirty].some((uuid) => !index.has(uuid))) this.dirty = "all";
+    this.kept = trackedBefore && this.events.tracking && !this.fullReadNeeded() ? { stats: retStats, uuids, index } : null;
     return { stats: retStats, uuids, mark };
   }
 
@@ -238,8 +253,9 @@ export class DomainRecords {
   /** What the domain cache forgets (a domain's events, or all when some may have been missed) marks its stats as old. */
   private mark(uuid: string | null): void {
     if (this.dirty === "all") return;
-    if (uuid === null || !this.kept?.index.has(uuid)) this.dirty = "all";
-    else this.dirty.add(uuid);
+    if (uuid === null) this.dirty = "all";
+    else if (this.fullReading || this.kept?.index.has(uuid)) this.dirty.add(uuid);
+    else this.dirty = "all";
   }
 
   /** `records` sorted by creation, ISO 8601 times being in time order as strings (a stable sort: equal times keep libvirt's order). */
