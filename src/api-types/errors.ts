@@ -8,7 +8,7 @@ export const ERROR_STATUS = {
   validation_error: 422,
   image_not_found: 422,
   capacity_exceeded: 422,
-  quota_exceeded: 422,
+  quota_exceeded: 403,
   share_not_allowed: 422,
   unauthorized: 401,
   forbidden: 403,

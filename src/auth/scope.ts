@@ -60,7 +60,7 @@ export function projectForCreate(caller: Caller | null, requested: string | unde
   return requested ?? null;
 }
 
-/** Throws 422 quota_exceeded naming every limit `usage + add` goes over. */
+/** Throws 403 quota_exceeded naming every limit `usage + add` goes over. */
 export function checkQuota(project: string, quota: Quota | null, usage: Usage, add: Usage): void {
   if (!quota) return;
   const over: string[] = [];

@@ -39,12 +39,12 @@ async function names(prefix: string): Promise<string[]> {
 }
 
 describe("concurrency", () => {
-  test("40 concurrent creates against a project quota of 10 VMs: exactly 10 × 201, 30 × 422 quota_exceeded", async () => {
+  test("40 concurrent creates against a project quota of 10 VMs: exactly 10 × 201, 30 × 403 quota_exceeded", async () => {
     const prefix = uniqueName("q").slice(0, 40);
     const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => call("POST", "/vms", { name: `${prefix}-${i}`, image: "debian13", project })));
-    expect(tally(rs)).toEqual({ "201": 10, "422 quota_exceeded": 30 });
+    expect(tally(rs)).toEqual({ "201": 10, "403 quota_exceeded": 30 });
     expect((await names(prefix)).length).toBe(10);
-    const refused = rs.find((r) => r.status === 422)!;
+    const refused = rs.find((r) => r.status === 403)!;
     expect(refused.json.error.message).toContain(project);
     // The quota is full, not broken: one more is refused, and after a delete one fits again.
     expect((await call("POST", "/vms", { name: `${prefix}-x`, image: "debian13", project })).code).toBe("quota_exceeded");

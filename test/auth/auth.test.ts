@@ -287,40 +287,40 @@ describe("projects", () => {
 });
 
 describe("quotas", () => {
-  test("VM count: 10 concurrent creates against a quota of 3 → exactly 3 succeed, the rest 422 quota_exceeded", async () => {
+  test("VM count: 10 concurrent creates against a quota of 3 → exactly 3 succeed, the rest 403 quota_exceeded", async () => {
     const names = Array.from({ length: 10 }, (_, i) => `rctest-auth-q${i}-${tag}`);
     const results = await Promise.all(names.map((name) => call(srv, "POST", "/api/v1/vms", userQ.token, { name, image: "debian13" })));
     const statuses = results.map((r) => r.status);
     expect(statuses.filter((s) => s === 201)).toHaveLength(3);
-    expect(statuses.filter((s) => s === 422)).toHaveLength(7);
-    const refused = results.find((r) => r.status === 422);
+    expect(statuses.filter((s) => s === 403)).toHaveLength(7);
+    const refused = results.find((r) => r.status === 403);
     expect(refused?.json.error.code).toBe("quota_exceeded");
     expect(refused?.json.error.message).toContain("vms");
     expect((await call(srv, "GET", "/api/v1/vms", userQ.token)).json.vms).toHaveLength(3);
     // Sequentially too; and deleting one frees a slot.
     const one = await call(srv, "POST", "/api/v1/vms", userQ.token, { name: `rctest-auth-q10-${tag}`, image: "debian13" });
-    expect(one.status).toBe(422);
+    expect(one.status).toBe(403);
     expect(one.json.error.code).toBe("quota_exceeded");
     const created = results.filter((r) => r.status === 201).map((r) => r.json.name);
     expect((await call(srv, "DELETE", `/api/v1/vms/${created[0]}`, userQ.token)).status).toBe(200);
     expect((await call(srv, "POST", "/api/v1/vms", userQ.token, { name: `rctest-auth-q11-${tag}`, image: "debian13" })).status).toBe(201);
   });
 
-  test("vCPUs: over the quota → 422 quota_exceeded naming vcpus", async () => {
+  test("vCPUs: over the quota → 403 quota_exceeded naming vcpus", async () => {
     const big = await call(srv, "POST", "/api/v1/vms", userV.token, { name: `rctest-auth-v0-${tag}`, image: "debian13", vcpus: 3 });
-    expect(big.status).toBe(422);
+    expect(big.status).toBe(403);
     expect(big.json.error.code).toBe("quota_exceeded");
     expect(big.json.error.message).toContain("vcpus");
     expect((await call(srv, "POST", "/api/v1/vms", userV.token, { name: `rctest-auth-v1-${tag}`, image: "debian13", vcpus: 2 })).status).toBe(201);
     const more = await call(srv, "POST", "/api/v1/vms", userV.token, { name: `rctest-auth-v2-${tag}`, image: "debian13", vcpus: 1 });
-    expect(more.status).toBe(422);
+    expect(more.status).toBe(403);
     expect(more.json.error.code).toBe("quota_exceeded");
   });
 
-  test("PATCH: growing over the quota → 422 quota_exceeded, nothing changed; another project's VM → 403", async () => {
+  test("PATCH: growing over the quota → 403 quota_exceeded, nothing changed; another project's VM → 403", async () => {
     const name = `rctest-auth-v1-${tag}`; // the 2 vCPUs of the quota, from the test before
     const grow = await call(srv, "PATCH", `/api/v1/vms/${name}`, userV.token, { vcpus: 3 });
-    expect({ status: grow.status, code: grow.json.error?.code }).toEqual({ status: 422, code: "quota_exceeded" });
+    expect({ status: grow.status, code: grow.json.error?.code }).toEqual({ status: 403, code: "quota_exceeded" });
     expect(grow.json.error.message).toContain("vcpus");
     expect((await call(srv, "GET", `/api/v1/vms/${name}`, userV.token)).json).toMatchObject({ vcpus: 2, pending: null });
     const shrink = await call(srv, "PATCH", `/api/v1/vms/${name}`, userV.token, { vcpus: 1 });
