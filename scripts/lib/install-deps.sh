@@ -12,6 +12,8 @@ PACKAGES=(
   # the bootable test disk image (scripts/lib/disk-image.sh)
   syslinux syslinux-common mtools dosfstools fdisk dropbear-bin
   openssh-client iproute2 procps
+  # reaps libvirtd's QEMUs at once where PID 1 is no real init (the rig; run without systemd)
+  tini
   # the rig's extra hosts: qemu+ssh (an sshd per host namespace; virt-ssh-helper is in
   # libvirt-daemon, nc -U the fallback) and qemu+tls (openssl makes the rig's CA and certs)
   openssh-server netcat-openbsd openssl

@@ -242,7 +242,11 @@ if [[ -z "\$vpid" ]] || [[ "\$(cat /proc/\$vpid/comm 2>/dev/null)" != virtlogd ]
   rm -f "\$R/virtlogd.pid"
   virtlogd -d -p "\$R/virtlogd.pid" >>"\$R/virtlogd.log" 2>&1
 fi
-exec libvirtd --listen -f "\$R/libvirtd.conf" -p "\$R/libvirtd.pid"
+# tini -s: libvirtd's QEMUs (daemonized, so orphans) are reaped the moment they die, as
+# systemd does on a real host. Left to a PID 1 that reaps late (some sandboxes' init), a
+# killed QEMU stays a zombie and libvirtd's virProcessKillPainfully waits ~1.6 s on it before
+# it reports the crash.
+exec tini -s -- libvirtd --listen -f "\$R/libvirtd.conf" -p "\$R/libvirtd.pid"
 EOF
   chmod 0755 "$R/start.sh"
 }
@@ -640,7 +644,7 @@ cmd_down() {
     R="$(idir "$name")"
     [[ -d $R ]] || continue
     for p in $(libvirtd_pid "$name") $(virtlogd_pid "$name") $(sshd_pid "$name") $(qemu_pids "$name") \
-      $(pid_of "$R/launcher.pid" '^(libvirtd|unshare|start\.sh|bash)$'); do
+      $(pid_of "$R/launcher.pid" '^(libvirtd|tini|unshare|start\.sh|bash)$'); do
       pids+=("$p")
       n="$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" && ns+=("$n")
     done
