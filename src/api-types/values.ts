@@ -37,6 +37,21 @@ export const SHARE_TAG_MAX: Record<ShareTransport, number> = { virtiofs: 36, "9p
 /** Most shares one VM may have. */
 export const MAX_SHARES = 16;
 
+/**
+ * Bounds of a VM's sizes, the same on create and PATCH, in the OpenAPI document, the CLI and
+ * the Terraform provider (which refuses values outside them at plan time).
+ */
+export const VM_LIMITS = {
+  vcpus: { min: 1, max: 512 },
+  /** 64 MiB to 4 TiB. */
+  memoryMb: { min: 64, max: 4194304 },
+  memoryGb: { min: 1, max: 4096 },
+  /** Root and data disks, GiB. */
+  diskGb: { min: 1, max: 65536 },
+  /** A kernel command line, characters. */
+  cmdlineMax: 4096,
+} as const;
+
 export const NETWORK_MODES = ["bridge", "user", "none"] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
 

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -25,10 +25,10 @@ const OnPanicSchema = t.Union(
   { description: "What a guest panic (pvpanic) does: dump (guest memory saved as an ELF core, VM kept halted), restart, stop (powered off), preserve (kept halted)" },
 );
 const DiskType = t.Union([t.Literal("virtio"), t.Literal("nvme"), t.Literal("scsi"), t.Literal("ide")]);
-const DataDisk = t.Object({ size_gb: t.Integer({ minimum: 1, maximum: 65536 }), type: t.Optional(DiskType) }, { additionalProperties: false });
+const DataDisk = t.Object({ size_gb: t.Integer({ minimum: VM_LIMITS.diskGb.min, maximum: VM_LIMITS.diskGb.max }), type: t.Optional(DiskType) }, { additionalProperties: false });
 const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
 const Initrd = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
-const Cmdline = t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
+const Cmdline = t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
 
 const ShareTransport = t.Union([t.Literal("virtiofs"), t.Literal("9p")], { description: "virtiofs (default), or 9p where virtiofs cannot run" });
 const Share = t.Object(
@@ -52,12 +52,12 @@ export const CreateVmBody = t.Object(
     }),
     image: t.Optional(t.String({ minLength: 1, maxLength: 255, description: "Base image id, file name or alias (see GET /images)", examples: ["debian13"] })),
     base_image: t.Optional(t.String({ minLength: 1, maxLength: 255, description: "kdevops name for `image`" })),
-    vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512 })),
-    memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304 })),
-    memory_gb: t.Optional(t.Integer({ minimum: 1, maximum: 4096, description: "Alternative to memory_mb" })),
-    max_vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512, description: "vCPUs the VM may get later without a restart (hot-plug); default vcpus" })),
-    max_memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304, description: "Memory the VM may get later without a restart (balloon); default memory_mb" })),
-    root_disk_gb: t.Optional(t.Integer({ minimum: 1, maximum: 65536 })),
+    vcpus: t.Optional(t.Integer({ minimum: VM_LIMITS.vcpus.min, maximum: VM_LIMITS.vcpus.max })),
+    memory_mb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryMb.min, maximum: VM_LIMITS.memoryMb.max })),
+    memory_gb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryGb.min, maximum: VM_LIMITS.memoryGb.max, description: "Alternative to memory_mb" })),
+    max_vcpus: t.Optional(t.Integer({ minimum: VM_LIMITS.vcpus.min, maximum: VM_LIMITS.vcpus.max, description: "vCPUs the VM may get later without a restart (hot-plug); default vcpus" })),
+    max_memory_mb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryMb.min, maximum: VM_LIMITS.memoryMb.max, description: "Memory the VM may get later without a restart (balloon); default memory_mb" })),
+    root_disk_gb: t.Optional(t.Integer({ minimum: VM_LIMITS.diskGb.min, maximum: VM_LIMITS.diskGb.max })),
     extra_disks: t.Optional(
       t.Array(
         DataDisk,
@@ -172,12 +172,12 @@ export const VmList = t.Object({ vms: t.Array(Vm) });
 
 export const UpdateVmBody = t.Object(
   {
-    vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512 })),
-    max_vcpus: t.Optional(t.Integer({ minimum: 1, maximum: 512, description: "Takes effect at the next stop and start" })),
-    memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304 })),
-    memory_gb: t.Optional(t.Integer({ minimum: 1, maximum: 4096, description: "Alternative to memory_mb" })),
-    max_memory_mb: t.Optional(t.Integer({ minimum: 64, maximum: 4194304, description: "Takes effect at the next stop and start" })),
-    root_disk_gb: t.Optional(t.Integer({ minimum: 1, maximum: 65536, description: "Grow only" })),
+    vcpus: t.Optional(t.Integer({ minimum: VM_LIMITS.vcpus.min, maximum: VM_LIMITS.vcpus.max })),
+    max_vcpus: t.Optional(t.Integer({ minimum: VM_LIMITS.vcpus.min, maximum: VM_LIMITS.vcpus.max, description: "Takes effect at the next stop and start" })),
+    memory_mb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryMb.min, maximum: VM_LIMITS.memoryMb.max })),
+    memory_gb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryGb.min, maximum: VM_LIMITS.memoryGb.max, description: "Alternative to memory_mb" })),
+    max_memory_mb: t.Optional(t.Integer({ minimum: VM_LIMITS.memoryMb.min, maximum: VM_LIMITS.memoryMb.max, description: "Takes effect at the next stop and start" })),
+    root_disk_gb: t.Optional(t.Integer({ minimum: VM_LIMITS.diskGb.min, maximum: VM_LIMITS.diskGb.max, description: "Grow only" })),
     extra_disks: t.Optional(
       t.Object(
         {

@@ -14,7 +14,7 @@ import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, VM_LIMITS } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
@@ -237,9 +237,9 @@ export const CONFIG_SCHEMA = Section({
     }),
   }),
   vm_defaults: Section({
-    vcpus: Int(1, 512, { default: 2, description: "vCPUs of a new VM when the request does not say" }),
-    memory_mb: Int(64, 4194304, { default: 2048, description: "memory of a new VM when the request does not say, MiB" }),
-    root_disk_gb: Int(1, 65536, { default: 20, description: "root disk size of a new VM when the request does not say, GiB" }),
+    vcpus: Int(VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max, { default: 2, description: "vCPUs of a new VM when the request does not say" }),
+    memory_mb: Int(VM_LIMITS.memoryMb.min, VM_LIMITS.memoryMb.max, { default: 2048, description: "memory of a new VM when the request does not say, MiB" }),
+    root_disk_gb: Int(VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max, { default: 20, description: "root disk size of a new VM when the request does not say, GiB" }),
     network_mode: OneOf(NETWORK_MODES, { default: "bridge", env: "RCLOUD_NETWORK_MODE", description: "default network mode: bridge or user" }),
     network_bridge: NonEmpty({ default: "default", env: "RCLOUD_NETWORK_BRIDGE", description: "libvirt network new VMs attach to in bridge mode" }),
     user_network_restrict: Bool({

@@ -24,6 +24,7 @@ import {
   SHARE_TRANSPORTS,
   type ShareTransport,
   VM_ID_PATTERN,
+  VM_LIMITS,
   VM_NAME_PATTERN,
 } from "../api-types/values.ts";
 import type { ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
@@ -155,13 +156,14 @@ export function validateVm(c: CtyObject): Diagnostic[] {
     const v = num(c[k]);
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) bad([k], `${k} must be a whole number between ${min} and ${max}, got ${v}.`);
   };
-  intAttr("vcpus", 1, 512);
-  intAttr("max_vcpus", 1, 512);
-  intAttr("root_disk_gb", 1, 65536);
+  intAttr("vcpus", VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max);
+  intAttr("max_vcpus", VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max);
+  intAttr("root_disk_gb", VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
   for (const k of ["memory_gb", "max_memory_gb"]) {
     const mem = num(c[k]);
-    if (mem !== undefined && (!Number.isInteger(mem * 1024) || mem * 1024 < 64)) {
-      bad([k], `${k} must be at least 0.0625 (64 MiB) and a whole number of MiB (${k} × 1024), got ${mem}.`);
+    const { min, max } = VM_LIMITS.memoryMb;
+    if (mem !== undefined && (!Number.isInteger(mem * 1024) || mem * 1024 < min || mem * 1024 > max)) {
+      bad([k], `${k} must be a whole number of MiB (${k} × 1024) from ${min / 1024} (${min} MiB) to ${max / 1024} (${max / 1024 / 1024} TiB), got ${mem}.`);
     }
   }
   const [vcpus, maxVcpus, memGb, maxMemGb] = [num(c.vcpus), num(c.max_vcpus), num(c.memory_gb), num(c.max_memory_gb)];
@@ -172,7 +174,9 @@ export function validateVm(c: CtyObject): Diagnostic[] {
       const disk = obj(e);
       if (!disk) return;
       const size = num(disk.size_gb);
-      if (size !== undefined && (!Number.isInteger(size) || size < 1 || size > 65536)) bad(["extra_disks", i, "size_gb"], `size_gb must be a whole number of GiB between 1 and 65536, got ${size}.`);
+      if (size !== undefined && (!Number.isInteger(size) || size < VM_LIMITS.diskGb.min || size > VM_LIMITS.diskGb.max)) {
+        bad(["extra_disks", i, "size_gb"], `size_gb must be a whole number of GiB between ${VM_LIMITS.diskGb.min} and ${VM_LIMITS.diskGb.max}, got ${size}.`);
+      }
       const t = str(disk.type);
       if (t !== undefined && !isDiskBus(t)) bad(["extra_disks", i, "type"], `type must be one of ${DISK_BUSES.join(", ")}, got "${t}".`);
     });

@@ -7,7 +7,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
-import { DISK_BUSES, reportedBus } from "../api-types/values.ts";
+import { DISK_BUSES, reportedBus, VM_LIMITS } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
 import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
 
@@ -62,13 +62,13 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
   const change: VmChange = {};
 
   // vCPUs and memory: a maximum left out follows a value that outgrows it.
-  const vcpus = req.vcpus !== undefined ? intIn("vcpus", req.vcpus, 1, 512) : cur.vcpus;
-  const maxVcpus = req.max_vcpus !== undefined ? intIn("max_vcpus", req.max_vcpus, 1, 512) : Math.max(cur.maxVcpus, vcpus);
+  const vcpus = req.vcpus !== undefined ? intIn("vcpus", req.vcpus, VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max) : cur.vcpus;
+  const maxVcpus = req.max_vcpus !== undefined ? intIn("max_vcpus", req.max_vcpus, VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max) : Math.max(cur.maxVcpus, vcpus);
   if (vcpus > maxVcpus) throw invalid(req.max_vcpus !== undefined ? "max_vcpus" : "vcpus", `vcpus (${vcpus}) must not exceed max_vcpus (${maxVcpus})`);
   if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
   const memoryMb =
-    req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : req.memory_mb !== undefined ? intIn("memory_mb", req.memory_mb, 64, 4194304) : cur.memoryMb;
-  const maxMemoryMb = req.max_memory_mb !== undefined ? intIn("max_memory_mb", req.max_memory_mb, 64, 4194304) : Math.max(cur.maxMemoryMb, memoryMb);
+    req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, VM_LIMITS.memoryGb.min, VM_LIMITS.memoryGb.max) * 1024 : req.memory_mb !== undefined ? intIn("memory_mb", req.memory_mb, VM_LIMITS.memoryMb.min, VM_LIMITS.memoryMb.max) : cur.memoryMb;
+  const maxMemoryMb = req.max_memory_mb !== undefined ? intIn("max_memory_mb", req.max_memory_mb, VM_LIMITS.memoryMb.min, VM_LIMITS.memoryMb.max) : Math.max(cur.maxMemoryMb, memoryMb);
   if (memoryMb > maxMemoryMb) {
     throw invalid(req.max_memory_mb !== undefined ? "max_memory_mb" : req.memory_gb !== undefined ? "memory_gb" : "memory_mb", `memory (${memoryMb} MiB) must not exceed max_memory_mb (${maxMemoryMb})`);
   }
@@ -81,7 +81,7 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
   const root = rec.disks.find((x) => x.type === "root");
   let rootGb = root?.size_gb ?? 0;
   if (req.root_disk_gb !== undefined) {
-    const want = intIn("root_disk_gb", req.root_disk_gb, 1, 65536);
+    const want = intIn("root_disk_gb", req.root_disk_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
     if (want < rootGb) throw invalid("root_disk_gb", `the root disk cannot shrink (it has ${rootGb} GiB); a smaller root disk needs a new VM`);
     if (want > rootGb) {
       change.rootDiskGb = want;
@@ -106,7 +106,7 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
   const added: DataDiskSpec[] = add.map((x, i) => {
     const bus = (x.type ?? d.diskDriver) as DiskBus;
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks.add[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
-    const sizeGb = intIn(`extra_disks.add[${i}].size_gb`, x.size_gb, 1, 65536);
+    const sizeGb = intIn(`extra_disks.add[${i}].size_gb`, x.size_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
     if (staysUp && !HOTPLUG_BUSES.includes(reportedBus(bus))) throw notHotPluggable(`extra_disks.add[${i}].type`, reportedBus(bus), rec.name);
     return { sizeGb, bus };
   });
@@ -140,7 +140,7 @@ function nextBoot(req: UpdateVmRequest, cur: VmBoot | null): VmBoot | null {
   if (kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given (the VM boots from its disk)");
   const initrd = req.initrd === undefined ? (cur?.initrd ?? null) : req.initrd === null ? null : bootPath("initrd", req.initrd);
   const cmdline = req.cmdline === undefined ? (cur?.cmdline ?? null) : req.cmdline;
-  if (cmdline !== null && (typeof cmdline !== "string" || cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(cmdline))) throw invalid("cmdline", "must be at most 4096 printable characters");
+  if (cmdline !== null && (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(cmdline))) throw invalid("cmdline", `must be at most ${VM_LIMITS.cmdlineMax} printable characters`);
   return { kernel, initrd, cmdline };
 }
 

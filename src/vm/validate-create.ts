@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, VM_ID_PATTERN, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
 import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type ShareSpec, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
@@ -97,20 +97,20 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
   }
 
   // What fits on which host is placement's business (placement.ts); these are the bounds.
-  const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, 1, 512);
+  const vcpus = intIn("vcpus", req.vcpus ?? d.vcpus, VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max);
   if (req.memory_mb !== undefined && req.memory_gb !== undefined) throw invalid("memory_mb", "give memory_mb or memory_gb, not both");
-  const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, 1, 4096) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, 64, 4194304);
+  const memoryMb = req.memory_gb !== undefined ? intIn("memory_gb", req.memory_gb, VM_LIMITS.memoryGb.min, VM_LIMITS.memoryGb.max) * 1024 : intIn("memory_mb", req.memory_mb ?? d.memoryMb, VM_LIMITS.memoryMb.min, VM_LIMITS.memoryMb.max);
   // Headroom for later changes without a restart (vCPU hot-plug, the balloon).
-  const maxVcpus = intIn("max_vcpus", req.max_vcpus ?? vcpus, 1, 512);
+  const maxVcpus = intIn("max_vcpus", req.max_vcpus ?? vcpus, VM_LIMITS.vcpus.min, VM_LIMITS.vcpus.max);
   if (maxVcpus < vcpus) throw invalid("max_vcpus", `must be at least vcpus (${vcpus})`);
-  const maxMemoryMb = intIn("max_memory_mb", req.max_memory_mb ?? memoryMb, 64, 4194304);
+  const maxMemoryMb = intIn("max_memory_mb", req.max_memory_mb ?? memoryMb, VM_LIMITS.memoryMb.min, VM_LIMITS.memoryMb.max);
   if (maxMemoryMb < memoryMb) throw invalid("max_memory_mb", `must be at least the memory (${memoryMb} MiB)`);
   if (req.host !== undefined && (typeof req.host !== "string" || !HOST_RE.test(req.host))) throw invalid("host", "must be a host name from GET /api/v1/hosts");
   if (req.placement_group !== undefined && (typeof req.placement_group !== "string" || !GROUP_RE.test(req.placement_group))) {
     throw invalid("placement_group", "must be 1-63 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit");
   }
   const minRoot = Math.ceil(image.virtualSizeBytes / GiB);
-  const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), 1, 65536);
+  const rootDiskGb = intIn("root_disk_gb", req.root_disk_gb ?? Math.max(d.rootDiskGb, minRoot), VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
   if (rootDiskGb < minRoot) throw invalid("root_disk_gb", `must be at least ${minRoot} (the size of image ${image.id})`);
 
   const extra = req.extra_disks ?? [];
@@ -119,7 +119,7 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
   const dataDisks = extra.map((x, i) => {
     const bus = (x.type ?? d.diskDriver) as DiskBus;
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
-    return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, 1, 65536), bus };
+    return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max), bus };
   });
   const mode = (req.network?.mode ?? d.networkMode) as NetworkMode;
   if (!["bridge", "user", "none"].includes(mode)) throw invalid("network.mode", "must be bridge, user or none");
@@ -149,8 +149,8 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
       initrd: req.initrd !== undefined ? bootPath("initrd", req.initrd) : null,
       cmdline: req.cmdline ?? null,
     };
-    if (boot.cmdline !== null && (boot.cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
-      throw invalid("cmdline", "must be at most 4096 printable characters");
+    if (boot.cmdline !== null && (boot.cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
+      throw invalid("cmdline", `must be at most ${VM_LIMITS.cmdlineMax} printable characters`);
     }
   }
 
