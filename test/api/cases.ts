@@ -312,10 +312,15 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
         [{ kernel: null, cmdline: "x" }, "validation_error", "kernel"],
         [{ kernel: "/etc/passwd" }, "validation_error", "kernel"],
         [{ restart: true, running: false }, "validation_error", "restart"],
+        [{ memory_gb: 1, memory_mb: 1024 }, "validation_error", "memory_mb"],
       ] as const) {
         expectError(await patch(body), 422, code, field);
       }
       expect((await server.req("GET", `/api/v1/vms/${vm.id}`)).json).toMatchObject({ vcpus: 5, memory_mb: memoryMb, disks: changed.json.disks, cmdline });
+      // memory_gb, as on create: GiB, the maximum following it up.
+      const gib = await patch({ memory_gb: 1 });
+      expect(gib.status).toBe(200);
+      expect(gib.json).toMatchObject({ memory_mb: 1024, max_memory_mb: Math.max(1024, memoryMb * 2), restart_required: false, pending: null });
       const off = await patch({ kernel: null });
       expect(off.json).toMatchObject({ kernel: null, initrd: null, cmdline: null });
       await server.req("DELETE", `/api/v1/vms/${vm.id}`);

@@ -1,9 +1,9 @@
 /**
  * GET /api/v1/events on the libvirt driver (the rig's qemu:///system daemon, a TCG guest
- * from the bootable test disk): create, stop and delete through the API, and a destroy done
- * behind rcloud's back by a bare libvirt client (what `virsh destroy` does), each seen on
- * the stream in order. The last needs libvirt's domain lifecycle events
- * (LibvirtDriver.subscribe): rcloud's own operations alone cannot see it.
+ * from the bootable test disk): create, stop and delete through the API, and a reset and a
+ * destroy done behind rcloud's back by a bare libvirt client (what `virsh reset` and `virsh
+ * destroy` do), each seen on the stream in order. Those two need libvirt's domain events
+ * (LibvirtDriver.subscribe): rcloud's own operations alone cannot see them.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
@@ -39,9 +39,9 @@ afterAll(async () => {
 });
 
 /** The actions that matter here (a start may also be reported as resumed by libvirt). */
-const KEPT = new Set(["vm-created", "vm-started", "vm-stopped", "vm-deleted"]);
+const KEPT = new Set(["vm-created", "vm-started", "vm-rebooted", "vm-stopped", "vm-deleted"]);
 
-test("create, stop, start, a destroy behind rcloud's back, delete: each on the stream, in order", async () => {
+test("create, stop, start, a reset and a destroy behind rcloud's back, delete: each on the stream, in order", async () => {
   const ev = await EventCollector.open(`${server.url}/api/v1/events`);
   const name = uniqueName("evl").slice(0, 40);
   const steps = (n: number) => ev.until((es) => es.filter((e) => e.vm?.name === name && KEPT.has(e.action)).length >= n, 20_000, `${n} events of ${name}`);
@@ -55,10 +55,14 @@ test("create, stop, start, a destroy behind rcloud's back, delete: each on the s
   expect((await server.req("POST", `/api/v1/vms/${name}/start`)).status).toBe(200);
   await steps(4);
 
-  // Behind rcloud's back: a bare libvirt client destroys the domain.
+  // Behind rcloud's back: a bare libvirt client resets the domain, then destroys it.
   const { dom } = await lv.call(P.domainLookupByName, { name });
-  await lv.call(P.domainDestroy, { dom });
+  await lv.call(P.domainReset, { dom, flags: 0 });
   await steps(5).catch((e: Error) => {
+    throw new Error(`a reset behind rcloud's back was not seen as vm-rebooted: ${e.message}`);
+  });
+  await lv.call(P.domainDestroy, { dom });
+  await steps(6).catch((e: Error) => {
     const hint = server.service.driver.subscribe ? "" : " (the libvirt driver reports no domain events: LibvirtDriver.subscribe is missing)";
     throw new Error(`a destroy behind rcloud's back was not seen${hint}: ${e.message}`);
   });
@@ -66,12 +70,13 @@ test("create, stop, start, a destroy behind rcloud's back, delete: each on the s
 
   const deleted = await fetch(`${server.url}/api/v1/vms/${name}`, { method: "DELETE" });
   expect(deleted.status).toBe(200);
-  await steps(6);
+  await steps(7);
 
   const kept = ev.events.filter((e) => e.vm?.name === name && KEPT.has(e.action));
-  expect(kept.map((e) => e.action)).toEqual(["vm-created", "vm-started", "vm-stopped", "vm-started", "vm-stopped", "vm-deleted"]);
-  expect(kept[4]).toMatchObject({ type: "lifecycle", detail: "destroyed", request_id: null, vm: { id: created.json.id, name } });
+  expect(kept.map((e) => e.action)).toEqual(["vm-created", "vm-started", "vm-stopped", "vm-started", "vm-rebooted", "vm-stopped", "vm-deleted"]);
+  expect(kept[4]).toMatchObject({ type: "lifecycle", detail: "reboot", request_id: null, vm: { id: created.json.id, name } });
+  expect(kept[5]).toMatchObject({ type: "lifecycle", detail: "destroyed", request_id: null, vm: { id: created.json.id, name } });
   expect(kept[0]).toMatchObject({ type: "operation", request_id: created.requestId });
-  expect(kept[5]).toMatchObject({ type: "operation", request_id: deleted.headers.get("x-request-id") });
+  expect(kept[6]).toMatchObject({ type: "operation", request_id: deleted.headers.get("x-request-id") });
   ev.close();
 }, 180_000);

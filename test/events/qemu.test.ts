@@ -1,9 +1,10 @@
 /**
  * GET /api/v1/events on the direct QEMU driver with real QEMU (TCG) and the bootable test
  * disk: a VM's whole life seen on the stream in order (rcloud's operations with their
- * request ids; QMP's SHUTDOWN, STOP, RESUME; QEMU killed behind rcloud's back), resumption
+ * request ids; QMP's SHUTDOWN, STOP, RESUME, RESET; QEMU killed behind rcloud's back), resumption
  * after a disconnect without loss or duplicates (NDJSON ?since= and SSE Last-Event-ID), the
- * gap event, 100 concurrent subscribers, and project tokens seeing only their project.
+ * gap event, 100 concurrent subscribers, project tokens seeing only their project, and an
+ * admin's ?project= stream holding only that project's events.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
@@ -90,7 +91,7 @@ async function failures(s: TestServer, n: number, tag: string, headers: Record<s
 const lastId = (events: ApiEvent[]) => events.filter((e) => e.id !== null).at(-1)?.id ?? null;
 
 describe("a VM's life on the stream", () => {
-  test("operations, guest shutdown, QMP pause/resume, QEMU killed behind rcloud's back, delete: each once, in order", async () => {
+  test("operations, guest shutdown, QMP pause/resume, QMP reset, QEMU killed behind rcloud's back, delete: each once, in order", async () => {
     const ev = await EventCollector.open(`${server.url}/api/v1/events`);
     expect(ev.contentType).toBe("application/x-ndjson");
     expect(ev.events[0]).toMatchObject({ type: "stream", action: "subscribed", id: null });
@@ -125,6 +126,9 @@ describe("a VM's life on the stream", () => {
     await ev.next("vm-paused", name, 10_000);
     expect((await post(server, `/api/v1/vms/${name}/start`)).status).toBe(200);
     await ev.next("vm-resumed", name, 10_000);
+    // Reset from QMP directly (as `virsh reset` would): a reboot rcloud did not ask for.
+    await qmp.execute("system_reset");
+    expect(await ev.next("vm-rebooted", name, 10_000)).toMatchObject({ type: "lifecycle", request_id: null, vm: { id, name } });
 
     // QEMU killed behind rcloud's back.
     const pid = Number(readFileSync(join(root, "state", "vms", id, "qemu.pid"), "utf8").trim());
@@ -147,6 +151,7 @@ describe("a VM's life on the stream", () => {
       "vm-started booted",
       "vm-paused paused",
       "vm-resumed unpaused",
+      "vm-rebooted host-qmp-system-reset",
       "vm-stopped failed",
       "vm-started booted",
       "vm-stopped destroyed",
@@ -247,7 +252,7 @@ test("100 concurrent subscribers get the same events in the same order", async (
   for (const s of subs) s.close();
 }, 60_000);
 
-test("a project token sees only its project's events; ?project= of another project is 403", async () => {
+test("a project token sees only its project's events; ?project= of another project is 403; an admin's ?project= gets only that project", async () => {
   const admin = createToken(tokensFile, { name: "admin", role: "admin", project: null }).token;
   const alpha = createToken(tokensFile, { name: "alpha", role: "user", project: "evalpha" }).token;
   const beta = createToken(tokensFile, { name: "beta", role: "user", project: "evbeta" }).token;
@@ -260,6 +265,8 @@ test("a project token sees only its project's events; ?project= of another proje
   expect(forbidden.status).toBe(403);
   expect(JSON.parse(forbidden.error!).error.code).toBe("forbidden");
   const [seenByAdmin, seenByAlpha, seenByBeta] = await Promise.all([admin, alpha, beta].map((t) => EventCollector.open(url, bearer(t))));
+  const adminAlpha = await EventCollector.open(`${url}?project=evalpha`, bearer(admin));
+  expect(adminAlpha.status).toBe(200);
 
   const a = uniqueName("eva").slice(0, 40);
   const b = uniqueName("evb").slice(0, 40);
@@ -277,5 +284,8 @@ test("a project token sees only its project's events; ?project= of another proje
   expect(seenByAlpha!.real.find((e) => e.vm?.name === b)?.vm?.id).toBeNull();
   expect(subjects(seenByBeta!)).toEqual([`vm-created ${b} evbeta`]);
   expect(subjects(seenByAdmin!).filter((s) => s.startsWith("vm-created"))).toEqual([`vm-created ${a} evalpha`, `vm-created ${b} evbeta`]);
-  for (const c of [seenByAdmin, seenByAlpha, seenByBeta]) c!.close();
+  // The admin filtering on evalpha: alpha's events (beta's VM included, as alpha named it), nothing of evbeta.
+  expect(subjects(adminAlpha).sort()).toEqual(subjects(seenByAlpha!).sort());
+  expect(adminAlpha.real.filter((e) => e.type !== "host").every((e) => e.project === "evalpha")).toBe(true);
+  for (const c of [seenByAdmin, seenByAlpha, seenByBeta, adminAlpha]) c!.close();
 }, 120_000);

@@ -92,3 +92,14 @@ export function brokenQemu(dir: string): string {
   chmodSync(path, 0o755);
   return path;
 }
+
+/**
+ * A qcow2 image with nothing to boot: the firmware finds no boot sector and waits, so the
+ * guest has no OS to act on the ACPI power button (a graceful stop can only time out).
+ */
+export function blankImage(dir: string, name: string): string {
+  const path = join(dir, `${name}.qcow2`);
+  const r = Bun.spawnSync(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"]);
+  if (r.exitCode !== 0) throw new Error(`qemu-img create failed: ${r.stderr.toString()}`);
+  return path;
+}

@@ -3,13 +3,15 @@
  * guest from the tiny disk image, restricted user networking): apply, change memory_gb (within
  * max_memory_gb) and append a data disk, `plan` shows an in-place update, apply, and the VM
  * is the same one — same id, same boot, a file in its tmpfs still there — with the new
- * memory and disk seen by the guest; the next plan is empty.
+ * memory and disk seen by the guest; the next plan is empty. Then root_disk_gb grows and the
+ * first data disk is removed, also in place (the guest sees both, same boot); a smaller
+ * root_disk_gb is planned as a replacement that says why.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { serveProvider, type ProviderServer } from "../../src/terraform/plugin.ts";
-import { tinyDiskImageDir } from "../helpers/guest.ts";
+import { BLOCK_SERIAL_LINES, tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 import { makeSshKey, sshRun, waitForSsh } from "../helpers/ssh.ts";
@@ -46,10 +48,10 @@ afterAll(async () => {
   }
 });
 
-test("memory_gb and a new data disk change in place: same VM, same boot, next plan empty", async () => {
+test("memory_gb, a data disk added then one removed, root disk grown: in place, same VM and boot, next plan empty; a shrink replaces", async () => {
   const key = makeSshKey();
   const name = uniqueName("tfupd").slice(0, 40);
-  const hcl = (memoryGb: number, disks: number[]) => `terraform {
+  const hcl = (memoryGb: number, disks: number[], rootGb = 1) => `terraform {
   required_providers {
     rcloud = { source = "kdevops/rcloud" }
   }
@@ -64,7 +66,7 @@ resource "rcloud_vm" "dev" {
   vcpus          = 1
   memory_gb      = ${memoryGb}
   max_memory_gb  = 0.5
-  root_disk_gb   = 1
+  root_disk_gb   = ${rootGb}
   extra_disks    = [${disks.map((gb) => `{ size_gb = ${gb} }`).join(", ")}]
   network        = { mode = "user" }
   ssh_public_key = ${JSON.stringify(key.publicKey)}
@@ -103,4 +105,43 @@ resource "rcloud_vm" "dev" {
   expect({ boot: seen[0], marker: seen[2], disks: seen[3]?.trim() }).toEqual({ boot: boot1, marker: "still-here", disks: "kdevops0 kdevops1" });
   expect(memTotalFits(Number(seen[1]), 384)).toBe(true);
   expect((await plan(dir, env)).code).toBe(0);
-}, 300_000);
+
+  // A bigger root disk and the first data disk gone: in place too.
+  writeMain(dir, hcl(0.375, [2], 2));
+  const grow = await plan(dir, env);
+  expect(grow.code).toBe(2);
+  expect(grow.stdout).toContain("will be updated in-place");
+  expect(grow.stdout).not.toContain("must be replaced");
+  expect(grow.stdout).not.toContain("forces replacement");
+  expect(grow.stdout).toMatch(/root_disk_gb\s+= 1 -> 2\n/);
+  expect(grow.out).toContain("Data disks will be deleted");
+  await apply(dir, env);
+  const v3 = await resourceValues(dir, env, "rcloud_vm.dev");
+  expect(v3).toMatchObject({ id: v1.id, root_disk_gb: 2, restart_required: false, extra_disks: [{ size_gb: 2, type: "virtio" }] });
+  const api = (await server.req("GET", `/api/v1/vms/${v1.id}`)).json;
+  expect(api.disks.map((d: { type: string; serial: string | null; size_gb: number }) => [d.type, d.size_gb, d.type === "data" ? d.serial : null])).toEqual([
+    ["root", 2, null],
+    ["data", 2, "kdevops1"],
+  ]);
+  // The guest, not rebooted, has a 2 GiB disk without a serial (the root disk) and only kdevops1.
+  const blocks = ["for d in /sys/block/vd*; do", ...BLOCK_SERIAL_LINES, '  echo "${s:--} $(( $(cat $d/size) * 512 ))"', "done", "cat /proc/sys/kernel/random/boot_id"].join("\n");
+  const until = Date.now() + 60_000;
+  let lines: string[] = [];
+  for (;;) {
+    lines = (await sshRun(ssh, blocks)).trim().split("\n");
+    if (lines.includes(`- ${2 * 1024 ** 3}`) && !lines.some((l) => l.startsWith("kdevops0 "))) break;
+    if (Date.now() > until) throw new Error(`the guest did not show the grown root disk and the removed data disk: ${lines.join(" | ")}`);
+    await Bun.sleep(1000);
+  }
+  expect(lines.slice(0, -1).sort()).toEqual([`- ${2 * 1024 ** 3}`, `kdevops1 ${2 * 1024 ** 3}`]);
+  expect(lines.at(-1)).toBe(boot1);
+  expect((await plan(dir, env)).code).toBe(0);
+
+  // A smaller root disk cannot be made in place: the plan replaces the VM and says why.
+  writeMain(dir, hcl(0.375, [2], 1));
+  const shrink = await plan(dir, env);
+  expect(shrink.code).toBe(2);
+  expect(shrink.stdout).toContain("must be replaced");
+  expect(shrink.stdout).toMatch(/root_disk_gb\s+= 2 -> 1 # forces replacement/);
+  expect(shrink.out).toContain("root_disk_gb goes from 2 to 1: a root disk cannot shrink");
+}, 420_000);

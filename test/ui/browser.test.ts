@@ -2,10 +2,11 @@
  * The web page (/ui/) in a real browser: the single executable built by scripts/build.sh
  * serves it (auth on, the direct QEMU driver, a TCG guest from the bootable test disk), and
  * Debian's chromium, headless, is driven over the DevTools protocol: the token prompt, the
- * host panel, a VM created with the form, its row following the event stream (a stop and a
- * start made behind the page's back show up without a reload), its serial console with the
- * boot text and a command typed into it, an API error shown in the API's words, the console
- * log downloaded, stop and delete with confirmation. Every request the page makes goes to
+ * host panel, a VM created with the form (with a data disk and an SSH key, both seen in the
+ * guest over SSH), its row following the event stream (a stop and a start made behind the
+ * page's back show up without a reload), its serial console with the boot text and a command
+ * typed into it, an API error shown in the API's words, the console log downloaded, reboot,
+ * stop, start and delete from the page (each but start confirmed). Every request the page makes goes to
  * rcloud. Screenshots of each step go to $RCLOUD_TEST_ARTIFACTS/ui (default
  * test-artifacts/ui); the list and the console are checked not to be blank.
  */
@@ -15,8 +16,10 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { createToken } from "../../src/auth/index.ts";
 import { launchChromium, type Page } from "../helpers/cdp.ts";
+import { BLOCK_SERIAL_LINES } from "../helpers/guest.ts";
 import { decodePng, inkRatio } from "../helpers/png.ts";
 import { uniqueName } from "../helpers/rig.ts";
+import { makeSshKey, waitForSsh } from "../helpers/ssh.ts";
 import { cleanupState, DISK_IMAGE, tempDir } from "../qemu/helpers.ts";
 
 const repo = resolve(import.meta.dir, "../..");
@@ -83,7 +86,7 @@ async function shot(page: Page, name: string, selector?: string): Promise<number
 
 const rowState = (name: string) => `document.querySelector('#vm-list tr[data-name="${name}"]')?.dataset.state`;
 
-test("token, hosts, create with the form, live updates, console, an API error, stop and delete", async () => {
+test("token, hosts, create with the form, live updates, console, an API error, reboot, stop, start and delete", async () => {
   const page = browser!.page;
   const navigations: string[] = [];
   page.on("Page.frameNavigated", (p) => navigations.push(String((p.frame as { url: string }).url)));
@@ -102,8 +105,9 @@ test("token, hosts, create with the form, live updates, console, an API error, s
   expect(await page.evaluate<string>("document.getElementById('host-list').textContent")).toMatch(/vCPUs: \d+ of \d+/);
   const navigationsAfterLogin = navigations.length;
 
-  // Create with the form.
+  // Create with the form, with a SCSI data disk and an SSH key.
   const name = uniqueName("ui").slice(0, 30);
+  const key = makeSshKey();
   await page.waitFor("document.querySelector('select[name=image] option[value=\"rcloud-tiny\"]')", 10_000, "the image list");
   await page.evaluate(`(() => {
     const f = document.getElementById('create-form');
@@ -111,6 +115,8 @@ test("token, hosts, create with the form, live updates, console, an API error, s
     f.elements.image.value = 'rcloud-tiny';
     f.elements.memory_mb.value = '128';
     f.elements.network.value = 'user';
+    f.elements.data_disks.value = '1:scsi';
+    f.elements.ssh_public_key.value = ${JSON.stringify(key.publicKey)};
     f.requestSubmit();
   })()`);
   await page.waitFor(`${rowState(name)} === 'running'`, 120_000, `${name} running`);
@@ -136,6 +142,11 @@ test("token, hosts, create with the form, live updates, console, an API error, s
   await page.waitFor(`(${screen}).includes('${word}-42')`, 60_000, "the command's output");
   expect(await shot(page, "04-console", `.console-pane[data-vm="${name}"] .terminal-host`)).toBeGreaterThan(0.02);
 
+  // The form's key and data disk reached the guest: SSH in with that key, find the disk by its serial.
+  const vm = (await (await api("GET", `/vms/${name}`)).json()) as { ssh_port: number; ssh_user: string };
+  const serials = ["for d in /sys/block/sd*; do", ...BLOCK_SERIAL_LINES, '  echo "${s:--} $(( $(cat $d/size) * 512 ))"', "done"].join("\n");
+  expect((await waitForSsh({ port: vm.ssh_port, user: vm.ssh_user, key: key.privateKey }, serials)).trim()).toBe(`kdevops0 ${1024 ** 3}`);
+
   // The console log, downloaded.
   await page.click(`.console-pane[data-vm="${name}"] button[data-action=download-log]`);
   const logUrl = `${url}/api/v1/vms/${encodeURIComponent((await (await api("GET", `/vms/${name}`)).json() as { id: string }).id)}/console/log`;
@@ -153,14 +164,28 @@ test("token, hosts, create with the form, live updates, console, an API error, s
   expect(error).toBe(`a VM named '${name}' already exists; pick another name or delete it first`);
   await shot(page, "05-api-error");
 
-  // Stop and delete from the page, each confirmed.
+  // Reboot from the page (confirmed): the event log gets vm-rebooted, the guest boots again, the row stays running.
+  // The screen cleared first, so boot text on it is the new boot's.
+  await page.evaluate(`document.querySelector('.console-pane[data-vm="${name}"] .xterm-helper-textarea').focus()`);
+  await page.type("printf '\\033[2J\\033[H'\r");
+  await page.waitFor(`!(${screen}).includes('RCLOUD-DISK-BOOTED')`, 30_000, "the cleared console");
+  await page.click(`#vm-list tr[data-name="${name}"] button[data-action=reboot]`);
+  await page.waitFor(`[...document.querySelectorAll('#event-log li')].some((li) => li.dataset.action === 'vm-rebooted')`, 30_000, "vm-rebooted in the event log");
+  await page.waitFor(`(${screen}).includes('RCLOUD-DISK-BOOTED')`, 180_000, "the guest's boot text after the reboot");
+  expect(await page.evaluate<string | undefined>(rowState(name))).toBe("running");
+  await shot(page, "06-rebooted");
+
+  // Stop (confirmed) and start from the page, then delete (confirmed).
   await page.click(`#vm-list tr[data-name="${name}"] button[data-action=stop]`);
   await page.waitFor(`${rowState(name)} === 'stopped'`, 120_000, `${name} stopped from the page`);
-  await shot(page, "06-stopped", "#vms");
+  await shot(page, "07-stopped", "#vms");
+  await page.click(`#vm-list tr[data-name="${name}"] button[data-action=start]`);
+  await page.waitFor(`${rowState(name)} === 'running'`, 60_000, `${name} started from the page`);
+  await shot(page, "08-started", "#vms");
   await page.click(`#vm-list tr[data-name="${name}"] button[data-action=delete]`);
   await page.waitFor(`!document.querySelector('#vm-list tr[data-name="${name}"]')`, 60_000, `${name} gone from the list`);
-  await shot(page, "07-deleted");
-  expect(page.dialogs).toEqual([`stop VM ${name}?`, `Delete VM ${name} and its disks?`]);
+  await shot(page, "09-deleted");
+  expect(page.dialogs).toEqual([`reboot VM ${name}?`, `stop VM ${name}?`, `Delete VM ${name} and its disks?`]);
   expect((await api("GET", `/vms/${name}`)).status).toBe(404);
 
   // No reload after logging in, no polling of the list, nothing from anywhere but rcloud.
