@@ -11,55 +11,21 @@
  * with the medians: {rcloud_s, raw_qemu_s, ratio, post_to_running_ms, rounds, ...}
  * (post_to_running_ms: POST /vms until it answered with QEMU running, not booted).
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { buildSeedIso } from "../src/cloudinit/index.ts";
-import { loadConfig } from "../src/config/index.ts";
-import { startServer } from "../src/server.ts";
-import { stringify } from "yaml";
+import { benchDisk, sh, startBenchServer } from "./bench-server.ts";
 import { freePort, median, r3, waitSsh } from "./ssh-wait.ts";
 
-const repo = resolve(import.meta.dir, "..");
 const argR = process.argv.indexOf("--rounds");
 const rounds = argR > 0 ? Number(process.argv[argR + 1]) : 3;
 
-function sh(cmd: string[]): string {
-  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
-  return r.stdout.toString();
-}
-
-const disk = process.env.RCLOUD_TEST_DISK_IMAGE ?? sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
-if (!existsSync(disk)) throw new Error(`${disk} missing`);
-const work = mkdtempSync("/tmp/rcb-");
-const images = join(work, "images");
-mkdirSync(images);
-copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
-const keyFile = join(work, "id_ed25519");
-sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rcloud-bench", "-f", keyFile]);
-const publicKey = readFileSync(`${keyFile}.pub`, "utf8").trim();
-
-const cfgFile = join(work, "rcloud.yaml");
-writeFileSync(
-  cfgFile,
-  stringify({
-    driver: "qemu",
-    logging: { level: "error", format: "text" },
-    qemu: { accel: "tcg", state_dir: join(work, "state") },
-    images: { base_images_dir: images },
-    vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 256, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5 },
-  }),
-);
-const server = await startServer({ config: loadConfig({ file: cfgFile, env: {} }), port: 0 });
-for (let i = 0; ; i++) {
-  if ((await fetch(`${server.url}/api/v1/health`)).status === 200) break;
-  if (i > 100) throw new Error("rcloud did not become healthy");
-  await Bun.sleep(100);
-}
+const bench = await startBenchServer({ prefix: "/tmp/rcb-", disk: benchDisk(), memoryMb: 256 });
+const { work, images, keyFile, publicKey } = bench;
 
 async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
   const t0 = performance.now();
-  const res = await fetch(`${server.url}/api/v1/vms`, {
+  const res = await fetch(`${bench.url}/api/v1/vms`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ name: `bench-${i}`, image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true } }),
@@ -88,7 +54,7 @@ async function rcloudRound(i: number): Promise<{ s: number; postMs: number }> {
       "true",
     ]);
   }
-  await fetch(`${server.url}/api/v1/vms/${vm.id}`, { method: "DELETE" });
+  await fetch(`${bench.url}/api/v1/vms/${vm.id}`, { method: "DELETE" });
   return { s, postMs };
 }
 
@@ -156,16 +122,5 @@ try {
     }),
   );
 } finally {
-  await server.stop();
-  // Anything still running from a failed round: QEMUs of ours, found by their pidfiles.
-  const pidfiles = new Bun.Glob("state/vms/*/qemu.pid");
-  for (const f of pidfiles.scanSync({ cwd: work })) {
-    const pid = Number(readFileSync(join(work, f), "utf8").trim());
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(work)) process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  rmSync(work, { recursive: true, force: true });
+  await bench.stop();
 }

@@ -13,12 +13,10 @@
  * Prints one JSON line of medians: {ours_s, raw_s, ratio, rounds, ..., revert_s}. Each boot
  * figure is one entry of `figures` below: a further measurement adds its own key there.
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { stringify } from "yaml";
 import { buildSeedIso } from "../src/cloudinit/index.ts";
-import { loadConfig } from "../src/config/index.ts";
-import { startServer } from "../src/server.ts";
+import { benchDisk, sh, startBenchServer } from "./bench-server.ts";
 import { benchRevert } from "./snapshot-revert.ts";
 import { freePort, median, r3, waitSsh } from "./ssh-wait.ts";
 
@@ -29,52 +27,14 @@ const CMDLINE = "console=ttyS0,115200";
 /** A TCG boot on a busy shared host can take minutes; this only stops a hang. */
 const SSH_DEADLINE_MS = 900_000;
 
-function sh(cmd: string[]): string {
-  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
-  return r.stdout.toString();
-}
-
-const disk = process.env.RCLOUD_TEST_DISK_IMAGE ?? sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
+const disk = benchDisk();
 const diskDir = join(disk, "..");
 const kernel = process.env.RCLOUD_TEST_DISK_KERNEL ?? join(diskDir, "vmlinuz");
 const initrd = process.env.RCLOUD_TEST_DISK_INITRD ?? join(diskDir, "initrd.img");
-for (const f of [disk, kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} missing: run scripts/lib/disk-image.sh`);
+for (const f of [kernel, initrd]) if (!existsSync(f)) throw new Error(`${f} missing: run scripts/lib/disk-image.sh`);
 
-const work = mkdtempSync("/tmp/rckb-");
-chmodSync(work, 0o711); // QEMU runs as qemu.run_as (rcloud-qemu) when this runs as root: it must reach the state directory
-const images = join(work, "images");
-mkdirSync(images);
-copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
-const keyFile = join(work, "id_ed25519");
-sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rcloud-bench", "-f", keyFile]);
-const publicKey = readFileSync(`${keyFile}.pub`, "utf8").trim();
-
-const cfgFile = join(work, "rcloud.yaml");
-writeFileSync(
-  cfgFile,
-  stringify({
-    driver: "qemu",
-    logging: { level: "error", format: "text" },
-    qemu: { accel: "tcg", state_dir: join(work, "state") },
-    images: { base_images_dir: images },
-    vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 256, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5 },
-  }),
-);
-const server = await startServer({ config: loadConfig({ file: cfgFile, env: {} }), port: 0 });
-for (let i = 0; ; i++) {
-  const health = await fetch(`${server.url}/api/v1/health`);
-  if (health.status === 200) break;
-  if (i > 600) throw new Error(`rcloud did not become healthy within 60 s: ${await health.text()}`);
-  await Bun.sleep(100);
-}
-
-async function api(method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(`${server.url}/api/v1${path}`, { method, headers: body ? { "content-type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const bench = await startBenchServer({ prefix: "/tmp/rckb-", disk, memoryMb: 256 });
+const { work, images, publicKey, api } = bench;
 
 // Our VM: made once, stopped between rounds (the stop is not timed).
 const vm = await api("POST", "/vms", { name: "bench-kernel", image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true }, start: false });
@@ -83,7 +43,7 @@ async function oursRound(): Promise<number> {
   const t0 = performance.now();
   const cli = Bun.spawn([process.execPath, join(repo, "src/main.ts"), "vm", "boot", vm.name, "--kernel", kernel, "--initrd", initrd, "--cmdline", CMDLINE, "--force"], {
     cwd: repo,
-    env: { ...process.env, RCLOUD_ENDPOINT: server.url, RCLOUD_TOKEN: "" },
+    env: { ...process.env, RCLOUD_ENDPOINT: bench.url, RCLOUD_TOKEN: "" },
     stdin: "ignore",
     stdout: "ignore",
     stderr: "inherit",
@@ -151,9 +111,8 @@ try {
   const runs = Object.fromEntries(names.map((n) => [n.replace(/_s$/, "_runs_s"), figures[n]!.runs.map(r3)]));
   result = { ...medians, ratio: r3(medians.ours_s! / medians.raw_s!), rounds, accel: "tcg", ...runs };
 } finally {
-  await fetch(`${server.url}/api/v1/vms/${vm.id}`, { method: "DELETE" }).catch(() => {});
-  await server.stop();
-  rmSync(work, { recursive: true, force: true });
+  await fetch(`${bench.url}/api/v1/vms/${vm.id}`, { method: "DELETE" }).catch(() => {});
+  await bench.stop();
 }
 
 // The issue's second figure: reverting a memory snapshot of a 512 MiB guest (bench/snapshot-revert.ts).

@@ -12,14 +12,9 @@
  *   ratio:        revert_ssh_s / boot_ssh_s.
  * Medians of `rounds`. Prints one JSON line. `benchRevert` is exported for bench:kernel.
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { stringify } from "yaml";
-import { loadConfig } from "../src/config/index.ts";
-import { startServer } from "../src/server.ts";
+import { benchDisk, sh, startBenchServer } from "./bench-server.ts";
 import { median, r3, waitSsh } from "./ssh-wait.ts";
 
-const repo = resolve(import.meta.dir, "..");
 const MEMORY_MB = 512;
 /** TCG boots on a shared 2-core host can take minutes. */
 const SSH_DEADLINE_MS = 900_000;
@@ -37,51 +32,12 @@ export interface RevertResult {
   boot_runs_s: number[];
 }
 
-function sh(cmd: string[]): string {
-  const r = Bun.spawnSync(cmd, { cwd: repo, stdout: "pipe", stderr: "inherit" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (${r.exitCode})`);
-  return r.stdout.toString();
-}
-
-
 export async function benchRevert(opts: { rounds?: number } = {}): Promise<RevertResult> {
   const rounds = opts.rounds ?? 3;
-  const disk = process.env.RCLOUD_TEST_DISK_IMAGE ?? sh(["bash", "scripts/lib/disk-image.sh"]).trim().split("\n")[0]!;
-  if (!existsSync(disk)) throw new Error(`${disk} missing: run scripts/lib/disk-image.sh`);
-  const work = mkdtempSync("/tmp/rcb-revert-");
-  chmodSync(work, 0o755); // QEMU may run as qemu.run_as (rcloud-qemu when rcloud is root): it must reach the state directory
-  const images = join(work, "images");
-  mkdirSync(images);
-  copyFileSync(disk, join(images, "rcloud-tiny.qcow2"));
-  const keyFile = join(work, "id_ed25519");
-  sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rcloud-bench", "-f", keyFile]);
-  const cfgFile = join(work, "rcloud.yaml");
-  writeFileSync(
-    cfgFile,
-    stringify({
-      driver: "qemu",
-      logging: { level: "error", format: "text" },
-      qemu: { accel: "tcg", state_dir: join(work, "state") },
-      images: { base_images_dir: images },
-      vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: MEMORY_MB, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 5 },
-    }),
-  );
-  const server = await startServer({ config: loadConfig({ file: cfgFile, env: {} }), port: 0 });
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}/api/v1${path}`, { method, headers: body ? { "content-type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
-    const json = (await res.json()) as any;
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-    return json;
-  };
+  const bench = await startBenchServer({ prefix: "/tmp/rcb-revert-", disk: benchDisk(), memoryMb: MEMORY_MB });
+  const { keyFile, publicKey, api } = bench;
   let vmId: string | null = null;
   try {
-    for (let i = 0; ; i++) {
-      const health = await fetch(`${server.url}/api/v1/health`);
-      if (health.status === 200) break;
-      if (i > 600) throw new Error(`rcloud did not become healthy within 60 s: ${await health.text()}`);
-      await Bun.sleep(100);
-    }
-    const publicKey = readFileSync(`${keyFile}.pub`, "utf8").trim();
     const vm = await api("POST", "/vms", { name: "bench-revert", image: "rcloud-tiny", ssh_public_key: publicKey, network: { mode: "user", restrict: true } });
     vmId = vm.id;
     const booted = await waitSsh(vm.ssh_port, performance.now(), SSH_DEADLINE_MS).catch((e: Error) => {
@@ -142,9 +98,8 @@ export async function benchRevert(opts: { rounds?: number } = {}): Promise<Rever
     };
   } finally {
     // VMs outlive rcloud by design: a failed run deletes its guest before stopping the server.
-    if (vmId !== null) await fetch(`${server.url}/api/v1/vms/${vmId}`, { method: "DELETE" }).catch(() => {});
-    await server.stop();
-    rmSync(work, { recursive: true, force: true });
+    if (vmId !== null) await fetch(`${bench.url}/api/v1/vms/${vmId}`, { method: "DELETE" }).catch(() => {});
+    await bench.stop();
   }
 }
 

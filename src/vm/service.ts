@@ -1,50 +1,43 @@
 /**
- * The VM service: naming, access, quotas, placement, per-VM locking and the API's view of a
- * VM, over a fleet of hosts (fleet.ts), each behind one VmDriver; create requests are
- * validated by validate-create.ts and placed by placement.ts. It knows nothing about libvirt
- * or QEMU.
+ * The VM service: the one facade the adapters use. Naming, access, quotas, placement and the
+ * API's view of a VM, over a fleet of hosts (fleet.ts), each behind one VmDriver; create
+ * requests are validated by validate-create.ts and placed by placement.ts. What its parts
+ * share is vm-context.ts; snapshots, dumps, kernel boot and reconcile are in snapshot-ops.ts,
+ * dumps.ts, boot-ops.ts and reconcile.ts. It knows nothing about libvirt or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiBootFile, ApiDisk, ApiDump, ApiHost, ApiImage, ApiPendingChanges, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
-import { DUMP_NAME_PATTERN, type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN, VM_ID_PATTERN } from "../api-types/values.ts";
-import { assertAccess, type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, PendingChanges, VmBoot, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ApiBootFile, ApiDump, ApiHost, ApiImage, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import { type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN } from "../api-types/values.ts";
+import { type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
+import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
-import { KeyedMutex } from "../util/mutex.ts";
+import type { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
 import { byCreation, type ListedVm, toApiVm, VmJsonCache } from "./api-vm.ts";
-import { type KnownVm, VmEventFeed } from "./event-feed.ts";
-import { countsOnHost, Fleet, type HostListing, LIST_PATIENCE_MS } from "./fleet.ts";
+import { bootFile, bootVm, resolveBoot, storeBootFile } from "./boot-ops.ts";
+import { CrashRecords } from "./crashes.ts";
+import { listDumps, readDump } from "./dumps.ts";
+import { VmEventFeed } from "./event-feed.ts";
+import { countsOnHost, type Fleet, type HostListing, LIST_PATIENCE_MS } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
-import { type CrashRecord, CrashRecords } from "./crashes.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
 import { place, type PlacementCandidate, refusal, type Refusal } from "./placement.ts";
-import { QuotaReservations } from "./quota-reservations.ts";
-import { checkSnapshotName, noSnapshot, snapshotKind, toApiSnapshot } from "./snapshots.ts";
-import { SshPortReservations } from "./ssh-ports.ts";
-import { diskGb, effective, isEmptyChange, planUpdate, sameBoot, type UpdatePlan, undoChange } from "./update.ts";
-import { bootFileProblem, cmdlineProblem, peekHead } from "./boot-upload-check.ts";
-import { DEFAULT_MAX_KERNEL_BYTES, invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
 import { checkPoolRoom, DEFAULT_POOL_RESERVE_BYTES } from "./pool-room.ts";
-
-/** How long POST /reconcile waits for abandoned creates to be undone (their host may stay away). */
-const ABANDONED_SETTLE_MS = 60_000;
+import { QuotaReservations } from "./quota-reservations.ts";
+import { Reconciler } from "./reconcile.ts";
+import { createSnapshot, deleteSnapshot, listSnapshots, revertSnapshot } from "./snapshot-ops.ts";
+import { SshPortReservations } from "./ssh-ports.ts";
+import { diskGb, effective, isEmptyChange, planUpdate, type UpdatePlan, undoChange } from "./update.ts";
+import { invalid, type ServiceDefaults, validateCreate } from "./validate-create.ts";
+import { known, type Located, VmContext } from "./vm-context.ts";
 
 export type { ServiceDefaults };
 
 /** Re-exported for the adapters, which talk to the service only. */
 export type { ConsoleSession, HostInfo };
 
-const ID_RE = new RegExp(VM_ID_PATTERN);
 const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
-const DUMP_NAME_RE = new RegExp(DUMP_NAME_PATTERN);
 const GiB = 1024 ** 3;
-
-/** A VM and the host it lives on. */
-interface Located {
-  host: Host;
-  rec: VmRecord;
-}
 
 export interface ServiceOptions {
   defaults: ServiceDefaults;
@@ -60,37 +53,29 @@ export interface ServiceOptions {
 }
 
 export class VmService {
-  private readonly locks = new KeyedMutex();
+  private readonly ctx: VmContext;
+  private readonly reconciler: Reconciler;
+  private readonly locks: KeyedMutex;
   private readonly sshPorts = new SshPortReservations();
   private readonly quotaReservations: QuotaReservations;
   private readonly fleet: Fleet;
   private readonly defaults: ServiceDefaults;
-  private readonly onOperation: (op: string, ms: number, ok: boolean) => void;
   private readonly policy: PlacementPolicy;
-  /** VM id → where it was last seen (a hint: always re-checked). */
-  private readonly byId = new Map<string, { host: string; name: string }>();
-  /** VM name → the host it was last seen on (a hint). */
-  private readonly byName = new Map<string, string>();
-  /** Records remembered in byId/byName and the event feed, with their host. */
-  private readonly remembered = new WeakMap<VmRecord, string>();
   /** Each listed VM's JSON, for GET /vms. */
   private readonly vmJson = new VmJsonCache();
-  /**
-   * Creates whose caller was told they failed (their host went away) while the driver call
-   * still ran, each with the undo that deletes the VM if the host carries the create out.
-   */
-  private readonly abandoned = new Map<{ host: Host; id: string; name: string; settled: boolean }, Promise<void>>();
 
   constructor(
     readonly registry: HostRegistry,
     opts: ServiceOptions,
   ) {
-    this.fleet = new Fleet(registry);
+    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name) => this.restartCrashed(host, name, opts.onRestartFailed));
+    this.ctx = new VmContext(registry, opts.defaults, this.crashes, opts.onOperation ?? (() => {}));
+    this.reconciler = new Reconciler(this.ctx);
+    this.fleet = this.ctx.fleet;
+    this.locks = this.ctx.locks;
     this.defaults = opts.defaults;
-    this.onOperation = opts.onOperation ?? (() => {});
     this.quotaReservations = new QuotaReservations(opts.quotas ?? null);
     this.policy = opts.placement ?? "spread";
-    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name) => this.restartCrashed(host, name, opts.onRestartFailed));
     for (const h of registry.hosts) h.driver.subscribe?.((e) => this.crashes.onDriverEvent(h.name, e));
   }
 
@@ -113,12 +98,9 @@ export class VmService {
     return this.registry.hosts[0]!.driver;
   }
 
-  /** Where VM and host events go (GET /events); null until attachEvents. */
-  private feed: VmEventFeed | null = null;
-
   /** Publishes every host's lifecycle events, host changes and the service's own operations to `sink`. */
   attachEvents(sink: EventSink): void {
-    this.feed?.stop();
+    this.ctx.feed?.stop();
     const feed = new VmEventFeed(sink);
     for (const h of this.registry.hosts) {
       feed.watch(h.name, h.driver, async (name) => {
@@ -127,45 +109,12 @@ export class VmService {
       });
     }
     this.registry.onChange = (h, action, detail) => feed.hostChanged(h.name, action, detail);
-    this.feed = feed;
+    this.ctx.feed = feed;
   }
-
-  /** Runs a lifecycle operation; a failure is published as operation-failed (with the request id). */
-  private async tracked<T>(op: string, ref: string, caller: Caller | null, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      this.feed?.failed(op, ref, caller, e, currentRequestId());
-      throw e;
-    }
-  }
-
-  /** Lifecycle operations running now (graceful shutdown waits for them). */
-  private running = 0;
-  private idle: (() => void)[] = [];
 
   /** Resolves when no lifecycle operation is running, or after `timeoutMs`. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    if (this.running === 0) return true;
-    return Promise.race([
-      new Promise<boolean>((r) => this.idle.push(() => r(true))),
-      Bun.sleep(timeoutMs).then(() => false),
-    ]);
-  }
-
-  private async timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    const t0 = performance.now();
-    this.running++;
-    try {
-      const v = await fn();
-      this.onOperation(op, performance.now() - t0, true);
-      return v;
-    } catch (e) {
-      this.onOperation(op, performance.now() - t0, false);
-      throw e;
-    } finally {
-      if (--this.running === 0) for (const r of this.idle.splice(0)) r();
-    }
+  drain(timeoutMs: number): Promise<boolean> {
+    return this.ctx.drain(timeoutMs);
   }
 
   // ---- the hosts ----
@@ -214,42 +163,16 @@ export class VmService {
     return this.fleet.describe(h);
   }
 
-  // ---- reconcile ----
+  // ---- reconcile (reconcile.ts) ----
 
-  /**
-   * Reconciles every host that answers (docs/reliability.md): what creates and deletes cut
-   * short left (rcloud killed midway) is finished or removed by the host's driver, which
-   * leaves alone every VM whose create is still running. An offline host is reported, not
-   * waited for; it is reconciled when it connects again.
-   */
-  async reconcile(): Promise<ApiReconcile> {
-    // Creates answered 503 while their host was down may still be carried out by it and are
-    // then undone (create below): let those settle first, so what reconcile reports is final.
-    if (this.abandoned.size > 0) await Promise.race([Promise.all(this.abandoned.values()), Bun.sleep(ABANDONED_SETTLE_MS)]);
-    // An undo that failed (the host was busy or away again): the VM, if it exists, goes now.
-    for (const a of [...this.abandoned.keys()]) {
-      if (!a.settled || !a.host.online) continue;
-      // Gone: no VM of that name, or one made since by another create (another id).
-      const gone = async () => {
-        const rec = await a.host.driver.get(a.name).catch(() => undefined); // undefined: cannot tell now
-        return rec === null || (rec !== undefined && rec.id !== a.id);
-      };
-      if (!(await gone())) await a.host.driver.delete(a.name).catch(() => {});
-      if (await gone()) this.abandoned.delete(a);
-    }
-    return { hosts: await Promise.all(this.registry.hosts.map((h) => this.reconcileHost(h))) };
+  /** Reconciles every host that answers; an offline host is reported, not waited for (reconcile.ts). */
+  reconcile(): Promise<ApiReconcile> {
+    return this.reconciler.reconcile();
   }
 
   /** One host's reconcile (also run by the server each time a host connects). */
-  async reconcileHost(h: Host): Promise<ApiReconcileHost> {
-    const none = { host: h.name, removed: [], adopted: [] };
-    if (!h.online) return { ...none, error: `host ${h.name} is offline: ${h.lastError ?? "not connected yet"}` };
-    try {
-      const r = await this.fleet.onHost(h, () => h.driver.reconcile());
-      return { host: h.name, removed: r.removed.map((a) => ({ kind: a.kind, name: a.name, vm_id: a.vmId })), adopted: r.adopted, error: null };
-    } catch (e) {
-      return { ...none, error: (e as Error).message };
-    }
+  reconcileHost(h: Host): Promise<ApiReconcileHost> {
+    return this.reconciler.reconcileHost(h);
   }
 
   // ---- reads ----
@@ -275,10 +198,10 @@ export class VmService {
       const vms: ListedVm[] = [];
       for (const record of l.records) {
         if (!canAccess(caller, record.owner)) continue;
-        const rec = this.withCrash(host, record);
+        const rec = this.ctx.withCrash(host, record);
         const v: ListedVm = { rec, host, hostState, fresh: l.fresh, ip: null };
         vms.push(v);
-        if (l.fresh && rec.state === "running") addresses.push(this.address(l.host, rec).then((ip) => void (v.ip = ip)));
+        if (l.fresh && rec.state === "running") addresses.push(this.ctx.address(l.host, rec).then((ip) => void (v.ip = ip)));
       }
       perHost.push(vms);
     }
@@ -298,13 +221,13 @@ export class VmService {
       const why = listings.map((l) => (hosts.length === 1 ? l.error : `${l.host.name}: ${l.error}`)).join("; ");
       throw new ServiceError("hypervisor_unavailable", hosts.length === 1 ? why : `no host answered: ${why}`);
     }
-    for (const l of listings) this.remember(l.host, l.records, true);
+    for (const l of listings) this.ctx.remember(l.host, l.records, true);
     return listings;
   }
 
   async get(ref: string, caller: Caller | null = null): Promise<ApiVm> {
     const { host, rec } = await this.resolve(ref, caller);
-    return this.toApi(rec, host, true);
+    return this.ctx.toApi(rec, host, true);
   }
 
   async images(): Promise<ApiImage[]> {
@@ -329,7 +252,7 @@ export class VmService {
     const src = this.fleet.mustHost(srcName);
     if (!img.hosts.includes(src.name)) throw invalid("from", `host ${src.name} does not have image ${img.info.id} (it is on ${img.hosts.join(", ")})`);
     return this.locks.run(`image:${img.info.id}@${dst.name}`, () =>
-      this.timed("image_copy", async () => {
+      this.ctx.timed("image_copy", async () => {
         const reader = await this.fleet.onHost(src, () => src.driver.readImage(img.info.id));
         await this.fleet.onHost(dst, () => dst.driver.writeImage(reader.image.fileName, reader.image.format, reader.sizeBytes, reader.data)).catch(async (e: unknown) => {
           await reader.data.cancel().catch(() => {});
@@ -412,7 +335,7 @@ export class VmService {
   // ---- lifecycle ----
 
   async create(req: CreateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("create", String(req?.name ?? ""), caller, () => this.createChecked(req, caller));
+    return this.ctx.tracked("create", String(req?.name ?? ""), caller, () => this.createChecked(req, caller));
   }
 
   private async createChecked(req: CreateVmRequest, caller: Caller | null): Promise<ApiVm> {
@@ -427,7 +350,7 @@ export class VmService {
     );
     const image = findImage(images, spec.image.id)!;
     if (req.host !== undefined) this.pinnedHost(req.host);
-    return this.timed("create", async () => {
+    return this.ctx.timed("create", async () => {
       const release = owner !== null ? await this.quotaReservations.reserve(owner, spec, () => this.allRecords()) : () => {};
       try {
         return await this.createLocked(spec, image, req.host ?? null, req.debug?.gdb === true);
@@ -475,7 +398,7 @@ export class VmService {
         spec.image = onHost;
         if (spec.boot) {
           const { kernel, initrd, cmdline } = spec.boot;
-          spec.boot = { kernel: await this.bootFile(host, "kernel", kernel), initrd: initrd === null ? null : await this.bootFile(host, "initrd", initrd), cmdline };
+          spec.boot = { kernel: await bootFile(this.ctx, host, "kernel", kernel), initrd: initrd === null ? null : await bootFile(this.ctx, host, "initrd", initrd), cmdline };
         }
         spec.shares = await this.shareDirs(host, spec.shares);
         checkPoolRoom(host.name, await this.fleet.facts(host), spec, this.defaults.poolReserveBytes ?? DEFAULT_POOL_RESERVE_BYTES);
@@ -490,44 +413,22 @@ export class VmService {
           if (spec.network.mode === "user") spec.network.sshPort = take();
           if (gdb) spec.gdbPort = take();
         }
-        this.feed?.beginCreate(spec.name);
+        this.ctx.feed?.beginCreate(spec.name);
         const call = host.driver.create(spec);
         created = await this.fleet.onHost(host, () => call).catch((e: unknown) => {
-          this.feed?.createFailed(spec.name);
+          this.ctx.feed?.createFailed(spec.name);
           // The caller was told it failed: if the frozen host finishes the create later, undo it.
-          if (e instanceof ServiceError && e.cause instanceof HostDownError) {
-            const entry = { host, id: spec.id, name: spec.name, settled: false };
-            const undo: Promise<void> = call
-              .then((rec) => host.driver.delete(rec.name))
-              .then(
-                () => void this.abandoned.delete(entry),
-                () => {}, // the create failed after all (the driver rolled it back), or the delete did: reconcile tries again
-              )
-              .finally(() => void (entry.settled = true));
-            this.abandoned.set(entry, undo);
-          }
+          if (e instanceof ServiceError && e.cause instanceof HostDownError) this.reconciler.abandon(host, spec.id, spec.name, call);
           throw e;
         });
-        this.feed?.created(known(created, host), currentRequestId(), spec.start);
-        this.remember(host, [created]);
-        return await this.toApi(created, host, true);
+        this.ctx.feed?.created(known(created, host), currentRequestId(), spec.start);
+        this.ctx.remember(host, [created]);
+        return await this.ctx.toApi(created, host, true);
       } finally {
         done(created);
         for (const port of ports) this.sshPorts.release(port);
       }
     });
-  }
-
-  /** A kernel or initrd as the VM's host has it (in its kernel_dir); 422 naming the field and the host otherwise. */
-  private async bootFile(h: Host, field: "kernel" | "initrd", path: string): Promise<string> {
-    try {
-      return await this.fleet.onHost(h, () => h.driver.bootFile(field, path));
-    } catch (e) {
-      if (e instanceof ServiceError && (e.code === "not_found" || e.code === "unsupported")) {
-        throw invalid(field, this.registry.hosts.length > 1 ? `${e.message} (on host ${h.name})` : e.message);
-      }
-      throw e;
-    }
   }
 
   /** The shares' real paths as the VM's host has them (inside its share_dirs); refusals name the field. */
@@ -595,17 +496,17 @@ export class VmService {
   }
 
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("start", ref, caller, () => this.timed("start", () => this.mutate(ref, caller, "start", async (h, name) => {
+    return this.ctx.tracked("start", ref, caller, () => this.ctx.timed("start", () => this.mutate(ref, caller, "start", async (h, name) => {
       await h.driver.start(name);
       this.crashes.clear(h.name, name);
     })));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("stop", ref, caller, async () => {
+    return this.ctx.tracked("stop", ref, caller, async () => {
       const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
       if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-      return this.timed("stop", () => this.mutate(ref, caller, "stop", (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+      return this.ctx.timed("stop", () => this.mutate(ref, caller, "stop", (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
     });
   }
 
@@ -618,12 +519,12 @@ export class VmService {
   async update(ref: string, req: UpdateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
     const found = await this.resolve(ref, caller);
     const { host } = found;
-    return this.timed("update", () =>
+    return this.ctx.timed("update", () =>
       this.locks.run(`name:${found.rec.name}`, async () => {
         const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
         if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
         const plan = planUpdate(req, rec, this.defaults);
-        await this.resolveBoot(host, rec, plan);
+        await resolveBoot(this.ctx, host, rec, plan);
         await this.checkGrowth(host, rec, plan);
         const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
         const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
@@ -635,8 +536,8 @@ export class VmService {
         }
         const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
         if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-        this.remember(host, [after]);
-        return this.toApi(after, host, true);
+        this.ctx.remember(host, [after]);
+        return this.ctx.toApi(after, host, true);
       }),
     );
   }
@@ -670,18 +571,6 @@ export class VmService {
     }
   }
 
-  /** New kernel and initrd paths as the VM's host has them (its kernel_dir); unchanged files are no change. */
-  private async resolveBoot(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
-    const boot = plan.change.boot;
-    if (!boot) return;
-    const cur = effective(rec).boot;
-    const kernel = boot.kernel === cur?.kernel ? boot.kernel : await this.bootFile(host, "kernel", boot.kernel);
-    const initrd = boot.initrd === null || boot.initrd === cur?.initrd ? boot.initrd : await this.bootFile(host, "initrd", boot.initrd);
-    const resolved = { kernel, initrd, cmdline: boot.cmdline };
-    if (sameBoot(resolved, cur)) delete plan.change.boot;
-    else plan.change.boot = resolved;
-  }
-
   /** What the VM grows to must fit its host by the placement rules (its own share counted once). */
   private async checkGrowth(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
     const cur = effective(rec);
@@ -704,195 +593,59 @@ export class VmService {
     if (no) throw new ServiceError("capacity_exceeded", `host ${host.name}: ${no.reason}`, { field: no.resource === "vcpus" ? "vcpus" : "memory_mb", hosts: [{ host: no.host, reason: no.reason }] });
   }
 
-  /**
-   * PUT /vms/{id}/kernel|initrd: stores the body (exactly `sizeBytes`, streamed, never held
-   * whole) as the VM's uploaded kernel or initrd on its host, after a look at its first
-   * bytes. The previous upload stays until this one is complete. `data` is cancelled on any
-   * refusal.
-   */
-  async storeBootFile(ref: string, kind: "kernel" | "initrd", sizeBytes: number | null, data: ReadableStream<Uint8Array> | null, caller: Caller | null = null): Promise<ApiBootFile> {
-    let body = data;
-    try {
-      return await this.tracked(`upload_${kind}`, ref, caller, async () => {
-        // Who may, then how much: nothing of the body is read before both.
-        const { host, rec } = await this.resolve(ref, caller);
-        const limit = this.defaults.maxKernelBytes ?? DEFAULT_MAX_KERNEL_BYTES;
-        if (sizeBytes === null) throw new ServiceError("length_required", `send the ${kind}'s size as Content-Length (a chunked body is not accepted here)`);
-        if (sizeBytes > limit) throw new ServiceError("payload_too_large", `the ${kind} has ${sizeBytes} bytes; at most ${limit} are accepted (vm_defaults.max_kernel_bytes)`);
-        if (sizeBytes === 0 || body === null) throw invalid("body", `is empty; send the ${kind} file as the request body`);
-        const peeked = await peekHead(body);
-        body = peeked.body;
-        const problem = bootFileProblem(kind, peeked.head);
-        if (problem) throw invalid("body", `the ${kind} ${problem}`);
-        const stream = body;
-        return this.locks.run(`name:${rec.name}`, () =>
-          this.timed(`upload_${kind}`, async () => {
-            const stored = await this.fleet.onHost(host, () => host.driver.storeBootFile(rec.name, kind, sizeBytes, stream));
-            return { vm: rec.id, kind, size_bytes: stored.sizeBytes, path: stored.path };
-          }),
-        );
-      });
-    } catch (e) {
-      await body?.cancel(e).catch(() => {});
-      throw e;
-    }
+  /** PUT /vms/{id}/kernel|initrd: the body stored as the VM's uploaded kernel or initrd (boot-ops.ts). */
+  storeBootFile(ref: string, kind: "kernel" | "initrd", sizeBytes: number | null, data: ReadableStream<Uint8Array> | null, caller: Caller | null = null): Promise<ApiBootFile> {
+    return storeBootFile(this.ctx, ref, kind, sizeBytes, data, caller);
   }
 
-  /**
-   * POST /vms/{id}/boot: stops the VM (gracefully unless `force`), points its definition at
-   * its uploaded kernel (and initrd) with `cmdline`, or back at booting from its disk, and
-   * starts it. A VM that does not start that way is left stopped with that setting (the
-   * error says so); `kernel: "image"` takes it back to its disk.
-   */
-  async boot(ref: string, req: BootVmRequest, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("boot", ref, caller, async () => {
-      const which = req.kernel ?? "uploaded";
-      if (which !== "uploaded" && which !== "image") throw invalid("kernel", 'must be "uploaded" (the kernel sent with PUT /vms/{id}/kernel) or "image" (the image\'s own, from the disk)');
-      const initrd = req.initrd ?? "uploaded";
-      if (initrd !== "uploaded" && initrd !== "none") throw invalid("initrd", 'must be "uploaded" or "none"');
-      if (req.cmdline !== undefined && req.cmdline !== null) {
-        const problem = cmdlineProblem(req.cmdline);
-        if (problem) throw invalid("cmdline", problem);
-      }
-      if (which === "image" && ((req.cmdline ?? null) !== null || req.initrd !== undefined)) {
-        throw invalid(req.initrd !== undefined ? "initrd" : "cmdline", 'goes with kernel "uploaded" only: the image\'s kernel boots as its disk\'s boot loader says');
-      }
-      const found = await this.resolve(ref, caller);
-      const { host } = found;
-      const driver = host.driver;
-      const on = <T>(call: () => Promise<T>) => this.fleet.onHost(host, call);
-      return this.timed("boot", () =>
-        this.locks.run(`name:${found.rec.name}`, async () => {
-          const rec = await on(() => driver.get(found.rec.name));
-          if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
-          let boot: VmBoot | null = null;
-          if (which === "uploaded") {
-            const up = await on(() => driver.uploadedBootFiles(rec.name));
-            if (!up.kernel) {
-              throw new ServiceError("nothing_uploaded", `${rec.name} has no uploaded kernel; PUT it to /api/v1/vms/${rec.name}/kernel first (rcloud vm boot ${rec.name} --kernel FILE does both)`, { field: "kernel" });
-            }
-            const cmdline = req.cmdline !== undefined ? req.cmdline : (effective(rec).boot?.cmdline ?? null);
-            boot = { kernel: up.kernel.path, initrd: initrd === "uploaded" ? (up.initrd?.path ?? null) : null, cmdline: cmdline === "" ? null : cmdline };
-          }
-          if (rec.state !== "stopped") {
-            const force = req.force === true || rec.state === "crashed";
-            await on(() => driver.stop(rec.name, { force, timeoutMs: this.defaults.stopTimeoutS * 1000 }));
-            this.feed?.operated("stop", known(rec, host));
-          }
-          const stopped = await on(() => driver.get(rec.name));
-          if (!stopped) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-          if (!sameBoot(boot, effective(stopped).boot)) await on(() => driver.update(rec.name, { boot }));
-          try {
-            await on(() => driver.start(rec.name));
-          } catch (e) {
-            const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
-            // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
-            const code = err.code === "internal_error" ? "boot_failed" : err.code;
-            const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
-            const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
-            throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
-          }
-          this.feed?.operated("start", known(rec, host));
-          const after = await on(() => driver.get(rec.name));
-          if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-          this.remember(host, [after]);
-          return this.toApi(after, host, true);
-        }),
-      );
-    });
+  /** POST /vms/{id}/boot: restarts the VM on its uploaded kernel or back on its disk's (boot-ops.ts). */
+  boot(ref: string, req: BootVmRequest, caller: Caller | null = null): Promise<ApiVm> {
+    return bootVm(this.ctx, ref, req, caller);
   }
 
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("reboot", ref, caller, () => this.timed("reboot", () => this.mutate(ref, caller, "reboot", (h, name) => h.driver.reboot(name))));
+    return this.ctx.tracked("reboot", ref, caller, () => this.ctx.timed("reboot", () => this.mutate(ref, caller, "reboot", (h, name) => h.driver.reboot(name))));
   }
 
   async delete(ref: string, caller: Caller | null = null): Promise<{ id: string; name: string; status: "destroyed" }> {
-    return this.tracked("delete", ref, caller, () => this.deleteChecked(ref, caller));
+    return this.ctx.tracked("delete", ref, caller, () => this.deleteChecked(ref, caller));
   }
 
   private async deleteChecked(ref: string, caller: Caller | null): Promise<{ id: string; name: string; status: "destroyed" }> {
     const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
       const vm = known(rec, host);
-      this.feed?.beginDelete(vm);
-      await this.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name))).catch((e: unknown) => {
-        this.feed?.deleteFailed(rec.name);
+      this.ctx.feed?.beginDelete(vm);
+      await this.ctx.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name))).catch((e: unknown) => {
+        this.ctx.feed?.deleteFailed(rec.name);
         throw e;
       });
-      this.feed?.deleted(vm, currentRequestId());
+      this.ctx.feed?.deleted(vm, currentRequestId());
       this.crashes.clear(host.name, rec.name);
       this.fleet.forget(host, rec.id);
-      this.byId.delete(rec.id);
-      this.byName.delete(rec.name);
+      this.ctx.forget(rec);
       return { id: rec.id, name: rec.name, status: "destroyed" as const };
     });
   }
 
-  // ---- snapshots (rules in snapshots.ts) ----
+  // ---- snapshots (snapshot-ops.ts; rules in snapshots.ts) ----
 
-  async snapshots(ref: string, caller: Caller | null = null): Promise<ApiSnapshot[]> {
-    const { host, rec } = await this.resolve(ref, caller);
-    return (await this.fleet.onHost(host, () => host.driver.snapshots(rec.name))).map(toApiSnapshot);
+  snapshots(ref: string, caller: Caller | null = null): Promise<ApiSnapshot[]> {
+    return listSnapshots(this.ctx, ref, caller);
   }
 
   /** Takes a snapshot under the VM's lock: memory when it runs, its disks when stopped (snapshots.ts). */
-  async createSnapshot(ref: string, req: CreateSnapshotRequest, caller: Caller | null = null): Promise<ApiSnapshot> {
-    return this.tracked("snapshot-create", ref, caller, () =>
-      this.underLock(ref, caller, "snapshot_create", async (host, rec) => {
-        const name = checkSnapshotName(req?.name);
-        const memory = snapshotKind(rec, req?.memory);
-        const existing = await this.fleet.onHost(host, () => host.driver.snapshots(rec.name));
-        if (existing.some((s) => s.name === name)) throw new ServiceError("snapshot_exists", `${rec.name} already has a snapshot named '${name}'; delete it first or pick another name`, { field: "name" });
-        const made = await this.fleet.onHost(host, () => host.driver.createSnapshot(rec.name, name, memory));
-        this.feed?.snapshotted("snapshot-created", known(rec, host), name, currentRequestId());
-        return toApiSnapshot(made);
-      }),
-    );
+  createSnapshot(ref: string, req: CreateSnapshotRequest, caller: Caller | null = null): Promise<ApiSnapshot> {
+    return createSnapshot(this.ctx, ref, req, caller);
   }
 
   /** Reverts to a snapshot: a memory snapshot leaves the VM running where it was, a disk-only one stopped. */
-  async revertSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.tracked("snapshot-revert", ref, caller, () =>
-      this.underLock(ref, caller, "snapshot_revert", async (host, rec) => {
-        const name = await this.mustHaveSnapshot(host, rec, snapshot);
-        await this.fleet.onHost(host, () => host.driver.revertSnapshot(rec.name, name));
-        this.feed?.snapshotted("snapshot-reverted", known(rec, host), name, currentRequestId());
-        const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
-        if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-        return this.toApi(after, host, true);
-      }),
-    );
+  revertSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiVm> {
+    return revertSnapshot(this.ctx, ref, snapshot, caller);
   }
 
-  async deleteSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiSnapshotDeleted> {
-    return this.tracked("snapshot-delete", ref, caller, () =>
-      this.underLock(ref, caller, "snapshot_delete", async (host, rec) => {
-        const name = await this.mustHaveSnapshot(host, rec, snapshot);
-        await this.fleet.onHost(host, () => host.driver.deleteSnapshot(rec.name, name));
-        this.feed?.snapshotted("snapshot-deleted", known(rec, host), name, currentRequestId());
-        return { vm: rec.name, name, status: "deleted" as const };
-      }),
-    );
-  }
-
-  private async mustHaveSnapshot(host: Host, rec: VmRecord, snapshot: string): Promise<string> {
-    const name = checkSnapshotName(snapshot);
-    const list = await this.fleet.onHost(host, () => host.driver.snapshots(rec.name));
-    if (!list.some((s) => s.name === name)) throw noSnapshot(rec.name, name, list);
-    return name;
-  }
-
-  /** Runs `fn` on the VM as it is now, holding the VM's lock like every change. */
-  private async underLock<T>(ref: string, caller: Caller | null, op: string, fn: (host: Host, rec: VmRecord) => Promise<T>): Promise<T> {
-    const found = await this.resolve(ref, caller);
-    const { host } = found;
-    return this.timed(op, () =>
-      this.locks.run(`name:${found.rec.name}`, async () => {
-        const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
-        if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
-        return fn(host, rec);
-      }),
-    );
+  deleteSnapshot(ref: string, snapshot: string, caller: Caller | null = null): Promise<ApiSnapshotDeleted> {
+    return deleteSnapshot(this.ctx, ref, snapshot, caller);
   }
 
   async qmp(ref: string, command: string, args?: Record<string, unknown>, caller: Caller | null = null): Promise<unknown> {
@@ -910,11 +663,11 @@ export class VmService {
     const { host, rec } = await this.resolve(ref, caller);
     return this.locks.run(`name:${rec.name}`, async () => {
       await this.fleet.onHost(host, () => op(host, rec.name));
-      this.feed?.operated(what, known(rec, host));
+      this.ctx.feed?.operated(what, known(rec, host));
       const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
       if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-      this.remember(host, [after]);
-      return this.toApi(after, host, true);
+      this.ctx.remember(host, [after]);
+      return this.ctx.toApi(after, host, true);
     });
   }
 
@@ -922,57 +675,8 @@ export class VmService {
    * `{id}` in the API may be the id (vm-xxxxxxxx) or the name, on any host. A VM of another
    * project than the caller's is 403 forbidden (after the lookup, so a missing VM is still 404).
    */
-  async resolve(ref: string, caller: Caller | null = null): Promise<Located> {
-    const found = await this.lookup(ref);
-    assertAccess(caller, found.rec.owner, found.rec.name);
-    return found;
-  }
-
-  private async lookup(ref: string): Promise<Located> {
-    if (typeof ref !== "string" || ref.length === 0 || ref.length > 64 || !/^[A-Za-z0-9._-]+$/.test(ref)) {
-      throw new ServiceError("not_found", `no VM '${String(ref).slice(0, 64)}'`);
-    }
-    const byId = ID_RE.test(ref);
-    // Where it was last seen, checked there (names are reused after deletes).
-    const hint = byId ? this.byId.get(ref) : this.byName.has(ref) ? { host: this.byName.get(ref)!, name: ref } : undefined;
-    const hinted = hint ? this.registry.get(hint.host) : undefined;
-    if (hint && hinted) {
-      const rec = await this.fleet.onHost(hinted, () => hinted.driver.get(hint.name));
-      if (rec && (byId ? rec.id === ref : true)) return { host: hinted, rec };
-      if (byId) this.byId.delete(ref);
-      else this.byName.delete(ref);
-    }
-    // Not known where: every online host is asked; the first that has it answers.
-    const online = this.registry.hosts.filter((h) => h.online);
-    const found = await firstFound(
-      online.map(async (h): Promise<Located | null> => {
-        const rec = byId ? (await this.fleet.onHost(h, () => h.driver.list())).find((r) => r.id === ref) : await this.fleet.onHost(h, () => h.driver.get(ref));
-        return rec ? { host: h, rec } : null;
-      }),
-    );
-    if (found) {
-      this.remember(found.host, [found.rec]);
-      return found;
-    }
-    const onDownHost = this.registry.hosts.find((h) => !h.online && h.records?.some((r) => r.id === ref || r.name === ref));
-    if (onDownHost) throw new ServiceError("host_unavailable", `VM '${ref}' is on host ${onDownHost.name}, which is not answering (${onDownHost.lastError ?? "offline"})`, { host: onDownHost.name });
-    if (online.length === 0) {
-      const why = this.registry.hosts.map((h) => h.lastError).filter(Boolean).join("; ");
-      throw new ServiceError("hypervisor_unavailable", why || "no host is answering");
-    }
-    throw new ServiceError("not_found", `no VM with id or name '${ref}'`);
-  }
-
-  /** Where VMs are (hints for lookups, names for the event feed); `listing`: skip records remembered before. */
-  private remember(h: Host, records: VmRecord[], listing = false): void {
-    for (const r of records) {
-      // A listing hands out most records again unchanged; a lookup that had to search writes its hints anew.
-      if (listing && this.remembered.get(r) === h.name) continue;
-      this.remembered.set(r, h.name);
-      this.byId.set(r.id, { host: h.name, name: r.name });
-      this.byName.set(r.name, h.name);
-      this.feed?.remember(known(r, h));
-    }
+  resolve(ref: string, caller: Caller | null = null): Promise<Located> {
+    return this.ctx.resolve(ref, caller);
   }
 
   /** Every VM on every host (offline hosts: their last listing), for quota checks. */
@@ -981,93 +685,17 @@ export class VmService {
     return listings.flatMap((l) => l.records);
   }
 
-  private async toApi(record: VmRecord, h: Host, fresh: boolean): Promise<ApiVm> {
-    const rec = this.withCrash(h.name, record);
-    const ip = fresh && rec.state === "running" ? await this.address(h, rec) : null;
-    return toApiVm({ rec, host: h.name, hostState: h.state, fresh, ip });
-  }
-
-  /** Overlays of records with a crash recorded here, kept per record and crash so the listing's kept JSON stays valid. */
-  private readonly crashOverlays = new WeakMap<VmRecord, { crash: CrashRecord; out: VmRecord }>();
-
-  /**
-   * The record as the API shows it: a crash seen here (crashes.ts: QEMU died, or the guest
-   * panicked) sets state and crash_reason; else what the driver reports (a guest held after a
-   * panic, which libvirt keeps across rcloud restarts).
-   * Records are never changed in place (the listing keeps JSON by record), so this is a copy.
-   */
-  private withCrash(host: string, rec: VmRecord): VmRecord {
-    const crash = this.crashes.get(host, rec.name);
-    if (!crash) return rec;
-    const kept = this.crashOverlays.get(rec);
-    if (kept?.crash === crash) return kept.out;
-    const view = this.crashes.view(host, rec.name, rec.state);
-    const out: VmRecord = { ...rec, state: view.state, crashReason: view.crashReason ?? rec.crashReason };
-    this.crashOverlays.set(rec, { crash, out });
-    return out;
-  }
-
-  /** A running VM's address; discovery is best effort (null when the host cannot say). */
-  private async address(h: Host, rec: VmRecord): Promise<string | null> {
-    try {
-      return await h.driver.ipAddress(rec);
-    } catch {
-      return null;
-    }
-  }
-
-  // ---- guest memory dumps ----
+  // ---- guest memory dumps (dumps.ts) ----
 
   /** The VM's guest memory dumps (on_panic: dump), oldest first. */
-  async dumps(ref: string, caller: Caller | null = null): Promise<ApiDump[]> {
-    const { host, rec } = await this.resolve(ref, caller);
-    const list = await this.fleet.onHost(host, () => host.driver.dumps(rec.name));
-    return list.map((d) => ({ name: d.name, size_bytes: d.sizeBytes, created_at: d.createdAt }));
+  dumps(ref: string, caller: Caller | null = null): Promise<ApiDump[]> {
+    return listDumps(this.ctx, ref, caller);
   }
 
   /** One dump's bytes, streamed from its host; 404 dump_not_found for a name the VM has no dump by. */
-  async readDump(ref: string, dump: string, caller: Caller | null = null): Promise<DumpReader & { vm: string }> {
-    const { host, rec } = await this.resolve(ref, caller);
-    // Names are rcloud's own: anything else (a path, '..') is refused before any host is asked.
-    if (typeof dump !== "string" || !DUMP_NAME_RE.test(dump)) {
-      throw new ServiceError("dump_not_found", `${rec.name} has no dump '${String(dump).slice(0, 64)}'; GET /api/v1/vms/${rec.name}/dumps lists them`);
-    }
-    try {
-      const reader = await this.fleet.onHost(host, () => host.driver.readDump(rec.name, dump));
-      return { ...reader, vm: rec.name };
-    } catch (e) {
-      if (e instanceof ServiceError && e.code === "not_found") {
-        throw new ServiceError("dump_not_found", `${rec.name} has no dump '${dump}'; GET /api/v1/vms/${rec.name}/dumps lists them`);
-      }
-      throw e;
-    }
+  readDump(ref: string, dump: string, caller: Caller | null = null): Promise<DumpReader & { vm: string }> {
+    return readDump(this.ctx, ref, dump, caller);
   }
-}
-
-/** What the event feed keeps of a VM. */
-function known(r: VmRecord, h: Host): KnownVm {
-  return { id: r.id, name: r.name, owner: r.owner, host: h.name };
-}
-
-/** The first task to find something; null when none does; the first error when one failed and none found. */
-function firstFound<T>(tasks: Promise<T | null>[]): Promise<T | null> {
-  if (tasks.length === 0) return Promise.resolve(null);
-  return new Promise((resolve, reject) => {
-    let left = tasks.length;
-    let error: unknown = null;
-    for (const t of tasks) {
-      t.then(
-        (v) => {
-          if (v !== null) resolve(v);
-          else if (--left === 0) (error === null ? resolve(null) : reject(error));
-        },
-        (e: unknown) => {
-          error ??= e;
-          if (--left === 0) reject(error);
-        },
-      );
-    }
-  });
 }
 
 /** Why no host took the VM, as one API error naming every host. */
