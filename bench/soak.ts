@@ -1,5 +1,5 @@
 /**
- * bun run soak [--minutes M] [--vms N]
+ * bun run soak [--minutes M] [--vms N] [--sample-minutes S]
  *
  * Soak of rcloud's libvirt driver on the rig's `main` daemon (qemu:///system, TCG guests of
  * the tiny test disk, restricted user networking with SSH forwarded to 127.0.0.1): N VMs
@@ -9,7 +9,8 @@
  * rcloud's RSS and open file descriptors (/proc/<pid>), the libvirt sessions (clients of the
  * daemon by `virt-admin srv-clients-list`, and the daemon's own open descriptors) and the
  * event-loop lag (prom-client's rcloud_nodejs_eventloop_lag_seconds from /metrics; null
- * when metrics are off), and the time GET /health takes to answer. Prints one
+ * when metrics are off), and the time GET /health takes to answer; the same every S minutes
+ * (default 5) in between, as `samples`. Prints one
  * JSON line {start, end, ratios, cycles, failures, minutes, vms}; flat = every ratio within
  * 1 ± 0.10. The rig must be up (scripts/lib/rig.sh up).
  */
@@ -27,6 +28,7 @@ const arg = (name: string, d: number) => {
 };
 const minutes = arg("--minutes", 30);
 const vmCount = arg("--vms", 10);
+const sampleMinutes = arg("--sample-minutes", 5);
 
 interface Reading {
   rss_mb: number;
@@ -143,12 +145,21 @@ try {
   const start = await reading();
   const t0 = Date.now();
   let cycles = 0;
+  // Readings along the way too: two points cannot tell a leak from a heap that settles.
+  const samples: (Reading & { minute: number; cycles: number })[] = [];
+  let nextSample = t0 + sampleMinutes * 60_000;
   while (Date.now() - t0 < minutes * 60_000) {
     const oldest = alive.shift();
     if (oldest) await cycle(oldest);
     const fresh = await createAndCheck();
     if (fresh) alive.push(fresh);
     cycles++;
+    if (Date.now() >= nextSample) {
+      const r = { minute: Math.round((Date.now() - t0) / 6_000) / 10, cycles, ...(await reading()) };
+      samples.push(r);
+      console.error(`soak: ${JSON.stringify(r)}`);
+      nextSample += sampleMinutes * 60_000;
+    }
   }
   const end = await reading();
   const ratio = (k: keyof Reading) => (start[k] && end[k] ? Math.round(((end[k] as number) / (start[k] as number)) * 100) / 100 : null);
@@ -159,6 +170,7 @@ try {
     failures,
     errors,
     start,
+    samples,
     end,
     ratios: { rss: ratio("rss_mb"), fds: ratio("fds"), libvirt_clients: ratio("libvirt_clients"), libvirtd_fds: ratio("libvirtd_fds") },
   };
