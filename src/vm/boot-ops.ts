@@ -62,48 +62,39 @@ export async function bootVm(ctx: VmContext, ref: string, req: BootVmRequest, ca
     if (which === "image" && ((req.cmdline ?? null) !== null || req.initrd !== undefined)) {
       throw invalid(req.initrd !== undefined ? "initrd" : "cmdline", 'goes with kernel "uploaded" only: the image\'s kernel boots as its disk\'s boot loader says');
     }
-    const found = await ctx.resolve(ref, caller);
-    const { host } = found;
-    const driver = host.driver;
-    const on = <T>(call: () => Promise<T>) => ctx.fleet.onHost(host, call);
-    return ctx.timed("boot", () =>
-      ctx.locks.run(`name:${found.rec.name}`, async () => {
-        const rec = await on(() => driver.get(found.rec.name));
-        if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
-        let boot: VmBoot | null = null;
-        if (which === "uploaded") {
-          const up = await on(() => driver.uploadedBootFiles(rec.name));
-          if (!up.kernel) {
-            throw new ServiceError("nothing_uploaded", `${rec.name} has no uploaded kernel; PUT it to /api/v1/vms/${rec.name}/kernel first (rcloud vm boot ${rec.name} --kernel FILE does both)`, { field: "kernel" });
-          }
-          const cmdline = req.cmdline !== undefined ? req.cmdline : (effective(rec).boot?.cmdline ?? null);
-          boot = { kernel: up.kernel.path, initrd: initrd === "uploaded" ? (up.initrd?.path ?? null) : null, cmdline: cmdline === "" ? null : cmdline };
+    return ctx.underLock(ref, caller, "boot", async (host, rec) => {
+      const driver = host.driver;
+      const on = <T>(call: () => Promise<T>) => ctx.fleet.onHost(host, call);
+      let boot: VmBoot | null = null;
+      if (which === "uploaded") {
+        const up = await on(() => driver.uploadedBootFiles(rec.name));
+        if (!up.kernel) {
+          throw new ServiceError("nothing_uploaded", `${rec.name} has no uploaded kernel; PUT it to /api/v1/vms/${rec.name}/kernel first (rcloud vm boot ${rec.name} --kernel FILE does both)`, { field: "kernel" });
         }
-        if (rec.state !== "stopped") {
-          const force = req.force === true || rec.state === "crashed";
-          await on(() => driver.stop(rec.name, { force, timeoutMs: ctx.defaults.stopTimeoutS * 1000 }));
-          ctx.feed?.operated("stop", known(rec, host));
-        }
-        const stopped = await on(() => driver.get(rec.name));
-        if (!stopped) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-        if (!sameBoot(boot, effective(stopped).boot)) await on(() => driver.update(rec.name, { boot }));
-        try {
-          await on(() => driver.start(rec.name));
-        } catch (e) {
-          const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
-          // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
-          const code = err.code === "internal_error" ? "boot_failed" : err.code;
-          const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
-          const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
-          throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
-        }
-        ctx.feed?.operated("start", known(rec, host));
-        const after = await on(() => driver.get(rec.name));
-        if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-        ctx.remember(host, [after]);
-        return ctx.toApi(after, host, true);
-      }),
-    );
+        const cmdline = req.cmdline !== undefined ? req.cmdline : (effective(rec).boot?.cmdline ?? null);
+        boot = { kernel: up.kernel.path, initrd: initrd === "uploaded" ? (up.initrd?.path ?? null) : null, cmdline: cmdline === "" ? null : cmdline };
+      }
+      if (rec.state !== "stopped") {
+        const force = req.force === true || rec.state === "crashed";
+        await on(() => driver.stop(rec.name, { force, timeoutMs: ctx.defaults.stopTimeoutS * 1000 }));
+        ctx.feed?.operated("stop", known(rec, host));
+      }
+      const stopped = await on(() => driver.get(rec.name));
+      if (!stopped) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
+      if (!sameBoot(boot, effective(stopped).boot)) await on(() => driver.update(rec.name, { boot }));
+      try {
+        await on(() => driver.start(rec.name));
+      } catch (e) {
+        const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
+        // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
+        const code = err.code === "internal_error" ? "boot_failed" : err.code;
+        const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
+        const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
+        throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
+      }
+      ctx.feed?.operated("start", known(rec, host));
+      return ctx.current(host, rec.name);
+    });
   });
 }
 

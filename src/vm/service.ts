@@ -517,29 +517,20 @@ export class VmService {
    * if it does not start with the change, the change is undone and it is started as it was.
    */
   async update(ref: string, req: UpdateVmRequest, caller: Caller | null = null): Promise<ApiVm> {
-    const found = await this.resolve(ref, caller);
-    const { host } = found;
-    return this.ctx.timed("update", () =>
-      this.locks.run(`name:${found.rec.name}`, async () => {
-        const rec = await this.fleet.onHost(host, () => host.driver.get(found.rec.name));
-        if (!rec || rec.id !== found.rec.id) throw new ServiceError("not_found", `VM '${ref}' disappeared`);
-        const plan = planUpdate(req, rec, this.defaults);
-        await resolveBoot(this.ctx, host, rec, plan);
-        await this.checkGrowth(host, rec, plan);
-        const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
-        const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
-        const release = rec.owner !== null && grows ? await this.quotaReservations.reserveChange(rec.owner, rec, add, () => this.allRecords()) : () => {};
-        try {
-          await this.applyPlan(host, rec, plan);
-        } finally {
-          release();
-        }
-        const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
-        if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-        this.ctx.remember(host, [after]);
-        return this.ctx.toApi(after, host, true);
-      }),
-    );
+    return this.ctx.underLock(ref, caller, "update", async (host, rec) => {
+      const plan = planUpdate(req, rec, this.defaults);
+      await resolveBoot(this.ctx, host, rec, plan);
+      await this.checkGrowth(host, rec, plan);
+      const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
+      const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
+      const release = rec.owner !== null && grows ? await this.quotaReservations.reserveChange(rec.owner, rec, add, () => this.allRecords()) : () => {};
+      try {
+        await this.applyPlan(host, rec, plan);
+      } finally {
+        release();
+      }
+      return this.ctx.current(host, rec.name);
+    });
   }
 
   private async applyPlan(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
@@ -664,10 +655,7 @@ export class VmService {
     return this.locks.run(`name:${rec.name}`, async () => {
       await this.fleet.onHost(host, () => op(host, rec.name));
       this.ctx.feed?.operated(what, known(rec, host));
-      const after = await this.fleet.onHost(host, () => host.driver.get(rec.name));
-      if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-      this.ctx.remember(host, [after]);
-      return this.ctx.toApi(after, host, true);
+      return this.ctx.current(host, rec.name);
     });
   }
 

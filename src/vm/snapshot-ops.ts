@@ -35,9 +35,7 @@ export function revertSnapshot(ctx: VmContext, ref: string, snapshot: string, ca
       const name = await mustHaveSnapshot(ctx, host, rec, snapshot);
       await ctx.fleet.onHost(host, () => host.driver.revertSnapshot(rec.name, name));
       ctx.feed?.snapshotted("snapshot-reverted", known(rec, host), name, currentRequestId());
-      const after = await ctx.fleet.onHost(host, () => host.driver.get(rec.name));
-      if (!after) throw new ServiceError("not_found", `VM '${rec.name}' disappeared`);
-      return ctx.toApi(after, host, true);
+      return ctx.current(host, rec.name);
     }),
   );
 }

@@ -152,6 +152,14 @@ export class VmContext {
     }
   }
 
+  /** The VM as it is after an operation on it (remembered, and as the API shows it); 404 if it went away meanwhile. */
+  async current(host: Host, name: string): Promise<ApiVm> {
+    const after = await this.fleet.onHost(host, () => host.driver.get(name));
+    if (!after) throw new ServiceError("not_found", `VM '${name}' disappeared`);
+    this.remember(host, [after]);
+    return this.toApi(after, host, true);
+  }
+
   /** Drops the hints of a deleted VM. */
   forget(rec: VmRecord): void {
     this.byId.delete(rec.id);
