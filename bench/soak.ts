@@ -13,8 +13,14 @@
  * (default 5) in between, as `samples`. Prints one
  * JSON line {start, end, ratios, cycles, failures, minutes, vms}; flat = every ratio within
  * 1 ± 0.10. The rig must be up (scripts/lib/rig.sh up).
+ *
+ * --heap-stats: after each reading (its RSS taken first) rcloud is sent SIGUSR2 and writes a
+ * heap report (src/util/heap-report.ts: a full collection, then the live JavaScript heap and
+ * its objects by type); each reading then also has `heap_mb` and `objects`, and the result
+ * lists the object types that grew most from the first report to the last.
  */
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { rig, unixUri } from "../test/helpers/rig.ts";
 import { tinyDiskImageDir } from "../test/helpers/guest.ts";
@@ -29,6 +35,8 @@ const arg = (name: string, d: number) => {
 const minutes = arg("--minutes", 30);
 const vmCount = arg("--vms", 10);
 const sampleMinutes = arg("--sample-minutes", 5);
+const heapStats = process.argv.includes("--heap-stats");
+const heapDir = heapStats ? mkdtempSync(join(tmpdir(), "rcsoak-heap-")) : null;
 
 interface Reading {
   rss_mb: number;
@@ -37,6 +45,8 @@ interface Reading {
   libvirtd_fds: number;
   health_ms: number;
   loop_lag_ms: number | null;
+  heap_mb?: number;
+  objects?: number;
 }
 
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
@@ -64,6 +74,7 @@ const server = await spawnServer(
     vm_defaults: { network_mode: "user", user_network_restrict: true, memory_mb: 128, vcpus: 1, root_disk_gb: 1, stop_timeout_s: 10, memory_overcommit: 8 },
   },
   { uri: unixUri("qemu"), pool: poolName, dirs: [imagesDir] },
+  heapDir ? { RCLOUD_HEAP_REPORT_DIR: heapDir } : {},
 );
 const auth = { authorization: `Bearer ${server.token}`, "content-type": "application/json" };
 const key = makeSshKey();
@@ -85,7 +96,40 @@ async function reading(): Promise<Reading> {
     libvirtd_fds: fdCount(libvirtdPid),
     health_ms: Math.round(health * 10) / 10,
     loop_lag_ms: await loopLagMs(server.baseUrl, server.token),
+    ...(heapDir ? await heapFigures(heapDir) : {}),
   };
+}
+
+interface HeapReportFile {
+  heap_bytes: number;
+  object_count: number;
+  object_type_counts: Record<string, number>;
+}
+const heapReports: HeapReportFile[] = [];
+
+/** Asks rcloud for a heap report and waits for the file (src/util/heap-report.ts). */
+async function heapFigures(dir: string): Promise<{ heap_mb: number; objects: number }> {
+  const before = new Set(readdirSync(dir));
+  process.kill(server.pid, "SIGUSR2");
+  for (let waited = 0; waited < 30_000; waited += 100) {
+    const file = readdirSync(dir).find((f) => !before.has(f) && f.endsWith(".json"));
+    if (file) {
+      await Bun.sleep(200); // written in one call; give it time to finish
+      const report = JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapReportFile;
+      heapReports.push(report);
+      return { heap_mb: Math.round((report.heap_bytes / 2 ** 20) * 10) / 10, objects: report.object_count };
+    }
+    await Bun.sleep(100);
+  }
+  throw new Error("rcloud wrote no heap report within 30 s of SIGUSR2");
+}
+
+/** The object types whose live count grew most from the first heap report to the last. */
+function heapGrowth(top = 12): Record<string, number> {
+  const first = heapReports[0]?.object_type_counts ?? {};
+  const last = heapReports[heapReports.length - 1]?.object_type_counts ?? {};
+  const growth = Object.keys({ ...first, ...last }).map((k) => [k, (last[k] ?? 0) - (first[k] ?? 0)] as const);
+  return Object.fromEntries(growth.sort((a, b) => b[1] - a[1]).slice(0, top));
 }
 
 let serial = 0;
@@ -173,6 +217,7 @@ try {
     samples,
     end,
     ratios: { rss: ratio("rss_mb"), fds: ratio("fds"), libvirt_clients: ratio("libvirt_clients"), libvirtd_fds: ratio("libvirtd_fds") },
+    ...(heapDir ? { heap_ratio: ratio("heap_mb"), objects_ratio: ratio("objects"), heap_growth_by_type: heapGrowth() } : {}),
   };
 } finally {
   await server.stop();

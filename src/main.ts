@@ -27,6 +27,11 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       const { startServer } = await import("./server.ts");
       const server = await startServer({ configFile: flag(args, "--config") });
+      const heapReportDir = process.env.RCLOUD_HEAP_REPORT_DIR;
+      if (heapReportDir) {
+        const { reportHeapOnSignal } = await import("./util/heap-report.ts");
+        reportHeapOnSignal(heapReportDir, (m) => console.error(m));
+      }
       let stopping = false;
       const stop = async () => {
         if (stopping) return; // a second signal while draining changes nothing

@@ -49,8 +49,13 @@ export async function spawnTestDriverServer(poolName: string, extra: Record<stri
 /**
  * `rcloud serve` with `config` (its server and auth sections added: a free loopback port, a
  * tokens file with one admin token); `stop` removes `pool` from libvirt at `uri` and `dirs`.
+ * `env`: extra environment variables for the server process.
  */
-export async function spawnServer(config: Record<string, unknown>, cleanup: { uri: string; pool: string; dirs: string[] }): Promise<ServerProcess> {
+export async function spawnServer(
+  config: Record<string, unknown>,
+  cleanup: { uri: string; pool: string; dirs: string[] },
+  env: Record<string, string> = {},
+): Promise<ServerProcess> {
   const repo = resolve(import.meta.dir, "../..");
   const work = mkdtempSync(join(tmpdir(), "rcloud-serve-"));
   const tokensFile = join(work, "tokens.json");
@@ -68,7 +73,12 @@ export async function spawnServer(config: Record<string, unknown>, cleanup: { ur
       ...rest,
     }),
   );
-  const proc = Bun.spawn([process.execPath, "src/main.ts", "serve", "--config", cfg], { cwd: repo, stdout: "ignore", stderr: "inherit" });
+  const proc = Bun.spawn([process.execPath, "src/main.ts", "serve", "--config", cfg], {
+    cwd: repo,
+    env: { ...process.env, ...env },
+    stdout: "ignore",
+    stderr: "inherit",
+  });
   const baseUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   while (!(await fetch(`${baseUrl}/api/v1/health`).then((r) => r.ok, () => false))) {
