@@ -194,7 +194,7 @@ console.log(
     unexpected_outcomes: unexpectedOutcome,
     per_driver: perDriver,
     storage_full: storageFull,
-    fault2: fault2 && { creates: fault2.creates, answered_201: fault2.created, answered_503: fault2.refused, other_answers: fault2.badAnswers.length, hung: fault2.hung, max_answer_ms: fault2.maxAnswerMs },
+    fault2: fault2 && { creates: fault2.creates, answered_201_before_kill: fault2.createdBeforeKill, open_at_kill: fault2.openAtKill, answered_201: fault2.created, answered_503: fault2.refused, other_answers: fault2.badAnswers.length, hung: fault2.hung, max_answer_ms: fault2.maxAnswerMs },
     crash_detect_ms_max: { libvirt: max(crashDetectMs.libvirt), qemu: max(crashDetectMs.qemu) },
     rounds,
     rounds_done: roundsDone,

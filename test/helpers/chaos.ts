@@ -381,6 +381,10 @@ export async function killAt(site: ChaosSite, point: FaultPoint, name: string, s
 /** What fault 2 came to: creates racing a libvirtd SIGKILL and restart. */
 export interface LibvirtdKillOutcome {
   creates: number;
+  /** Answered 201 before libvirtd was killed. */
+  createdBeforeKill: number;
+  /** Requests still unanswered when libvirtd was killed. */
+  openAtKill: number;
   created: number;
   /** 503 answers, each with a message. */
   refused: number;
@@ -398,24 +402,33 @@ export interface LibvirtdKillOutcome {
 
 /**
  * Fault 2: `n` creates at once on a site on the rig's `fault` daemon; libvirtd is SIGKILLed
- * (by PID) while they run and started again. Every request must be answered (201, or 503 with
+ * (by PID) once a fifth of them (at least one) are answered 201 — so that enough VMs made
+ * before the kill must be shown to survive it, while the rest are in every phase of a
+ * create — or after 30 s, and started again. Every request must be answered (201, or 503 with
  * a message) within `deadlineMs`; every VM answered 201 must exist and run once libvirtd is
  * back; after reconcile nothing else may remain. Deletes every VM at the end.
  */
 export async function libvirtdKilledDuringCreates(site: ChaosSite, n: number, deadlineMs: number, prefix: string): Promise<LibvirtdKillOutcome> {
   const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
   const t0 = Date.now();
+  const killAfter = Math.max(1, Math.floor(n / 5));
+  let answered201 = 0;
+  let answeredAll = 0;
+  let enoughCreated!: () => void;
+  const enough = new Promise<void>((resolve) => (enoughCreated = resolve));
   const pending = names.map(async (name) => {
     try {
       const r = await site.req("POST", "/api/v1/vms", vmBody(name, { extra_disks: [], network: { mode: "none" } }), deadlineMs);
+      answeredAll++;
+      if (r?.status === 201 && ++answered201 === killAfter) enoughCreated();
       return { name, r, ms: Date.now() - t0, hung: false };
     } catch {
       return { name, r: null, ms: Date.now() - t0, hung: true };
     }
   });
-  // Kill it while creates are in every phase: once the first VM is answered 201 (others are
-  // halfway then), or after 30 s.
-  await Promise.race([Promise.any(pending.map((p) => p.then((x) => (x.r?.status === 201 ? x : Promise.reject(new Error("not 201")))))).catch(() => null), Bun.sleep(30_000)]);
+  await Promise.race([enough, Promise.all(pending), Bun.sleep(30_000)]);
+  const createdBeforeKill = answered201;
+  const openAtKill = n - answeredAll;
   process.kill(rig().instances.fault.libvirtdPid, "SIGKILL");
   const results = await Promise.all(pending);
   rigCommand("start-instance", "fault");
@@ -441,6 +454,8 @@ export async function libvirtdKilledDuringCreates(site: ChaosSite, n: number, de
   for (const v of vms) await site.req("DELETE", `/api/v1/vms/${v.id}`);
   return {
     creates: n,
+    createdBeforeKill,
+    openAtKill,
     created: created.length,
     refused: results.filter((x) => x.r?.status === 503).length,
     badAnswers,

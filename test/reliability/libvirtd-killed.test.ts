@@ -21,6 +21,9 @@ test("libvirtd killed during 12 creates: all answered in time, every 201 runs, n
   await site.start();
   const o = await libvirtdKilledDuringCreates(site, 12, 120_000, "lk");
   console.log(`libvirtd killed: ${JSON.stringify({ ...o, badAnswers: o.badAnswers.length })}`);
+  // The kill came after some VMs were made and while others were still being made.
+  expect(o.createdBeforeKill).toBeGreaterThanOrEqual(2);
+  expect(o.openAtKill).toBeGreaterThan(0);
   expect(o.hung).toBe(0);
   expect(o.badAnswers).toEqual([]);
   expect(o.created + o.refused).toBe(12);
