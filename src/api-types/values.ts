@@ -52,6 +52,26 @@ export const VM_LIMITS = {
   cmdlineMax: 4096,
 } as const;
 
+/** A kernel command line's problem, or null: at most VM_LIMITS.cmdlineMax characters, none of them control characters. */
+export function cmdlineProblem(cmdline: unknown): string | null {
+  if (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(cmdline)) {
+    return `must be at most ${VM_LIMITS.cmdlineMax} printable characters`;
+  }
+  return null;
+}
+
+/** The shape problem of a path on a VM's host (a kernel, an initrd, a shared directory), or null: absolute, no NUL, at most 4096 characters. */
+export function hostPathProblem(path: unknown): string | null {
+  return typeof path === "string" && path.startsWith("/") && !path.includes("\0") && path.length <= 4096 ? null : "must be an absolute path";
+}
+
+/** A shared directory's path problem, or null: a host path without '.' or '..' components. */
+export function sharePathProblem(path: unknown): string | null {
+  const problem = hostPathProblem(path);
+  if (problem) return problem;
+  return (path as string).split("/").some((p) => p === "." || p === "..") ? "must not contain '.' or '..' components" : null;
+}
+
 export const NETWORK_MODES = ["bridge", "user", "none"] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
 

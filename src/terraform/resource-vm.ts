@@ -9,6 +9,9 @@
  */
 import {
   ACTIVE_STATES,
+  hostPathProblem,
+  sharePathProblem,
+  cmdlineProblem,
   DISK_BUSES,
   type DiskBus,
   HOST_NAME_PATTERN,
@@ -192,6 +195,14 @@ export function validateVm(c: CtyObject): Diagnostic[] {
   for (const k of ["initrd", "cmdline"]) {
     if (isKnown(c[k]) && c.kernel === null) bad([k], `${k} needs kernel (direct kernel boot); set kernel or remove ${k}.`);
   }
+  for (const k of ["kernel", "initrd"] as const) {
+    const path = str(c[k]);
+    const problem = path === undefined ? null : hostPathProblem(path);
+    if (problem) bad([k], `${k} ${problem} on the VM's host (inside its vm_defaults.kernel_dir), got "${path}".`);
+  }
+  const cmdline = str(c.cmdline);
+  const cmdlineRefusal = cmdline === undefined ? null : cmdlineProblem(cmdline);
+  if (cmdlineRefusal) bad(["cmdline"], `cmdline ${cmdlineRefusal}.`);
   const host = str(c.host);
   if (host !== undefined && !HOST_RE.test(host)) bad(["host"], `host "${host}" must be a host name: 1-63 lower-case letters, digits and '-', not starting or ending with '-' (see the rcloud_hosts data source).`);
   if (Array.isArray(c.shares)) {
@@ -200,7 +211,8 @@ export function validateVm(c: CtyObject): Diagnostic[] {
       const sh = obj(e);
       if (!sh) return;
       const path = str(sh.host_path);
-      if (path !== undefined && !path.startsWith("/")) bad(["shares", i, "host_path"], `host_path must be an absolute path on the VM's host, got "${path}".`);
+      const pathRefusal = path === undefined ? null : sharePathProblem(path);
+      if (pathRefusal) bad(["shares", i, "host_path"], `host_path ${pathRefusal} (a directory on the VM's host), got "${path}".`);
       const transport = str(sh.transport);
       if (transport !== undefined && !(SHARE_TRANSPORTS as readonly string[]).includes(transport)) bad(["shares", i, "transport"], `transport must be one of ${SHARE_TRANSPORTS.join(", ")}, got "${transport}".`);
       const tag = str(sh.tag);

@@ -39,12 +39,6 @@ export function bootFileProblem(kind: "kernel" | "initrd", head: Uint8Array): st
   return INITRD_SIGNATURES.some((s) => startsWith(head, s)) ? null : "is not an initramfs: expected a cpio archive, plain or compressed (gzip, zstd, xz, lzma, bzip2, lz4, lzo)";
 }
 
-/** A kernel command line's problem, or null: at most 4096 characters, none of them control characters. */
-export function cmdlineProblem(cmdline: unknown): string | null {
-  if (typeof cmdline !== "string" || cmdline.length > 4096 || /[\x00-\x1f\x7f]/.test(cmdline)) return "must be at most 4096 printable characters";
-  return null;
-}
-
 /**
  * Reads the first BOOT_HEAD_BYTES of `data` (fewer if it ends first) and returns them with
  * a stream that delivers the whole body again, head included.

@@ -7,7 +7,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
-import { DISK_BUSES, reportedBus, VM_LIMITS } from "../api-types/values.ts";
+import { cmdlineProblem, DISK_BUSES, reportedBus, VM_LIMITS } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
 import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
 
@@ -140,7 +140,8 @@ function nextBoot(req: UpdateVmRequest, cur: VmBoot | null): VmBoot | null {
   if (kernel === undefined) throw invalid("kernel", "is required when initrd or cmdline is given (the VM boots from its disk)");
   const initrd = req.initrd === undefined ? (cur?.initrd ?? null) : req.initrd === null ? null : bootPath("initrd", req.initrd);
   const cmdline = req.cmdline === undefined ? (cur?.cmdline ?? null) : req.cmdline;
-  if (cmdline !== null && (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(cmdline))) throw invalid("cmdline", `must be at most ${VM_LIMITS.cmdlineMax} printable characters`);
+  const cmdlineRefusal = cmdline === null ? null : cmdlineProblem(cmdline);
+  if (cmdlineRefusal) throw invalid("cmdline", cmdlineRefusal);
   return { kernel, initrd, cmdline };
 }
 

@@ -4,10 +4,9 @@
  * for a request that cannot succeed.
  */
 import { randomBytes } from "node:crypto";
-import { isAbsolute } from "node:path";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { hostPathProblem, BRIDGE_PATTERN, sharePathProblem, cmdlineProblem, DISK_BUSES, HOST_NAME_PATTERN, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
 import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type ShareSpec, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
@@ -149,9 +148,8 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
       initrd: req.initrd !== undefined ? bootPath("initrd", req.initrd) : null,
       cmdline: req.cmdline ?? null,
     };
-    if (boot.cmdline !== null && (boot.cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(boot.cmdline))) {
-      throw invalid("cmdline", `must be at most ${VM_LIMITS.cmdlineMax} printable characters`);
-    }
+    const cmdlineRefusal = boot.cmdline === null ? null : cmdlineProblem(boot.cmdline);
+    if (cmdlineRefusal) throw invalid("cmdline", cmdlineRefusal);
   }
 
   if (req.debug !== undefined && (typeof req.debug !== "object" || req.debug === null || (req.debug.gdb !== undefined && typeof req.debug.gdb !== "boolean"))) {
@@ -203,8 +201,8 @@ export function validateShares(given: CreateVmRequest["shares"]): ShareSpec[] {
     const transport = x.transport ?? "virtiofs";
     if (!SHARE_TRANSPORTS.includes(transport)) throw invalid(`${at}.transport`, `must be one of ${SHARE_TRANSPORTS.join(", ")}`);
     const path = x.host_path;
-    if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0") || path.length > 4096) throw invalid(`${at}.host_path`, "must be an absolute path");
-    if (path.split("/").some((p) => p === "." || p === "..")) throw invalid(`${at}.host_path`, "must not contain '.' or '..' components");
+    const pathRefusal = sharePathProblem(path);
+    if (pathRefusal) throw invalid(`${at}.host_path`, pathRefusal);
     const tag = x.tag;
     if (typeof tag !== "string" || !TAG_RE.test(tag)) throw invalid(`${at}.tag`, "must be a letter or digit, then letters, digits, '_' or '-' (the guest mounts it at /mnt/<tag>)");
     if (tag.length > SHARE_TAG_MAX[transport]) throw invalid(`${at}.tag`, `must be at most ${SHARE_TAG_MAX[transport]} characters for ${transport}`);
@@ -224,8 +222,9 @@ export function shareMount(s: ShareSpec): SeedMount {
 
 /** A direct-boot path's shape; whether it is a file in the kernel directory is asked of the VM's host after placement. */
 export function bootPath(field: string, path: unknown): string {
-  if (typeof path !== "string" || !isAbsolute(path) || path.includes("\0")) throw invalid(field, "must be an absolute path");
-  return path;
+  const refusal = hostPathProblem(path);
+  if (refusal) throw invalid(field, refusal);
+  return path as string;
 }
 
 /** The request field each refusal of the seed builder is about. */

@@ -1,7 +1,8 @@
 /** The pure parts of kernel uploads: the look at a file's first bytes, the command line check, which upload is current. */
 import { describe, expect, test } from "bun:test";
 import { currentUpload, parseUploadName } from "../../src/drivers/shared/boot-uploads.ts";
-import { BOOT_HEAD_BYTES, bootFileProblem, cmdlineProblem, peekHead } from "../../src/vm/boot-upload-check.ts";
+import { cmdlineProblem } from "../../src/api-types/values.ts";
+import { BOOT_HEAD_BYTES, bootFileProblem, peekHead } from "../../src/vm/boot-upload-check.ts";
 
 const withAt = (at: number, bytes: number[], size = BOOT_HEAD_BYTES) => {
   const b = new Uint8Array(size);
