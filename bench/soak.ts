@@ -58,10 +58,16 @@ function libvirtClients(): number {
   return r.stdout.toString().trim().split("\n").slice(2).filter((l) => l.trim() !== "").length;
 }
 
-/** nodejs_eventloop_lag_seconds from rcloud's /metrics (prom-client's default metric), if exported. */
+/**
+ * nodejs_eventloop_lag_seconds from rcloud's /metrics (prom-client's default metric), if
+ * exported. prom-client measures the lag when it is scraped and reports it at the next
+ * scrape, so the first of two scrapes 100 ms apart only starts the measurement.
+ */
 async function loopLagMs(base: string, token: string): Promise<number | null> {
-  const text = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } }).then((r) => (r.ok ? r.text() : ""), () => "");
-  const m = /^(?:rcloud_)?nodejs_eventloop_lag_seconds (\S+)$/m.exec(text);
+  const scrape = () => fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } }).then((r) => (r.ok ? r.text() : ""), () => "");
+  await scrape();
+  await Bun.sleep(100);
+  const m = /^(?:rcloud_)?nodejs_eventloop_lag_seconds (\S+)$/m.exec(await scrape());
   return m ? Number(m[1]) * 1000 : null;
 }
 
