@@ -12,8 +12,9 @@
  * Phases: seq (one caller), conc (8 callers on one connection), pool (8 callers on a
  * LibvirtPool, what the libvirt driver uses; the C side as in conc), ceiling (32 callers on 8
  * connections on both sides: the most calls/s this daemon serves for the mix).
- * Prints one JSON line. Starts the test rig if it is not running, and stops it again if it
- * started it.
+ * Prints one JSON line; `seq_model` (seqModel below) says what the sequential ratio can be at
+ * best and what our CPU per call predicts for it. Starts the test rig if it is not running,
+ * and stops it again if it started it.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -138,6 +139,29 @@ const r2 = (x: number) => Math.round(x * 100) / 100;
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const rate = (r: Round) => r.calls / r.seconds;
 
+/**
+ * One caller, one call at a time: a call's time is the client's own CPU for it (all on the
+ * path: it sends, sleeps, is woken, decodes, sends the next) plus what the daemon and the
+ * wake-ups add, the same for any client. From each pair's C round: the ratio a client that
+ * used no CPU at all would reach (`zero_cpu_bound`), and the ratio predicted for ours from
+ * its CPU per call (`model`), to check the model against the measured ratio; and the CPU
+ * per call our client would need for a ratio of 1.2 (`cpu_us_for_1_2`).
+ */
+function seqModel(p: PhaseResult) {
+  const perPair = p.ours.map((o, k) => {
+    const c = p.c[k]!;
+    const cCall = (c.seconds * 1e6) / c.calls;
+    const cCpu = c.cpuUs / c.calls;
+    const oursCpu = o.cpuUs / o.calls;
+    return { bound: cCall / (cCall - cCpu), model: cCall / (cCall - cCpu + oursCpu), need: cCall / 1.2 - (cCall - cCpu) };
+  });
+  return {
+    zero_cpu_bound: r2(median(perPair.map((x) => x.bound))),
+    model: r2(median(perPair.map((x) => x.model))),
+    cpu_us_for_1_2: r1(median(perPair.map((x) => x.need))),
+  };
+}
+
 interface PhaseResult {
   ours: Round[];
   c: Round[];
@@ -257,6 +281,7 @@ try {
       JSON.stringify({
         seq_ratio: seq.ratio,
         seq_ratio_range: seq.ratio_range,
+        seq_model: seqModel(seqRounds!),
         conc_ratio: conc.ratio,
         conc_ratio_range: conc.ratio_range,
         pool_conc_ratio: poolConc.ratio,
