@@ -32,7 +32,7 @@ function freePort(): number {
 
 /** Writes a config (extra merged over it, `extra.auth` into the auth section), starts
  * `bun src/main.ts serve` on the rig's test driver, waits until healthy. */
-export async function spawnTestDriverServer(poolName: string, extra: Record<string, unknown> = {}): Promise<ServerProcess> {
+export async function spawnTestDriverServer(poolName: string, extra: Record<string, unknown> = {}, env: Record<string, string> = {}): Promise<ServerProcess> {
   const imagesDir = fakeImageDir();
   await mirrorToTestDriver(poolName, { imagesDir });
   return spawnServer(
@@ -43,6 +43,7 @@ export async function spawnTestDriverServer(poolName: string, extra: Record<stri
       ...extra,
     },
     { uri: unixUri("test"), pool: poolName, dirs: [imagesDir] },
+    env,
   );
 }
 

@@ -56,25 +56,44 @@ export function uuidBytes(u: string): Uint8Array {
   return Buffer.from(u.replace(/-/g, ""), "hex");
 }
 
-/** Texts kept by UuidTexts before it starts over (a host whose domains keep changing). */
-const MAX_UUID_TEXTS = 100_000;
+/** Texts UuidTexts keeps per generation; it holds at most two generations. */
+export const UUID_TEXTS_GENERATION = 4096;
+
+interface UuidText {
+  bytes: Uint8Array;
+  text: string;
+}
 
 /**
  * uuidString() with the texts kept: a listing meets the same UUIDs every time, and a string
  * met before is cheaper to look up by in the maps keyed by it (the engine keeps a string's
- * hash with it). Keyed by the UUID's first 6 bytes as a number, the rest compared.
+ * hash with it). Keyed by the UUID's first 6 bytes as a number, the rest compared. Kept in
+ * two generations: when the current one is full it becomes the previous one, and a text met
+ * again is carried into the current one, so the domains a host has keep their texts while
+ * those of domains long gone are dropped (a soak found every UUID ever seen kept, up to
+ * 100,000 of them, before this).
  */
 export class UuidTexts {
-  private readonly known = new Map<number, { bytes: Uint8Array; text: string }>();
+  private current = new Map<number, UuidText>();
+  private previous = new Map<number, UuidText>();
 
   of(u: Uint8Array): string {
     const key = (((u[0]! << 24) | (u[1]! << 16) | (u[2]! << 8) | u[3]!) >>> 0) * 65536 + ((u[4]! << 8) | u[5]!);
-    const hit = this.known.get(key);
+    const hit = this.current.get(key);
     if (hit && sameBytes(hit.bytes, u)) return hit.text;
-    if (this.known.size >= MAX_UUID_TEXTS) this.known.clear();
-    const text = uuidString(u);
-    this.known.set(key, { bytes: u.slice(), text });
-    return text;
+    const old = this.previous.get(key);
+    const entry = old && sameBytes(old.bytes, u) ? old : { bytes: u.slice(), text: uuidString(u) };
+    if (this.current.size >= UUID_TEXTS_GENERATION) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(key, entry);
+    return entry.text;
+  }
+
+  /** Texts held (both generations), for tests. */
+  get size(): number {
+    return this.current.size + this.previous.size;
   }
 }
 
