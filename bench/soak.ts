@@ -26,6 +26,7 @@ import { rig, unixUri } from "../test/helpers/rig.ts";
 import { tinyDiskImageDir } from "../test/helpers/guest.ts";
 import { spawnServer } from "../test/helpers/serve-process.ts";
 import { makeSshKey, waitForSsh } from "../test/helpers/ssh.ts";
+import type { HeapReport } from "../src/util/heap-report.ts";
 import { rssMb } from "./fuzz.ts";
 
 const arg = (name: string, d: number) => {
@@ -106,12 +107,7 @@ async function reading(): Promise<Reading> {
   };
 }
 
-interface HeapReportFile {
-  heap_bytes: number;
-  object_count: number;
-  object_type_counts: Record<string, number>;
-}
-const heapReports: HeapReportFile[] = [];
+const heapReports: HeapReport[] = [];
 
 /** Asks rcloud for a heap report and waits for the file (src/util/heap-report.ts). */
 async function heapFigures(dir: string): Promise<{ heap_mb: number; objects: number }> {
@@ -120,8 +116,7 @@ async function heapFigures(dir: string): Promise<{ heap_mb: number; objects: num
   for (let waited = 0; waited < 30_000; waited += 100) {
     const file = readdirSync(dir).find((f) => !before.has(f) && f.endsWith(".json"));
     if (file) {
-      await Bun.sleep(200); // written in one call; give it time to finish
-      const report = JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapReportFile;
+      const report = JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapReport;
       heapReports.push(report);
       return { heap_mb: Math.round((report.heap_bytes / 2 ** 20) * 10) / 10, objects: report.object_count };
     }

@@ -9,12 +9,11 @@
  */
 import {
   ACTIVE_STATES,
-  hostPathProblem,
-  sharePathProblem,
   cmdlineProblem,
   DISK_BUSES,
   type DiskBus,
   HOST_NAME_PATTERN,
+  hostPathProblem,
   isDiskBus,
   NETWORK_MODES,
   type NetworkMode,
@@ -25,6 +24,7 @@ import {
   SHARE_TAG_MAX,
   SHARE_TAG_PATTERN,
   SHARE_TRANSPORTS,
+  sharePathProblem,
   type ShareTransport,
   VM_ID_PATTERN,
   VM_LIMITS,

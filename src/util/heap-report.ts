@@ -5,7 +5,7 @@
  * counted by type (JSC's heapStats). Inert without the variable. `bun run soak --heap-stats`
  * uses it.
  */
-import { writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface HeapReport {
@@ -37,7 +37,12 @@ export async function heapReport(): Promise<HeapReport> {
 export function reportHeapOnSignal(dir: string, onError: (message: string) => void): void {
   process.on("SIGUSR2", () => {
     heapReport().then(
-      (report) => writeFileSync(join(dir, `heap-${Date.now()}.json`), JSON.stringify(report)),
+      (report) => {
+        // Written aside and renamed, so a reader never sees half a report.
+        const file = join(dir, `heap-${Date.now()}.json`);
+        writeFileSync(`${file}.part`, JSON.stringify(report));
+        renameSync(`${file}.part`, file);
+      },
       (e: unknown) => onError(`heap report failed: ${(e as Error).message}`),
     );
   });
