@@ -11,14 +11,19 @@
  *
  * Phases: seq (one caller), conc (8 callers on one connection), pool (8 callers on a
  * LibvirtPool, what the libvirt driver uses; the C side as in conc), ceiling (32 callers on 8
- * connections on both sides: the most calls/s this daemon serves for the mix).
+ * connections on both sides: the most calls/s this daemon serves for the mix), floor (the
+ * floor client, bench/rpc_floor_client.c, against C, one caller: the sequential ratio no
+ * client that sleeps while it waits can beat on this host), bun_floor (the same for a client in
+ * Bun's event loop, bench/rpc-bun-floor.ts).
  * Prints one JSON line; `seq_model` (seqModel below) says what the sequential ratio can be at
  * best and what our CPU per call predicts for it. Starts the test rig if it is not running,
  * and stops it again if it started it.
  */
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P, type LibvirtClientOptions } from "../src/libvirt/index.ts";
+import { BunFloorClient } from "./rpc-bun-floor.ts";
 import { arg, daemonMark, defineDomains, mix, type Caller } from "./rpc-mix.ts";
 
 const repo = resolve(import.meta.dir, "..");
@@ -74,13 +79,20 @@ async function ourRound(client: Caller, names: string[], callers: number, second
   };
 }
 
-/** The python3-libvirt side: one long-lived process that runs a round per command line. */
-class CClient {
+/**
+ * A reference side: one long-lived process that runs a round per command line. The C client
+ * (python3-libvirt: bench/rpc_c_client.py) and the floor (bench/rpc_floor_client.c) speak the
+ * same lines.
+ */
+class ReferenceClient {
   private readonly proc;
   private readonly lines: AsyncIterator<string>;
 
-  constructor(uri: string, names: string[]) {
-    this.proc = Bun.spawn(["/usr/bin/python3", "bench/rpc_c_client.py", uri, ...names], {
+  constructor(
+    private readonly label: string,
+    argv: string[],
+  ) {
+    this.proc = Bun.spawn(argv, {
       cwd: repo,
       stdin: "pipe",
       stdout: "pipe",
@@ -91,7 +103,7 @@ class CClient {
 
   private async next(): Promise<Record<string, number | boolean>> {
     const r = await this.lines.next();
-    if (r.done) throw new Error(`python3-libvirt side exited (${await this.proc.exited}); is python3-libvirt installed?`);
+    if (r.done) throw new Error(`the ${this.label} side exited (${await this.proc.exited})`);
     return JSON.parse(r.value) as Record<string, number | boolean>;
   }
 
@@ -221,6 +233,14 @@ function summarize(p: PhaseResult) {
   };
 }
 
+/** Compiles the floor client (bench/rpc_floor_client.c) into `dir`; returns the binary's path. */
+function buildFloorClient(dir: string): string {
+  const out = join(dir, "rpc_floor_client");
+  const r = Bun.spawnSync(["cc", "-O2", "-o", out, "bench/rpc_floor_client.c"], { cwd: repo, stdout: "inherit", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error("bench:rpc compiles its floor client with cc: apt-get install gcc libc6-dev (scripts/lib/install-deps.sh does)");
+  return out;
+}
+
 const startedRig = !existsSync(join(rigDir, "env.json"));
 if (startedRig) {
   sh(["bash", "scripts/lib/install-deps.sh"]);
@@ -235,7 +255,14 @@ try {
   const client = await LibvirtClient.connect(uri, clientOpts);
   const { names, doms } = await defineDomains(client, `rcbench-${process.pid}`, domainCount);
   // Our connection stays open throughout, so the test driver keeps the domains for the C side.
-  const cside = new CClient(uri, names);
+  const cside = new ReferenceClient("python3-libvirt (is python3-libvirt installed?)", ["/usr/bin/python3", "bench/rpc_c_client.py", uri, ...names]);
+  const buildDir = mkdtempSync(join(tmpdir(), "rcloud-bench-rpc-"));
+  const floor = new ReferenceClient("floor client", [buildFloorClient(buildDir), env.instances.main.socket, ...names]);
+  const bunFloor = await BunFloorClient.connect(env.instances.main.socket, names, doms);
+  const bunFloorRound = async (seconds: number): Promise<Round> => {
+    const daemon = daemonMark(daemonPid);
+    return { ...(await bunFloor.round(seconds)), ...daemon() };
+  };
   const pool = await LibvirtPool.connect(uri, {
     ...clientOpts,
     minSessions: 2,
@@ -246,6 +273,7 @@ try {
   });
   try {
     await cside.ready();
+    await floor.ready();
     // Warm-up. Our side runs each phase's shape untimed first, long enough for the JIT to
     // finish its optimizing compiles (which take seconds of a background thread's CPU on a
     // busy 2-core host): the figures are a warm server's, as rcloud runs for days. The C side
@@ -255,6 +283,7 @@ try {
     await ourRound(client, names, concurrency, 4 * w, daemonPid);
     await ourRound(pool, names, concurrency, w, daemonPid);
     await ourRound(wide, names, concurrency * 4, w, daemonPid);
+    await bunFloorRound(w);
     await cside.round(concurrency, 1, 0.5, daemonPid);
     await cside.round(concurrency * 4, 8, 0.3, daemonPid);
 
@@ -262,16 +291,24 @@ try {
     // The ceiling phase is the daemon's ceiling for the mix: 4x the callers over 8 connections,
     // on both sides. No client can go faster than libvirtd serves; with the C conc figure it
     // bounds conc_ratio.
-    const [seqRounds, concRounds, poolRounds, ceilingRounds] = await runPhases([
+    // The floor phase pairs the floor client (blocking write and read of prebuilt packets,
+    // nothing decoded: the least a client that sleeps while it waits can spend) with the C
+    // client, one caller each: the sequential ratio no sleeping client can beat here.
+    // The bun_floor phase is the same for a client in Bun's event loop.
+    const [seqRounds, concRounds, poolRounds, ceilingRounds, floorRounds, bunFloorRounds] = await runPhases([
       { name: "seq", ours: () => ourRound(client, names, 1, s, daemonPid), c: () => cside.round(1, 1, s, daemonPid) },
       { name: "conc", ours: () => ourRound(client, names, concurrency, s, daemonPid), c: () => cside.round(concurrency, 1, s, daemonPid) },
       { name: "pool", ours: () => ourRound(pool, names, concurrency, s, daemonPid), c: () => cside.round(concurrency, 1, s, daemonPid) },
       { name: "ceiling", ours: () => ourRound(wide, names, concurrency * 4, s, daemonPid), c: () => cside.round(concurrency * 4, 8, s, daemonPid) },
+      { name: "floor", ours: () => floor.round(1, 1, s, daemonPid), c: () => cside.round(1, 1, s, daemonPid) },
+      { name: "bun_floor", ours: () => bunFloorRound(s), c: () => cside.round(1, 1, s, daemonPid) },
     ]);
     const seq = summarize(seqRounds!);
     const conc = summarize(concRounds!);
     const poolConc = summarize(poolRounds!);
     const ceiling = summarize(ceilingRounds!);
+    const seqFloor = summarize(floorRounds!);
+    const seqBunFloor = summarize(bunFloorRounds!);
     const ceilings = ceilingRounds!.ours.map((o, k) => Math.max(rate(o), rate(ceilingRounds!.c[k]!)));
     const ceilingMedian = median(ceilings);
 
@@ -282,6 +319,15 @@ try {
         seq_ratio: seq.ratio,
         seq_ratio_range: seq.ratio_range,
         seq_model: seqModel(seqRounds!),
+        // The floor client against C, one caller (its own rounds): "ours" in it is the floor.
+        seq_floor_ratio: seqFloor.ratio,
+        seq_floor_ratio_range: seqFloor.ratio_range,
+        floor_cpu_us_per_call: seqFloor.cpu_us_per_call,
+        floor_daemon_cpu_us_per_call: seqFloor.daemon_cpu_us_per_call,
+        seq_bun_floor_ratio: seqBunFloor.ratio,
+        seq_bun_floor_ratio_range: seqBunFloor.ratio_range,
+        bun_floor_cpu_us_per_call: seqBunFloor.cpu_us_per_call,
+        bun_floor_daemon_cpu_us_per_call: seqBunFloor.daemon_cpu_us_per_call,
         conc_ratio: conc.ratio,
         conc_ratio_range: conc.ratio_range,
         pool_conc_ratio: poolConc.ratio,
@@ -317,6 +363,9 @@ try {
     );
   } finally {
     await cside.close().catch(() => {});
+    await floor.close().catch(() => {});
+    bunFloor.close();
+    rmSync(buildDir, { recursive: true, force: true });
     await pool.close();
     await wide.close();
     for (const dom of doms) await client.call(P.domainUndefine, { dom }).catch(() => {});

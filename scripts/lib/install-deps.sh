@@ -19,6 +19,8 @@ PACKAGES=(
   openssh-server netcat-openbsd openssl
   # libvirt networks (DHCP on the isolated test network)
   dnsmasq-base
+  # bench:rpc compiles its floor client (bench/rpc_floor_client.c)
+  gcc libc6-dev
   # promtool, to lint our /metrics output in tests
   prometheus
   # tests: PyYAML reads our cloud-init output as cloud-init would
