@@ -255,9 +255,10 @@ try {
   const client = await LibvirtClient.connect(uri, clientOpts);
   const { names, doms } = await defineDomains(client, `rcbench-${process.pid}`, domainCount);
   // Our connection stays open throughout, so the test driver keeps the domains for the C side.
-  const cside = new ReferenceClient("python3-libvirt (is python3-libvirt installed?)", ["/usr/bin/python3", "bench/rpc_c_client.py", uri, ...names]);
   const buildDir = mkdtempSync(join(tmpdir(), "rcloud-bench-rpc-"));
-  const floor = new ReferenceClient("floor client", [buildFloorClient(buildDir), env.instances.main.socket, ...names]);
+  const floorBinary = buildFloorClient(buildDir);
+  const cside = new ReferenceClient("python3-libvirt (is python3-libvirt installed?)", ["/usr/bin/python3", "bench/rpc_c_client.py", uri, ...names]);
+  const floor = new ReferenceClient("floor client", [floorBinary, env.instances.main.socket, ...names]);
   const bunFloor = await BunFloorClient.connect(env.instances.main.socket, names, doms);
   const bunFloorRound = async (seconds: number): Promise<Round> => {
     const daemon = daemonMark(daemonPid);

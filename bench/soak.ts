@@ -1,17 +1,22 @@
 /**
- * bun run soak [--minutes M] [--vms N] [--sample-minutes S]
+ * bun run soak [--minutes M] [--vms N] [--sample-minutes S] [--warmup-cycles K] [--heap-stats]
  *
  * Soak of rcloud's libvirt driver on the rig's `main` daemon (qemu:///system, TCG guests of
  * the tiny test disk, restricted user networking with SSH forwarded to 127.0.0.1): N VMs
  * (default 10) are created and logged in to by SSH; then, until M minutes (default 30) have
  * passed, the oldest VM is stopped, started, logged in to again and deleted, and a new one is
- * created and logged in to, so N stay alive. At the start (all N up) and at the end it reads
+ * created and logged in to, so N stay alive. Before the timed loop, K such cycles (default 1)
+ * warm up: each operation of the loop runs once, so the start reading holds what a first
+ * stop, start and delete load and compile, which is not growth; the reading from before them
+ * is printed too (`start_cold`, `ratios_cold`). At the start (all N up, warmed) and at the end it reads
  * rcloud's RSS and open file descriptors (/proc/<pid>), the libvirt sessions (clients of the
  * daemon by `virt-admin srv-clients-list`, and the daemon's own open descriptors) and the
  * event-loop lag (prom-client's rcloud_nodejs_eventloop_lag_seconds from /metrics; null
- * when metrics are off), and the time GET /health takes to answer; the same every S minutes
+ * when metrics are off), and the time GET /health takes to answer; rcloud's RSS split into
+ * JIT code (executable anonymous mappings), other anonymous memory (the JavaScript heap,
+ * malloc) and mapped files; the same every S minutes
  * (default 5) in between, as `samples`. Prints one
- * JSON line {start, end, ratios, cycles, failures, minutes, vms}; flat = every ratio within
+ * JSON line {start_cold, start, end, ratios, ratios_cold, cycles, failures, minutes, vms}; flat = every ratio within
  * 1 ± 0.10. The rig must be up (scripts/lib/rig.sh up).
  *
  * --heap-stats: after each reading (its RSS taken first) rcloud is sent SIGUSR2 and writes a
@@ -36,11 +41,16 @@ const arg = (name: string, d: number) => {
 const minutes = arg("--minutes", 30);
 const vmCount = arg("--vms", 10);
 const sampleMinutes = arg("--sample-minutes", 5);
+const warmupCycles = arg("--warmup-cycles", 1);
 const heapStats = process.argv.includes("--heap-stats");
 const heapDir = heapStats ? mkdtempSync(join(tmpdir(), "rcsoak-heap-")) : null;
 
 interface Reading {
   rss_mb: number;
+  /** RSS of executable anonymous mappings (JIT code), other anonymous ones, mapped files. */
+  rss_jit_mb: number;
+  rss_anon_mb: number;
+  rss_file_mb: number;
   fds: number;
   libvirt_clients: number;
   libvirtd_fds: number;
@@ -51,6 +61,25 @@ interface Reading {
 }
 
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+/** A process's resident memory by kind of mapping, MB (/proc/<pid>/smaps). */
+function rssByKind(pid: number): { rss_jit_mb: number; rss_anon_mb: number; rss_file_mb: number } {
+  const kb = { jit: 0, anon: 0, file: 0 };
+  let kind: keyof typeof kb = "anon";
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    // A mapping's header: "start-end perms offset dev inode [path]".
+    const head = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (head) {
+      const [, perms, inode, path] = head;
+      kind = inode !== "0" ? "file" : perms!.includes("x") ? "jit" : "anon";
+      if (path === "[vdso]" || path === "[vsyscall]") kind = "file";
+      continue;
+    }
+    if (line.startsWith("Rss:")) kb[kind] += Number(line.split(/\s+/)[1]);
+  }
+  const mb = (k: number) => Math.round(k / 102.4) / 10;
+  return { rss_jit_mb: mb(kb.jit), rss_anon_mb: mb(kb.anon), rss_file_mb: mb(kb.file) };
+}
 
 function libvirtClients(): number {
   const sock = join(dirname(rig().instances.main.socket!), "libvirt-admin-sock");
@@ -98,6 +127,7 @@ async function reading(): Promise<Reading> {
   const health = performance.now() - t0;
   return {
     rss_mb: Math.round(rssMb(server.pid)),
+    ...rssByKind(server.pid),
     fds: fdCount(server.pid),
     libvirt_clients: libvirtClients(),
     libvirtd_fds: fdCount(libvirtdPid),
@@ -187,6 +217,14 @@ try {
     const made = await Promise.all(Array.from({ length: Math.min(3, vmCount - i) }, createAndCheck));
     for (const n of made) if (n) alive.push(n);
   }
+  // Warm-up: each operation of the loop once, as in the loop.
+  const startCold = await reading();
+  for (let k = 0; k < warmupCycles; k++) {
+    const oldest = alive.shift();
+    if (oldest) await cycle(oldest);
+    const fresh = await createAndCheck();
+    if (fresh) alive.push(fresh);
+  }
   const start = await reading();
   const t0 = Date.now();
   let cycles = 0;
@@ -207,17 +245,21 @@ try {
     }
   }
   const end = await reading();
-  const ratio = (k: keyof Reading) => (start[k] && end[k] ? Math.round(((end[k] as number) / (start[k] as number)) * 100) / 100 : null);
+  const ratioFrom = (from: Reading, k: keyof Reading) => (from[k] && end[k] ? Math.round(((end[k] as number) / (from[k] as number)) * 100) / 100 : null);
+  const ratio = (k: keyof Reading) => ratioFrom(start, k);
   result = {
     minutes,
     vms: vmCount,
     cycles,
     failures,
     errors,
+    warmup_cycles: warmupCycles,
+    start_cold: startCold,
     start,
     samples,
     end,
     ratios: { rss: ratio("rss_mb"), fds: ratio("fds"), libvirt_clients: ratio("libvirt_clients"), libvirtd_fds: ratio("libvirtd_fds") },
+    ratios_cold: { rss: ratioFrom(startCold, "rss_mb"), fds: ratioFrom(startCold, "fds") },
     ...(heapDir ? { heap_ratio: ratio("heap_mb"), objects_ratio: ratio("objects"), heap_growth_by_type: heapGrowth() } : {}),
   };
 } finally {
