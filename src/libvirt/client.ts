@@ -22,7 +22,7 @@ import {
 } from "../codecs/generated/remote.ts";
 import type { MessageDescriptor, ProcedureDescriptor } from "../xdr/index.ts";
 import { AsyncQueue } from "../util/async-queue.ts";
-import { RpcConnection, type CallObserver, type CallOptions, type ConnectionOptions } from "./connection.ts";
+import { DEFAULT_MAX_IN_FLIGHT, RpcConnection, type CallObserver, type CallOptions, type ConnectionOptions } from "./connection.ts";
 import { ConnectError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import type { LibvirtStream } from "./stream.ts";
 import { parseLibvirtUri, type LibvirtTarget } from "./uri.ts";
@@ -54,7 +54,7 @@ export interface LibvirtClientOptions {
   keepaliveIntervalMs?: number;
   /** Declare the daemon dead after interval × count without a packet; default 3. */
   keepaliveCount?: number;
-  /** Calls in progress on the daemon at once (its max_client_requests; default 5). */
+  /** Calls sent and not yet answered, at most; the rest wait in a local backlog (default 8, connection.ts). */
   maxInFlight?: number;
   /**
    * After each call and reply, while calls are outstanding, keep the event loop polling
@@ -153,7 +153,7 @@ export class LibvirtClient {
       slowCallTimeoutMs: opts.slowCallTimeoutMs ?? 0,
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 5_000,
       keepaliveCount: opts.keepaliveCount ?? 3,
-      maxInFlight: opts.maxInFlight ?? 5,
+      maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
       busyPollUs: opts.busyPollUs ?? 0,
       onCallComplete: opts.onCallComplete,
       onWarning: oncePerMessage(opts.onWarning),

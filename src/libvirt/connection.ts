@@ -40,11 +40,7 @@ export interface ConnectionOptions {
   keepaliveIntervalMs: number;
   /** Declare the peer dead after interval × count without any packet from it. */
   keepaliveCount: number;
-  /**
-   * Calls sent but not yet answered, at most. libvirtd stops reading a client that has
-   * max_client_requests (default 5) calls in progress, which also stalls keepalive; we
-   * queue beyond this limit ourselves so pings and pongs keep flowing. 0 = no limit.
-   */
+  /** Calls sent but not yet answered, at most (DEFAULT_MAX_IN_FLIGHT); 0 = no limit. */
   maxInFlight: number;
   /** Busy-poll window after each call and reply while calls are outstanding (µs; 0 = never). */
   busyPollUs: number;
@@ -54,6 +50,20 @@ export interface ConnectionOptions {
 }
 
 const UINT32 = 0x1_0000_0000;
+
+/**
+ * libvirtd works on at most max_client_requests (default 5) calls of a client; with five in
+ * progress it stops reading that client until one is answered (its count includes the
+ * buffer it reads into). Three more calls waiting in the socket mean a daemon worker that
+ * finishes finds the next call already there instead of idling for our round trip: with 8
+ * callers on one connection, ×1.09–1.18 the calls per second and less CPU per call on both
+ * sides than stopping at five (docs/benchmarks.md); one more gains most of that, deeper
+ * gains nothing. Beyond this, calls wait in our backlog, so a PONG (written straight to the
+ * socket) never queues behind more than three calls. Those are quick ones as long as one of
+ * the five slots is: LibvirtPool gives a worker-holding call only a session with fewer than
+ * four calls (pool.ts).
+ */
+export const DEFAULT_MAX_IN_FLIGHT = 8;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- erased at the routing layer
 type AnyProcedure = ProcedureDescriptor<any, unknown>;
 

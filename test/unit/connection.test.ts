@@ -109,6 +109,35 @@ describe("RPC connection with a scripted daemon", () => {
     await c.close();
   });
 
+  test("at most 8 calls are on the wire; the rest wait in order, and a PONG does not wait behind them", async () => {
+    const held: [Packet["header"], Socket<undefined>][] = [];
+    const d = fakeDaemon((p, s) => void held.push([{ ...p.header }, s]));
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0 });
+    const calls = Array.from({ length: 12 }, () => c.call(P.connectGetHostname, undefined));
+    const answerHeld = () => {
+      for (const [h, sock] of held.splice(0)) sock.write(encodePacket({ ...h, type: MessageType.REPLY, status: 0 }, null, hostnameBody(`host-${h.serial}`)));
+    };
+    const onWire = () => d.received.filter((h) => h.proc === 59).length;
+    for (let waited = 0; onWire() < 8 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    await Bun.sleep(50);
+    expect(onWire()).toBe(8);
+    // The daemon pings while four calls wait in our backlog: the PONG goes out at once.
+    for (const s of d.sockets) s.write(encodePacket({ prog: KEEPALIVE_PROGRAM, vers: 1, proc: 1, type: MessageType.MESSAGE, serial: 0, status: 0 }));
+    for (let waited = 0; d.pongs === 0 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    expect(d.pongs).toBe(1);
+    expect(onWire()).toBe(8);
+    answerHeld();
+    for (let waited = 0; onWire() < 12 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    expect(onWire()).toBe(12);
+    answerHeld();
+    const results = await Promise.all(calls);
+    const serials = d.received.filter((h) => h.proc === 59).map((h) => h.serial);
+    // Sent in the order they were made; each caller got its own reply.
+    expect(serials).toEqual([...serials].sort((a, b) => a - b));
+    expect(results.map((r) => r.hostname)).toEqual(serials.map((s) => `host-${s}`));
+    await c.close();
+  });
+
   test("a call times out, a late reply is dropped, and the connection stays usable", async () => {
     let first = true;
     const d = fakeDaemon((p, s) => {
