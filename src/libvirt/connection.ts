@@ -56,14 +56,15 @@ const UINT32 = 0x1_0000_0000;
  * progress it stops reading that client until one is answered (its count includes the
  * buffer it reads into). Three more calls waiting in the socket mean a daemon worker that
  * finishes finds the next call already there instead of idling for our round trip: with 8
- * callers on one connection, ×1.09–1.18 the calls per second and less CPU per call on both
+ * callers on one connection, ×1.07–1.27 the calls per second and less CPU per call on both
  * sides than stopping at five (docs/benchmarks.md); one more gains most of that, deeper
  * gains nothing. Beyond this, calls wait in our backlog, so a PONG (written straight to the
  * socket) never queues behind more than three calls. Those are quick ones as long as one of
  * the five slots is: LibvirtPool gives a worker-holding call only a session with fewer than
- * four calls (pool.ts).
+ * four calls while it can still open sessions (pool.ts).
  */
 export const DEFAULT_MAX_IN_FLIGHT = 8;
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- erased at the routing layer
 type AnyProcedure = ProcedureDescriptor<any, unknown>;
 
