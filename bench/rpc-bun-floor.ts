@@ -27,6 +27,8 @@ const STATUS_AT = 24;
 export class BunFloorClient {
   /** Called with each whole reply packet. */
   private onReply: (packet: Uint8Array) => void = () => {};
+  /** Called when a call fails (the round or the open ends with it). */
+  private onFailure: (error: Error) => void = () => {};
   /** Bytes of a reply that came in pieces. */
   private partial: Uint8Array | null = null;
 
@@ -71,22 +73,27 @@ export class BunFloorClient {
       if (buf.length - at < len) break;
       const packet = buf.subarray(at, at + len);
       at += len;
-      if (u32(packet, STATUS_AT) !== 0) throw new Error(`floor client: call ${u32(packet, 12)} failed`);
+      if (u32(packet, STATUS_AT) !== 0) {
+        this.onFailure(new Error(`floor client: procedure ${u32(packet, 12)} failed (status ${u32(packet, STATUS_AT)})`));
+        return;
+      }
       this.onReply(packet);
     }
     if (at < buf.length) this.partial = buf.slice(at);
   }
 
   private once(packet: Uint8Array): Promise<void> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       this.onReply = () => resolve();
+      this.onFailure = reject;
       this.socket.write(packet);
     });
   }
 
   /** Calls one after another for `seconds`; the clock is read every 16 replies. */
   round(seconds: number): Promise<FloorRound> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      this.onFailure = reject;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       const stopAt = t0 + seconds * 1000;
