@@ -4,7 +4,9 @@
  * and the data handler writes the next call as soon as a whole reply is in — no decoding, no
  * promise, no serial bookkeeping (the daemon echoes whatever serial it gets). What it cannot
  * beat the C client by, no client written for Bun's event loop can; the gap between it and
- * our client is what our client's own work (encode, decode, routing, promises) costs.
+ * our client is what our client's own work (encode, decode, routing, promises) costs. It
+ * frames replies itself (length and status word only) rather than with PacketParser, whose
+ * header decoding is part of that work.
  */
 import type { Socket } from "bun";
 import { encodeCall } from "../src/libvirt/packet.ts";
