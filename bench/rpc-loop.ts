@@ -1,13 +1,15 @@
 /**
- * bun bench/rpc-loop.ts [--callers 1] [--seconds 5] [--busy-poll-us 0] [--pool N] [--warmup 0.3] [--max-in-flight 5] [--c]
+ * bun bench/rpc-loop.ts [--callers 1] [--seconds 5] [--busy-poll-us 0] [--pool N] [--warmup 0.3] [--max-in-flight 5] [--c | --floor]
  *
  * One side of bench:rpc alone, for profilers (perf, strace -c, bun --cpu-prof): the same call
- * mix against the rig's main libvirtd for a fixed time, through our client or (--c) through
- * python3-libvirt (bench/rpc_c_client.py, a child process: attach to it, or to libvirtd).
+ * mix against the rig's main libvirtd for a fixed time, through our client, (--c) through
+ * python3-libvirt (bench/rpc_c_client.py, a child process: attach to it, or to libvirtd), or
+ * (--floor, one caller) through the Bun floor client (bench/rpc-bun-floor.ts).
  * Prints calls/s and the client's CPU per call. Needs a running rig (scripts/lib/rig.sh up).
  */
 import { join } from "node:path";
 import { LibvirtClient, LibvirtPool, remoteProcedures as P } from "../src/libvirt/index.ts";
+import { BunFloorClient } from "./rpc-bun-floor.ts";
 import { arg, daemonMark, defineDomains, mix } from "./rpc-mix.ts";
 
 const callers = arg("callers", 1);
@@ -39,6 +41,13 @@ if (process.argv.includes("--c")) {
   const lines = (await new Response(py.stdout).text()).trim().split("\n");
   const r = JSON.parse(lines[lines.length - 1]!) as { calls: number; seconds: number; cpu_us: number };
   result = { calls: r.calls, seconds: r.seconds, cpuUs: r.cpu_us };
+} else if (process.argv.includes("--floor")) {
+  const floor = await BunFloorClient.connect(env.instances.main.socket, names, doms);
+  await floor.round(warmupSeconds);
+  daemon = daemonMark(daemonPid);
+  ru0 = process.resourceUsage();
+  result = await floor.round(seconds);
+  floor.close();
 } else {
   await mix(target, names, performance.now() + warmupSeconds * 1000, 0); // warm-up (JIT)
   daemon = daemonMark(daemonPid);
@@ -52,7 +61,7 @@ if (process.argv.includes("--c")) {
 const { daemonCpuUs, daemonCsw } = daemon();
 const daemonCsPerCall = Math.round((daemonCsw / result.calls) * 100) / 100;
 const daemonPerCall = Math.round((daemonCpuUs / result.calls) * 10) / 10;
-const side = process.argv.includes("--c") ? "c" : "ours";
+const side = process.argv.includes("--c") ? "c" : process.argv.includes("--floor") ? "bun_floor" : "ours";
 const perCall = Math.round((result.cpuUs / result.calls) * 10) / 10;
 // Our process only: page faults and context switches per call (kernel work besides syscalls).
 const ru1 = process.resourceUsage();
@@ -70,6 +79,7 @@ console.log(
     callers,
     calls_s: Math.round(result.calls / result.seconds),
     cpu_us_per_call: perCall,
+    ...(ru0 ? { user_us_per_call: Math.round(((process.resourceUsage().userCPUTime - ru0.userCPUTime) / result.calls) * 10) / 10 } : {}),
     daemon_cpu_us_per_call: daemonPerCall,
     daemon_csw_per_call: daemonCsPerCall,
     ...counters,
