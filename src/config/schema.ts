@@ -191,7 +191,7 @@ export const CONFIG_SCHEMA = Section({
     }),
     domain_type: OneOf(["auto", "kvm", "qemu"], { default: "auto", env: "RCLOUD_DOMAIN_TYPE", description: "libvirt domain type: auto, kvm or qemu (TCG)" }),
     console_log_dir: Path({ nullable: true, default: null, description: "host directory for serial console logs; null = the storage pool, next to the disks" }),
-    busy_poll_us: Int(0, 10000, { default: 0, description: "busy-poll window of the RPC client while calls are outstanding (µs; 0 = off)" }),
+    busy_poll_us: Int(0, 10000, { default: 0, description: "busy-poll window of the RPC client while two or more calls are outstanding (µs; 0 = off)" }),
     slow_call_spacing_ms: Int(0, 1000, { default: 10, description: "growth step of the window for slow libvirt calls, ms; 0 = no window" }),
     max_slow_calls: Int(1, 1000, { default: 20, description: "the most slow libvirt calls in flight per host: that libvirtd's max_workers" }),
     call_timeout_s: Int(0, 3600, { default: 60, description: "deadline of quick libvirt calls (lookups, XML, state), seconds; 0 = none" }),

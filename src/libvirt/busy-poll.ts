@@ -1,5 +1,5 @@
 /**
- * Adaptive busy-polling of the event loop while libvirt calls are outstanding.
+ * Adaptive busy-polling of the event loop while several libvirt calls are outstanding.
  *
  * When our thread sleeps in epoll, each reply makes the daemon wake it up — on a virtual
  * machine an inter-processor interrupt to an idle vCPU, paid in the daemon's write(). On the
@@ -9,9 +9,12 @@
  * (setImmediate: poll with a zero timeout) instead of sleeping. A slow call such as a domain
  * start costs at most one window of polling; an idle client costs nothing.
  *
- * Off by default (busyPollUs 0) since issue 18: a caller waiting for one reply at a time polls
- * for the whole round trip, so our client then spent about twice the C client's CPU per call,
- * and on a host whose cores are busy the spinning thread takes CPU from libvirtd itself.
+ * The connection asks for a window only while two or more calls are in flight (connection.ts):
+ * a caller waiting for one reply at a time would poll for the whole round trip, about twice
+ * the C client's CPU per call for no throughput. Off by default (busyPollUs 0) since issue 18:
+ * with 8 callers it brings our CPU per call up to the C client's, its gain in throughput
+ * varies from run to run, and on a host whose cores are busy the spinning thread takes CPU
+ * from libvirtd itself (docs/benchmarks.md).
  */
 let until = 0;
 let polling = false;

@@ -57,9 +57,9 @@ export interface LibvirtClientOptions {
   /** Calls sent and not yet answered, at most; the rest wait in a local backlog (default 8, connection.ts). */
   maxInFlight?: number;
   /**
-   * After each call and reply, while calls are outstanding, keep the event loop polling
-   * this long instead of sleeping (see busy-poll.ts); 0 disables. Default 0: it buys
-   * latency with more CPU per call than libvirt's C client spends (docs/benchmarks.md).
+   * After each call and reply, while two or more calls are outstanding, keep the event loop
+   * polling this long instead of sleeping (see busy-poll.ts); 0 disables. Default 0: with
+   * 8 callers it brings our CPU per call up to libvirt's C client's (docs/benchmarks.md).
    */
   busyPollUs?: number;
   readonly?: boolean;

@@ -65,6 +65,15 @@ const UINT32 = 0x1_0000_0000;
  */
 export const DEFAULT_MAX_IN_FLIGHT = 8;
 
+/**
+ * Busy polling (busyPollUs > 0) starts only while at least this many calls are on the wire.
+ * A lone call's reply is a whole round trip away: polling for it costs that round trip in
+ * CPU and bought no throughput (docs/benchmarks.md). With two or more in flight the next
+ * reply is a fraction of a round trip away, and each reply that finds us polling spares
+ * libvirtd a wake-up.
+ */
+const POLL_MIN_UNANSWERED = 2;
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- erased at the routing layer
 type AnyProcedure = ProcedureDescriptor<any, unknown>;
 
@@ -220,7 +229,7 @@ export class RpcConnection {
   private send(serial: number, packet: Uint8Array): void {
     this.unanswered.add(serial);
     this.transport!.write(packet);
-    keepPolling(this.opts.busyPollUs);
+    if (this.unanswered.size >= POLL_MIN_UNANSWERED) keepPolling(this.opts.busyPollUs);
   }
 
   private readonly pumpBacklog = () => this.pump();
@@ -305,7 +314,8 @@ export class RpcConnection {
     const h = p.header;
     if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(this.pumpBacklog);
     if (this.abandoned.size > 0) this.lateReply(h.serial);
-    if (this.unanswered.size > 0) keepPolling(this.opts.busyPollUs);
+    // This reply's call counts: it was one of the calls in flight when the reply came.
+    if (this.unanswered.size + 1 >= POLL_MIN_UNANSWERED) keepPolling(this.opts.busyPollUs);
     const call = this.pending.get(h.serial);
     if (!call) {
       this.unroutedPackets++; // late reply to a call that timed out or was aborted

@@ -154,43 +154,64 @@ describe("RPC connection with a scripted daemon", () => {
     await c.close();
   });
 
-  test("busy polling lasts one window after a call or reply, not for as long as a slow call runs", async () => {
+  test("busy polling lasts one window after a call or reply, not for as long as slow calls run", async () => {
     const d = fakeDaemon((p, s) => setTimeout(() => reply(s, p, hostnameBody("slow")), 300));
     const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
-    await Bun.sleep(30); // the handshake's own window is over
+    await Bun.sleep(30);
     expect(isPolling()).toBe(false);
-    const pending = c.call(P.connectGetHostname, undefined);
+    // Two calls in flight: the next reply is near, so the loop polls.
+    const pending = [c.call(P.connectGetHostname, undefined), c.call(P.connectGetHostname, undefined)];
     await Bun.sleep(1);
     expect(isPolling()).toBe(true);
     await Bun.sleep(30);
-    // Still waiting for the reply, but the window has passed: the process sleeps in epoll.
+    // Still waiting for the replies, but the window has passed: the process sleeps in epoll.
     expect(isPolling()).toBe(false);
     const cpu0 = process.cpuUsage();
     await Bun.sleep(200);
     const cpu = process.cpuUsage(cpu0);
     expect((cpu.user + cpu.system) / 1000).toBeLessThan(60); // spinning would burn ~200 ms
-    expect((await pending).hostname).toBe("slow");
+    expect((await Promise.all(pending)).map((r) => r.hostname)).toEqual(["slow", "slow"]);
     await Bun.sleep(30);
     expect(isPolling()).toBe(false);
     await c.close();
   });
 
-  test("busyPollUs 0 never polls", async () => {
-    const seen: { polling: boolean | null } = { polling: null };
+  test("busy polling needs two calls in flight; busyPollUs 0 never polls", async () => {
+    const seen: boolean[] = [];
+    let held: (() => void)[] = [];
     const d = fakeDaemon((p, s) => {
-      seen.polling = isPolling(); // the daemon is in this process: same event loop
-      reply(s, p, hostnameBody("h"));
+      seen.push(isPolling()); // the daemon is in this process: same event loop
+      held.push(() => reply(s, p, hostnameBody("h")));
     });
-    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 0 });
-    await Bun.sleep(20);
-    await c.call(P.connectGetHostname, undefined);
-    expect(seen.polling).toBe(false);
-    await c.close();
-    // The same with a window: the call's arrival finds the loop polling.
-    const c2 = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
+    const answerAll = async () => {
+      while (held.length === 0) await Bun.sleep(1);
+      await Bun.sleep(5); // let a second call arrive too
+      const now = held;
+      held = [];
+      for (const answer of now) answer();
+    };
+    // A window, but one call at a time: its reply is a round trip away, no polling.
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
     await Bun.sleep(30);
-    await c2.call(P.connectGetHostname, undefined);
-    expect(seen.polling).toBe(true);
+    seen.length = 0;
+    for (let i = 0; i < 3; i++) await Promise.all([c.call(P.connectGetHostname, undefined), answerAll()]);
+    expect(seen).toEqual([false, false, false]);
+    // Two at once: sending the second starts the window, so both arrive while the loop polls.
+    seen.length = 0;
+    const first = c.call(P.connectGetHostname, undefined);
+    expect(isPolling()).toBe(false);
+    const second = c.call(P.connectGetHostname, undefined);
+    expect(isPolling()).toBe(true);
+    await Promise.all([first, second, answerAll()]);
+    expect(seen).toEqual([true, true]);
+    await c.close();
+    await Bun.sleep(30);
+    // No window: two at once never poll.
+    const c2 = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 0 });
+    await Bun.sleep(30);
+    seen.length = 0;
+    await Promise.all([c2.call(P.connectGetHostname, undefined), c2.call(P.connectGetHostname, undefined), answerAll()]);
+    expect(seen).toEqual([false, false]);
     await c2.close();
   });
 
