@@ -190,8 +190,9 @@ describe("RPC connection with a scripted daemon", () => {
       held = [];
       for (const answer of now) answer();
     };
-    // A window, but one call at a time: its reply is a round trip away, no polling.
-    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 10_000 });
+    // A window (50 ms: wide enough for a loaded machine), but one call at a time: its reply
+    // is a round trip away, no polling.
+    const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 50_000 });
     await Bun.sleep(30);
     seen.length = 0;
     for (let i = 0; i < 3; i++) await Promise.all([c.call(P.connectGetHostname, undefined), answerAll()]);
@@ -205,7 +206,7 @@ describe("RPC connection with a scripted daemon", () => {
     await Promise.all([first, second, answerAll()]);
     expect(seen).toEqual([true, true]);
     await c.close();
-    await Bun.sleep(30);
+    await Bun.sleep(80); // that window is over
     // No window: two at once never poll.
     const c2 = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 0 });
     await Bun.sleep(30);
