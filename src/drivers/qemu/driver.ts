@@ -168,6 +168,12 @@ export class QemuDriver implements VmDriver {
   private readonly creating = new Map<string, StoredVm>();
   /** VM ids whose create runs, from its first file on: their directories are not orphans. */
   private readonly building = new Set<string>();
+  /**
+   * VM ids whose QEMU launch() is starting. Until launch registers the process, a reader must
+   * not adopt it from its pidfile: it would open a QMP connection of its own, and QEMU serves
+   * one QMP client at a time, so the launch's connection would never be greeted.
+   */
+  private readonly launching = new Set<string>();
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.qemuImg = qemuImgFor(opts.binary);
@@ -404,6 +410,7 @@ export class QemuDriver implements VmDriver {
   private pidOf(id: string): number | null {
     const p = this.paths(id);
     const rt = this.runtime.get(id);
+    if (!rt && this.launching.has(id)) return null; // not running until launch() says so
     const pid = rt?.pid ?? readPidfile(p.pidfile);
     if (pid !== null && isOurQemu(pid, p.qmp)) {
       if (!rt) this.runtime.set(id, newRuntime(pid));
@@ -565,8 +572,10 @@ export class QemuDriver implements VmDriver {
       const { status } = await c.execute<{ status: string }>("query-status", undefined, { timeoutMs: 5_000 });
       return { state: stateOf(status), pid };
     } catch {
-      // It may have died just now; otherwise QEMU is alive but not answering.
-      return this.pidOf(id) === null ? { state: "stopped", pid: null } : { state: "unknown", pid };
+      // It may have died just now; or rcloud is stopping it (QMP already closed, the process
+      // not gone yet); otherwise QEMU is alive but not answering.
+      if (this.pidOf(id) === null) return { state: "stopped", pid: null };
+      return { state: this.runtime.get(id)?.events.stopping ? "stopping" : "unknown", pid };
     }
   }
 
@@ -600,6 +609,15 @@ export class QemuDriver implements VmDriver {
 
   /** Starts QEMU paused, checks it over QMP, then lets it run; `loadvm`: from that memory snapshot. */
   private async launch(vm: StoredVm, loadvm: string | null = null): Promise<number> {
+    this.launching.add(vm.id);
+    try {
+      return await this.launchQemu(vm, loadvm);
+    } finally {
+      this.launching.delete(vm.id);
+    }
+  }
+
+  private async launchQemu(vm: StoredVm, loadvm: string | null): Promise<number> {
     const p = this.paths(vm.id);
     if (vm.network.mode === "bridge") checkBridge(vm.network.bridge);
     for (const f of [vm.boot?.kernel, vm.boot?.initrd]) {
@@ -629,7 +647,9 @@ export class QemuDriver implements VmDriver {
     this.runtime.set(vm.id, rt);
     try {
       if (!isOurQemu(pid, p.qmp)) throw new DriverError("failed", `${vm.name}: QEMU exited right after starting (see ${p.qemuLog} and ${p.serialLog})`);
-      const client = await this.firstConnect(pid, p);
+      // Readers meanwhile (monitor()) wait for this connection instead of opening a second.
+      rt.connecting = this.firstConnect(pid, p);
+      const client = await rt.connecting.finally(() => (rt.connecting = null));
       this.adopt(vm.id, rt, client);
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "prelaunch") throw new DriverError("failed", `${vm.name}: QEMU is ${status}, expected prelaunch`);
