@@ -79,7 +79,7 @@ console.log(
     callers,
     calls_s: Math.round(result.calls / result.seconds),
     cpu_us_per_call: perCall,
-    ...(ru0 ? { user_us_per_call: Math.round(((process.resourceUsage().userCPUTime - ru0.userCPUTime) / result.calls) * 10) / 10 } : {}),
+    ...(ru0 ? { user_us_per_call: Math.round(((ru1.userCPUTime - ru0.userCPUTime) / result.calls) * 10) / 10 } : {}),
     daemon_cpu_us_per_call: daemonPerCall,
     daemon_csw_per_call: daemonCsPerCall,
     ...counters,

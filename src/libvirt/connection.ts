@@ -229,7 +229,12 @@ export class RpcConnection {
   private send(serial: number, packet: Uint8Array): void {
     this.unanswered.add(serial);
     this.transport!.write(packet);
-    if (this.unanswered.size >= POLL_MIN_UNANSWERED) keepPolling(this.opts.busyPollUs);
+    this.pollWhileBusy(this.unanswered.size);
+  }
+
+  /** Busy polling (busy-poll.ts) while `inFlight` calls are on the wire; off by default. */
+  private pollWhileBusy(inFlight: number): void {
+    if (this.opts.busyPollUs > 0 && inFlight >= POLL_MIN_UNANSWERED) keepPolling(this.opts.busyPollUs);
   }
 
   private readonly pumpBacklog = () => this.pump();
@@ -314,8 +319,7 @@ export class RpcConnection {
     const h = p.header;
     if (this.unanswered.delete(h.serial) && this.backlog.length > 0) queueMicrotask(this.pumpBacklog);
     if (this.abandoned.size > 0) this.lateReply(h.serial);
-    // This reply's call counts: it was one of the calls in flight when the reply came.
-    if (this.unanswered.size + 1 >= POLL_MIN_UNANSWERED) keepPolling(this.opts.busyPollUs);
+    this.pollWhileBusy(this.unanswered.size + 1); // this reply's call was in flight too
     const call = this.pending.get(h.serial);
     if (!call) {
       this.unroutedPackets++; // late reply to a call that timed out or was aborted

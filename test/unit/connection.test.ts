@@ -15,6 +15,7 @@ import { encodeRemoteAuthListRet, encodeRemoteConnectGetHostnameRet, encodeRemot
 import { encodeVirNetMessageError } from "../../src/codecs/generated/virnet.ts";
 import { KEEPALIVE_PROGRAM } from "../../src/codecs/generated/keepalive.ts";
 import { XdrWriter } from "../../src/xdr/index.ts";
+import { waitFor } from "../helpers/rig.ts";
 
 type Reply = (p: Packet, sock: Socket<undefined>) => void;
 
@@ -118,16 +119,16 @@ describe("RPC connection with a scripted daemon", () => {
       for (const [h, sock] of held.splice(0)) sock.write(encodePacket({ ...h, type: MessageType.REPLY, status: 0 }, null, hostnameBody(`host-${h.serial}`)));
     };
     const onWire = () => d.received.filter((h) => h.proc === 59).length;
-    for (let waited = 0; onWire() < 8 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    await waitFor("8 calls on the wire", () => onWire() >= 8, 2_000, 10);
     await Bun.sleep(50);
     expect(onWire()).toBe(8);
     // The daemon pings while four calls wait in our backlog: the PONG goes out at once.
     for (const s of d.sockets) s.write(encodePacket({ prog: KEEPALIVE_PROGRAM, vers: 1, proc: 1, type: MessageType.MESSAGE, serial: 0, status: 0 }));
-    for (let waited = 0; d.pongs === 0 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    await waitFor("the PONG", () => d.pongs > 0, 2_000, 10);
     expect(d.pongs).toBe(1);
     expect(onWire()).toBe(8);
     answerHeld();
-    for (let waited = 0; onWire() < 12 && waited < 2_000; waited += 10) await Bun.sleep(10);
+    await waitFor("12 calls on the wire", () => onWire() >= 12, 2_000, 10);
     expect(onWire()).toBe(12);
     answerHeld();
     const results = await Promise.all(calls);
@@ -183,19 +184,19 @@ describe("RPC connection with a scripted daemon", () => {
       seen.push(isPolling()); // the daemon is in this process: same event loop
       held.push(() => reply(s, p, hostnameBody("h")));
     });
-    const answerAll = async () => {
-      while (held.length === 0) await Bun.sleep(1);
-      await Bun.sleep(5); // let a second call arrive too
+    /** Answers once `n` calls have reached the daemon. */
+    const answer = async (n: number) => {
+      await waitFor(`${n} calls at the daemon`, () => held.length >= n, 2_000, 1);
       const now = held;
       held = [];
-      for (const answer of now) answer();
+      for (const a of now) a();
     };
     // A window (50 ms: wide enough for a loaded machine), but one call at a time: its reply
     // is a round trip away, no polling.
     const c = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 50_000 });
     await Bun.sleep(30);
     seen.length = 0;
-    for (let i = 0; i < 3; i++) await Promise.all([c.call(P.connectGetHostname, undefined), answerAll()]);
+    for (let i = 0; i < 3; i++) await Promise.all([c.call(P.connectGetHostname, undefined), answer(1)]);
     expect(seen).toEqual([false, false, false]);
     // Two at once: sending the second starts the window, so both arrive while the loop polls.
     seen.length = 0;
@@ -203,7 +204,7 @@ describe("RPC connection with a scripted daemon", () => {
     expect(isPolling()).toBe(false);
     const second = c.call(P.connectGetHostname, undefined);
     expect(isPolling()).toBe(true);
-    await Promise.all([first, second, answerAll()]);
+    await Promise.all([first, second, answer(2)]);
     expect(seen).toEqual([true, true]);
     await c.close();
     await Bun.sleep(80); // that window is over
@@ -211,7 +212,7 @@ describe("RPC connection with a scripted daemon", () => {
     const c2 = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0, busyPollUs: 0 });
     await Bun.sleep(30);
     seen.length = 0;
-    await Promise.all([c2.call(P.connectGetHostname, undefined), c2.call(P.connectGetHostname, undefined), answerAll()]);
+    await Promise.all([c2.call(P.connectGetHostname, undefined), c2.call(P.connectGetHostname, undefined), answer(2)]);
     expect(seen).toEqual([false, false]);
     await c2.close();
   });
