@@ -21,8 +21,50 @@ function flag(args: string[], name: string): string | null {
   return v;
 }
 
+/** Usage of the commands this file runs itself (the client's are in src/cli). */
+const USAGE: Record<string, { usage: string; flags: Record<string, "value" | "switch"> }> = {
+  serve: {
+    usage: "Usage: rcloud serve [--config FILE]\n  Runs the rcloud server (REST API, web console, metrics). Settings come from the built-in\n  defaults, kdevops's extra_vars.yaml, FILE and RCLOUD_* variables, in that order (docs/configuration.md).",
+    flags: { "--config": "value" },
+  },
+  "hv-info": {
+    usage: "Usage: rcloud hv-info [URI]\n  Connects to libvirt at URI (default $RCLOUD_LIBVIRT_URI, then qemu:///system) and prints\n  the hypervisor and libvirt versions as JSON.",
+    flags: {},
+  },
+  "terraform-provider": {
+    usage: "Usage: rcloud terraform-provider [--debug]\n  The Terraform provider (plugin protocol 6). Terraform starts it by itself; --debug runs it\n  for a debugger and prints TF_REATTACH_PROVIDERS.",
+    flags: { "--debug": "switch" },
+  },
+};
+
+/** `--help`, or a flag the command does not know: the usage, and the exit code (0 or 2); null to go on. */
+function usageExit(cmd: string, args: string[]): number | null {
+  const spec = USAGE[cmd];
+  if (!spec) return null;
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(spec.usage);
+    return 0;
+  }
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith("-")) continue;
+    const kind = spec.flags[a];
+    if (!kind) {
+      console.error(`rcloud: unknown flag '${a}' for 'rcloud ${cmd}'; see 'rcloud ${cmd} --help'`);
+      return 2;
+    }
+    if (kind === "value" && !args[++i]) {
+      console.error(`rcloud: ${a} needs a value for 'rcloud ${cmd}'; see 'rcloud ${cmd} --help'`);
+      return 2;
+    }
+  }
+  return null;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd = "serve", ...args] = argv;
+  const early = usageExit(cmd, args);
+  if (early !== null) return early;
   switch (cmd) {
     case "serve": {
       const { startServer } = await import("./server.ts");

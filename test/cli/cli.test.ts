@@ -279,6 +279,22 @@ describe("other commands", () => {
     expect(u.code).toBe(2);
   });
 
+  test("serve, hv-info and terraform-provider: --help prints usage and starts nothing; a bad flag is a usage error", async () => {
+    for (const c of ["serve", "hv-info", "terraform-provider"]) {
+      const r = await cli([c, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toStartWith(`Usage: rcloud ${c}`);
+    }
+    // Each would otherwise run (serve until a signal): the test's timeout is the failure.
+    const bad = await cli(["serve", "--port", "1"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("unknown flag '--port' for 'rcloud serve'");
+    const missing = await cli(["serve", "--config"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("--config needs a value");
+    expect((await cli(["terraform-provider", "--bogus"])).code).toBe(2);
+  });
+
   test("completion bash passes bash -n and completes commands, flags and VM names", async () => {
     const r = await cli(["completion", "bash"]);
     expect(r.code).toBe(0);
