@@ -47,7 +47,7 @@ import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
 import { downloadVolume } from "./volume-streams.ts";
 import { dumpName, isDumpName } from "../shared/crash.ts";
-import { localShareDir } from "../shared/share-dir.ts";
+import { checkSharesUnmoved, localShareDir } from "../shared/share-dir.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -418,9 +418,12 @@ export class LibvirtDriver implements VmDriver {
       const dom = await this.mustLookup(name);
       const s = await this.state(dom);
       if (s === DomainState.PAUSED) await this.sessions().call(P.domainResume, { dom });
-      else if (s === DomainState.SHUTOFF) await this.sessions().call(P.domainCreate, { dom });
-      else if (s === DomainState.CRASHED) {
+      else if (s === DomainState.SHUTOFF) {
+        await this.checkShares(dom);
+        await this.sessions().call(P.domainCreate, { dom });
+      } else if (s === DomainState.CRASHED) {
         // Held after a panic: its QEMU still runs; a fresh boot.
+        await this.checkShares(dom);
         await this.sessions().call(P.domainDestroy, { dom });
         await this.sessions().call(P.domainCreate, { dom });
       }
@@ -557,7 +560,7 @@ export class LibvirtDriver implements VmDriver {
   async revertSnapshot(name: string, snapshot: string): Promise<void> {
     try {
       const dom = await this.mustLookup(name);
-      await this.snaps.revert(dom, snapshot);
+      await this.snaps.revert(dom, snapshot, () => this.checkShares(dom));
       await this.touch(dom);
     } catch (e) {
       translate(e, `reverting ${name} to snapshot ${snapshot}`);
@@ -712,10 +715,22 @@ export class LibvirtDriver implements VmDriver {
    */
   async shareDir(path: string): Promise<string> {
     const dirs = this.opts.shareDirs ?? [];
-    if (dirs.length > 0 && parseLibvirtUri(this.opts.uri).transport !== "unix") {
+    if (dirs.length > 0) this.refuseRemoteShares();
+    return localShareDir(dirs, path);
+  }
+
+  private refuseRemoteShares(): void {
+    if (parseLibvirtUri(this.opts.uri).transport !== "unix") {
       throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? this.opts.uri}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
     }
-    return localShareDir(dirs, path);
+  }
+
+  /** Before libvirt starts a QEMU for `dom` (virtiofsd opens the shares then): checkSharesUnmoved. */
+  private async checkShares(dom: RemoteNonnullDomain): Promise<void> {
+    const rec = await this.records.get(dom);
+    if (!rec || rec.shares.length === 0) return;
+    this.refuseRemoteShares();
+    checkSharesUnmoved(this.opts.shareDirs ?? [], dom.name, rec.shares);
   }
 
   async readImage(id: string): Promise<ImageReader> {
