@@ -179,6 +179,8 @@ export class LibvirtDriver implements VmDriver {
    */
   private async onPanic(name: string): Promise<void> {
     let vol = "";
+    // A call given up on by its deadline: libvirt may still be writing the dump until then.
+    let writing: Promise<void> | null = null;
     try {
       const dom = await this.lookup(name);
       const facts = dom && (await this.records.facts(dom));
@@ -189,9 +191,13 @@ export class LibvirtDriver implements VmDriver {
       await this.sessions().call(P.domainCoreDumpWithFormat, { dom, to: `${this.opts.poolPath}/${vol}`, dumpformat: DUMP_FORMAT_ELF, flags: DUMP_MEMORY_ONLY }, { timeoutMs: DUMP_TIMEOUT_MS });
       this.events.emit({ vmName: name, vmId: facts.rcloud.id, action: "vm-dumped", detail: dump });
     } catch (e) {
+      if (e instanceof CallTimeoutError) writing = e.finished;
       this.events.emit({ vmName: name, vmId: null, action: "vm-crashed", detail: `on_panic dump failed: ${(e as Error).message}` });
     } finally {
-      this.dumping.delete(vol);
+      // Listed (and downloadable) only once libvirt no longer writes it.
+      const v = vol;
+      if (writing) void writing.then(() => this.dumping.delete(v));
+      else this.dumping.delete(v);
     }
   }
 

@@ -540,9 +540,15 @@ export class QemuDriver implements VmDriver {
         const name = dumpName(new Date());
         const p = this.paths(vm.id);
         const part = `${p.dump(name)}.part`;
-        // Written under a name the listing skips, renamed once complete.
-        await client.execute("dump-guest-memory", { paging: false, protocol: `file:${part}`, format: "elf" }, { timeoutMs: 30 * 60_000 });
-        renameSync(part, p.dump(name));
+        // Written under a name the listing skips, renamed once complete; removed if it never is
+        // (a QEMU still writing after the timeout writes on into the unlinked file).
+        try {
+          await client.execute("dump-guest-memory", { paging: false, protocol: `file:${part}`, format: "elf" }, { timeoutMs: 30 * 60_000 });
+          renameSync(part, p.dump(name));
+        } catch (e) {
+          rmSync(part, { force: true });
+          throw e;
+        }
         this.emit(vm, "vm-dumped", name);
         return;
       }
