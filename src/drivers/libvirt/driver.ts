@@ -10,6 +10,8 @@
  * boot-files.ts (the host's base images and kernels, through pools of their own), domain-xml.ts,
  * capabilities.ts, storage-xml.ts and metadata-xml.ts (the XML documents).
  */
+import { rmSync } from "node:fs";
+import { VM_ID_PATTERN } from "../../api-types/values.ts";
 import { posix } from "node:path";
 import { randomUUID } from "node:crypto";
 import {
@@ -78,6 +80,7 @@ export interface LibvirtDriverOptions {
 const SHUTDOWN_ACPI = 1;
 /** A volume named after an rcloud VM id: `<id>-root.qcow2`, `<id>-data0.qcow2`, `<id>-seed.iso`, `<id>-serial.log`. */
 const VM_ID_PREFIX = /^(vm-[a-z0-9]{8})-/;
+const VM_ID_RE = new RegExp(VM_ID_PATTERN);
 const METADATA_ELEMENT = 2; // VIR_DOMAIN_METADATA_ELEMENT
 const AFFECT_LIVE = 1;
 const AFFECT_CONFIG = 2;
@@ -127,7 +130,7 @@ export class LibvirtDriver implements VmDriver {
     this.storage = new VmStorage(sessions, opts.poolName, opts.poolPath);
     this.host = new HostFacts(sessions, opts.uri, this.storage);
     this.networks = new Networks(sessions);
-    this.rollbacks = new Rollbacks(sessions, this.storage, () => void this.recover());
+    this.rollbacks = new Rollbacks(sessions, this.storage, () => void this.recover(), (id) => this.removeConsoleLog(id));
     // Image transfers get a connection each: a download stops its connection while its reader is behind.
     const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
     this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
@@ -499,6 +502,7 @@ export class LibvirtDriver implements VmDriver {
       if (facts) {
         this.storage.forgetSizes(facts.disks.map((d) => d.path));
         await this.storage.deleteVolumesOf(facts.rcloud.id, "best-effort");
+        this.removeConsoleLog(facts.rcloud.id);
       }
     } catch (e) {
       translate(e, `deleting ${name}`);
@@ -723,6 +727,17 @@ export class LibvirtDriver implements VmDriver {
     const dirs = this.opts.shareDirs ?? [];
     if (dirs.length > 0) this.refuseRemoteShares();
     return localShareDir(dirs, path);
+  }
+
+  /**
+   * The serial log of VM `id` in a console_log_dir outside the pool (in the pool it is one of
+   * the VM's volumes). Only on a host reached by a local URI: rcloud cannot reach a remote
+   * host's files (docs/configuration.md says so).
+   */
+  private removeConsoleLog(id: string): void {
+    const dir = this.opts.consoleLogDir;
+    if (!dir || dir === this.opts.poolPath || !VM_ID_RE.test(id) || parseLibvirtUri(this.opts.uri).transport !== "unix") return;
+    rmSync(posix.join(dir, `${id}-serial.log`), { force: true });
   }
 
   private refuseRemoteShares(): void {
