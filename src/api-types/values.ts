@@ -104,9 +104,13 @@ export const QMP_QUERY_PATTERN = "^query-[a-z0-9-]{1,60}$";
 
 /**
  * Snapshot names: a letter or digit, then letters, digits, '.', '_' or '-', 1-63 characters
- * (they go into qcow2 snapshot tables and libvirt XML, never into paths or shells).
+ * (they go into qcow2 snapshot tables and libvirt XML, never into paths or shells), and not
+ * digits only: QEMU looks a snapshot up by its numeric ID first and by name only then, so a
+ * snapshot named "1" would be another snapshot's (the one with ID 1) on revert and delete.
  */
-export const SNAPSHOT_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+export const SNAPSHOT_NAME_PATTERN = "^(?![0-9]+$)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+/** What SNAPSHOT_NAME_PATTERN asks for, in words (the API's and the CLI's messages). */
+export const SNAPSHOT_NAME_RULE = "1-63 characters: a letter or digit, then letters, digits, '.', '_' or '-'; not digits only (QEMU would take an all-digit name for another snapshot's numeric ID)";
 
 /** Host names in `hosts:` and the API: DNS labels, like VM names. */
 export const HOST_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";

@@ -2,7 +2,7 @@
 import { t } from "elysia";
 import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
 // The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
@@ -260,7 +260,7 @@ const SnapshotName = t.String({
   minLength: 1,
   maxLength: 63,
   pattern: SNAPSHOT_NAME_PATTERN,
-  description: "1-63 characters: a letter or digit, then letters, digits, '.', '_' or '-'; unique per VM",
+  description: `${SNAPSHOT_NAME_RULE}; unique per VM`,
   examples: ["before-xfs-test"],
 });
 

@@ -1,6 +1,6 @@
 /** `rcloud vm snapshot create|list|revert|delete`: a VM's internal snapshots (/vms/{id}/snapshots). */
 import type { ApiSnapshot, ApiSnapshotDeleted, ApiVm, CreateSnapshotRequest } from "../api-types/json.ts";
-import { SNAPSHOT_NAME_PATTERN } from "../api-types/values.ts";
+import { SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
 import type { Command, Context } from "./context.ts";
 import { EXIT, usageError } from "./errors.ts";
 import { formatTable } from "./table.ts";
@@ -14,7 +14,7 @@ const USAGE = "rcloud vm snapshot create NAME SNAPSHOT [--memory|--no-memory] | 
 
 function snapshotName(v: string | undefined): string {
   if (v === undefined) throw usageError(`missing SNAPSHOT; usage: ${USAGE}`);
-  if (!NAME_RE.test(v)) throw usageError(`invalid snapshot name '${v}': 1-63 characters, a letter or digit, then letters, digits, '.', '_' or '-'`);
+  if (!NAME_RE.test(v)) throw usageError(`invalid snapshot name '${v}': ${SNAPSHOT_NAME_RULE}`);
   return v;
 }
 

@@ -208,7 +208,7 @@ export interface ConsoleSession {
 export class DriverError extends Error {
   override readonly name = "DriverError";
   constructor(
-    readonly code: "not_found" | "conflict" | "invalid_state" | "unavailable" | "unsupported" | "no_space" | "failed",
+    readonly code: "not_found" | "conflict" | "invalid_state" | "unavailable" | "unsupported" | "no_space" | "share_not_allowed" | "failed",
     message: string,
     options?: { cause?: unknown },
   ) {

@@ -23,6 +23,8 @@ export function fromDriver(e: unknown): ServiceError {
         return new ServiceError("unsupported", e.message, undefined, { cause: e });
       case "no_space":
         return new ServiceError("insufficient_storage", e.message, undefined, { cause: e });
+      case "share_not_allowed":
+        return new ServiceError("share_not_allowed", e.message, undefined, { cause: e });
       default:
         return new ServiceError("internal_error", e.message, undefined, { cause: e });
     }

@@ -13,7 +13,7 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { LibvirtClient } from "../../src/libvirt/index.ts";
 import { tinyDiskImageDir } from "../helpers/guest.ts";
 import { removePool, rig, uniqueName, unixUri } from "../helpers/rig.ts";
-import { makeShareDirs, shareRefusals, shareRoundTrip, type ShareDirs } from "../helpers/share-scenario.ts";
+import { makeShareDirs, shareRedirected, shareRefusals, shareRoundTrip, type ShareDirs } from "../helpers/share-scenario.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 
 const poolName = `rctest-shr-${process.pid}`;
@@ -45,6 +45,10 @@ afterAll(async () => {
 test("refusals: outside share_dirs, symlink escape, '..', missing, not a directory, duplicate tag, long 9p tag", async () => {
   await shareRefusals(server, dirs, "rcloud-tiny");
 }, 60_000);
+
+test("a share redirected on the host after create (a directory on its way swapped for a symbolic link) is refused at start", async () => {
+  await shareRedirected(server, dirs, "rcloud-tiny");
+}, 120_000);
 
 test("virtiofs and 9p, read-write and read-only, both ways; libvirt's virtiofsd gone after delete", async () => {
   await shareRoundTrip(server, dirs, "rcloud-tiny", { hostEnforcesReadOnly: ["p9ro"] });

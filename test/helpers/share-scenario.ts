@@ -4,10 +4,12 @@
  * shares — virtiofs read-write and read-only, 9p read-write and read-only — mounted by the
  * test disk's /init from cloud-init's `mounts:`; files cross both ways over SSH, a
  * `make modules_install`-style tree written in the guest lands on the host, read-only shares
- * refuse writes, and after delete no virtiofsd serves the directories any more.
+ * refuse writes, and after delete no virtiofsd serves the directories any more. And a share
+ * redirected on the host after create (a directory on its way swapped for a symbolic link, as a
+ * guest sharing the parent read-write could do) stops the next start.
  */
 import { expect } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { uniqueName } from "./rig.ts";
 import type { TestServer } from "./server.ts";
@@ -181,4 +183,54 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
   while ((virtiofsdsServing(p("linux")).length > 0 || virtiofsdsServing(p("ref")).length > 0) && Date.now() < deadline) await Bun.sleep(200);
   expect(virtiofsdsServing(p("linux"))).toEqual([]);
   expect(virtiofsdsServing(p("ref"))).toEqual([]);
+}
+
+/**
+ * A stopped VM shares `sub/etc` (virtiofs) and `sub/p9` (9p) of the share directory. `sub` is
+ * then swapped for a symbolic link, as another guest sharing the share directory read-write
+ * could do: to / (the VM would get the host's /etc) and to another directory inside
+ * share_dirs (not the one shared at create). Each start is refused, 422 share_not_allowed,
+ * and the VM stays stopped with nothing serving /etc; with `sub` put back it starts.
+ */
+export async function shareRedirected(server: TestServer, dirs: ShareDirs, image: string): Promise<void> {
+  const sub = join(dirs.root, "sub");
+  const other = join(dirs.root, "other");
+  for (const d of [join(sub, "etc"), join(sub, "p9"), join(other, "etc"), join(other, "p9")]) {
+    mkdirSync(d, { recursive: true });
+    chmodSync(d, 0o777);
+  }
+  const name = uniqueName("shm").slice(0, 40);
+  const created = await server.req("POST", "/api/v1/vms", {
+    name,
+    image,
+    start: false,
+    network: { mode: "none" },
+    shares: [
+      { host_path: join(sub, "etc"), tag: "etc" },
+      { host_path: join(sub, "p9"), tag: "p9", transport: "9p" },
+    ],
+  });
+  expect({ status: created.status, error: created.json?.error ?? null }).toEqual({ status: 201, error: null });
+  const id = created.json.id;
+  try {
+    renameSync(sub, `${sub}.real`);
+    for (const [target, said] of [["/", /etc \(.*\/sub\/etc\) no longer leads to a directory inside vm_defaults\.share_dirs/], [other, /now leads to .*\/other\/etc, not to the directory shared at create/]] as const) {
+      rmSync(sub, { force: true });
+      symlinkSync(target, sub);
+      const r = await server.req("POST", `/api/v1/vms/${id}/start`);
+      expect({ target, status: r.status, code: r.json?.error?.code }).toEqual({ target, status: 422, code: "share_not_allowed" });
+      expect(r.json.error.message).toMatch(said);
+      expect(r.json.error.message).toMatch(/put the directory back/);
+      expect((await server.req("GET", `/api/v1/vms/${id}`)).json.state).toBe("stopped");
+      expect(virtiofsdsServing("/etc")).toEqual([]);
+    }
+    // Put back, the same VM starts (the check refuses only what moved).
+    rmSync(sub, { force: true });
+    renameSync(`${sub}.real`, sub);
+    const started = await server.req("POST", `/api/v1/vms/${id}/start`);
+    expect({ status: started.status, error: started.json?.error ?? null, state: started.json?.state }).toEqual({ status: 200, error: null, state: "running" });
+  } finally {
+    const del = await server.req("DELETE", `/api/v1/vms/${id}`);
+    expect(del.status).toBe(200);
+  }
 }

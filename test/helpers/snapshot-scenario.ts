@@ -50,7 +50,7 @@ export async function snapshotScenario(server: TestServer, leftovers: (vm: { id:
   const unknownVm = await take({ name: "s1" }, "no-such-vm-snap");
   expect([unknownVm.status, unknownVm.json.error.code]).toEqual([404, "not_found"]);
   expect((await snaps("no-such-vm-snap")).status).toBe(404);
-  for (const bad of ["bad name", "-dash", "x".repeat(64), "a/b", ""]) {
+  for (const bad of ["bad name", "-dash", "x".repeat(64), "a/b", "", "1", "42"]) {
     const r = await take({ name: bad });
     expect(`${bad}: ${r.status} ${r.json.error.code}`).toBe(`${bad}: 422 validation_error`);
   }

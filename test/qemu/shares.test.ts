@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { VIRTIOFSD } from "../../src/drivers/qemu/virtiofsd.ts";
-import { makeShareDirs, shareRefusals, shareRoundTrip, type ShareDirs } from "../helpers/share-scenario.ts";
+import { makeShareDirs, shareRedirected, shareRefusals, shareRoundTrip, type ShareDirs } from "../helpers/share-scenario.ts";
 import { startTestServer, waitHealthy, type TestServer } from "../helpers/server.ts";
 import { cleanupState, DISK_IMAGE, tempDir } from "./helpers.ts";
 
@@ -44,6 +44,10 @@ test("refusals: outside share_dirs, symlink escape, '..', missing, not a directo
   await shareRefusals(server, dirs, "rcloud-tiny");
   expect(existsSync(join(stateDir, "vms")) ? readdirSync(join(stateDir, "vms")) : []).toEqual([]);
 }, 60_000);
+
+test("a share redirected on the host after create (a directory on its way swapped for a symbolic link) is refused at start", async () => {
+  await shareRedirected(server, dirs, "rcloud-tiny");
+}, 120_000);
 
 test("virtiofs and 9p, read-write and read-only, both ways; virtiofsd gone after delete", async () => {
   await shareRoundTrip(server, dirs, "rcloud-tiny", { hostEnforcesReadOnly: ["ref", "p9ro"] });

@@ -10,6 +10,8 @@
  * boot-files.ts (the host's base images and kernels, through pools of their own), domain-xml.ts,
  * capabilities.ts, storage-xml.ts and metadata-xml.ts (the XML documents).
  */
+import { rmSync } from "node:fs";
+import { VM_ID_PATTERN } from "../../api-types/values.ts";
 import { posix } from "node:path";
 import { randomUUID } from "node:crypto";
 import {
@@ -47,7 +49,7 @@ import { updateDomain } from "./update.ts";
 import { VmStorage } from "./storage.ts";
 import { downloadVolume } from "./volume-streams.ts";
 import { dumpName, isDumpName } from "../shared/crash.ts";
-import { localShareDir } from "../shared/share-dir.ts";
+import { checkSharesUnmoved, localShareDir } from "../shared/share-dir.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -78,6 +80,7 @@ export interface LibvirtDriverOptions {
 const SHUTDOWN_ACPI = 1;
 /** A volume named after an rcloud VM id: `<id>-root.qcow2`, `<id>-data0.qcow2`, `<id>-seed.iso`, `<id>-serial.log`. */
 const VM_ID_PREFIX = /^(vm-[a-z0-9]{8})-/;
+const VM_ID_RE = new RegExp(VM_ID_PATTERN);
 const METADATA_ELEMENT = 2; // VIR_DOMAIN_METADATA_ELEMENT
 const AFFECT_LIVE = 1;
 const AFFECT_CONFIG = 2;
@@ -127,7 +130,7 @@ export class LibvirtDriver implements VmDriver {
     this.storage = new VmStorage(sessions, opts.poolName, opts.poolPath);
     this.host = new HostFacts(sessions, opts.uri, this.storage);
     this.networks = new Networks(sessions);
-    this.rollbacks = new Rollbacks(sessions, this.storage, () => void this.recover());
+    this.rollbacks = new Rollbacks(sessions, this.storage, () => void this.recover(), (id) => this.removeConsoleLog(id));
     // Image transfers get a connection each: a download stops its connection while its reader is behind.
     const transferSession = () => LibvirtClient.connect(opts.uri, { ...opts.client, reconnect: false });
     this.baseImages = new HostImages(sessions, `${opts.poolName}-images`, opts.baseImagesDir, transferSession);
@@ -179,6 +182,8 @@ export class LibvirtDriver implements VmDriver {
    */
   private async onPanic(name: string): Promise<void> {
     let vol = "";
+    // A call given up on by its deadline: libvirt may still be writing the dump until then.
+    let writing: Promise<void> | null = null;
     try {
       const dom = await this.lookup(name);
       const facts = dom && (await this.records.facts(dom));
@@ -189,9 +194,13 @@ export class LibvirtDriver implements VmDriver {
       await this.sessions().call(P.domainCoreDumpWithFormat, { dom, to: `${this.opts.poolPath}/${vol}`, dumpformat: DUMP_FORMAT_ELF, flags: DUMP_MEMORY_ONLY }, { timeoutMs: DUMP_TIMEOUT_MS });
       this.events.emit({ vmName: name, vmId: facts.rcloud.id, action: "vm-dumped", detail: dump });
     } catch (e) {
+      if (e instanceof CallTimeoutError) writing = e.finished;
       this.events.emit({ vmName: name, vmId: null, action: "vm-crashed", detail: `on_panic dump failed: ${(e as Error).message}` });
     } finally {
-      this.dumping.delete(vol);
+      // Listed (and downloadable) only once libvirt no longer writes it.
+      const v = vol;
+      if (writing) void writing.then(() => this.dumping.delete(v));
+      else this.dumping.delete(v);
     }
   }
 
@@ -418,9 +427,12 @@ export class LibvirtDriver implements VmDriver {
       const dom = await this.mustLookup(name);
       const s = await this.state(dom);
       if (s === DomainState.PAUSED) await this.sessions().call(P.domainResume, { dom });
-      else if (s === DomainState.SHUTOFF) await this.sessions().call(P.domainCreate, { dom });
-      else if (s === DomainState.CRASHED) {
+      else if (s === DomainState.SHUTOFF) {
+        await this.checkShares(dom);
+        await this.sessions().call(P.domainCreate, { dom });
+      } else if (s === DomainState.CRASHED) {
         // Held after a panic: its QEMU still runs; a fresh boot.
+        await this.checkShares(dom);
         await this.sessions().call(P.domainDestroy, { dom });
         await this.sessions().call(P.domainCreate, { dom });
       }
@@ -490,6 +502,7 @@ export class LibvirtDriver implements VmDriver {
       if (facts) {
         this.storage.forgetSizes(facts.disks.map((d) => d.path));
         await this.storage.deleteVolumesOf(facts.rcloud.id, "best-effort");
+        this.removeConsoleLog(facts.rcloud.id);
       }
     } catch (e) {
       translate(e, `deleting ${name}`);
@@ -557,7 +570,7 @@ export class LibvirtDriver implements VmDriver {
   async revertSnapshot(name: string, snapshot: string): Promise<void> {
     try {
       const dom = await this.mustLookup(name);
-      await this.snaps.revert(dom, snapshot);
+      await this.snaps.revert(dom, snapshot, () => this.checkShares(dom));
       await this.touch(dom);
     } catch (e) {
       translate(e, `reverting ${name} to snapshot ${snapshot}`);
@@ -712,10 +725,33 @@ export class LibvirtDriver implements VmDriver {
    */
   async shareDir(path: string): Promise<string> {
     const dirs = this.opts.shareDirs ?? [];
-    if (dirs.length > 0 && parseLibvirtUri(this.opts.uri).transport !== "unix") {
+    if (dirs.length > 0) this.refuseRemoteShares();
+    return localShareDir(dirs, path);
+  }
+
+  /**
+   * The serial log of VM `id` in a console_log_dir outside the pool (in the pool it is one of
+   * the VM's volumes). Only on a host reached by a local URI: rcloud cannot reach a remote
+   * host's files (docs/configuration.md says so).
+   */
+  private removeConsoleLog(id: string): void {
+    const dir = this.opts.consoleLogDir;
+    if (!dir || dir === this.opts.poolPath || !VM_ID_RE.test(id) || parseLibvirtUri(this.opts.uri).transport !== "unix") return;
+    rmSync(posix.join(dir, `${id}-serial.log`), { force: true });
+  }
+
+  private refuseRemoteShares(): void {
+    if (parseLibvirtUri(this.opts.uri).transport !== "unix") {
       throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? this.opts.uri}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
     }
-    return localShareDir(dirs, path);
+  }
+
+  /** Before libvirt starts a QEMU for `dom` (virtiofsd opens the shares then): checkSharesUnmoved. */
+  private async checkShares(dom: RemoteNonnullDomain): Promise<void> {
+    const rec = await this.records.get(dom);
+    if (!rec || rec.shares.length === 0) return;
+    this.refuseRemoteShares();
+    checkSharesUnmoved(this.opts.shareDirs ?? [], dom.name, rec.shares);
   }
 
   async readImage(id: string): Promise<ImageReader> {

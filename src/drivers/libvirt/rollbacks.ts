@@ -28,6 +28,8 @@ export class Rollbacks {
     private readonly storage: VmStorage,
     /** Runs the driver's recovery, which calls retry() among other things. */
     private readonly onRetryDue: () => void,
+    /** Removes VM `id`'s files outside the pool (a console log in console_log_dir). */
+    private readonly removeFilesOf: (id: string) => void = () => {},
   ) {}
 
   /** Rolls a failed create back now, or keeps trying in the background until it is done. */
@@ -78,5 +80,6 @@ export class Rollbacks {
     }
     for (const vol of [...r.vols].reverse()) await this.storage.delete(vol);
     await this.storage.deleteVolumesOf(r.id, "required");
+    this.removeFilesOf(r.id);
   }
 }

@@ -73,9 +73,11 @@ export class DomainSnapshots {
     return parseSnapshotXml((await this.sessions().call(P.domainSnapshotGetXmlDesc, { snap, flags: 0 })).xml);
   }
 
-  async revert(dom: RemoteNonnullDomain, name: string): Promise<void> {
+  /** `beforeStart`: run first when the revert starts the VM (a snapshot with memory). */
+  async revert(dom: RemoteNonnullDomain, name: string, beforeStart: () => Promise<void>): Promise<void> {
     const snap = await this.lookup(dom, name);
     const info = parseSnapshotXml((await this.sessions().call(P.domainSnapshotGetXmlDesc, { snap, flags: 0 })).xml);
+    if (info.memory) await beforeStart();
     await this.sessions().call(P.domainRevertToSnapshot, { snap, flags: info.memory ? REVERT_RUNNING : 0 });
   }
 

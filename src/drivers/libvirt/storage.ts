@@ -76,6 +76,13 @@ export class VmStorage {
     await this.sessions().call(P.storageVolDelete, { vol, flags: 0 }).catch(alreadyDone(ErrorCode.NO_STORAGE_VOL));
   }
 
+  /** Deletes the pool's volume `name`, if there is one. */
+  async deleteNamed(name: string): Promise<void> {
+    const pool = await this.pool();
+    const found = await this.sessions().call(P.storageVolLookupByName, { pool, name }).catch(alreadyDone(ErrorCode.NO_STORAGE_VOL));
+    if (found) await this.delete(found.vol);
+  }
+
   /**
    * Every volume of the pool, after a refresh (files libvirt did not create, such as a console
    * log, appear only then). `refresh: "required"` fails when the refresh does, for callers

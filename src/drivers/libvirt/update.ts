@@ -10,7 +10,7 @@
  * definition defined again, volumes made deleted); the root disk grows last (no undo), and
  * the volumes of removed disks are deleted only once everything else succeeded.
  */
-import { ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
+import { CallTimeoutError, ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { pendingChanges } from "../shared/pending.ts";
 import { DriverError, type VmChange, type VmChangeResult } from "../types.ts";
@@ -145,7 +145,14 @@ export async function updateDomain(ctx: LibvirtUpdateContext, change: VmChange):
       for (const spec of change.addDisks) {
         const bus = slotBus(spec.bus);
         const serial = `kdevops${serialNo++}`;
-        const vol = await createVolume(ctx, `${meta.id}-${serial.replace("kdevops", "data")}.qcow2`, spec.sizeGb, bus === "nvme");
+        const volName = `${meta.id}-${serial.replace("kdevops", "data")}.qcow2`;
+        const vol = await createVolume(ctx, volName, spec.sizeGb, bus === "nvme").catch((e: unknown) => {
+          // A create that failed may have left its volume, and one that timed out goes on in
+          // libvirtd: removed once libvirt is done with it, or the next add of this disk would
+          // be a 409 for good. Not a volume that was there before (the conflict).
+          if (!(e instanceof DriverError && e.code === "conflict")) undo.push(() => afterCall(e, () => ctx.storage.deleteNamed(volName)));
+          throw e;
+        });
         undo.push(() => ctx.storage.delete(vol.vol));
         if (bus === "nvme") {
           const ordinal = freeOrdinal(used.nvme);
@@ -264,6 +271,12 @@ async function createVolume(ctx: LibvirtUpdateContext, name: string, sizeGb: num
     }
     throw e;
   }
+}
+
+/** Runs `fn` now, or (a call that timed out, still running in libvirtd) once libvirt is done with it. */
+async function afterCall(e: unknown, fn: () => Promise<void>): Promise<void> {
+  if (e instanceof CallTimeoutError) void e.finished.then(fn).catch(() => {});
+  else await fn();
 }
 
 function attachError(e: unknown, name: string, serial: string): unknown {

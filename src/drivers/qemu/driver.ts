@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import { chmodSync, chownSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
 import {
   DriverError,
@@ -52,7 +52,7 @@ import { checkSocketPaths, maxima, scanVms, vmPaths, writeVm, type StoredDisk, t
 import { launchConfig, pendingOf, updateQemuVm } from "./update.ts";
 import * as snap from "./snapshots.ts";
 import { startVirtiofsds, stopVirtiofsds } from "./virtiofsd.ts";
-import { localShareDir } from "../shared/share-dir.ts";
+import { checkSharesUnmoved, localShareDir } from "../shared/share-dir.ts";
 
 export interface QemuDriverOptions {
   /** qemu-system-x86_64 (config.qemu.binary). */
@@ -540,9 +540,15 @@ export class QemuDriver implements VmDriver {
         const name = dumpName(new Date());
         const p = this.paths(vm.id);
         const part = `${p.dump(name)}.part`;
-        // Written under a name the listing skips, renamed once complete.
-        await client.execute("dump-guest-memory", { paging: false, protocol: `file:${part}`, format: "elf" }, { timeoutMs: 30 * 60_000 });
-        renameSync(part, p.dump(name));
+        // Written under a name the listing skips, renamed once complete; removed if it never is
+        // (a QEMU still writing after the timeout writes on into the unlinked file).
+        try {
+          await client.execute("dump-guest-memory", { paging: false, protocol: `file:${part}`, format: "elf" }, { timeoutMs: 30 * 60_000 });
+          renameSync(part, p.dump(name));
+        } catch (e) {
+          rmSync(part, { force: true });
+          throw e;
+        }
         this.emit(vm, "vm-dumped", name);
         return;
       }
@@ -622,7 +628,10 @@ export class QemuDriver implements VmDriver {
     if (vm.network.mode === "bridge") checkBridge(vm.network.bridge);
     for (const f of [vm.boot?.kernel, vm.boot?.initrd]) {
       if (f && !existsSync(f)) throw new DriverError("failed", `${vm.name}: boot file ${f} no longer exists`);
+      // From kernel_dir (not an upload in the VM's directory): still there, not redirected since.
+      if (f && dirname(f) !== p.dir) this.checkBootFileUnmoved(vm.name, f);
     }
+    checkSharesUnmoved(this.opts.shareDirs ?? [], vm.name, (vm.shares ?? []).map((s) => ({ hostPath: s.host_path, tag: s.tag })));
     this.cleanupRuntimeFiles(p);
     this.handOver(vm, p);
     const logStart = existsSync(p.qemuLog) ? statSync(p.qemuLog).size : 0;
@@ -1162,6 +1171,17 @@ export class QemuDriver implements VmDriver {
 
   async bootFile(_kind: "kernel" | "initrd", path: string): Promise<string> {
     return localBootFile(this.opts.kernelDir, path);
+  }
+
+  /** A kernel_dir boot file, before a launch: still a file in kernel_dir at the path resolved at create. */
+  private checkBootFileUnmoved(vm: string, path: string): void {
+    let real: string | null = null;
+    try {
+      real = localBootFile(this.opts.kernelDir, path);
+    } catch (e) {
+      if (!(e instanceof DriverError)) throw e;
+    }
+    if (real !== path) throw new DriverError("invalid_state", `${vm} was not started: its boot file ${path} no longer leads to a file inside vm_defaults.kernel_dir (${this.opts.kernelDir ?? "unset"}); put the file back, or give the VM another kernel (PATCH with "kernel")`);
   }
 
   async storeBootFile(name: string, kind: "kernel" | "initrd", sizeBytes: number, data: ReadableStream<Uint8Array>): Promise<UploadedBootFile> {

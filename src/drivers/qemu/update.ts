@@ -122,8 +122,10 @@ export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Pr
         const path = ctx.paths.disk(disk.file);
         // Never over a file that is there already (qemu-img would truncate it).
         if (existsSync(path)) throw new DriverError("conflict", `${vm.name}: ${path} exists already; remove it or pick another disk`);
-        await createDisk(ctx.qemuImg, path, spec.sizeGb * GiB);
+        // Undone from before the create: a qemu-img that fails or is killed on its timeout can
+        // leave the file, and the next add of this disk would be refused over it for good.
         undo.push(async () => rmSync(path, { force: true }));
+        await createDisk(ctx.qemuImg, path, spec.sizeGb * GiB);
         ctx.own(path);
         const at = vm.disks.findIndex((d) => d.type === "seed");
         vm.disks.splice(at < 0 ? vm.disks.length : at, 0, disk);

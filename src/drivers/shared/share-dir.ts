@@ -27,6 +27,33 @@ export function localShareDir(dirs: readonly string[], path: string): string {
   throw new DriverError("not_found", `must be a directory inside ${dirs.join(", ")} (vm_defaults.share_dirs)`);
 }
 
+/**
+ * Before each launch of a VM (a start, a revert that starts it): every share must still lead
+ * to the directory resolved at create, and that directory must still be inside `dirs`. A
+ * directory on the way may have changed since: another guest sharing a parent read-write can
+ * replace it with a symbolic link to anywhere on the host, which virtiofsd and QEMU would
+ * follow. DriverError("share_not_allowed") naming the share otherwise; nothing is started.
+ */
+export function checkSharesUnmoved(dirs: readonly string[], vm: string, shares: readonly { hostPath: string; tag: string }[]): void {
+  for (const s of shares) {
+    let real: string | null = null;
+    let why = "";
+    try {
+      real = localShareDir(dirs, s.hostPath);
+    } catch (e) {
+      if (!(e instanceof DriverError)) throw e;
+      // Outside share_dirs: one answer, whatever the path now leads to (no probing the host).
+      why = e.code === "not_found" ? "no longer leads to a directory inside vm_defaults.share_dirs" : e.message;
+    }
+    if (real === s.hostPath) continue;
+    if (real !== null) why = `now leads to ${real}, not to the directory shared at create`;
+    throw new DriverError(
+      "share_not_allowed",
+      `${vm} was not started: its share ${s.tag} (${s.hostPath}) ${why} (a directory on its way was replaced, by a symbolic link for instance, or share_dirs changed); put the directory back on the host, or delete the VM and create it with a share that is allowed`,
+    );
+  }
+}
+
 /** The share directory itself, when `path` leads to it (containedPath counts only what lies below). */
 function sameDir(dir: string, path: string): string | null {
   try {
