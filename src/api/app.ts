@@ -186,7 +186,8 @@ export function createApp(service: VmService, opts: AppOptions) {
         if (error.status >= 500) {
           log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
         }
-        return errorJson(error.code, error.message, error.details?.field);
+        // The log has the message whole; the answer not the user name or local paths of a host's URI.
+        return errorJson(error.code, service.redact(error.message), error.details?.field);
       }
       switch (code) {
         case "VALIDATION": {
@@ -248,8 +249,11 @@ export function createApp(service: VmService, opts: AppOptions) {
         .use(opts.events ? eventRoutes({ bus: opts.events.bus, callerOf: (r) => callers.get(r) ?? null, heartbeatMs: opts.events.heartbeatMs }) : new Elysia())
         .get(
           "/health",
-          async ({ set }) => {
-            const h = await service.health();
+          async ({ set, request }) => {
+            // Open to all; what went wrong on which host (its last error) is for token holders.
+            const token = opts.auth ? bearerToken(request.headers.get("authorization")) : null;
+            const brief = opts.auth ? token === null || opts.auth.tokens.verify(token) === null : false;
+            const h = service.health({ brief });
             if (!h.ok) set.status = 503;
             return { status: h.ok ? "healthy" : "unhealthy", version: opts.version, driver: service.driverKind, hypervisor: h };
           },
@@ -581,7 +585,7 @@ export function createApp(service: VmService, opts: AppOptions) {
               })();
             } catch (e) {
               const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
-              ws.send(JSON.stringify(errorJson(err.code, err.message)));
+              ws.send(JSON.stringify(errorJson(err.code, service.redact(err.message))));
               ws.close(4000 + err.status, err.code);
             } finally {
               opening.delete(ws.id);

@@ -124,16 +124,28 @@ export class VmService {
     return this.driver.kind;
   }
 
-  /** Whether rcloud can run VMs (GET /health): some host is online. One host: its own words. */
-  health(): { ok: boolean; detail: string } {
+  /**
+   * Whether rcloud can run VMs (GET /health): some host is online. One host: its own words.
+   * `brief`: only the hosts' names and whether they answer (callers without a token).
+   */
+  health(opts: { brief?: boolean } = {}): { ok: boolean; detail: string } {
     const hosts = this.registry.hosts;
     const online = hosts.filter((h) => h.online);
+    if (opts.brief) {
+      const down = hosts.filter((h) => !h.online).map((h) => h.name);
+      return { ok: online.length > 0, detail: `${online.length} of ${hosts.length} hosts online${down.length ? `; offline: ${down.join(", ")}` : ""}` };
+    }
     if (hosts.length === 1) {
       const h = hosts[0]!;
       return h.online ? { ok: true, detail: `connected to ${h.displayUri}` } : { ok: false, detail: h.lastError ?? `connecting to ${h.displayUri}` };
     }
     const down = hosts.filter((h) => !h.online).map((h) => `${h.name} (${h.lastError ?? "connecting"})`);
     return { ok: online.length > 0, detail: `${online.length} of ${hosts.length} hosts online${down.length ? `; offline: ${down.join(", ")}` : ""}` };
+  }
+
+  /** `text` (an error message) as API clients may see it: no user name or local path of any host's URI. */
+  redact(text: string): string {
+    return this.registry.hosts.reduce((t, h) => h.redact(t), text);
   }
 
   /** The drivers' connection figures for /metrics, summed over the hosts. */

@@ -48,6 +48,7 @@ import { VmStorage } from "./storage.ts";
 import { downloadVolume } from "./volume-streams.ts";
 import { dumpName, isDumpName } from "../shared/crash.ts";
 import { localShareDir } from "../shared/share-dir.ts";
+import { displayUri } from "../../util/display-uri.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -145,7 +146,7 @@ export class LibvirtDriver implements VmDriver {
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
   private sessions(): LibvirtPool {
-    if (!this.sessionPool) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
+    if (!this.sessionPool) throw new DriverError("unavailable", `not connected to libvirt at ${displayUri(this.opts.uri)}`);
     return this.sessionPool;
   }
 
@@ -283,9 +284,9 @@ export class LibvirtDriver implements VmDriver {
     try {
       // Calls wait for a reconnect; a session that is not open says at once that libvirtd went away.
       const primary = this.sessions().primary;
-      if (primary.state !== "open") return { ok: false, detail: `lost the connection to libvirtd at ${this.opts.uri}; reconnecting` };
+      if (primary.state !== "open") return { ok: false, detail: `lost the connection to libvirtd at ${displayUri(this.opts.uri)}; reconnecting` };
       await this.sessions().call(P.connectGetLibVersion, undefined, { timeoutMs: 3000 });
-      return { ok: true, detail: `connected to ${this.opts.uri}` };
+      return { ok: true, detail: `connected to ${displayUri(this.opts.uri)}` };
     } catch (e) {
       return { ok: false, detail: (e as Error).message };
     }
@@ -582,7 +583,8 @@ export class LibvirtDriver implements VmDriver {
       return {
         type: "serial",
         logFile: facts.parsed.consoleLog,
-        command: `virsh -c ${this.opts.uri} console ${name}`,
+        // Project tokens read this: the URI without the user name and local paths (key files).
+        command: `virsh -c ${displayUri(this.opts.uri)} console ${name}`,
         ssh: m.network.sshPort ? { host: this.sshForward.address, port: m.network.sshPort, user: m.sshUser } : null,
       };
     } catch (e) {
@@ -713,7 +715,7 @@ export class LibvirtDriver implements VmDriver {
   async shareDir(path: string): Promise<string> {
     const dirs = this.opts.shareDirs ?? [];
     if (dirs.length > 0 && parseLibvirtUri(this.opts.uri).transport !== "unix") {
-      throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? this.opts.uri}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
+      throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? displayUri(this.opts.uri)}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
     }
     return localShareDir(dirs, path);
   }
