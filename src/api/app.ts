@@ -69,6 +69,21 @@ function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
 }
 
+/** What a client is told of an unexpected error: never its text (host paths), but where to look. */
+function internalErrorJson(requestId: string | undefined) {
+  const ref = requestId ? ` (request id ${requestId})` : "";
+  return errorJson("internal_error", `internal error${ref}: the server could not complete the request; its log has the details${requestId ? ` under request_id ${requestId}` : ""}`);
+}
+
+/** An error's message and its causes', for the log. */
+function errorChain(e: unknown): string {
+  const parts: string[] = [];
+  for (let c: unknown = e, i = 0; c !== undefined && c !== null && i < 5; c = (c as Error).cause, i++) {
+    parts.push(c instanceof Error ? (c.stack ?? `${c.name}: ${c.message}`) : String(c));
+  }
+  return parts.join("\ncaused by: ");
+}
+
 /** A readable message from Elysia's schema validation error. */
 function validationMessage(error: unknown): { message: string; field?: string } {
   const e = error as { all?: { path?: string; message?: string; summary?: string; schema?: { description?: unknown } }[]; message?: string };
@@ -180,11 +195,17 @@ export function createApp(service: VmService, opts: AppOptions) {
       // A ServiceError from onParse (a body over the limit) arrives wrapped in Elysia's ParseError.
       const cause = code === "PARSE" ? (raised as Error).cause : undefined;
       const error = cause instanceof ServiceError ? cause : raised;
+      const requestId = started.get(request)?.id;
       if (error instanceof ServiceError) {
         set.status = error.status;
         if (error.code === "unauthorized") set.headers["www-authenticate"] = 'Bearer realm="rcloud"';
+        if (error.internal) {
+          set.status = 500;
+          log("error", error.message, { code: error.code, path: new URL(request.url).pathname, request_id: requestId, error: errorChain(error.cause) });
+          return internalErrorJson(requestId);
+        }
         if (error.status >= 500) {
-          log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
+          log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname, request_id: requestId });
         }
         // The log has the message whole; the answer not the user name or local paths of a host's URI.
         return errorJson(error.code, service.redact(error.message), error.details?.field);
@@ -203,8 +224,8 @@ export function createApp(service: VmService, opts: AppOptions) {
           return errorJson("not_found", `no route ${request.method} ${new URL(request.url).pathname}; see /swagger`);
         default:
           set.status = 500;
-          log("error", "unhandled error", { error: (error as Error)?.stack ?? String(error) });
-          return errorJson("internal_error", "internal error; the server log has the details");
+          log("error", "unhandled error", { path: new URL(request.url).pathname, request_id: requestId, error: errorChain(error) });
+          return internalErrorJson(requestId);
       }
     })
     .derive(({ request }): { caller: Caller | null; refusal: ServiceError | null } => ({ caller: callers.get(request) ?? null, refusal: refusals.get(request) ?? null }))
@@ -585,7 +606,8 @@ export function createApp(service: VmService, opts: AppOptions) {
               })();
             } catch (e) {
               const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
-              ws.send(JSON.stringify(errorJson(err.code, service.redact(err.message))));
+              if (err.internal) log("error", err.message, { code: err.code, path: "console attach", error: errorChain(err.cause) });
+              ws.send(JSON.stringify(err.internal ? internalErrorJson(undefined) : errorJson(err.code, service.redact(err.message))));
               ws.close(4000 + err.status, err.code);
             } finally {
               opening.delete(ws.id);
