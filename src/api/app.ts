@@ -18,7 +18,7 @@ import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Host, Image, QmpBody, Reconcile, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Flag, Host, Image, isTrue, QmpBody, Reconcile, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -446,7 +446,7 @@ export function createApp(service: VmService, opts: AppOptions) {
             service.stop(
               params.id,
               {
-                force: query.force === "true" || query.force === "1",
+                force: isTrue(query.force),
                 timeoutS: query.timeout !== undefined ? Number(query.timeout) : undefined,
               },
               caller,
@@ -454,8 +454,8 @@ export function createApp(service: VmService, opts: AppOptions) {
           {
             params: Ref,
             query: t.Object({
-              force: t.Optional(t.String({ description: "true: power off at once, no ACPI shutdown" })),
-              timeout: t.Optional(t.String({ description: "seconds to wait for the guest to shut down before forcing" })),
+              force: t.Optional(Flag("true (or 1): power off at once, no ACPI shutdown; false (or 0, the default): ACPI shutdown first")),
+              timeout: t.Optional(t.String({ pattern: "^[0-9]{1,4}$", description: "seconds (0 to 3600) to wait for the guest to shut down before forcing" })),
             }),
             detail: { tags: ["vms"], summary: "Stop a VM: ACPI shutdown, then forced after the timeout" },
             response: { 200: Vm, ...errors(403, 404, 409, 422, 503) },
@@ -572,7 +572,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           },
           {
             params: Ref,
-            query: t.Object({ tail: t.Optional(t.String({ description: "bytes from the end of the log (default and most: 16 MiB)" })) }),
+            query: t.Object({ tail: t.Optional(t.String({ pattern: "^[0-9]{1,8}$", description: "bytes from the end of the log, a whole number (default and most: 16 MiB)" })) }),
             detail: { tags: ["vms"], summary: "The end of the VM's serial console log, as text" },
             response: { 200: t.String(), ...errors(403, 404, 422, 501, 503) },
           },
