@@ -15,6 +15,7 @@ import { join } from "node:path";
 import type { HostConfig } from "./config/schema.ts";
 import { EventBus } from "./events/bus.ts";
 import type { CallObserver } from "./libvirt/connection.ts";
+import { displayUri, hideUriSecrets } from "./util/display-uri.ts";
 import { createLogger, type Logger } from "./util/log.ts";
 import { currentRequestId } from "./util/request-context.ts";
 import { VERSION } from "./util/version.ts";
@@ -38,11 +39,6 @@ function hostNameOfUri(uri: string): string {
   }
   const label = host.toLowerCase().replace(/^\[|\]$/g, "").replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
   return label === "" ? "local" : label;
-}
-
-/** The URI as the API shows it: no user info, no client-side parameters (key files, paths). */
-function displayUri(uri: string): string {
-  return uri.replace(/^([^:]+:\/\/)[^@/]*@/, "$1").replace(/\?.*$/, "");
 }
 
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1"]);
@@ -111,6 +107,7 @@ function buildHosts(config: RcloudConfig, log: Logger, onRpc: CallObserver): Hos
     return new Host(driver, {
       name: e.name,
       displayUri: displayUri(e.uri),
+      redact: (text) => hideUriSecrets(text, e.uri),
       labels: e.labels ?? {},
       vcpuOvercommit: e.vcpu_overcommit ?? d.vcpu_overcommit,
       memoryOvercommit: e.memory_overcommit ?? d.memory_overcommit,

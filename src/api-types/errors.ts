@@ -38,17 +38,23 @@ export interface ApiErrorBody {
   error: { code: string; message: string; field?: string; [detail: string]: unknown };
 }
 
-/** A refusal with a stable code and a message that says what to do about it. */
+/**
+ * A refusal with a stable code and a message that says what to do about it. `internal`: the
+ * message is about something unexpected (a failed system call, a bug) and may name what
+ * clients must not see (host paths); the API answers with a generic message and logs this one.
+ */
 export class ServiceError extends Error {
   override readonly name = "ServiceError";
   readonly status: number;
+  readonly internal: boolean;
   constructor(
     readonly code: ErrorCodeName,
     message: string,
     readonly details?: Record<string, unknown>,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; internal?: boolean },
   ) {
     super(message, options);
     this.status = ERROR_STATUS[code];
+    this.internal = options?.internal ?? false;
   }
 }

@@ -18,7 +18,7 @@ import { bootRoutes, isBootFileUpload } from "./boot-routes.ts";
 import { apiReferencePage } from "./reference-page.ts";
 import { isUiPath, uiPage } from "./ui-page.ts";
 import { checkContentLength, checkJsonDepth, readBodyLimited, type RequestGuard } from "./request-guard.ts";
-import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Host, Image, QmpBody, Reconcile, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
+import { CopyImageBody, CreateSnapshotBody, CreateVmBody, DeleteResult, DumpList, ErrorBody, Flag, Host, Image, isTrue, QmpBody, Reconcile, Snapshot, SnapshotDeleted, SnapshotList, UpdateVmBody, Vm, VmList } from "./schemas.ts";
 
 export interface AppOptions {
   version: string;
@@ -67,6 +67,21 @@ function decodedRef(raw: string): string {
 
 function errorJson(code: string, message: string, field?: unknown) {
   return { error: { code, message, ...(typeof field === "string" ? { field } : {}) } };
+}
+
+/** What a client is told of an unexpected error: never its text (host paths), but where to look. */
+function internalErrorJson(requestId: string | undefined) {
+  const ref = requestId ? ` (request id ${requestId})` : "";
+  return errorJson("internal_error", `internal error${ref}: the server could not complete the request; its log has the details${requestId ? ` under request_id ${requestId}` : ""}`);
+}
+
+/** An error's message and its causes', for the log. */
+function errorChain(e: unknown): string {
+  const parts: string[] = [];
+  for (let c: unknown = e, i = 0; c !== undefined && c !== null && i < 5; c = (c as Error).cause, i++) {
+    parts.push(c instanceof Error ? (c.stack ?? `${c.name}: ${c.message}`) : String(c));
+  }
+  return parts.join("\ncaused by: ");
 }
 
 /** A readable message from Elysia's schema validation error. */
@@ -180,13 +195,20 @@ export function createApp(service: VmService, opts: AppOptions) {
       // A ServiceError from onParse (a body over the limit) arrives wrapped in Elysia's ParseError.
       const cause = code === "PARSE" ? (raised as Error).cause : undefined;
       const error = cause instanceof ServiceError ? cause : raised;
+      const requestId = started.get(request)?.id;
       if (error instanceof ServiceError) {
         set.status = error.status;
         if (error.code === "unauthorized") set.headers["www-authenticate"] = 'Bearer realm="rcloud"';
-        if (error.status >= 500) {
-          log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname });
+        if (error.internal) {
+          set.status = 500;
+          log("error", error.message, { code: error.code, path: new URL(request.url).pathname, request_id: requestId, error: errorChain(error.cause) });
+          return internalErrorJson(requestId);
         }
-        return errorJson(error.code, error.message, error.details?.field);
+        if (error.status >= 500) {
+          log(error.status === 503 || error.status === 507 ? "warn" : "error", error.message, { code: error.code, path: new URL(request.url).pathname, request_id: requestId });
+        }
+        // The log has the message whole; the answer not the user name or local paths of a host's URI.
+        return errorJson(error.code, service.redact(error.message), error.details?.field);
       }
       switch (code) {
         case "VALIDATION": {
@@ -202,8 +224,8 @@ export function createApp(service: VmService, opts: AppOptions) {
           return errorJson("not_found", `no route ${request.method} ${new URL(request.url).pathname}; see /swagger`);
         default:
           set.status = 500;
-          log("error", "unhandled error", { error: (error as Error)?.stack ?? String(error) });
-          return errorJson("internal_error", "internal error; the server log has the details");
+          log("error", "unhandled error", { path: new URL(request.url).pathname, request_id: requestId, error: errorChain(error) });
+          return internalErrorJson(requestId);
       }
     })
     .derive(({ request }): { caller: Caller | null; refusal: ServiceError | null } => ({ caller: callers.get(request) ?? null, refusal: refusals.get(request) ?? null }))
@@ -248,8 +270,11 @@ export function createApp(service: VmService, opts: AppOptions) {
         .use(opts.events ? eventRoutes({ bus: opts.events.bus, callerOf: (r) => callers.get(r) ?? null, heartbeatMs: opts.events.heartbeatMs }) : new Elysia())
         .get(
           "/health",
-          async ({ set }) => {
-            const h = await service.health();
+          async ({ set, request }) => {
+            // Open to all; what went wrong on which host (its last error) is for token holders.
+            const token = opts.auth ? bearerToken(request.headers.get("authorization")) : null;
+            const brief = opts.auth ? token === null || opts.auth.tokens.verify(token) === null : false;
+            const h = service.health({ brief });
             if (!h.ok) set.status = 503;
             return { status: h.ok ? "healthy" : "unhealthy", version: opts.version, driver: service.driverKind, hypervisor: h };
           },
@@ -421,7 +446,7 @@ export function createApp(service: VmService, opts: AppOptions) {
             service.stop(
               params.id,
               {
-                force: query.force === "true" || query.force === "1",
+                force: isTrue(query.force),
                 timeoutS: query.timeout !== undefined ? Number(query.timeout) : undefined,
               },
               caller,
@@ -429,8 +454,8 @@ export function createApp(service: VmService, opts: AppOptions) {
           {
             params: Ref,
             query: t.Object({
-              force: t.Optional(t.String({ description: "true: power off at once, no ACPI shutdown" })),
-              timeout: t.Optional(t.String({ description: "seconds to wait for the guest to shut down before forcing" })),
+              force: t.Optional(Flag("true (or 1): power off at once, no ACPI shutdown; false (or 0, the default): ACPI shutdown first")),
+              timeout: t.Optional(t.String({ pattern: "^[0-9]{1,4}$", description: "seconds (0 to 3600) to wait for the guest to shut down before forcing" })),
             }),
             detail: { tags: ["vms"], summary: "Stop a VM: ACPI shutdown, then forced after the timeout" },
             response: { 200: Vm, ...errors(403, 404, 409, 422, 503) },
@@ -547,7 +572,7 @@ export function createApp(service: VmService, opts: AppOptions) {
           },
           {
             params: Ref,
-            query: t.Object({ tail: t.Optional(t.String({ description: "bytes from the end of the log (default and most: 16 MiB)" })) }),
+            query: t.Object({ tail: t.Optional(t.String({ pattern: "^[0-9]{1,8}$", description: "bytes from the end of the log, a whole number (default and most: 16 MiB)" })) }),
             detail: { tags: ["vms"], summary: "The end of the VM's serial console log, as text" },
             response: { 200: t.String(), ...errors(403, 404, 422, 501, 503) },
           },
@@ -581,7 +606,8 @@ export function createApp(service: VmService, opts: AppOptions) {
               })();
             } catch (e) {
               const err = e instanceof ServiceError ? e : new ServiceError("internal_error", "could not attach to the console");
-              ws.send(JSON.stringify(errorJson(err.code, err.message)));
+              if (err.internal) log("error", err.message, { code: err.code, path: "console attach", error: errorChain(err.cause) });
+              ws.send(JSON.stringify(err.internal ? internalErrorJson(undefined) : errorJson(err.code, service.redact(err.message))));
               ws.close(4000 + err.status, err.code);
             } finally {
               opening.delete(ws.id);

@@ -10,6 +10,7 @@ import type { Caller } from "../auth/index.ts";
 import type { EventBus } from "../events/bus.ts";
 import { FilterError, parseFilter } from "../events/filter.ts";
 import { CONTENT_TYPES, eventStream, type StreamFormat } from "../events/stream.ts";
+import { Flag, isTrue } from "./schemas.ts";
 
 export interface EventRoutesOptions {
   bus: EventBus;
@@ -39,7 +40,7 @@ export function eventRoutes(opts: EventRoutesOptions) {
         throw new ServiceError(e.field === "project" && confined !== null ? "forbidden" : "validation_error", e.message, { field: e.field });
       }
       const since = eventId(query.since, "since") ?? eventId(request.headers.get("last-event-id"), "Last-Event-ID");
-      const follow = !(query.follow === "false" || query.follow === "0");
+      const follow = query.follow === undefined || isTrue(query.follow);
       const format: StreamFormat = /\btext\/event-stream\b/i.test(request.headers.get("accept") ?? "") ? "sse" : "ndjson";
       const sub = opts.bus.subscribe(filter, { since, follow });
       // A stream lives as long as the client wants it: no idle timeout (SSE sends heartbeats).
@@ -54,7 +55,7 @@ export function eventRoutes(opts: EventRoutesOptions) {
         vm: t.Optional(t.String({ description: "Comma-separated VM names or ids" })),
         project: t.Optional(t.String({ description: "Comma-separated projects (a project token sees only its own)" })),
         since: t.Optional(t.String({ description: "Replay the held events after this id first (SSE: or the Last-Event-ID header)" })),
-        follow: t.Optional(t.String({ description: "false: end the stream after the held events instead of following new ones" })),
+        follow: t.Optional(Flag("false (or 0): end the stream after the held events instead of following new ones; true (or 1, the default): follow")),
       }),
       detail: {
         tags: ["events"],

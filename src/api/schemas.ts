@@ -9,6 +9,11 @@ import { LOGIN_USER_RE } from "../util/login-user.ts";
 const PATH_MAX = 4096;
 const SshKey = t.String({ maxLength: MAX_KEY_LINE_BYTES, description: "One OpenSSH public key line: '<type> <base64> [comment]', no options, no line breaks" });
 
+/** A yes/no query parameter: true, false, 1 or 0 (anything else is a validation error, not a guess). */
+export const Flag = (description: string) => t.String({ pattern: "^(true|false|1|0)$", description });
+/** A Flag's value (validated by the schema). */
+export const isTrue = (v: string | undefined): boolean => v === "true" || v === "1";
+
 export const ErrorBody = t.Object(
   {
     error: t.Object({

@@ -207,12 +207,15 @@ export interface ConsoleSession {
 /** Errors drivers raise for conditions the service maps to API answers. */
 export class DriverError extends Error {
   override readonly name = "DriverError";
+  /** Wraps an unexpected exception (a system call, a bug): its message is for the server log only. */
+  readonly internal: boolean;
   constructor(
     readonly code: "not_found" | "conflict" | "invalid_state" | "unavailable" | "unsupported" | "no_space" | "share_not_allowed" | "failed",
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; internal?: boolean },
   ) {
     super(message, options);
+    this.internal = options?.internal ?? false;
   }
 }
 

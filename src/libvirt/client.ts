@@ -22,6 +22,7 @@ import {
 } from "../codecs/generated/remote.ts";
 import type { MessageDescriptor, ProcedureDescriptor } from "../xdr/index.ts";
 import { AsyncQueue } from "../util/async-queue.ts";
+import { displayUri } from "../util/display-uri.ts";
 import { DEFAULT_MAX_IN_FLIGHT, RpcConnection, type CallObserver, type CallOptions, type ConnectionOptions } from "./connection.ts";
 import { ConnectError, ConnectionClosedError, LibvirtError } from "./errors.ts";
 import type { LibvirtStream } from "./stream.ts";
@@ -312,7 +313,7 @@ export class LibvirtClient {
     if (this.reconnectTimer && this.lastConnectError) {
       // Between background attempts: fail fast with what we know.
       return Promise.reject(
-        new ConnectError(`libvirtd at ${this.uri} is unreachable (${this.lastConnectError.message}); retrying in the background`, this.uri, {
+        new ConnectError(`libvirtd at ${displayUri(this.uri)} is unreachable (${this.lastConnectError.message}); retrying in the background`, this.uri, {
           cause: this.lastConnectError,
         }),
       );
@@ -352,7 +353,7 @@ export class LibvirtClient {
           await conn.call(remoteProcedures.authPolkit, undefined);
         } else if (auth.types.includes(AUTH_SASL)) {
           throw new ConnectError(
-            `libvirtd at ${this.uri} requires SASL authentication, which rcloud does not speak; ` +
+            `libvirtd at ${displayUri(this.uri)} requires SASL authentication, which rcloud does not speak; ` +
               `use the local unix socket as root, or set auth_tcp = "none" on a trusted network`,
             this.uri,
           );
@@ -368,9 +369,9 @@ export class LibvirtClient {
       conn.close();
       if (e instanceof ConnectError) throw e;
       if (e instanceof LibvirtError) {
-        throw new ConnectError(`libvirtd at ${this.uri} refused the connection: ${e.message}`, this.uri, { cause: e });
+        throw new ConnectError(`libvirtd at ${displayUri(this.uri)} refused the connection: ${e.message}`, this.uri, { cause: e });
       }
-      throw new ConnectError(`could not open ${this.uri}: ${(e as Error).message}`, this.uri, { cause: e });
+      throw new ConnectError(`could not open ${displayUri(this.uri)}: ${(e as Error).message}`, this.uri, { cause: e });
     }
 
     for (const [id, desc] of Object.entries(DOMAIN_EVENT_MESSAGES)) {

@@ -5,6 +5,7 @@ import type { Caller } from "../auth/scope.ts";
 import type { VmBoot, VmRecord } from "../drivers/types.ts";
 import { cmdlineProblem } from "../api-types/values.ts";
 import { bootFileProblem, peekHead } from "./boot-upload-check.ts";
+import { fromDriver } from "./errors.ts";
 import type { Host } from "./hosts.ts";
 import { effective, sameBoot, type UpdatePlan } from "./update.ts";
 import { DEFAULT_MAX_KERNEL_BYTES, invalid } from "./validate-create.ts";
@@ -86,12 +87,13 @@ export async function bootVm(ctx: VmContext, ref: string, req: BootVmRequest, ca
       try {
         await on(() => driver.start(rec.name));
       } catch (e) {
-        const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
-        // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away stays 503.
-        const code = err.code === "internal_error" ? "boot_failed" : err.code;
+        const err = fromDriver(e);
+        // QEMU refusing the kernel is the kernel's fault, not the server's; a host that is away
+        // stays 503, and an unexpected error stays internal (its message is for the log).
+        const code = err.code === "internal_error" && !err.internal ? "boot_failed" : err.code;
         const on_ = which === "uploaded" ? "its uploaded kernel" : "its image's kernel";
         const back = which === "uploaded" ? `; POST /api/v1/vms/${rec.name}/boot {"kernel": "image"} boots it from its disk again` : "";
-        throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e });
+        throw new ServiceError(code, `${rec.name} did not start on ${on_}: ${err.message}; it is stopped and set to boot ${on_}${back}`, err.details, { cause: e, internal: err.internal });
       }
       ctx.feed?.operated("start", known(rec, host));
       return ctx.current(host, rec.name);

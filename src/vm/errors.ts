@@ -6,7 +6,11 @@ import { ServiceError } from "../api-types/errors.ts";
 import { DriverError } from "../drivers/types.ts";
 
 
-/** Maps driver failures to service errors (never leaking internals beyond the message). */
+/**
+ * Maps driver failures to service errors. Unexpected ones (not a DriverError, or one marked
+ * internal) become `internal` internal_errors: the API logs their message and answers with a
+ * generic one.
+ */
 export function fromDriver(e: unknown): ServiceError {
   if (e instanceof ServiceError) return e;
   if (e instanceof DriverError) {
@@ -26,8 +30,8 @@ export function fromDriver(e: unknown): ServiceError {
       case "share_not_allowed":
         return new ServiceError("share_not_allowed", e.message, undefined, { cause: e });
       default:
-        return new ServiceError("internal_error", e.message, undefined, { cause: e });
+        return new ServiceError("internal_error", e.message, undefined, { cause: e, internal: e.internal });
     }
   }
-  return new ServiceError("internal_error", `unexpected error: ${(e as Error)?.message ?? String(e)}`, undefined, { cause: e });
+  return new ServiceError("internal_error", `unexpected error: ${(e as Error)?.message ?? String(e)}`, undefined, { cause: e, internal: true });
 }

@@ -188,7 +188,8 @@ export class VmEventFeed {
       action: "operation-failed",
       vm: subject,
       project,
-      detail: err?.message ?? "internal error; the server log has the details",
+      // An unexpected error's text is for the server log (it may name host paths), as in the API's answer.
+      detail: err && !err.internal ? err.message : "internal error; the server log has the details under this request_id",
       request_id: requestId,
       host: vm?.host ?? null,
       operation: op,

@@ -116,7 +116,7 @@ export class Fleet {
         }
         const mapped = fromDriver(e);
         if (mapped.code === "hypervisor_unavailable") h.probeSoon();
-        error = mapped.message;
+        error = h.redact(mapped.message);
         return null;
       }),
       Bun.sleep(deadlineMs).then(() => null),
@@ -157,7 +157,7 @@ export class Fleet {
     }
     if (hit && Date.now() - hit.at < IMAGES_MAX_AGE_MS) return hit.list.catch(() => hit.last);
     const list = this.onHost(h, () => h.driver.images());
-    list.catch((e: unknown) => this.imageErrors.set(h.name, (e as Error).message));
+    list.catch((e: unknown) => this.imageErrors.set(h.name, h.redact((e as Error).message)));
     const entry = { at: Date.now(), list, last: hit?.last ?? null };
     this.images.set(h.name, entry);
     list.then(

@@ -25,6 +25,8 @@ export interface HostOptions {
   name: string;
   /** Shown in the API: the URI without user info or client-side parameters. */
   displayUri: string;
+  /** A message as API clients may see it: without the user name or local paths of the host's URI. */
+  redact?: (text: string) => string;
   labels: Record<string, string>;
   vcpuOvercommit: number;
   memoryOvercommit: number;
@@ -43,6 +45,7 @@ export class HostDownError extends Error {
 export class Host {
   readonly name: string;
   readonly displayUri: string;
+  readonly redact: (text: string) => string;
   readonly labels: Record<string, string>;
   readonly vcpuOvercommit: number;
   readonly memoryOvercommit: number;
@@ -51,6 +54,7 @@ export class Host {
   private up = false;
   private misses = 0;
   lastContact: Date | null = null;
+  /** Why the last probe or connect failed, as clients may see it (redacted; the log has it whole). */
   lastError: string | null = null;
   /** The last host facts read (capacity checks share one recent reading). */
   facts: { at: number; info: HostInfo } | null = null;
@@ -71,6 +75,7 @@ export class Host {
   ) {
     this.name = opts.name;
     this.displayUri = opts.displayUri;
+    this.redact = opts.redact ?? ((text) => text);
     this.labels = opts.labels;
     this.vcpuOvercommit = opts.vcpuOvercommit;
     this.memoryOvercommit = opts.memoryOvercommit;
@@ -95,7 +100,7 @@ export class Host {
 
   /** A failed probe or connect; `force` takes the host offline at once (it is known dead). */
   markMiss(error: string, force = false): boolean {
-    this.lastError = error;
+    this.lastError = this.redact(error);
     this.misses++;
     if (this.up && (force || this.misses >= MISSES_OFFLINE)) {
       this.up = false;
@@ -214,7 +219,7 @@ export class HostRegistry {
         h.markContact();
       } else if (h.markMiss(result.detail, refused)) {
         this.log("warn", "host offline", { host: h.name, error: result.detail, probe_ms: Date.now() - t0 });
-        this.onChange?.(h, "host-offline", result.detail);
+        this.onChange?.(h, "host-offline", h.redact(result.detail));
       }
     }
   }

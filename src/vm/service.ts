@@ -17,6 +17,7 @@ import { byCreation, type ListedVm, toApiVm, VmJsonCache } from "./api-vm.ts";
 import { bootFile, bootVm, resolveBoot, storeBootFile } from "./boot-ops.ts";
 import { CrashRecords } from "./crashes.ts";
 import { listDumps, readDump } from "./dumps.ts";
+import { fromDriver } from "./errors.ts";
 import { VmEventFeed } from "./event-feed.ts";
 import { countsOnHost, type Fleet, type HostListing, LIST_PATIENCE_MS } from "./fleet.ts";
 import { type FleetImage, findImage } from "./fleet-images.ts";
@@ -124,16 +125,28 @@ export class VmService {
     return this.driver.kind;
   }
 
-  /** Whether rcloud can run VMs (GET /health): some host is online. One host: its own words. */
-  health(): { ok: boolean; detail: string } {
+  /**
+   * Whether rcloud can run VMs (GET /health): some host is online. One host: its own words.
+   * `brief`: only the hosts' names and whether they answer (callers without a token).
+   */
+  health(opts: { brief?: boolean } = {}): { ok: boolean; detail: string } {
     const hosts = this.registry.hosts;
     const online = hosts.filter((h) => h.online);
+    if (opts.brief) {
+      const down = hosts.filter((h) => !h.online).map((h) => h.name);
+      return { ok: online.length > 0, detail: `${online.length} of ${hosts.length} hosts online${down.length ? `; offline: ${down.join(", ")}` : ""}` };
+    }
     if (hosts.length === 1) {
       const h = hosts[0]!;
       return h.online ? { ok: true, detail: `connected to ${h.displayUri}` } : { ok: false, detail: h.lastError ?? `connecting to ${h.displayUri}` };
     }
     const down = hosts.filter((h) => !h.online).map((h) => `${h.name} (${h.lastError ?? "connecting"})`);
     return { ok: online.length > 0, detail: `${online.length} of ${hosts.length} hosts online${down.length ? `; offline: ${down.join(", ")}` : ""}` };
+  }
+
+  /** `text` (an error message) as API clients may see it: no user name or local path of any host's URI. */
+  redact(text: string): string {
+    return this.registry.hosts.reduce((t, h) => h.redact(t), text);
   }
 
   /** The drivers' connection figures for /metrics, summed over the hosts. */
@@ -554,11 +567,20 @@ export class VmService {
       // It does not start with the change: back to what it was (disks removed stay removed).
       const changed = await on(() => driver.get(rec.name));
       const undo = changed ? undoChange(rec, changed) : {};
+      let undoInternal = false;
       const undone = await on(() => driver.update(rec.name, undo))
         .then(() => on(() => driver.start(rec.name)))
-        .then(() => "the change was undone and the VM started as it was", (u: unknown) => `undoing the change failed too: ${(u as Error).message}`);
-      const err = e instanceof ServiceError ? e : new ServiceError("internal_error", (e as Error).message);
-      throw new ServiceError(err.code, `${rec.name} did not start with the change: ${err.message}; ${undone}`, err.details, { cause: e });
+        .then(
+          () => "the change was undone and the VM started as it was",
+          (u: unknown) => {
+            undoInternal = fromDriver(u).internal;
+            return `undoing the change failed too: ${(u as Error).message}`;
+          },
+        );
+      const err = fromDriver(e);
+      // Either failure unexpected: an internal error, the whole message for the log.
+      const internal = err.internal || undoInternal;
+      throw new ServiceError(internal ? "internal_error" : err.code, `${rec.name} did not start with the change: ${err.message}; ${undone}`, err.details, { cause: e, internal });
     }
   }
 

@@ -433,10 +433,22 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
       expectError(await server.req("POST", "/api/v1/vms", "{not json"), 400, "bad_request");
     });
 
-    test("bad stop timeout is 422", async () => {
+    test("bad query values are 422, not guessed: stop's timeout and force, the console log's tail, the events' follow", async () => {
       const name = uniqueName("timeout").slice(0, 40);
       await server.req("POST", "/api/v1/vms", vmBody(name));
-      expectError(await server.req("POST", `/api/v1/vms/${name}/stop?timeout=-3`), 422, "validation_error");
+      const running = (await server.req("GET", `/api/v1/vms/${name}`)).json.state;
+      // An empty timeout is not 0 (a hard power-off); force=yes is not a graceful stop.
+      for (const q of ["timeout=-3", "timeout=", "timeout=abc", "timeout=1e3", "timeout=%2010", "force=yes", "force=TRUE", "force="]) {
+        const r = await server.req("POST", `/api/v1/vms/${name}/stop?${q}`);
+        expectError(r, 422, "validation_error", q.split("=")[0]);
+      }
+      expectError(await server.req("POST", `/api/v1/vms/${name}/stop?timeout=3601`), 422, "validation_error", "timeout");
+      expect((await server.req("GET", `/api/v1/vms/${name}`)).json.state).toBe(running);
+      for (const q of ["tail=", "tail=-1", "tail=12abc", "tail=0x10"]) expectError(await server.req("GET", `/api/v1/vms/${name}/console/log?${q}`), 422, "validation_error", "tail");
+      for (const q of ["follow=", "follow=no", "follow=FALSE"]) expectError(await server.req("GET", `/api/v1/events?${q}`), 422, "validation_error", "follow");
+      const held = await fetch(`${server.url}/api/v1/events?follow=0`); // ends after the held events
+      expect(held.status).toBe(200);
+      await held.text();
       await server.req("DELETE", `/api/v1/vms/${name}`);
     });
 

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { fleetConfig, newFleet, removeFleetPools, startFleetServer } from "../helpers/fleet.ts";
-import { rig, tcpUri, waitFor } from "../helpers/rig.ts";
+import { rig, tcpUri, unixUri, waitFor } from "../helpers/rig.ts";
 import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
 const fleet = newFleet(`rctest-fleet-${process.pid}`, fakeImageDir());
@@ -171,4 +171,51 @@ describe("a host that stops answering", () => {
     }, 20_000, 250);
     await deleteAll(server);
   }, 120_000);
+});
+
+describe("what a host's URI shows", () => {
+  test("no user name or local paths of the URI reach clients: health, host errors, 503 answers, the console command", async () => {
+    const secrets = "keyfile=/secret/key&pkipath=/secret/pki&known_hosts=/secret/known_hosts";
+    const alpha = `${unixUri("test", "main")}&${secrets}`;
+    const lost = `test+unix://rcuser@/default?socket=/secret/lost.sock&${secrets}`;
+    const leaks = (text: string) => expect(text).not.toMatch(/\/secret|rcuser/);
+    const config = fleetConfig(fleet);
+    const both = await startTestServer({ ...config, hosts: [{ name: "alpha", uri: alpha }, { name: "lost", uri: lost }] });
+    try {
+      await waitFor("alpha online, lost failed", async () => {
+        const hosts = (await both.req("GET", "/api/v1/hosts")).json.hosts as { name: string; state: string; last_error: string | null }[];
+        return hosts[0]?.state === "online" && hosts[1]?.last_error != null;
+      });
+      const health = await both.req("GET", "/api/v1/health");
+      expect(health.json.hypervisor.detail).toContain("1 of 2 hosts online; offline: lost (");
+      leaks(health.text);
+      const down = await both.req("GET", "/api/v1/hosts/lost");
+      expect(down.json).toMatchObject({ state: "offline", uri: "test+unix:///default" });
+      expect(down.json.last_error).toContain("<socket>");
+      leaks(down.text);
+      const vm = await both.req("POST", "/api/v1/vms", { name: "uri-console", image: "debian13", host: "alpha" });
+      expect(vm.status).toBe(201);
+      const con = await both.req("GET", "/api/v1/vms/uri-console/console");
+      expect(con.json.command).toBe("virsh -c test+unix:///default console uri-console");
+      leaks(con.text);
+      await both.req("DELETE", "/api/v1/vms/uri-console");
+    } finally {
+      await both.stop();
+    }
+    // Its only host down: health and VM calls answer 503 with the host's error.
+    const alone = await startTestServer({ ...config, hosts: [{ name: "lost", uri: lost }] });
+    try {
+      await waitFor("lost failed", async () => (await alone.req("GET", "/api/v1/hosts/lost")).json.last_error != null);
+      const health = await alone.req("GET", "/api/v1/health");
+      expect(health.status).toBe(503);
+      expect(health.json.hypervisor.detail).toContain("<socket>");
+      leaks(health.text);
+      const vms = await alone.req("GET", "/api/v1/vms");
+      expect({ status: vms.status, code: vms.json.error.code }).toEqual({ status: 503, code: "hypervisor_unavailable" });
+      expect(vms.json.error.message).toContain("<socket>");
+      leaks(vms.text);
+    } finally {
+      await alone.stop();
+    }
+  }, 60_000);
 });

@@ -215,6 +215,20 @@ describe("every route", () => {
   });
 });
 
+describe("health", () => {
+  test("without a valid token it says which hosts answer, not what the host's URI or last error is", async () => {
+    for (const token of [null, `rc_${admin.id}_${"x".repeat(43)}`]) {
+      const anon = await call(srv, "GET", "/api/v1/health", token);
+      expect(anon.status).toBe(200);
+      expect(anon.json.hypervisor).toEqual({ ok: true, detail: "1 of 1 hosts online" });
+    }
+    for (const token of [admin.token, userA.token]) {
+      const known = await call(srv, "GET", "/api/v1/health", token);
+      expect(known.json.hypervisor).toEqual({ ok: true, detail: "connected to test+unix:///default" });
+    }
+  });
+});
+
 describe("projects", () => {
   test("a user lists only its project's VMs; an admin sees all", async () => {
     const a = await call(srv, "GET", "/api/v1/vms", userA.token);

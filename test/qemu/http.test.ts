@@ -1,10 +1,11 @@
 /**
  * The HTTP server's connection handling with a real QEMU guest: a VM operation may take
  * longer than server.idle_timeout_s (a graceful stop waits for the guest) and must still get
- * its answer; a second rcloud on the same port fails instead of sharing it.
+ * its answer; a second rcloud on the same port fails instead of sharing it. And what a client
+ * is told of an unexpected error (a system call failing on the state directory).
  */
 import { afterAll, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { startServer } from "../../src/server.ts";
 import { loadConfig } from "../../src/config/index.ts";
@@ -14,8 +15,10 @@ import { cleanupState, DISK_IMAGE, GUEST, tempDir } from "./helpers.ts";
 
 const root = tempDir("http");
 let server: TestServer | null = null;
+let other: TestServer | null = null;
 afterAll(async () => {
   await server?.stop();
+  await other?.stop();
   await cleanupState(root);
 });
 
@@ -68,4 +71,52 @@ test("a stop that outlasts the idle timeout still gets its answer; a second serv
     (e: Error) => e,
   );
   expect(err?.message ?? "started").toMatch(/in use|EADDRINUSE|Failed to start/i);
+});
+
+test("an unexpected error answers 500 with the request id, not its text; the server log has the text", async () => {
+  const images = join(root, "images-500");
+  mkdirSync(images, { recursive: true });
+  copyFileSync(DISK_IMAGE, join(images, "rcloud-tiny.qcow2"));
+  const stateDir = join(root, "state-500");
+  other = await startTestServer({
+    driver: "qemu",
+    qemu: { accel: "tcg", state_dir: stateDir },
+    images: { base_images_dir: images },
+    vm_defaults: { network_mode: "none", memory_mb: 128, vcpus: 1, root_disk_gb: 1 },
+  });
+  await waitHealthy(other);
+  const name = uniqueName("oops").slice(0, 40);
+  const created = await other.req("POST", "/api/v1/vms", { name, image: "rcloud-tiny", start: false });
+  expect(created.status).toBe(201);
+  // The serial log a link to itself: opening it fails with ELOOP, naming the path.
+  const log = join(stateDir, "vms", created.json.id, "serial.log");
+  rmSync(log, { force: true });
+  symlinkSync(log, log);
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  let res: Response;
+  try {
+    res = await fetch(`${other.url}/api/v1/vms/${name}/console/log`, { headers: { "x-request-id": "oops-42" } });
+  } finally {
+    process.stderr.write = write;
+  }
+  const body = (await res.json()) as { error: { code: string; message: string } };
+  expect(res.status).toBe(500);
+  expect(res.headers.get("x-request-id")).toBe("oops-42");
+  expect(body.error.code).toBe("internal_error");
+  expect(body.error.message).toBe("internal error (request id oops-42): the server could not complete the request; its log has the details under request_id oops-42");
+  expect(JSON.stringify(body)).not.toContain(stateDir);
+  const logged = lines.join("");
+  expect(logged).toContain("ELOOP");
+  expect(logged).toContain(log);
+  expect(logged).toContain("oops-42");
+  // A deliberate refusal keeps its own words.
+  const missing = await other.req("GET", "/api/v1/vms/no-such-vm/console/log");
+  expect(missing.json.error).toMatchObject({ code: "not_found", message: "no VM with id or name 'no-such-vm'" });
+  rmSync(log);
+  expect((await other.req("DELETE", `/api/v1/vms/${name}`)).status).toBe(200);
 });

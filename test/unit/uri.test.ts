@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { parseLibvirtUri, UriError } from "../../src/libvirt/uri.ts";
+import { displayUri, hideUriSecrets } from "../../src/util/display-uri.ts";
 
 describe("libvirt URI parsing", () => {
   test("local system URI uses the default unix socket", () => {
@@ -40,5 +41,20 @@ describe("libvirt URI parsing", () => {
     for (const bad of ["", "qemu", "/var/run/x", "qemu+bogus:///system", "qemu+tcp:///system", "qemu+unix://host/system", "qemu+tcp://h:99999/system"]) {
       expect(() => parseLibvirtUri(bad)).toThrow(UriError);
     }
+  });
+});
+
+describe("URIs as API clients see them", () => {
+  const ssh = "qemu+ssh://deploy@host.example:2222/system?keyfile=/home/ops/.ssh/id_rcloud&known_hosts=/etc/rcloud/known_hosts&no_verify=1";
+  test("displayUri drops the user name and the query", () => {
+    expect(displayUri(ssh)).toBe("qemu+ssh://host.example:2222/system");
+    expect(displayUri("qemu:///system")).toBe("qemu:///system");
+  });
+
+  test("hideUriSecrets takes out the URI, its local paths and its user name wherever they appear", () => {
+    const text = `could not open ${ssh}: ssh deploy@host.example: Load key "/home/ops/.ssh/id_rcloud": invalid format; see /etc/rcloud/known_hosts`;
+    expect(hideUriSecrets(text, ssh)).toBe('could not open qemu+ssh://host.example:2222/system: ssh host.example: Load key "<keyfile>": invalid format; see <known_hosts>');
+    const tls = "qemu+tls://h.example/system?pkipath=/srv/pki%20dir";
+    expect(hideUriSecrets("cannot read /srv/pki dir/clientcert.pem", tls)).toBe("cannot read <pkipath>/clientcert.pem");
   });
 });

@@ -50,6 +50,7 @@ import { VmStorage } from "./storage.ts";
 import { downloadVolume } from "./volume-streams.ts";
 import { dumpName, isDumpName } from "../shared/crash.ts";
 import { checkSharesUnmoved, localShareDir } from "../shared/share-dir.ts";
+import { displayUri } from "../../util/display-uri.ts";
 
 export interface LibvirtDriverOptions {
   uri: string;
@@ -148,7 +149,7 @@ export class LibvirtDriver implements VmDriver {
 
   /** The sessions to libvirtd; each call goes to the least busy one. */
   private sessions(): LibvirtPool {
-    if (!this.sessionPool) throw new DriverError("unavailable", `not connected to libvirt at ${this.opts.uri}`);
+    if (!this.sessionPool) throw new DriverError("unavailable", `not connected to libvirt at ${displayUri(this.opts.uri)}`);
     return this.sessionPool;
   }
 
@@ -292,9 +293,9 @@ export class LibvirtDriver implements VmDriver {
     try {
       // Calls wait for a reconnect; a session that is not open says at once that libvirtd went away.
       const primary = this.sessions().primary;
-      if (primary.state !== "open") return { ok: false, detail: `lost the connection to libvirtd at ${this.opts.uri}; reconnecting` };
+      if (primary.state !== "open") return { ok: false, detail: `lost the connection to libvirtd at ${displayUri(this.opts.uri)}; reconnecting` };
       await this.sessions().call(P.connectGetLibVersion, undefined, { timeoutMs: 3000 });
-      return { ok: true, detail: `connected to ${this.opts.uri}` };
+      return { ok: true, detail: `connected to ${displayUri(this.opts.uri)}` };
     } catch (e) {
       return { ok: false, detail: (e as Error).message };
     }
@@ -595,7 +596,8 @@ export class LibvirtDriver implements VmDriver {
       return {
         type: "serial",
         logFile: facts.parsed.consoleLog,
-        command: `virsh -c ${this.opts.uri} console ${name}`,
+        // Project tokens read this: the URI without the user name and local paths (key files).
+        command: `virsh -c ${displayUri(this.opts.uri)} console ${name}`,
         ssh: m.network.sshPort ? { host: this.sshForward.address, port: m.network.sshPort, user: m.sshUser } : null,
       };
     } catch (e) {
@@ -742,7 +744,7 @@ export class LibvirtDriver implements VmDriver {
 
   private refuseRemoteShares(): void {
     if (parseLibvirtUri(this.opts.uri).transport !== "unix") {
-      throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? this.opts.uri}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
+      throw new DriverError("unsupported", `shares on a remote libvirt host cannot be checked (rcloud cannot resolve paths on ${parseLibvirtUri(this.opts.uri).host ?? displayUri(this.opts.uri)}); share directories only on a host reached by a local URI, or use the QEMU driver there`);
     }
   }
 

@@ -24,5 +24,6 @@ export function translate(e: unknown, what: string): never {
   if (name === "ConnectError" || name === "ConnectionClosedError" || name === "CallTimeoutError") {
     throw new DriverError("unavailable", `${what}: libvirt is unavailable: ${(e as Error).message}`, { cause: e });
   }
-  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  // Anything else was not expected (a local file, a bug): for the log, not the client.
+  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e, internal: true });
 }

@@ -147,7 +147,8 @@ function translate(e: unknown, what: string): never {
   if (e instanceof QmpTimeoutError) throw new DriverError("unavailable", `${what}: QEMU did not answer: ${e.message}`, { cause: e });
   if (e instanceof QmpConnectError) throw new DriverError("unavailable", `${what}: cannot reach QEMU: ${e.message}`, { cause: e });
   if (e instanceof QmpError) throw new DriverError("failed", `${what}: ${e.message}`, { cause: e });
-  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  // Anything else was not expected (EACCES on a state file, a bug): for the log, not the client.
+  throw new DriverError("failed", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e, internal: true });
 }
 
 export class QemuDriver implements VmDriver {
