@@ -4,10 +4,15 @@
  * against the same lists. Plain constants: importing this loads nothing else.
  */
 
+/** Whether `v` is one of `list`'s values (a type guard for the value sets below). */
+export function isOneOf<T extends string>(list: readonly T[], v: unknown): v is T {
+  return typeof v === "string" && (list as readonly string[]).includes(v);
+}
+
 /** Data disk buses a request may ask for (`extra_disks[].type`, `vm_defaults.disk_driver`). */
 export const DISK_BUSES = ["virtio", "nvme", "scsi", "ide"] as const;
 export type DiskBus = (typeof DISK_BUSES)[number];
-export const isDiskBus = (v: string): v is DiskBus => (DISK_BUSES as readonly string[]).includes(v);
+export const isDiskBus = (v: string): v is DiskBus => isOneOf(DISK_BUSES, v);
 
 /**
  * The bus a disk is reported with (`disks[].driver`): what the guest sees. q35 has no IDE,
@@ -74,6 +79,7 @@ export function sharePathProblem(path: unknown): string | null {
 
 export const NETWORK_MODES = ["bridge", "user", "none"] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
+export const isNetworkMode = (v: unknown): v is NetworkMode => isOneOf(NETWORK_MODES, v);
 
 export const VM_STATES = ["running", "paused", "stopping", "stopped", "crashed", "suspended", "creating", "unknown"] as const;
 export type VmState = (typeof VM_STATES)[number];
@@ -85,7 +91,7 @@ export type VmState = (typeof VM_STATES)[number];
  */
 export const ON_PANIC_ACTIONS = ["dump", "restart", "stop", "preserve"] as const;
 export type OnPanic = (typeof ON_PANIC_ACTIONS)[number];
-export const isOnPanic = (v: unknown): v is OnPanic => typeof v === "string" && (ON_PANIC_ACTIONS as readonly string[]).includes(v);
+export const isOnPanic = (v: unknown): v is OnPanic => isOneOf(ON_PANIC_ACTIONS, v);
 
 /** Guest memory dump names (GET /vms/{id}/dumps/{name}): rcloud's own, never a path. */
 export const DUMP_NAME_PATTERN = "^dump-[0-9]{8}T[0-9]{6}Z\\.elf$";
