@@ -96,8 +96,9 @@ export const isOnPanic = (v: unknown): v is OnPanic => isOneOf(ON_PANIC_ACTIONS,
 /** Guest memory dump names (GET /vms/{id}/dumps/{name}): rcloud's own, never a path. */
 export const DUMP_NAME_PATTERN = "^dump-[0-9]{8}T[0-9]{6}Z\\.elf$";
 
-/** States in which a VM counts as running for Terraform's `running` and for consoles. */
+/** States in which a VM counts as running: for Terraform's `running`, consoles, QMP, snapshots with memory, hot-plug, the web page's actions. */
 export const ACTIVE_STATES: readonly VmState[] = ["running", "paused"];
+export const isActiveState = (state: string): boolean => isOneOf(ACTIVE_STATES, state);
 
 /** VM names are DNS labels. */
 export const VM_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";

@@ -8,12 +8,12 @@
  * exactly the known planned values.
  */
 import {
-  ACTIVE_STATES,
   cmdlineProblem,
   DISK_BUSES,
   type DiskBus,
   HOST_NAME_PATTERN,
   hostPathProblem,
+  isActiveState,
   isDiskBus,
   NETWORK_MODES,
   type NetworkMode,
@@ -143,8 +143,6 @@ const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): C
  */
 const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
 const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
-
-export const isRunningState = (state: string): boolean => (ACTIVE_STATES as readonly string[]).includes(state);
 
 // ---- validation (config may hold unknowns: check only known values) ----
 
@@ -309,7 +307,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
       const before = priorShares.find((b) => b !== null && b.tag === sh.tag);
       return { host_path: str(before?.host_path) ?? sh.host_path, tag: sh.tag, readonly: sh.readonly, transport: sh.transport };
     }),
-    running: isRunningState(vm.state),
+    running: isActiveState(vm.state),
     allow_restart: prior?.allow_restart ?? null,
     gdb: vm.gdb_port !== null,
     on_panic: vm.on_panic,
@@ -546,14 +544,14 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     const body = updateBody(prior, planned, vm);
     let restarted = false;
     if (Object.keys(body).length > 0) {
-      if (wantRunning !== isRunningState(vm.state)) body.running = wantRunning;
+      if (wantRunning !== isActiveState(vm.state)) body.running = wantRunning;
       // Direct boot changes in place by a restart (stop, switch, start), allow_restart or not.
       else if (wantRunning && BOOT_ATTRS.some((k) => body[k] !== undefined)) body.restart = true;
       const r = await patchVm(client, id, body, planned.allow_restart === true);
       vm = r.vm;
       restarted = r.restarted;
-    } else if (wantRunning && !isRunningState(vm.state)) vm = await client.startVm(id);
-    else if (!wantRunning && isRunningState(vm.state)) vm = await client.stopVm(id);
+    } else if (wantRunning && !isActiveState(vm.state)) vm = await client.startVm(id);
+    else if (!wantRunning && isActiveState(vm.state)) vm = await client.stopVm(id);
     return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted));
   } catch (e) {
     return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };

@@ -7,7 +7,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
-import { cmdlineProblem, DISK_BUSES, reportedBus, VM_LIMITS } from "../api-types/values.ts";
+import { cmdlineProblem, DISK_BUSES, isActiveState, reportedBus, VM_LIMITS } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
 import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
 
@@ -23,8 +23,6 @@ export interface UpdatePlan {
   /** What the VM has once the change is applied and it runs: for capacity and quota checks. */
   next: { vcpus: number; memoryMb: number; diskGb: number };
 }
-
-const ACTIVE = ["running", "paused"];
 
 /** The VM's definition as its next start will have it: what it runs with, overlaid by what is pending. */
 export function effective(rec: VmRecord): { vcpus: number; maxVcpus: number; memoryMb: number; maxMemoryMb: number; boot: VmBoot | null } {
@@ -51,7 +49,7 @@ export function serialNumber(serial: string | null): number | null {
 
 /** Checks `req` against `rec` and the server's limits; throws a 422 naming the field. */
 export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaults): UpdatePlan {
-  const active = ACTIVE.includes(rec.state);
+  const active = isActiveState(rec.state);
   if (req.restart === true && req.running === false) throw invalid("restart", "restart and running: false do not go together");
   if (rec.state !== "stopped" && !active) throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; it can be changed when it runs or is stopped`);
   const stopFirst = active && (req.restart === true || req.running === false);
