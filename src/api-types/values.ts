@@ -21,10 +21,14 @@ export const isDiskBus = (v: string): v is DiskBus => isOneOf(DISK_BUSES, v);
 export const REPORTED_DISK_BUSES = ["virtio", "nvme", "scsi", "sata"] as const;
 export type ReportedDiskBus = (typeof REPORTED_DISK_BUSES)[number];
 
-/** The bus a requested disk type is attached on. */
+/** The bus a requested disk type is attached on (and reported with): `ide` is SATA (AHCI) on q35. */
 export function reportedBus(bus: DiskBus): ReportedDiskBus {
   return bus === "ide" ? "sata" : bus;
 }
+
+/** Buses whose disks a running VM can gain or lose (PCIe hot-plug, SCSI LUNs); the others wait for a restart. */
+export const HOTPLUG_BUSES: readonly ReportedDiskBus[] = ["virtio", "scsi"];
+export const isHotPluggable = (bus: string): boolean => isOneOf(HOTPLUG_BUSES, bus);
 
 export const DISK_ROLES = ["root", "data", "seed"] as const;
 export type DiskRole = (typeof DISK_ROLES)[number];

@@ -7,12 +7,9 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
-import { cmdlineProblem, DISK_BUSES, isActiveState, reportedBus, VM_LIMITS } from "../api-types/values.ts";
+import { cmdlineProblem, DISK_BUSES, HOTPLUG_BUSES, isActiveState, isHotPluggable, reportedBus, VM_LIMITS } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
 import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
-
-/** Buses whose disks a running VM can gain or lose (PCIe hot-plug, SCSI LUNs); the others wait for a restart. */
-export const HOTPLUG_BUSES: readonly string[] = ["virtio", "scsi"];
 
 export interface UpdatePlan {
   change: VmChange;
@@ -98,14 +95,14 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
     const disk = data.find((x) => x.serial === serial);
     if (!disk) throw invalid(field, `${rec.name} has no data disk with serial '${String(serial).slice(0, 64)}' (it has ${data.map((x) => x.serial).join(", ") || "none"})`);
     if (removed.has(serial)) throw invalid(field, `${serial} is listed twice`);
-    if (staysUp && !HOTPLUG_BUSES.includes(disk.driver)) throw notHotPluggable(field, disk.driver, rec.name);
+    if (staysUp && !isHotPluggable(disk.driver)) throw notHotPluggable(field, disk.driver, rec.name);
     removed.add(serial);
   });
   const added: DataDiskSpec[] = add.map((x, i) => {
     const bus = (x.type ?? d.diskDriver) as DiskBus;
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks.add[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
     const sizeGb = intIn(`extra_disks.add[${i}].size_gb`, x.size_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
-    if (staysUp && !HOTPLUG_BUSES.includes(reportedBus(bus))) throw notHotPluggable(`extra_disks.add[${i}].type`, reportedBus(bus), rec.name);
+    if (staysUp && !isHotPluggable(reportedBus(bus))) throw notHotPluggable(`extra_disks.add[${i}].type`, reportedBus(bus), rec.name);
     return { sizeGb, bus };
   });
   const count = data.length - removed.size + added.length;
