@@ -32,6 +32,9 @@ export const isHotPluggable = (bus: string): boolean => isOneOf(HOTPLUG_BUSES, b
 
 export const DISK_ROLES = ["root", "data", "seed"] as const;
 export type DiskRole = (typeof DISK_ROLES)[number];
+/** The roles of the disks a VM is reported with (`disks[].type`): the cloud-init seed is not listed. */
+export const REPORTED_DISK_ROLES = ["root", "data"] as const satisfies readonly DiskRole[];
+export type ReportedDiskRole = (typeof REPORTED_DISK_ROLES)[number];
 
 /** How a host directory is shared with a guest (`shares[].transport`): virtiofs, or 9p where virtiofs cannot run. */
 export const SHARE_TRANSPORTS = ["virtiofs", "9p"] as const;
@@ -59,6 +62,8 @@ export const VM_LIMITS = {
   diskGb: { min: 1, max: 65536 },
   /** A kernel command line, characters. */
   cmdlineMax: 4096,
+  /** Extra (data) disks per VM: vm_defaults.max_extra_disks is at most this. */
+  extraDisksMax: 32,
 } as const;
 
 /** A kernel command line's problem, or null: at most VM_LIMITS.cmdlineMax characters, none of them control characters. */

@@ -13,8 +13,9 @@
 import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
-import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
+import { type Static, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
 import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, VM_LIMITS } from "../api-types/values.ts";
+import { literalUnion } from "../util/literal-union.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
@@ -36,7 +37,7 @@ export const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ chec
 /** An absolute path; `~` is not expanded. */
 export const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
 export const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
-  key(Type.Union(values.map((v) => Type.Literal(v))) as TUnion<TLiteral<V[number]>[]>, o);
+  key(literalUnion(values), o);
 /** A list, each item of `item`'s type (e.g. Type.String()). */
 export const List = <T extends TSchema, const O extends KeyOptions<Static<T>[]>>(item: T, o: O) => key(Type.Array(item), o);
 /** A mapping of keys to values: a group of keys, not a key itself. */
@@ -285,7 +286,7 @@ export const CONFIG_SCHEMA = Section({
       default: 512,
       description: "free space a storage pool keeps for thin disks to grow into: a create that would leave less is refused (507 insufficient_storage), MiB",
     }),
-    max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
+    max_extra_disks: Int(0, VM_LIMITS.extraDisksMax, { default: 8, description: "most extra disks per VM" }),
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),
     memory_overcommit: Num(0.1, 64, { default: 1, description: "a host's VMs may have its memory times this in all (a ratio; VMs not stopped)" }),
   }),
