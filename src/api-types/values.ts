@@ -128,6 +128,8 @@ export const SNAPSHOT_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
 export const HOST_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /** Placement group names (VMs of one group go to different hosts while hosts are left). */
 export const PLACEMENT_GROUP_PATTERN = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$";
+/** Project names (a VM's project, tokens, quotas): 1-64 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit. */
+export const PROJECT_PATTERN = "^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$";
 
 /** A host's state: answering, not answering, or answering but taking no new VMs. */
 export const HOST_STATES = ["online", "offline", "cordoned"] as const;

@@ -1,6 +1,5 @@
 /** Request and response schemas of the REST API (also the source of the OpenAPI document). */
 import { t } from "elysia";
-import { PROJECT_RE } from "../auth/index.ts";
 import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
 import {
   BRIDGE_PATTERN,
@@ -12,6 +11,7 @@ import {
   NETWORK_MODES,
   ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
+  PROJECT_PATTERN,
   QMP_QUERY_PATTERN,
   REPORTED_DISK_BUSES,
   REPORTED_DISK_ROLES,
@@ -101,7 +101,7 @@ export const CreateVmBody = t.Object(
     cmdline: t.Optional(Cmdline),
     start: t.Optional(t.Boolean({ default: true })),
     project: t.Optional(
-      t.String({ maxLength: 64, pattern: PROJECT_RE.source, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
+      t.String({ maxLength: 64, pattern: PROJECT_PATTERN, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
     ),
     host: t.Optional(t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "Pin the VM to this host (a name from GET /hosts); default: placement chooses" })),
     placement_group: t.Optional(

@@ -7,6 +7,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import { PROJECT_PATTERN } from "../api-types/values.ts";
 
 export type Role = "admin" | "user";
 
@@ -32,7 +33,7 @@ export interface TokensFile {
   tokens: TokenEntry[];
 }
 
-export const PROJECT_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
+export const PROJECT_RE = new RegExp(PROJECT_PATTERN);
 const TOKEN_RE = /^rc_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$/;
 
 export function hashSecret(secret: string): string {

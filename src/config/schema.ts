@@ -14,9 +14,9 @@ import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { type Static, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, VM_LIMITS } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, PROJECT_PATTERN, VM_LIMITS } from "../api-types/values.ts";
 import { literalUnion } from "../util/literal-union.ts";
-import { loginUserProblem } from "../util/login-user.ts";
+import { LOGIN_USER_RE, loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
 
@@ -51,7 +51,7 @@ const Limit = Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null(
 const Quota = Type.Object({ vms: Limit, vcpus: Limit, memory_mb: Limit, disk_gb: Limit }, { additionalProperties: false });
 export type QuotaSpec = Static<typeof Quota>;
 const QUOTA_KEYS = Object.keys(Quota.properties);
-export const PROJECT_NAME_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
+const PROJECT_NAME_RE = new RegExp(PROJECT_PATTERN);
 
 /** Says what is wrong with a quota: any of vms, vcpus, memory_mb, disk_gb, each a non-negative integer or null. */
 function checkQuota(v: unknown): string | null {
@@ -231,7 +231,7 @@ export const CONFIG_SCHEMA = Section({
     run_as: Str({
       nullable: true,
       default: "auto",
-      pattern: /^[a-z_][a-z0-9_-]{0,31}$/,
+      pattern: LOGIN_USER_RE, // useradd's rule, as for the guest's login user
       expected: "auto or a user name (a-z 0-9 _ -, up to 32 characters)",
       env: "RCLOUD_QEMU_RUN_AS",
       description: "user the qemu driver runs QEMU as when rcloud is root: auto (rcloud-qemu if it exists), a user name, or null (rcloud's own)",
@@ -310,7 +310,7 @@ export const CONFIG_SCHEMA = Section({
       description: "API tokens file (JSON of hashed tokens; rcloud token create/list/revoke edit it)",
     }),
     metrics_open: Bool({ default: false, description: "serve /metrics without a token while auth is on" }),
-    quotas: key(Type.Record(Type.String({ pattern: PROJECT_NAME_RE.source }), Quota, { additionalProperties: false }), {
+    quotas: key(Type.Record(Type.String({ pattern: PROJECT_PATTERN }), Quota, { additionalProperties: false }), {
       default: {},
       check: checkQuotas,
       expected: "a mapping of project names to quotas",

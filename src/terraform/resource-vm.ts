@@ -37,6 +37,7 @@ import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
+import { LOGIN_USER_RE } from "../util/login-user.ts";
 import { planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
@@ -56,7 +57,6 @@ export interface VmPrivate {
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
 const ID_RE = new RegExp(VM_ID_PATTERN);
-const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
@@ -189,7 +189,7 @@ export function validateVm(c: CtyObject): Diagnostic[] {
     if (mode !== undefined && mode !== "bridge" && isKnown(net.bridge)) bad(["network", "bridge"], `bridge only applies to mode = "bridge" (mode is "${mode}"); remove bridge or set mode = "bridge".`);
   }
   const user = str(c.ssh_user);
-  if (user !== undefined && !USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
+  if (user !== undefined && !LOGIN_USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
   for (const k of ["initrd", "cmdline"]) {
     if (isKnown(c[k]) && c.kernel === null) bad([k], `${k} needs kernel (direct kernel boot); set kernel or remove ${k}.`);
   }
