@@ -49,6 +49,11 @@ export const SHARE_TAG_MAX: Record<ShareTransport, number> = { virtiofs: 36, "9p
 /** Most shares one VM may have. */
 export const MAX_SHARES = 16;
 
+/** Most SSH public keys one VM is given (ssh_public_key and ssh_public_keys together); its cloud-init seed carries no more. */
+export const MAX_SSH_KEYS = 64;
+/** Longest SSH public key line, bytes. */
+export const MAX_KEY_LINE_BYTES = 16 * 1024;
+
 /**
  * Bounds of a VM's sizes, the same on create and PATCH, in the OpenAPI document, the CLI and
  * the Terraform provider (which refuses values outside them at plan time).
@@ -60,23 +65,30 @@ export const VM_LIMITS = {
   memoryGb: { min: 1, max: 4096 },
   /** Root and data disks, GiB. */
   diskGb: { min: 1, max: 65536 },
-  /** A kernel command line, characters. */
+  /** A kernel command line, characters (CMDLINE_PATTERN: printable ones). */
   cmdlineMax: 4096,
   /** Extra (data) disks per VM: vm_defaults.max_extra_disks is at most this. */
   extraDisksMax: 32,
 } as const;
 
+/** A kernel command line: no control characters. */
+export const CMDLINE_PATTERN = "^[^\\x00-\\x1f\\x7f]*$";
+const CMDLINE_RE = new RegExp(CMDLINE_PATTERN);
+
 /** A kernel command line's problem, or null: at most VM_LIMITS.cmdlineMax characters, none of them control characters. */
 export function cmdlineProblem(cmdline: unknown): string | null {
-  if (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(cmdline)) {
+  if (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || !CMDLINE_RE.test(cmdline)) {
     return `must be at most ${VM_LIMITS.cmdlineMax} printable characters`;
   }
   return null;
 }
 
-/** The shape problem of a path on a VM's host (a kernel, an initrd, a shared directory), or null: absolute, no NUL, at most 4096 characters. */
+/** Longest path on a VM's host (a kernel, an initrd, a shared directory), characters. */
+export const HOST_PATH_MAX = 4096;
+
+/** The shape problem of a path on a VM's host (a kernel, an initrd, a shared directory), or null: absolute, no NUL, at most HOST_PATH_MAX characters. */
 export function hostPathProblem(path: unknown): string | null {
-  return typeof path === "string" && path.startsWith("/") && !path.includes("\0") && path.length <= 4096 ? null : "must be an absolute path";
+  return typeof path === "string" && path.startsWith("/") && !path.includes("\0") && path.length <= HOST_PATH_MAX ? null : "must be an absolute path";
 }
 
 /** A shared directory's path problem, or null: a host path without '.' or '..' components. */

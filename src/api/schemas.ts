@@ -1,13 +1,16 @@
 /** Request and response schemas of the REST API (also the source of the OpenAPI document). */
 import { t } from "elysia";
-import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
 import {
   BRIDGE_PATTERN,
+  CMDLINE_PATTERN,
   DISK_BUSES,
   DUMP_NAME_PATTERN,
   HOST_NAME_PATTERN,
+  HOST_PATH_MAX,
   HOST_STATES,
+  MAX_KEY_LINE_BYTES,
   MAX_SHARES,
+  MAX_SSH_KEYS,
   NETWORK_MODES,
   ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
@@ -25,8 +28,7 @@ import {
 import { literalUnion } from "../util/literal-union.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
-// The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
-const PATH_MAX = 4096;
+// The limits are values.ts's, which the VM service checks too, so the document says what is accepted.
 const SshKey = t.String({ maxLength: MAX_KEY_LINE_BYTES, description: "One OpenSSH public key line: '<type> <base64> [comment]', no options, no line breaks" });
 
 export const ErrorBody = t.Object(
@@ -45,14 +47,14 @@ const OnPanicSchema = literalUnion(ON_PANIC_ACTIONS, {
 });
 const DiskType = literalUnion(DISK_BUSES);
 const DataDisk = t.Object({ size_gb: t.Integer({ minimum: VM_LIMITS.diskGb.min, maximum: VM_LIMITS.diskGb.max }), type: t.Optional(DiskType) }, { additionalProperties: false });
-const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
-const Initrd = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
-const Cmdline = t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
+const Kernel = t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
+const Initrd = t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
+const Cmdline = t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: CMDLINE_PATTERN, description: "Kernel command line (printable characters); needs kernel" });
 
 const ShareTransport = literalUnion(SHARE_TRANSPORTS, { description: "virtiofs (default), or 9p where virtiofs cannot run" });
 const Share = t.Object(
   {
-    host_path: t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute directory on the VM's host, inside vm_defaults.share_dirs (judged by its real path)" }),
+    host_path: t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute directory on the VM's host, inside vm_defaults.share_dirs (judged by its real path)" }),
     tag: t.String({ maxLength: 36, pattern: SHARE_TAG_PATTERN, description: "Mount tag, unique per VM; the guest mounts the share at /mnt/<tag> (at most 36 characters for virtiofs, 31 for 9p)" }),
     readonly: t.Optional(t.Boolean({ default: false })),
     transport: t.Optional(ShareTransport),
@@ -95,7 +97,7 @@ export const CreateVmBody = t.Object(
     ),
     ssh_user: t.Optional(t.String({ maxLength: 32, pattern: LOGIN_USER_RE.source, description: "Unix user name cloud-init gives the keys to" })),
     ssh_public_key: t.Optional(SshKey),
-    ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: 64 })),
+    ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: MAX_SSH_KEYS })),
     kernel: t.Optional(Kernel),
     initrd: t.Optional(Initrd),
     cmdline: t.Optional(Cmdline),

@@ -6,8 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, cmdlineProblem, DISK_BUSES, HOST_NAME_PATTERN, hostPathProblem, isNetworkMode, isOnPanic, MAX_SHARES, NETWORK_MODES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, sharePathProblem, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
-import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
+import { BRIDGE_PATTERN, cmdlineProblem, DISK_BUSES, HOST_NAME_PATTERN, hostPathProblem, isNetworkMode, isOnPanic, MAX_SHARES, MAX_SSH_KEYS, NETWORK_MODES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, sharePathProblem, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { buildSeedIso, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
 import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type ShareSpec, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 
