@@ -51,7 +51,7 @@ export const DEFAULT_MAX_KERNEL_BYTES = 512 * 1024 * 1024;
 
 export interface CreateContext {
   defaults: ServiceDefaults;
-  /** Finds a base image by id, file name or alias on any host (images.ts FleetImages). */
+  /** Finds a base image by id, file name or alias on any host (fleet-images.ts findImage). */
   findImage(ref: string): ImageInfo | null;
   /** Every image's name, for the refusal of an unknown one. */
   imageNames(): string[];

@@ -224,7 +224,7 @@ function rootPort(id: string, i: number): string {
 }
 
 /**
- * Starts QEMU detached (its own session, stdout and stderr appended to `logPath`, not a pipe
+ * Starts QEMU detached (its own session, stdout and stderr appended to `p.qemuLog`, not a pipe
  * that would break when rcloud exits) and waits until its QMP socket exists. The spawned PID is
  * QEMU's: every prefix program execs in place. Fails with the log's last lines if it exits first.
  */
