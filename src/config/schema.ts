@@ -6,7 +6,7 @@
  * To add a key, add one line to its section in CONFIG_SCHEMA below, e.g. in `server`:
  *   max_body_bytes: Int(1024, 1073741824, { default: 1048576, env: "RCLOUD_MAX_BODY_BYTES", description: "largest request body accepted, bytes" }),
  * (`env` only if it should have one), then the key commented out with its default under a `##`
- * description in config/rcloud.yaml, run `bun scripts/gen-config-doc.ts`, and add the default
+ * description in config/rcloud.yaml, run `bun run gen:config-doc`, and add the default
  * (and the variable) to the lists test/unit/config.test.ts pins. Other kinds: Num, Bool, Str (with
  * `pattern` and `expected` words), NonEmpty, Path, OneOf([...]), List(item), `nullable: true`, `check`.
  */
