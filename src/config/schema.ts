@@ -15,6 +15,7 @@ import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { type Static, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
 import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, PROJECT_PATTERN, VM_LIMITS } from "../api-types/values.ts";
+import { DEFAULT_TOKENS_FILE } from "../auth/tokens.ts";
 import { literalUnion } from "../util/literal-union.ts";
 import { LOGIN_USER_RE, loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
@@ -305,7 +306,7 @@ export const CONFIG_SCHEMA = Section({
       description: "API tokens required: auto = when bind_address is not a loopback address",
     }),
     tokens_file: Path({
-      default: "/etc/rcloud/tokens.json",
+      default: DEFAULT_TOKENS_FILE,
       env: "RCLOUD_TOKENS_FILE",
       description: "API tokens file (JSON of hashed tokens; rcloud token create/list/revoke edit it)",
     }),

@@ -20,7 +20,6 @@ import {
   isOnPanic,
   ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
-  reportedBus,
   SHARE_TAG_MAX,
   SHARE_TAG_PATTERN,
   SHARE_TRANSPORTS,
@@ -33,12 +32,12 @@ import {
 import type { ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
-import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
+import { type CtyObject, type CtyValue, isUnknown, num, obj, str, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
-import { planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
+import { busOf, planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -131,17 +130,10 @@ const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user",
 // ---- small value helpers ----
 
 const isKnown = (v: CtyValue | undefined): boolean => v !== null && v !== undefined && !isUnknown(v);
-const str = (v: CtyValue | undefined): string | undefined => (typeof v === "string" ? v : undefined);
-const num = (v: CtyValue | undefined): number | undefined => (typeof v === "number" ? v : undefined);
-const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== undefined && typeof v === "object" && !Array.isArray(v) && !isUnknown(v) ? (v as CtyObject) : null);
 /** The config value, else the prior value on update, else unknown (Optional+Computed). */
 const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): CtyValue => (c !== null && c !== undefined ? c : prior ? (prior[k] ?? null) : UNKNOWN);
 
-/**
- * The bus the server really uses for a requested disk type: it attaches ide disks as sata
- * (q35 has no IDE) and reports what it attached. Types with the same bus are the same setting.
- */
-const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
+/** Disk types with the same bus (busOf) are the same setting. */
 const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
 
 // ---- validation (config may hold unknowns: check only known values) ----

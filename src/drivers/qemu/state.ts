@@ -8,9 +8,10 @@
  *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log,
  *                         fs<N>.sock, fs<N>.pid, fs<N>.log (virtiofsd of the N-th share)}
  */
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BRIDGE_PATTERN, DISK_ROLES, type DiskRole, isNetworkMode, isOneOf, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, type ShareTransport, VM_ID_PATTERN, VM_NAME_PATTERN } from "../../api-types/values.ts";
+import { writeAtomic } from "../../util/atomic-file.ts";
 import { DriverError, type NetworkMode, type OnPanic, type ReportedDiskBus } from "../types.ts";
 
 export const ID_RE = new RegExp(VM_ID_PATTERN);
@@ -131,26 +132,6 @@ export function checkSocketPaths(stateDir: string): void {
   const longest = vmPaths(stateDir, "vm-xxxxxxxx").serial;
   if (Buffer.byteLength(longest) > 107) {
     throw new DriverError("failed", `qemu.state_dir ${stateDir} is too long: socket paths such as ${longest} must stay under 108 bytes`);
-  }
-}
-
-/** Writes a file atomically: a temp file in the same directory, fsync, rename. */
-export function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    const buf = typeof data === "string" ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
   }
 }
 
