@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test rig: isolated libvirtd instances for rcloud's tests (docs/libvirt-rpc.md §10.3).
+# Test rig: isolated libvirtd instances for rcloud's tests (docs/testing.md, "The rig").
 #
 #   rig.sh up                        start main, remote, fault, hosta, hostb, hostc (idempotent)
 #   rig.sh down                      stop everything we started (by PID) and remove state

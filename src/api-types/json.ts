@@ -3,10 +3,10 @@
  * accepts, and what the CLI and the Terraform provider read and send. The OpenAPI schemas
  * in src/api/schemas.ts describe the same bodies; a type-level check there keeps them equal.
  */
-import type { DiskBus, EventType, HostState, NetworkMode, OnPanic, ReportedDiskBus, ShareTransport, VmState } from "./values.ts";
+import type { DiskBus, EventType, HostState, NetworkMode, OnPanic, ReportedDiskBus, ReportedDiskRole, ShareTransport, VmState } from "./values.ts";
 
 export interface ApiDisk {
-  type: "root" | "data";
+  type: ReportedDiskRole;
   size_gb: number;
   /** The bus the guest sees the disk on. */
   driver: ReportedDiskBus;

@@ -4,10 +4,15 @@
  * against the same lists. Plain constants: importing this loads nothing else.
  */
 
+/** Whether `v` is one of `list`'s values (a type guard for the value sets below). */
+export function isOneOf<T extends string>(list: readonly T[], v: unknown): v is T {
+  return typeof v === "string" && (list as readonly string[]).includes(v);
+}
+
 /** Data disk buses a request may ask for (`extra_disks[].type`, `vm_defaults.disk_driver`). */
 export const DISK_BUSES = ["virtio", "nvme", "scsi", "ide"] as const;
 export type DiskBus = (typeof DISK_BUSES)[number];
-export const isDiskBus = (v: string): v is DiskBus => (DISK_BUSES as readonly string[]).includes(v);
+export const isDiskBus = (v: string): v is DiskBus => isOneOf(DISK_BUSES, v);
 
 /**
  * The bus a disk is reported with (`disks[].driver`): what the guest sees. q35 has no IDE,
@@ -16,13 +21,20 @@ export const isDiskBus = (v: string): v is DiskBus => (DISK_BUSES as readonly st
 export const REPORTED_DISK_BUSES = ["virtio", "nvme", "scsi", "sata"] as const;
 export type ReportedDiskBus = (typeof REPORTED_DISK_BUSES)[number];
 
-/** The bus a requested disk type is attached on. */
+/** The bus a requested disk type is attached on (and reported with): `ide` is SATA (AHCI) on q35. */
 export function reportedBus(bus: DiskBus): ReportedDiskBus {
   return bus === "ide" ? "sata" : bus;
 }
 
+/** Buses whose disks a running VM can gain or lose (PCIe hot-plug, SCSI LUNs); the others wait for a restart. */
+export const HOTPLUG_BUSES: readonly ReportedDiskBus[] = ["virtio", "scsi"];
+export const isHotPluggable = (bus: string): boolean => isOneOf(HOTPLUG_BUSES, bus);
+
 export const DISK_ROLES = ["root", "data", "seed"] as const;
 export type DiskRole = (typeof DISK_ROLES)[number];
+/** The roles of the disks a VM is reported with (`disks[].type`): the cloud-init seed is not listed. */
+export const REPORTED_DISK_ROLES = ["root", "data"] as const satisfies readonly DiskRole[];
+export type ReportedDiskRole = (typeof REPORTED_DISK_ROLES)[number];
 
 /** How a host directory is shared with a guest (`shares[].transport`): virtiofs, or 9p where virtiofs cannot run. */
 export const SHARE_TRANSPORTS = ["virtiofs", "9p"] as const;
@@ -37,6 +49,11 @@ export const SHARE_TAG_MAX: Record<ShareTransport, number> = { virtiofs: 36, "9p
 /** Most shares one VM may have. */
 export const MAX_SHARES = 16;
 
+/** Most SSH public keys one VM is given (ssh_public_key and ssh_public_keys together); its cloud-init seed carries no more. */
+export const MAX_SSH_KEYS = 64;
+/** Longest SSH public key line, bytes. */
+export const MAX_KEY_LINE_BYTES = 16 * 1024;
+
 /**
  * Bounds of a VM's sizes, the same on create and PATCH, in the OpenAPI document, the CLI and
  * the Terraform provider (which refuses values outside them at plan time).
@@ -48,21 +65,30 @@ export const VM_LIMITS = {
   memoryGb: { min: 1, max: 4096 },
   /** Root and data disks, GiB. */
   diskGb: { min: 1, max: 65536 },
-  /** A kernel command line, characters. */
+  /** A kernel command line, characters (CMDLINE_PATTERN: printable ones). */
   cmdlineMax: 4096,
+  /** Extra (data) disks per VM: vm_defaults.max_extra_disks is at most this. */
+  extraDisksMax: 32,
 } as const;
+
+/** A kernel command line: no control characters. */
+export const CMDLINE_PATTERN = "^[^\\x00-\\x1f\\x7f]*$";
+const CMDLINE_RE = new RegExp(CMDLINE_PATTERN);
 
 /** A kernel command line's problem, or null: at most VM_LIMITS.cmdlineMax characters, none of them control characters. */
 export function cmdlineProblem(cmdline: unknown): string | null {
-  if (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || /[\x00-\x1f\x7f]/.test(cmdline)) {
+  if (typeof cmdline !== "string" || cmdline.length > VM_LIMITS.cmdlineMax || !CMDLINE_RE.test(cmdline)) {
     return `must be at most ${VM_LIMITS.cmdlineMax} printable characters`;
   }
   return null;
 }
 
-/** The shape problem of a path on a VM's host (a kernel, an initrd, a shared directory), or null: absolute, no NUL, at most 4096 characters. */
+/** Longest path on a VM's host (a kernel, an initrd, a shared directory), characters. */
+export const HOST_PATH_MAX = 4096;
+
+/** The shape problem of a path on a VM's host (a kernel, an initrd, a shared directory), or null: absolute, no NUL, at most HOST_PATH_MAX characters. */
 export function hostPathProblem(path: unknown): string | null {
-  return typeof path === "string" && path.startsWith("/") && !path.includes("\0") && path.length <= 4096 ? null : "must be an absolute path";
+  return typeof path === "string" && path.startsWith("/") && !path.includes("\0") && path.length <= HOST_PATH_MAX ? null : "must be an absolute path";
 }
 
 /** A shared directory's path problem, or null: a host path without '.' or '..' components. */
@@ -74,6 +100,7 @@ export function sharePathProblem(path: unknown): string | null {
 
 export const NETWORK_MODES = ["bridge", "user", "none"] as const;
 export type NetworkMode = (typeof NETWORK_MODES)[number];
+export const isNetworkMode = (v: unknown): v is NetworkMode => isOneOf(NETWORK_MODES, v);
 
 export const VM_STATES = ["running", "paused", "stopping", "stopped", "crashed", "suspended", "creating", "unknown"] as const;
 export type VmState = (typeof VM_STATES)[number];
@@ -85,13 +112,14 @@ export type VmState = (typeof VM_STATES)[number];
  */
 export const ON_PANIC_ACTIONS = ["dump", "restart", "stop", "preserve"] as const;
 export type OnPanic = (typeof ON_PANIC_ACTIONS)[number];
-export const isOnPanic = (v: unknown): v is OnPanic => typeof v === "string" && (ON_PANIC_ACTIONS as readonly string[]).includes(v);
+export const isOnPanic = (v: unknown): v is OnPanic => isOneOf(ON_PANIC_ACTIONS, v);
 
 /** Guest memory dump names (GET /vms/{id}/dumps/{name}): rcloud's own, never a path. */
 export const DUMP_NAME_PATTERN = "^dump-[0-9]{8}T[0-9]{6}Z\\.elf$";
 
-/** States in which a VM counts as running for Terraform's `running` and for consoles. */
+/** States in which a VM counts as running: for Terraform's `running`, consoles, QMP, snapshots with memory, hot-plug, the web page's actions. */
 export const ACTIVE_STATES: readonly VmState[] = ["running", "paused"];
+export const isActiveState = (state: string): boolean => isOneOf(ACTIVE_STATES, state);
 
 /** VM names are DNS labels. */
 export const VM_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
@@ -116,6 +144,8 @@ export const SNAPSHOT_NAME_RULE = "1-63 characters: a letter or digit, then lett
 export const HOST_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /** Placement group names (VMs of one group go to different hosts while hosts are left). */
 export const PLACEMENT_GROUP_PATTERN = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$";
+/** Project names (a VM's project, tokens, quotas): 1-64 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit. */
+export const PROJECT_PATTERN = "^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$";
 
 /** A host's state: answering, not answering, or answering but taking no new VMs. */
 export const HOST_STATES = ["online", "offline", "cordoned"] as const;

@@ -7,6 +7,7 @@
 import { Elysia, t } from "elysia";
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiBootFile, BootVmRequest } from "../api-types/json.ts";
+import { CMDLINE_PATTERN, VM_LIMITS } from "../api-types/values.ts";
 import type { Caller } from "../auth/index.ts";
 import type { VmService } from "../vm/service.ts";
 import { ErrorBody, Vm } from "./schemas.ts";
@@ -39,7 +40,7 @@ export const BootBody = t.Object(
   {
     kernel: t.Optional(t.Union([t.Literal("uploaded"), t.Literal("image")], { description: 'uploaded (default): the kernel sent with PUT /vms/{id}/kernel; image: the image\'s own (boot from the disk)' })),
     initrd: t.Optional(t.Union([t.Literal("uploaded"), t.Literal("none")], { description: "uploaded (default, when there is one) or none" })),
-    cmdline: t.Optional(t.Nullable(t.String({ maxLength: 4096, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); left out: the VM's current one" }))),
+    cmdline: t.Optional(t.Nullable(t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: CMDLINE_PATTERN, description: "Kernel command line (printable characters); left out: the VM's current one" }))),
     force: t.Optional(t.Boolean({ description: "Power off at once instead of a graceful shutdown" })),
   },
   { additionalProperties: false },

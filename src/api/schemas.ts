@@ -1,12 +1,35 @@
 /** Request and response schemas of the REST API (also the source of the OpenAPI document). */
 import { t } from "elysia";
-import { PROJECT_RE } from "../auth/index.ts";
-import { MAX_KEY_LINE_BYTES } from "../cloudinit/nocloud.ts";
-import { BRIDGE_PATTERN, DUMP_NAME_PATTERN, HOST_NAME_PATTERN, HOST_STATES, MAX_SHARES, ON_PANIC_ACTIONS, PLACEMENT_GROUP_PATTERN, QMP_QUERY_PATTERN, SHARE_TAG_PATTERN, SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
+import {
+  BRIDGE_PATTERN,
+  CMDLINE_PATTERN,
+  DISK_BUSES,
+  DUMP_NAME_PATTERN,
+  HOST_NAME_PATTERN,
+  HOST_PATH_MAX,
+  HOST_STATES,
+  MAX_KEY_LINE_BYTES,
+  MAX_SHARES,
+  MAX_SSH_KEYS,
+  NETWORK_MODES,
+  ON_PANIC_ACTIONS,
+  PLACEMENT_GROUP_PATTERN,
+  PROJECT_PATTERN,
+  QMP_QUERY_PATTERN,
+  REPORTED_DISK_BUSES,
+  REPORTED_DISK_ROLES,
+  SHARE_TAG_PATTERN,
+  SHARE_TRANSPORTS,
+  SNAPSHOT_NAME_PATTERN,
+  SNAPSHOT_NAME_RULE,
+  VM_LIMITS,
+  VM_NAME_PATTERN,
+  VM_STATES,
+} from "../api-types/values.ts";
+import { literalUnion } from "../util/literal-union.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
 
-// The limits below are the VM service's own (src/vm/service.ts), so the document says what is accepted.
-const PATH_MAX = 4096;
+// The limits are values.ts's, which the VM service checks too, so the document says what is accepted.
 const SshKey = t.String({ maxLength: MAX_KEY_LINE_BYTES, description: "One OpenSSH public key line: '<type> <base64> [comment]', no options, no line breaks" });
 
 /** A yes/no query parameter: true, false, 1 or 0 (anything else is a validation error, not a guess). */
@@ -25,20 +48,19 @@ export const ErrorBody = t.Object(
   { description: "Every error answer has this shape" },
 );
 
-const OnPanicSchema = t.Union(
-  [t.Literal(ON_PANIC_ACTIONS[0]), t.Literal(ON_PANIC_ACTIONS[1]), t.Literal(ON_PANIC_ACTIONS[2]), t.Literal(ON_PANIC_ACTIONS[3])],
-  { description: "What a guest panic (pvpanic) does: dump (guest memory saved as an ELF core, VM kept halted), restart, stop (powered off), preserve (kept halted)" },
-);
-const DiskType = t.Union([t.Literal("virtio"), t.Literal("nvme"), t.Literal("scsi"), t.Literal("ide")]);
+const OnPanicSchema = literalUnion(ON_PANIC_ACTIONS, {
+  description: "What a guest panic (pvpanic) does: dump (guest memory saved as an ELF core, VM kept halted), restart, stop (powered off), preserve (kept halted)",
+});
+const DiskType = literalUnion(DISK_BUSES);
 const DataDisk = t.Object({ size_gb: t.Integer({ minimum: VM_LIMITS.diskGb.min, maximum: VM_LIMITS.diskGb.max }), type: t.Optional(DiskType) }, { additionalProperties: false });
-const Kernel = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
-const Initrd = t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
-const Cmdline = t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: "^[^\\x00-\\x1f\\x7f]*$", description: "Kernel command line (printable characters); needs kernel" });
+const Kernel = t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute host path of a kernel for direct boot (a regular file inside vm_defaults.kernel_dir)" });
+const Initrd = t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute host path of an initrd (inside vm_defaults.kernel_dir); needs kernel" });
+const Cmdline = t.String({ maxLength: VM_LIMITS.cmdlineMax, pattern: CMDLINE_PATTERN, description: "Kernel command line (printable characters); needs kernel" });
 
-const ShareTransport = t.Union([t.Literal("virtiofs"), t.Literal("9p")], { description: "virtiofs (default), or 9p where virtiofs cannot run" });
+const ShareTransport = literalUnion(SHARE_TRANSPORTS, { description: "virtiofs (default), or 9p where virtiofs cannot run" });
 const Share = t.Object(
   {
-    host_path: t.String({ maxLength: PATH_MAX, pattern: "^/", description: "Absolute directory on the VM's host, inside vm_defaults.share_dirs (judged by its real path)" }),
+    host_path: t.String({ maxLength: HOST_PATH_MAX, pattern: "^/", description: "Absolute directory on the VM's host, inside vm_defaults.share_dirs (judged by its real path)" }),
     tag: t.String({ maxLength: 36, pattern: SHARE_TAG_PATTERN, description: "Mount tag, unique per VM; the guest mounts the share at /mnt/<tag> (at most 36 characters for virtiofs, 31 for 9p)" }),
     readonly: t.Optional(t.Boolean({ default: false })),
     transport: t.Optional(ShareTransport),
@@ -66,13 +88,13 @@ export const CreateVmBody = t.Object(
     extra_disks: t.Optional(
       t.Array(
         DataDisk,
-        { maxItems: 32, description: "Data disks; guests see serials kdevops0..N. At most vm_defaults.max_extra_disks (default 8, never more than 32)" },
+        { maxItems: VM_LIMITS.extraDisksMax, description: `Data disks; guests see serials kdevops0..N. At most vm_defaults.max_extra_disks (default 8, never more than ${VM_LIMITS.extraDisksMax})` },
       ),
     ),
     network: t.Optional(
       t.Object(
         {
-          mode: t.Optional(t.Union([t.Literal("bridge"), t.Literal("user"), t.Literal("none")])),
+          mode: t.Optional(literalUnion(NETWORK_MODES)),
           bridge: t.Optional(t.String({ maxLength: 64, pattern: BRIDGE_PATTERN, description: "libvirt network or host bridge (bridge mode)" })),
           restrict: t.Optional(t.Boolean({ description: "user mode: the guest reaches nothing but its forwarded ports" })),
         },
@@ -81,13 +103,13 @@ export const CreateVmBody = t.Object(
     ),
     ssh_user: t.Optional(t.String({ maxLength: 32, pattern: LOGIN_USER_RE.source, description: "Unix user name cloud-init gives the keys to" })),
     ssh_public_key: t.Optional(SshKey),
-    ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: 64 })),
+    ssh_public_keys: t.Optional(t.Array(SshKey, { maxItems: MAX_SSH_KEYS })),
     kernel: t.Optional(Kernel),
     initrd: t.Optional(Initrd),
     cmdline: t.Optional(Cmdline),
     start: t.Optional(t.Boolean({ default: true })),
     project: t.Optional(
-      t.String({ maxLength: 64, pattern: PROJECT_RE.source, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
+      t.String({ maxLength: 64, pattern: PROJECT_PATTERN, description: "Project the VM belongs to (admin tokens; a user token's project is always used)" }),
     ),
     host: t.Optional(t.String({ maxLength: 63, pattern: HOST_NAME_PATTERN, description: "Pin the VM to this host (a name from GET /hosts); default: placement chooses" })),
     placement_group: t.Optional(
@@ -105,22 +127,21 @@ export const CreateVmBody = t.Object(
   { additionalProperties: false },
 );
 
-const HostStateSchema = t.Union(
-  [t.Literal(HOST_STATES[0]), t.Literal(HOST_STATES[1]), t.Literal(HOST_STATES[2])],
-  { description: "online, offline (not answering: its VMs are shown from the last listing with state unknown) or cordoned (takes no new VMs)" },
-);
+const HostStateSchema = literalUnion(HOST_STATES, {
+  description: "online, offline (not answering: its VMs are shown from the last listing with state unknown) or cordoned (takes no new VMs)",
+});
 
 export const Vm = t.Object({
   id: t.String({ examples: ["vm-abc12345"] }),
   name: t.String(),
   uuid: t.String(),
-  state: t.String({ description: "running, paused, stopping, stopped, crashed, suspended or unknown" }),
+  state: literalUnion(VM_STATES, { description: "unknown: rcloud cannot tell (e.g. the VM's host is offline: its last listing is shown)" }),
   vcpus: t.Integer(),
   max_vcpus: t.Integer({ description: "vCPUs the VM can get without a restart (hot-plug)" }),
   memory_mb: t.Integer(),
   max_memory_mb: t.Integer({ description: "Memory the VM can get without a restart (balloon)" }),
   disks: t.Array(
-    t.Object({ type: t.String(), size_gb: t.Number(), driver: t.String(), format: t.String(), serial: t.Nullable(t.String()) }),
+    t.Object({ type: literalUnion(REPORTED_DISK_ROLES), size_gb: t.Number(), driver: literalUnion(REPORTED_DISK_BUSES, { description: "The bus the guest sees the disk on (ide disks are attached as sata)" }), format: t.String(), serial: t.Nullable(t.String()) }),
   ),
   restart_required: t.Boolean({ description: "Changes wait in `pending` for the next stop and start" }),
   pending: t.Nullable(
@@ -138,7 +159,7 @@ export const Vm = t.Object({
     ),
   ),
   network: t.Object({
-    mode: t.String(),
+    mode: literalUnion(NETWORK_MODES),
     bridge: t.Nullable(t.String()),
     ip_address: t.Nullable(t.String()),
     mac_address: t.Nullable(t.String()),
@@ -186,8 +207,8 @@ export const UpdateVmBody = t.Object(
     extra_disks: t.Optional(
       t.Object(
         {
-          add: t.Optional(t.Array(DataDisk, { maxItems: 32, description: "New data disks after the last one; serials continue from the highest kdevopsN" })),
-          remove: t.Optional(t.Array(t.String({ maxLength: 64, pattern: "^kdevops[0-9]{1,4}$" }), { maxItems: 32, description: "Serials of data disks to detach and delete" })),
+          add: t.Optional(t.Array(DataDisk, { maxItems: VM_LIMITS.extraDisksMax, description: "New data disks after the last one; serials continue from the highest kdevopsN" })),
+          remove: t.Optional(t.Array(t.String({ maxLength: 64, pattern: "^kdevops[0-9]{1,4}$" }), { maxItems: VM_LIMITS.extraDisksMax, description: "Serials of data disks to detach and delete" })),
         },
         { additionalProperties: false },
       ),

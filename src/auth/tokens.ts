@@ -5,8 +5,10 @@
  * its mtime changes (checked at most once per second). Secrets are never logged.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { PROJECT_PATTERN } from "../api-types/values.ts";
+import { writeAtomic } from "../util/atomic-file.ts";
 
 export type Role = "admin" | "user";
 
@@ -32,7 +34,10 @@ export interface TokensFile {
   tokens: TokenEntry[];
 }
 
-export const PROJECT_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
+/** auth.tokens_file's default, also where `rcloud token` looks without --tokens-file or RCLOUD_TOKENS_FILE. */
+export const DEFAULT_TOKENS_FILE = "/etc/rcloud/tokens.json";
+
+export const PROJECT_RE = new RegExp(PROJECT_PATTERN);
 const TOKEN_RE = /^rc_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$/;
 
 export function hashSecret(secret: string): string {
@@ -54,20 +59,11 @@ export function readTokensFile(path: string): TokensFile {
 export function writeTokensFile(path: string, data: TokensFile): void {
   const before = existsSync(path) ? statSync(path) : null;
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify(data, null, 2)}\n`);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw e;
-  }
-  closeSync(fd);
-  chmodSync(tmp, before ? before.mode & 0o660 : 0o600);
-  if (before) chownSync(tmp, before.uid, before.gid);
-  renameSync(tmp, path);
+  writeAtomic(path, `${JSON.stringify(data, null, 2)}\n`, {
+    mode: 0o600,
+    chmod: before ? before.mode & 0o660 : 0o600,
+    ...(before ? { owner: { uid: before.uid, gid: before.gid } } : {}),
+  });
 }
 
 /** Adds a token to the file; returns the entry and the full token (shown once). */

@@ -2,6 +2,7 @@
 import { createInterface } from "node:readline";
 import { list } from "./args.ts";
 import type { ApiConsole, ApiImage, ApiStatus, ApiVm, CopyImageRequest } from "../api-types/json.ts";
+import { EVENT_TYPES, NETWORK_MODES, ON_PANIC_ACTIONS } from "../api-types/values.ts";
 import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
 import { EventFeed, eventLine } from "./events.ts";
@@ -75,6 +76,9 @@ async function confirm(question: string): Promise<boolean> {
 
 // commands
 
+/** `events --type` choices: stream events (gap, cut-off) pass every filter. */
+const FILTERABLE_EVENT_TYPES = EVENT_TYPES.filter((t) => t !== "stream");
+
 const vmRef = { minArgs: 1, maxArgs: 1, completeArg: "vm" as const };
 
 export const COMMANDS: Command[] = [
@@ -92,7 +96,7 @@ export const COMMANDS: Command[] = [
       { name: "memory", value: "SIZE", help: "memory, e.g. 2G or 2048M (plain number: MiB)" },
       { name: "disk", value: "SIZE", help: "root disk size, e.g. 20G (plain number: GiB)" },
       { name: "data-disk", value: "SIZE[,type=T]", repeat: true, help: "add a data disk (repeatable); T: virtio, nvme, scsi, ide" },
-      { name: "network", value: "MODE", help: "bridge[=NAME], user or none", complete: ["bridge", "user", "none"] },
+      { name: "network", value: "MODE", help: "bridge[=NAME], user or none", complete: NETWORK_MODES },
       { name: "restrict", help: "user networking: the guest reaches nothing but its forwarded ports" },
       {
         name: "share",
@@ -110,7 +114,7 @@ export const COMMANDS: Command[] = [
       { name: "host", value: "HOST", help: "run it on this host (rcloud host list); default: the server places it", complete: "host" },
       { name: "placement-group", value: "GROUP", help: "VMs of one group go to different hosts while there are hosts left" },
       { name: "gdb", help: "expose QEMU's gdbstub on a host port (shown as GDB port; gdb: target remote HOST:PORT)" },
-      { name: "on-panic", value: "ACTION", help: "when the guest panics: dump, restart, stop or preserve (server default: vm_defaults.on_panic)", complete: ["dump", "restart", "stop", "preserve"] },
+      { name: "on-panic", value: "ACTION", help: "when the guest panics: dump, restart, stop or preserve (server default: vm_defaults.on_panic)", complete: ON_PANIC_ACTIONS },
       { name: "no-start", help: "define the VM but do not start it" },
       { name: "wait", help: "wait until the VM runs and is reachable" },
       { name: "timeout", value: "DURATION", help: "how long --wait waits (default 10m), e.g. 90s, 10m" },
@@ -400,7 +404,7 @@ export const COMMANDS: Command[] = [
     flags: [
       { name: "follow", short: "f", help: "keep printing events as they happen" },
       { name: "vm", value: "NAME", help: "only this VM's events (name or id)", complete: "vm" },
-      { name: "type", value: "TYPE", help: "only these types: lifecycle, operation, host (comma-separated)", complete: ["lifecycle", "operation", "host"] },
+      { name: "type", value: "TYPE", help: `only these types: ${FILTERABLE_EVENT_TYPES.join(", ")} (comma-separated)`, complete: FILTERABLE_EVENT_TYPES },
       { name: "since", value: "ID", help: "start after this event id" },
     ],
     minArgs: 0,

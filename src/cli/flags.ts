@@ -1,5 +1,5 @@
 /** Parsing of the CLI's structured flag values (`--data-disk`, `--network`, `--share`, host and group names) into API request fields. */
-import { DISK_BUSES, HOST_NAME_PATTERN, isDiskBus, PLACEMENT_GROUP_PATTERN, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, type ShareTransport } from "../api-types/values.ts";
+import { DISK_BUSES, HOST_NAME_PATTERN, isDiskBus, isOneOf, NETWORK_MODES, PLACEMENT_GROUP_PATTERN, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, type ShareTransport } from "../api-types/values.ts";
 import { usageError } from "./errors.ts";
 import { parseDiskGiB } from "./units.ts";
 
@@ -29,7 +29,7 @@ export function parseShare(spec: string): { host_path: string; tag: string; read
   while (parts.length > 2) {
     const last = parts[parts.length - 1]!;
     if ((last === "ro" || last === "rw") && share.readonly === undefined) share.readonly = last === "ro";
-    else if ((SHARE_TRANSPORTS as readonly string[]).includes(last) && share.transport === undefined) share.transport = last as ShareTransport;
+    else if (isOneOf(SHARE_TRANSPORTS, last) && share.transport === undefined) share.transport = last;
     else break;
     parts.pop();
   }
@@ -43,9 +43,11 @@ export function parseShare(spec: string): { host_path: string; tag: string; read
   return share;
 }
 
+const NETWORK_RE = new RegExp(`^(${NETWORK_MODES.join("|")})(?:=(.+))?$`);
+
 /** `--network bridge[=NAME]|user|none` */
 export function parseNetwork(spec: string): { mode: string; bridge?: string } {
-  const m = /^(bridge|user|none)(?:=(.+))?$/.exec(spec);
+  const m = NETWORK_RE.exec(spec);
   if (!m || (m[2] !== undefined && m[1] !== "bridge")) throw usageError(`invalid --network '${spec}': expected bridge[=NAME], user or none`);
   return m[2] !== undefined ? { mode: "bridge", bridge: m[2] } : { mode: m[1] as string };
 }

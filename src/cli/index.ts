@@ -4,6 +4,7 @@
  * libvirt code, so it starts fast. Returns the process exit code (see EXIT).
  */
 import { type FlagSpec, parseArgs } from "./args.ts";
+import { DEFAULT_TOKENS_FILE } from "../auth/tokens.ts";
 import { DEFAULT_ENDPOINT } from "./client.ts";
 import { COMMANDS } from "./commands.ts";
 import { bashCompletion } from "./completion.ts";
@@ -85,7 +86,7 @@ export function topHelp(): string {
     "Environment:",
     `  RCLOUD_ENDPOINT    server URL (default ${DEFAULT_ENDPOINT})`,
     "  RCLOUD_TOKEN       API token",
-    "  RCLOUD_TOKENS_FILE tokens file for 'rcloud token' (default /etc/rcloud/tokens.json)",
+    `  RCLOUD_TOKENS_FILE tokens file for 'rcloud token' (default ${DEFAULT_TOKENS_FILE})`,
     "  RCLOUD_SSH_BINARY  ssh program for 'rcloud vm ssh' (default ssh)",
     "",
     EXIT_CODE_HELP,

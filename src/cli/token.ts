@@ -2,12 +2,11 @@
  * `rcloud token create|list|revoke`: edit the server's tokens file directly (no server needed).
  * The file is --tokens-file, else $RCLOUD_TOKENS_FILE, else /etc/rcloud/tokens.json.
  */
-import { createToken, readTokensFile, revokeToken, type Role } from "../auth/tokens.ts";
+import { createToken, DEFAULT_TOKENS_FILE, readTokensFile, revokeToken, type Role } from "../auth/tokens.ts";
 import type { Command, Context } from "./context.ts";
 import { CliError, EXIT, usageError } from "./errors.ts";
 import { formatTable } from "./table.ts";
 
-export const DEFAULT_TOKENS_FILE = "/etc/rcloud/tokens.json";
 const FILE_FLAG = { name: "tokens-file", value: "FILE", help: `tokens file (env RCLOUD_TOKENS_FILE; default ${DEFAULT_TOKENS_FILE})`, complete: "file" as const };
 
 function tokensFile(ctx: Context): string {

@@ -12,6 +12,7 @@
  * compared with its source object before it is used.
  */
 import { Document, isSeq, Scalar, parse, visit, type Tags } from "yaml";
+import { MAX_KEY_LINE_BYTES, MAX_SSH_KEYS } from "../api-types/values.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 import { buildIso } from "./iso9660.ts";
 
@@ -57,8 +58,6 @@ const MOUNT_OPTION_RE = /^[A-Za-z0-9_.=-]{1,64}$/;
 
 const INSTANCE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const HOSTNAME_RE = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
-/** Most SSH keys one seed carries (the VM service refuses more before building the seed). */
-export const MAX_SSH_KEYS = 64;
 const MAX_NETWORK_DEPTH = 32;
 
 export function renderMetaData(s: SeedInput): string {
@@ -121,7 +120,6 @@ export function buildSeedIso(s: SeedInput, opts: { date?: Date } = {}): Uint8Arr
 // ---------------------------------------------------------------------------------------
 // SSH public keys
 
-export const MAX_KEY_LINE_BYTES = 16 * 1024;
 const MIN_RSA_BITS = 2048;
 const ECDSA_POINT_BYTES: Record<string, number> = { nistp256: 65, nistp384: 97, nistp521: 133 };
 const KEY_TYPES = new Set([

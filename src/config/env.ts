@@ -1,7 +1,7 @@
 /**
  * Environment variables that override configuration (the highest layer), declared by the `env`
- * option of their key in schema.ts. KDEVOPS_ROOT and the first RCLOUD_* variables are the Rust
- * rcloud's (docs/kdevops.md §5.4) and keep their meaning. An empty variable counts as unset.
+ * option of their key in schema.ts (docs/configuration.md lists them). KDEVOPS_ROOT and the first
+ * RCLOUD_* variables are the Rust rcloud's and keep their meaning. An empty variable counts as unset.
  */
 import { valueType } from "./checks.ts";
 import { ConfigError } from "./errors.ts";

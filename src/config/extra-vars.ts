@@ -2,7 +2,7 @@
  * kdevops extra_vars.yaml: loading, `{{ var }}` resolution and the mapping of its variables onto
  * rcloud keys.
  *
- * kdevops writes the file from Kconfig and Makefiles (docs/kdevops.md §4): one flat mapping whose
+ * kdevops writes the file from Kconfig and Makefiles: one flat mapping whose
  * strings may hold unresolved Jinja references, three levels deep for the base-image directory:
  *   guestfs_base_image_dir    = "{{ guestfs_storage_dir }}/base_images"
  *   guestfs_storage_dir       = "{{ kdevops_storage_pool_path }}/guestfs"
@@ -160,7 +160,7 @@ export function readExtraVars(file: string, key: string, source: string | null):
 
 /**
  * extra_vars variables rcloud reads, per rcloud key; the first variable present (and not null or
- * empty) wins. (docs/kdevops.md §4.3, §4.4 and the Rust rcloud's table in §5.4.)
+ * empty) wins, as in the Rust rcloud. (docs/configuration.md shows them under each key.)
  *
  * | rcloud key                  | extra_vars variable(s)                                            |
  * |-----------------------------|-------------------------------------------------------------------|

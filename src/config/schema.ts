@@ -6,16 +6,18 @@
  * To add a key, add one line to its section in CONFIG_SCHEMA below, e.g. in `server`:
  *   max_body_bytes: Int(1024, 1073741824, { default: 1048576, env: "RCLOUD_MAX_BODY_BYTES", description: "largest request body accepted, bytes" }),
  * (`env` only if it should have one), then the key commented out with its default under a `##`
- * description in config/rcloud.yaml, run `bun scripts/gen-config-doc.ts`, and add the default
+ * description in config/rcloud.yaml, run `bun run gen:config-doc`, and add the default
  * (and the variable) to the lists test/unit/config.test.ts pins. Other kinds: Num, Bool, Str (with
  * `pattern` and `expected` words), NonEmpty, Path, OneOf([...]), List(item), `nullable: true`, `check`.
  */
 import { homedir } from "node:os";
 import { posix } from "node:path";
 import { Value } from "@sinclair/typebox/value";
-import { type Static, type TLiteral, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
-import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, VM_LIMITS } from "../api-types/values.ts";
-import { loginUserProblem } from "../util/login-user.ts";
+import { type Static, type TNull, type TObject, type TProperties, type TSchema, type TUnion, Type } from "@sinclair/typebox";
+import { DISK_BUSES, HOST_NAME_PATTERN, NETWORK_MODES, ON_CRASH, ON_PANIC_ACTIONS, PLACEMENT_POLICIES, PROJECT_PATTERN, VM_LIMITS } from "../api-types/values.ts";
+import { DEFAULT_TOKENS_FILE } from "../auth/tokens.ts";
+import { literalUnion } from "../util/literal-union.ts";
+import { LOGIN_USER_RE, loginUserProblem } from "../util/login-user.ts";
 import type { Env, KeyOptions, KeySchema } from "./key-options.ts";
 import { ABSOLUTE_PATH, checkBindAddress, checkEach, checkOrigin, checkPublicName, describeValue, nonEmpty } from "./checks.ts";
 
@@ -36,7 +38,7 @@ export const NonEmpty = <const O extends KeyOptions<string>>(o: O) => Str({ chec
 /** An absolute path; `~` is not expanded. */
 export const Path = <const O extends KeyOptions<string>>(o: O) => key(Type.String({ format: ABSOLUTE_PATH }), o);
 export const OneOf = <const V extends readonly string[], const O extends KeyOptions<V[number]>>(values: V, o: O) =>
-  key(Type.Union(values.map((v) => Type.Literal(v))) as TUnion<TLiteral<V[number]>[]>, o);
+  key(literalUnion(values), o);
 /** A list, each item of `item`'s type (e.g. Type.String()). */
 export const List = <T extends TSchema, const O extends KeyOptions<Static<T>[]>>(item: T, o: O) => key(Type.Array(item), o);
 /** A mapping of keys to values: a group of keys, not a key itself. */
@@ -50,7 +52,7 @@ const Limit = Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null(
 const Quota = Type.Object({ vms: Limit, vcpus: Limit, memory_mb: Limit, disk_gb: Limit }, { additionalProperties: false });
 export type QuotaSpec = Static<typeof Quota>;
 const QUOTA_KEYS = Object.keys(Quota.properties);
-export const PROJECT_NAME_RE = /^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$/;
+const PROJECT_NAME_RE = new RegExp(PROJECT_PATTERN);
 
 /** Says what is wrong with a quota: any of vms, vcpus, memory_mb, disk_gb, each a non-negative integer or null. */
 function checkQuota(v: unknown): string | null {
@@ -230,7 +232,7 @@ export const CONFIG_SCHEMA = Section({
     run_as: Str({
       nullable: true,
       default: "auto",
-      pattern: /^[a-z_][a-z0-9_-]{0,31}$/,
+      pattern: LOGIN_USER_RE, // useradd's rule, as for the guest's login user
       expected: "auto or a user name (a-z 0-9 _ -, up to 32 characters)",
       env: "RCLOUD_QEMU_RUN_AS",
       description: "user the qemu driver runs QEMU as when rcloud is root: auto (rcloud-qemu if it exists), a user name, or null (rcloud's own)",
@@ -285,7 +287,7 @@ export const CONFIG_SCHEMA = Section({
       default: 512,
       description: "free space a storage pool keeps for thin disks to grow into: a create that would leave less is refused (507 insufficient_storage), MiB",
     }),
-    max_extra_disks: Int(0, 32, { default: 8, description: "most extra disks per VM" }),
+    max_extra_disks: Int(0, VM_LIMITS.extraDisksMax, { default: 8, description: "most extra disks per VM" }),
     vcpu_overcommit: Int(1, 64, { default: 16, description: "vCPUs a host's VMs may have in all, per host CPU (VMs not stopped, creates in flight)" }),
     memory_overcommit: Num(0.1, 64, { default: 1, description: "a host's VMs may have its memory times this in all (a ratio; VMs not stopped)" }),
   }),
@@ -304,12 +306,12 @@ export const CONFIG_SCHEMA = Section({
       description: "API tokens required: auto = when bind_address is not a loopback address",
     }),
     tokens_file: Path({
-      default: "/etc/rcloud/tokens.json",
+      default: DEFAULT_TOKENS_FILE,
       env: "RCLOUD_TOKENS_FILE",
       description: "API tokens file (JSON of hashed tokens; rcloud token create/list/revoke edit it)",
     }),
     metrics_open: Bool({ default: false, description: "serve /metrics without a token while auth is on" }),
-    quotas: key(Type.Record(Type.String({ pattern: PROJECT_NAME_RE.source }), Quota, { additionalProperties: false }), {
+    quotas: key(Type.Record(Type.String({ pattern: PROJECT_PATTERN }), Quota, { additionalProperties: false }), {
       default: {},
       check: checkQuotas,
       expected: "a mapping of project names to quotas",

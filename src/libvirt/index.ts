@@ -14,4 +14,5 @@ export { registerTransport } from "./transport.ts";
 export type { Transport, TransportFactory, TransportHandlers, TransportOptions } from "./transport.ts";
 export { remoteProcedures, remoteMessages } from "../codecs/generated/remote.ts";
 export { qemuProcedures } from "../codecs/generated/qemu.ts";
+export type { ProcedureDescriptor } from "../xdr/index.ts";
 export type { RemoteDomainStatsRecord, RemoteNonnullDomain, RemoteNonnullDomainSnapshot, RemoteNonnullNetwork, RemoteNonnullStoragePool, RemoteNonnullStorageVol } from "../codecs/generated/remote.ts";

@@ -33,6 +33,13 @@ export interface CtyObject {
 
 export const isUnknown = (v: unknown): v is Unknown => v instanceof Unknown;
 
+/** The value if it is a string, else undefined (null, unknown, another type). */
+export const str = (v: CtyValue | undefined): string | undefined => (typeof v === "string" ? v : undefined);
+/** The value if it is a number, else undefined. */
+export const num = (v: CtyValue | undefined): number | undefined => (typeof v === "number" ? v : undefined);
+/** The value if it is a known object, else null. */
+export const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== undefined && typeof v === "object" && !Array.isArray(v) && !isUnknown(v) ? (v as CtyObject) : null);
+
 /** True if the value contains no unknown anywhere. */
 export function isWhollyKnown(v: CtyValue): boolean {
   if (isUnknown(v)) return false;

@@ -8,19 +8,18 @@
  * exactly the known planned values.
  */
 import {
-  ACTIVE_STATES,
   cmdlineProblem,
   DISK_BUSES,
   type DiskBus,
   HOST_NAME_PATTERN,
   hostPathProblem,
+  isActiveState,
   isDiskBus,
   NETWORK_MODES,
   type NetworkMode,
   isOnPanic,
   ON_PANIC_ACTIONS,
   PLACEMENT_GROUP_PATTERN,
-  reportedBus,
   SHARE_TAG_MAX,
   SHARE_TAG_PATTERN,
   SHARE_TRANSPORTS,
@@ -33,11 +32,12 @@ import {
 import type { ApiVm, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import type { RcloudClient } from "./client.ts";
 import { ApiError } from "./client.ts";
-import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
+import { type CtyObject, type CtyValue, isUnknown, num, obj, str, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diagnostics.ts";
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
-import { planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
+import { LOGIN_USER_RE } from "../util/login-user.ts";
+import { busOf, planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -56,7 +56,6 @@ export interface VmPrivate {
 
 const NAME_RE = new RegExp(VM_NAME_PATTERN);
 const ID_RE = new RegExp(VM_ID_PATTERN);
-const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const HOST_RE = new RegExp(HOST_NAME_PATTERN);
 const GROUP_RE = new RegExp(PLACEMENT_GROUP_PATTERN);
 const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
@@ -131,20 +130,11 @@ const REPLACE_ATTRS = ["name", "image", "network", "ssh_public_key", "ssh_user",
 // ---- small value helpers ----
 
 const isKnown = (v: CtyValue | undefined): boolean => v !== null && v !== undefined && !isUnknown(v);
-const str = (v: CtyValue | undefined): string | undefined => (typeof v === "string" ? v : undefined);
-const num = (v: CtyValue | undefined): number | undefined => (typeof v === "number" ? v : undefined);
-const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== undefined && typeof v === "object" && !Array.isArray(v) && !isUnknown(v) ? (v as CtyObject) : null);
 /** The config value, else the prior value on update, else unknown (Optional+Computed). */
 const orPrior = (c: CtyValue | undefined, prior: CtyObject | null, k: string): CtyValue => (c !== null && c !== undefined ? c : prior ? (prior[k] ?? null) : UNKNOWN);
 
-/**
- * The bus the server really uses for a requested disk type: it attaches ide disks as sata
- * (q35 has no IDE) and reports what it attached. Types with the same bus are the same setting.
- */
-const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
+/** Disk types with the same bus (busOf) are the same setting. */
 const sameBus = (a: CtyValue | undefined, b: CtyValue | undefined): boolean => typeof a === "string" && typeof b === "string" && busOf(a) === busOf(b);
-
-export const isRunningState = (state: string): boolean => (ACTIVE_STATES as readonly string[]).includes(state);
 
 // ---- validation (config may hold unknowns: check only known values) ----
 
@@ -191,7 +181,7 @@ export function validateVm(c: CtyObject): Diagnostic[] {
     if (mode !== undefined && mode !== "bridge" && isKnown(net.bridge)) bad(["network", "bridge"], `bridge only applies to mode = "bridge" (mode is "${mode}"); remove bridge or set mode = "bridge".`);
   }
   const user = str(c.ssh_user);
-  if (user !== undefined && !USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
+  if (user !== undefined && !LOGIN_USER_RE.test(user)) bad(["ssh_user"], `ssh_user "${user}" must be a Unix user name: a lower-case letter or _, then letters, digits, _ or -, up to 32 characters.`);
   for (const k of ["initrd", "cmdline"]) {
     if (isKnown(c[k]) && c.kernel === null) bad([k], `${k} needs kernel (direct kernel boot); set kernel or remove ${k}.`);
   }
@@ -309,7 +299,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
       const before = priorShares.find((b) => b !== null && b.tag === sh.tag);
       return { host_path: str(before?.host_path) ?? sh.host_path, tag: sh.tag, readonly: sh.readonly, transport: sh.transport };
     }),
-    running: isRunningState(vm.state),
+    running: isActiveState(vm.state),
     allow_restart: prior?.allow_restart ?? null,
     gdb: vm.gdb_port !== null,
     on_panic: vm.on_panic,
@@ -546,14 +536,14 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     const body = updateBody(prior, planned, vm);
     let restarted = false;
     if (Object.keys(body).length > 0) {
-      if (wantRunning !== isRunningState(vm.state)) body.running = wantRunning;
+      if (wantRunning !== isActiveState(vm.state)) body.running = wantRunning;
       // Direct boot changes in place by a restart (stop, switch, start), allow_restart or not.
       else if (wantRunning && BOOT_ATTRS.some((k) => body[k] !== undefined)) body.restart = true;
       const r = await patchVm(client, id, body, planned.allow_restart === true);
       vm = r.vm;
       restarted = r.restarted;
-    } else if (wantRunning && !isRunningState(vm.state)) vm = await client.startVm(id);
-    else if (!wantRunning && isRunningState(vm.state)) vm = await client.stopVm(id);
+    } else if (wantRunning && !isActiveState(vm.state)) vm = await client.startVm(id);
+    else if (!wantRunning && isActiveState(vm.state)) vm = await client.stopVm(id);
     return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted));
   } catch (e) {
     return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };

@@ -5,13 +5,14 @@
  */
 import type { ApiVm, UpdateVmRequest } from "../api-types/json.ts";
 import { type DiskBus, isDiskBus, reportedBus } from "../api-types/values.ts";
-import { type CtyObject, type CtyValue, isUnknown, UNKNOWN } from "./cty.ts";
+import { type CtyObject, type CtyValue, isUnknown, num, obj, str, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, type PathStep, warningDiag } from "./diagnostics.ts";
 
-const num = (v: CtyValue | undefined): number | undefined => (typeof v === "number" ? v : undefined);
-const str = (v: CtyValue | undefined): string | undefined => (typeof v === "string" ? v : undefined);
-const obj = (v: CtyValue | undefined): CtyObject | null => (v !== null && v !== undefined && typeof v === "object" && !Array.isArray(v) && !isUnknown(v) ? (v as CtyObject) : null);
-const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
+/**
+ * The bus the server really uses for a requested disk type: it attaches ide disks as sata
+ * (q35 has no IDE) and reports what it attached.
+ */
+export const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
 
 /** Attributes a PATCH changes in place. */
 export const UPDATABLE = ["vcpus", "max_vcpus", "memory_gb", "max_memory_gb", "root_disk_gb", "extra_disks", "kernel", "initrd", "cmdline"];

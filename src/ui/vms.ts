@@ -1,5 +1,6 @@
 /** The VM list (kept current from events), the create form and the per-VM actions. */
 import type { ApiImage, ApiVm, CreateVmRequest } from "../api-types/json.ts";
+import { isActiveState } from "../api-types/values.ts";
 import { ApiError, call } from "./api.ts";
 
 export interface VmView {
@@ -37,8 +38,8 @@ function render(view: VmView): void {
       actions.className = "actions";
       const act = (op: "start" | "stop" | "reboot") => () => void operate(view, vm, op);
       if (vm.state === "stopped" || vm.state === "paused" || vm.state === "crashed") actions.append(button("start", "start", act("start")));
-      if (vm.state === "running" || vm.state === "paused") actions.append(button("stop", "stop", act("stop")), button("reboot", "reboot", act("reboot")));
-      if (vm.state === "running" || vm.state === "paused") actions.append(button("console", "console", () => view.openConsole(vm)));
+      if (isActiveState(vm.state)) actions.append(button("stop", "stop", act("stop")), button("reboot", "reboot", act("reboot")));
+      if (isActiveState(vm.state)) actions.append(button("console", "console", () => view.openConsole(vm)));
       actions.append(button("delete", "delete", () => void remove(view, vm)));
       tr.append(cell(vm.name), cell(vm.state, `state state-${vm.state}`), cell(vm.image), cell(String(vm.vcpus)), cell(`${vm.memory_mb} MiB`), cell(where), cell(vm.project ?? ""), actions);
       return tr;

@@ -7,7 +7,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiBootFile, ApiDump, ApiHost, ApiImage, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
-import { type HostState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN } from "../api-types/values.ts";
+import { type HostState, isActiveState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN } from "../api-types/values.ts";
 import { type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
@@ -324,7 +324,7 @@ export class VmService {
   /** An interactive console session on a running VM (the caller must own the VM). */
   async openConsole(ref: string, caller: Caller | null = null): Promise<ConsoleSession> {
     const { host, rec } = await this.resolve(ref, caller);
-    if (rec.state !== "running" && rec.state !== "paused") {
+    if (!isActiveState(rec.state)) {
       throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; start it to use its console`);
     }
     return this.fleet.onHost(host, () => host.driver.openConsole(rec.name));
@@ -666,7 +666,7 @@ export class VmService {
       throw invalid("execute", "only read-only query-* commands are allowed through this endpoint");
     }
     const { host, rec } = await this.resolve(ref, caller);
-    if (rec.state !== "running" && rec.state !== "paused") throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; QMP needs a running VM`);
+    if (!isActiveState(rec.state)) throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; QMP needs a running VM`);
     return this.fleet.onHost(host, () => host.driver.qmp(rec.name, command, args));
   }
 

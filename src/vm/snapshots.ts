@@ -4,7 +4,7 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiSnapshot } from "../api-types/json.ts";
-import { SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
+import { isActiveState, SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
 import type { SnapshotInfo, VmRecord } from "../drivers/types.ts";
 import { invalid } from "./validate-create.ts";
 
@@ -24,7 +24,7 @@ export function checkSnapshotName(name: unknown): string {
  * snapshot of a running domain; QEMU's snapshot-save always saves it), so a mismatch is 409.
  */
 export function snapshotKind(rec: VmRecord, memory: boolean | undefined): boolean {
-  const running = rec.state === "running" || rec.state === "paused";
+  const running = isActiveState(rec.state);
   if (!running && rec.state !== "stopped") {
     throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; take a snapshot of it running, paused or stopped`);
   }

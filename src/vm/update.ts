@@ -7,12 +7,9 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { UpdateVmRequest } from "../api-types/json.ts";
-import { cmdlineProblem, DISK_BUSES, reportedBus, VM_LIMITS } from "../api-types/values.ts";
+import { cmdlineProblem, DISK_BUSES, HOTPLUG_BUSES, isActiveState, isHotPluggable, reportedBus, VM_LIMITS } from "../api-types/values.ts";
 import type { DataDiskSpec, DiskBus, VmBoot, VmChange, VmRecord } from "../drivers/types.ts";
 import { bootPath, intIn, invalid, type ServiceDefaults } from "./validate-create.ts";
-
-/** Buses whose disks a running VM can gain or lose (PCIe hot-plug, SCSI LUNs); the others wait for a restart. */
-export const HOTPLUG_BUSES: readonly string[] = ["virtio", "scsi"];
 
 export interface UpdatePlan {
   change: VmChange;
@@ -23,8 +20,6 @@ export interface UpdatePlan {
   /** What the VM has once the change is applied and it runs: for capacity and quota checks. */
   next: { vcpus: number; memoryMb: number; diskGb: number };
 }
-
-const ACTIVE = ["running", "paused"];
 
 /** The VM's definition as its next start will have it: what it runs with, overlaid by what is pending. */
 export function effective(rec: VmRecord): { vcpus: number; maxVcpus: number; memoryMb: number; maxMemoryMb: number; boot: VmBoot | null } {
@@ -51,7 +46,7 @@ export function serialNumber(serial: string | null): number | null {
 
 /** Checks `req` against `rec` and the server's limits; throws a 422 naming the field. */
 export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaults): UpdatePlan {
-  const active = ACTIVE.includes(rec.state);
+  const active = isActiveState(rec.state);
   if (req.restart === true && req.running === false) throw invalid("restart", "restart and running: false do not go together");
   if (rec.state !== "stopped" && !active) throw new ServiceError("invalid_state", `${rec.name} is ${rec.state}; it can be changed when it runs or is stopped`);
   const stopFirst = active && (req.restart === true || req.running === false);
@@ -100,14 +95,14 @@ export function planUpdate(req: UpdateVmRequest, rec: VmRecord, d: ServiceDefaul
     const disk = data.find((x) => x.serial === serial);
     if (!disk) throw invalid(field, `${rec.name} has no data disk with serial '${String(serial).slice(0, 64)}' (it has ${data.map((x) => x.serial).join(", ") || "none"})`);
     if (removed.has(serial)) throw invalid(field, `${serial} is listed twice`);
-    if (staysUp && !HOTPLUG_BUSES.includes(disk.driver)) throw notHotPluggable(field, disk.driver, rec.name);
+    if (staysUp && !isHotPluggable(disk.driver)) throw notHotPluggable(field, disk.driver, rec.name);
     removed.add(serial);
   });
   const added: DataDiskSpec[] = add.map((x, i) => {
     const bus = (x.type ?? d.diskDriver) as DiskBus;
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks.add[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
     const sizeGb = intIn(`extra_disks.add[${i}].size_gb`, x.size_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max);
-    if (staysUp && !HOTPLUG_BUSES.includes(reportedBus(bus))) throw notHotPluggable(`extra_disks.add[${i}].type`, reportedBus(bus), rec.name);
+    if (staysUp && !isHotPluggable(reportedBus(bus))) throw notHotPluggable(`extra_disks.add[${i}].type`, reportedBus(bus), rec.name);
     return { sizeGb, bus };
   });
   const count = data.length - removed.size + added.length;

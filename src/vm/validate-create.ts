@@ -6,8 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { ServiceError } from "../api-types/errors.ts";
 import type { CreateVmRequest } from "../api-types/json.ts";
-import { BRIDGE_PATTERN, cmdlineProblem, DISK_BUSES, HOST_NAME_PATTERN, hostPathProblem, isOnPanic, MAX_SHARES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, sharePathProblem, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
-import { buildSeedIso, MAX_SSH_KEYS, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
+import { BRIDGE_PATTERN, cmdlineProblem, DISK_BUSES, HOST_NAME_PATTERN, hostPathProblem, isNetworkMode, isOnPanic, MAX_SHARES, MAX_SSH_KEYS, NETWORK_MODES, ON_PANIC_ACTIONS, type OnPanic, PLACEMENT_GROUP_PATTERN, SHARE_TAG_MAX, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, sharePathProblem, VM_ID_PATTERN, VM_LIMITS, VM_NAME_PATTERN } from "../api-types/values.ts";
+import { buildSeedIso, SeedError, type SeedErrorCode, type SeedMount, validateSshPublicKey } from "../cloudinit/index.ts";
 import { type DiskBus, type HostInfo, type ImageInfo, type NetworkMode, type ShareSpec, type VmSpec } from "../drivers/types.ts";
 import { loginUserProblem } from "../util/login-user.ts";
 
@@ -51,7 +51,7 @@ export const DEFAULT_MAX_KERNEL_BYTES = 512 * 1024 * 1024;
 
 export interface CreateContext {
   defaults: ServiceDefaults;
-  /** Finds a base image by id, file name or alias on any host (images.ts FleetImages). */
+  /** Finds a base image by id, file name or alias on any host (fleet-images.ts findImage). */
   findImage(ref: string): ImageInfo | null;
   /** Every image's name, for the refusal of an unknown one. */
   imageNames(): string[];
@@ -120,8 +120,8 @@ export function validateCreate(req: CreateVmRequest, owner: string | null, ctx: 
     if (!DISK_BUSES.includes(bus)) throw invalid(`extra_disks[${i}].type`, `must be one of ${DISK_BUSES.join(", ")}`);
     return { sizeGb: intIn(`extra_disks[${i}].size_gb`, x.size_gb, VM_LIMITS.diskGb.min, VM_LIMITS.diskGb.max), bus };
   });
-  const mode = (req.network?.mode ?? d.networkMode) as NetworkMode;
-  if (!["bridge", "user", "none"].includes(mode)) throw invalid("network.mode", "must be bridge, user or none");
+  const mode: unknown = req.network?.mode ?? d.networkMode;
+  if (!isNetworkMode(mode)) throw invalid("network.mode", `must be one of ${NETWORK_MODES.join(", ")}`);
   const bridge = mode === "bridge" ? (req.network?.bridge ?? d.networkBridge) : null;
   if (bridge !== null && !BRIDGE_RE.test(bridge)) throw invalid("network.bridge", "must be a libvirt network or host bridge name ([A-Za-z0-9_.:-], up to 64)");
   const restrict = req.network?.restrict ?? d.userNetworkRestrict;

@@ -8,7 +8,7 @@ import { LEAVES } from "../../src/config/schema.ts";
 const REPO = resolve(import.meta.dir, "../..");
 
 describe("docs/configuration.md", () => {
-  test("matches the generator (run: bun scripts/gen-config-doc.ts)", () => {
+  test("matches the generator (run: bun run gen:config-doc)", () => {
     expect(readFileSync(join(REPO, "docs/configuration.md"), "utf8")).toBe(generate(REPO));
   });
 

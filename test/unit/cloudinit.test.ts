@@ -3,14 +3,13 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { MAX_KEY_LINE_BYTES, MAX_SSH_KEYS } from "../../src/api-types/values.ts";
 import { loginUserProblem } from "../../src/util/login-user.ts";
 import {
   buildIso,
   buildSeedIso,
   IsoError,
   MAX_ISO_BYTES,
-  MAX_KEY_LINE_BYTES,
-  MAX_SSH_KEYS,
   renderMetaData,
   renderNetworkConfig,
   renderUserData,

@@ -1,6 +1,7 @@
 /** The per-bus disk slot allocator shared by both drivers (src/drivers/disk-slots.ts). */
 import { describe, expect, test } from "bun:test";
-import { allocateDiskSlots, diskName, SATA_PORTS_PER_CONTROLLER, slotBus, type DiskLayout, type SlotBus } from "../../src/drivers/shared/disk-slots.ts";
+import { reportedBus } from "../../src/api-types/values.ts";
+import { allocateDiskSlots, diskName, SATA_PORTS_PER_CONTROLLER, type DiskLayout, type SlotBus } from "../../src/drivers/shared/disk-slots.ts";
 
 const BUSES: SlotBus[] = ["virtio", "nvme", "scsi", "sata"];
 
@@ -103,6 +104,6 @@ describe("disk slots", () => {
   });
 
   test("the API's ide is SATA", () => {
-    expect(["virtio", "nvme", "scsi", "ide"].map((b) => slotBus(b as "ide"))).toEqual(["virtio", "nvme", "scsi", "sata"]);
+    expect(["virtio", "nvme", "scsi", "ide"].map((b) => reportedBus(b as "ide"))).toEqual(["virtio", "nvme", "scsi", "sata"]);
   });
 });

@@ -6,7 +6,8 @@
 import { remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { faultPoint } from "../../util/fault-points.ts";
-import { allocateDiskSlots, type DiskSlot, slotBus } from "../shared/disk-slots.ts";
+import { reportedBus } from "../../api-types/values.ts";
+import { allocateDiskSlots, type DiskSlot } from "../shared/disk-slots.ts";
 import { randomMac } from "../shared/mac.ts";
 import { DriverError, type DiskInfo, type VmRecord, type VmSpec } from "../types.ts";
 import { type DomainType, filesystemTags, METADATA_NS, missingDiskPlacement, nvmeDisk, onCrashFor, qemuArgs, renderDomainXml, type TemplateDisk, type TemplateNvmeDisk } from "./domain-xml.ts";
@@ -40,7 +41,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   const pool = await b.storage.pool();
   const disks: TemplateDisk[] = [];
   // Targets and drive addresses of every disk, per bus, from one allocator.
-  const slots = allocateDiskSlots(spec.dataDisks.map((d) => slotBus(d.bus)), { seed: spec.seedIso !== null });
+  const slots = allocateDiskSlots(spec.dataDisks.map((d) => reportedBus(d.bus)), { seed: spec.seedIso !== null });
   const placed = (slot: DiskSlot) => ({ target: slot.target!, bus: slot.bus, drive: slot.drive });
 
   // Root disk: a qcow2 overlay on the base image, grown to the requested size.

@@ -23,7 +23,7 @@ export interface TemplateDisk {
   bus: string;
   readonly: boolean;
   serial: string | null;
-  /** SCSI/SATA drive address from the slot allocator (src/drivers/disk-slots.ts); else null. */
+  /** SCSI/SATA drive address from the slot allocator (src/drivers/shared/disk-slots.ts); else null. */
   drive: { controller: number; unit: number } | null;
 }
 

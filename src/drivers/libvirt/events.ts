@@ -29,8 +29,7 @@
  * only reach the cache. QEMU starts a domain paused, so a start reports vm-resumed before
  * vm-started; a destroy reports vm-shutdown (host) before vm-stopped (destroyed).
  */
-import { DomainEventId, type DomainEventMap, LibvirtClient, type LibvirtClientOptions, type RemoteNonnullDomain } from "../../libvirt/index.ts";
-import type { ProcedureDescriptor } from "../../xdr/index.ts";
+import { DomainEventId, type DomainEventMap, LibvirtClient, type LibvirtClientOptions, type ProcedureDescriptor, type RemoteNonnullDomain } from "../../libvirt/index.ts";
 import { DriverError, type DriverEvent } from "../types.ts";
 import { uuidString } from "./domain-state.ts";
 

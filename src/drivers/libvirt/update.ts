@@ -10,6 +10,7 @@
  * definition defined again, volumes made deleted); the root disk grows last (no undo), and
  * the volumes of removed disks are deleted only once everything else succeeded.
  */
+import { isHotPluggable, reportedBus } from "../../api-types/values.ts";
 import { CallTimeoutError, ErrorCode, LibvirtError, remoteProcedures as P } from "../../libvirt/index.ts";
 import type { RemoteNonnullDomain, RemoteNonnullStorageVol } from "../../libvirt/index.ts";
 import { pendingChanges } from "../shared/pending.ts";
@@ -36,7 +37,6 @@ const METADATA_ELEMENT = 2;
 const BLOCK_RESIZE_BYTES = 1;
 /** How long a guest gets to release a disk being detached. */
 const DETACH_TIMEOUT_MS = 30_000;
-const HOTPLUG_BUSES = ["virtio", "scsi"];
 
 export interface LibvirtUpdateContext {
   sessions: Sessions;
@@ -66,10 +66,10 @@ export async function updateDomain(ctx: LibvirtUpdateContext, change: VmChange):
   const removed = (change.removeDisks ?? []).map((serial) => {
     const d = data.find((x) => x.serial === serial);
     if (!d) throw new DriverError("not_found", `${dom.name} has no data disk ${serial}`);
-    if (running && !HOTPLUG_BUSES.includes(d.driver)) throw notHotpluggable(dom.name, d.driver);
+    if (running && !isHotPluggable(d.driver)) throw notHotpluggable(dom.name, d.driver);
     return d;
   });
-  for (const d of change.addDisks ?? []) if (running && !HOTPLUG_BUSES.includes(slotBus(d.bus))) throw notHotpluggable(dom.name, slotBus(d.bus));
+  for (const d of change.addDisks ?? []) if (running && !isHotPluggable(reportedBus(d.bus))) throw notHotpluggable(dom.name, reportedBus(d.bus));
 
   const result: VmChangeResult = { live: [], pending: [] };
   const note = (k: keyof VmChange, live: boolean) => (live ? result.live : result.pending).push(k);
@@ -143,7 +143,7 @@ export async function updateDomain(ctx: LibvirtUpdateContext, change: VmChange):
       edit.addDisks = [];
       edit.addNvme = [];
       for (const spec of change.addDisks) {
-        const bus = slotBus(spec.bus);
+        const bus = reportedBus(spec.bus);
         const serial = `kdevops${serialNo++}`;
         const volName = `${meta.id}-${serial.replace("kdevops", "data")}.qcow2`;
         const vol = await createVolume(ctx, volName, spec.sizeGb, bus === "nvme").catch((e: unknown) => {
@@ -235,8 +235,6 @@ export async function updateDomain(ctx: LibvirtUpdateContext, change: VmChange):
   }
   return result;
 }
-
-const slotBus = (bus: string): string => (bus === "ide" ? "sata" : bus);
 
 function notHotpluggable(name: string, bus: string): DriverError {
   return new DriverError("unsupported", `${name}: ${bus} disks cannot be plugged into or out of a running VM; stop it first`);

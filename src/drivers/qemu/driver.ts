@@ -9,6 +9,7 @@ import { randomUUID } from "node:crypto";
 import { chmodSync, chownSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { dirname, join } from "node:path";
+import { reportedBus } from "../../api-types/values.ts";
 import { QmpClient, QmpClosedError, QmpConnectError, QmpError, QmpTimeoutError } from "../../qmp/index.ts";
 import {
   DriverError,
@@ -793,7 +794,7 @@ export class QemuDriver implements VmDriver {
       const jobs = [createOverlay(this.qemuImg, { path: spec.image.path, format: spec.image.format }, p.disk("root.qcow2"), rootBytes)];
       for (const [i, d] of spec.dataDisks.entries()) {
         const file = `data${i}.qcow2`;
-        disks.push({ type: "data", file, size_gb: d.sizeGb, driver: d.bus === "ide" ? "sata" : d.bus, format: "qcow2", serial: `kdevops${i}` });
+        disks.push({ type: "data", file, size_gb: d.sizeGb, driver: reportedBus(d.bus), format: "qcow2", serial: `kdevops${i}` });
         jobs.push(createDisk(this.qemuImg, p.disk(file), d.sizeGb * GiB));
       }
       const settled = await Promise.allSettled(jobs);

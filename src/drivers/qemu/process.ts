@@ -6,7 +6,7 @@
 import { closeSync, openSync, readFileSync, statSync } from "node:fs";
 import { DriverError } from "../types.ts";
 import { dataDiskId, maxima, type StoredVm, type VmPaths } from "./state.ts";
-import { allocateDiskSlots, slotBus } from "../shared/disk-slots.ts";
+import { allocateDiskSlots } from "../shared/disk-slots.ts";
 import { optValue } from "../shared/qemu-opts.ts";
 import { sandboxArgs } from "./confine.ts";
 
@@ -158,7 +158,7 @@ export function qemuArgs(binary: string, accel: Accel, vm: StoredVm, p: VmPaths)
 
   // The same slots as the libvirt driver: the seed on SATA port 0, SCSI disks as LUNs of one
   // virtio-scsi controller, SATA ports on q35's AHCI (ide.0-5), then on added AHCI controllers.
-  const slots = allocateDiskSlots(data.map((d) => slotBus(d.driver === "sata" ? "ide" : d.driver)), { seed: vm.disks.some((d) => d.type === "seed") });
+  const slots = allocateDiskSlots(data.map((d) => d.driver), { seed: vm.disks.some((d) => d.type === "seed") });
   const sataBus = ({ controller, unit }: { controller: number; unit: number }) => (controller === 0 ? `ide.${unit}` : `ahci${controller}.${unit}`);
   const ahciControllers = Math.max(0, ...slots.data.map((s) => (s.bus === "sata" ? s.drive!.controller : 0)));
   for (let c = 1; c <= ahciControllers; c++) add("-device", `ich9-ahci,id=ahci${c}`);
@@ -224,7 +224,7 @@ function rootPort(id: string, i: number): string {
 }
 
 /**
- * Starts QEMU detached (its own session, stdout and stderr appended to `logPath`, not a pipe
+ * Starts QEMU detached (its own session, stdout and stderr appended to `p.qemuLog`, not a pipe
  * that would break when rcloud exits) and waits until its QMP socket exists. The spawned PID is
  * QEMU's: every prefix program execs in place. Fails with the log's last lines if it exits first.
  */

@@ -8,17 +8,21 @@
  *                         qmp.sock, serial.sock, serial.log, qga.sock, qemu.pid, qemu.log,
  *                         fs<N>.sock, fs<N>.pid, fs<N>.log (virtiofsd of the N-th share)}
  */
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { BRIDGE_PATTERN, DISK_ROLES, type DiskRole, isNetworkMode, isOneOf, SHARE_TAG_PATTERN, SHARE_TRANSPORTS, type ShareTransport, VM_ID_PATTERN, VM_NAME_PATTERN } from "../../api-types/values.ts";
+import { writeAtomic } from "../../util/atomic-file.ts";
 import { DriverError, type NetworkMode, type OnPanic, type ReportedDiskBus } from "../types.ts";
 
-export const ID_RE = /^vm-[a-z0-9]{8}$/;
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const ID_RE = new RegExp(VM_ID_PATTERN);
+const NAME_RE = new RegExp(VM_NAME_PATTERN);
+const TAG_RE = new RegExp(SHARE_TAG_PATTERN);
+const BRIDGE_RE = new RegExp(BRIDGE_PATTERN);
 const FILE_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 const MAC_RE = /^52:54:00(:[0-9a-f]{2}){3}$/;
 
 export interface StoredDisk {
-  type: "root" | "data" | "seed";
+  type: DiskRole;
   /** File name inside the VM's directory (never a path). */
   file: string;
   size_gb: number;
@@ -75,7 +79,7 @@ export interface StoredShare {
   host_path: string;
   tag: string;
   readonly: boolean;
-  transport: "virtiofs" | "9p";
+  transport: ShareTransport;
 }
 
 export interface VmPaths {
@@ -131,26 +135,6 @@ export function checkSocketPaths(stateDir: string): void {
   }
 }
 
-/** Writes a file atomically: a temp file in the same directory, fsync, rename. */
-export function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    const buf = typeof data === "string" ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
 export function writeVm(stateDir: string, vm: StoredVm): void {
   writeAtomic(vmPaths(stateDir, vm.id).json, JSON.stringify(vm, null, 2) + "\n");
 }
@@ -175,18 +159,18 @@ export function parseVm(text: string, id: string): { vm: StoredVm } | { error: s
   if ((v.max_vcpus !== undefined && !(isInt(v.max_vcpus) && v.max_vcpus >= v.vcpus)) || (v.max_memory_mb !== undefined && !(isInt(v.max_memory_mb) && v.max_memory_mb >= v.memory_mb))) {
     return { error: "bad max_vcpus/max_memory_mb" };
   }
-  if (!Array.isArray(v.disks) || !v.disks.every((d: any) => d && isStr(d.file) && FILE_RE.test(d.file) && ["root", "data", "seed"].includes(d.type))) {
+  if (!Array.isArray(v.disks) || !v.disks.every((d: any) => d && isStr(d.file) && FILE_RE.test(d.file) && isOneOf(DISK_ROLES, d.type))) {
     return { error: "bad disks" };
   }
   const n = v.network;
-  if (!n || !["bridge", "user", "none"].includes(n.mode)) return { error: "bad network" };
+  if (!n || !isNetworkMode(n.mode)) return { error: "bad network" };
   if (n.mac !== null && !(isStr(n.mac) && MAC_RE.test(n.mac))) return { error: "bad mac" };
   if (n.ssh_port !== null && !(isInt(n.ssh_port) && n.ssh_port > 0 && n.ssh_port < 65536)) return { error: "bad ssh_port" };
   if (v.gdb_port != null && !(isInt(v.gdb_port) && v.gdb_port > 0 && v.gdb_port < 65536)) return { error: "bad gdb_port" };
   // Shares go onto QEMU's command line: tags and paths as validated at create.
-  const goodShare = (x: any) => x && isStr(x.host_path) && x.host_path.startsWith("/") && isStr(x.tag) && /^[A-Za-z0-9][A-Za-z0-9_-]{0,35}$/.test(x.tag) && typeof x.readonly === "boolean" && ["virtiofs", "9p"].includes(x.transport);
+  const goodShare = (x: any) => x && isStr(x.host_path) && x.host_path.startsWith("/") && isStr(x.tag) && TAG_RE.test(x.tag) && typeof x.readonly === "boolean" && isOneOf(SHARE_TRANSPORTS, x.transport);
   if (v.shares !== undefined && !(Array.isArray(v.shares) && v.shares.every(goodShare))) return { error: "bad shares" };
-  if (n.bridge !== null && !(isStr(n.bridge) && /^[A-Za-z0-9_.:-]{1,64}$/.test(n.bridge))) return { error: "bad bridge" };
+  if (n.bridge !== null && !(isStr(n.bridge) && BRIDGE_RE.test(n.bridge))) return { error: "bad bridge" };
   if (v.boot !== null && !(v.boot && isStr(v.boot.kernel) && v.boot.kernel.startsWith("/"))) return { error: "bad boot" };
   return { vm: v as StoredVm };
 }

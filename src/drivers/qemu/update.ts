@@ -8,8 +8,9 @@
  * its undo; on failure the steps done are undone in reverse, and vm.json is written last.
  */
 import { existsSync, rmSync } from "node:fs";
+import { isHotPluggable, reportedBus } from "../../api-types/values.ts";
 import type { QmpClient } from "../../qmp/index.ts";
-import { allocateDiskSlots, slotBus } from "../shared/disk-slots.ts";
+import { allocateDiskSlots } from "../shared/disk-slots.ts";
 import { pendingChanges, type VmSizes } from "../shared/pending.ts";
 import { DriverError, type PendingChanges, type VmChange, type VmChangeResult } from "../types.ts";
 import { createDisk } from "./disks.ts";
@@ -115,7 +116,7 @@ export async function updateQemuVm(ctx: QemuUpdateContext, change: VmChange): Pr
       // Serials continue from the highest the VM had, removed ones included (their files go last).
       let next = 1 + Math.max(-1, ...ctx.vm.disks.map((d) => serialNo(d.serial)));
       for (const spec of change.addDisks) {
-        const driver = spec.bus === "ide" ? "sata" : spec.bus;
+        const driver = reportedBus(spec.bus);
         if (qmp) checkHotplugBus(vm.name, driver);
         const disk: StoredDisk = { type: "data", file: `data${next}.qcow2`, size_gb: spec.sizeGb, driver, format: "qcow2", serial: `kdevops${next}` };
         next++;
@@ -180,7 +181,7 @@ function serialNo(serial: string | null): number {
 }
 
 function checkHotplugBus(name: string, driver: string): void {
-  if (driver !== "virtio" && driver !== "scsi") {
+  if (!isHotPluggable(driver)) {
     throw new DriverError("unsupported", `${name}: ${driver} disks cannot be plugged into or out of a running VM; stop it first`);
   }
 }
@@ -236,7 +237,7 @@ async function plugDisk(qmp: QmpClient, paths: VmPaths, vm: StoredVm, disk: Stor
 async function freeLun(qmp: QmpClient, vm: StoredVm, devs: Set<string>): Promise<number> {
   const used = new Set<number>();
   const data = vm.disks.filter((d) => d.type === "data");
-  const launchSlots = allocateDiskSlots(data.map((d) => slotBus(d.driver === "sata" ? "ide" : d.driver)), { seed: vm.disks.some((d) => d.type === "seed") });
+  const launchSlots = allocateDiskSlots(data.map((d) => d.driver), { seed: vm.disks.some((d) => d.type === "seed") });
   for (const [i, d] of data.entries()) {
     if (d.driver !== "scsi") continue;
     const dev = `disk-${dataDiskId(d, vm.disks.indexOf(d))}`;

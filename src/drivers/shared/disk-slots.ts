@@ -13,10 +13,10 @@
  *   further AHCI controllers.
  * - nvme: an ordinal among the NVMe disks (one controller each; see nvmeDisk).
  */
-import type { DiskBus } from "../types.ts";
+import type { ReportedDiskBus } from "../types.ts";
 
-/** The guest-side bus of a disk: the API's `ide` is SATA (AHCI) on q35. */
-export type SlotBus = "virtio" | "nvme" | "scsi" | "sata";
+/** The guest-side bus of a disk: the API's `ide` is SATA (AHCI) on q35 (values.ts reportedBus maps a requested type to it). */
+export type SlotBus = ReportedDiskBus;
 
 export interface DiskSlot {
   bus: SlotBus;
@@ -35,11 +35,6 @@ export interface DiskLayout {
 }
 
 export const SATA_PORTS_PER_CONTROLLER = 6;
-
-/** The guest bus an API disk type maps to. */
-export function slotBus(bus: DiskBus): SlotBus {
-  return bus === "ide" ? "sata" : bus;
-}
 
 /** libvirt's disk name for index `n` (0 → a, 25 → z, 26 → aa, 701 → zz, 702 → aaa). */
 export function diskName(prefix: string, n: number): string {
