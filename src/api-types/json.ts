@@ -238,6 +238,8 @@ export interface ApiBootFile {
 export interface ApiConsole {
   type: "serial";
   /** Host file the serial console is logged to, when known. */
+  log_file: string | null;
+  /** @deprecated The same as log_file (the one camelCase name the API had); to be removed. */
   logFile: string | null;
   /** How to attach from the server host. */
   command: string | null;

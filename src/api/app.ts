@@ -509,7 +509,8 @@ export function createApp(service: VmService, opts: AppOptions) {
           response: {
             200: t.Object({
               type: t.String(),
-              logFile: t.Nullable(t.String()),
+              log_file: t.Nullable(t.String({ description: "Host file the serial console is logged to, when known" })),
+              logFile: t.Nullable(t.String({ description: "Deprecated: the same as log_file; will be removed" })),
               command: t.Nullable(t.String()),
               ssh: t.Nullable(t.Object({ host: t.String(), port: t.Integer(), user: t.String() })),
             }),

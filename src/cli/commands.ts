@@ -332,20 +332,20 @@ export const COMMANDS: Command[] = [
         await ctx.emit(info, () => "");
         return EXIT.ok;
       }
-      const readable = info.logFile !== null && (await Bun.file(info.logFile).exists());
+      const readable = info.log_file !== null && (await Bun.file(info.log_file).exists());
       const follow = readable && !ctx.bool("no-follow");
       const text = consoleDetails(info, ref, readable);
       if (!follow) {
         ctx.print(text);
         return EXIT.ok;
       }
-      ctx.io.stderr(`${text}\n--- following ${info.logFile}; Ctrl-C to stop ---\n`);
+      ctx.io.stderr(`${text}\n--- following ${info.log_file}; Ctrl-C to stop ---\n`);
       const ac = new AbortController();
       const onSig = () => ac.abort();
       process.on("SIGINT", onSig);
       process.on("SIGTERM", onSig);
       try {
-        await followFile(info.logFile as string, (b) => process.stdout.write(b), { lines: Number(lines), signal: ac.signal });
+        await followFile(info.log_file as string, (b) => process.stdout.write(b), { lines: Number(lines), signal: ac.signal });
       } finally {
         process.off("SIGINT", onSig);
         process.off("SIGTERM", onSig);

@@ -107,7 +107,7 @@ export function imageDetails(img: ApiImage): string {
 export function consoleDetails(info: ApiConsole, ref: string, readable: boolean): string {
   return formatFields([
     ["Console", info.type],
-    ["Log file", info.logFile ? `${info.logFile}${readable ? "" : " (not readable on this machine)"}` : "none"],
+    ["Log file", info.log_file ? `${info.log_file}${readable ? "" : " (not readable on this machine)"}` : "none"],
     ["Attach", info.command ? `${info.command}  (on the server)` : null],
     ["SSH", info.ssh ? `ssh -p ${info.ssh.port} ${info.ssh.user}@${info.ssh.host}  (or: rcloud vm ssh ${ref})` : null],
   ]);

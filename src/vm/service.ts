@@ -6,10 +6,10 @@
  * dumps.ts, boot-ops.ts and reconcile.ts. It knows nothing about libvirt or QEMU.
  */
 import { ServiceError } from "../api-types/errors.ts";
-import type { ApiBootFile, ApiDump, ApiHost, ApiImage, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
+import type { ApiBootFile, ApiConsole, ApiDump, ApiHost, ApiImage, ApiReconcile, ApiReconcileHost, ApiSnapshot, ApiSnapshotDeleted, ApiVm, BootVmRequest, CreateSnapshotRequest, CreateVmRequest, UpdateVmRequest } from "../api-types/json.ts";
 import { type HostState, isActiveState, type OnCrash, type PlacementPolicy, QMP_QUERY_PATTERN } from "../api-types/values.ts";
 import { type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
-import type { ConsoleInfo, ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
+import type { ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
 import type { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
@@ -340,9 +340,10 @@ export class VmService {
     return this.fleet.onHost(host, () => driver.consoleLog!(rec.name, maxBytes));
   }
 
-  async console(ref: string, caller: Caller | null = null): Promise<ConsoleInfo> {
+  async console(ref: string, caller: Caller | null = null): Promise<ApiConsole> {
     const { host, rec } = await this.resolve(ref, caller);
-    return this.fleet.onHost(host, () => host.driver.console(rec.name));
+    const info = await this.fleet.onHost(host, () => host.driver.console(rec.name));
+    return { type: info.type, log_file: info.logFile, logFile: info.logFile, command: info.command, ssh: info.ssh };
   }
 
   // ---- lifecycle ----

@@ -206,6 +206,8 @@ export function apiSuite(name: string, makeConfig: (dirs: SuiteDirs, extra?: Rec
       const con = await server.req("GET", `/api/v1/vms/${vm.id}/console`);
       expect(con.status).toBe(200);
       expect(con.json.type).toBe("serial");
+      expect(Object.keys(con.json).sort()).toEqual(["command", "logFile", "log_file", "ssh", "type"]);
+      expect(con.json.logFile).toBe(con.json.log_file); // the deprecated alias
 
       const del = await server.req("DELETE", `/api/v1/vms/${vm.id}`);
       expect(del.status).toBe(200);

@@ -125,7 +125,7 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
       }
     };
     // The guest's /init mounted every `mounts:` row of the seed, read-only ones read-only.
-    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json.logFile;
+    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json.log_file;
     const log = readFileSync(logFile, "utf8");
     const mounts = await run("cat /proc/mounts");
     for (const [tag, fstype, access] of [["linux", "virtiofs", "rw"], ["ref", "virtiofs", "ro"], ["p9", "9p", "rw"], ["p9ro", "9p", "ro"]]) {
@@ -171,7 +171,7 @@ export async function shareRoundTrip(server: TestServer, dirs: ShareDirs, image:
     }
   } catch (e) {
     // What the guest said last, for the failure's report.
-    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json?.logFile;
+    const logFile = (await server.req("GET", `/api/v1/vms/${vm.id}/console`)).json?.log_file;
     if (logFile && existsSync(logFile)) console.error(`--- ${vm.name} console (last 3000 bytes) ---\n${readFileSync(logFile, "utf8").slice(-3000)}`);
     throw e;
   } finally {

@@ -69,7 +69,7 @@ test("create → SSH in → stop → start → SSH → delete leaves nothing beh
 
   const con = await server.req("GET", `/api/v1/vms/${vm.id}/console`);
   expect(con.json.ssh).toEqual({ host: "127.0.0.1", port: vm.ssh_port, user: "kdevops" });
-  expect(readFileSync(con.json.logFile, "utf8")).toContain("RCLOUD-SSH-READY");
+  expect(readFileSync(con.json.log_file, "utf8")).toContain("RCLOUD-SSH-READY");
 
   const qmp = await server.req("POST", `/api/v1/vms/${vm.id}/qmp`, { execute: "query-status" });
   expect(qmp.status).toBe(200);
@@ -79,7 +79,7 @@ test("create → SSH in → stop → start → SSH → delete leaves nothing beh
   const stopped = await server.req("POST", `/api/v1/vms/${vm.id}/stop`);
   expect(stopped.status).toBe(200);
   expect(stopped.json.state).toBe("stopped");
-  expect(readFileSync(con.json.logFile, "utf8")).toContain("RCLOUD-POWEROFF acpi");
+  expect(readFileSync(con.json.log_file, "utf8")).toContain("RCLOUD-POWEROFF acpi");
   expect(qemuAlive(pid!, stateDir)).toBe(false);
 
   const started = await server.req("POST", `/api/v1/vms/${vm.id}/start`);
