@@ -136,7 +136,14 @@ export const QMP_QUERY_PATTERN = "^query-[a-z0-9-]{1,60}$";
  * digits only: QEMU looks a snapshot up by its numeric ID first and by name only then, so a
  * snapshot named "1" would be another snapshot's (the one with ID 1) on revert and delete.
  */
-export const SNAPSHOT_NAME_PATTERN = "^(?![0-9]+$)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+export const SNAPSHOT_NAME_PATTERN = "^([A-Za-z][A-Za-z0-9._-]*|[0-9]+[A-Za-z._-][A-Za-z0-9._-]*)$";
+/** The longest snapshot name (the pattern has no lookahead, which not every JSON Schema validator has, so no length either). */
+export const SNAPSHOT_NAME_MAX = 63;
+const SNAPSHOT_NAME_RE = new RegExp(SNAPSHOT_NAME_PATTERN);
+/** SNAPSHOT_NAME_PATTERN and SNAPSHOT_NAME_MAX together. */
+export function isSnapshotName(v: string): boolean {
+  return v.length <= SNAPSHOT_NAME_MAX && SNAPSHOT_NAME_RE.test(v);
+}
 /** What SNAPSHOT_NAME_PATTERN asks for, in words (the API's and the CLI's messages). */
 export const SNAPSHOT_NAME_RULE = "1-63 characters: a letter or digit, then letters, digits, '.', '_' or '-'; not digits only (QEMU would take an all-digit name for another snapshot's numeric ID)";
 

@@ -20,6 +20,7 @@ import {
   REPORTED_DISK_ROLES,
   SHARE_TAG_PATTERN,
   SHARE_TRANSPORTS,
+  SNAPSHOT_NAME_MAX,
   SNAPSHOT_NAME_PATTERN,
   SNAPSHOT_NAME_RULE,
   VM_LIMITS,
@@ -284,7 +285,7 @@ export const QmpBody = t.Object(
 
 const SnapshotName = t.String({
   minLength: 1,
-  maxLength: 63,
+  maxLength: SNAPSHOT_NAME_MAX,
   pattern: SNAPSHOT_NAME_PATTERN,
   description: `${SNAPSHOT_NAME_RULE}; unique per VM`,
   examples: ["before-xfs-test"],

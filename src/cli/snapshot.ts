@@ -1,6 +1,6 @@
 /** `rcloud vm snapshot create|list|revert|delete`: a VM's internal snapshots (/vms/{id}/snapshots). */
 import type { ApiSnapshot, ApiSnapshotDeleted, ApiVm, CreateSnapshotRequest } from "../api-types/json.ts";
-import { SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
+import { isSnapshotName, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
 import type { Command, Context } from "./context.ts";
 import { EXIT, usageError } from "./errors.ts";
 import { formatTable } from "./table.ts";
@@ -8,13 +8,12 @@ import { formatMiB } from "./units.ts";
 
 /** Saving or loading a guest's memory on a slow, shared host takes a while. */
 const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
-const NAME_RE = new RegExp(SNAPSHOT_NAME_PATTERN);
 
 const USAGE = "rcloud vm snapshot create NAME SNAPSHOT [--memory|--no-memory] | list NAME | revert NAME SNAPSHOT | delete NAME SNAPSHOT";
 
 function snapshotName(v: string | undefined): string {
   if (v === undefined) throw usageError(`missing SNAPSHOT; usage: ${USAGE}`);
-  if (!NAME_RE.test(v)) throw usageError(`invalid snapshot name '${v}': ${SNAPSHOT_NAME_RULE}`);
+  if (!isSnapshotName(v)) throw usageError(`invalid snapshot name '${v}': ${SNAPSHOT_NAME_RULE}`);
   return v;
 }
 

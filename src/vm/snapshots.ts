@@ -4,15 +4,14 @@
  */
 import { ServiceError } from "../api-types/errors.ts";
 import type { ApiSnapshot } from "../api-types/json.ts";
-import { isActiveState, SNAPSHOT_NAME_PATTERN, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
+import { isActiveState, isSnapshotName, SNAPSHOT_NAME_RULE } from "../api-types/values.ts";
 import type { SnapshotInfo, VmRecord } from "../drivers/types.ts";
 import { invalid } from "./validate-create.ts";
 
-const SNAPSHOT_NAME_RE = new RegExp(SNAPSHOT_NAME_PATTERN);
 
 /** A snapshot name as the API accepts it (422 otherwise: it could not exist). */
 export function checkSnapshotName(name: unknown): string {
-  if (typeof name !== "string" || !SNAPSHOT_NAME_RE.test(name)) {
+  if (typeof name !== "string" || !isSnapshotName(name)) {
     throw invalid("name", `a snapshot name is ${SNAPSHOT_NAME_RULE}`);
   }
   return name;
