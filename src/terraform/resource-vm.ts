@@ -262,7 +262,8 @@ async function missingImageDiag(ctx: Ctx, ref: string): Promise<Diagnostic> {
 export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): Promise<CtyObject> {
   const root = vm.disks.find((d) => d.type === "root");
   const priorImage = str(prior?.image);
-  const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => false)) ? priorImage : vm.image;
+  // A VM's image never changes: when the images cannot be compared now, keep the prior spelling.
+  const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => true)) ? priorImage : vm.image;
   // The server stores the real path of boot files; keep the configured spelling.
   const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
   const priorDisks = (Array.isArray(prior?.extra_disks) ? prior.extra_disks : []).map(obj);
@@ -527,11 +528,12 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
       if (e instanceof ApiError && e.code === "image_not_found" && image !== undefined) return { newState: null, priv: {}, diagnostics: [await missingImageDiag(ctx, image)] };
       return { newState: null, priv: {}, diagnostics: [diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES)] };
     }
-    return finish(ctx, client, vm, planned, planned.running !== false);
+    return finish(ctx, client, vm, planned, planned.running !== false, false);
   }
   try {
     let vm = await client.getVm(id);
     if (!vm) return { newState: null, priv: {}, diagnostics: [errorDiag("VM deleted outside Terraform", `VM ${id} no longer exists on ${client.endpoint}; run terraform apply again to create it.`)] };
+    const before = vm.state;
     const wantRunning = planned.running !== false;
     const body = updateBody(prior, planned, vm);
     let restarted = false;
@@ -544,7 +546,9 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
       restarted = r.restarted;
     } else if (wantRunning && !isActiveState(vm.state)) vm = await client.startVm(id);
     else if (!wantRunning && isActiveState(vm.state)) vm = await client.stopVm(id);
-    return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted));
+    // Neither started, stopped nor restarted: state and ip_address are as planned (the plan copied them).
+    const steady = !restarted && wantRunning === prior.running && isActiveState(before) === wantRunning;
+    return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted), steady);
   } catch (e) {
     return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };
   }
@@ -573,7 +577,13 @@ function sameValue(a: CtyValue | undefined, b: CtyValue | undefined): boolean {
   return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 }
 
-async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean): Promise<ApplyResult> {
+/**
+ * The state after a successful create or update. `steady`: the VM was neither started,
+ * stopped nor restarted, so the planned state and ip_address (copied from the prior state)
+ * stand; reading them again could differ (the address lookup is best effort) and Terraform
+ * refuses an apply result that differs from a known planned value.
+ */
+async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean, steady: boolean): Promise<ApplyResult> {
   const diagnostics: Diagnostic[] = [];
   if (wait) {
     try {
@@ -585,7 +595,11 @@ async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObj
     }
   }
   // On error the VM still exists: return it so Terraform records (and taints) it.
-  return { newState: await vmToState(ctx, vm, planned), priv: {}, diagnostics };
+  const state = await vmToState(ctx, vm, planned);
+  // The API took the planned image (an alias or file name is the same image): keep its spelling.
+  if (typeof planned.image === "string") state.image = planned.image;
+  if (steady) for (const k of ["state", "ip_address"]) if (planned[k] !== undefined && !isUnknown(planned[k] ?? null)) state[k] = planned[k] ?? null;
+  return { newState: state, priv: {}, diagnostics };
 }
 
 // ---- read / import / upgrade ----

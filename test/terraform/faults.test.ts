@@ -1,0 +1,88 @@
+/**
+ * rcloud_vm through real Terraform when things go wrong between the provider and a real rcloud
+ * server (libvirtd test driver), made to happen by a proxy in between (fault-proxy.ts): a
+ * create whose answer is lost or interrupted by Ctrl-C, reads that differ from the plan,
+ * image look-ups that fail, an offline host; and plans that must stay consistent: allow_restart
+ * turned on later or known only at apply, ide disks (reported as sata), a data source name
+ * shaped like an id.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type FaultAction, type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
+import { apply, type Fixture, plan, resourceValues, showState, startFixture, TERRAFORM, tf, type TfResult, tfOk, workdir, writeMain } from "./harness.ts";
+
+let fx: Fixture;
+let proxy: FaultProxy;
+
+beforeAll(async () => {
+  fx = await startFixture("f");
+  proxy = await startFaultProxy(fx.server.url);
+});
+
+afterEach(() => {
+  if (proxy) proxy.rule = undefined; // a failed test must not leave its fault behind
+});
+
+afterAll(async () => {
+  await proxy?.stop();
+  await fx?.stop();
+});
+
+const APPLY = ["apply", "-auto-approve", "-input=false", "-no-color"];
+const internalError: FaultAction = { answer: { status: 500, json: { error: { code: "internal_error", message: "injected" } } } };
+
+function vmHcl(name: string, opts: { vcpus?: number; allowRestart?: string; extra?: string } = {}): string {
+  return `${fx.header(proxy.url)}
+resource "rcloud_vm" "vm" {
+  name      = "${name}"
+  vcpus     = ${opts.vcpus ?? 1}
+  memory_gb = 0.25
+  image     = "debian13"
+  network   = { bridge = "default" }
+${opts.allowRestart === undefined ? "" : `  allow_restart = ${opts.allowRestart}\n`}}
+${opts.extra ?? ""}`;
+}
+
+async function ok(p: Promise<TfResult>, code = 0): Promise<TfResult> {
+  const r = await p;
+  if (r.code !== code) throw new Error(`terraform exited ${r.code}, expected ${code}:\n${r.out}`);
+  return r;
+}
+
+async function apiVmsNamed(name: string): Promise<{ id: string; name: string; vcpus: number; restart_required: boolean; pending: unknown }[]> {
+  const r = await fx.server.req("GET", "/api/v1/vms");
+  return r.json.vms.filter((v: { name: string }) => v.name === name);
+}
+
+describe("in-place updates return the plan", () => {
+  test("the configured image after create although images cannot be looked up; state and ip_address as planned after an update that did not restart", async () => {
+    const name = `${fx.prefix}-steady`;
+    const dir = workdir(vmHcl(name, { vcpus: 1 }));
+    let created = false;
+    proxy.rule = ({ method, path }) => {
+      if (method === "POST" && path === "/api/v1/vms") created = true;
+      else if (created && path.startsWith("/api/v1/images")) return internalError;
+      return undefined;
+    };
+    await ok(tf(dir, APPLY, fx.env));
+    proxy.rule = undefined;
+    const v1 = await resourceValues(dir, fx.env, "rcloud_vm.vm");
+    expect(v1).toMatchObject({ image: "debian13", state: "running" });
+    expect(v1.ip_address).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+
+    // More vcpus than the VM's maximum wait for the next start: no restart. The address reads
+    // differently now (a best-effort look-up) and images cannot be looked up.
+    writeMain(dir, vmHcl(name, { vcpus: 2 }));
+    proxy.rule = ({ path }) => {
+      if (path.startsWith("/api/v1/images")) return internalError;
+      if (path.startsWith("/api/v1/vms/")) return { rewrite: (vm) => ({ ...vm, ip_address: "10.99.99.99", network: { ...vm.network, ip_address: "10.99.99.99" } }) };
+      return undefined;
+    };
+    const r = await ok(tf(dir, [...APPLY, "-refresh=false"], fx.env));
+    proxy.rule = undefined;
+    expect(r.stdout).toContain("1 changed");
+    expect(await resourceValues(dir, fx.env, "rcloud_vm.vm")).toMatchObject({ vcpus: 2, restart_required: true, state: "running", ip_address: v1.ip_address, image: "debian13" });
+    expect((await plan(dir, fx.env)).code).toBe(0);
+  });
+});
