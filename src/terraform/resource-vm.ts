@@ -526,7 +526,11 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     } catch (e) {
       const image = str(planned.image);
       if (e instanceof ApiError && e.code === "image_not_found" && image !== undefined) return { newState: null, priv: {}, diagnostics: [await missingImageDiag(ctx, image)] };
-      return { newState: null, priv: {}, diagnostics: [diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES)] };
+      const diag = diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES);
+      const made = await createdAnyway(ctx, client, e, planned);
+      // The server made it although no answer came: return it with the error, so Terraform records (and taints) it.
+      if (made) return { newState: await vmToState(ctx, made, planned), priv: {}, diagnostics: [diag] };
+      return { newState: null, priv: {}, diagnostics: [diag] };
     }
     return finish(ctx, client, vm, planned, planned.running !== false, false);
   }
@@ -575,6 +579,23 @@ async function patchVm(client: RcloudClient, id: string, body: UpdateVmRequest, 
 /** Equal as Terraform values (lists and objects by content). */
 function sameValue(a: CtyValue | undefined, b: CtyValue | undefined): boolean {
   return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+/**
+ * After a create that got no HTTP answer (lost connection, timeout): the VM the server made
+ * anyway, looked up by name with a request of its own; null if there is none or we cannot tell.
+ */
+async function createdAnyway(ctx: Ctx, client: RcloudClient, e: unknown, planned: CtyObject): Promise<ApiVm | null> {
+  const name = str(planned.name);
+  if (!(e instanceof ApiError) || e.status !== 0 || name === undefined) return null;
+  try {
+    const vm = await client.findVmByName(name);
+    if (vm) ctx.log("WARN", `creating VM ${name} got no answer, but the server has it (${vm.id}); recording it`);
+    return vm;
+  } catch (err) {
+    ctx.log("WARN", `creating VM ${name} got no answer, and looking it up failed too: ${(err as Error).message}`);
+    return null;
+  }
 }
 
 /**

@@ -55,6 +55,55 @@ async function apiVmsNamed(name: string): Promise<{ id: string; name: string; vc
   return r.json.vms.filter((v: { name: string }) => v.name === name);
 }
 
+describe("create", () => {
+  test("a create whose answer is lost is recorded (tainted) and replaced by the next apply, not refused as a name in use", async () => {
+    const name = `${fx.prefix}-lost`;
+    const dir = workdir(vmHcl(name));
+    proxy.rule = ({ method, path }) => (method === "POST" && path === "/api/v1/vms" ? { drop: true } : undefined);
+    const r = await tf(dir, APPLY, fx.env);
+    proxy.rule = undefined;
+    expect(r.code).toBe(1);
+    expect(r.out).toContain("Cannot reach the rcloud API");
+    const made = await apiVmsNamed(name);
+    expect(made.length).toBe(1);
+    expect((await resourceValues(dir, fx.env, "rcloud_vm.vm")).id).toBe(made[0]!.id);
+    const p = await plan(dir, fx.env);
+    expect(p.stdout).toContain("is tainted, so must be replaced");
+    await apply(dir, fx.env);
+    const again = await apiVmsNamed(name);
+    expect(again.length).toBe(1);
+    expect(again[0]!.id).not.toBe(made[0]!.id);
+    expect((await resourceValues(dir, fx.env, "rcloud_vm.vm")).id).toBe(again[0]!.id);
+  });
+
+  test("Ctrl-C while the VM is being created: the create is not abandoned and Terraform records the VM", async () => {
+    const name = `${fx.prefix}-intr`;
+    const dir = workdir(vmHcl(name));
+    proxy.rule = ({ method, path }) => (method === "POST" && path === "/api/v1/vms" ? { delayMs: 4000 } : undefined);
+    const base: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TF_")) base[k] = v;
+    const proc = Bun.spawn([TERRAFORM, ...APPLY], { cwd: dir, env: { ...base, CHECKPOINT_DISABLE: "1", TF_IN_AUTOMATION: "1", ...fx.env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const output = Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    const deadline = Date.now() + 60_000;
+    while (!proxy.seen.includes("POST /api/v1/vms")) {
+      if (Date.now() > deadline) throw new Error(`terraform never sent the create:\n${(await output).join("\n")}`);
+      await Bun.sleep(50);
+    }
+    await Bun.sleep(500);
+    proc.kill("SIGINT");
+    const code = await proc.exited;
+    const out = (await output).join("\n");
+    proxy.rule = undefined;
+    proxy.seen.length = 0;
+    expect(code).not.toBe(0);
+    const made = await apiVmsNamed(name);
+    expect(made.length).toBe(1);
+    const st = (await showState(dir, fx.env)).find((r) => r.address === "rcloud_vm.vm");
+    if (!st) throw new Error(`the interrupted create left the VM out of the state:\n${out}`);
+    expect(st.values.id).toBe(made[0]!.id);
+  });
+});
+
 describe("in-place updates return the plan", () => {
   test("the configured image after create although images cannot be looked up; state and ip_address as planned after an update that did not restart", async () => {
     const name = `${fx.prefix}-steady`;
