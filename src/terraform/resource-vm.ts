@@ -37,7 +37,7 @@ import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diag
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
-import { busOf, planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
+import { busOf, planDataDisks, requestedBus, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -285,7 +285,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
       .filter((d) => d.type === "data")
       .map((d, i) => {
         const before = priorDisks[i];
-        return { size_gb: d.size_gb, type: before && sameBus(before.type, d.driver) ? (before.type ?? d.driver) : d.driver };
+        return { size_gb: d.size_gb, type: before && sameBus(before.type, d.driver) ? (before.type ?? d.driver) : requestedBus(d.driver) };
       }),
     network: { mode: vm.network.mode, bridge: vm.network.bridge },
     ssh_public_key: str(prior?.ssh_public_key) ?? null,
@@ -319,7 +319,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
 function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
   if (c === null || c === undefined) return prior ? (prior.extra_disks ?? []) : []; // unset: no data disks
   if (isUnknown(c) || !Array.isArray(c)) return UNKNOWN;
-  // Kept disks keep their reported type (ide configured, sata reported); new ones take the configured one.
+  // Kept disks take the configured type, else the prior one; new ones the configured one.
   return planDataDisks(c, prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : []);
 }
 

@@ -135,3 +135,36 @@ describe("in-place updates return the plan", () => {
     expect((await plan(dir, fx.env)).code).toBe(0);
   });
 });
+
+describe("ide disks", () => {
+  test("an ide disk (reported as sata) imports as ide, and a state that says sata plans to ide without an invalid plan", async () => {
+    const name = `${fx.prefix}-ide`;
+    const created = await fx.server.req("POST", "/api/v1/vms", { name, image: "debian13", vcpus: 1, memory_mb: 256, extra_disks: [{ size_gb: 1, type: "ide" }], network: { mode: "bridge", bridge: "default" } });
+    expect(created.status).toBe(201);
+    expect(created.json.disks.find((d: { type: string }) => d.type === "data").driver).toBe("sata");
+    const dir = workdir(`${fx.header()}
+resource "rcloud_vm" "vm" {
+  name        = "${name}"
+  vcpus       = 1
+  memory_gb   = 0.25
+  image       = "debian13"
+  extra_disks = [{ size_gb = 1, type = "ide" }]
+  network     = { bridge = "default" }
+}
+`);
+    await tfOk(dir, ["import", "-input=false", "-no-color", "rcloud_vm.vm", created.json.id], fx.env);
+    expect((await resourceValues(dir, fx.env, "rcloud_vm.vm")).extra_disks).toEqual([{ size_gb: 1, type: "ide" }]);
+    expect((await plan(dir, fx.env)).code).toBe(0);
+
+    // A state written before (type = "sata"), planned without a refresh: the configured ide.
+    const file = join(dir, "terraform.tfstate");
+    writeFileSync(file, readFileSync(file, "utf8").replace(/"type": "ide"/, `"type": "sata"`));
+    expect((await resourceValues(dir, fx.env, "rcloud_vm.vm")).extra_disks).toEqual([{ size_gb: 1, type: "sata" }]);
+    const p = await plan(dir, fx.env, ["-refresh=false"]);
+    expect(p.code).toBe(2);
+    expect(p.stdout).toMatch(/"sata" -> "ide"/);
+    await ok(tf(dir, [...APPLY, "-refresh=false"], fx.env));
+    expect((await resourceValues(dir, fx.env, "rcloud_vm.vm")).extra_disks).toEqual([{ size_gb: 1, type: "ide" }]);
+    expect((await plan(dir, fx.env)).code).toBe(0);
+  });
+});
