@@ -402,13 +402,17 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
   const updating = UPDATABLE.some((k) => !sameValue(planned[k], prior[k]));
   // A new kernel, initrd or command line is booted at once: the VM is stopped, switched, started.
   const rebooting = BOOT_ATTRS.some((k) => !sameValue(planned[k], prior[k])) && planned.running !== false;
-  if (planned.running !== prior.running || (updating && planned.allow_restart === true) || rebooting) {
+  // allow_restart known only at apply may be true.
+  const mayRestart = planned.allow_restart === true || isUnknown(planned.allow_restart ?? null);
+  // Changes that wait for the next start, now allowed to restart the VM: apply restarts it.
+  const restartPending = mayRestart && prior.restart_required === true && planned.running !== false && prior.running === true;
+  if (planned.running !== prior.running || (updating && mayRestart) || rebooting || restartPending) {
     // Starting, stopping or restarting changes these; their new values are known only after apply.
     planned.state = UNKNOWN;
     planned.ip_address = UNKNOWN;
   }
   // Known after apply: a change may wait for the next start; a stop or start applies what waited.
-  if (updating || planned.running !== prior.running) planned.restart_required = UNKNOWN;
+  if (updating || planned.running !== prior.running || restartPending) planned.restart_required = UNKNOWN;
   const priorImage = str(prior.image);
   if (image !== undefined && priorImage !== undefined && image !== priorImage && ctx.client) {
     try {
@@ -548,6 +552,10 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
       const r = await patchVm(client, id, body, planned.allow_restart === true);
       vm = r.vm;
       restarted = r.restarted;
+    } else if (wantRunning && isActiveState(vm.state) && planned.allow_restart === true && vm.restart_required) {
+      // allow_restart turned on later: apply what waits for the next start now.
+      vm = await client.updateVm(id, { restart: true });
+      restarted = true;
     } else if (wantRunning && !isActiveState(vm.state)) vm = await client.startVm(id);
     else if (!wantRunning && isActiveState(vm.state)) vm = await client.stopVm(id);
     // Neither started, stopped nor restarted: state and ip_address are as planned (the plan copied them).

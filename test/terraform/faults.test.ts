@@ -136,6 +136,39 @@ describe("in-place updates return the plan", () => {
   });
 });
 
+describe("allow_restart", () => {
+  test("turned on while changes wait for the next start: the apply restarts the VM and they are made", async () => {
+    const name = `${fx.prefix}-later`;
+    const dir = workdir(vmHcl(name, { vcpus: 1 }));
+    await apply(dir, fx.env);
+    writeMain(dir, vmHcl(name, { vcpus: 2 }));
+    await apply(dir, fx.env);
+    expect(await resourceValues(dir, fx.env, "rcloud_vm.vm")).toMatchObject({ vcpus: 2, restart_required: true });
+    expect((await plan(dir, fx.env)).code).toBe(0);
+
+    writeMain(dir, vmHcl(name, { vcpus: 2, allowRestart: "true" }));
+    const p = await plan(dir, fx.env);
+    expect(p.code).toBe(2);
+    expect(p.stdout).toContain("will be updated in-place");
+    await apply(dir, fx.env);
+    expect(await resourceValues(dir, fx.env, "rcloud_vm.vm")).toMatchObject({ vcpus: 2, restart_required: false, state: "running" });
+    const [vm] = await apiVmsNamed(name);
+    expect({ vcpus: vm!.vcpus, restart_required: vm!.restart_required, pending: vm!.pending }).toEqual({ vcpus: 2, restart_required: false, pending: null });
+    expect((await plan(dir, fx.env)).code).toBe(0);
+  });
+
+  test("known only at apply: the plan leaves what a restart changes unknown, and the apply restarts", async () => {
+    const name = `${fx.prefix}-unk`;
+    const dir = workdir(vmHcl(name, { vcpus: 1 }));
+    await apply(dir, fx.env);
+    const extra = `resource "terraform_data" "allow" {\n  input = true\n}\n`;
+    writeMain(dir, vmHcl(name, { vcpus: 2, allowRestart: "terraform_data.allow.output", extra }));
+    await ok(tf(dir, APPLY, fx.env));
+    expect(await resourceValues(dir, fx.env, "rcloud_vm.vm")).toMatchObject({ vcpus: 2, restart_required: false, allow_restart: true });
+    expect((await plan(dir, fx.env)).code).toBe(0);
+  });
+});
+
 describe("ide disks", () => {
   test("an ide disk (reported as sata) imports as ide, and a state that says sata plans to ide without an invalid plan", async () => {
     const name = `${fx.prefix}-ide`;
