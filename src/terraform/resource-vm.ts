@@ -645,7 +645,12 @@ export async function readVm(ctx: Ctx, current: CtyObject): Promise<{ newState: 
     }
     return { newState: await vmToState(ctx, vm, current), diagnostics: [] };
   } catch (e) {
-    return { newState: current, diagnostics: [diagFromError(e, `reading VM ${str(current.name) ?? id}`)] };
+    const diag = diagFromError(e, `reading VM ${str(current.name) ?? id}`);
+    // Its host is offline (other hosts answer): keep what we knew, so plans of everything else go on.
+    if (e instanceof ApiError && e.code === "host_unavailable") {
+      return { newState: current, diagnostics: [{ ...diag, severity: "WARNING", detail: `${diag.detail}. Terraform keeps the VM's last known state until its host is back.` }] };
+    }
+    return { newState: current, diagnostics: [diag] };
   }
 }
 

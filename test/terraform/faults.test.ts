@@ -201,3 +201,20 @@ resource "rcloud_vm" "vm" {
     expect((await plan(dir, fx.env)).code).toBe(0);
   });
 });
+
+describe("reads", () => {
+  test("a VM on an offline host: the plan goes on with a warning and keeps its last known state", async () => {
+    const name = `${fx.prefix}-down`;
+    const dir = workdir(vmHcl(name));
+    await apply(dir, fx.env);
+    const id = (await resourceValues(dir, fx.env, "rcloud_vm.vm")).id as string;
+    proxy.rule = ({ path }) =>
+      path === `/api/v1/vms/${id}` ? { answer: { status: 503, json: { error: { code: "host_unavailable", message: `VM '${id}' is on host beta, which is not answering (offline)` } } } } : undefined;
+    const p = await plan(dir, fx.env);
+    proxy.rule = undefined;
+    if (p.code !== 0) throw new Error(`plan with the VM's host offline exited ${p.code}:\n${p.out}`);
+    expect(p.out).toContain("The VM's rcloud host is offline");
+    expect(p.out.replace(/\s+/g, " ")).toContain("which is not answering (offline). Terraform keeps the VM's last known state");
+  });
+
+});
