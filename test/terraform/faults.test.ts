@@ -218,3 +218,16 @@ describe("reads", () => {
   });
 
 });
+
+describe("data rcloud_vm", () => {
+  test("data rcloud_vm by a name shaped like another VM's id: not found, on name", async () => {
+    const name = `${fx.prefix}-ds`;
+    const created = await fx.server.req("POST", "/api/v1/vms", { name, image: "debian13", memory_mb: 256, start: false, network: { mode: "none" } });
+    expect(created.status).toBe(201);
+    const dir = workdir(`${fx.header()}\ndata "rcloud_vm" "x" {\n  name = "${created.json.id}"\n}\n`);
+    const r = await plan(dir, fx.env);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(`No VM named "${created.json.id}"`);
+    expect(r.out).not.toContain("Provider produced invalid object");
+  });
+});
