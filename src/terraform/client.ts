@@ -19,6 +19,16 @@ export class ApiError extends Error {
   }
 }
 
+/** How long POST /vms (the whole create: volumes, image copy, definition, start) may take. */
+export const CREATE_TIMEOUT_MS = 30 * 60_000;
+
+/** Per-request overrides. */
+interface RequestOptions {
+  /** Replaces the StopProvider signal: the request runs to its end (or this bound) whatever Ctrl-C does. */
+  detached?: boolean;
+  timeoutMs?: number;
+}
+
 export interface ClientOptions {
   endpoint: string;
   token: string | null;
@@ -35,8 +45,10 @@ export class RcloudClient {
     this.endpoint = opts.endpoint.replace(/\/+$/, "");
   }
 
-  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async request<T>(method: string, path: string, body?: unknown, ro: RequestOptions = {}): Promise<T> {
     const url = apiUrl(this.endpoint, path);
+    const timeoutMs = ro.timeoutMs ?? this.opts.requestTimeoutMs;
+    const timeout = AbortSignal.timeout(timeoutMs);
     let res: ApiAnswer;
     try {
       res = await apiRequest({
@@ -46,12 +58,12 @@ export class RcloudClient {
         body,
         token: this.opts.token,
         userAgent: this.opts.userAgent,
-        signal: AbortSignal.any([this.opts.signal, AbortSignal.timeout(this.opts.requestTimeoutMs)]),
+        signal: ro.detached ? timeout : AbortSignal.any([this.opts.signal, timeout]),
       });
     } catch (e) {
-      if (this.opts.signal.aborted) throw new ApiError("cancelled", `${method} ${url} was cancelled (Terraform is stopping)`, 0, null);
+      if (!ro.detached && this.opts.signal.aborted) throw new ApiError("cancelled", `${method} ${url} was cancelled (Terraform is stopping)`, 0, null);
       const err = e as Error;
-      const why = err.name === "TimeoutError" ? `no answer within ${Math.round(this.opts.requestTimeoutMs / 1000)} s` : err.message;
+      const why = err.name === "TimeoutError" ? `no answer within ${Math.round(timeoutMs / 1000)} s` : err.message;
       throw new ApiError(
         "unreachable",
         `Could not reach the rcloud API at ${this.endpoint} (${method} ${url}: ${why}). ` +
@@ -88,8 +100,26 @@ export class RcloudClient {
     return (await this.request<{ vms: ApiVm[] }>("GET", "/vms")).vms;
   }
 
+  /**
+   * One request does the whole create, so it is not cancelled by StopProvider (a VM created
+   * after Terraform stopped listening would be unknown to it) and gets its own long bound.
+   */
   createVm(body: CreateVmRequest): Promise<ApiVm> {
-    return this.request<ApiVm>("POST", "/vms", body);
+    return this.request<ApiVm>("POST", "/vms", body, { detached: true, timeoutMs: Math.max(this.opts.requestTimeoutMs, CREATE_TIMEOUT_MS) });
+  }
+
+  /**
+   * The VM named `name` (null if none), asked even after StopProvider: used when a create got
+   * no answer, to find out whether the server made the VM anyway.
+   */
+  async findVmByName(name: string): Promise<ApiVm | null> {
+    try {
+      const vm = await this.request<ApiVm>("GET", `/vms/${encodeURIComponent(name)}`, undefined, { detached: true, timeoutMs: 60_000 });
+      return vm.name === name ? vm : null;
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "not_found" && e.status === 404) return null;
+      throw e;
+    }
   }
 
   /** false if it was already gone. */

@@ -73,6 +73,10 @@ export async function readVmData(ctx: Ctx, c: CtyObject): Promise<{ state: CtyOb
     if (typeof c.id === "string" && vm.id !== c.id) {
       return { state: null, diagnostics: [errorDiag("VM not found", `No VM with id "${ref}" on ${ctx.client.endpoint} (a VM is named so; use name = "${ref}").`, ["id"])] };
     }
+    // The API resolves a reference shaped like an id as an id: a VM with another name is not this one.
+    if (typeof c.id !== "string" && vm.name !== c.name) {
+      return { state: null, diagnostics: [errorDiag("VM not found", `No VM named "${ref}" on ${ctx.client.endpoint} (${vm.id} is named "${vm.name}"; use id = "${ref}").`, ["name"])] };
+    }
     return { state: await vmToState(ctx, vm, null), diagnostics: [] };
   } catch (e) {
     return { state: null, diagnostics: [diagFromError(e, `reading VM ${ref}`)] };

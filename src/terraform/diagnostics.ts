@@ -38,6 +38,8 @@ const SUMMARIES: Record<string, string> = {
   invalid_state: "VM is in the wrong state for this operation",
   conflict: "Conflicting operation in progress",
   hypervisor_unavailable: "rcloud cannot reach its hypervisor",
+  host_unavailable: "The VM's rcloud host is offline",
+  share_not_allowed: "Shared directory not allowed",
   unauthorized: "rcloud rejected the credentials",
   forbidden: "rcloud denied the operation",
   unsupported: "Not supported by this rcloud server",

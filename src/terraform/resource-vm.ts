@@ -37,7 +37,7 @@ import { type Diagnostic, diagFromError, errorDiag, type PathStep } from "./diag
 import { type Attr, type BlockSchema, impliedType } from "./schema.ts";
 import { abortableSleep as sleep } from "../util/abortable-sleep.ts";
 import { LOGIN_USER_RE } from "../util/login-user.ts";
-import { busOf, planDataDisks, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
+import { busOf, planDataDisks, requestedBus, planMaximum, rootShrink, updateBody, updateWarnings, UPDATABLE } from "./vm-update.ts";
 
 export interface Ctx {
   /** null when the provider is not configured or its configuration is unknown at plan. */
@@ -262,7 +262,8 @@ async function missingImageDiag(ctx: Ctx, ref: string): Promise<Diagnostic> {
 export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): Promise<CtyObject> {
   const root = vm.disks.find((d) => d.type === "root");
   const priorImage = str(prior?.image);
-  const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => false)) ? priorImage : vm.image;
+  // A VM's image never changes: when the images cannot be compared now, keep the prior spelling.
+  const image = priorImage !== undefined && (await sameImage(ctx, priorImage, vm.image).catch(() => true)) ? priorImage : vm.image;
   // The server stores the real path of boot files; keep the configured spelling.
   const keep = (k: "kernel" | "initrd", api: string | null): string | null => (api === null ? null : (str(prior?.[k]) ?? api));
   const priorDisks = (Array.isArray(prior?.extra_disks) ? prior.extra_disks : []).map(obj);
@@ -284,7 +285,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
       .filter((d) => d.type === "data")
       .map((d, i) => {
         const before = priorDisks[i];
-        return { size_gb: d.size_gb, type: before && sameBus(before.type, d.driver) ? (before.type ?? d.driver) : d.driver };
+        return { size_gb: d.size_gb, type: before && sameBus(before.type, d.driver) ? (before.type ?? d.driver) : requestedBus(d.driver) };
       }),
     network: { mode: vm.network.mode, bridge: vm.network.bridge },
     ssh_public_key: str(prior?.ssh_public_key) ?? null,
@@ -318,7 +319,7 @@ export async function vmToState(ctx: Ctx, vm: ApiVm, prior: CtyObject | null): P
 function planDisks(c: CtyValue | undefined, prior: CtyObject | null): CtyValue {
   if (c === null || c === undefined) return prior ? (prior.extra_disks ?? []) : []; // unset: no data disks
   if (isUnknown(c) || !Array.isArray(c)) return UNKNOWN;
-  // Kept disks keep their reported type (ide configured, sata reported); new ones take the configured one.
+  // Kept disks take the configured type, else the prior one; new ones the configured one.
   return planDataDisks(c, prior && Array.isArray(prior.extra_disks) ? prior.extra_disks : []);
 }
 
@@ -401,13 +402,17 @@ export async function planVm(ctx: Ctx, prior: CtyObject | null, config: CtyObjec
   const updating = UPDATABLE.some((k) => !sameValue(planned[k], prior[k]));
   // A new kernel, initrd or command line is booted at once: the VM is stopped, switched, started.
   const rebooting = BOOT_ATTRS.some((k) => !sameValue(planned[k], prior[k])) && planned.running !== false;
-  if (planned.running !== prior.running || (updating && planned.allow_restart === true) || rebooting) {
+  // allow_restart known only at apply may be true.
+  const mayRestart = planned.allow_restart === true || isUnknown(planned.allow_restart ?? null);
+  // Changes that wait for the next start, now allowed to restart the VM: apply restarts it.
+  const restartPending = mayRestart && prior.restart_required === true && planned.running !== false && prior.running === true;
+  if (planned.running !== prior.running || (updating && mayRestart) || rebooting || restartPending) {
     // Starting, stopping or restarting changes these; their new values are known only after apply.
     planned.state = UNKNOWN;
     planned.ip_address = UNKNOWN;
   }
   // Known after apply: a change may wait for the next start; a stop or start applies what waited.
-  if (updating || planned.running !== prior.running) planned.restart_required = UNKNOWN;
+  if (updating || planned.running !== prior.running || restartPending) planned.restart_required = UNKNOWN;
   const priorImage = str(prior.image);
   if (image !== undefined && priorImage !== undefined && image !== priorImage && ctx.client) {
     try {
@@ -525,13 +530,18 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
     } catch (e) {
       const image = str(planned.image);
       if (e instanceof ApiError && e.code === "image_not_found" && image !== undefined) return { newState: null, priv: {}, diagnostics: [await missingImageDiag(ctx, image)] };
-      return { newState: null, priv: {}, diagnostics: [diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES)] };
+      const diag = diagFromError(e, `creating VM ${str(planned.name) ?? ""}`, ATTR_NAMES);
+      const made = await createdAnyway(ctx, client, e, planned);
+      // The server made it although no answer came: return it with the error, so Terraform records (and taints) it.
+      if (made) return { newState: await vmToState(ctx, made, planned), priv: {}, diagnostics: [diag] };
+      return { newState: null, priv: {}, diagnostics: [diag] };
     }
-    return finish(ctx, client, vm, planned, planned.running !== false);
+    return finish(ctx, client, vm, planned, planned.running !== false, false);
   }
   try {
     let vm = await client.getVm(id);
     if (!vm) return { newState: null, priv: {}, diagnostics: [errorDiag("VM deleted outside Terraform", `VM ${id} no longer exists on ${client.endpoint}; run terraform apply again to create it.`)] };
+    const before = vm.state;
     const wantRunning = planned.running !== false;
     const body = updateBody(prior, planned, vm);
     let restarted = false;
@@ -542,9 +552,15 @@ export async function applyVm(ctx: Ctx, prior: CtyObject | null, planned: CtyObj
       const r = await patchVm(client, id, body, planned.allow_restart === true);
       vm = r.vm;
       restarted = r.restarted;
+    } else if (wantRunning && isActiveState(vm.state) && planned.allow_restart === true && vm.restart_required) {
+      // allow_restart turned on later: apply what waits for the next start now.
+      vm = await client.updateVm(id, { restart: true });
+      restarted = true;
     } else if (wantRunning && !isActiveState(vm.state)) vm = await client.startVm(id);
     else if (!wantRunning && isActiveState(vm.state)) vm = await client.stopVm(id);
-    return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted));
+    // Neither started, stopped nor restarted: state and ip_address are as planned (the plan copied them).
+    const steady = !restarted && wantRunning === prior.running && isActiveState(before) === wantRunning;
+    return finish(ctx, client, vm, planned, wantRunning && (prior.running !== true || restarted), steady);
   } catch (e) {
     return { newState: prior, priv: {}, diagnostics: [diagFromError(e, `updating VM ${str(prior.name) ?? id}`, ATTR_NAMES)] };
   }
@@ -573,7 +589,30 @@ function sameValue(a: CtyValue | undefined, b: CtyValue | undefined): boolean {
   return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 }
 
-async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean): Promise<ApplyResult> {
+/**
+ * After a create that got no HTTP answer (lost connection, timeout): the VM the server made
+ * anyway, looked up by name with a request of its own; null if there is none or we cannot tell.
+ */
+async function createdAnyway(ctx: Ctx, client: RcloudClient, e: unknown, planned: CtyObject): Promise<ApiVm | null> {
+  const name = str(planned.name);
+  if (!(e instanceof ApiError) || e.status !== 0 || name === undefined) return null;
+  try {
+    const vm = await client.findVmByName(name);
+    if (vm) ctx.log("WARN", `creating VM ${name} got no answer, but the server has it (${vm.id}); recording it`);
+    return vm;
+  } catch (err) {
+    ctx.log("WARN", `creating VM ${name} got no answer, and looking it up failed too: ${(err as Error).message}`);
+    return null;
+  }
+}
+
+/**
+ * The state after a successful create or update. `steady`: the VM was neither started,
+ * stopped nor restarted, so the planned state and ip_address (copied from the prior state)
+ * stand; reading them again could differ (the address lookup is best effort) and Terraform
+ * refuses an apply result that differs from a known planned value.
+ */
+async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObject, wait: boolean, steady: boolean): Promise<ApplyResult> {
   const diagnostics: Diagnostic[] = [];
   if (wait) {
     try {
@@ -585,7 +624,11 @@ async function finish(ctx: Ctx, client: RcloudClient, vm: ApiVm, planned: CtyObj
     }
   }
   // On error the VM still exists: return it so Terraform records (and taints) it.
-  return { newState: await vmToState(ctx, vm, planned), priv: {}, diagnostics };
+  const state = await vmToState(ctx, vm, planned);
+  // The API took the planned image (an alias or file name is the same image): keep its spelling.
+  if (typeof planned.image === "string") state.image = planned.image;
+  if (steady) for (const k of ["state", "ip_address"]) if (planned[k] !== undefined && !isUnknown(planned[k] ?? null)) state[k] = planned[k] ?? null;
+  return { newState: state, priv: {}, diagnostics };
 }
 
 // ---- read / import / upgrade ----
@@ -602,7 +645,12 @@ export async function readVm(ctx: Ctx, current: CtyObject): Promise<{ newState: 
     }
     return { newState: await vmToState(ctx, vm, current), diagnostics: [] };
   } catch (e) {
-    return { newState: current, diagnostics: [diagFromError(e, `reading VM ${str(current.name) ?? id}`)] };
+    const diag = diagFromError(e, `reading VM ${str(current.name) ?? id}`);
+    // Its host is offline (other hosts answer): keep what we knew, so plans of everything else go on.
+    if (e instanceof ApiError && e.code === "host_unavailable") {
+      return { newState: current, diagnostics: [{ ...diag, severity: "WARNING", detail: `${diag.detail}. Terraform keeps the VM's last known state until its host is back.` }] };
+    }
+    return { newState: current, diagnostics: [diag] };
   }
 }
 

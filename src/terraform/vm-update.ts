@@ -4,7 +4,7 @@
  * serial and adds them after the last one), and the request body for an apply.
  */
 import type { ApiVm, UpdateVmRequest } from "../api-types/json.ts";
-import { type DiskBus, isDiskBus, reportedBus } from "../api-types/values.ts";
+import { DISK_BUSES, type DiskBus, isDiskBus, reportedBus } from "../api-types/values.ts";
 import { type CtyObject, type CtyValue, isUnknown, num, obj, str, UNKNOWN } from "./cty.ts";
 import { type Diagnostic, type PathStep, warningDiag } from "./diagnostics.ts";
 
@@ -13,6 +13,9 @@ import { type Diagnostic, type PathStep, warningDiag } from "./diagnostics.ts";
  * (q35 has no IDE) and reports what it attached.
  */
 export const busOf = (t: string): string => (isDiskBus(t) ? reportedBus(t) : t);
+
+/** The requested type of a disk reported on `driver`: sata is how ide disks are reported. */
+export const requestedBus = (driver: string): string => DISK_BUSES.find((b) => reportedBus(b) === driver) ?? driver;
 
 /** Attributes a PATCH changes in place. */
 export const UPDATABLE = ["vcpus", "max_vcpus", "memory_gb", "max_memory_gb", "root_disk_gb", "extra_disks", "kernel", "initrd", "cmdline"];
@@ -47,7 +50,7 @@ function sameDisk(prior: CtyObject, planned: CtyObject): boolean {
   return typeof prior.type === "string" && busOf(prior.type) === busOf(t);
 }
 
-/** The planned data disks: kept ones keep the prior's type spelling, new ones the configured type or unknown. */
+/** The planned data disks: kept ones take the configured type (same bus) or else the prior's, new ones the configured type or unknown. */
 export function planDataDisks(config: CtyValue[], prior: CtyValue[]): CtyValue[] {
   const { kept } = diskDiff(prior, config);
   return config.map((e, j) => {
@@ -55,7 +58,7 @@ export function planDataDisks(config: CtyValue[], prior: CtyValue[]): CtyValue[]
     if (!disk) return e;
     const i = kept[j];
     const before = i !== null && i !== undefined ? obj(prior[i]) : null;
-    return { size_gb: disk.size_gb ?? null, type: before ? (before.type ?? null) : (disk.type ?? UNKNOWN) };
+    return { size_gb: disk.size_gb ?? null, type: before ? (disk.type ?? before.type ?? null) : (disk.type ?? UNKNOWN) };
   });
 }
 
