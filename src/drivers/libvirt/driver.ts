@@ -494,9 +494,9 @@ export class LibvirtDriver implements VmDriver {
           if (!(e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID)) throw e;
         });
       }
-      faultPoint("delete.after-destroy");
+      await faultPoint("delete.after-destroy");
       await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
-      faultPoint("delete.after-undefine");
+      await faultPoint("delete.after-undefine");
       // Volumes: everything in our pool that belongs to this VM (named after its id); the
       // console log appears in the pool only after a refresh.
       this.records.changed(dom);
