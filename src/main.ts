@@ -69,6 +69,8 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       const { startServer } = await import("./server.ts");
       const server = await startServer({ configFile: flag(args, "--config") });
+      const { logUnhandledRejections } = await import("./util/log.ts");
+      logUnhandledRejections(server.log);
       const heapReportDir = process.env.RCLOUD_HEAP_REPORT_DIR;
       if (heapReportDir) {
         const { reportHeapOnSignal } = await import("./util/heap-report.ts");

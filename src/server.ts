@@ -26,6 +26,8 @@ export interface RunningServer {
   url: string;
   port: number;
   service: VmService;
+  /** The server's log (logging.level and format). */
+  log: Logger;
   stop(opts?: { drainMs?: number }): Promise<void>;
 }
 
@@ -193,6 +195,7 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     url: `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${actualPort}`,
     port: actualPort,
     service,
+    log,
     /** Graceful: stop accepting, let operations in flight finish (bounded), then disconnect. */
     async stop(opts: { drainMs?: number } = {}) {
       const stopping = app.stop(); // no new connections; requests in flight continue

@@ -191,7 +191,8 @@ class SshTransport implements Transport {
     this.queued = 0;
     this.waiters.release();
     try {
-      void this.proc.stdin.end();
+      // end() may throw, or return a promise that rejects: the pipe may already be closed.
+      Promise.resolve(this.proc.stdin.end()).catch(() => {});
     } catch {
       // the pipe may already be closed
     }

@@ -21,3 +21,15 @@ export function createLogger(opts: { level: Level; format: "json" | "text" }, wr
     }
   };
 }
+
+/**
+ * `rcloud serve` only: a promise rejection nobody handles is logged (level error, with its
+ * stack) instead of ending the server with every VM operation in flight. It is a bug either
+ * way; the log line is what to report.
+ */
+export function logUnhandledRejections(log: Logger): void {
+  process.on("unhandledRejection", (reason: unknown) => {
+    const e = reason instanceof Error ? reason : null;
+    log("error", "unhandled promise rejection (a bug; the server goes on)", { error: e ? e.message : String(reason), ...(e?.stack ? { stack: e.stack } : {}) });
+  });
+}

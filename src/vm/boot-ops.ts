@@ -22,7 +22,7 @@ export async function storeBootFile(ctx: VmContext, ref: string, kind: "kernel" 
   try {
     return await ctx.tracked(`upload_${kind}`, ref, caller, async () => {
       // Who may, then how much: nothing of the body is read before both.
-      const { host, rec } = await ctx.resolve(ref, caller);
+      const found = await ctx.resolve(ref, caller);
       const limit = ctx.defaults.maxKernelBytes ?? DEFAULT_MAX_KERNEL_BYTES;
       if (sizeBytes === null) throw new ServiceError("length_required", `send the ${kind}'s size as Content-Length (a chunked body is not accepted here)`);
       if (sizeBytes > limit) throw new ServiceError("payload_too_large", `the ${kind} has ${sizeBytes} bytes; at most ${limit} are accepted (vm_defaults.max_kernel_bytes)`);
@@ -32,12 +32,10 @@ export async function storeBootFile(ctx: VmContext, ref: string, kind: "kernel" 
       const problem = bootFileProblem(kind, peeked.head);
       if (problem) throw invalid("body", `the ${kind} ${problem}`);
       const stream = body;
-      return ctx.locks.run(`name:${rec.name}`, () =>
-        ctx.timed(`upload_${kind}`, async () => {
-          const stored = await ctx.fleet.onHost(host, () => host.driver.storeBootFile(rec.name, kind, sizeBytes, stream));
-          return { vm: rec.id, kind, size_bytes: stored.sizeBytes, path: stored.path };
-        }),
-      );
+      return ctx.lockedAt(found, ref, `upload_${kind}`, async (host, rec) => {
+        const stored = await ctx.fleet.onHost(host, () => host.driver.storeBootFile(rec.name, kind, sizeBytes, stream));
+        return { vm: rec.id, kind, size_bytes: stored.sizeBytes, path: stored.path };
+      });
     });
   } catch (e) {
     await body?.cancel(e).catch(() => {});

@@ -35,21 +35,21 @@ export class CrashRecords {
 
   constructor(
     readonly policy: OnCrash,
-    /** Starts the VM again (on_crash: restart); errors are the caller's to log. */
-    private readonly restart: (host: string, name: string) => Promise<void>,
+    /** Starts the VM again (on_crash: restart), if it is still the one of that id (null: not known); errors are the caller's to log. */
+    private readonly restart: (host: string, name: string, id: string | null) => Promise<void>,
   ) {}
 
-  /** Records that the VM crashed, and applies the policy. */
-  recordCrash(host: string, name: string, reason: string): void {
+  /** Records that the VM crashed, and applies the policy (`id`: the VM's, if the event says it). */
+  recordCrash(host: string, name: string, reason: string, id: string | null = null): void {
     this.crashes.set(`${host}/${name}`, { reason, at: new Date().toISOString(), kind: "qemu" });
-    if (this.policy === "restart") void this.restart(host, name).catch(() => {});
+    if (this.policy === "restart") void this.restart(host, name, id).catch(() => {});
   }
 
   /** A driver event of `host`: QEMU's death is a crash; a start (not by restart) or an undefine clears it. */
   onDriverEvent(host: string, e: DriverEvent): void {
     const key = `${host}/${e.vmName}`;
     // libvirt powers a panicked guest off (on_panic: stop) with "stopped, crashed": the panic's, not a dead QEMU.
-    if (qemuDied(e) && !(e.detail === "crashed" && this.crashes.get(key)?.kind === "panic")) this.recordCrash(host, e.vmName, `QEMU exited unexpectedly (${e.detail})`);
+    if (qemuDied(e) && !(e.detail === "crashed" && this.crashes.get(key)?.kind === "panic")) this.recordCrash(host, e.vmName, `QEMU exited unexpectedly (${e.detail})`, e.vmId);
     // A panic's action is on_panic's (the drivers'); here it is only remembered, because libvirt
     // reports a guest powered off after a panic just as it reports a QEMU that died.
     else if (e.action === "vm-crashed" && e.detail === "panicked") this.crashes.set(key, { reason: GUEST_PANICKED, at: new Date().toISOString(), kind: "panic" });

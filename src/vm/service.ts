@@ -69,7 +69,7 @@ export class VmService {
     readonly registry: HostRegistry,
     opts: ServiceOptions,
   ) {
-    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name) => this.restartCrashed(host, name, opts.onRestartFailed));
+    this.crashes = new CrashRecords(opts.onCrash ?? "stop", (host, name, id) => this.restartCrashed(host, name, id, opts.onRestartFailed));
     this.ctx = new VmContext(registry, opts.defaults, this.crashes, opts.onOperation ?? (() => {}));
     this.reconciler = new Reconciler(this.ctx);
     this.fleet = this.ctx.fleet;
@@ -83,12 +83,22 @@ export class VmService {
   /** Crashed VMs and on_crash (crashes.ts). */
   readonly crashes: CrashRecords;
 
-  /** on_crash: restart: the VM is started again, under its name's lock like any start. */
-  private async restartCrashed(hostName: string, name: string, onFailed?: (host: string, vm: string, error: string) => void): Promise<void> {
+  /**
+   * on_crash: restart: the VM is started again, under its name's lock like any start; not if
+   * it was deleted meanwhile (and another VM may have its name now). `id`: the crashed VM's, as
+   * the driver's event said it; null: the VM of that name when the restart begins.
+   */
+  private async restartCrashed(hostName: string, name: string, id: string | null, onFailed?: (host: string, vm: string, error: string) => void): Promise<void> {
     const h = this.registry.get(hostName);
     if (!h) return;
     try {
-      await this.locks.run(`name:${name}`, () => this.fleet.onHost(h, () => h.driver.start(name)));
+      const crashed = id ?? (await this.fleet.onHost(h, () => h.driver.get(name)))?.id;
+      if (crashed === undefined) return;
+      await this.locks.run(`name:${name}`, async () => {
+        const now = await this.fleet.onHost(h, () => h.driver.get(name));
+        if (now?.id !== crashed) return; // deleted meanwhile: nothing to restart
+        await this.fleet.onHost(h, () => h.driver.start(name));
+      });
     } catch (e) {
       onFailed?.(hostName, name, (e as Error).message);
     }
@@ -510,17 +520,17 @@ export class VmService {
   }
 
   async start(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.ctx.tracked("start", ref, caller, () => this.ctx.timed("start", () => this.mutate(ref, caller, "start", async (h, name) => {
+    return this.ctx.tracked("start", ref, caller, () => this.mutate(ref, caller, "start", async (h, name) => {
       await h.driver.start(name);
       this.crashes.clear(h.name, name);
-    })));
+    }));
   }
 
   async stop(ref: string, opts: { force?: boolean; timeoutS?: number } = {}, caller: Caller | null = null): Promise<ApiVm> {
     return this.ctx.tracked("stop", ref, caller, async () => {
       const timeoutS = opts.timeoutS ?? this.defaults.stopTimeoutS;
       if (!Number.isInteger(timeoutS) || timeoutS < 0 || timeoutS > 3600) throw invalid("timeout", "must be an integer number of seconds between 0 and 3600");
-      return this.ctx.timed("stop", () => this.mutate(ref, caller, "stop", (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 })));
+      return this.mutate(ref, caller, "stop", (h, name) => h.driver.stop(name, { force: opts.force ?? false, timeoutMs: timeoutS * 1000 }));
     });
   }
 
@@ -618,19 +628,18 @@ export class VmService {
   }
 
   async reboot(ref: string, caller: Caller | null = null): Promise<ApiVm> {
-    return this.ctx.tracked("reboot", ref, caller, () => this.ctx.timed("reboot", () => this.mutate(ref, caller, "reboot", (h, name) => h.driver.reboot(name))));
+    return this.ctx.tracked("reboot", ref, caller, () => this.mutate(ref, caller, "reboot", (h, name) => h.driver.reboot(name)));
   }
 
   async delete(ref: string, caller: Caller | null = null): Promise<{ id: string; name: string; status: "destroyed" }> {
     return this.ctx.tracked("delete", ref, caller, () => this.deleteChecked(ref, caller));
   }
 
-  private async deleteChecked(ref: string, caller: Caller | null): Promise<{ id: string; name: string; status: "destroyed" }> {
-    const { host, rec } = await this.resolve(ref, caller);
-    return this.locks.run(`name:${rec.name}`, async () => {
+  private deleteChecked(ref: string, caller: Caller | null): Promise<{ id: string; name: string; status: "destroyed" }> {
+    return this.ctx.underLock(ref, caller, "delete", async (host, rec) => {
       const vm = known(rec, host);
       this.ctx.feed?.beginDelete(vm);
-      await this.ctx.timed("delete", () => this.fleet.onHost(host, () => host.driver.delete(rec.name))).catch((e: unknown) => {
+      await this.fleet.onHost(host, () => host.driver.delete(rec.name)).catch((e: unknown) => {
         this.ctx.feed?.deleteFailed(rec.name);
         throw e;
       });
@@ -673,9 +682,9 @@ export class VmService {
 
   // ---- helpers ----
 
-  private async mutate(ref: string, caller: Caller | null, what: "start" | "stop" | "reboot", op: (h: Host, name: string) => Promise<void>): Promise<ApiVm> {
-    const { host, rec } = await this.resolve(ref, caller);
-    return this.locks.run(`name:${rec.name}`, async () => {
+  /** Start, stop or reboot, under the VM's lock (on the VM looked up, never a new one of its name). */
+  private mutate(ref: string, caller: Caller | null, what: "start" | "stop" | "reboot", op: (h: Host, name: string) => Promise<void>): Promise<ApiVm> {
+    return this.ctx.underLock(ref, caller, what, async (host, rec) => {
       await this.fleet.onHost(host, () => op(host, rec.name));
       this.ctx.feed?.operated(what, known(rec, host));
       return this.ctx.current(host, rec.name);

@@ -82,9 +82,18 @@ export class VmContext {
     }
   }
 
-  /** Runs `fn` on the VM as it is now, holding the VM's lock like every change. */
+  /**
+   * Runs `fn` on the VM as it is now, holding the VM's lock like every change. The VM is looked
+   * up (and the caller's access checked) before the lock, so under it the VM of that name is
+   * read again: one deleted meanwhile, and maybe replaced by another of the same name (another
+   * project's, even), is 404, never the other VM.
+   */
   async underLock<T>(ref: string, caller: Caller | null, op: string, fn: (host: Host, rec: VmRecord) => Promise<T>): Promise<T> {
-    const found = await this.resolve(ref, caller);
+    return this.lockedAt(await this.resolve(ref, caller), ref, op, fn);
+  }
+
+  /** underLock for a VM the caller has looked up already (`found`, access checked). */
+  lockedAt<T>(found: Located, ref: string, op: string, fn: (host: Host, rec: VmRecord) => Promise<T>): Promise<T> {
     const { host } = found;
     return this.timed(op, () =>
       this.locks.run(`name:${found.rec.name}`, async () => {

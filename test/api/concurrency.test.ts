@@ -20,13 +20,15 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function call(method: string, path: string, body?: unknown) {
-  const headers: Record<string, string> = { authorization: `Bearer ${server.token}` };
+async function callOn(on: ServerProcess, method: string, path: string, body?: unknown) {
+  const headers: Record<string, string> = { authorization: `Bearer ${on.token}` };
   if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${server.baseUrl}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(`${on.baseUrl}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = (await res.json().catch(() => null)) as any;
   return { status: res.status, code: json?.error?.code as string | undefined, json };
 }
+
+const call = (method: string, path: string, body?: unknown) => callOn(server, method, path, body);
 
 const tally = (rs: { status: number; code?: string }[]) => {
   const t: Record<string, number> = {};
@@ -101,5 +103,60 @@ describe("concurrency", () => {
       expect((await call("GET", `/vms/${name}`)).status).toBe(404);
       expect(await names(name)).toEqual([]);
     }
+  });
+});
+
+/**
+ * A request by id looks its VM up, then waits for the name's lock. Lined up behind a delete
+ * of that VM and a create of a new one by the same name (names are fleet-wide, the new one may
+ * be another project's), it must not act on the new VM: 404, and the new VM is untouched.
+ * The delete is held after destroying the VM, still defined, by the fault point
+ * `delete.after-destroy:delay` (docs/reliability.md), so the lock queue (FIFO) is exactly
+ * delete, create, request by id.
+ */
+describe("a request by id behind a delete and re-create of its VM's name", () => {
+  let held: ServerProcess;
+
+  beforeAll(async () => {
+    held = await spawnTestDriverServer(`rctest-conc-held-${process.pid}`, {}, { RCLOUD_FAULT_POINTS: "delete.after-destroy:delay=600" });
+  });
+
+  afterAll(async () => {
+    await held?.stop();
+  });
+
+  const on = (method: string, path: string, body?: unknown) => callOn(held, method, path, body);
+
+  async function lineUp(prefix: string, byId: (id: string) => ReturnType<typeof on>) {
+    const name = uniqueName(prefix).slice(0, 40);
+    const a = await on("POST", "/vms", { name, image: "debian13" });
+    expect(a.status).toBe(201);
+    const del = on("DELETE", `/vms/${name}`);
+    await Bun.sleep(150); // the delete holds the lock, VM A still defined
+    const create = on("POST", "/vms", { name, image: "debian13" });
+    await Bun.sleep(150); // the create waits for the lock
+    const third = byId(a.json.id); // looks up VM A (still there), then waits behind the create
+    const [d, c, t] = await Promise.all([del, create, third]);
+    expect(d.status).toBe(200);
+    expect(d.json.id).toBe(a.json.id);
+    expect(c.status).toBe(201);
+    expect(c.json.id).not.toBe(a.json.id);
+    expect(`${t.status} ${t.code}`).toBe("404 not_found");
+    const b = await on("GET", `/vms/${c.json.id}`);
+    expect(b.status).toBe(200);
+    expect(b.json.state).toBe("running");
+    expect((await on("DELETE", `/vms/${c.json.id}`)).status).toBe(200);
+  }
+
+  test("DELETE by id: 404, the new VM of that name stays", async () => {
+    await lineUp("dbi", (id) => on("DELETE", `/vms/${id}`));
+  });
+
+  test("stop by id: 404, the new VM of that name keeps running", async () => {
+    await lineUp("sbi", (id) => on("POST", `/vms/${id}/stop?force=true`));
+  });
+
+  test("reboot by id: 404, not the new VM's reboot", async () => {
+    await lineUp("rbi", (id) => on("POST", `/vms/${id}/reboot`));
   });
 });

@@ -89,6 +89,37 @@ describe("POST /api/v1/reconcile", () => {
     // Nothing left to do: a second pass removes nothing.
     expect((await call("POST", "/api/v1/reconcile", admin)).json.hosts[0].removed).toEqual([]);
   });
+
+  test("libvirt: reconciles during creates never remove a created VM's volumes", async () => {
+    // A create that finishes while a pass runs (its volumes listed, the domains read before its
+    // define) is neither creating nor listed when the pass looks at its volumes.
+    for (let round = 0; round < 20; round++) {
+      const removedIds = new Set<string>();
+      let done = false;
+      const creates = Promise.all(
+        Array.from({ length: 6 }, (_, i) => call("POST", "/api/v1/vms", admin, { name: `rc-race-${round}-${i}`, image: "debian13", extra_disks: [{ size_gb: 1 }] })),
+      ).finally(() => (done = true));
+      const passes = (async () => {
+        while (!done) {
+          const r = await call("POST", "/api/v1/reconcile", admin);
+          expect(r.status).toBe(200);
+          for (const x of r.json.hosts[0].removed as { vm_id: string }[]) removedIds.add(x.vm_id);
+        }
+      })();
+      const [made] = await Promise.all([creates, passes]);
+      const created = made.map((m) => {
+        expect(m.status === 201 ? 201 : m.json).toBe(201);
+        return m.json.id as string;
+      });
+      expect(created.filter((id) => removedIds.has(id))).toEqual([]);
+      const left = await volumes();
+      for (const id of created) {
+        expect(left).toContain(`${id}-root.qcow2`);
+        expect(left).toContain(`${id}-data0.qcow2`);
+      }
+      for (const id of created) expect((await call("DELETE", `/api/v1/vms/${id}`, admin)).status).toBe(200);
+    }
+  });
 });
 
 describe("QEMU driver reconcile", () => {

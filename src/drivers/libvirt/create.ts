@@ -48,7 +48,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   const rootBytes = Math.max(spec.rootDiskGb * GiB, spec.image.virtualSizeBytes);
   const root = await b.storage.create({ name: `${spec.id}-root.qcow2`, capacityBytes: rootBytes, format: "qcow2", backing: { path: spec.image.path, format: spec.image.format } }, pool);
   made.push(root.vol);
-  faultPoint("create.after-root-volume");
+  await faultPoint("create.after-root-volume");
   disks.push({ device: "disk", format: "qcow2", path: root.path, ...placed(slots.root), readonly: false, serial: null });
 
   // Data disks with the serials kdevops workflows look for (kdevops0..N).
@@ -59,7 +59,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     const nvme = slot.bus === "nvme";
     const { vol, path } = await b.storage.create({ name: `${spec.id}-data${i}.qcow2`, capacityBytes: d.sizeGb * GiB, format: "qcow2", owner: nvme ? b.qemuOwner : null }, pool);
     made.push(vol);
-    faultPoint("create.after-data-volume");
+    await faultPoint("create.after-data-volume");
     const serial = `kdevops${i}`;
     dataInfo.push({ type: "data", size_gb: d.sizeGb, driver: slot.bus, format: "qcow2", serial, path });
     if (nvme) nvmeDisks.push(nvmeDisk(slot.ordinal, serial, path, "qcow2"));
@@ -71,7 +71,7 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
     const { vol, path } = await b.storage.create({ name: `${spec.id}-seed.iso`, capacityBytes: spec.seedIso.byteLength, format: "raw" }, pool);
     made.push(vol);
     await b.storage.upload(vol, spec.seedIso);
-    faultPoint("create.after-seed-upload");
+    await faultPoint("create.after-seed-upload");
     disks.push({ device: "cdrom", format: "raw", path, ...placed(slots.seed), readonly: true, serial: null });
   }
 
@@ -123,13 +123,13 @@ export async function buildVm(b: VmBuilder, spec: VmSpec, uuid: string, made: Re
   // An operator's own template is checked against libvirt's schema on every define (a
   // clear error instead of a silently ignored element); the embedded one is checked by
   // the test suite in every variant, which saves libvirtd ~6 ms of CPU per create.
-  faultPoint("create.before-define");
+  await faultPoint("create.before-define");
   const { dom } = await c.call(P.domainDefineXmlFlags, { xml, flags: b.templatePath ? DEFINE_VALIDATE : 0 });
-  faultPoint("create.after-define");
+  await faultPoint("create.after-define");
   if (spec.start) {
-    faultPoint("create.before-start");
+    await faultPoint("create.before-start");
     await c.call(P.domainCreate, { dom });
-    faultPoint("create.after-start");
+    await faultPoint("create.after-start");
   }
   // Everything is known already: no need to read it back from a host that may be busy
   // starting many guests.

@@ -104,6 +104,11 @@ export class LibvirtDriver implements VmDriver {
   private qemuOwner: { uid: number; gid: number } | null = null;
   /** VM ids whose create is in progress: their volumes are not orphans. */
   private readonly creating = new Set<string>();
+  /**
+   * One set per orphan sweep running: every id that was creating at any time during it (a create
+   * that ends mid-sweep is in neither `creating` nor the sweep's domain listing).
+   */
+  private readonly sweeps = new Set<Set<string>>();
   private readonly storage: VmStorage;
   private readonly host: HostFacts;
   private readonly networks: Networks;
@@ -239,20 +244,27 @@ export class LibvirtDriver implements VmDriver {
   /**
    * Volumes of VMs that do not exist: named `<id>-*` after an rcloud VM id (root, data
    * disks, seed, console log) in rcloud's own pool, with no domain of that id and no create
-   * of it running. A domain is defined only after all its volumes exist, so a create cut
-   * short before its define left only such volumes, and a delete cut short after its
-   * undefine too.
+   * of it running during the sweep. A domain is defined only after all its volumes exist, so
+   * a create cut short before its define left only such volumes, and a delete cut short after
+   * its undefine too.
    */
   private async sweepOrphanVolumes(refresh: "required" | "best-effort" = "best-effort"): Promise<ReconciledArtefact[]> {
     const removed: ReconciledArtefact[] = [];
-    // A refresh finds files libvirt did not make itself (a console log virtlogd opened late).
-    const vols = await this.storage.volumes(refresh);
-    const live = new Set((await this.list()).map((r) => r.id));
-    for (const vol of vols) {
-      const id = VM_ID_PREFIX.exec(vol.name)?.[1];
-      if (!id || live.has(id) || this.creating.has(id)) continue;
-      await this.storage.delete(vol);
-      removed.push({ kind: "volume", name: vol.name, vmId: id });
+    // Creates running now or starting before the sweep ends (create() adds to it).
+    const creating = new Set(this.creating);
+    this.sweeps.add(creating);
+    try {
+      // A refresh finds files libvirt did not make itself (a console log virtlogd opened late).
+      const vols = await this.storage.volumes(refresh);
+      const live = new Set((await this.list()).map((r) => r.id));
+      for (const vol of vols) {
+        const id = VM_ID_PREFIX.exec(vol.name)?.[1];
+        if (!id || live.has(id) || creating.has(id)) continue;
+        await this.storage.delete(vol);
+        removed.push({ kind: "volume", name: vol.name, vmId: id });
+      }
+    } finally {
+      this.sweeps.delete(creating);
     }
     return removed;
   }
@@ -369,6 +381,7 @@ export class LibvirtDriver implements VmDriver {
     const made: RemoteNonnullStorageVol[] = [];
     const uuid = randomUUID();
     this.creating.add(spec.id);
+    for (const sweep of this.sweeps) sweep.add(spec.id);
     try {
       const rec = await buildVm(
         {
@@ -494,9 +507,9 @@ export class LibvirtDriver implements VmDriver {
           if (!(e instanceof LibvirtError && e.code === ErrorCode.OPERATION_INVALID)) throw e;
         });
       }
-      faultPoint("delete.after-destroy");
+      await faultPoint("delete.after-destroy");
       await c.call(P.domainUndefineFlags, { dom, flags: UNDEFINE_ALL }).catch(() => c.call(P.domainUndefine, { dom }));
-      faultPoint("delete.after-undefine");
+      await faultPoint("delete.after-undefine");
       // Volumes: everything in our pool that belongs to this VM (named after its id); the
       // console log appears in the pool only after a refresh.
       this.records.changed(dom);

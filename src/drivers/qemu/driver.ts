@@ -800,13 +800,13 @@ export class QemuDriver implements VmDriver {
       const settled = await Promise.allSettled(jobs);
       const failed = settled.find((r) => r.status === "rejected");
       if (failed) throw (failed as PromiseRejectedResult).reason;
-      faultPoint("create.after-root-volume");
-      if (spec.dataDisks.length > 0) faultPoint("create.after-data-volume");
+      await faultPoint("create.after-root-volume");
+      if (spec.dataDisks.length > 0) await faultPoint("create.after-data-volume");
 
       if (spec.seedIso) {
         writeFileSync(p.disk("seed.iso"), spec.seedIso, { mode: 0o600 });
         disks.push({ type: "seed", file: "seed.iso", size_gb: round2(spec.seedIso.byteLength / GiB), driver: "sata", format: "raw", serial: null });
-        faultPoint("create.after-seed-upload");
+        await faultPoint("create.after-seed-upload");
       }
 
       const vm: StoredVm = {
@@ -836,14 +836,14 @@ export class QemuDriver implements VmDriver {
       };
       this.creating.set(vm.id, vm);
       if (spec.start) {
-        faultPoint("create.before-start");
+        await faultPoint("create.before-start");
         pid = await this.launch(vm);
-        faultPoint("create.after-start");
+        await faultPoint("create.after-start");
       }
       // The define of this driver: vm.json, written last.
-      faultPoint("create.before-define");
+      await faultPoint("create.before-define");
       writeVm(this.opts.stateDir, vm); // the commit point: without vm.json the directory is an orphan
-      faultPoint("create.after-define");
+      await faultPoint("create.after-define");
       this.records.set(vm.id, vm);
       this.creating.delete(vm.id);
       return this.toRecord(vm, spec.start ? "running" : "stopped", pid);
@@ -930,13 +930,13 @@ export class QemuDriver implements VmDriver {
       const rt = this.runtime.get(vm.id);
       if (rt) rt.events.stopping = true;
       if (pid !== null) await this.kill(pid, p.qmp);
-      faultPoint("delete.after-destroy");
+      await faultPoint("delete.after-destroy");
       await this.forget(vm, rt);
       await stopVirtiofsds(vm.shares ?? [], p);
       // vm.json first: from here on the VM is gone even if removing the rest fails
       // (the next start removes a directory without vm.json).
       rmSync(p.json, { force: true });
-      faultPoint("delete.after-undefine");
+      await faultPoint("delete.after-undefine");
       this.records.delete(vm.id);
       this.emit(vm, "vm-undefined", "deleted");
       rmSync(p.dir, { recursive: true, force: true });
