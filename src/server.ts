@@ -150,7 +150,8 @@ export async function startServer(opts: { config?: RcloudConfig; configFile?: st
     quotas: { quotas: config.auth.quotas, default_quota: config.auth.default_quota },
     placement: config.placement.policy,
     onCrash: d.on_crash,
-    onRestartFailed: (host, vm, error) => log("warn", "on_crash: restart could not start the VM again", { host, vm, error }),
+    onRestartFailed: (host, vm, error, retryInMs) =>
+      log("warn", retryInMs === null ? "on_crash: restart could not start the VM again; given up" : "on_crash: restart could not start the VM again; trying again", { host, vm, error, ...(retryInMs !== null ? { retry_in_ms: retryInMs } : {}) }),
   });
   const events = new EventBus({ capacity: config.events.buffer, subscriberBuffer: config.events.subscriber_buffer });
   service.attachEvents(events);

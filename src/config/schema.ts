@@ -280,7 +280,7 @@ export const CONFIG_SCHEMA = Section({
     }),
     on_crash: OneOf(ON_CRASH, {
       default: "stop",
-      description: "when a VM's QEMU process dies (killed, out of memory): restart it, leave it stopped, or preserve it as crashed (each with crash_reason)",
+      description: "when a VM's QEMU process dies (killed, out of memory): restart it (a failed start is tried again after 2, 10 and 30 s), leave it stopped, or preserve it as crashed (each with crash_reason)",
     }),
     stop_timeout_s: Int(1, 3600, { default: 60, description: "seconds a graceful stop waits before forcing the guest off" }),
     pool_reserve_mb: Int(0, 1048576, {

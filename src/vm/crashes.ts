@@ -4,7 +4,8 @@
  * assertion) reaches it through the drivers' events here; a guest panic reports through
  * `recordCrash` too.
  *
- * - `restart`: the VM is started again at once (its crash_reason stays until it stops again).
+ * - `restart`: the VM is started again at once, and again after a pause if that start fails
+ *   (VmService.restartCrashed); its crash_reason stays until it stops again.
  * - `stop`: it stays stopped, with its crash_reason.
  * - `preserve`: it shows as `crashed` with its crash_reason until someone starts or deletes it.
  *

@@ -11,6 +11,7 @@ import { type HostState, isActiveState, type OnCrash, type PlacementPolicy, QMP_
 import { type Caller, canAccess, projectForCreate, type QuotaConfig } from "../auth/scope.ts";
 import type { ConsoleSession, DumpReader, HostInfo, ImageInfo, ListOptions, VmDriver, VmRecord, VmSpec } from "../drivers/types.ts";
 import type { EventSink } from "../events/bus.ts";
+import { abortableSleep } from "../util/abortable-sleep.ts";
 import type { KeyedMutex } from "../util/mutex.ts";
 import { currentRequestId } from "../util/request-context.ts";
 import { byCreation, type ListedVm, toApiVm, VmJsonCache } from "./api-vm.ts";
@@ -39,6 +40,8 @@ export type { ConsoleSession, HostInfo };
 
 const QMP_QUERY_RE = new RegExp(QMP_QUERY_PATTERN);
 const GiB = 1024 ** 3;
+/** on_crash: restart: pauses before trying a failed restart again (then it is given up, and logged). */
+const RESTART_RETRY_MS = [2_000, 10_000, 30_000];
 
 export interface ServiceOptions {
   defaults: ServiceDefaults;
@@ -50,7 +53,7 @@ export interface ServiceOptions {
   /** What to do when a VM's QEMU dies under it (crashes.ts); default stop. */
   onCrash?: OnCrash;
   /** Told when on_crash: restart could not start a crashed VM again. */
-  onRestartFailed?: (host: string, vm: string, error: string) => void;
+  onRestartFailed?: (host: string, vm: string, error: string, retryInMs: number | null) => void;
 }
 
 export class VmService {
@@ -82,25 +85,39 @@ export class VmService {
 
   /** Crashed VMs and on_crash (crashes.ts). */
   readonly crashes: CrashRecords;
+  /** Aborted by drain(): on_crash restarts waiting to try again give up. */
+  private readonly stopping = new AbortController();
 
   /**
    * on_crash: restart: the VM is started again, under its name's lock like any start; not if
    * it was deleted meanwhile (and another VM may have its name now). `id`: the crashed VM's, as
    * the driver's event said it; null: the VM of that name when the restart begins.
    */
-  private async restartCrashed(hostName: string, name: string, id: string | null, onFailed?: (host: string, vm: string, error: string) => void): Promise<void> {
+  private async restartCrashed(hostName: string, name: string, id: string | null, onFailed?: (host: string, vm: string, error: string, retryInMs: number | null) => void): Promise<void> {
     const h = this.registry.get(hostName);
     if (!h) return;
-    try {
-      const crashed = id ?? (await this.fleet.onHost(h, () => h.driver.get(name)))?.id;
-      if (crashed === undefined) return;
-      await this.locks.run(`name:${name}`, async () => {
-        const now = await this.fleet.onHost(h, () => h.driver.get(name));
-        if (now?.id !== crashed) return; // deleted meanwhile: nothing to restart
-        await this.fleet.onHost(h, () => h.driver.start(name));
-      });
-    } catch (e) {
-      onFailed?.(hostName, name, (e as Error).message);
+    let crashed: string | null = id;
+    // A start can fail for a passing reason (a loaded host, QEMU slow to answer on QMP): tried
+    // again after a pause, a few times, like a service manager's restart policy.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        crashed ??= (await this.fleet.onHost(h, () => h.driver.get(name)))?.id ?? null;
+        if (crashed === null) return;
+        const vmId = crashed;
+        await this.locks.run(`name:${name}`, async () => {
+          const now = await this.fleet.onHost(h, () => h.driver.get(name));
+          if (now?.id !== vmId) return; // deleted meanwhile: nothing to restart
+          if (now.state !== "stopped" && now.state !== "crashed") return; // started by someone meanwhile
+          await this.fleet.onHost(h, () => h.driver.start(name));
+        });
+        return;
+      } catch (e) {
+        const retryInMs = RESTART_RETRY_MS[attempt] ?? null;
+        onFailed?.(hostName, name, (e as Error).message, retryInMs);
+        if (retryInMs === null) return;
+        await abortableSleep(retryInMs, this.stopping.signal);
+        if (this.stopping.signal.aborted) return;
+      }
     }
   }
 
@@ -125,6 +142,7 @@ export class VmService {
 
   /** Resolves when no lifecycle operation is running, or after `timeoutMs`. */
   drain(timeoutMs: number): Promise<boolean> {
+    this.stopping.abort(); // no more on_crash restarts
     return this.ctx.drain(timeoutMs);
   }
 

@@ -7,6 +7,8 @@
  * by the user clears the crash.
  */
 import { afterAll, expect, test } from "bun:test";
+import { readFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
 import { ChaosSite, type ChaosDriverKind, vmBody } from "../helpers/chaos.ts";
 import { waitFor } from "../helpers/rig.ts";
 
@@ -37,6 +39,23 @@ async function firstEvent(site: ChaosSite, vm: string, pred: (e: { type: string;
     clearTimeout(timer);
     ctl.abort();
   }
+}
+
+/** The VM as the API shows it once it runs on a new QEMU (not `pid`); the error has the tail of rcloud's log. */
+async function runningAgain(site: ChaosSite, id: string, pid: number, timeoutMs: number): Promise<{ state: string; crash_reason: string | null }> {
+  return await waitFor(
+    "the VM to run again",
+    async () => {
+      const v = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
+      const p = (await site.artefacts()).processes.get(id);
+      return v?.state === "running" && p && p !== pid ? v : null;
+    },
+    timeoutMs,
+    200,
+  ).catch((e: Error) => {
+    // What rcloud said about the restart is in its log (a failed restart start is a warning there).
+    throw new Error(`${e.message}\n--- rcloud's log (${site.lastLog}), last 4000 bytes ---\n${readFileSync(site.lastLog, "utf8").slice(-4000)}`);
+  });
 }
 
 const sites: ChaosSite[] = [];
@@ -75,16 +94,7 @@ async function crashWith(kind: ChaosDriverKind, policy: "preserve" | "stop" | "r
   expect(ev).not.toBeNull();
 
   if (policy === "restart") {
-    const again = await waitFor(
-      "the VM to run again",
-      async () => {
-        const v = (await site.req("GET", `/api/v1/vms/${id}`))?.json;
-        const p = (await site.artefacts()).processes.get(id);
-        return v?.state === "running" && p && p !== pid ? v : null;
-      },
-      90_000,
-      200,
-    );
+    const again = await runningAgain(site, id, pid!, 90_000);
     expect(again.crash_reason).toContain("QEMU");
   } else {
     expect(seen.state).toBe(policy === "preserve" ? "crashed" : "stopped");
@@ -112,3 +122,27 @@ for (const kind of ["libvirt", "qemu"] as ChaosDriverKind[]) {
     else for (const policy of policies) await crashWith(kind, policy);
   }, 300_000);
 }
+
+// on_crash: restart tries again when a start fails: here the root disk is away when QEMU dies
+// (the first start fails on it) and back a moment later (the next try boots).
+test("qemu driver: on_crash restart tries again after a failed start", async () => {
+  const site = new ChaosSite("qemu", { onCrash: "restart" });
+  sites.push(site);
+  await site.start();
+  const made = await site.req("POST", "/api/v1/vms", vmBody("crash-retry", { extra_disks: [] }));
+  expect(made?.status).toBe(201);
+  const id = made!.json.id as string;
+  const pid = (await site.artefacts()).processes.get(id);
+  expect(pid).toBeGreaterThan(1);
+  const root = join(site.dataDir, "vms", id, "root.qcow2");
+  renameSync(root, `${root}.away`);
+  process.kill(pid!, "SIGKILL");
+  const log = () => readFileSync(site.lastLog, "utf8");
+  await waitFor("the first restart to fail and be tried again", () => /on_crash: restart could not start the VM again; trying again/.test(log()), 30_000, 100);
+  renameSync(`${root}.away`, root);
+  const again = await runningAgain(site, id, pid!, 60_000);
+  expect(again.crash_reason).toContain("QEMU");
+  expect(log()).not.toContain("given up");
+  expect((await site.req("DELETE", `/api/v1/vms/${id}`))?.status).toBe(200);
+  await site.stopChildren();
+}, 180_000);
