@@ -37,9 +37,18 @@ interface Usage {
   vcpus: number;
   memoryMb: number;
   group: string | null;
-  /** null while the create runs; then when the entry stops counting. */
+  /** null while the create (or growth) runs; then when the entry stops counting. */
   until: number | null;
+  /**
+   * A PATCH growing VM `grows` (entry `${id}:grow`): vcpus and memoryMb are the size it grows
+   * to, and the VM counts at least that much. `settledAt`: once the PATCH ended, the listing
+   * sequence number a listing must have begun after to show the new size.
+   */
+  grows?: string;
+  settledAt?: number;
 }
+
+const NOTHING = { vcpus: 0, memoryMb: 0 };
 
 /** Whether a VM takes its share of the host: stopped VMs give theirs back. */
 export function countsOnHost(r: VmRecord): boolean {
@@ -51,6 +60,8 @@ export class Fleet {
   /** Creates in flight and just finished, by host then VM id. */
   private readonly usage = new Map<string, Map<string, Usage>>();
   private readonly factsInFlight = new Map<string, Promise<HostInfo>>();
+  /** Numbers listings and the ends of growths: a listing begun after a growth ended shows it. */
+  private seq = 0;
 
   constructor(readonly registry: HostRegistry) {}
 
@@ -100,11 +111,12 @@ export class Fleet {
   /** Every listed VM of the host, or its last listing when it does not answer within `deadlineMs`. */
   async list(h: Host, deadlineMs = LIST_DEADLINE_MS, opts?: ListOptions): Promise<HostListing> {
     if (!h.online) return { host: h, records: h.records ?? [], fresh: false, error: h.lastError ?? "offline" };
+    const began = ++this.seq;
     // whileUp: a host that goes offline under the call ends the wait at once.
     const call = h.whileUp(() => h.driver.list(opts)).then((records) => {
       h.records = records;
       h.markContact();
-      this.settle(h, records);
+      this.settle(h, records, began);
       return records;
     });
     let error: string | null = null;
@@ -208,11 +220,43 @@ export class Fleet {
     };
   }
 
+  /**
+   * What the VM `id` counts on `h` except for the PATCH now checked must leave room for its
+   * new size: reserves it until a listing begun after the PATCH shows it (or
+   * PLACED_GRACE_MS), so concurrent PATCHes and creates see it. Call in the same tick as the
+   * check against allocated(h, id). `end(ok)`: the PATCH is over (ok: applied).
+   */
+  reserveGrowth(h: Host, id: string, to: { vcpus: number; memoryMb: number }): (ok: boolean) => void {
+    const key = `${id}:grow`;
+    const entry: Usage = { ...to, group: null, until: null, grows: id };
+    this.usageOf(h).set(key, entry);
+    return (ok) => {
+      const m = this.usageOf(h);
+      if (m.get(key) !== entry) return;
+      const now = h.records?.find((r) => r.id === id);
+      // Failed, or stopped after it (replaced() put the record in): the cache says what counts.
+      if (!ok || (now && !countsOnHost(now))) {
+        m.delete(key);
+        return;
+      }
+      entry.until = Date.now() + PLACED_GRACE_MS;
+      entry.settledAt = this.seq;
+    };
+  }
+
+  /** The VM as an operation on it left it (a PATCH, a start): its entry in the host's cache replaced. */
+  replaced(h: Host, rec: VmRecord): void {
+    if (!h.records) return;
+    const i = h.records.findIndex((r) => r.id === rec.id);
+    h.records = i < 0 ? [...h.records, rec] : h.records.with(i, rec);
+  }
+
   /** A listing shows what is placed: entries it covers stop counting separately. */
-  private settle(h: Host, records: VmRecord[]): void {
+  private settle(h: Host, records: VmRecord[], began: number): void {
     const m = this.usageOf(h);
     if (m.size === 0) return; // most listings: no create in flight or just finished
     for (const r of records) if (m.get(r.id)?.until !== null) m.delete(r.id);
+    for (const [key, u] of m) if (u.settledAt !== undefined && u.settledAt < began) m.delete(key);
   }
 
   /** The VM is gone from `h`: it no longer counts. */
@@ -221,21 +265,27 @@ export class Fleet {
     if (h.records) h.records = h.records.filter((r) => r.id !== id);
   }
 
-  /** vCPUs and memory of the VMs that count on `h`, creates in flight included. */
-  allocated(h: Host): { vcpus: number; memoryMb: number } {
+  /**
+   * vCPUs and memory of the VMs that count on `h`, creates in flight and growths reserved
+   * included; `except`: without that VM (what a PATCH of it must fit beside).
+   */
+  allocated(h: Host, except?: string): { vcpus: number; memoryMb: number } {
+    const per = new Map<string, { vcpus: number; memoryMb: number }>();
+    for (const r of h.records ?? []) per.set(r.id, countsOnHost(r) ? r : NOTHING);
+    const usage = this.usageOf(h);
+    for (const [id, u] of usage) if (u.grows === undefined && !per.has(id)) per.set(id, u);
+    // A VM growing counts its new size while the cache may still show the old one.
+    for (const u of usage.values()) {
+      if (u.grows === undefined) continue;
+      const was = per.get(u.grows) ?? NOTHING;
+      per.set(u.grows, { vcpus: Math.max(was.vcpus, u.vcpus), memoryMb: Math.max(was.memoryMb, u.memoryMb) });
+    }
     let vcpus = 0;
     let memoryMb = 0;
-    const seen = new Set<string>();
-    for (const r of h.records ?? []) {
-      seen.add(r.id);
-      if (!countsOnHost(r)) continue;
-      vcpus += r.vcpus;
-      memoryMb += r.memoryMb;
-    }
-    for (const [id, u] of this.usageOf(h)) {
-      if (seen.has(id)) continue;
-      vcpus += u.vcpus;
-      memoryMb += u.memoryMb;
+    for (const [id, a] of per) {
+      if (id === except) continue;
+      vcpus += a.vcpus;
+      memoryMb += a.memoryMb;
     }
     return { vcpus, memoryMb };
   }
@@ -249,7 +299,7 @@ export class Fleet {
       seen.add(r.id);
       if (r.placementGroup === group) n++;
     }
-    for (const [id, u] of this.usageOf(h)) if (!seen.has(id) && u.group === group) n++;
+    for (const [id, u] of this.usageOf(h)) if (!seen.has(id) && u.grows === undefined && u.group === group) n++;
     return n;
   }
 

@@ -562,16 +562,23 @@ export class VmService {
     return this.ctx.underLock(ref, caller, "update", async (host, rec) => {
       const plan = planUpdate(req, rec, this.defaults);
       await resolveBoot(this.ctx, host, rec, plan);
-      await this.checkGrowth(host, rec, plan);
-      const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
-      const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
-      const release = rec.owner !== null && grows ? await this.quotaReservations.reserveChange(rec.owner, rec, add, () => this.allRecords()) : () => {};
+      const grown = await this.checkGrowth(host, rec, plan);
+      let ok = false;
       try {
-        await this.applyPlan(host, rec, plan);
+        const add = { vms: 0, vcpus: plan.next.vcpus - rec.vcpus, memory_mb: plan.next.memoryMb - rec.memoryMb, disk_gb: plan.next.diskGb - diskGb(rec) };
+        const grows = add.vcpus > 0 || add.memory_mb > 0 || add.disk_gb > 0;
+        const release = rec.owner !== null && grows ? await this.quotaReservations.reserveChange(rec.owner, rec, add, () => this.allRecords()) : () => {};
+        try {
+          await this.applyPlan(host, rec, plan);
+        } finally {
+          release();
+        }
+        const after = await this.ctx.current(host, rec.name);
+        ok = true;
+        return after;
       } finally {
-        release();
+        grown(ok);
       }
-      return this.ctx.current(host, rec.name);
     });
   }
 
@@ -613,13 +620,17 @@ export class VmService {
     }
   }
 
-  /** What the VM grows to must fit its host by the placement rules (its own share counted once). */
-  private async checkGrowth(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<void> {
+  /**
+   * What the VM grows to must fit its host by the placement rules, beside everything else that
+   * counts there (its own share counted once, as the host's cache has it); the new size is
+   * reserved in the same step, so PATCHes and creates running at once see it. Returns the
+   * end of that reservation (fleet.reserveGrowth).
+   */
+  private async checkGrowth(host: Host, rec: VmRecord, plan: UpdatePlan): Promise<(ok: boolean) => void> {
     const cur = effective(rec);
-    if (plan.next.vcpus <= cur.vcpus && plan.next.memoryMb <= cur.memoryMb) return;
+    if (plan.next.vcpus <= cur.vcpus && plan.next.memoryMb <= cur.memoryMb) return () => {};
     const info = await this.fleet.facts(host);
-    const alloc = this.fleet.allocated(host);
-    const own = countsOnHost(rec) ? { vcpus: rec.vcpus, memoryMb: rec.memoryMb } : { vcpus: 0, memoryMb: 0 };
+    // From here to reserveGrowth() nothing awaits.
     const candidate: PlacementCandidate = {
       name: host.name,
       state: "online", // a cordon keeps new VMs away, not growth of the ones there
@@ -628,11 +639,12 @@ export class VmService {
       memoryMb: info.memoryMb,
       vcpuOvercommit: host.vcpuOvercommit,
       memoryOvercommit: host.memoryOvercommit,
-      allocated: { vcpus: alloc.vcpus - own.vcpus, memoryMb: alloc.memoryMb - own.memoryMb },
+      allocated: this.fleet.allocated(host, rec.id),
       groupMembers: 0,
     };
     const no = refusal(candidate, { vcpus: plan.next.vcpus, memoryMb: plan.next.memoryMb, image: rec.image, pinned: host.name });
     if (no) throw new ServiceError("capacity_exceeded", `host ${host.name}: ${no.reason}`, { field: no.resource === "vcpus" ? "vcpus" : "memory_mb", hosts: [{ host: no.host, reason: no.reason }] });
+    return this.fleet.reserveGrowth(host, rec.id, { vcpus: plan.next.vcpus, memoryMb: plan.next.memoryMb });
   }
 
   /** PUT /vms/{id}/kernel|initrd: the body stored as the VM's uploaded kernel or initrd (boot-ops.ts). */

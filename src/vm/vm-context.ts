@@ -166,6 +166,7 @@ export class VmContext {
     const after = await this.fleet.onHost(host, () => host.driver.get(name));
     if (!after) throw new ServiceError("not_found", `VM '${name}' disappeared`);
     this.remember(host, [after]);
+    this.fleet.replaced(host, after);
     return this.toApi(after, host, true);
   }
 

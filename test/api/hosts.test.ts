@@ -19,6 +19,10 @@ async function deleteAll(s: TestServer): Promise<void> {
   await Promise.all(vms.map((vm: { id: string }) => s.req("DELETE", `/api/v1/vms/${vm.id}`)));
 }
 
+function expectCode(r: { status: number; json: any }, status: number, code: string): void {
+  expect({ status: r.status, code: r.json?.error?.code }).toEqual({ status, code });
+}
+
 function perHost(vms: { host: string }[]): Record<string, number> {
   const n: Record<string, number> = { alpha: 0, beta: 0, gamma: 0 };
   for (const vm of vms) n[vm.host] = (n[vm.host] ?? 0) + 1;
@@ -125,6 +129,32 @@ describe("hosts", () => {
     expect((await server.req("POST", "/api/v1/vms", { name: "cord-5", image: "debian13" })).json.host).not.toBe("alpha");
     expect((await server.req("POST", "/api/v1/hosts/alpha/uncordon")).json.state).toBe("online");
     expect((await server.req("POST", "/api/v1/vms", { name: "cord-6", image: "debian13", host: "alpha" })).status).toBe(201);
+    await deleteAll(server);
+  }, 60_000);
+});
+
+describe("growing VMs in place (PATCH)", () => {
+  test("PATCHes growing two VMs at once cannot both take the last room; a VM grown twice counts once", async () => {
+    const gamma = (await server.req("GET", "/api/v1/hosts/gamma")).json;
+    const free = gamma.capacity.memory_mb - gamma.allocated.memory_mb;
+    // Two running VMs of 256 MiB (room to grow live) and a filler: 512 MiB left on gamma.
+    const mk = (name: string, memory_mb: number) => server.req("POST", "/api/v1/vms", { name, image: "debian13", host: "gamma", memory_mb, max_memory_mb: Math.max(memory_mb, 2048) });
+    const [a, b] = await Promise.all([mk("grow-a", 256), mk("grow-b", 256)]);
+    const filler = await mk("grow-fill", free - 1024);
+    expect([a.status, b.status, filler.status]).toEqual([201, 201, 201]);
+    expect((await server.req("GET", "/api/v1/hosts/gamma")).json.allocated.memory_mb).toBe(gamma.capacity.memory_mb - 512);
+    // Each alone fits (+384), both do not: one is refused, and gamma stays within its memory.
+    const both = await Promise.all(["grow-a", "grow-b"].map((n) => server.req("PATCH", `/api/v1/vms/${n}`, { memory_mb: 640 })));
+    expect(both.map((r) => r.status).sort()).toEqual([200, 422]);
+    const refused = both.find((r) => r.status === 422)!;
+    expect(refused.json.error).toMatchObject({ code: "capacity_exceeded", field: "memory_mb" });
+    const grown = both.find((r) => r.status === 200)!.json;
+    expect(grown.memory_mb).toBe(640);
+    // The grown VM again, no listing between: its own share counts once, at its new size (640 → 900 does not fit; → 768 does).
+    expectCode(await server.req("PATCH", `/api/v1/vms/${grown.id}`, { memory_mb: 900 }), 422, "capacity_exceeded");
+    expect((await server.req("PATCH", `/api/v1/vms/${grown.id}`, { memory_mb: 768 })).status).toBe(200);
+    const after = (await server.req("GET", "/api/v1/hosts/gamma")).json;
+    expect(after.allocated.memory_mb).toBe(after.capacity.memory_mb);
     await deleteAll(server);
   }, 60_000);
 });
