@@ -23,6 +23,8 @@ export const FAULT_POINTS = [
   // delete (both drivers)
   "delete.after-destroy",
   "delete.after-undefine",
+  // a host's listing answered, not yet in rcloud's cache of the host (delay only: a slow listing)
+  "list.before-cache",
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -10,6 +10,7 @@ import type { HostInfo, ImageInfo, ListOptions, VmRecord } from "../drivers/type
 import { fromDriver } from "./errors.ts";
 import { type FleetImage, mergeImages } from "./fleet-images.ts";
 import { type Host, HostDownError, type HostRegistry } from "./hosts.ts";
+import { faultPoint } from "../util/fault-points.ts";
 import { memoryLimitMb } from "./capacity.ts";
 
 /** GET /vms answers within 2 s: a host's listing is waited for this long at most. */
@@ -60,8 +61,14 @@ export class Fleet {
   /** Creates in flight and just finished, by host then VM id. */
   private readonly usage = new Map<string, Map<string, Usage>>();
   private readonly factsInFlight = new Map<string, Promise<HostInfo>>();
-  /** Numbers listings and the ends of growths: a listing begun after a growth ended shows it. */
+  /** Numbers listings and changes to the hosts' caches: a listing shows the changes made before it began. */
   private seq = 0;
+  /**
+   * Per host: the VMs rcloud created, changed (replaced) or deleted (null) since the listing
+   * that began last of those applied, with when; and when that listing began. A listing
+   * answering later than such a change, but begun before it, does not undo it in the cache.
+   */
+  private readonly changes = new Map<string, { listed: number; vms: Map<string, { at: number; rec: VmRecord | null }> }>();
 
   constructor(readonly registry: HostRegistry) {}
 
@@ -113,9 +120,10 @@ export class Fleet {
     if (!h.online) return { host: h, records: h.records ?? [], fresh: false, error: h.lastError ?? "offline" };
     const began = ++this.seq;
     // whileUp: a host that goes offline under the call ends the wait at once.
-    const call = h.whileUp(() => h.driver.list(opts)).then((records) => {
-      h.records = records;
+    const call = h.whileUp(() => h.driver.list(opts)).then(async (listed) => {
+      await faultPoint("list.before-cache");
       h.markContact();
+      const records = this.applyListing(h, listed, began);
       this.settle(h, records, began);
       return records;
     });
@@ -216,8 +224,45 @@ export class Fleet {
       }
       // Until a listing shows it, the new VM still counts from here.
       m.set(id, { ...u, until: Date.now() + PLACED_GRACE_MS });
-      if (h.records && !h.records.some((r) => r.id === created.id)) h.records = [...h.records, created];
+      this.changed(h, created.id, created);
     };
+  }
+
+  /** The cache of `h` with `rec` in it for `id` (null: gone), kept over listings begun before now. */
+  private changed(h: Host, id: string, rec: VmRecord | null): void {
+    this.changesOf(h).vms.set(id, { at: ++this.seq, rec });
+    if (h.records) h.records = withChange(h.records, id, rec);
+  }
+
+  private changesOf(h: Host) {
+    let c = this.changes.get(h.name);
+    if (!c) this.changes.set(h.name, (c = { listed: 0, vms: new Map() }));
+    return c;
+  }
+
+  /**
+   * A listing that began at `began` answered: it becomes the cache, with the changes made
+   * after it began laid over it; one begun before the listing the cache has already is not
+   * applied. Returns the records the host has as far as rcloud knows.
+   */
+  private applyListing(h: Host, listed: VmRecord[], began: number): VmRecord[] {
+    const c = this.changesOf(h);
+    if (began < c.listed && h.records) return h.records;
+    c.listed = began;
+    let records = listed;
+    for (const [id, ch] of c.vms) {
+      if (ch.at < began) c.vms.delete(id); // the listing shows it
+      else records = withChange(records, id, ch.rec);
+    }
+    h.records = records;
+    return records;
+  }
+
+  /** Whether a VM named so is on `h` as far as rcloud knows (its cache and its creates since). */
+  hasName(h: Host, name: string): boolean {
+    if (h.records?.some((r) => r.name === name)) return true;
+    for (const ch of this.changes.get(h.name)?.vms.values() ?? []) if (ch.rec?.name === name) return true;
+    return false;
   }
 
   /**
@@ -246,9 +291,7 @@ export class Fleet {
 
   /** The VM as an operation on it left it (a PATCH, a start): its entry in the host's cache replaced. */
   replaced(h: Host, rec: VmRecord): void {
-    if (!h.records) return;
-    const i = h.records.findIndex((r) => r.id === rec.id);
-    h.records = i < 0 ? [...h.records, rec] : h.records.with(i, rec);
+    this.changed(h, rec.id, rec);
   }
 
   /** A listing shows what is placed: entries it covers stop counting separately. */
@@ -262,7 +305,7 @@ export class Fleet {
   /** The VM is gone from `h`: it no longer counts. */
   forget(h: Host, id: string): void {
     this.usageOf(h).delete(id);
-    if (h.records) h.records = h.records.filter((r) => r.id !== id);
+    this.changed(h, id, null);
   }
 
   /**
@@ -329,4 +372,11 @@ export class Fleet {
       last_error: h.lastError,
     };
   }
+}
+
+/** `records` with `rec` for VM `id` (replaced or added), or without it (null). */
+function withChange(records: VmRecord[], id: string, rec: VmRecord | null): VmRecord[] {
+  const i = records.findIndex((r) => r.id === id);
+  if (rec === null) return i < 0 ? records : records.toSpliced(i, 1);
+  return i < 0 ? [...records, rec] : records.with(i, rec);
 }

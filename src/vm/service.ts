@@ -496,7 +496,8 @@ export class VmService {
   private async checkNameFree(name: string): Promise<void> {
     const found = await Promise.all(
       this.registry.hosts.map(async (h) => {
-        const cached = h.records?.some((r) => r.name === name) ? h : null;
+        // Its cache, with the creates and deletes since its last listing (which may be slow to answer).
+        const cached = this.fleet.hasName(h, name) ? h : null;
         if (!h.online) return cached;
         // A host that does not answer in time is judged by its last listing.
         const rec = await this.fleet.within(h, () => h.driver.get(name), "late" as const);

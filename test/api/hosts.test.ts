@@ -3,12 +3,14 @@
  * driver (cheap domains, so placement can be tested with dozens of VMs): GET /hosts, placement
  * (spread, pinning, groups, cordon kept across restarts), names unique across hosts, listing
  * by host, and a host frozen with SIGSTOP during creates (the others go on, listing stays
- * under 2 s, the host goes offline and comes back). test/e2e/hosts.test.ts boots real guests
+ * under 2 s, the host goes offline and comes back), PATCHes growing VMs at once, and a listing
+ * answering after a create and a delete it began before (fault point list.before-cache). test/e2e/hosts.test.ts boots real guests
  * on hosts reached over TLS, SSH and TCP.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fleetConfig, newFleet, removeFleetPools, startFleetServer } from "../helpers/fleet.ts";
+import { fleetConfig, mirrorFleetImages, newFleet, removeFleetPools, startFleetServer } from "../helpers/fleet.ts";
 import { rig, tcpUri, unixUri, waitFor } from "../helpers/rig.ts";
+import { spawnServer } from "../helpers/serve-process.ts";
 import { fakeImageDir, startTestServer, type TestServer, waitHealthy } from "../helpers/server.ts";
 
 const fleet = newFleet(`rctest-fleet-${process.pid}`, fakeImageDir());
@@ -201,6 +203,48 @@ describe("a host that stops answering", () => {
     }, 20_000, 250);
     await deleteAll(server);
   }, 120_000);
+});
+
+describe("a listing slower than the creates and deletes beside it", () => {
+  test("a create or delete made while a listing ran is kept in the host's cache: names are judged right while the host does not answer", async () => {
+    // Every listing is held 2.5 s after its host answered, before it reaches rcloud's cache
+    // (fault point list.before-cache): a create and a delete finish meanwhile.
+    const slow = newFleet(`rctest-fleetslow-${process.pid}`, fakeImageDir());
+    await mirrorFleetImages(slow);
+    const { server: _own, ...config } = fleetConfig(slow);
+    const s = await spawnServer(config, { uri: unixUri("test", "main"), pool: slow.pool, dirs: [slow.stateDir] }, { RCLOUD_FAULT_POINTS: "list.before-cache:delay=2500" });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const headers: Record<string, string> = { authorization: `Bearer ${s.token}` };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      const res = await fetch(`${s.baseUrl}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, json: (await res.json().catch(() => null)) as any };
+    };
+    const frozen = rig().instances.remote.libvirtdPid; // host beta
+    try {
+      await waitFor("all three hosts online", async () => (await call("GET", "/hosts")).json.hosts.every((h: { state: string }) => h.state === "online"), 20_000, 250);
+      expect((await call("POST", "/vms", { name: "slow-gone", image: "debian13", host: "beta" })).status).toBe(201);
+      await Bun.sleep(3000); // beta's cache has slow-gone
+      const listing = call("GET", "/hosts/beta"); // a listing of beta begins: slow-gone, no slow-new
+      await Bun.sleep(200);
+      expect((await call("POST", "/vms", { name: "slow-new", image: "debian13", host: "beta" })).status).toBe(201);
+      expect((await call("DELETE", "/vms/slow-gone")).status).toBe(200);
+      await listing;
+      await Bun.sleep(2500); // that listing has reached the cache
+      process.kill(frozen, "SIGSTOP");
+      try {
+        // beta does not answer: its cache decides whether it has a name.
+        expectCode(await call("POST", "/vms", { name: "slow-new", image: "debian13", host: "alpha" }), 409, "name_taken");
+        expect((await call("POST", "/vms", { name: "slow-gone", image: "debian13", host: "alpha" })).status).toBe(201);
+        expect((await call("GET", "/hosts/beta")).json.vms).toBe(1);
+      } finally {
+        process.kill(frozen, "SIGCONT");
+      }
+      await waitFor("beta answers", async () => (await call("GET", "/hosts/beta")).json.state === "online", 20_000, 250);
+    } finally {
+      await s.stop();
+      await removeFleetPools(slow);
+    }
+  }, 90_000);
 });
 
 describe("what a host's URI shows", () => {
