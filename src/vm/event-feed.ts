@@ -81,9 +81,9 @@ export class VmEventFeed {
         return;
       }
       this.enqueue(() => {
-        // Removed behind rcloud's back.
+        // Removed behind rcloud's back: the VM known by that name, if it is the one removed.
         const vm = this.known.get(e.vmName);
-        if (!vm) return null;
+        if (!vm || vm.host !== host || (e.vmId !== null && e.vmId !== vm.id)) return null;
         this.known.delete(e.vmName);
         return this.input("operation", "vm-deleted", vm, `the hypervisor removed the VM outside rcloud (${e.detail})`, { request_id: null });
       });
@@ -91,7 +91,8 @@ export class VmEventFeed {
     }
     this.enqueue(async () => {
       let vm = this.known.get(e.vmName);
-      if (!vm || vm.host !== host) vm = (await this.find(e.vmName, lookup)) ?? undefined;
+      // Not known here, or known as another VM of that name (the name was reused): looked up again.
+      if (!vm || vm.host !== host || (e.vmId !== null && e.vmId !== vm.id)) vm = (await this.find(e.vmName, lookup)) ?? undefined;
       if (!vm || (e.vmId !== null && e.vmId !== vm.id)) return null;
       return this.input("lifecycle", e.action, vm, e.detail);
     });
@@ -120,7 +121,8 @@ export class VmEventFeed {
     this.creating.delete(vm.name);
     this.remember(vm);
     this.enqueue(() => this.input("operation", "vm-created", vm, "created", { request_id: requestId, operation: "create" }));
-    for (const h of held) if (h.host === vm.host) this.fromDriver(h.host, h.e, h.lookup);
+    // Events of that name held meanwhile: the new VM's, or another VM's (by id, or on another host) go their usual way.
+    for (const h of held) this.fromDriver(h.host, h.e, h.lookup);
     this.operated("start", vm, started);
   }
 
@@ -141,14 +143,15 @@ export class VmEventFeed {
 
   /** The VM is deleted: vm-deleted once the driver's own events about it are out (bounded wait). */
   deleted(vm: KnownVm, requestId: string | null): void {
+    const deleting = this.deleting.get(vm.name);
     const publish = () => {
-      this.deleting.delete(vm.name);
+      // A delete of a new VM of that name may have begun meanwhile: only this delete's entries go.
+      if (this.deleting.get(vm.name) === deleting) this.deleting.delete(vm.name);
       this.enqueue(() => {
-        this.known.delete(vm.name);
+        if (this.known.get(vm.name)?.id === vm.id) this.known.delete(vm.name);
         return this.input("operation", "vm-deleted", vm, "deleted", { request_id: requestId, operation: "delete" });
       });
     };
-    const deleting = this.deleting.get(vm.name);
     if (!this.reporting.has(vm.host) || !deleting || deleting.seen) return publish();
     const timer = setTimeout(publish, UNDEFINE_WAIT_MS);
     deleting.resolve = () => {
